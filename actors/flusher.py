@@ -1,0 +1,45 @@
+"""The flusher actor: turns frozen memtables into published segment files, in order.
+
+For each :class:`~rusts.actors.memtable.FlushRequest` it awaits ``write_table(table)`` (which
+encodes one segment per time partition in a worker thread, persists the series index and schema,
+and commits the manifest with the table's last WAL sequence), then tells the memtable the table
+can be dropped and the WAL what is now durable elsewhere. A failed flush is retried with backoff
+and logged; the table stays queryable in memory meanwhile, so no acknowledged point is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from rusts.actors.memtable import FlushDone
+
+log = logging.getLogger("rusts.actors.flusher")
+
+
+async def run_flusher(*, inbox, write_table, memtable_inbox: trio.MemorySendChannel,
+                      checkpoint, stats: dict, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Actor loop. ``checkpoint(seq)`` is an async callable telling the WAL writer."""
+    task_status.started()
+    async for req in inbox:
+        table = req.table
+        delay = 0.1
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
+                    await write_table(table)
+                break
+            except Exception as e:  # disk full, I/O error: keep the data, retry
+                stats["flush_errors"] = stats.get("flush_errors", 0) + 1
+                stats["last_flush_error"] = str(e)
+                log.error("flush failed, retrying in %.1fs: %s", delay, e)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        stats["flushes"] = stats.get("flushes", 0) + 1
+        stats["flushed_points"] = stats.get("flushed_points", 0) + table.points
+        try:
+            await memtable_inbox.send(FlushDone(table.id))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        await checkpoint(table.last_seq)

@@ -1,0 +1,102 @@
+"""The memtable actor: applies WAL-ordered inserts, rotates tables, hands frozen ones to the flusher.
+
+Owns :class:`rusts.memtable.MemtableState`. Inbox messages: ``MemtableInsert`` (from the WAL
+writer, in sequence order), :class:`FlushDone`, :class:`ForceRotate`. Rotation triggers:
+``max_size_mb``, ``max_points``, ``max_age_secs`` of the active table. Queries read it through
+:meth:`MemtableState.snapshot` in the event loop thread (chunks are immutable arrays).
+When the inbox closes, the active table is rotated and the flusher channel closed, so shutdown
+flushes everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import attrs
+import trio
+
+from rusts.memtable import MemtableState, Table
+from rusts.messages import Reply
+
+log = logging.getLogger("rusts.actors.memtable")
+
+
+@attrs.frozen(eq=False)
+class FlushRequest:
+    """To the flusher: write this frozen table to segments."""
+
+    table: Table
+
+
+@attrs.frozen
+class FlushDone:
+    """From the flusher: the table's data is in published segments."""
+
+    table_id: int
+
+
+@attrs.frozen(eq=False)
+class ForceRotate:
+    """Rotate now (flush on demand); reply.set(table id or None) once the rotation is queued."""
+
+    reply: Reply
+
+
+@attrs.define(eq=False)
+class MemtableLimits:
+    max_bytes: int
+    max_points: int
+    max_age_secs: float
+
+
+async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_sids, inbox,
+                       flusher: trio.MemorySendChannel, on_flushed=None,
+                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Actor loop. ``resolve_sids(batch) -> sequence of series ids`` (one per SeriesRows)."""
+
+    async def rotate(reason: str) -> int | None:
+        t = state.rotate()
+        if t is None:
+            return None
+        log.debug("rotate memtable", extra={"reason": reason, "points": t.points, "table": t.id})
+        await flusher.send(FlushRequest(t))
+        return t.id
+
+    async def age_timer():
+        while True:
+            await trio.sleep(min(1.0, max(0.05, limits.max_age_secs / 4)))
+            a = state.active
+            if a.points and time.monotonic() - a.created >= limits.max_age_secs:
+                await rotate("age")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(age_timer)
+        task_status.started()
+        async with flusher:
+            async for msg in inbox:
+                kind = type(msg).__name__
+                if kind == "MemtableInsert":
+                    try:
+                        sids = resolve_sids(msg.batch)
+                        state.active.insert(sids, msg.batch.series, msg.seq)
+                    except BaseException as e:  # never leave a writer hanging
+                        msg.reply.fail(e)
+                        raise
+                    msg.reply.set(msg.seq)
+                    a = state.active
+                    if a.points >= limits.max_points:
+                        await rotate("points")
+                    elif a.bytes >= limits.max_bytes:
+                        await rotate("size")
+                elif isinstance(msg, FlushDone):
+                    state.drop(msg.table_id)
+                    if on_flushed is not None:
+                        on_flushed(msg.table_id)
+                elif isinstance(msg, ForceRotate):
+                    msg.reply.set(await rotate("forced"))
+                else:
+                    log.error("memtable: unknown message %r", msg)
+            # inbox closed: shutdown. Flush what is left.
+            await rotate("shutdown")
+            nursery.cancel_scope.cancel()

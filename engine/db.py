@@ -1,0 +1,475 @@
+"""The database: recovery, the supervised actors, and the embedded API.
+
+Use it from any trio program::
+
+    async with rusts.open("./data") as db:
+        await db.write("cpu,host=a usage=1.5 1700000000000000000")
+        rs = await db.query({"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}})
+        print(rs.to_rows())
+
+Startup order (supervisor): lock the data directory, load the manifest, the series index and the
+schema, open every segment (a corrupt one is quarantined and reported, the rest keep serving),
+repair the WAL tail and replay records newer than the manifest's ``flushed_seq`` into the memtable,
+then start flusher -> memtable -> WAL writer, each with ``nursery.start``. Shutdown runs the other
+way: closing the WAL inbox makes the WAL writer fsync and close, the memtable rotate what it holds,
+and the flusher write it out, so a graceful stop leaves the WAL empty of unflushed data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import trio
+
+from rusts.errors import ClosedError, CorruptionError, DataDirLockedError, OverloadedError, QueryError
+from rusts.executor import ResultSet, Snapshot, execute, select_series
+from rusts.memtable import MemtableState, Table
+from rusts.messages import Reply, cpu_limiter, run_cpu
+from rusts.model import FieldType, LineError, WriteBatch, parse_series_key
+from rusts.query import Query, from_json
+from rusts.rowset import merge
+
+log = logging.getLogger("rusts.db")
+
+HOUR_NS = 3_600_000_000_000
+
+
+@attrs.frozen
+class WriteResult:
+    points: int
+    errors: tuple[LineError, ...] = ()
+
+
+def _partition_of(ts: np.ndarray, dur: int) -> np.ndarray:
+    return ts // dur
+
+
+class Database:
+    """One open database. Create with :func:`open`; all methods run in the trio loop."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        st = config.storage
+        self.data_dir = Path(st.data_dir)
+        self.wal_dir = Path(st.wal_dir) if st.wal_dir else self.data_dir / "wal"
+        self.partition_ns = int(st.partition_duration_hours * HOUR_NS)
+        self.state = MemtableState()
+        self.ready = False
+        self.closed = False
+        self.started_at = time.time()
+        self.problems: list[str] = []
+        self.readers: dict[str, Any] = {}  # segment file -> SegmentReader
+        self.flusher_stats: dict[str, Any] = {}
+        self.query_stats = {"count": 0, "errors": 0, "total_ms": 0.0}
+        self.write_stats = {"requests": 0, "points": 0, "values": 0, "rejected_lines": 0}
+        self._flush_events: dict[int, trio.Event] = {}
+        self._lock_fd: int | None = None
+        self._wal = None
+        self._next_seq = 1
+        self._query_limiter = trio.CapacityLimiter(max(1, config.query.max_concurrent))
+
+    # ------------------------------------------------------------------ recovery (sync, thread)
+    def _lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DataDirLockedError(
+                f"data directory {self.data_dir} is in use by another rusts process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _recover(self) -> None:
+        from rusts.index import SeriesIndex
+        from rusts.manifest import Manifest
+        from rusts.schema import SchemaRegistry
+        from rusts.segment import SegmentReader
+
+        self._lock()
+        try:
+            self.manifest, problems = Manifest.load(self.data_dir)
+            self.problems.extend(problems)
+            index_dir = self.data_dir / "index"
+            index_dir.mkdir(parents=True, exist_ok=True)
+            self.index = SeriesIndex.open(index_dir)
+            self.schema = SchemaRegistry.open(index_dir)
+            schema_empty = not self.schema.measurements()
+            for meta in list(self.manifest.state.segments):
+                path = self.data_dir / "segments" / meta.file
+                try:
+                    r = SegmentReader.open(path)
+                except (CorruptionError, OSError) as e:
+                    moved = self.manifest.quarantine(meta, str(e))
+                    msg = f"segment {meta.file} is corrupt and was quarantined to {moved}: {e}"
+                    log.error(msg)
+                    self.problems.append(msg)
+                    continue
+                self.readers[meta.file] = r
+                keys = r.series_keys()
+                missing = [(sid, k) for sid, k in keys.items() if self.index.get(k) is None]
+                if missing:
+                    self.index.ensure(missing)
+                if schema_empty:
+                    for sid, k in keys.items():
+                        m, _ = parse_series_key(k)
+                        for f, ft in r.field_types(sid).items():
+                            self.schema.ensure(m, f, ft)
+            self._replay_wal()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _replay_wal(self) -> None:
+        st = self.config.storage
+        flushed = self.manifest.state.flushed_seq
+        last = flushed
+        if st.wal_durability == "none":
+            self._wal = None
+        else:
+            from rusts.wal import Wal
+            from rusts.walrecord import decode_batch
+
+            wal, report = Wal.open(self.wal_dir, segment_max_bytes=int(st.wal_segment_max_mb) << 20,
+                                   quarantine_dir=self.data_dir / "quarantine")
+            self._wal = wal
+            for path, off in report.torn_tail_truncated:
+                self.problems.append(f"WAL {path}: torn tail truncated at offset {off}")
+            for item in report.corrupt:
+                self.problems.append(f"WAL {item[0]}: corrupt record at offset {item[1]}: {item[2]}")
+            replayed = 0
+            for seq, payload in wal.replay(flushed):
+                try:
+                    batch = decode_batch(payload)
+                except CorruptionError as e:
+                    self.problems.append(f"WAL record {seq} undecodable: {e}")
+                    continue
+                batch = self.schema.check(batch)
+                sids = self.index.lookup_or_create([s.key for s in batch.series])
+                self.state.active.insert(sids, batch.series, seq)
+                replayed += batch.point_count
+                last = max(last, seq)
+                if self.state.active.points >= self.config.storage.memtable.max_points:
+                    self.state.rotate()
+            last = max(last, wal.last_seq)
+            if replayed:
+                log.info("replayed %d points from the WAL", replayed)
+        self._next_seq = last + 1
+
+    # ------------------------------------------------------------------ flushing
+    def _build_partitions(self, table: Table) -> dict[int, list]:
+        from rusts.segment import SeriesData
+
+        parts: dict[int, list] = {}
+        for sid in sorted(table.series):
+            rs = table.merged(sid)
+            if len(rs) == 0:
+                continue
+            key = self.index.key_of(sid)
+            ts = rs.timestamps
+            p = _partition_of(ts, self.partition_ns)
+            if p[0] == p[-1]:
+                parts.setdefault(int(p[0]), []).append(SeriesData(sid, key, ts, dict(rs.columns)))
+                continue
+            cuts = np.flatnonzero(p[1:] != p[:-1]) + 1
+            bounds = [0, *cuts.tolist(), len(ts)]
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                sl = slice(a, b)
+                cols = {}
+                for n, c in rs.columns.items():
+                    m = None if c.mask is None else c.mask[sl]
+                    if m is not None:
+                        if not m.any():
+                            continue
+                        if m.all():
+                            m = None
+                    cols[n] = type(c)(c.type, c.values[sl], m)
+                parts.setdefault(int(p[a]), []).append(SeriesData(sid, key, ts[sl], cols))
+        return parts
+
+    def _write_segments(self, parts: dict[int, list]) -> list:
+        from rusts.manifest import SegmentMeta
+        from rusts.segment import write_segment
+
+        st = self.config.storage
+        metas = []
+        for part, series in sorted(parts.items()):
+            rel, path = self.manifest.new_segment_path(part)
+            info = write_segment(path, series, compression=st.compression, tier="hot",
+                                 block_rows=st.block_rows)
+            metas.append(SegmentMeta(file=rel, partition=part, min_time=info.min_time, max_time=info.max_time,
+                                     size=info.size, series_count=info.series_count,
+                                     point_count=info.point_count, level=0, tier="hot", created=time.time()))
+        return metas
+
+    async def _write_table(self, table: Table) -> None:
+        from rusts.segment import SegmentReader
+
+        parts = await run_cpu(self._build_partitions, table)
+        metas = await run_cpu(self._write_segments, parts)
+        self.index.persist()
+        self.schema.persist()
+        await trio.to_thread.run_sync(lambda: self.manifest.commit(add=metas, flushed_seq=table.last_seq))
+        for m in metas:
+            self.readers[m.file] = SegmentReader.open(self.data_dir / "segments" / m.file)
+
+    def _on_flushed(self, table_id: int) -> None:
+        ev = self._flush_events.pop(table_id, None)
+        if ev is not None:
+            ev.set()
+
+    # ------------------------------------------------------------------ actors
+    async def _run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from rusts.actors.flusher import run_flusher
+        from rusts.actors.memtable import FlushRequest, MemtableLimits, run_memtable
+        from rusts.actors.wal_writer import WalCheckpoint, run_wal_writer
+
+        st = self.config.storage
+        wal_send, wal_recv = trio.open_memory_channel(1024)
+        mem_send, mem_recv = trio.open_memory_channel(1024)
+        fl_send, fl_recv = trio.open_memory_channel(float("inf"))
+        self._wal_send = wal_send
+        self._mem_send = mem_send
+        for t in self.state.immutables:  # rotated during replay
+            fl_send.send_nowait(FlushRequest(t))
+
+        async def checkpoint(seq: int) -> None:
+            try:
+                await wal_send.send(WalCheckpoint(seq))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+        limits = MemtableLimits(max_bytes=int(st.memtable.max_size_mb * 1024 * 1024),
+                                max_points=int(st.memtable.max_points),
+                                max_age_secs=float(st.memtable.max_age_secs))
+
+        def resolve(batch: WriteBatch):
+            return self.index.lookup_or_create([s.key for s in batch.series])
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_flusher(
+                inbox=fl_recv, write_table=self._write_table, memtable_inbox=mem_send.clone(),
+                checkpoint=checkpoint, stats=self.flusher_stats, task_status=task_status))
+            await nursery.start(lambda task_status: run_memtable(
+                self.state, limits=limits, resolve_sids=resolve, inbox=mem_recv, flusher=fl_send,
+                on_flushed=self._on_flushed, task_status=task_status))
+            await nursery.start(lambda task_status: run_wal_writer(
+                self._wal, mode=st.wal_durability, sync_interval_ms=int(st.wal_sync_interval_ms),
+                retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
+                downstream=mem_send, task_status=task_status))
+            self.ready = True
+            task_status.started()
+
+    async def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.ready = False
+        with trio.CancelScope(shield=True):
+            await self._wal_send.aclose()
+
+    # ------------------------------------------------------------------ public API
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError("the database is shut down")
+
+    async def write(self, data: bytes | str, *, precision: str = "ns",
+                    default_time: int | None = None) -> WriteResult:
+        """Write line protocol. Returns the points stored and per-line errors (partial write)."""
+        from rusts.protocols.line_protocol import parse
+
+        self._check_open()
+        self._check_overload()
+        body = data.encode() if isinstance(data, str) else bytes(data)
+        if len(body) < 8192:
+            batch = parse(body, precision=precision, default_time=default_time)
+        else:
+            batch = await run_cpu(lambda: parse(body, precision=precision, default_time=default_time))
+        lines = None
+
+        def original_line(n: int) -> str:
+            nonlocal lines
+            if lines is None:
+                lines = body.split(b"\n")
+            return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
+
+        return await self.write_batch(batch, original_line)
+
+    def _check_overload(self) -> None:
+        hard = int(self.config.storage.memtable.hard_limit_mb) * 1024 * 1024
+        if self.state.total_bytes > hard:
+            raise OverloadedError("memtable is over its hard limit while the flusher catches up; retry later",
+                                  retry_after=1.0)
+
+    async def write_batch(self, batch: WriteBatch,
+                          original_line: Callable[[int], str] | None = None) -> WriteResult:
+        """Write a parsed, columnar batch (schema-checked here)."""
+        from rusts.actors.wal_writer import WalAppend
+
+        self._check_open()
+        batch = self.schema.check(batch, original_line)
+        self.write_stats["requests"] += 1
+        self.write_stats["rejected_lines"] += len(batch.errors)
+        if batch.series:
+            self.index.lookup_or_create([s.key for s in batch.series])
+            if self._wal is not None:
+                from rusts.walrecord import encode_batch
+                payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)
+            else:
+                payload = b""
+            reply = Reply()
+            try:
+                await self._wal_send.send(WalAppend(batch, payload, reply))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ClosedError("the database is shutting down") from None
+            await reply.wait()
+            self.write_stats["points"] += batch.point_count
+        return WriteResult(batch.point_count, tuple(batch.errors))
+
+    def snapshot(self, sids: np.ndarray, start: int, end: int) -> Snapshot:
+        """Consistent read view, taken synchronously (no await) in the loop."""
+        segs = []
+        for meta in self.manifest.state.segments:
+            if meta.max_time < start or meta.min_time >= end:
+                continue
+            r = self.readers.get(meta.file)
+            if r is not None:
+                segs.append(r)
+        return Snapshot(tuple(segs), self.state.snapshot(sids))
+
+    def tags_map(self, sids: np.ndarray) -> dict[int, dict[str, str]]:
+        return {int(s): dict(self.index.tags_of(int(s))) for s in sids.tolist()}
+
+    async def query(self, q: Query | dict) -> ResultSet:
+        """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`."""
+        self._check_open()
+        if not isinstance(q, Query):
+            q = from_json(q)
+        t0 = time.perf_counter()
+        try:
+            async with self._query_limiter:
+                sids = select_series(self.index, q)
+                field_types = self.schema.fields(q.measurement)
+                snap = self.snapshot(sids, q.start, q.end)
+                tags = self.tags_map(sids)
+                with trio.fail_after(self.config.query.timeout_secs):
+                    rs = await trio.to_thread.run_sync(
+                        execute, snap, q, sids, tags.__getitem__, field_types,
+                        limiter=cpu_limiter(), abandon_on_cancel=True)
+        except QueryError:
+            self.query_stats["errors"] += 1
+            raise
+        except trio.TooSlowError:
+            self.query_stats["errors"] += 1
+            from rusts.errors import QueryCancelled
+            raise QueryCancelled(f"query exceeded the {self.config.query.timeout_secs}s time limit") from None
+        self.query_stats["count"] += 1
+        self.query_stats["total_ms"] += (time.perf_counter() - t0) * 1000
+        return rs
+
+    async def flush(self) -> None:
+        """Rotate the active memtable and wait until everything in memory is in segments."""
+        from rusts.actors.memtable import ForceRotate
+
+        self._check_open()
+        reply = Reply()
+        await self._mem_send.send(ForceRotate(reply))
+        await reply.wait()
+        # FlushDone drops a table from immutables and fires its event in one synchronous step,
+        # so every table still listed here will fire the event registered now.
+        events = [self._flush_events.setdefault(t.id, trio.Event()) for t in self.state.immutables]
+        for ev in events:
+            await ev.wait()
+
+    def measurements(self) -> list[str]:
+        return sorted(self.index.measurements())
+
+    def statistics(self) -> dict:
+        segs = self.manifest.state.segments
+        parts: dict[int, dict] = {}
+        for m in segs:
+            p = parts.setdefault(m.partition, {"partition": m.partition, "segments": 0, "bytes": 0,
+                                               "points": 0, "min_time": m.min_time, "max_time": m.max_time})
+            p["segments"] += 1
+            p["bytes"] += m.size
+            p["points"] += m.point_count
+            p["min_time"] = min(p["min_time"], m.min_time)
+            p["max_time"] = max(p["max_time"], m.max_time)
+        tiers: dict[str, int] = {}
+        for m in segs:
+            tiers[m.tier] = tiers.get(m.tier, 0) + m.size
+        wal = self._wal.statistics() if self._wal is not None else {"mode": "none"}
+        qs = dict(self.query_stats)
+        qs["mean_ms"] = round(qs["total_ms"] / qs["count"], 3) if qs["count"] else 0.0
+        return {
+            "memtable": self.state.statistics(),
+            "wal": {"durability": self.config.storage.wal_durability, **wal},
+            "segments": {"count": len(segs), "bytes": sum(m.size for m in segs),
+                         "points": sum(m.point_count for m in segs), "bytes_per_tier": tiers},
+            "partitions": sorted(parts.values(), key=lambda p: p["partition"]),
+            "series": {"count": self.index.series_count, "measurements": len(self.index.measurements())},
+            "writes": dict(self.write_stats),
+            "flusher": dict(self.flusher_stats),
+            "queries": qs,
+            "problems": list(self.problems),
+            "uptime_secs": round(time.time() - self.started_at, 3),
+        }
+
+
+def _make_config(data_dir, config, overrides: dict):
+    from rusts.config import Config
+
+    cfg = config if config is not None else Config()
+    st = cfg.storage
+    changes = {}
+    if data_dir is not None:
+        changes["data_dir"] = str(data_dir)
+    mem_changes = {k[len("memtable_"):]: v for k, v in overrides.items() if k.startswith("memtable_")}
+    for k, v in overrides.items():
+        if not k.startswith("memtable_"):
+            changes[k] = v
+    if mem_changes:
+        changes["memtable"] = attrs.evolve(st.memtable, **mem_changes)
+    if changes:
+        cfg = attrs.evolve(cfg, storage=attrs.evolve(st, **changes))
+    return cfg
+
+
+@asynccontextmanager
+async def open(data_dir: str | os.PathLike | None = None, *, config=None, **storage_overrides):
+    """Open (recover) a database and run its actors for the duration of the ``async with``.
+
+    ``storage_overrides`` set ``storage`` keys, e.g. ``wal_durability="every_write"``, or memtable
+    keys with a ``memtable_`` prefix (``memtable_max_points=1000``).
+    """
+    cfg = _make_config(data_dir, config, storage_overrides)
+    db = Database(cfg)
+    await trio.to_thread.run_sync(db._recover)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(db._run)
+            try:
+                yield db
+            finally:
+                await db._shutdown()
+    finally:
+        db._unlock()

@@ -1,0 +1,646 @@
+"""Query planning and vectorised execution over a consistent snapshot.
+
+A :class:`Snapshot` is taken in the event loop in one synchronous step (segment readers from the
+manifest, chunk references from the memtable), so a concurrent flush can only make a point appear
+twice (resolved by the merge), never vanish. :func:`execute` then runs in a worker thread.
+
+Plan per series: prune segments by time and by series membership, prune blocks by min/max time;
+for aggregates whose sources do not overlap in time, blocks wholly inside the range (and inside one
+time bucket) are answered from their pre-aggregates (count/sum/min/max) without decoding; the rest
+is decoded, merged (last write wins) and aggregated with numpy, bucketed by ``(t - t mod interval)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from rusts.errors import QueryError
+from rusts.model import Column, FieldType
+from rusts.query import AggFunc, Aggregation, Query, TagOp
+from rusts.rowset import RowSet, merge
+
+I64_MIN = -(2**63)
+
+
+@attrs.frozen(eq=False)
+class Snapshot:
+    """Everything a query reads: segment readers (oldest first) and memtable chunks per series."""
+
+    segments: tuple[Any, ...]
+    memtable: Mapping[int, tuple[RowSet, ...]]
+
+
+@attrs.frozen(eq=False)
+class ResultSet:
+    """Columnar query result.
+
+    ``group_tags[i]`` is the tag dict of group/series i; ``row_group`` maps each row to it.
+    ``timestamps`` is None for aggregates without an interval (one row per group).
+    """
+
+    measurement: str
+    timestamps: np.ndarray | None
+    row_group: np.ndarray
+    group_tags: list[dict[str, str]]
+    fields: dict[str, Column]
+    field_order: list[str]
+    aggregated: bool = False
+    field_types: dict[str, FieldType] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.row_group)
+
+    def to_rows(self) -> list[dict]:
+        """JSON rows ``{"timestamp", "tags", "fields"}`` (missing values omitted)."""
+        n = len(self.row_group)
+        if n == 0:
+            return []
+        ts = self.timestamps.tolist() if self.timestamps is not None else [None] * n
+        groups = self.row_group.tolist()
+        tags = self.group_tags
+        cols = []
+        for name in self.field_order:
+            c = self.fields[name]
+            vals = _json_values(c)
+            cols.append((name, vals, None if c.mask is None else c.mask.tolist()))
+        if all(m is None for _, _, m in cols):
+            names = [name for name, _, _ in cols]
+            value_lists = [v for _, v, _ in cols]
+            if len(names) == 1:
+                nm = names[0]
+                v0 = value_lists[0]
+                return [{"timestamp": ts[i], "tags": tags[groups[i]], "fields": {nm: v0[i]}}
+                        for i in range(n)]
+            return [{"timestamp": ts[i], "tags": tags[groups[i]], "fields": dict(zip(names, row))}
+                    for i, row in enumerate(zip(*value_lists))]
+        rows = []
+        for i in range(n):
+            f = {}
+            for name, vals, mask in cols:
+                if mask is None or mask[i]:
+                    f[name] = vals[i]
+            rows.append({"timestamp": ts[i], "tags": tags[groups[i]], "fields": f})
+        return rows
+
+
+def _json_values(c: Column) -> list:
+    v = c.values
+    if c.type == FieldType.FLOAT and v.dtype.kind == "f":
+        if not np.isfinite(v).all():
+            return [x if math.isfinite(x) else None for x in v.tolist()]
+        return v.tolist()
+    if v.dtype == object:
+        return [x if not (isinstance(x, float) and not math.isfinite(x)) else None for x in v.tolist()]
+    return v.tolist()
+
+
+# --------------------------------------------------------------------------- series selection
+
+def select_series(index, q: Query) -> np.ndarray:
+    """Series ids of the measurement that pass every tag filter (inverted index, no scan)."""
+    sids = index.series_of(q.measurement)
+    if len(sids) == 0:
+        return sids
+    m = q.measurement
+    for f in q.tag_filters:
+        if f.op == TagOp.Eq:
+            sids = np.intersect1d(sids, index.series_with_tag(m, f.key, f.value), assume_unique=True)
+        elif f.op == TagOp.NotEq:
+            sids = np.setdiff1d(sids, index.series_with_tag(m, f.key, f.value), assume_unique=True)
+        elif f.op == TagOp.In:
+            hit = [index.series_with_tag(m, f.key, v) for v in f.values]
+            u = np.unique(np.concatenate(hit)) if hit else np.empty(0, np.uint64)
+            sids = np.intersect1d(sids, u, assume_unique=True)
+        elif f.op == TagOp.NotIn:
+            hit = [index.series_with_tag(m, f.key, v) for v in f.values]
+            if hit:
+                sids = np.setdiff1d(sids, np.unique(np.concatenate(hit)), assume_unique=True)
+        elif f.op == TagOp.Regex:
+            pat = f.compiled()
+            sids = np.intersect1d(sids, index.series_matching(m, f.key, lambda v: pat.search(v) is not None),
+                                  assume_unique=True)
+        elif f.op == TagOp.Exists:
+            sids = np.intersect1d(sids, index.series_with_tag_key(m, f.key), assume_unique=True)
+        elif f.op == TagOp.NotExists:
+            sids = np.setdiff1d(sids, index.series_with_tag_key(m, f.key), assume_unique=True)
+        if len(sids) == 0:
+            break
+    return np.asarray(sids, dtype=np.uint64)
+
+
+# --------------------------------------------------------------------------- reading
+
+@attrs.frozen(eq=False)
+class _SegSource:
+    reader: Any
+    blocks: Any  # BlockTable
+    lo: int
+    hi: int
+
+
+def _segment_sources(snap: Snapshot, sid: int, start: int, end: int) -> list[_SegSource]:
+    out = []
+    for r in snap.segments:
+        if r.max_time < start or r.min_time >= end:
+            continue
+        if not r.has_series(sid):
+            continue
+        bt = r.blocks(sid)
+        if len(bt.min_time) == 0:
+            continue
+        out.append(_SegSource(r, bt, int(bt.min_time[0]), int(bt.max_time[-1])))
+    return out
+
+
+def _mem_parts(snap: Snapshot, sid: int, start: int, end: int, fields) -> list[RowSet]:
+    parts = []
+    for chunk in snap.memtable.get(sid, ()):
+        ts = chunk.timestamps
+        sel = (ts >= start) & (ts < end)
+        if not sel.any():
+            continue
+        rs = chunk.select(fields)
+        if not sel.all():
+            idx = np.flatnonzero(sel)
+            cols = {}
+            for n, c in rs.columns.items():
+                cc = c.take(idx)
+                if cc.mask is None or cc.mask.any():
+                    cols[n] = cc
+            rs = RowSet(ts[idx], cols, rs.sorted_unique)
+        parts.append(rs)
+    return parts
+
+
+def _overlapping_blocks(bt, start: int, end: int) -> np.ndarray:
+    return np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
+
+
+def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowSet:
+    if len(blocks) == 0:
+        return RowSet(np.empty(0, np.int64), {}, True)
+    ts, cols = src.reader.read(sid, list(fields) if fields is not None else None, blocks=blocks)
+    return RowSet(ts, cols, True)
+
+
+def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
+                limit: int | None = None, desc: bool = False) -> RowSet:
+    """All rows of one series in [start, end), merged, sorted, unique timestamps.
+
+    With ``limit``, blocks are chosen from the wanted end of time until enough rows are covered.
+    """
+    srcs = _segment_sources(snap, sid, start, end)
+    parts: list[RowSet] = []
+    if limit is not None and srcs:
+        cands = []  # (key, src_index, block)
+        for i, s in enumerate(srcs):
+            b = _overlapping_blocks(s.blocks, start, end)
+            for j in b.tolist():
+                cands.append((i, j, int(s.blocks.min_time[j]), int(s.blocks.max_time[j]),
+                              int(s.blocks.rows[j])))
+        if desc:
+            cands.sort(key=lambda c: -c[3])
+        else:
+            cands.sort(key=lambda c: c[2])
+        chosen = set()
+        covered = 0
+        boundary = None
+        for c in cands:
+            if covered >= limit:
+                if desc and c[3] < boundary:
+                    break
+                if not desc and c[2] > boundary:
+                    break
+            chosen.add((c[0], c[1]))
+            covered += c[4]
+            if covered >= limit and boundary is None:
+                boundary = c[2] if desc else c[3]
+        per_src: dict[int, list[int]] = {}
+        for i, j in chosen:
+            per_src.setdefault(i, []).append(j)
+        for i, s in enumerate(srcs):
+            bl = per_src.get(i)
+            if bl:
+                parts.append(_read_segment(s, sid, fields, np.array(sorted(bl), dtype=np.int64)))
+        parts.extend(_mem_parts(snap, sid, start, end, fields))
+        rs = merge(parts).slice_time(start, end)
+        if len(rs) >= limit or len(chosen) == len(cands):
+            return rs
+        parts = []  # not enough distinct rows (overlaps): read everything
+    for s in srcs:
+        parts.append(_read_segment(s, sid, fields, _overlapping_blocks(s.blocks, start, end)))
+    parts.extend(_mem_parts(snap, sid, start, end, fields))
+    return merge(parts).slice_time(start, end)
+
+
+# --------------------------------------------------------------------------- raw queries
+
+def _concat_col(parts: list[tuple[int, Column | None]], ftype: FieldType, lengths: list[int]) -> Column:
+    vals = []
+    masks = []
+    need = False
+    for (n, c) in zip(lengths, parts):
+        if c is None:
+            vals.append(np.zeros(n, ftype.dtype) if ftype != FieldType.STRING else np.full(n, "", object))
+            masks.append(np.zeros(n, bool))
+            need = True
+        else:
+            vals.append(c.values if c.values.dtype == ftype.dtype else c.values.astype(ftype.dtype))
+            masks.append(np.ones(n, bool) if c.mask is None else c.mask)
+            need = need or c.mask is not None
+    v = np.concatenate(vals) if vals else np.empty(0, ftype.dtype)
+    m = np.concatenate(masks) if need else None
+    return Column(ftype, v, m)
+
+
+def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
+    fields = q.fields
+    if fields is not None:
+        for f in fields:
+            if f not in field_types:
+                raise QueryError(f'unknown field "{f}" in measurement "{q.measurement}"',
+                                 sqlstate="42703")
+    want = None if q.limit is None else q.limit + q.offset
+    desc = q.order == "Desc"
+    results: list[tuple[int, RowSet]] = []
+    for gi, sid in enumerate(sids.tolist()):
+        rs = read_series(snap, sid, q.start, q.end, fields, want, desc)
+        if len(rs) == 0:
+            continue
+        if want is not None and len(rs) > want:
+            rs = RowSet(*_trim(rs, want, desc))
+        results.append((gi, rs))
+    group_tags = [tags_of(int(s)) for s in sids.tolist()]
+    names: list[str] = list(fields) if fields is not None else []
+    if fields is None:
+        seen = set()
+        for _, rs in results:
+            for n in rs.columns:
+                if n not in seen:
+                    seen.add(n)
+        names = sorted(seen)
+    if not results:
+        return ResultSet(q.measurement, np.empty(0, np.int64), np.empty(0, np.int64), group_tags, {},
+                         names, False, {n: field_types[n] for n in names if n in field_types})
+    ts = np.concatenate([rs.timestamps for _, rs in results])
+    grp = np.concatenate([np.full(len(rs), gi, dtype=np.int64) for gi, rs in results])
+    lengths = [len(rs) for _, rs in results]
+    cols = {}
+    for n in names:
+        ft = field_types.get(n)
+        if ft is None:
+            continue
+        cols[n] = _concat_col([rs.columns.get(n) for _, rs in results], ft, lengths)
+    names = [n for n in names if n in cols]
+    if len(results) > 1:
+        order = np.lexsort((grp, ts))
+    else:
+        order = None
+    if desc:
+        # newest first; equal timestamps keep series order ascending
+        order = np.arange(len(ts))[::-1] if order is None else np.lexsort((grp, -ts))
+    if order is not None:
+        lo = q.offset
+        hi = None if q.limit is None else q.offset + q.limit
+        order = order[lo:hi]
+        ts = ts[order]
+        grp = grp[order]
+        cols = {n: c.take(order) for n, c in cols.items()}
+    else:
+        lo = q.offset
+        hi = None if q.limit is None else q.offset + q.limit
+        sl = slice(lo, hi)
+        ts, grp = ts[sl], grp[sl]
+        cols = {n: Column(c.type, c.values[sl], None if c.mask is None else c.mask[sl])
+                for n, c in cols.items()}
+    return ResultSet(q.measurement, ts, grp, group_tags, cols, names, False,
+                     {n: field_types[n] for n in names})
+
+
+def _trim(rs: RowSet, want: int, desc: bool):
+    sl = slice(len(rs) - want, None) if desc else slice(0, want)
+    cols = {}
+    for n, c in rs.columns.items():
+        m = None if c.mask is None else c.mask[sl]
+        if m is not None and not m.any():
+            continue
+        cols[n] = Column(c.type, c.values[sl], m)
+    return rs.timestamps[sl], cols, True
+
+
+# --------------------------------------------------------------------------- aggregation
+
+@attrs.define
+class _Acc:
+    """Per-aggregate accumulators: stats partials and decoded values, each tagged with group id."""
+
+    st_g: list = attrs.field(factory=list)
+    st_b: list = attrs.field(factory=list)
+    st_count: list = attrs.field(factory=list)
+    st_sum: list = attrs.field(factory=list)
+    st_min: list = attrs.field(factory=list)
+    st_max: list = attrs.field(factory=list)
+    v_g: list = attrs.field(factory=list)
+    v_b: list = attrs.field(factory=list)
+    v_t: list = attrs.field(factory=list)
+    v_v: list = attrs.field(factory=list)
+
+
+def _bucket(t: np.ndarray, interval: int | None) -> np.ndarray:
+    if interval is None:
+        return np.zeros(len(t), dtype=np.int64)
+    return t - np.mod(t, interval)
+
+
+def _check_agg_types(q: Query, field_types: dict) -> None:
+    for a in q.aggregations:
+        if a.field is None:
+            continue
+        ft = field_types.get(a.field)
+        if ft is None:
+            raise QueryError(f'unknown field "{a.field}" in measurement "{q.measurement}"', sqlstate="42703")
+        if ft == FieldType.STRING and a.function not in (AggFunc.Count, AggFunc.First, AggFunc.Last):
+            raise QueryError(f"{a.function.value} is not supported for string field \"{a.field}\"",
+                             sqlstate="42883")
+        if ft == FieldType.BOOLEAN and a.function not in (AggFunc.Count, AggFunc.First, AggFunc.Last):
+            raise QueryError(f"{a.function.value} is not supported for boolean field \"{a.field}\"",
+                             sqlstate="42883")
+
+
+def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
+    _check_agg_types(q, field_types)
+    interval = q.interval
+    start, end = q.start, q.end
+    # groups
+    sid_list = sids.tolist()
+    if q.group_by:
+        keys = []
+        for s in sid_list:
+            t = tags_of(int(s))
+            keys.append(tuple(t.get(k, "") for k in q.group_by))
+        uniq = sorted(set(keys))
+        gmap = {k: i for i, k in enumerate(uniq)}
+        sid_group = [gmap[k] for k in keys]
+        group_tags = [dict(zip(q.group_by, k)) for k in uniq]
+    else:
+        sid_group = [0] * len(sid_list)
+        group_tags = [{}]
+    aggs = q.aggregations
+    all_stats = all(a.function.uses_block_stats for a in aggs)
+    need_fields = sorted({a.field for a in aggs if a.field is not None})
+    read_fields = need_fields if need_fields else None
+    accs = [_Acc() for _ in aggs]
+    count_star = any(a.field is None for a in aggs)
+    if count_star and need_fields:
+        read_fields = None  # COUNT(*) counts rows with any field: read all
+    for sid, g in zip(sid_list, sid_group):
+        srcs = _segment_sources(snap, sid, start, end)
+        mem = _mem_parts(snap, sid, start, end, read_fields)
+        ranges = [(s.lo, s.hi) for s in srcs]
+        for m in mem:
+            ranges.append((int(m.timestamps.min()), int(m.timestamps.max())))
+        ranges.sort()
+        overlap = any(ranges[i + 1][0] <= ranges[i][1] for i in range(len(ranges) - 1))
+        decoded: list[RowSet] = []
+        if overlap or not all_stats:
+            parts = [_read_segment(s, sid, read_fields, _overlapping_blocks(s.blocks, start, end)) for s in srcs]
+            parts.extend(mem)
+            decoded.append(merge(parts).slice_time(start, end))
+        else:
+            for s in srcs:
+                bt = s.blocks
+                ov = _overlapping_blocks(bt, start, end)
+                if len(ov) == 0:
+                    continue
+                bmin, bmax = bt.min_time[ov], bt.max_time[ov]
+                full = (bmin >= start) & (bmax < end)
+                if interval is not None:
+                    full &= (_bucket(bmin, interval) == _bucket(bmax, interval))
+                fb = ov[full]
+                pb = ov[~full]
+                if len(fb):
+                    bk = _bucket(bt.min_time[fb], interval)
+                    for a, acc in zip(aggs, accs):
+                        if a.field is None:
+                            cnt = bt.rows[fb].astype(np.int64)
+                            acc.st_g.append(np.full(len(fb), g, np.int64)); acc.st_b.append(bk)
+                            acc.st_count.append(cnt); acc.st_sum.append(np.zeros(len(fb)))
+                            acc.st_min.append(np.zeros(len(fb))); acc.st_max.append(np.zeros(len(fb)))
+                            continue
+                        fs = s.reader.field_stats(sid, a.field)
+                        cnt = np.asarray(fs.count[fb], dtype=np.int64)
+                        keep = cnt > 0
+                        if not keep.any():
+                            continue
+                        acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
+                        acc.st_b.append(bk[keep])
+                        acc.st_count.append(cnt[keep])
+                        acc.st_sum.append(np.asarray(fs.sum[fb], dtype=np.float64)[keep])
+                        acc.st_min.append(np.asarray(fs.min[fb], dtype=np.float64)[keep])
+                        acc.st_max.append(np.asarray(fs.max[fb], dtype=np.float64)[keep])
+                if len(pb):
+                    decoded.append(_read_segment(s, sid, read_fields, pb).slice_time(start, end))
+            if mem:
+                decoded.append(merge(mem).slice_time(start, end))
+        for rs in decoded:
+            if len(rs) == 0:
+                continue
+            for a, acc in zip(aggs, accs):
+                if a.field is None:
+                    t = rs.timestamps
+                    v = np.ones(len(t))
+                else:
+                    c = rs.columns.get(a.field)
+                    if c is None:
+                        continue
+                    if c.mask is None:
+                        t, v = rs.timestamps, c.values
+                    else:
+                        t, v = rs.timestamps[c.mask], c.values[c.mask]
+                    if len(t) == 0:
+                        continue
+                acc.v_g.append(np.full(len(t), g, np.int64))
+                acc.v_b.append(_bucket(t, interval))
+                acc.v_t.append(t)
+                acc.v_v.append(v)
+    return _finish(q, aggs, accs, group_tags, field_types)
+
+
+def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags, field_types) -> ResultSet:
+    # union of (group, bucket) keys over all aggregates
+    kg, kb = [], []
+    for acc in accs:
+        kg.extend(acc.st_g); kb.extend(acc.st_b)
+        kg.extend(acc.v_g); kb.extend(acc.v_b)
+    if not kg:
+        if q.interval is None and not q.group_by:
+            # an aggregate over no rows still answers one row (COUNT = 0, others null)
+            cols = {}
+            for a in aggs:
+                if a.function == AggFunc.Count:
+                    cols[a.output_name] = Column(FieldType.INTEGER, np.zeros(1, np.int64), None)
+                else:
+                    cols[a.output_name] = Column(FieldType.FLOAT, np.zeros(1), np.zeros(1, bool))
+            return ResultSet(q.measurement, None, np.zeros(1, np.int64), group_tags, cols,
+                             [a.output_name for a in aggs], True)
+        return ResultSet(q.measurement, None if q.interval is None else np.empty(0, np.int64),
+                         np.empty(0, np.int64), group_tags,
+                         {a.output_name: Column(FieldType.FLOAT, np.empty(0)) for a in aggs},
+                         [a.output_name for a in aggs], True)
+    allg = np.concatenate(kg)
+    allb = np.concatenate(kb)
+    keys = np.stack([allg, allb], axis=1)
+    uk = np.unique(keys, axis=0)  # sorted by group then bucket
+    ug, ub = uk[:, 0], uk[:, 1]
+    nkeys = len(uk)
+
+    def key_index(g: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _locate(ug, ub, g, b)
+
+    cols: dict[str, Column] = {}
+    for a, acc in zip(aggs, accs):
+        out, mask, ftype = _compute(a, acc, key_index, nkeys, field_types)
+        cols[a.output_name] = Column(ftype, out, None if mask is None or mask.all() else mask)
+    order = np.arange(nkeys)
+    if q.order == "Desc" and q.interval is not None:
+        order = np.lexsort((-ub, ug))
+    lo = q.offset
+    hi = None if q.limit is None else q.offset + q.limit
+    order = order[lo:hi]
+    ts = None if q.interval is None else ub[order]
+    cols = {n: c.take(order) for n, c in cols.items()}
+    return ResultSet(q.measurement, ts, ug[order], group_tags, cols, [a.output_name for a in aggs], True,
+                     {n: c.type for n, c in cols.items()})
+
+
+def _locate(ug: np.ndarray, ub: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+    bu = np.unique(ub)
+    nb = len(bu)
+    code_u = ug * nb + np.searchsorted(bu, ub)
+    code = g * nb + np.searchsorted(bu, b)
+    return np.searchsorted(code_u, code)
+
+
+def _cat(lst, dtype=None):
+    if not lst:
+        return np.empty(0, dtype=dtype or np.float64)
+    return np.concatenate(lst)
+
+
+def _compute(a: Aggregation, acc: _Acc, key_index, nkeys: int, field_types):
+    f = a.function
+    src_type = field_types.get(a.field) if a.field is not None else None
+    has_st = bool(acc.st_g)
+    has_v = bool(acc.v_g)
+    if has_st:
+        sk = key_index(_cat(acc.st_g, np.int64), _cat(acc.st_b, np.int64))
+    if has_v:
+        vk = key_index(_cat(acc.v_g, np.int64), _cat(acc.v_b, np.int64))
+        vv = _cat(acc.v_v)
+        vt = _cat(acc.v_t, np.int64)
+    count = np.zeros(nkeys, np.int64)
+    if has_st:
+        np.add.at(count, sk, _cat(acc.st_count, np.int64))
+    if has_v:
+        count += np.bincount(vk, minlength=nkeys)
+    present = count > 0
+    if f == AggFunc.Count:
+        return count, None, FieldType.INTEGER
+    numeric_int = src_type in (FieldType.INTEGER, FieldType.UNSIGNED)
+    if f in (AggFunc.Sum, AggFunc.Mean):
+        s = np.zeros(nkeys, np.float64)
+        if has_st:
+            np.add.at(s, sk, _cat(acc.st_sum))
+        if has_v:
+            s += np.bincount(vk, weights=vv.astype(np.float64), minlength=nkeys)
+        if f == AggFunc.Sum:
+            if numeric_int:
+                return np.round(s).astype(np.int64), present, FieldType.INTEGER
+            return s, present, FieldType.FLOAT
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return s / np.maximum(count, 1), present, FieldType.FLOAT
+    if f in (AggFunc.Min, AggFunc.Max):
+        init = np.inf if f == AggFunc.Min else -np.inf
+        r = np.full(nkeys, init)
+        op = np.minimum if f == AggFunc.Min else np.maximum
+        if has_st:
+            op.at(r, sk, _cat(acc.st_min if f == AggFunc.Min else acc.st_max))
+        if has_v:
+            op.at(r, vk, vv.astype(np.float64))
+        if numeric_int:
+            r = np.where(present, r, 0)
+            return r.astype(np.int64), present, FieldType.INTEGER
+        return r, present, FieldType.FLOAT
+    # decoded-only functions
+    if not has_v:
+        return np.zeros(nkeys), np.zeros(nkeys, bool), FieldType.FLOAT
+    if f in (AggFunc.First, AggFunc.Last):
+        # order by key then time; pick first/last per key
+        o = np.lexsort((vt, vk))
+        sk2 = vk[o]
+        if f == AggFunc.First:
+            sel = np.flatnonzero(np.r_[True, sk2[1:] != sk2[:-1]])
+        else:
+            sel = np.flatnonzero(np.r_[sk2[1:] != sk2[:-1], True])
+        keys_sel = sk2[sel]
+        vals = vv[o][sel]
+        ftype = src_type or FieldType.FLOAT
+        out = np.zeros(nkeys, dtype=ftype.dtype) if ftype != FieldType.STRING else np.full(nkeys, "", object)
+        out[keys_sel] = vals
+        m = np.zeros(nkeys, bool)
+        m[keys_sel] = True
+        return out, m, ftype
+    vvf = vv.astype(np.float64)
+    if f in (AggFunc.StdDev, AggFunc.Variance):
+        n = np.bincount(vk, minlength=nkeys).astype(np.float64)
+        s1 = np.bincount(vk, weights=vvf, minlength=nkeys)
+        mean = s1 / np.maximum(n, 1)
+        dev = vvf - mean[vk]
+        ss = np.bincount(vk, weights=dev * dev, minlength=nkeys)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = ss / (n - 1)
+        ok = n >= 2
+        var = np.where(ok, var, 0.0)
+        if f == AggFunc.StdDev:
+            return np.sqrt(var), ok, FieldType.FLOAT
+        return var, ok, FieldType.FLOAT
+    if f in (AggFunc.Median, AggFunc.Percentile):
+        p = 50.0 if f == AggFunc.Median else float(a.percentile or 0.0)
+        o = np.lexsort((vvf, vk))
+        sv = vvf[o]
+        sk2 = vk[o]
+        starts = np.searchsorted(sk2, np.arange(nkeys), "left")
+        ends = np.searchsorted(sk2, np.arange(nkeys), "right")
+        n = ends - starts
+        ok = n > 0
+        # linear interpolation (like numpy's default and SQL percentile_cont)
+        pos = (n - 1) * (p / 100.0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+        frac = pos - lo
+        li = np.where(ok, starts + lo, 0)
+        hi_i = np.where(ok, starts + hi, 0)
+        if len(sv) == 0:
+            return np.zeros(nkeys), ok, FieldType.FLOAT
+        res = sv[li] + (sv[hi_i] - sv[li]) * frac
+        return np.where(ok, res, 0.0), ok, FieldType.FLOAT
+    raise QueryError(f"unsupported aggregation {f.value}")
+
+
+def execute(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
+    """Run ``q`` over the snapshot for the selected series (worker thread)."""
+    if q.is_aggregate:
+        return execute_aggregate(snap, q, sids, tags_of, field_types)
+    return execute_raw(snap, q, sids, tags_of, field_types)
+
+
+def result_json(rs: ResultSet, started: float) -> dict:
+    rows = rs.to_rows()
+    return {"measurement": rs.measurement, "results": rows, "total_rows": len(rows),
+            "execution_time_ms": round((time.perf_counter() - started) * 1000, 3)}

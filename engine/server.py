@@ -1,0 +1,97 @@
+"""Run the server: the database, the HTTP API and (when enabled) the PostgreSQL wire protocol.
+
+``run(config)`` is what ``rusts-server`` calls. ``serve_http(db, host, port)`` serves the HTTP
+API from inside any trio nursery (embedding: ``await nursery.start(serve_http, db, "127.0.0.1", 0)``
+returns the bound port).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+
+log = logging.getLogger("rusts.server")
+
+
+async def serve_http(db, host: str, port: int, *, shutdown_trigger=None,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the HTTP API for ``db``; ``task_status.started(port)`` with the bound port."""
+    from hypercorn.config import Config as HConfig
+    from hypercorn.trio import serve
+
+    from rusts.protocols.http import create_app
+
+    app = create_app(db)
+    hc = HConfig()
+    hc.bind = [f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("rusts.hypercorn")
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 5
+    hc.read_timeout = db.config.server.request_timeout_secs
+    hc.h11_max_incomplete_size = 64 * 1024
+    hc.backlog = 1024
+
+    async def _serve(task_status=trio.TASK_STATUS_IGNORED):
+        kwargs = {}
+        if shutdown_trigger is not None:
+            kwargs["shutdown_trigger"] = shutdown_trigger
+        await serve(app, hc, task_status=task_status, **kwargs)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(_serve)
+        bound = binds[0] if binds else f"http://{host}:{port}"
+        actual = int(str(bound).rsplit(":", 1)[1].strip("/"))
+        task_status.started(actual)
+
+
+async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Open the database and serve until SIGINT/SIGTERM, then shut down gracefully (final flush)."""
+    import rusts.db
+
+    stop = trio.Event()
+
+    async def watch_signals():
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+            async for s in sigs:
+                log.info("received %s: shutting down", signal.Signals(s).name)
+                stop.set()
+                return
+
+    async with rusts.db.open(config=config) as db:
+        for p in db.problems:
+            log.warning("recovery: %s", p)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_signals)
+            port = await nursery.start(lambda task_status: serve_http(
+                db, config.server.host, config.server.port, shutdown_trigger=stop.wait,
+                task_status=task_status))
+            log.info("HTTP listening on %s:%d", config.server.host, port)
+            pg_port = None
+            if config.postgres.enabled:
+                from rusts.pgserver import serve_postgres
+
+                pg_port = await nursery.start(serve_postgres, db, config)
+                log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
+            print(f"rusts-server ready: http://{config.server.host}:{port}"
+                  + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)
+            task_status.started(port)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+    log.info("shutdown complete")
+
+
+def run(config) -> int:
+    from rusts.errors import RustsError
+
+    try:
+        trio.run(serve, config)
+    except RustsError as e:
+        import sys
+        print(f"rusts-server: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
