@@ -1,0 +1,228 @@
+"""Block framing: codec tag, type, value count, optional LZ4/Zstd, CRC32.
+
+Layout (little-endian)::
+
+    0   u8   codec tag (rusts.codecs._format.Tag)
+    1   u8   low nibble: value type (FieldType: 0 float, 1 int, 2 uint, 3 string, 4 bool)
+             high nibble: wrapper (0 none, 1 LZ4 block, 2 Zstd frame)
+    2   u32  value count (at most 2**24)
+    [6  u32  payload length before the wrapper; only when wrapped]
+    ..       payload (wrapped or not)
+    -4  u32  CRC32 (zlib polynomial) of every preceding byte of the block
+
+The wrapper is kept only when it makes the block smaller. ``compression`` maps to:
+
+=========  =========================  ==========================
+setting    tier "hot"                 tier "cold"
+=========  =========================  ==========================
+none       no wrapper                 no wrapper
+fast       LZ4 (acceleration 8)       Zstd level 1
+default    LZ4 (default)              Zstd level 3
+best       LZ4 HC level 12            Zstd level 19
+=========  =========================  ==========================
+
+Decoding checks the CRC before anything else, then every length, so a corrupt or truncated
+block raises :class:`rusts.errors.CodecError` and never yields wrong values.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import lz4.block
+import numpy as np
+import zstandard
+
+from rusts.codecs import _bools, _floats, _ints, _strings
+from rusts.codecs._format import (MAX_COUNT, MAX_RAW_BYTES, TAGS_BY_TYPE, TYPE_BOOL, TYPE_FLOAT,
+                                  TYPE_INT, TYPE_STRING, TYPE_UINT, Tag, Wrap)
+from rusts.errors import CodecError
+
+COMPRESSION_LEVELS: tuple[str, ...] = ("none", "fast", "default", "best")
+TIERS: tuple[str, ...] = ("hot", "cold")
+
+_HDR = struct.Struct("<BBI")
+_U32 = struct.Struct("<I")
+_ZSTD_LEVEL = {"fast": 1, "default": 3, "best": 19}
+_zstd_c: dict[int, zstandard.ZstdCompressor] = {}
+_zstd_d = zstandard.ZstdDecompressor()
+
+
+def _type_of(values: np.ndarray, timestamps: bool) -> int:
+    kind = values.dtype.kind
+    if timestamps:
+        if kind not in "iu":
+            raise CodecError(f"timestamps must be int64, got {values.dtype}")
+        return TYPE_INT
+    if kind == "f":
+        return TYPE_FLOAT
+    if kind == "i":
+        return TYPE_INT
+    if kind == "u":
+        return TYPE_UINT
+    if kind == "b":
+        return TYPE_BOOL
+    if kind in "OUT":
+        return TYPE_STRING
+    raise CodecError(f"no codec for dtype {values.dtype}")
+
+
+def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
+    if compression == "none" or len(payload) < 32:
+        return Wrap.NONE, payload
+    if tier == "hot":
+        if compression == "fast":
+            out = lz4.block.compress(payload, mode="fast", acceleration=8, store_size=False)
+        elif compression == "best":
+            out = lz4.block.compress(payload, mode="high_compression", compression=12,
+                                     store_size=False)
+        else:
+            out = lz4.block.compress(payload, store_size=False)
+        wrap = Wrap.LZ4
+    else:
+        level = _ZSTD_LEVEL[compression]
+        cctx = _zstd_c.get(level)
+        if cctx is None:
+            cctx = _zstd_c[level] = zstandard.ZstdCompressor(
+                level=level, write_content_size=False, write_checksum=False)
+        out = cctx.compress(payload)
+        wrap = Wrap.ZSTD
+    if len(out) + 4 < len(payload):
+        return wrap, out
+    return Wrap.NONE, payload
+
+
+def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "default",
+           tier: str = "hot") -> bytes:
+    """Encode one block of values into a framed, self-describing, checksummed byte string.
+
+    Args:
+        values: 1-d array: int64 (with ``timestamps=True``: timestamp codecs), float64, int64,
+            uint64, bool, or object array of str.
+        timestamps: the values are int64 ns timestamps (usually sorted, often regular).
+        compression: one of :data:`COMPRESSION_LEVELS`.
+        tier: ``"hot"`` (LZ4 wrapper) or ``"cold"`` (Zstd wrapper).
+
+    Returns:
+        The block bytes; :func:`decode` gives back the exact values and dtype.
+
+    Raises:
+        CodecError: unsupported dtype, non-str in a string column, too many values, or an
+            unknown compression/tier name.
+    """
+    if compression not in COMPRESSION_LEVELS:
+        raise CodecError(f"unknown compression {compression!r}; expected one of "
+                         f"{', '.join(COMPRESSION_LEVELS)}")
+    if tier not in TIERS:
+        raise CodecError(f"unknown tier {tier!r}; expected 'hot' or 'cold'")
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise CodecError(f"a block holds a 1-d array, got {values.ndim} dimensions")
+    n = len(values)
+    if n > MAX_COUNT:
+        raise CodecError(f"a block holds at most {MAX_COUNT} values, got {n}")
+    vtype = _type_of(values, timestamps)
+    if vtype == TYPE_FLOAT:
+        tag, payload = _floats.encode(values.astype(np.float64, copy=False))
+    elif vtype in (TYPE_INT, TYPE_UINT):
+        dt = np.int64 if vtype == TYPE_INT else np.uint64
+        u = np.ascontiguousarray(values.astype(dt, copy=False)).view(np.uint64)
+        tag, payload = _ints.encode(u, signed=vtype == TYPE_INT, timestamps=timestamps)
+    elif vtype == TYPE_BOOL:
+        tag, payload = _bools.encode(values)
+    else:
+        if values.dtype.kind != "O":
+            values = values.astype(object)
+        tag, payload = _strings.encode(values)
+    wrap, body = _wrap(payload, compression, tier)
+    if wrap == Wrap.NONE:
+        head = _HDR.pack(tag, vtype, n)
+    else:
+        head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
+    block = head + body
+    return block + _U32.pack(zlib.crc32(block))
+
+
+def _header(block) -> tuple[int, int, int, int]:
+    if len(block) < 10:
+        raise CodecError(f"block truncated: {len(block)} bytes, a block has at least 10")
+    tag, tw, n = _HDR.unpack_from(block)
+    vtype, wrap = tw & 0x0F, tw >> 4
+    if vtype not in TAGS_BY_TYPE:
+        raise CodecError(f"unknown value type {vtype}")
+    if tag not in TAGS_BY_TYPE[vtype]:
+        raise CodecError(f"unknown codec tag {tag:#04x} for value type {vtype}")
+    if wrap > Wrap.ZSTD:
+        raise CodecError(f"unknown compression wrapper {wrap}")
+    if n > MAX_COUNT:
+        raise CodecError(f"block claims {n} values, more than the limit {MAX_COUNT}")
+    return tag, vtype, wrap, n
+
+
+def decoded_count(block: bytes | memoryview) -> int:
+    """The number of values in ``block``, read from its header without decoding."""
+    return _header(memoryview(block))[3]
+
+
+def decode(block: bytes | memoryview) -> np.ndarray:
+    """Decode a block made by :func:`encode`.
+
+    Returns:
+        The values with their exact dtype: int64, float64, uint64, bool or object (str).
+
+    Raises:
+        CodecError: the block is truncated, corrupt (CRC mismatch), or of an unknown codec,
+            type or wrapper; the message names what is wrong.
+    """
+    mv = memoryview(block)
+    if mv.ndim != 1 or mv.itemsize != 1:
+        mv = mv.cast("B")
+    tag, vtype, wrap, n = _header(mv)
+    (crc,) = _U32.unpack_from(mv, len(mv) - 4)
+    if zlib.crc32(mv[:-4]) != crc:
+        raise CodecError(f"block CRC mismatch ({len(mv)} bytes, tag {tag:#04x})")
+    try:
+        payload = _unwrap(mv, wrap)
+        return _decode_payload(tag, vtype, payload, n)
+    except CodecError:
+        raise
+    except (ValueError, IndexError, TypeError, OverflowError, struct.error, MemoryError,
+            zstandard.ZstdError, RecursionError) as exc:
+        raise CodecError(f"corrupt block payload (tag {tag:#04x}): {exc}") from None
+
+
+def _unwrap(mv: memoryview, wrap: int):
+    if wrap == Wrap.NONE:
+        return mv[6:-4]
+    if len(mv) < 14:
+        raise CodecError("wrapped block truncated")
+    (raw_len,) = _U32.unpack_from(mv, 6)
+    if raw_len > MAX_RAW_BYTES:
+        raise CodecError(f"block claims a {raw_len}-byte payload, over the limit")
+    body = mv[10:-4]
+    if wrap == Wrap.LZ4:
+        try:
+            out = lz4.block.decompress(body, uncompressed_size=raw_len)
+        except lz4.block.LZ4BlockError as exc:
+            raise CodecError(f"LZ4 payload corrupt: {exc}") from None
+    else:
+        try:
+            out = _zstd_d.decompress(body, max_output_size=raw_len)
+        except zstandard.ZstdError as exc:
+            raise CodecError(f"Zstd payload corrupt: {exc}") from None
+    if len(out) != raw_len:
+        raise CodecError(f"decompressed payload is {len(out)} bytes, header says {raw_len}")
+    return memoryview(out)
+
+
+def _decode_payload(tag: int, vtype: int, payload, n: int) -> np.ndarray:
+    if vtype == TYPE_FLOAT:
+        return _floats.decode(tag, payload, n).view(np.float64)
+    if vtype == TYPE_INT:
+        return _ints.decode(tag, payload, n).view(np.int64)
+    if vtype == TYPE_UINT:
+        return _ints.decode(tag, payload, n)
+    if vtype == TYPE_BOOL:
+        return _bools.decode(tag, payload, n)
+    return _strings.decode(tag, payload, n)

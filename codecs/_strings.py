@@ -1,0 +1,170 @@
+"""String codecs: dictionary with bit-packed indices, and raw back-to-back UTF-8.
+
+Strings are numpy object arrays of ``str``. Any Python ``str`` round-trips, including empty
+strings, NUL characters, very long strings and lone surrogates (those are encoded with UTF-8
+``surrogatepass`` and a flag says so).
+
+String section (the STR_RAW payload, also used for the dictionary), little-endian::
+
+    flags   u8     bit 0: surrogatepass encoding; bit 1: length-prefixed mode
+    [if bit 1: llen u32, lengths: integer sub-block of the n UTF-8 byte lengths]
+    data    rest   UTF-8; in separator mode the strings joined by NUL (U+0000)
+
+Separator mode (no string contains NUL) decodes with one ``bytes.decode`` and one ``str.split``,
+both in C; length-prefixed mode is the fallback.
+
+STR_DICT payload::
+
+    k       u32    dictionary size (distinct values, in order of first appearance)
+    dlen    u32    length of the dictionary's string section
+    dict    dlen   string section of the k distinct values
+    idx     rest   integer sub-block: n indices into the dictionary (FOR bit-packs them at
+                   ceil(log2 k) bits)
+
+CONST payload: flags u8 then the UTF-8 of the single value. The encoder takes the dictionary
+when it is smaller than the raw section (low cardinality), else raw.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from rusts.codecs import _ints
+from rusts.codecs._format import Tag
+from rusts.errors import CodecError
+
+_SURR = 1
+_LENGTHS = 2
+_U32 = struct.Struct("<I")
+_DICT_HDR = struct.Struct("<II")
+
+
+def _as_list(values: np.ndarray) -> list:
+    lst = values.tolist()
+    for s in (lst[0], lst[-1]) if lst else ():
+        if not isinstance(s, str):
+            raise CodecError(f"string column holds a {type(s).__name__}, not str")
+    return lst
+
+
+def _utf8(text: str) -> tuple[bytes, int]:
+    try:
+        return text.encode("utf-8"), 0
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass"), _SURR
+
+
+def section(lst: list) -> bytes:
+    """The string section for a list of str."""
+    try:
+        joined = "\0".join(lst)
+    except TypeError as exc:
+        raise CodecError(f"string column holds a non-str value: {exc}") from None
+    if joined.count("\0") == max(len(lst) - 1, 0):
+        data, flags = _utf8(joined)
+        return bytes((flags,)) + data
+    parts = [_utf8(s) for s in lst]
+    flags = _LENGTHS | max(f for _, f in parts)
+    lengths = np.fromiter((len(b) for b, _ in parts), dtype=np.uint64, count=len(parts))
+    sub = _ints.encode_sub(lengths, signed=False)
+    return bytes((flags,)) + _U32.pack(len(sub)) + sub + b"".join(b for b, _ in parts)
+
+
+def _text(data, flags: int) -> str:
+    try:
+        return bytes(data).decode("utf-8", "surrogatepass" if flags & _SURR else "strict")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"string data is not valid UTF-8: {exc.reason}") from None
+
+
+def _objects(parts: list) -> np.ndarray:
+    out = np.empty(len(parts), dtype=object)
+    out[:] = parts
+    return out
+
+
+def read_section(buf, n: int) -> np.ndarray:
+    """Inverse of :func:`section`: an object array of ``n`` str."""
+    if len(buf) < 1:
+        raise CodecError("string section truncated")
+    flags = buf[0]
+    if flags & ~(_SURR | _LENGTHS):
+        raise CodecError(f"unknown string flags {flags:#04x}")
+    if not flags & _LENGTHS:
+        if n == 0:
+            if len(buf) != 1:
+                raise CodecError("string section has trailing bytes")
+            return np.empty(0, dtype=object)
+        parts = _text(buf[1:], flags).split("\0")
+        if len(parts) != n:
+            raise CodecError(f"string section holds {len(parts)} values, expected {n}")
+        return _objects(parts)
+    if len(buf) < 5:
+        raise CodecError("string section truncated")
+    (llen,) = _U32.unpack_from(buf, 1)
+    if len(buf) < 5 + llen:
+        raise CodecError("string lengths truncated")
+    lengths = _ints.decode_sub(buf[5:5 + llen], n)
+    data = bytes(buf[5 + llen:])
+    if n and int(lengths.max()) > len(data):
+        raise CodecError("string lengths exceed the data")
+    ends = np.cumsum(lengths, dtype=np.uint64)
+    if (int(ends[-1]) if n else 0) != len(data):
+        raise CodecError("string lengths disagree with the data size")
+    starts = (ends - lengths).tolist()
+    surr = "surrogatepass" if flags & _SURR else "strict"
+    try:
+        parts = [data[a:b].decode("utf-8", surr) for a, b in zip(starts, ends.tolist())]
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"string data is not valid UTF-8: {exc.reason}") from None
+    return _objects(parts)
+
+
+def encode(values: np.ndarray) -> tuple[int, bytes]:
+    """Encode an object array of str. Returns (tag, payload)."""
+    lst = _as_list(values)
+    n = len(lst)
+    if n == 0:
+        return Tag.STR_RAW, section(lst)
+    raw = section(lst)  # also checks that every value is a str
+    uniq = dict.fromkeys(lst)
+    k = len(uniq)
+    if k == 1:
+        data, flags = _utf8(lst[0])
+        return Tag.CONST, bytes((flags,)) + data
+    if k * 2 > n:
+        return Tag.STR_RAW, raw
+    ulist = list(uniq)
+    dsec = section(ulist)
+    index = {s: i for i, s in enumerate(ulist)}
+    idx = np.fromiter(map(index.__getitem__, lst), dtype=np.uint64, count=n)
+    payload = _DICT_HDR.pack(k, len(dsec)) + dsec + _ints.encode_sub(idx, signed=False)
+    if len(payload) < len(raw):
+        return Tag.STR_DICT, payload
+    return Tag.STR_RAW, raw
+
+
+def decode(tag: int, payload, n: int) -> np.ndarray:
+    """Inverse of :func:`encode`."""
+    if tag == Tag.STR_RAW:
+        return read_section(payload, n)
+    if tag == Tag.CONST:
+        if len(payload) < 1 or payload[0] & ~_SURR:
+            raise CodecError("string CONST payload malformed")
+        out = np.empty(n, dtype=object)
+        out[:] = _text(payload[1:], payload[0])
+        return out
+    if tag == Tag.STR_DICT:
+        if len(payload) < 8:
+            raise CodecError("string dictionary truncated")
+        k, dlen = _DICT_HDR.unpack_from(payload)
+        if k > max(n, 1) or len(payload) < 8 + dlen or (n and k == 0):
+            raise CodecError("string dictionary header out of range")
+        uniq = read_section(payload[8:8 + dlen], k)
+        idx = _ints.decode_sub(payload[8 + dlen:], n)
+        if n and int(idx.max()) >= k:
+            raise CodecError("string dictionary index out of range")
+        return uniq[idx.astype(np.intp)]
+    raise CodecError(f"unknown string codec tag {tag:#04x}")
