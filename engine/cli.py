@@ -1,0 +1,100 @@
+"""``rusts-server``: parse the command line, load the configuration, start the server.
+
+Flags follow the original: ``-c/--config``, ``-d/--data-dir``, ``-H/--host``, ``-p/--port``,
+``--generate-config [PATH]``. A configuration error prints one line
+``rusts-server: config error: <message>`` on stderr and exits with status 2, never a traceback:
+operators read that line, not a stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rusts.config import DEFAULT_CONFIG_PATH, default_config_yaml, load_config
+from rusts.errors import ConfigError, RustsError
+
+PROG = "rusts-server"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rusts")
+    except Exception:  # not installed (running from a checkout)
+        return "0.1.0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(prog=PROG, description="RusTs time-series database server.")
+    p.add_argument("-c", "--config", metavar="PATH", default=None,
+                   help=f"configuration file (default: {DEFAULT_CONFIG_PATH} if present, "
+                        "else built-in defaults)")
+    p.add_argument("-d", "--data-dir", metavar="DIR", help="data directory (overrides config)")
+    p.add_argument("-H", "--host", help="HTTP bind address (overrides config)")
+    p.add_argument("-p", "--port", type=int, help="HTTP port (overrides config)")
+    p.add_argument("--generate-config", nargs="?", const=DEFAULT_CONFIG_PATH, metavar="PATH",
+                   help=f"write the default configuration to PATH (default {DEFAULT_CONFIG_PATH}) "
+                        "and exit")
+    p.add_argument("--force", action="store_true",
+                   help="with --generate-config: overwrite an existing file")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    return p
+
+
+def _generate(path: str, force: bool) -> int:
+    if os.path.exists(path) and not force:
+        print(f"{PROG}: {path} already exists (use --force to overwrite)", file=sys.stderr)
+        return 1
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(default_config_yaml())
+    except OSError as exc:
+        print(f"{PROG}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote default configuration to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rusts-server``.
+
+    Returns:
+        The process exit status: 0 ok, 1 runtime error, 2 usage or configuration error.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.generate_config is not None:
+        return _generate(args.generate_config, args.force)
+    try:
+        config = load_config(args.config, overrides={
+            "data_dir": args.data_dir, "host": args.host, "port": args.port})
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from rusts.logsetup import configure_logging
+
+    configure_logging(config.logging)
+    try:
+        from rusts import server
+
+        return int(server.run(config) or 0)
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return 2
+    except RustsError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
