@@ -133,14 +133,21 @@ def test_trailing_bytes_bad_version_and_type_detected() -> None:
         decode_batch(buf + b"\x00")
     with pytest.raises(CorruptionError):
         decode_batch(b"\x09" + buf[1:])
+    with pytest.raises(CorruptionError):  # string index beyond the string table
+        decode_batch(buf[:2] + b"\x00\x00\x00\x00" + buf[6:])
     with pytest.raises(CorruptionError):
         decode_batch(buf[:1] + b"\x01" + buf[2:])
-    # field type byte of the first column: after head(6) + "cpu"(7) + tags(4 + 5 + 5)
-    # + rows(4) + ts(32) + ncols(4) + name "v"(5)
-    pos = 6 + 7 + 4 + 5 + 5 + 4 + 32 + 4 + 5
-    assert buf[pos] == FieldType.FLOAT
+    one = SeriesRows("m", (), np.array([5], dtype=np.int64),
+                     {"b": Column(FieldType.BOOLEAN, np.array([True]))}, np.array([1]))
+    buf = encode_batch(WriteBatch((one,)))
+    # tail: col_type u8, col_mask u8, ts i64, bool u8, empty string section (u64 blob len)
+    pos = len(buf) - 19
+    assert buf[pos] == FieldType.BOOLEAN
+    decode_batch(buf)
     with pytest.raises(CorruptionError):
         decode_batch(buf[:pos] + b"\x07" + buf[pos + 1:])
+    with pytest.raises(CorruptionError):  # column flag other than 0/1
+        decode_batch(buf[:pos + 1] + b"\x02" + buf[pos + 2:])
 
 
 def test_random_byte_flips_never_crash_otherwise() -> None:
