@@ -94,7 +94,7 @@ def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
 
 
 def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "default",
-           tier: str = "hot") -> bytes:
+           tier: str = "hot", codec: int | None = None) -> bytes:
     """Encode one block of values into a framed, self-describing, checksummed byte string.
 
     Args:
@@ -103,6 +103,8 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
         timestamps: the values are int64 ns timestamps (usually sorted, often regular).
         compression: one of :data:`COMPRESSION_LEVELS`.
         tier: ``"hot"`` (LZ4 wrapper) or ``"cold"`` (Zstd wrapper).
+        codec: force this :class:`~rusts.codecs.Tag` instead of choosing the smallest (tests,
+            benchmarks).
 
     Returns:
         The block bytes; :func:`decode` gives back the exact values and dtype.
@@ -123,7 +125,9 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
     if n > MAX_COUNT:
         raise CodecError(f"a block holds at most {MAX_COUNT} values, got {n}")
     vtype = _type_of(values, timestamps)
-    if vtype == TYPE_FLOAT:
+    if codec is not None:
+        tag, payload = _encode_as(codec, vtype, values)
+    elif vtype == TYPE_FLOAT:
         tag, payload = _floats.encode(values.astype(np.float64, copy=False))
     elif vtype in (TYPE_INT, TYPE_UINT):
         dt = np.int64 if vtype == TYPE_INT else np.uint64
@@ -142,6 +146,20 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
         head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
     block = head + body
     return block + _U32.pack(zlib.crc32(block))
+
+
+def _encode_as(tag: int, vtype: int, values: np.ndarray) -> tuple[int, bytes]:
+    if tag not in TAGS_BY_TYPE[vtype]:
+        raise CodecError(f"codec {tag} does not apply to value type {vtype}")
+    if vtype == TYPE_FLOAT:
+        return tag, _floats.encode_as(tag, values.astype(np.float64, copy=False))
+    if vtype in (TYPE_INT, TYPE_UINT):
+        dt = np.int64 if vtype == TYPE_INT else np.uint64
+        u = np.ascontiguousarray(values.astype(dt, copy=False)).view(np.uint64)
+        return tag, _ints.encode_as(tag, u, signed=vtype == TYPE_INT)
+    if vtype == TYPE_BOOL:
+        return tag, _bools.encode_as(tag, values)
+    return tag, _strings.encode_as(tag, values.astype(object, copy=False))
 
 
 def _header(block) -> tuple[int, int, int, int]:
@@ -183,7 +201,7 @@ def decode(block: bytes | memoryview) -> np.ndarray:
     if zlib.crc32(mv[:-4]) != crc:
         raise CodecError(f"block CRC mismatch ({len(mv)} bytes, tag {tag:#04x})")
     try:
-        payload = _unwrap(mv, wrap)
+        payload = _unwrap(mv, wrap, vtype, n)
         return _decode_payload(tag, vtype, payload, n)
     except CodecError:
         raise
@@ -192,14 +210,17 @@ def decode(block: bytes | memoryview) -> np.ndarray:
         raise CodecError(f"corrupt block payload (tag {tag:#04x}): {exc}") from None
 
 
-def _unwrap(mv: memoryview, wrap: int):
+def _unwrap(mv: memoryview, wrap: int, vtype: int, n: int):
     if wrap == Wrap.NONE:
         return mv[6:-4]
     if len(mv) < 14:
         raise CodecError("wrapped block truncated")
     (raw_len,) = _U32.unpack_from(mv, 6)
-    if raw_len > MAX_RAW_BYTES:
-        raise CodecError(f"block claims a {raw_len}-byte payload, over the limit")
+    # No codec needs more than 24 bytes a value (ALP with every value an exception), so a
+    # corrupt size cannot make the decompressor allocate much; strings have no such bound.
+    limit = MAX_RAW_BYTES if vtype == TYPE_STRING else 24 * n + 64
+    if raw_len > limit:
+        raise CodecError(f"block claims a {raw_len}-byte payload, over the limit of {limit}")
     body = mv[10:-4]
     if wrap == Wrap.LZ4:
         try:

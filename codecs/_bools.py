@@ -20,6 +20,16 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     return Tag.BOOL_BITS, np.packbits(b, bitorder="little").tobytes()
 
 
+def encode_as(tag: int, values: np.ndarray) -> bytes:
+    """The payload of a given bool codec (for tests and benchmarks)."""
+    b = np.ascontiguousarray(values, dtype=bool)
+    if tag == Tag.BOOL_BITS:
+        return np.packbits(b, bitorder="little").tobytes()
+    if tag == Tag.CONST and len(b) and (b.all() or not b.any()):
+        return bytes((int(b[0]),))
+    raise CodecError(f"bool codec {tag} cannot hold these values")
+
+
 def decode(tag: int, payload, n: int) -> np.ndarray:
     """Inverse of :func:`encode`."""
     if tag == Tag.CONST:

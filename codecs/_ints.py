@@ -101,8 +101,47 @@ def encode(u: np.ndarray, *, signed: bool = True, timestamps: bool = False) -> t
     return tag, build(tag, u, extra)
 
 
+def encode_as(tag: int, u: np.ndarray, *, signed: bool = True) -> bytes:
+    """The payload of a given integer codec (for tests and benchmarks).
+
+    Raises:
+        CodecError: the codec cannot hold these values (CONST of distinct values, a delta codec
+            with too few values, or a bit width over the packing limit).
+    """
+    u = np.ascontiguousarray(u, dtype=np.uint64)
+    n = len(u)
+    extra = None
+    if tag == Tag.CONST:
+        if n == 0 or not (u == u[0]).all():
+            raise CodecError("CONST needs equal values")
+    elif tag == Tag.FOR:
+        extra = _range_width(u, signed) if n else (0, 0)
+    elif tag == Tag.DELTA_FOR:
+        if n < 1:
+            raise CodecError("DELTA_FOR needs a value")
+        d = u[1:] - u[:-1]
+        extra = (d, *(_range_width(d, True) if n > 1 else (0, 0)))
+    elif tag == Tag.DOD_FOR:
+        if n < 2:
+            raise CodecError("DOD_FOR needs two values")
+        d = u[1:] - u[:-1]
+        dd = d[1:] - d[:-1]
+        extra = (d, dd, *(_range_width(dd, True) if n > 2 else (0, 0)))
+    elif tag == Tag.ZIGZAG_VARINT:
+        extra = _bits.zigzag(u)
+    elif tag == Tag.DELTA_ZIGZAG_VARINT:
+        zd = u.copy()
+        zd[1:] = u[1:] - u[:-1]
+        extra = _bits.zigzag(zd)
+    elif tag != Tag.RAW:
+        raise CodecError(f"not an integer codec: {tag}")
+    if tag in (Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR) and extra[-1] > _bits.MAX_PACK_WIDTH:
+        raise CodecError(f"bit width {extra[-1]} over the packing limit")
+    return build(tag, u, extra)
+
+
 def build(tag: int, u: np.ndarray, extra=None) -> bytes:
-    """The payload of codec ``tag`` for ``u`` (``extra`` from the planner, or recomputed)."""
+    """The payload of codec ``tag`` for ``u``, given the planner's ``extra``."""
     n = len(u)
     if tag == Tag.RAW:
         return u.astype("<u8", copy=False).tobytes()

@@ -136,14 +136,33 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
         return Tag.CONST, bytes((flags,)) + data
     if k * 2 > n:
         return Tag.STR_RAW, raw
-    ulist = list(uniq)
-    dsec = section(ulist)
-    index = {s: i for i, s in enumerate(ulist)}
-    idx = np.fromiter(map(index.__getitem__, lst), dtype=np.uint64, count=n)
-    payload = _DICT_HDR.pack(k, len(dsec)) + dsec + _ints.encode_sub(idx, signed=False)
+    payload = _dict_payload(lst, list(uniq))
     if len(payload) < len(raw):
         return Tag.STR_DICT, payload
     return Tag.STR_RAW, raw
+
+
+def encode_as(tag: int, values: np.ndarray) -> bytes:
+    """The payload of a given string codec (for tests and benchmarks)."""
+    lst = _as_list(values)
+    raw = section(lst)
+    if tag == Tag.STR_RAW:
+        return raw
+    if tag == Tag.CONST:
+        if not lst or any(s != lst[0] for s in lst):
+            raise CodecError("CONST needs equal values")
+        data, flags = _utf8(lst[0])
+        return bytes((flags,)) + data
+    if tag == Tag.STR_DICT:
+        return _dict_payload(lst, list(dict.fromkeys(lst)))
+    raise CodecError(f"not a string codec: {tag}")
+
+
+def _dict_payload(lst: list, ulist: list) -> bytes:
+    dsec = section(ulist)
+    index = {s: i for i, s in enumerate(ulist)}
+    idx = np.fromiter(map(index.__getitem__, lst), dtype=np.uint64, count=len(lst))
+    return _DICT_HDR.pack(len(ulist), len(dsec)) + dsec + _ints.encode_sub(idx, signed=False)
 
 
 def decode(tag: int, payload, n: int) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""The vectorised bit helpers against plain-Python references."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rusts.codecs import _bits
+from rusts.errors import CodecError
+
+U64S = st.lists(st.integers(0, 2 ** 64 - 1), max_size=200).map(lambda v: np.array(v, np.uint64))
+
+
+@settings(max_examples=150, deadline=None)
+@given(U64S)
+def test_bit_length_and_trailing_zeros(u):
+    assert _bits.bit_length(u).tolist() == [int(v).bit_length() for v in u.tolist()]
+    expected_tz = [64 if v == 0 else (v & -v).bit_length() - 1 for v in u.tolist()]
+    assert _bits.trailing_zeros(u).tolist() == expected_tz
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, _bits.MAX_PACK_WIDTH), st.lists(st.integers(0, 2 ** 64 - 1), max_size=200))
+def test_pack_matches_a_reference_bitstream(width, raw):
+    u = np.array([v & ((1 << width) - 1) for v in raw], dtype=np.uint64)
+    packed = _bits.pack(u, width)
+    ref = sum(int(v) << (i * width) for i, v in enumerate(u.tolist()))
+    assert packed == ref.to_bytes(_bits.packed_size(len(u), width), "little")
+    assert _bits.unpack(packed, len(u), width).tolist() == u.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64), st.integers(0, 2 ** 64 - 1)), max_size=200))
+def test_variable_width_pack_roundtrip(items):
+    widths = np.array([w for w, _ in items], dtype=np.int64)
+    u = np.array([v & ((1 << w) - 1) for w, v in items], dtype=np.uint64)
+    packed = _bits.pack_var(u, widths)
+    assert len(packed) == (int(widths.sum()) + 7) // 8
+    assert _bits.unpack_var(packed, widths).tolist() == u.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(U64S)
+def test_varint_matches_leb128(u):
+    ref = bytearray()
+    for v in u.tolist():
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            ref.append(b | (0x80 if v else 0))
+            if not v:
+                break
+    enc = _bits.varint_encode(u)
+    assert enc == bytes(ref)
+    assert _bits.varint_size(u) == len(enc)
+    assert _bits.varint_decode(enc, len(u)).tolist() == u.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(-(2 ** 63), 2 ** 63 - 1), max_size=100))
+def test_zigzag(values):
+    x = np.array(values, dtype=np.int64)
+    z = _bits.zigzag(x)
+    assert z.tolist() == [((v << 1) ^ (v >> 63)) % 2 ** 64 for v in values]
+    if values:
+        assert int(z[np.argmin(np.abs(x))]) <= 2 * min(abs(v) for v in values)
+    assert _bits.unzigzag(z).view(np.int64).tolist() == values
+
+
+def test_malformed_streams_raise():
+    with pytest.raises(CodecError):
+        _bits.unpack(b"\0" * 3, 10, 3)
+    with pytest.raises(CodecError):
+        _bits.varint_decode(b"\x80", 1)
+    with pytest.raises(CodecError):
+        _bits.varint_decode(b"\x01\x02", 1)
+    with pytest.raises(CodecError, match="overflows"):
+        _bits.varint_decode(b"\xff" * 9 + b"\x02", 1)
+    with pytest.raises(CodecError):
+        _bits.unpack_var(b"\0", np.array([9]))

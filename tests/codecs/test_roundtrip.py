@@ -1,0 +1,199 @@
+"""Round trips of every codec and dtype: exact values (bit patterns for floats) and exact dtype."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from rusts.codecs import COMPRESSION_LEVELS, Tag, decode, decoded_count, encode
+from rusts.errors import CodecError
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+I64 = (-(2 ** 63), 2 ** 63 - 1)
+U64_MAX = 2 ** 64 - 1
+SPECIAL_FLOAT_BITS = [
+    0x0000000000000000, 0x8000000000000000,  # +0.0, -0.0
+    0x7FF0000000000000, 0xFFF0000000000000,  # +-inf
+    0x7FF8000000000000, 0xFFF8000000000001, 0x7FF0000000000001, 0x7FF4DEADBEEF0000,  # NaNs
+    0x0000000000000001, 0x000FFFFFFFFFFFFF, 0x8000000000000001,  # subnormals
+    0x7FEFFFFFFFFFFFFF, 0x0010000000000000,  # max, min normal
+]
+lengths = st.integers(0, 300)
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f":
+        return bool((a.view(np.uint64) == b.view(np.uint64)).all())
+    if a.dtype.kind == "O":
+        return all(type(x) is str for x in b) and a.tolist() == b.tolist()
+    return bool((a == b).all())
+
+
+def roundtrip(values, **kw) -> bytes:
+    block = encode(values, **kw)
+    out = decode(block)
+    assert same(values, out), (values[:8], out[:8])
+    assert decoded_count(block) == len(values)
+    return block
+
+
+def _int_arrays(dtype, lo, hi):
+    plain = hnp.arrays(dtype, lengths, elements=st.integers(lo, hi))
+    extremes = hnp.arrays(dtype, lengths, elements=st.sampled_from([lo, hi, 0, 1, lo + 1, hi - 1]))
+    # sorted / runs / small steps around a random base exercise the delta codecs
+    walks = st.builds(
+        lambda base, steps: (np.asarray(base, dtype).astype(np.uint64)
+                             + np.cumsum(np.asarray(steps, np.int64)).astype(np.uint64)
+                             ).view(dtype) if len(steps) else np.zeros(0, dtype),
+        st.integers(lo, hi), st.lists(st.integers(-(2 ** 40), 2 ** 40), max_size=300))
+    return plain | extremes | walks
+
+
+INT64S = _int_arrays(np.int64, *I64)
+UINT64S = _int_arrays(np.uint64, 0, U64_MAX)
+FLOAT_BITS = hnp.arrays(np.uint64, lengths,
+                        elements=st.integers(0, U64_MAX) | st.sampled_from(SPECIAL_FLOAT_BITS))
+DECIMALS = st.builds(
+    lambda ints, e, noise: _with_noise((np.asarray(ints, np.int64) / 10.0 ** e), noise),
+    st.lists(st.integers(-(10 ** 9), 10 ** 9), max_size=300), st.integers(0, 6),
+    st.lists(st.tuples(st.integers(0, 299), st.sampled_from(SPECIAL_FLOAT_BITS + [0x3FB999999999999A])),
+             max_size=10))
+
+
+def _with_noise(f: np.ndarray, noise) -> np.ndarray:
+    f = f.astype(np.float64)
+    for i, bits in noise:
+        if i < len(f):
+            f.view(np.uint64)[i] = bits
+    return f
+
+
+FLOATS = FLOAT_BITS.map(lambda u: u.view(np.float64)) | DECIMALS | hnp.arrays(
+    np.float64, lengths, elements=st.floats(allow_nan=True, allow_infinity=True, width=64))
+TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=30)
+STRINGS = st.lists(TEXT, max_size=200) | st.builds(
+    lambda pool, idx: [pool[i % len(pool)] for i in idx],
+    st.lists(TEXT, min_size=1, max_size=8), st.lists(st.integers(0, 100), max_size=300))
+BOOLS = hnp.arrays(np.bool_, lengths)
+compressions = st.sampled_from(COMPRESSION_LEVELS)
+tiers = st.sampled_from(["hot", "cold"])
+
+
+def objects(lst) -> np.ndarray:
+    a = np.empty(len(lst), dtype=object)
+    a[:] = lst
+    return a
+
+
+@SETTINGS
+@given(INT64S, compressions, tiers)
+def test_int64_roundtrip(values, compression, tier):
+    roundtrip(values, compression=compression, tier=tier)
+
+
+@SETTINGS
+@given(INT64S)
+def test_timestamps_roundtrip(values):
+    roundtrip(values, timestamps=True)
+
+
+@SETTINGS
+@given(UINT64S, compressions, tiers)
+def test_uint64_roundtrip(values, compression, tier):
+    roundtrip(values, compression=compression, tier=tier)
+
+
+@SETTINGS
+@given(FLOATS, compressions, tiers)
+def test_float64_roundtrip_bit_exact(values, compression, tier):
+    roundtrip(values, compression=compression, tier=tier)
+
+
+@SETTINGS
+@given(STRINGS, compressions)
+def test_strings_roundtrip(values, compression):
+    roundtrip(objects(values), compression=compression)
+
+
+@SETTINGS
+@given(BOOLS, compressions)
+def test_bools_roundtrip(values, compression):
+    roundtrip(values, compression=compression)
+
+
+INT_CODECS = [Tag.RAW, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR, Tag.ZIGZAG_VARINT,
+              Tag.DELTA_ZIGZAG_VARINT]
+
+
+@SETTINGS
+@given(INT64S | UINT64S, st.sampled_from(INT_CODECS))
+def test_every_integer_codec_roundtrips_when_applicable(values, codec):
+    try:
+        block = encode(values, codec=codec)
+    except CodecError:
+        return  # not applicable (too few values for a delta codec, or width over 56 bits)
+    assert block[0] == codec
+    assert same(values, decode(block))
+
+
+@SETTINGS
+@given(FLOATS, st.sampled_from([Tag.RAW, Tag.GORILLA, Tag.ALP]))
+def test_every_float_codec_roundtrips(values, codec):
+    block = encode(values, codec=codec)
+    assert block[0] == codec
+    assert same(values, decode(block))
+
+
+@SETTINGS
+@given(STRINGS, st.sampled_from([Tag.STR_RAW, Tag.STR_DICT]))
+def test_every_string_codec_roundtrips(values, codec):
+    block = encode(objects(values), codec=codec)
+    assert same(objects(values), decode(block))
+
+
+def test_forced_codecs_reject_values_they_cannot_hold():
+    with pytest.raises(CodecError):
+        encode(np.array([1, 2], dtype=np.int64), codec=Tag.CONST)
+    with pytest.raises(CodecError):
+        encode(np.array([-(2 ** 63), 2 ** 63 - 1], dtype=np.int64), codec=Tag.FOR)
+    with pytest.raises(CodecError):
+        encode(np.array([1.0]), codec=Tag.DELTA_FOR)
+
+
+@pytest.mark.parametrize("values", [
+    np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.float64), np.zeros(0, bool),
+    objects([]), np.array([7], np.int64), np.array([-0.0]), np.array([np.nan]),
+    np.array([True]), objects([""]), objects(["", ""]), objects(["\0", ""]),
+    objects(["a" * 1_000_000, "b"]), objects(["\ud800", "\udfff x", "\ud83d\ude00"]),
+    np.array([I64[0], I64[1], I64[0], I64[1]], np.int64),
+    np.array([0, U64_MAX, 0, U64_MAX], np.uint64),
+])
+def test_edge_cases(values):
+    for compression in COMPRESSION_LEVELS:
+        for tier in ("hot", "cold"):
+            roundtrip(values, compression=compression, tier=tier)
+
+
+def test_rejects_unsupported_input():
+    with pytest.raises(CodecError, match="dtype"):
+        encode(np.zeros(3, np.complex128))
+    with pytest.raises(CodecError, match="str"):
+        encode(objects(["a", 3, "b"]))
+    with pytest.raises(CodecError, match="str"):
+        encode(objects([b"x", b"x"]))
+    with pytest.raises(CodecError, match="compression"):
+        encode(np.zeros(3), compression="max")
+    with pytest.raises(CodecError, match="tier"):
+        encode(np.zeros(3), tier="warm")
+    with pytest.raises(CodecError, match="1-d"):
+        encode(np.zeros((2, 2)))
+
+
+def test_narrow_dtypes_widen_to_the_stored_types():
+    assert decode(encode(np.arange(5, dtype=np.int32))).dtype == np.int64
+    assert decode(encode(np.arange(5, dtype=np.float32))).dtype == np.float64
+    assert decode(encode(np.array(["ab", "c"]))).tolist() == ["ab", "c"]
