@@ -192,8 +192,9 @@ def from_json(body: Any) -> Query:
         field = agg.get("field")
         if field is not None:
             field = _str(field, "aggregation.field")
-        if field is None and func != AggFunc.Count:
-            raise QueryError(f"aggregation.field is required for {func.value}")
+        fields_for_agg = body.get("fields")
+        if field is None and func != AggFunc.Count and not fields_for_agg:
+            raise QueryError(f"aggregation.field (or a fields list) is required for {func.value}")
         pct = None
         if func == AggFunc.Percentile:
             p = agg.get("percentile")
@@ -205,7 +206,11 @@ def from_json(body: Any) -> Query:
             if isinstance(iv, bool) or not isinstance(iv, int) or iv <= 0:
                 raise QueryError("aggregation.interval_nanos must be a positive integer")
             interval = iv
-        aggs = (Aggregation(func, field, pct),)
+        if field is None and isinstance(fields_for_agg, list) and fields_for_agg:
+            # (beyond) one aggregation applied to each listed field: mean_usage_user, mean_usage_system, ...
+            aggs = tuple(Aggregation(func, _str(f, "fields[]"), pct) for f in fields_for_agg)
+        else:
+            aggs = (Aggregation(func, field, pct),)
 
     group_by = body.get("group_by") or []
     if not isinstance(group_by, list) or not all(isinstance(x, str) for x in group_by):
