@@ -202,6 +202,11 @@ def create_app(db, config=None) -> QuartTrio:
     async def stats():
         return _json(db.statistics())
 
+    @app.route("/flush", methods=["POST"])
+    async def flush():
+        await db.flush()
+        return Response("", status=204)
+
     @app.route("/metrics", methods=["GET"])
     async def metrics():
         from rusts.metrics import prometheus_text

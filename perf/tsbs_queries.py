@@ -1,0 +1,172 @@
+"""TSBS cpu-only query latencies over HTTP, rusts (JSON and SQL) vs InfluxDB 1.6 (InfluxQL), same data.
+
+    python perf/tsbs_queries.py --targets rusts,influxdb [--hours 24] [--n 50]
+
+Loads the TSBS data into each freshly started server (perf/ingest.py's targets), waits for it to be
+flushed, then runs each query type N times with seeded random hosts and windows, and prints JSON
+with the median and p95 per query type and target, and rusts/InfluxDB ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import pathlib
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import ingest  # noqa: E402
+import tsbs  # noqa: E402
+
+H = 3600 * 10**9
+M = 60 * 10**9
+
+
+def _rand_window(rng: random.Random, hours: float, span_ns: int) -> tuple[int, int]:
+    total = int(hours * H)
+    lo = tsbs.START + rng.randrange(0, max(1, total - span_ns) // M) * M
+    return lo, lo + span_ns
+
+
+def query_types(n_hosts: int, hours: float):
+    """(name, json_builder, sql_builder, influxql_builder), each taking an rng."""
+    F = tsbs.FIELDS
+
+    def single_groupby_1_1_1(rng):
+        h = f"host_{rng.randrange(n_hosts)}"
+        a, b = _rand_window(rng, hours, H)
+        j = {"measurement": "cpu", "time_range": {"start": a, "end": b},
+             "tag_filters": [{"key": "hostname", "value": h, "op": "Eq"}],
+             "aggregation": {"function": "Max", "field": "usage_user", "interval_nanos": M}}
+        s = (f"SELECT time_bucket('1 minute', time) AS minute, MAX(usage_user) FROM cpu WHERE hostname = '{h}' "
+             f"AND time >= {a} AND time < {b} GROUP BY minute ORDER BY minute")
+        iq = (f"SELECT max(usage_user) FROM cpu WHERE hostname = '{h}' AND time >= {a} AND time < {b} "
+              f"GROUP BY time(1m)")
+        return j, s, iq
+
+    def double_groupby_1(rng):
+        a, b = _rand_window(rng, hours, 12 * H)
+        j = {"measurement": "cpu", "time_range": {"start": a, "end": b}, "group_by": ["hostname"],
+             "aggregation": {"function": "Mean", "field": "usage_user", "interval_nanos": H}}
+        s = (f"SELECT time_bucket('1 hour', time) AS hour, hostname, AVG(usage_user) FROM cpu "
+             f"WHERE time >= {a} AND time < {b} GROUP BY hour, hostname")
+        iq = f"SELECT mean(usage_user) FROM cpu WHERE time >= {a} AND time < {b} GROUP BY time(1h), hostname"
+        return j, s, iq
+
+    def double_groupby_all(rng):
+        a, b = _rand_window(rng, hours, 12 * H)
+        j = {"measurement": "cpu", "time_range": {"start": a, "end": b}, "group_by": ["hostname"],
+             "fields": F, "aggregation": {"function": "Mean", "interval_nanos": H}}
+        s = (f"SELECT time_bucket('1 hour', time) AS hour, hostname, "
+             + ", ".join(f"AVG({f})" for f in F)
+             + f" FROM cpu WHERE time >= {a} AND time < {b} GROUP BY hour, hostname")
+        iq = ("SELECT " + ", ".join(f"mean({f})" for f in F)
+              + f" FROM cpu WHERE time >= {a} AND time < {b} GROUP BY time(1h), hostname")
+        return j, s, iq
+
+    def lastpoint(rng):
+        j = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**63 - 1}, "group_by": ["hostname"],
+             "fields": F, "aggregation": {"function": "Last"}}
+        s = "SELECT DISTINCT ON (hostname) * FROM cpu ORDER BY hostname, time DESC"
+        iq = "SELECT last(*) FROM cpu GROUP BY hostname"
+        return j, s, iq
+
+    def count_all(rng):
+        j = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**63 - 1},
+             "aggregation": {"function": "Count", "field": "usage_user"}}
+        s = "SELECT COUNT(*) FROM cpu"
+        iq = "SELECT count(usage_user) FROM cpu"
+        return j, s, iq
+
+    return [("single-groupby-1-1-1", single_groupby_1_1_1), ("double-groupby-1", double_groupby_1),
+            ("double-groupby-all", double_groupby_all), ("lastpoint", lastpoint), ("count-all", count_all)]
+
+
+def timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, headers: dict):
+    t = time.perf_counter()
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    data = r.read()
+    dt = (time.perf_counter() - t) * 1000
+    if r.status != 200:
+        raise RuntimeError(f"{path}: HTTP {r.status}: {data[:300]!r}")
+    return dt, data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--targets", default="rusts,influxdb")
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--hours", type=float, default=24)
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--wal-mode", default="periodic")
+    ap.add_argument("--no-sql", action="store_true")
+    a = ap.parse_args()
+    lines = tsbs.cached(a.hosts, a.hours)
+    bodies = tsbs.batches(lines, 5000)
+    qtypes = query_types(a.hosts, a.hours)
+    out: dict = {"hosts": a.hosts, "hours": a.hours, "n": a.n, "results": {}}
+    for name in a.targets.split(","):
+        work = tempfile.mkdtemp(prefix=f"tsbsq-{name}-")
+        t = ingest.TARGETS[name](work, a)
+        try:
+            t.start()
+            load = ingest.load(t.port, t.write_path, bodies, 2, t.proc.pid)
+            if name == "rusts":
+                c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
+                # flush the memtable so queries read segments (the steady state of a 24 h dataset)
+                c.request("POST", "/flush")
+                c.getresponse().read()
+            else:
+                time.sleep(5)
+            conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
+            res = {"load_seconds": load["seconds"]}
+            for qname, builder in qtypes:
+                rng = random.Random(12345)
+                modes = ["json", "sql"] if name == "rusts" and not a.no_sql else (["json"] if name == "rusts" else ["influxql"])
+                for mode in modes:
+                    lat = []
+                    for i in range(a.n + 3):
+                        j, s, iq = builder(rng)
+                        if mode == "json":
+                            dt, _ = timed(conn, "POST", "/query", json.dumps(j).encode(),
+                                          {"Content-Type": "application/json"})
+                        elif mode == "sql":
+                            dt, _ = timed(conn, "POST", "/sql", s.encode(), {"Content-Type": "text/plain"})
+                        else:
+                            path = "/query?db=bench&epoch=ns&q=" + urllib.parse.quote(iq)
+                            dt, _ = timed(conn, "GET", path, None, {})
+                        if i >= 3:
+                            lat.append(dt)
+                    lat.sort()
+                    res[f"{qname}:{mode}"] = {"median_ms": round(statistics.median(lat), 3),
+                                              "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 3)}
+                    print(name, qname, mode, res[f"{qname}:{mode}"], file=sys.stderr, flush=True)
+            out["results"][name] = res
+        finally:
+            t.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    if "influxdb" in out["results"]:
+        base = out["results"]["influxdb"]
+        ratios = {}
+        for k, v in out["results"].get("rusts", {}).items():
+            if ":" not in k:
+                continue
+            q = k.split(":")[0]
+            b = base.get(f"{q}:influxql")
+            if b:
+                ratios[k] = round(v["median_ms"] / b["median_ms"], 3)
+        out["rusts_over_influxdb_median"] = ratios
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
