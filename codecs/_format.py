@@ -24,6 +24,8 @@ class Tag(enum.IntEnum):
     BOOL_BITS = 0x0A    # bool bit-packed
     STR_DICT = 0x0B     # string dictionary + bit-packed indices
     STR_RAW = 0x0C      # strings back to back
+    DELTA_ZERORUN = 0x0D  # first value, runs of zero / non-zero deltas, non-zero deltas
+    ZIGZAG_RICE = 0x0E  # zigzag + Rice code (bit-packed remainders, unary quotients)
 
 
 class Wrap(enum.IntEnum):
@@ -42,7 +44,8 @@ TYPE_STRING = 3
 TYPE_BOOL = 4
 
 INT_TAGS = frozenset({Tag.RAW, Tag.CONST, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR,
-                      Tag.ZIGZAG_VARINT, Tag.DELTA_ZIGZAG_VARINT})
+                      Tag.ZIGZAG_VARINT, Tag.DELTA_ZIGZAG_VARINT, Tag.DELTA_ZERORUN,
+                      Tag.ZIGZAG_RICE})
 FLOAT_TAGS = frozenset({Tag.RAW, Tag.CONST, Tag.GORILLA, Tag.ALP})
 BOOL_TAGS = frozenset({Tag.CONST, Tag.BOOL_BITS})
 STRING_TAGS = frozenset({Tag.CONST, Tag.STR_DICT, Tag.STR_RAW})

@@ -1,9 +1,9 @@
 """Integer codecs over uint64 words (int64, uint64 and timestamps share them).
 
-Every codec here maps a uint64 array to a payload and back; signed values are their two's
-complement words, and all arithmetic wraps modulo 2**64, so any bit pattern round-trips. The
-``signed`` flag only steers the encoder's *choice* (the frame of reference is the minimum in
-signed or unsigned order); decoding never needs it.
+Every codec maps a uint64 array to a payload and back; signed values are their two's complement
+words, and all arithmetic wraps modulo 2**64, so any bit pattern round-trips. The ``signed`` flag
+only steers the encoder's *choice* (the frame of reference is the minimum in signed or unsigned
+order); decoding never needs it.
 
 Payloads (all integers little-endian):
 
@@ -16,17 +16,30 @@ Payloads (all integers little-endian):
   delta-of-deltas minus ``ref`` bit-packed.
 * ZIGZAG_VARINT: LEB128 varints of ``zigzag(v)``.
 * DELTA_ZIGZAG_VARINT: LEB128 varints of ``zigzag(v[0]), zigzag(v[1]-v[0]), ...``.
+* DELTA_ZERORUN: ``first`` u64, ``nruns`` u32, ``rlen`` u32, a sub-block (``rlen`` bytes) of
+  the ``nruns`` run lengths, then a sub-block of the non-zero deltas. The ``n-1`` deltas are split into alternating runs, non-zero first (that
+  run may be empty), zero next; only the non-zero deltas are stored. Gauges that sit still for a
+  while (clipped or slowly changing) cost their changes only; a gauge that always moves is one
+  run, and the non-zero sub-block then holds all deltas with the best codec for them (often
+  ZIGZAG_RICE).
+* ZIGZAG_RICE: ``k`` u8, ``n`` remainders ``zigzag(v) & (2**k - 1)`` bit-packed at ``k``, then
+  the quotients ``zigzag(v) >> k`` in unary (``q`` one bits then a zero bit, the stream padded
+  with one bits). Near-optimal for the bell-shaped deltas of random walks, where FOR pays for the
+  rare extremes on every value.
 
-The encoder computes each candidate's exact size from min/max statistics before building
-anything, then builds only the smallest (varints are only considered when bit-packing costs more
-than a byte a value, since a varint never takes less than one byte).
+The encoder computes each candidate's exact size from cheap statistics (min/max, sums of shifted
+values, run counts) before building anything, then builds only the smallest. Varints are only
+considered when the best so far costs more than a byte a value (a varint never costs less).
 
-A *sub-block* (used inside other codecs) is one tag byte followed by the payload; the count and
-the sub-block length come from the enclosing codec.
+A *sub-block* (inside other codecs) is one tag byte followed by the payload; the count and the
+sub-block's length come from the enclosing codec. The two sub-blocks inside DELTA_ZERORUN use
+no delta codec (DELTA_FOR, DOD_FOR, DELTA_ZIGZAG_VARINT, DELTA_ZERORUN), which bounds nesting.
 """
 
 from __future__ import annotations
 
+import math
+from functools import partial
 import struct
 
 import numpy as np
@@ -36,14 +49,24 @@ from rusts.codecs._format import Tag
 from rusts.errors import CodecError
 
 _M64 = (1 << 64) - 1
+_U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _FOR_HDR = struct.Struct("<QB")
 _DFOR_HDR = struct.Struct("<QQB")
 _DDFOR_HDR = struct.Struct("<QQQB")
+_ZR_HDR = struct.Struct("<QII")
+_MAX_RICE_K = _bits.MAX_PACK_WIDTH
+
+# planner modes
+TOP = 0         # a column of integers
+TIMESTAMPS = 1  # a column of timestamps: delta codecs only
+NESTED = 2      # a sub-block inside DELTA_ZERORUN: no delta codecs
 
 
 def _range_width(x: np.ndarray, signed: bool) -> tuple[int, int]:
     """(reference, width) of a frame of reference over ``x`` (uint64 words)."""
+    if len(x) == 0:
+        return 0, 0
     if signed:
         s = x.view(np.int64)
         lo, hi = int(s.min()), int(s.max())
@@ -52,53 +75,153 @@ def _range_width(x: np.ndarray, signed: bool) -> tuple[int, int]:
     return lo & _M64, (hi - lo).bit_length()
 
 
-def _plan(u: np.ndarray, signed: bool, timestamps: bool):
-    """Pick the smallest integer codec. Returns (tag, size, extra) with what building needs."""
-    n = len(u)
-    best = (Tag.RAW, 8 * n, None)
+def _rice_plan(z: np.ndarray) -> tuple[int, int] | None:
+    """(k, payload size) of the best Rice parameter for zigzagged ``z``, or None."""
+    n = len(z)
     if n == 0:
-        return best
-    if n >= 1 and u[0] == u[-1] and (u == u[0]).all():
-        return (Tag.CONST, 8, None)
+        return 0, 1
+    mean = float(z.mean())
+    k0 = max(0, int(math.log2(mean)) if mean >= 1 else 0)
+    best = None
+    for k in (k0 - 1, k0, k0 + 1):
+        if not 0 <= k <= _MAX_RICE_K:
+            continue
+        qsum = float((z >> np.uint64(k)).astype(np.float64).sum())
+        if qsum > 64.0 * n:
+            continue
+        size = 1 + _bits.packed_size(n, k) + (int(qsum) + n + 7) // 8
+        if best is None or size < best[1]:
+            best = (k, size)
+    return best
 
-    def consider(tag, size, extra):
-        nonlocal best
-        if size < best[1]:
-            best = (tag, size, extra)
 
-    if not timestamps:
+def _raw(u: np.ndarray) -> bytes:
+    return u.astype("<u8", copy=False).tobytes()
+
+
+class _Plan:
+    """The cheapest candidate seen so far and how to build it."""
+
+    __slots__ = ("tag", "size", "build")
+
+    def __init__(self, n: int, u: np.ndarray) -> None:
+        self.tag, self.size = Tag.RAW, 8 * n
+        self.build = partial(_raw, u)
+
+    def consider(self, tag: int, size: int, build) -> None:
+        if size < self.size:
+            self.tag, self.size, self.build = tag, size, build
+
+
+def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
+    """Choose the smallest integer codec for ``u`` (uint64 words)."""
+    n = len(u)
+    p = _Plan(n, u)
+    if n == 0:
+        return p
+    if u[0] == u[-1] and (u == u[0]).all():
+        p.consider(Tag.CONST, 8, partial(_U64.pack, int(u[0])))
+        return p
+    if mode != TIMESTAMPS:
         ref, w = _range_width(u, signed)
         if w <= _bits.MAX_PACK_WIDTH:
-            consider(Tag.FOR, 9 + _bits.packed_size(n, w), (ref, w))
+            p.consider(Tag.FOR, 9 + _bits.packed_size(n, w), partial(_build_for, u, ref, w))
     d = None
-    if n >= 2:
+    if n >= 2 and mode != NESTED:
         d = u[1:] - u[:-1]
         ref, w = _range_width(d, True)
         if w <= _bits.MAX_PACK_WIDTH:
-            consider(Tag.DELTA_FOR, 17 + _bits.packed_size(n - 1, w), (d, ref, w))
-        if n >= 3 and best[1] > 17 + 8:
+            p.consider(Tag.DELTA_FOR, 17 + _bits.packed_size(n - 1, w),
+                       partial(_build_delta_for, u, d, ref, w))
+        if n >= 3 and p.size > 25:
             dd = d[1:] - d[:-1]
-            ref, w = _range_width(dd, True)
-            if w <= _bits.MAX_PACK_WIDTH:
-                consider(Tag.DOD_FOR, 25 + _bits.packed_size(n - 2, w), (d, dd, ref, w))
-    if best[1] > n:  # a varint takes at least one byte per value
-        if not timestamps:
+            ref2, w2 = _range_width(dd, True)
+            if w2 <= _bits.MAX_PACK_WIDTH:
+                p.consider(Tag.DOD_FOR, 25 + _bits.packed_size(n - 2, w2),
+                           partial(_build_dod_for, u, d, dd, ref2, w2))
+        if n >= 3 and mode == TOP and p.size > 64:
+            _consider_zerorun(p, u, d)
+    if mode != TIMESTAMPS and p.size > 16:
+        z = _bits.zigzag(u)
+        rp = _rice_plan(z)
+        if rp is not None:
+            k, size = rp
+            p.consider(Tag.ZIGZAG_RICE, size, partial(_build_rice, z, k))
+    if p.size > n:  # a varint takes at least one byte per value
+        if mode != TIMESTAMPS:
             z = _bits.zigzag(u)
-            consider(Tag.ZIGZAG_VARINT, _bits.varint_size(z), z)
-        zd = np.empty(n, dtype=np.uint64)
-        zd[0] = u[0]
+            p.consider(Tag.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
         if d is not None:
+            zd = np.empty(n, dtype=np.uint64)
+            zd[0] = u[0]
             zd[1:] = d
-        zd = _bits.zigzag(zd)
-        consider(Tag.DELTA_ZIGZAG_VARINT, _bits.varint_size(zd), zd)
-    return best
+            zd = _bits.zigzag(zd)
+            p.consider(Tag.DELTA_ZIGZAG_VARINT, _bits.varint_size(zd),
+                       partial(_bits.varint_encode, zd))
+    return p
+
+
+def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray) -> None:
+    nzm = d != 0
+    runs = _runs(nzm)
+    if len(runs) > len(d) // 4:
+        return
+    nz = d[nzm] if len(runs) > 1 else d
+    rplan = plan(runs, False, NESTED)
+    zplan = plan(nz, True, NESTED)
+    size = 16 + 1 + rplan.size + 1 + zplan.size
+    p.consider(Tag.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan))
+
+
+def _build_zerorun(first: int, nruns: int, rplan: "_Plan", zplan: "_Plan") -> bytes:
+    return (_ZR_HDR.pack(first, nruns, 1 + rplan.size) + bytes((rplan.tag,)) + rplan.build()
+            + bytes((zplan.tag,)) + zplan.build())
+
+
+def _runs(nzm: np.ndarray) -> np.ndarray:
+    """Alternating run lengths of a bool array, True-run first (possibly empty)."""
+    m = len(nzm)
+    edges = np.flatnonzero(nzm[1:] != nzm[:-1]) + 1
+    bounds = np.empty(len(edges) + 2, dtype=np.int64)
+    bounds[0] = 0
+    bounds[1:-1] = edges
+    bounds[-1] = m
+    lengths = np.diff(bounds)
+    if not nzm[0]:
+        lengths = np.concatenate([np.zeros(1, np.int64), lengths])
+    return lengths.astype(np.uint64)
+
+
+def _build_for(u, ref, w) -> bytes:
+    return _FOR_HDR.pack(ref, w) + _bits.pack(u - np.uint64(ref), w)
+
+
+def _build_delta_for(u, d, ref, w) -> bytes:
+    return _DFOR_HDR.pack(int(u[0]), ref, w) + _bits.pack(d - np.uint64(ref), w)
+
+
+def _build_dod_for(u, d, dd, ref, w) -> bytes:
+    return _DDFOR_HDR.pack(int(u[0]), int(d[0]), ref, w) + _bits.pack(dd - np.uint64(ref), w)
+
+
+def _build_rice(z: np.ndarray, k: int) -> bytes:
+    n = len(z)
+    if n == 0:
+        return bytes((k,))
+    q = (z >> np.uint64(k)).astype(np.int64)
+    ends = np.cumsum(q + 1)
+    total = int(ends[-1])
+    bits = np.ones((total + 7) & ~7, dtype=np.uint8)
+    bits[ends - 1] = 0
+    return (bytes((k,)) + _bits.pack(z & np.uint64((1 << k) - 1), k)
+            + np.packbits(bits, bitorder="little").tobytes())
 
 
 def encode(u: np.ndarray, *, signed: bool = True, timestamps: bool = False) -> tuple[int, bytes]:
     """Encode uint64 words with the smallest integer codec. Returns (tag, payload)."""
     u = np.ascontiguousarray(u, dtype=np.uint64)
-    tag, _, extra = _plan(u, signed, timestamps)
-    return tag, build(tag, u, extra)
+    p = plan(u, signed, TIMESTAMPS if timestamps else TOP)
+    return p.tag, p.build()
 
 
 def encode_as(tag: int, u: np.ndarray, *, signed: bool = True) -> bytes:
@@ -110,58 +233,57 @@ def encode_as(tag: int, u: np.ndarray, *, signed: bool = True) -> bytes:
     """
     u = np.ascontiguousarray(u, dtype=np.uint64)
     n = len(u)
-    extra = None
-    if tag == Tag.CONST:
-        if n == 0 or not (u == u[0]).all():
-            raise CodecError("CONST needs equal values")
-    elif tag == Tag.FOR:
-        extra = _range_width(u, signed) if n else (0, 0)
-    elif tag == Tag.DELTA_FOR:
-        if n < 1:
-            raise CodecError("DELTA_FOR needs a value")
-        d = u[1:] - u[:-1]
-        extra = (d, *(_range_width(d, True) if n > 1 else (0, 0)))
-    elif tag == Tag.DOD_FOR:
-        if n < 2:
-            raise CodecError("DOD_FOR needs two values")
-        d = u[1:] - u[:-1]
-        dd = d[1:] - d[:-1]
-        extra = (d, dd, *(_range_width(dd, True) if n > 2 else (0, 0)))
-    elif tag == Tag.ZIGZAG_VARINT:
-        extra = _bits.zigzag(u)
-    elif tag == Tag.DELTA_ZIGZAG_VARINT:
-        zd = u.copy()
-        zd[1:] = u[1:] - u[:-1]
-        extra = _bits.zigzag(zd)
-    elif tag != Tag.RAW:
-        raise CodecError(f"not an integer codec: {tag}")
-    if tag in (Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR) and extra[-1] > _bits.MAX_PACK_WIDTH:
-        raise CodecError(f"bit width {extra[-1]} over the packing limit")
-    return build(tag, u, extra)
-
-
-def build(tag: int, u: np.ndarray, extra=None) -> bytes:
-    """The payload of codec ``tag`` for ``u``, given the planner's ``extra``."""
-    n = len(u)
     if tag == Tag.RAW:
         return u.astype("<u8", copy=False).tobytes()
     if tag == Tag.CONST:
+        if n == 0 or not (u == u[0]).all():
+            raise CodecError("CONST needs equal values")
         return _U64.pack(int(u[0]))
+    if tag == Tag.ZIGZAG_VARINT:
+        return _bits.varint_encode(_bits.zigzag(u))
+    if tag == Tag.DELTA_ZIGZAG_VARINT:
+        zd = u.copy()
+        zd[1:] = u[1:] - u[:-1]
+        return _bits.varint_encode(_bits.zigzag(zd))
+    if tag == Tag.ZIGZAG_RICE:
+        z = _bits.zigzag(u)
+        rp = _rice_plan(z)
+        if rp is None:
+            raise CodecError("values too spread for Rice coding")
+        return _build_rice(z, rp[0])
     if tag == Tag.FOR:
-        ref, w = extra
-        return _FOR_HDR.pack(ref, w) + _bits.pack(u - np.uint64(ref), w)
+        ref, w = _range_width(u, signed)
+        _check_width(w)
+        return _build_for(u, ref, w)
+    if tag not in (Tag.DELTA_FOR, Tag.DOD_FOR, Tag.DELTA_ZERORUN):
+        raise CodecError(f"not an integer codec: {tag}")
+    if n < (2 if tag == Tag.DOD_FOR else 1):
+        raise CodecError(f"{Tag(tag).name} needs more values")
+    d = u[1:] - u[:-1]
     if tag == Tag.DELTA_FOR:
-        d, ref, w = extra
-        return _DFOR_HDR.pack(int(u[0]), ref, w) + _bits.pack(d - np.uint64(ref), w)
+        ref, w = _range_width(d, True)
+        _check_width(w)
+        return _build_delta_for(u, d, ref, w)
     if tag == Tag.DOD_FOR:
-        d, dd, ref, w = extra
-        return _DDFOR_HDR.pack(int(u[0]), int(d[0]), ref, w) + _bits.pack(dd - np.uint64(ref), w)
-    if tag in (Tag.ZIGZAG_VARINT, Tag.DELTA_ZIGZAG_VARINT):
-        return _bits.varint_encode(extra)
-    raise CodecError(f"not an integer codec: {tag}")
+        dd = d[1:] - d[:-1]
+        ref, w = _range_width(dd, True)
+        _check_width(w)
+        return _build_dod_for(u, d, dd, ref, w)
+    if n == 1:
+        return _ZR_HDR.pack(int(u[0]), 0, 1) + bytes((Tag.RAW, Tag.RAW))
+    nzm = d != 0
+    runs = _runs(nzm)
+    rsub = encode_sub(runs, signed=False, mode=NESTED)
+    return (_ZR_HDR.pack(int(u[0]), len(runs), len(rsub)) + rsub
+            + encode_sub(d[nzm], mode=NESTED))
 
 
-def decode(tag: int, payload, n: int) -> np.ndarray:
+def _check_width(w: int) -> None:
+    if w > _bits.MAX_PACK_WIDTH:
+        raise CodecError(f"bit width {w} over the packing limit")
+
+
+def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
     """Inverse of :func:`encode`: ``n`` uint64 words from a payload of codec ``tag``."""
     size = len(payload)
     if tag == Tag.RAW:
@@ -184,7 +306,7 @@ def decode(tag: int, payload, n: int) -> np.ndarray:
         out = np.empty(n, dtype=np.uint64)
         out[0] = first
         out[1:] = _bits.unpack(payload[17:], n - 1, w) + np.uint64(ref)
-        return np.cumsum(out, dtype=np.uint64)
+        return np.cumsum(out, dtype=np.uint64, out=out)
     if tag == Tag.DOD_FOR:
         if size < 25 or n < 2:
             raise CodecError("DOD_FOR payload truncated")
@@ -194,22 +316,74 @@ def decode(tag: int, payload, n: int) -> np.ndarray:
         out[1] = d0
         out[2:] = _bits.unpack(payload[25:], n - 2, w) + np.uint64(ref)
         np.cumsum(out[1:], dtype=np.uint64, out=out[1:])
-        return np.cumsum(out, dtype=np.uint64)
+        return np.cumsum(out, dtype=np.uint64, out=out)
     if tag == Tag.ZIGZAG_VARINT:
         return _bits.unzigzag(_bits.varint_decode(payload, n))
     if tag == Tag.DELTA_ZIGZAG_VARINT:
         return np.cumsum(_bits.unzigzag(_bits.varint_decode(payload, n)), dtype=np.uint64)
+    if tag == Tag.ZIGZAG_RICE:
+        return _bits.unzigzag(_decode_rice(payload, n))
+    if tag == Tag.DELTA_ZERORUN and not nested:
+        return _decode_zerorun(payload, n)
     raise CodecError(f"unknown integer codec tag {tag:#04x}")
 
 
-def encode_sub(u: np.ndarray, *, signed: bool = True) -> bytes:
+def _decode_rice(payload, n: int) -> np.ndarray:
+    if len(payload) < 1:
+        raise CodecError("Rice payload truncated")
+    k = payload[0]
+    if k > _MAX_RICE_K:
+        raise CodecError(f"Rice parameter {k} out of range")
+    rsize = _bits.packed_size(n, k)
+    if len(payload) < 1 + rsize:
+        raise CodecError("Rice remainders truncated")
+    rem = _bits.unpack(payload[1:1 + rsize], n, k)
+    bits = np.unpackbits(np.frombuffer(payload[1 + rsize:], dtype=np.uint8), bitorder="little")
+    ends = np.flatnonzero(bits == 0)
+    if len(ends) != n or len(bits) - (int(ends[-1]) if n else -1) > 8:
+        raise CodecError(f"Rice quotient stream holds {len(ends)} values, expected {n}")
+    if n == 0:
+        return rem
+    q = np.diff(ends, prepend=-1) - 1
+    if k and int(q.max()) >= 1 << (64 - k):
+        raise CodecError("Rice value overflows 64 bits")
+    return (q.astype(np.uint64) << np.uint64(k)) | rem
+
+
+def _decode_zerorun(payload, n: int) -> np.ndarray:
+    if len(payload) < 16 or n < 1:
+        raise CodecError("DELTA_ZERORUN payload truncated")
+    first, nruns, rlen = _ZR_HDR.unpack_from(payload)
+    if len(payload) < 16 + rlen or nruns > n:
+        raise CodecError("DELTA_ZERORUN runs truncated")
+    runs = decode_sub(payload[16:16 + rlen], nruns, nested=True)
+    if int(runs.astype(np.float64).sum()) != n - 1 or int(runs.sum()) != n - 1:
+        raise CodecError("DELTA_ZERORUN run lengths disagree with the count")
+    out = np.empty(n, dtype=np.uint64)
+    out[0] = first
+    rest = payload[16 + rlen:]
+    if nruns == 1:
+        out[1:] = decode_sub(rest, n - 1, nested=True)
+    else:
+        nz = decode_sub(rest, int(runs[0::2].sum()), nested=True)
+        mask = np.repeat(np.arange(nruns) % 2 == 0, runs.astype(np.intp))
+        d = np.zeros(n - 1, dtype=np.uint64)
+        d[mask] = nz
+        out[1:] = d
+    return np.cumsum(out, dtype=np.uint64, out=out)
+
+
+def encode_sub(u: np.ndarray, *, signed: bool = True, mode: int = TOP) -> bytes:
     """A sub-block: tag byte + payload of the smallest integer codec."""
-    tag, payload = encode(u, signed=signed)
-    return bytes((tag,)) + payload
+    p = plan(np.ascontiguousarray(u, dtype=np.uint64), signed, mode)
+    return bytes((p.tag,)) + p.build()
 
 
-def decode_sub(buf, n: int) -> np.ndarray:
-    """Inverse of :func:`encode_sub` (``buf`` is exactly the sub-block)."""
+def decode_sub(buf, n: int, *, nested: bool = False) -> np.ndarray:
+    """Inverse of :func:`encode_sub` (``buf`` is exactly the sub-block).
+
+    ``nested``: the sub-block sits inside DELTA_ZERORUN, where DELTA_ZERORUN is not allowed.
+    """
     if len(buf) < 1:
         raise CodecError("integer sub-block is empty")
-    return decode(buf[0], buf[1:], n)
+    return decode(buf[0], buf[1:], n, nested=nested)

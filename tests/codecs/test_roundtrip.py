@@ -125,7 +125,8 @@ def test_bools_roundtrip(values, compression):
     roundtrip(values, compression=compression)
 
 
-INT_CODECS = [Tag.RAW, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR, Tag.ZIGZAG_VARINT,
+INT_CODECS = [Tag.RAW, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR, Tag.ZIGZAG_VARINT, Tag.ZIGZAG_RICE,
+              Tag.DELTA_ZERORUN,
               Tag.DELTA_ZIGZAG_VARINT]
 
 
