@@ -184,6 +184,8 @@ class _Writer:
                 raise StorageError(f"series {s.series_id}: column {name!r} has {len(values)} rows, "
                                    f"timestamps {n}")
             mask = None if col.mask is None else np.asarray(col.mask, dtype=bool)
+            if mask is not None and not mask.any():
+                continue
             fid = self.fields.setdefault((name, int(ft)), len(self.fields))
             cols.append((fid, ft, values, mask))
         cols.sort(key=lambda c: c[0])

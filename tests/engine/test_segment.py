@@ -290,3 +290,28 @@ def test_round_trip_property(data):
                 rows = np.concatenate([np.arange(b * block_rows, min((b + 1) * block_rows, len(s)))
                                        for b in pick]) if len(pick) else np.zeros(0, np.int64)
                 assert_same(*r.read(s.series_id, blocks=pick), s, rows)
+
+
+def test_close_and_failed_write(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    s = make_series(1, 50, rng)
+    s2 = SeriesData(2, "m", np.arange(3, dtype=np.int64),
+                    {"never": Column(F, np.zeros(3), np.zeros(3, bool)), "a": Column(I, np.arange(3))})
+    write_segment(tmp_path / "a.seg", [s, s2])
+    r = SegmentReader.open(tmp_path / "a.seg")
+    bt = r.blocks(1)  # index arrays stay valid after close
+    assert r.field_types(2) == {"a": I} and "never" not in r.field_types()
+    r.close()
+    assert bt.rows.tolist() == [50]
+    from rusts.errors import ClosedError
+    with pytest.raises(ClosedError):
+        r.read(1)
+
+    def boom(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(StorageError):
+        write_segment(tmp_path / "b.seg", [s])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.seg"]
