@@ -228,6 +228,8 @@ class PgSession:
             self._running = False
             self._cancel_requested = False
         self._portals.pop("", None)
+        if self._tx.status == "I":
+            self._portals.clear()  # the implicit or committed transaction ended
         self._emit(m.ReadyForQuery(self._tx.status))
         await self.flush()
 

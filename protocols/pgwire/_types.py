@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import struct
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 import attrs
 import numpy as np
@@ -287,15 +287,17 @@ def numeric_from_binary(buf: bytes) -> Decimal:
         return Decimal("Infinity")
     if sign == 0xF000:
         return Decimal("-Infinity")
+    if sign not in (0, 0x4000) or dscale < 0:
+        raise ProtocolError("numeric value has a bad sign or scale")
     digits = struct.unpack_from(f">{ndigits}H", buf, 8)
-    value = 0
-    for g in digits:
-        value = value * 10000 + g
+    if any(g > 9999 for g in digits):
+        raise ProtocolError("numeric digit out of range")
+    text = "".join(f"{g:04d}" for g in digits) or "0"
     exp = (weight - ndigits + 1) * 4
-    d = Decimal(value).scaleb(exp)
-    if sign == 0x4000:
-        d = -d
-    return d.quantize(Decimal(1).scaleb(-dscale)) if dscale >= 0 else d
+    d = Decimal(f"{'-' if sign else ''}{text}E{exp}")
+    with localcontext() as ctx:
+        ctx.prec = len(text) + abs(exp) + dscale + 8
+        return d.quantize(Decimal(1).scaleb(-dscale))
 
 
 def encode_column(arr: np.ndarray, type_name: str, fmt: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -440,7 +442,7 @@ def decode_param(raw: bytes | None, type_oid: int, fmt: int, index: int = 0) -> 
     if raw is None:
         return None
     t = TYPES_BY_OID.get(type_oid)
-    name = t.name if t is not None else "unknown"
+    name = t.name if t is not None else ("unknown" if type_oid == 0 else "")
     if fmt == 1:
         return _decode_binary(raw, name, type_oid, index)
     if fmt != 0:

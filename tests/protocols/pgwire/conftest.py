@@ -135,3 +135,13 @@ async def pg_auth_server(nursery):
     port = await nursery.start(lambda task_status: serve_pgwire(
         StubBackend, host="127.0.0.1", port=0, auth=auth, task_status=task_status))
     return port
+
+
+@pytest.fixture
+def stub_backend_cls():
+    return StubBackend
+
+
+@pytest.fixture
+def rows_result_fn():
+    return rows_result
