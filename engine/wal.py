@@ -160,9 +160,6 @@ def scan_segment(data: bytes, first_seq: int, *, is_last: bool, min_seq: int = 1
         return stop("corrupt", 0, "incomplete segment header")
     off = SEGMENT_HEADER_SIZE
     expected = first_seq
-    if first_seq < min_seq:
-        return stop("corrupt", off, f"segment overlaps the previous one (starts at {first_seq}, "
-                                    f"expected >= {min_seq})")
     while off < n:
         if n - off < RECORD_HEADER_SIZE:
             if _all_zero(mv[off:]):
@@ -178,6 +175,8 @@ def scan_segment(data: bytes, first_seq: int, *, is_last: bool, min_seq: int = 1
             return stop("corrupt", off, f"bad record length {plen}")
         if seq != expected:
             return stop("corrupt", off, f"bad sequence {seq}, expected {expected}")
+        if seq < min_seq:
+            return stop("corrupt", off, f"record {seq} overlaps the previous segment")
         start = off + RECORD_HEADER_SIZE
         end = start + plen
         if end > n:

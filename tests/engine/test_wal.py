@@ -83,6 +83,28 @@ def bad_length(d):
     p.write_bytes(bytes(b))
 
 
+def rewrite_header(d, first: int, rec: int, **fields) -> None:
+    """Change header fields of record ``rec`` and recompute the header CRC (so it passes)."""
+    p = seg(d, first)
+    off = offset_of(first, rec)
+    b = bytearray(p.read_bytes())
+    plen, pcrc, s = struct.unpack_from("<IIQ", b, off)
+    vals = {"plen": plen, "pcrc": pcrc, "seq": s, **fields}
+    struct.pack_into("<IIQ", b, off, vals["plen"], vals["pcrc"], vals["seq"])
+    struct.pack_into("<I", b, off + 16, zlib.crc32(bytes(b[off:off + 16])))
+    p.write_bytes(bytes(b))
+
+
+def overlapping_segment(d):
+    """A stray segment named 3 holding records 3 and 4 (self-consistent, but 1..5 exist)."""
+    other = d.parent / "other"
+    wal, _ = Wal.open(other)
+    wal.advance(3)
+    wal.append([b"stray-3", b"stray-4"])
+    wal.close()
+    shutil.copy(seg(other, 3), seg(d, 3))
+
+
 def zero_tail(d):
     p = seg(d, 11)
     off = offset_of(11, 14)
@@ -101,6 +123,17 @@ CASES = {
     "huge length": (lambda d: patch(seg(d, 6), offset_of(6, 8), b"\xff\xff\xff\x7f"),
                     MID_LOST, 0, 1, 1),
     "bad checksum": (bad_checksum, MID_LOST, 0, 1, 1),
+    "length beyond limit, header crc valid": (
+        lambda d: rewrite_header(d, 6, 8, plen=(1 << 30) + 1), MID_LOST, 0, 1, 1),
+    "length past end of sealed segment, header crc valid": (
+        lambda d: rewrite_header(d, 6, 8, plen=10_000), MID_LOST, 0, 1, 1),
+    "length past end of last segment, header crc valid": (
+        lambda d: rewrite_header(d, 11, 14, plen=10_000), [*range(1, 14)], 1, 0, 0),
+    "bad sequence, header crc valid": (
+        lambda d: rewrite_header(d, 6, 8, seq=9), MID_LOST, 0, 1, 1),
+    "segment name not matching its first record": (
+        lambda d: seg(d, 6).rename(seg(d, 3)), [*range(1, 6), *range(11, 16)], 0, 1, 1),
+    "segment overlapping the previous segment": (overlapping_segment, ALL, 0, 1, 1),
     "bad content": (lambda d: flip(seg(d, 6), offset_of(6, 8) + RECORD_HEADER_SIZE + 3),
                     MID_LOST, 0, 1, 1),
     "bad content in last segment": (
@@ -127,12 +160,25 @@ CASES = {
 }
 
 
+# the reason reported for the (first) damage, where it identifies the check that fired
+REASONS = {
+    "bad header (seq byte)": "header checksum",
+    "bad checksum": "payload checksum",
+    "bad content": "payload checksum",
+    "length beyond limit, header crc valid": "bad record length",
+    "length past end of sealed segment, header crc valid": "sealed segment",
+    "bad sequence, header crc valid": "bad sequence",
+    "segment overlapping the previous segment": "overlaps",
+    "bad segment magic": "segment header",
+    "truncated mid-log segment": "sealed segment",
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_named_corruptions(tmp_path: pathlib.Path, name: str) -> None:
     damage, expect, n_torn, n_corrupt, n_quarantined = CASES[name]
     d = tmp_path / "wal"
     build(d)
-    before = {p.name: p.read_bytes() for p in d.glob("*.wal")}
     damage(d)
     damaged = {p.name: p.read_bytes() for p in d.glob("*.wal")}
     wal, report, got = reopen(d)
@@ -142,10 +188,11 @@ def test_named_corruptions(tmp_path: pathlib.Path, name: str) -> None:
     assert len(report.torn_tail_truncated) == n_torn
     assert len(report.corrupt) == n_corrupt
     assert len(report.quarantined) == n_quarantined
+    if name in REASONS:
+        assert REASONS[name] in report.corrupt[0][2]
     for q in report.quarantined:  # the quarantine copy is the damaged file, byte for byte
         orig = pathlib.Path(q).name.split(".")[0] + ".wal"
         assert pathlib.Path(q).read_bytes() == damaged[orig]
-        assert orig in before
     # appends continue after the highest seq ever seen; a reopen finds nothing more to repair
     last = report.last_seq
     assert last == max(expect)
