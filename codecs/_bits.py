@@ -3,14 +3,12 @@
 Everything here works on whole numpy arrays; there is no per-value Python loop.
 
 Bit streams are little-endian: bit ``k`` of a stream is bit ``k % 8`` (LSB first) of byte
-``k // 8``. A fixed-width packing of ``n`` values of ``w`` bits puts value ``i`` at stream bits
-``[i*w, (i+1)*w)``, least significant bit first, and occupies ``ceil(n*w/8)`` bytes; the unused
-high bits of the last byte are zero.
+``k // 8``, equivalently bit ``k % 64`` of little-endian u64 word ``k // 64``.
 
-Reading uses a byte-strided ``uint64`` view over the (zero-padded) stream: value ``i`` is the
-little-endian 64-bit word starting at byte ``(i*w) >> 3``, shifted right by ``(i*w) & 7`` and
-masked. One gather, one shift and one mask per block, whatever the width (up to
-:data:`MAX_PACK_WIDTH`).
+Fixed-width packing (:func:`pack`) uses 64-value lanes so that decoding needs no per-value
+gather: whole rows of words are shifted and masked at once (see :func:`pack` for the layout).
+With ``n = 64*L + t`` values of ``w`` bits it takes ``8*w*L + ceil(t*w/8)`` bytes: exactly the
+bits needed when ``n`` is a multiple of 64, as segment blocks are.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import numpy as np
 from rusts.errors import CodecError
 
 U64 = np.uint64
-MAX_PACK_WIDTH = 56  # widths above this are not packed (a raw 8-byte word costs at most 14% more)
+MAX_PACK_WIDTH = 64
 _ONE = np.uint64(1)
 _SIGN = np.uint64(1 << 63)
 
@@ -69,47 +67,121 @@ def to_ordered(u: np.ndarray) -> np.ndarray:
 
 def packed_size(n: int, width: int) -> int:
     """Bytes taken by ``n`` values packed at ``width`` bits."""
-    return (n * width + 7) >> 3
+    lanes, tail = divmod(n, 64)
+    return lanes * width * 8 + ((tail * width + 7) >> 3)
+
+
+@functools.lru_cache(maxsize=128)
+def _lane_plan(width: int):
+    """Per lane position k (0..63): word index, next word index, shift; group starts; straddles."""
+    pos = np.arange(64, dtype=np.int64) * width
+    lo = pos >> 6
+    shift = (pos & 63).astype(np.uint64)
+    hi = np.minimum(lo + 1, width - 1)
+    starts = np.flatnonzero(np.diff(lo, prepend=-1))
+    straddle = np.flatnonzero((pos & 63) + width > 64)
+    for a in (lo, shift, hi, starts, straddle):
+        a.flags.writeable = False
+    return lo, hi, shift[:, None], starts, straddle, (np.uint64(64) - shift[straddle])[:, None]
+
+
+@functools.lru_cache(maxsize=256)
+def _lane_shifts(width: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full (64, lanes) shift matrices: numpy shifts are much faster without broadcasting."""
+    shift = np.repeat((np.arange(64, dtype=np.uint64) * np.uint64(width)) & np.uint64(63), lanes)
+    shift = shift.reshape(64, lanes)
+    back = np.uint64(64) - shift
+    shift.flags.writeable = False
+    back.flags.writeable = False
+    return shift, back
+
+
+def _mask(width: int) -> np.uint64:
+    return np.uint64((1 << width) - 1)
 
 
 def pack(u: np.ndarray, width: int) -> bytes:
-    """Pack uint64 values (each < 2**width, width <= 56) into a little-endian bit stream."""
+    """Pack uint64 values (each < 2**width, width <= 64) into :func:`packed_size` bytes.
+
+    Layout: with ``L = n // 64`` lanes, the first ``64*L`` values form a ``(64, L)`` matrix
+    (value ``k*L + l`` at row ``k``, lane ``l``); each lane's 64 values are packed back to back,
+    LSB first, into ``width`` little-endian u64 words, stored word-major (``width`` rows of ``L``
+    words). The ``n % 64`` remaining values follow as a plain LSB-first bit stream. Decoding a
+    lane matrix is a handful of whole-array shifts: no per-value gather.
+    """
     n = len(u)
     if n == 0 or width == 0:
         return b""
+    u = np.ascontiguousarray(u, dtype=np.uint64)
+    lanes = n // 64
+    parts = []
+    if lanes:
+        lo, hi, shift, starts, straddle, back = _lane_plan(width)
+        v = u[:lanes * 64].reshape(64, lanes)
+        words = np.bitwise_or.reduceat(v << shift, starts, axis=0)
+        if len(straddle):
+            words[lo[straddle] + 1] |= v[straddle] >> back
+        parts.append(words.astype("<u8", copy=False).tobytes())
+    tail = u[lanes * 64:]
+    if len(tail):
+        parts.append(_pack_stream(tail, width))
+    return b"".join(parts)
+
+
+def _pack_stream(u: np.ndarray, width: int) -> bytes:
+    n = len(u)
     nb = (width + 7) >> 3
-    by = np.ascontiguousarray(u, dtype="<u8").view(np.uint8).reshape(n, 8)[:, :nb]
+    by = u.astype("<u8").view(np.uint8).reshape(n, 8)[:, :nb]
     bits = np.unpackbits(by, axis=1, bitorder="little")
     if width != nb * 8:
         bits = bits[:, :width]
     return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
-@functools.lru_cache(maxsize=512)
-def _offsets(n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    pos = np.arange(n, dtype=np.int64) * width
-    byte = pos >> 3
-    shift = (pos & 7).astype(np.uint64)
-    byte.flags.writeable = False
-    shift.flags.writeable = False
-    return byte, shift
-
-
 def unpack(buf, n: int, width: int) -> np.ndarray:
     """Inverse of :func:`pack`: ``n`` values of ``width`` bits from ``buf`` (exact length)."""
+    if width > 64:
+        raise CodecError(f"bit width {width} out of range")
     size = packed_size(n, width)
     if len(buf) != size:
         raise CodecError(f"bit-packed stream is {len(buf)} bytes, expected {size} "
                          f"for {n} values of {width} bits")
-    if width > MAX_PACK_WIDTH:
-        raise CodecError(f"bit width {width} out of range")
     if width == 0 or n == 0:
         return np.zeros(n, dtype=np.uint64)
-    padded = np.zeros(size + 8, dtype=np.uint8)
+    lanes = n // 64
+    mask = _mask(width)
+    if lanes:
+        lo, hi, _, _, _, _ = _lane_plan(width)
+        shift, back = _lane_shifts(width, lanes)
+        words = np.frombuffer(buf, dtype="<u8", count=width * lanes).reshape(width, lanes)
+        v = words[lo]
+        v >>= shift
+        if width & (width - 1):  # some values straddle two words unless width is a power of 2
+            v2 = words[hi]
+            v2 <<= back
+            v |= v2
+        if width != 64:
+            v &= mask
+        head = v.reshape(-1)
+        if lanes * 64 == n:
+            return head
+        out = np.empty(n, dtype=np.uint64)
+        out[:lanes * 64] = head
+        out[lanes * 64:] = _unpack_stream(buf[width * lanes * 8:], n - lanes * 64, width, mask)
+        return out
+    return _unpack_stream(buf, n, width, mask)
+
+
+def _unpack_stream(buf, n: int, width: int, mask: np.uint64) -> np.ndarray:
+    size = len(buf)
+    nwords = (size >> 3) + 2
+    padded = np.zeros(nwords * 8, dtype=np.uint8)
     padded[:size] = np.frombuffer(buf, dtype=np.uint8)
-    words = np.ndarray(shape=(size + 1,), dtype="<u8", buffer=padded, strides=(1,))
-    byte, shift = _offsets(n, width)
-    return (words[byte] >> shift) & np.uint64((1 << width) - 1)
+    words = padded.view("<u8")
+    pos = np.arange(n, dtype=np.int64) * width
+    lo = pos >> 6
+    shift = (pos & 63).astype(np.uint64)
+    return ((words[lo] >> shift) | (words[lo + 1] << (np.uint64(64) - shift))) & mask
 
 
 def pack_var(u: np.ndarray, widths: np.ndarray) -> bytes:
@@ -133,17 +205,17 @@ def unpack_var(buf, widths: np.ndarray) -> np.ndarray:
         raise CodecError(f"variable-width bit stream is {len(buf)} bytes, expected {size}")
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    padded = np.zeros(size + 16, dtype=np.uint8)
+    nwords = (size >> 3) + 2
+    padded = np.zeros(nwords * 8, dtype=np.uint8)
     padded[:size] = np.frombuffer(buf, dtype=np.uint8)
-    words = np.ndarray(shape=(size + 9,), dtype="<u8", buffer=padded, strides=(1,))
+    words = padded.view("<u8")
     pos = ends - widths
-    byte = pos >> 3
-    sh = (pos & 7).astype(np.uint64)
-    lo = words[byte] >> sh
-    # numpy defines shifts by >= 64 as 0, so sh == 0 contributes nothing from the next word.
-    hi = words[byte + 8] << (np.uint64(64) - sh)
+    lo = pos >> 6
+    sh = (pos & 63).astype(np.uint64)
+    # numpy defines shifts by >= 64 as 0, so sh == 0 takes nothing from the next word.
+    v = (words[lo] >> sh) | (words[lo + 1] << (np.uint64(64) - sh))
     mask = (_ONE << widths.astype(np.uint64)) - _ONE  # width 64 -> 0 - 1 = all ones
-    return (lo | hi) & mask
+    return v & mask
 
 
 def varint_size(u: np.ndarray) -> int:

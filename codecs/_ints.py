@@ -10,10 +10,11 @@ Payloads (all integers little-endian):
 * RAW: ``n`` 8-byte words.
 * CONST: one 8-byte word.
 * FOR: ``ref`` u64, ``width`` u8, then ``n`` values ``v - ref`` bit-packed at ``width``.
-* DELTA_FOR: ``first`` u64, ``ref`` u64, ``width`` u8, then the ``n-1`` deltas
-  ``v[i] - v[i-1] - ref`` bit-packed. Constant intervals are width 0: 17 bytes a block.
-* DOD_FOR: ``first`` u64, ``delta0`` u64, ``ref`` u64, ``width`` u8, then the ``n-2``
-  delta-of-deltas minus ``ref`` bit-packed.
+* DELTA_FOR: ``first`` u64, ``ref`` u64, ``width`` u8, then ``n`` slots bit-packed: slot 0 is
+  zero (unused, it keeps the count a multiple of 64 for the lane layout), slot ``i`` is
+  ``v[i] - v[i-1] - ref``. Constant intervals are width 0: 17 bytes a block.
+* DOD_FOR: ``first`` u64, ``delta0`` u64, ``ref`` u64, ``width`` u8, then ``n`` slots
+  bit-packed: slots 0 and 1 zero, slot ``i`` the delta-of-delta ``i`` minus ``ref``.
 * ZIGZAG_VARINT: LEB128 varints of ``zigzag(v)``.
 * DELTA_ZIGZAG_VARINT: LEB128 varints of ``zigzag(v[0]), zigzag(v[1]-v[0]), ...``.
 * DELTA_ZERORUN: ``first`` u64, ``nruns`` u32, ``rlen`` u32, a sub-block (``rlen`` bytes) of
@@ -99,18 +100,25 @@ def _raw(u: np.ndarray) -> bytes:
     return u.astype("<u8", copy=False).tobytes()
 
 
+# Bytes a codec must save before the planner prefers it to a simpler one: decoding varints,
+# Rice codes and zero runs takes more numpy calls, which matters for small sub-blocks only.
+_PENALTY = {Tag.ZIGZAG_VARINT: 8, Tag.DELTA_ZIGZAG_VARINT: 8, Tag.ZIGZAG_RICE: 12,
+            Tag.DELTA_ZERORUN: 16}
+
+
 class _Plan:
     """The cheapest candidate seen so far and how to build it."""
 
-    __slots__ = ("tag", "size", "build")
+    __slots__ = ("tag", "size", "cost", "build")
 
     def __init__(self, n: int, u: np.ndarray) -> None:
-        self.tag, self.size = Tag.RAW, 8 * n
+        self.tag, self.size, self.cost = Tag.RAW, 8 * n, 8 * n
         self.build = partial(_raw, u)
 
     def consider(self, tag: int, size: int, build) -> None:
-        if size < self.size:
-            self.tag, self.size, self.build = tag, size, build
+        cost = size + _PENALTY.get(tag, 0)
+        if cost < self.cost:
+            self.tag, self.size, self.cost, self.build = tag, size, cost, build
 
 
 def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
@@ -131,13 +139,13 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
         d = u[1:] - u[:-1]
         ref, w = _range_width(d, True)
         if w <= _bits.MAX_PACK_WIDTH:
-            p.consider(Tag.DELTA_FOR, 17 + _bits.packed_size(n - 1, w),
+            p.consider(Tag.DELTA_FOR, 17 + _bits.packed_size(n, w),
                        partial(_build_delta_for, u, d, ref, w))
         if n >= 3 and p.size > 25:
             dd = d[1:] - d[:-1]
             ref2, w2 = _range_width(dd, True)
             if w2 <= _bits.MAX_PACK_WIDTH:
-                p.consider(Tag.DOD_FOR, 25 + _bits.packed_size(n - 2, w2),
+                p.consider(Tag.DOD_FOR, 25 + _bits.packed_size(n, w2),
                            partial(_build_dod_for, u, d, dd, ref2, w2))
         if n >= 3 and mode == TOP and p.size > 64:
             _consider_zerorun(p, u, d)
@@ -197,11 +205,17 @@ def _build_for(u, ref, w) -> bytes:
 
 
 def _build_delta_for(u, d, ref, w) -> bytes:
-    return _DFOR_HDR.pack(int(u[0]), ref, w) + _bits.pack(d - np.uint64(ref), w)
+    slots = np.empty(len(u), dtype=np.uint64)  # slot 0 unused (zero): n slots pack in lanes
+    slots[0] = 0
+    np.subtract(d, np.uint64(ref), out=slots[1:])
+    return _DFOR_HDR.pack(int(u[0]), ref, w) + _bits.pack(slots, w)
 
 
 def _build_dod_for(u, d, dd, ref, w) -> bytes:
-    return _DDFOR_HDR.pack(int(u[0]), int(d[0]), ref, w) + _bits.pack(dd - np.uint64(ref), w)
+    slots = np.empty(len(u), dtype=np.uint64)  # slots 0 and 1 unused (zero)
+    slots[:2] = 0
+    np.subtract(dd, np.uint64(ref), out=slots[2:])
+    return _DDFOR_HDR.pack(int(u[0]), int(d[0]), ref, w) + _bits.pack(slots, w)
 
 
 def _build_rice(z: np.ndarray, k: int) -> bytes:
@@ -303,20 +317,20 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
         if size < 17 or n < 1:
             raise CodecError("DELTA_FOR payload truncated")
         first, ref, w = _DFOR_HDR.unpack_from(payload)
-        out = np.empty(n, dtype=np.uint64)
+        out = _bits.unpack(payload[17:], n, w)
+        out += np.uint64(ref)
         out[0] = first
-        out[1:] = _bits.unpack(payload[17:], n - 1, w) + np.uint64(ref)
-        return np.cumsum(out, dtype=np.uint64, out=out)
+        return np.cumsum(out, out=out)
     if tag == Tag.DOD_FOR:
         if size < 25 or n < 2:
             raise CodecError("DOD_FOR payload truncated")
         first, d0, ref, w = _DDFOR_HDR.unpack_from(payload)
-        out = np.empty(n, dtype=np.uint64)
+        out = _bits.unpack(payload[25:], n, w)
+        out += np.uint64(ref)
         out[0] = first
         out[1] = d0
-        out[2:] = _bits.unpack(payload[25:], n - 2, w) + np.uint64(ref)
-        np.cumsum(out[1:], dtype=np.uint64, out=out[1:])
-        return np.cumsum(out, dtype=np.uint64, out=out)
+        np.cumsum(out[1:], out=out[1:])
+        return np.cumsum(out, out=out)
     if tag == Tag.ZIGZAG_VARINT:
         return _bits.unzigzag(_bits.varint_decode(payload, n))
     if tag == Tag.DELTA_ZIGZAG_VARINT:
@@ -338,16 +352,23 @@ def _decode_rice(payload, n: int) -> np.ndarray:
     if len(payload) < 1 + rsize:
         raise CodecError("Rice remainders truncated")
     rem = _bits.unpack(payload[1:1 + rsize], n, k)
-    bits = np.unpackbits(np.frombuffer(payload[1 + rsize:], dtype=np.uint8), bitorder="little")
-    ends = np.flatnonzero(bits == 0)
-    if len(ends) != n or len(bits) - (int(ends[-1]) if n else -1) > 8:
+    stop_bits = np.unpackbits(np.invert(np.frombuffer(payload[1 + rsize:], dtype=np.uint8)),
+                              bitorder="little")
+    ends = np.flatnonzero(stop_bits)
+    if len(ends) != n or len(stop_bits) - (int(ends[-1]) if n else -1) > 8:
         raise CodecError(f"Rice quotient stream holds {len(ends)} values, expected {n}")
     if n == 0:
         return rem
-    q = np.diff(ends, prepend=-1) - 1
-    if k and int(q.max()) >= 1 << (64 - k):
+    q = np.empty(n, dtype=np.int64)
+    q[0] = ends[0]
+    np.subtract(ends[1:], ends[:-1], out=q[1:])
+    q[1:] -= 1
+    if k > 30 and int(q.max()) >= 1 << (64 - k):  # q < 2**33: only a large k can overflow
         raise CodecError("Rice value overflows 64 bits")
-    return (q.astype(np.uint64) << np.uint64(k)) | rem
+    z = q.view(np.uint64)
+    z <<= np.uint64(k)
+    z |= rem
+    return z
 
 
 def _decode_zerorun(payload, n: int) -> np.ndarray:
@@ -357,20 +378,26 @@ def _decode_zerorun(payload, n: int) -> np.ndarray:
     if len(payload) < 16 + rlen or nruns > n:
         raise CodecError("DELTA_ZERORUN runs truncated")
     runs = decode_sub(payload[16:16 + rlen], nruns, nested=True)
-    if int(runs.astype(np.float64).sum()) != n - 1 or int(runs.sum()) != n - 1:
+    if nruns and (int(runs.max()) >= n or int(runs.sum()) != n - 1):  # max < n: sum can't wrap
         raise CodecError("DELTA_ZERORUN run lengths disagree with the count")
-    out = np.empty(n, dtype=np.uint64)
-    out[0] = first
     rest = payload[16 + rlen:]
     if nruns == 1:
+        out = np.empty(n, dtype=np.uint64)
         out[1:] = decode_sub(rest, n - 1, nested=True)
     else:
         nz = decode_sub(rest, int(runs[0::2].sum()), nested=True)
-        mask = np.repeat(np.arange(nruns) % 2 == 0, runs.astype(np.intp))
-        d = np.zeros(n - 1, dtype=np.uint64)
-        d[mask] = nz
-        out[1:] = d
-    return np.cumsum(out, dtype=np.uint64, out=out)
+        out = np.zeros(n, dtype=np.uint64)
+        out[1:][np.repeat(_alternating(nruns), runs.view(np.int64))] = nz
+    out[0] = first
+    return np.cumsum(out, out=out)
+
+
+def _alternating(k: int) -> np.ndarray:
+    a = _ALTERNATING if k <= len(_ALTERNATING) else np.arange(k) % 2 == 0
+    return a[:k]
+
+
+_ALTERNATING = np.arange(8192) % 2 == 0
 
 
 def encode_sub(u: np.ndarray, *, signed: bool = True, mode: int = TOP) -> bytes:
