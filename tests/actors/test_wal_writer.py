@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from rusts.actors.wal_writer import (MemtableInsert, WalAppend, WalCheckpoint, WalStats, WalSync,
                                      run_wal_writer)
