@@ -175,3 +175,30 @@ def test_speed_5000_lines_10_floats() -> None:
         decode_batch(encode_batch(batch))
         best = min(best, time.perf_counter() - t0)
     assert best < 0.005, f"encode+decode took {best * 1e3:.2f} ms"
+
+
+# Bytes written by format version 1; they must keep decoding to the same batch (and encoding
+# the batch must keep producing them) unless the version byte changes.
+GOLDEN_V1 = bytes.fromhex(
+    "01000800000001000000050000000100000003000000040000000100000001000000010000000100000001"
+    "000000010000000d00000000000000637075686f73746166697562730000000001000000010000000200"
+    "000002000000050000000300000004000000050000000600000007000000000102040300010000000a00"
+    "000000000000140000000000000080000000000000f83f00000000000000c0ffffffffffffffff000000"
+    "00000000000300000000000000ffffffffffffffff010002000000020000000400000000000000c3a97879")
+
+
+def golden_batch() -> WriteBatch:
+    s = SeriesRows("cpu", (("host", "a"),), np.array([10, 20], dtype=np.int64),
+                   {"f": Column(FieldType.FLOAT, np.array([1.5, -2.0])),
+                    "i": Column(FieldType.INTEGER, np.array([-1, 7], dtype=np.int64),
+                                np.array([True, False])),
+                    "u": Column(FieldType.UNSIGNED, np.array([3, 2**64 - 1], dtype=np.uint64)),
+                    "b": Column(FieldType.BOOLEAN, np.array([True, False])),
+                    "s": Column(FieldType.STRING, np.array(["é", "xy"], dtype=object))},
+                   np.array([1, 2]))
+    return WriteBatch((s,))
+
+
+def test_golden_v1() -> None:
+    assert encode_batch(golden_batch()) == GOLDEN_V1
+    assert_same(golden_batch(), decode_batch(GOLDEN_V1))
