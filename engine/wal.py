@@ -256,7 +256,9 @@ class Wal:
         return wal, report
 
     def _recover(self) -> RecoveryReport:
-        os.makedirs(self.dir, exist_ok=True)
+        if not os.path.isdir(self.dir):
+            os.makedirs(self.dir)
+            self.ops.fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
         names = sorted(int(m.group(1)) for m in map(_SEGMENT_RE.match, os.listdir(self.dir)) if m)
         torn: list[tuple[str, int]] = []
         corrupt: list[tuple[str, int, str]] = []
