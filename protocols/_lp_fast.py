@@ -1,0 +1,369 @@
+"""Vectorised fast path of the line protocol parser (pyarrow compute + numpy).
+
+Per-line Python work is what makes a pure-Python parser slow (about 1 us per Python-level
+operation on a busy core, 10+ values per line). This path never loops over lines or values in
+Python. It runs Arrow's C++ string kernels over whole columns of lines:
+
+1. the body is split into physical lines, each line into space-separated parts;
+2. a line takes the fast path only if it has 2 or 3 parts (``key fields [time]``), contains no
+   backslash, and its field section matches a strict regular expression (plain ``k=v`` pairs;
+   values without ``,`` ``=`` space or quote, or simple quoted strings). Everything else goes to
+   the exact per-line parser in :mod:`rusts.protocols._lp_exact`;
+3. keys are dictionary-encoded so tags are parsed once per distinct series key (in Python);
+4. the field *layout* (keys with values blanked out) is dictionary-encoded too, and the values of
+   one layout form a row-major matrix whose columns are typed and converted in one Arrow cast
+   each (Arrow's string->float cast is correctly rounded, like Go's ``strconv.ParseFloat``);
+5. timestamps are cast in one step and range-checked with numpy.
+
+Every check that fails sends the affected lines to the exact parser, so the fast path only has
+to be right about the lines it keeps; the tests compare both paths on generated input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rusts.model import FieldType
+from rusts.protocols import _lp_exact as ex
+from rusts.protocols._lp_pieces import Piece
+
+_NOQ = r'[^,="\\ ]'
+_VALUE = r'(?:[^,="\\ ]+|"[^,="\\ ]*")'
+FIELDS_RE = rf'^[^,="\\ \t\x00]{_NOQ}*={_VALUE}(?:,{_NOQ}+={_VALUE})*$'
+# A line whose logical end (1.x scanLine) is its own LF even though it holds a quote.
+SIMPLE_LINE_RE = (r'^[^ \\]+ [^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*)'
+                  r'(?:,[^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*))*(?: [^"\\]*)?$')
+
+
+def _lut(chars: bytes) -> np.ndarray:
+    t = np.zeros(256, dtype=bool)
+    t[list(chars)] = True
+    return t
+
+
+_FLOAT_CHARS = _lut(b"0123456789.eE+-")
+_INT_CHARS = _lut(b"0123456789-i")
+_UINT_CHARS = _lut(b"0123456789u")
+_TS_CHARS = _lut(b"0123456789-")
+_BOOL_FIRST = _lut(b"tfTF")
+_BOOL_SET = pa.array([b"t", b"T", b"true", b"True", b"TRUE", b"f", b"F", b"false", b"False",
+                      b"FALSE"], pa.binary())
+
+
+def binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) numpy views of a binary array: value i is data[off[i]:off[i+1]]."""
+    bufs = arr.buffers()
+    otype = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    off = np.frombuffer(bufs[1], dtype=otype)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else \
+        np.zeros(0, np.uint8)
+    return off, data
+
+
+def split_lines(body: bytes) -> tuple[pa.Array, np.ndarray]:
+    """Physical lines (without LF) and the byte offset of each in ``body``."""
+    big = len(body) >= 2**31 - 1
+    btype = pa.large_binary() if big else pa.binary()
+    otype = np.int64 if big else np.int32
+    one = pa.Array.from_buffers(btype, 1, [None, pa.py_buffer(np.array([0, len(body)], otype)),
+                                           pa.py_buffer(body)])
+    lines = pc.split_pattern(one, b"\n").flatten()
+    off, _ = binary_parts(lines)
+    starts = off[:-1].astype(np.int64) - off[0] + np.arange(len(lines), dtype=np.int64)
+    return lines, starts
+
+
+def _bool_np(arr) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def suspicious_lines(lines: pa.Array) -> np.ndarray:
+    """Lines whose logical extent needs the exact scanner (quote or backslash, not simple)."""
+    has = pc.or_(pc.match_substring(lines, b'"'), pc.match_substring(lines, b"\\"))
+    has_np = _bool_np(has)
+    if not has_np.any():
+        return has_np
+    simple = _bool_np(pc.match_substring_regex(lines, SIMPLE_LINE_RE))
+    return has_np & ~simple
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def parse_plain_key(raw: bytes):
+    """(measurement, tags, key size) for a key without backslash or space, else None.
+
+    Mirrors :func:`rusts.protocols._lp_exact.parse_key` for such keys; None means "let the
+    exact parser handle (and report) this line".
+    """
+    if not raw or raw[0] in (44, 35, 9, 0) or b"\\" in raw:  # ',' '#' TAB NUL
+        return None
+    parts = raw.split(b",")
+    name = parts[0]
+    if len(parts) == 1:
+        return ex.decode(name), (), len(raw)
+    tags = []
+    keys = set()
+    for p in parts[1:]:
+        k, eq, v = p.partition(b"=")
+        if not k or not eq or not v or b"=" in v or k in keys:
+            return None
+        keys.add(k)
+        tags.append((ex.decode(k), ex.decode(v)))
+    tags.sort()
+    return ex.decode(name), tuple(tags), len(raw)
+
+
+# --------------------------------------------------------------------------- values
+
+
+class _Column:
+    """A typed, converted column over the rows of one layout (``bad`` rows excluded later)."""
+
+    __slots__ = ("ftype", "values", "bad")
+
+    def __init__(self, ftype, values, bad=None):
+        self.ftype = ftype
+        self.values = values
+        self.bad = bad
+
+
+def _exact_values(col: pa.Array) -> _Column:
+    """Per-value fallback: exact 1.x typing; rows with an invalid or minority type are bad."""
+    raws = col.to_pylist()
+    n = len(raws)
+    types: list = [None] * n
+    vals: list = [None] * n
+    for i, raw in enumerate(raws):
+        try:
+            _, section = ex.scan_fields(b"x=" + raw, 0)
+            pairs = ex.walk_fields(section)
+        except ex.PointError:
+            continue
+        if len(pairs) == 1 and pairs[0][1] == raw:
+            types[i], vals[i] = ex.field_value(raw)
+    first = next((t for t in types if t is not None), None)
+    bad = np.array([t is None or t != first for t in types], dtype=bool)
+    if first is None:
+        return _Column(FieldType.FLOAT, np.zeros(n), bad)
+    fill = "" if first == FieldType.STRING else 0
+    values = np.array([v if t == first else fill for t, v in zip(types, vals)],
+                      dtype=first.dtype)
+    return _Column(first, values, bad if bad.any() else None)
+
+
+def _cast_or_exact(col: pa.Array, target: pa.DataType, ftype: FieldType, source=None):
+    try:
+        out = pc.cast(col if source is None else source, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _exact_values(col)
+    values = out.to_numpy(zero_copy_only=False)
+    if ftype == FieldType.FLOAT:
+        bad = ~np.isfinite(values)
+        return _Column(ftype, values, bad if bad.any() else None)
+    return _Column(ftype, values)
+
+
+def convert_column(col: pa.Array) -> _Column:
+    """Type and convert one column (binary values, each non-empty) the way 1.x would."""
+    off, data = binary_parts(col)
+    d = data[off[0]:off[-1]]
+    first = data[off[:-1]]
+    last = data[off[1:] - 1]
+    if _FLOAT_CHARS[d].all() and not (first == 43).any() and not (last == 105).any():
+        return _cast_or_exact(col, pa.float64(), FieldType.FLOAT, col.cast(pa.string()))
+    if (last == 105).all() and _INT_CHARS[d].all():
+        return _cast_or_exact(col, pa.int64(), FieldType.INTEGER,
+                              pc.binary_slice(col, 0, -1).cast(pa.string()))
+    if (last == 117).all() and _UINT_CHARS[d].all():
+        return _cast_or_exact(col, pa.uint64(), FieldType.UNSIGNED,
+                              pc.binary_slice(col, 0, -1).cast(pa.string()))
+    if _BOOL_FIRST[first].all() and _bool_np(pc.is_in(col, value_set=_BOOL_SET)).all():
+        return _Column(FieldType.BOOLEAN, (first == 116) | (first == 84))
+    if (first == 34).all() and (last == 34).all() and ((off[1:] - off[:-1]) >= 2).all() \
+            and int(np.count_nonzero(d == 34)) == 2 * len(col):
+        inner = pc.binary_slice(col, 1, -1)
+        try:
+            strs = inner.cast(pa.string()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            strs = np.array([ex.decode(b) for b in inner.to_pylist()], dtype=object)
+        return _Column(FieldType.STRING, strs.astype(object, copy=False))
+    return _exact_values(col)
+
+
+# ------------------------------------------------------------------------ timestamps
+
+
+def convert_timestamps(ts: pa.Array, multiplier: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ns timestamps, bad mask) for non-empty raw timestamps; bad rows go to the exact path."""
+    n = len(ts)
+    off, data = binary_parts(ts)
+    d = data[off[0]:off[-1]]
+    first = data[off[:-1]]
+    ok_chars = _TS_CHARS[d].all() and int(np.count_nonzero(d == 45)) == \
+        int(np.count_nonzero(first == 45))
+    values = None
+    if ok_chars:
+        try:
+            values = pc.cast(ts.cast(pa.string()), pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            values = None
+    if values is None:
+        vals = np.zeros(n, dtype=np.int64)
+        bad = np.zeros(n, dtype=bool)
+        for i, raw in enumerate(ts.to_pylist()):
+            try:
+                _, t = ex.scan_time(raw, 0)
+                if t != raw:
+                    raise ex.PointError("bad timestamp")
+                vals[i] = ex.parse_int64(raw)
+            except ex.PointError:
+                bad[i] = True
+        values = vals
+    else:
+        bad = np.zeros(n, dtype=bool)
+    lo = -((-ex.MIN_NANO_TIME) // multiplier)
+    hi = ex.MAX_NANO_TIME // multiplier
+    bad |= (values < lo) | (values > hi)
+    if multiplier != 1:
+        values = np.where(bad, 0, values) * np.int64(multiplier)
+    return values, bad
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray,
+               multiplier: int, default_time: int) -> tuple[list[Piece], np.ndarray]:
+    """Parse the candidate physical lines; return (pieces, indices of lines left to the slow path).
+
+    ``candidates`` are indices into ``lines`` (in order); ``line_numbers`` maps every physical
+    line index to its 1-based line number.
+    """
+    slow = []
+    parts = pc.split_pattern(lines.take(pa.array(candidates)), b" ")
+    plen = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    shape_ok = (plen == 2) | (plen == 3)
+    if not shape_ok.all():
+        slow.append(candidates[~shape_ok])
+        keep = np.flatnonzero(shape_ok)
+        candidates = candidates[keep]
+        parts = parts.take(pa.array(keep))
+        plen = plen[keep]
+    if len(candidates) == 0:
+        return [], _concat(slow)
+
+    # keys -> distinct series
+    keys_enc = pc.dictionary_encode(pc.list_element(parts, 0))
+    key_idx = keys_enc.indices.to_numpy(zero_copy_only=False)
+    distinct = keys_enc.dictionary.to_pylist()
+    parsed_keys = [parse_plain_key(k) for k in distinct]
+    key_ok = np.array([p is not None for p in parsed_keys], dtype=bool)
+    key_size = np.array([p[2] if p is not None else 0 for p in parsed_keys], dtype=np.int64)
+    ok = key_ok[key_idx]
+
+    # field sections
+    secs = pc.list_element(parts, 1)
+    ok &= _bool_np(pc.match_substring_regex(secs, FIELDS_RE))
+
+    # timestamps (third part, possibly empty: one trailing space)
+    ts_ns = np.full(len(candidates), default_time, dtype=np.int64)
+    has3 = plen == 3
+    if has3.any():
+        idx3 = np.flatnonzero(has3)
+        ts_raw = pc.list_slice(parts, 2, 3).flatten()
+        tlen = pc.binary_length(ts_raw).to_numpy(zero_copy_only=False)
+        nonempty = tlen > 0
+        if nonempty.any():
+            rows = idx3[nonempty]
+            raw = ts_raw.filter(pa.array(nonempty)) if not nonempty.all() else ts_raw
+            values, bad = convert_timestamps(raw, multiplier)
+            ts_ns[rows] = values
+            ok[rows[bad]] = False
+
+    if not ok.all():
+        slow.append(candidates[~ok])
+    good = np.flatnonzero(ok)
+    if len(good) == 0:
+        return [], _concat(slow)
+    if len(good) != len(candidates):
+        secs = secs.take(pa.array(good))
+    candidates = candidates[good]
+    key_idx = key_idx[good]
+    ts_ns = ts_ns[good]
+
+    # field layouts
+    skel_enc = pc.dictionary_encode(pc.replace_substring_regex(secs, "=[^,]*", "="))
+    layout_idx = skel_enc.indices.to_numpy(zero_copy_only=False)
+    layouts = []
+    layout_ok = []
+    max_field = []
+    for skel in skel_enc.dictionary.to_pylist():
+        raw_names = [k[:-1] for k in skel.split(b",")]
+        names = [ex.decode(k) for k in raw_names]
+        layouts.append(names)
+        layout_ok.append(len(set(names)) == len(names))
+        max_field.append(max(map(len, raw_names)))
+    layout_ok = np.array(layout_ok, dtype=bool)
+    max_field = np.array(max_field, dtype=np.int64)
+    ok = layout_ok[layout_idx] & (key_size[key_idx] + 4 + max_field[layout_idx]
+                                  <= ex.MAX_KEY_LENGTH)
+
+    # values, row-major: row r holds k(layout) values starting at vstart[r]
+    values = pc.split_pattern(pc.replace_substring_regex(secs, "[^,=]+=", ""), b",")
+    vcount = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = values.flatten()
+    vstart = np.zeros(len(vcount), dtype=np.int64)
+    np.cumsum(vcount[:-1], out=vstart[1:])
+
+    pieces: list[Piece] = []
+    for li, names in enumerate(layouts):
+        rows = np.flatnonzero((layout_idx == li) & ok)
+        if len(rows) == 0:
+            continue
+        k = len(names)
+        cols = []
+        bad = np.zeros(len(rows), dtype=bool)
+        for j in range(k):
+            c = convert_column(flat.take(pa.array(vstart[rows] + j)))
+            if c.bad is not None:
+                bad |= c.bad
+            cols.append(c)
+        if bad.any():
+            slow.append(candidates[rows[bad]])
+            keep = ~bad
+            rows = rows[keep]
+            if len(rows) == 0:
+                continue
+            vals = [c.values[keep] for c in cols]
+        else:
+            vals = [c.values for c in cols]
+        # split the layout's rows by series, keeping line order within each
+        sk = key_idx[rows]
+        order = np.argsort(sk, kind="stable")
+        sk_sorted = sk[order]
+        bounds = np.flatnonzero(np.diff(sk_sorted)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(order)]))
+        rows_o = rows[order]
+        vals_o = [v[order] for v in vals]
+        lines_o = line_numbers[candidates[rows_o]]
+        ts_o = ts_ns[rows_o]
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            meas, tags, _ = parsed_keys[int(sk_sorted[s])]
+            columns = {name: (cols[j].ftype, vals_o[j][s:e], None) for j, name in enumerate(names)}
+            pieces.append(Piece(meas, tags, ts_o[s:e], lines_o[s:e], columns))
+    leftover = np.flatnonzero(~ok)
+    if len(leftover):
+        slow.append(candidates[leftover])
+    return pieces, _concat(slow)
+
+
+def _concat(chunks: list[np.ndarray]) -> np.ndarray:
+    if not chunks:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(chunks))
