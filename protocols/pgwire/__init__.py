@@ -24,6 +24,8 @@ from .backend import SqlBackend as SqlBackend
 from .backend import SqlResult as SqlResult
 from .connection import PgServerConnection as PgServerConnection
 from .server import SERVER_VERSION as SERVER_VERSION
+from .server import PgServer as PgServer
+from .server import PgServerStatistics as PgServerStatistics
 from .server import serve_pgwire as serve_pgwire
 from . import _messages as events  # noqa: E402  (event classes: rusts.protocols.pgwire.events.Query...)
 
@@ -31,5 +33,5 @@ __all__ = [
     "NEED_DATA", "PgProtocolError", "ScramCredentials", "ScramServer", "make_credentials",
     "PgSession", "result_from_rows", "PgType", "decode_param", "encode_column",
     "encode_data_rows", "pg_type", "PgAuth", "SqlBackend", "SqlResult", "PgServerConnection",
-    "SERVER_VERSION", "serve_pgwire", "events",
+    "SERVER_VERSION", "PgServer", "PgServerStatistics", "serve_pgwire", "events",
 ]

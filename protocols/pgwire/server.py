@@ -21,12 +21,14 @@ Robustness rules:
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 import secrets
 import ssl
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from rusts.errors import AuthError, RustsError
@@ -48,12 +50,43 @@ class _Closed(Exception):
     """Internal: the connection is over (EOF, Terminate, FATAL sent)."""
 
 
-class PgServerState:
-    """Shared state of one listening server: sessions by process id, limits, settings."""
+@attrs.frozen
+class PgServerStatistics:
+    """Counters of a :class:`PgServer`.
 
-    def __init__(self, backend_factory: Callable[[dict], SqlBackend], *, max_connections: int,
-                 auth: PgAuth | None, tls_context: ssl.SSLContext | None,
-                 startup_timeout: float, max_message_size: int, chunk_rows: int) -> None:
+    Attributes:
+        open_connections: sockets being served right now (any phase).
+        sessions: sessions past their StartupMessage (what ``max_connections`` limits).
+        connections_total: sockets accepted so far.
+        rejected_total: sessions refused with 53300.
+        cancel_requests_total: CancelRequests received (matching or not).
+    """
+
+    open_connections: int
+    sessions: int
+    connections_total: int
+    rejected_total: int
+    cancel_requests_total: int
+
+
+class PgServer:
+    """A pgwire server: settings, the session registry (cancel keys, limits) and counters.
+
+    Args:
+        backend_factory: called with the startup parameters (user, database, ...) of each
+            authenticated connection; returns that session's :class:`SqlBackend`.
+        max_connections: concurrent sessions; more are refused with 53300.
+        auth: None = trust; else cleartext or SCRAM-SHA-256 (see :class:`PgAuth`).
+        tls_context: server-side SSL context; when given, SSLRequest is answered 'S'.
+        startup_timeout: seconds a client has to finish startup and authentication.
+        max_message_size: largest frontend message accepted.
+        chunk_rows: rows per DataRow batch when streaming results.
+    """
+
+    def __init__(self, backend_factory: Callable[[dict], SqlBackend], *, max_connections: int = 100,
+                 auth: PgAuth | None = None, tls_context: ssl.SSLContext | None = None,
+                 startup_timeout: float = 60.0, max_message_size: int = MAX_MESSAGE_SIZE,
+                 chunk_rows: int = 4096) -> None:
         self.backend_factory = backend_factory
         self.max_connections = max_connections
         self.auth = auth
@@ -63,20 +96,55 @@ class PgServerState:
         self.chunk_rows = chunk_rows
         self.sessions: dict[int, tuple[int, PgSession | None]] = {}
         self._pids = itertools.count(secrets.randbelow(1 << 20) + 1000)
+        self._open = 0
+        self._accepted = 0
+        self._rejected = 0
+        self._cancels = 0
+
+    def statistics(self) -> PgServerStatistics:
+        return PgServerStatistics(self._open, len(self.sessions), self._accepted, self._rejected,
+                                  self._cancels)
 
     def new_key(self) -> tuple[int, int]:
         pid = next(self._pids)
         return pid, secrets.randbelow(1 << 31)
 
     def cancel(self, pid: int, secret: int) -> bool:
+        """Cancel the running query of session ``pid`` if ``secret`` matches."""
+        self._cancels += 1
         entry = self.sessions.get(pid)
-        if entry is None or entry[0] != secret or entry[1] is None:
+        if entry is None or not hmac.compare_digest(entry[0].to_bytes(4, "big"),
+                                                    (secret & 0xFFFFFFFF).to_bytes(4, "big")):
             return False
-        return entry[1].cancel()
+        return entry[1] is not None and entry[1].cancel()
+
+    async def serve(self, host: str | None = "127.0.0.1", port: int = 5432, *,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled; ``task_status.started(port)`` gives the bound port."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        log.info("pgwire: listening host=%s port=%s", host, bound)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started(bound)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                    log.warning("pgwire: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                self._accepted += 1
+                nursery.start_soon(self.handle, stream)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve one client socket; never raises (except trio.Cancelled)."""
         handler = _ConnectionHandler(self, stream)
+        self._open += 1
         try:
             await handler.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, _Closed):
@@ -84,12 +152,13 @@ class PgServerState:
         except Exception as exc:  # noqa: BLE001 - one bad client must not stop the server
             log.error("pgwire: connection handler failed", exc_info=exc)
         finally:
+            self._open -= 1
             handler.release()
             await trio.aclose_forcefully(handler.stream)
 
 
 class _ConnectionHandler:
-    def __init__(self, server: PgServerState, stream: trio.abc.Stream) -> None:
+    def __init__(self, server: PgServer, stream: trio.abc.Stream) -> None:
         self.server = server
         self.stream = stream
         self.conn = PgServerConnection(server.max_message_size)
@@ -172,6 +241,7 @@ class _ConnectionHandler:
                 break
         server = self.server
         if len(server.sessions) >= server.max_connections:
+            server._rejected += 1
             await self.fatal("53300", "sorry, too many clients already")
         pid, secret = server.new_key()
         self.pid = pid
@@ -255,41 +325,11 @@ async def serve_pgwire(backend_factory: Callable[[dict], SqlBackend], *, host: s
                        tls_context: ssl.SSLContext | None = None, startup_timeout: float = 60.0,
                        max_message_size: int = MAX_MESSAGE_SIZE, chunk_rows: int = 4096,
                        task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the PostgreSQL wire protocol until cancelled.
+    """Serve the PostgreSQL wire protocol until cancelled (see :class:`PgServer` for arguments).
 
-    Args:
-        backend_factory: called with the startup parameters (user, database, ...) of each
-            authenticated connection; returns that session's :class:`SqlBackend`.
-        host: address to bind (None = all interfaces).
-        port: TCP port (0 = pick a free one).
-        max_connections: concurrent sessions; more are refused with 53300.
-        auth: None = trust; else cleartext or SCRAM-SHA-256 (see :class:`PgAuth`).
-        tls_context: server-side SSL context; when given, SSLRequest is answered 'S'.
-        startup_timeout: seconds a client has to finish startup and authentication.
-        max_message_size: largest frontend message accepted.
-        chunk_rows: rows per DataRow batch when streaming results.
-        task_status: ``task_status.started(port)`` reports the bound port.
+    ``task_status.started(port)`` reports the bound port (useful with ``port=0``).
     """
-    state = PgServerState(backend_factory, max_connections=max_connections, auth=auth,
-                          tls_context=tls_context, startup_timeout=startup_timeout,
-                          max_message_size=max_message_size, chunk_rows=chunk_rows)
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    log.info("pgwire: listening host=%s port=%s", host, bound)
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, state, nursery)
-        task_status.started(bound)
-
-
-async def _accept_loop(listener: trio.SocketListener, state: PgServerState,
-                       nursery: trio.Nursery) -> None:
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                log.warning("pgwire: accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(state.handle, stream)
+    server = PgServer(backend_factory, max_connections=max_connections, auth=auth,
+                      tls_context=tls_context, startup_timeout=startup_timeout,
+                      max_message_size=max_message_size, chunk_rows=chunk_rows)
+    await server.serve(host, port, task_status=task_status)

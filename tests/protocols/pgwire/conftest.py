@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import attrs
 import numpy as np
 import pytest
 import trio
 
 from rusts.errors import QueryError
-from rusts.protocols.pgwire import PgAuth, SqlResult, serve_pgwire
+from rusts.protocols.pgwire import PgServer, SqlResult
 
 T0 = 1_700_000_000_000_000_000
 CPU_COLUMNS = (("time", "timestamp"), ("host", "text"), ("usage", "float8"), ("count", "int8"),
@@ -89,9 +90,10 @@ class StubBackend:
             return SqlResult(cols, (np.array([1], dtype=np.int32),), "SELECT 1")
         if kind == "cpu":
             arrays = CPU_ARRAYS
-            if params:
-                keep = ~(arrays[2] <= float(params[0]))  # NaN is kept
-                keep &= np.nan_to_num(arrays[2], nan=np.inf) > float(params[0])
+            literal = re.search(r"usage > (-?[\d.]+)", q)
+            bound = float(params[0]) if params else float(literal.group(1)) if literal else None
+            if bound is not None:  # NaN compares greater than everything (as in PostgreSQL)
+                keep = np.nan_to_num(arrays[2], nan=np.inf) > bound
                 arrays = tuple(a[keep] for a in arrays)
             return SqlResult(cols, arrays, f"SELECT {len(arrays[0])}")
         if kind == "echo":
@@ -109,32 +111,38 @@ class StubBackend:
         raise AssertionError(kind)
 
 
-@pytest.fixture
-def backends() -> list[StubBackend]:
-    return []
+@attrs.define
+class Running:
+    """A server under test: its port, the PgServer object and the backends it created."""
+
+    port: int
+    server: PgServer
+    backends: list
 
 
-@pytest.fixture
-async def pg_server(nursery, backends):
-    """A running server (trust auth) on a free port; yields the port."""
+async def start_server(nursery, **kw) -> Running:
+    backends: list[StubBackend] = []
+
     def factory(params: dict) -> StubBackend:
         b = StubBackend(params)
         backends.append(b)
         return b
 
-    port = await nursery.start(lambda task_status: serve_pgwire(
-        factory, host="127.0.0.1", port=0, max_connections=20, task_status=task_status))
-    return port
+    server = PgServer(factory, **kw)
+    port = await nursery.start(lambda task_status: server.serve("127.0.0.1", 0, task_status=task_status))
+    return Running(port, server, backends)
 
 
 @pytest.fixture
-async def pg_auth_server(nursery):
-    """A server with SCRAM auth for user alice/secret and a JWT verifier accepting 'tok.en'."""
-    auth = PgAuth(users={"alice": "secret", "carol": "pw"}, method="scram-sha-256",
-                  jwt_verifier=lambda t: t == "tok.en")
-    port = await nursery.start(lambda task_status: serve_pgwire(
-        StubBackend, host="127.0.0.1", port=0, auth=auth, task_status=task_status))
-    return port
+async def pg(nursery) -> Running:
+    """A running server with trust auth on a free port."""
+    return await start_server(nursery, max_connections=30)
+
+
+@pytest.fixture
+def start(nursery):
+    """``await start(**PgServer kwargs)`` -> Running."""
+    return lambda **kw: start_server(nursery, **kw)
 
 
 @pytest.fixture
