@@ -219,11 +219,17 @@ def unpack_var(buf, widths: np.ndarray) -> np.ndarray:
 
 
 def varint_size(u: np.ndarray) -> int:
-    """Bytes :func:`varint_encode` would produce."""
-    if len(u) == 0:
+    """Bytes :func:`varint_encode` would produce: one a value plus one per 7-bit threshold."""
+    n = len(u)
+    if n == 0:
         return 0
-    nb = np.maximum(1, (bit_length(u) + 6) // 7)
-    return int(nb.sum())
+    top = int(u.max())
+    size = n
+    for j in range(1, 10):
+        if top < 1 << (7 * j):
+            break
+        size += int(np.count_nonzero(u >= np.uint64(1 << (7 * j))))
+    return size
 
 
 def varint_encode(u: np.ndarray) -> bytes:

@@ -76,18 +76,30 @@ def _range_width(x: np.ndarray, signed: bool) -> tuple[int, int]:
     return lo & _M64, (hi - lo).bit_length()
 
 
-def _rice_plan(z: np.ndarray) -> tuple[int, int] | None:
-    """(k, payload size) of the best Rice parameter for zigzagged ``z``, or None."""
+def _rice_plan(z: np.ndarray, budget: float = float("inf")) -> tuple[int, int] | None:
+    """(k, payload size) of the best Rice parameter for zigzagged ``z``, or None if it cannot
+    beat ``budget`` bytes or the values are too spread out."""
     n = len(z)
     if n == 0:
         return 0, 1
-    mean = float(z.mean())
-    k0 = max(0, int(math.log2(mean)) if mean >= 1 else 0)
+    zmax = int(z.max())
+    if zmax < (1 << 63) // n:
+        total = int(z.sum())  # cannot wrap
+    else:
+        total = float(z.astype(np.float64).sum())
+    mean = total / n
+    # The best k for geometric-like data is near log2(mean) - 0.5: try floor(log2 mean) and one below.
+    k0 = int(math.log2(mean)) if mean >= 1 else 0
+    if n * k0 / 8 >= budget or k0 > _MAX_RICE_K:
+        return None
     best = None
-    for k in (k0 - 1, k0, k0 + 1):
-        if not 0 <= k <= _MAX_RICE_K:
-            continue
-        qsum = float((z >> np.uint64(k)).astype(np.float64).sum())
+    for k in (k0 - 1, k0) if k0 else (0,):
+        if k == 0:
+            qsum = total
+        elif zmax < (1 << 63) // n:
+            qsum = int((z >> np.uint64(k)).sum())
+        else:
+            qsum = float((z >> np.uint64(k)).astype(np.float64).sum())
         if qsum > 64.0 * n:
             continue
         size = 1 + _bits.packed_size(n, k) + (int(qsum) + n + 7) // 8
@@ -149,15 +161,17 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
                            partial(_build_dod_for, u, d, dd, ref2, w2))
         if n >= 3 and mode == TOP and p.size > 64:
             _consider_zerorun(p, u, d)
+    z = None
     if mode != TIMESTAMPS and p.size > 16:
         z = _bits.zigzag(u)
-        rp = _rice_plan(z)
+        rp = _rice_plan(z, p.cost)
         if rp is not None:
             k, size = rp
             p.consider(Tag.ZIGZAG_RICE, size, partial(_build_rice, z, k))
-    if p.size > n:  # a varint takes at least one byte per value
+    if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
         if mode != TIMESTAMPS:
-            z = _bits.zigzag(u)
+            if z is None:
+                z = _bits.zigzag(u)
             p.consider(Tag.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
         if d is not None:
             zd = np.empty(n, dtype=np.uint64)
@@ -171,10 +185,14 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
 
 def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray) -> None:
     nzm = d != 0
-    runs = _runs(nzm)
-    if len(runs) > len(d) // 4:
-        return
-    nz = d[nzm] if len(runs) > 1 else d
+    if nzm.all():
+        runs = np.array([len(d)], dtype=np.uint64)
+        nz = d
+    else:
+        runs = _runs(nzm)
+        if len(runs) > len(d) // 4:
+            return
+        nz = d[nzm]
     rplan = plan(runs, False, NESTED)
     zplan = plan(nz, True, NESTED)
     size = 16 + 1 + rplan.size + 1 + zplan.size
