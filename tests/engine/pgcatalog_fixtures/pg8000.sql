@@ -1,0 +1,2 @@
+-- entry: {"params": ["a"], "kind": "user"}
+select host from cpu where host = $1
