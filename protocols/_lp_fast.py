@@ -98,24 +98,22 @@ def parse_plain_key(raw: bytes):
     """(measurement, tags, key size) for a key without backslash or space, else None.
 
     Mirrors :func:`rusts.protocols._lp_exact.parse_key` for such keys; None means "let the
-    exact parser handle (and report) this line".
+    exact parser handle (and report) this line". Splitting the decoded text is the same as
+    decoding the split bytes because ``,`` and ``=`` never occur inside a UTF-8 sequence.
     """
     if not raw or raw[0] in (44, 35, 9, 0) or b"\\" in raw:  # ',' '#' TAB NUL
         return None
-    parts = raw.split(b",")
-    name = parts[0]
+    parts = raw.decode("utf-8", "replace").split(",")
     if len(parts) == 1:
-        return ex.decode(name), (), len(raw)
-    tags = []
-    keys = set()
-    for p in parts[1:]:
-        k, eq, v = p.partition(b"=")
-        if not k or not eq or not v or b"=" in v or k in keys:
+        return parts[0], (), len(raw)
+    tags = [p.partition("=") for p in parts[1:]]
+    for k, eq, v in tags:
+        if not k or not eq or not v or "=" in v:
             return None
-        keys.add(k)
-        tags.append((ex.decode(k), ex.decode(v)))
-    tags.sort()
-    return ex.decode(name), tuple(tags), len(raw)
+    pairs = sorted((k, v) for k, _, v in tags)
+    if len({k for k, _ in pairs}) != len(pairs):
+        return None  # duplicate tag key (or invalid UTF-8 collapsing two keys): exact path
+    return parts[0], tuple(pairs), len(raw)
 
 
 # --------------------------------------------------------------------------- values
@@ -296,14 +294,23 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     key_idx = key_idx[good]
     ts_ns = ts_ns[good]
 
-    # field layouts
-    skel_enc = pc.dictionary_encode(pc.replace_substring_regex(secs, "=[^,]*", "="))
+    # field layouts: with '=' turned into ',' the tokens alternate key, value
+    toks = pc.split_pattern(pc.replace_substring(secs, b"=", b","), b",")
+    nkeys = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64) // 2
+    flat = toks.flatten()
+    even = np.arange(0, len(flat), 2, dtype=np.int64)
+    keys = flat.take(pa.array(even))
+    flat_values = flat.take(pa.array(even + 1))
+    vstart = np.zeros(len(nkeys) + 1, dtype=np.int64)
+    np.cumsum(nkeys, out=vstart[1:])
+    key_lists = pa.ListArray.from_arrays(pa.array(vstart.astype(np.int32)), keys)
+    skel_enc = pc.dictionary_encode(pc.binary_join(key_lists, b","))
     layout_idx = skel_enc.indices.to_numpy(zero_copy_only=False)
     layouts = []
     layout_ok = []
     max_field = []
     for skel in skel_enc.dictionary.to_pylist():
-        raw_names = [k[:-1] for k in skel.split(b",")]
+        raw_names = skel.split(b",")
         names = [ex.decode(k) for k in raw_names]
         layouts.append(names)
         layout_ok.append(len(set(names)) == len(names))
@@ -312,13 +319,6 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     max_field = np.array(max_field, dtype=np.int64)
     ok = layout_ok[layout_idx] & (key_size[key_idx] + 4 + max_field[layout_idx]
                                   <= ex.MAX_KEY_LENGTH)
-
-    # values, row-major: row r holds k(layout) values starting at vstart[r]
-    values = pc.split_pattern(pc.replace_substring_regex(secs, "[^,=]+=", ""), b",")
-    vcount = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = values.flatten()
-    vstart = np.zeros(len(vcount), dtype=np.int64)
-    np.cumsum(vcount[:-1], out=vstart[1:])
 
     pieces: list[Piece] = []
     for li, names in enumerate(layouts):
@@ -329,7 +329,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
         cols = []
         bad = np.zeros(len(rows), dtype=bool)
         for j in range(k):
-            c = convert_column(flat.take(pa.array(vstart[rows] + j)))
+            c = convert_column(flat_values.take(pa.array(vstart[rows] + j)))
             if c.bad is not None:
                 bad |= c.bad
             cols.append(c)
