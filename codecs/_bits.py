@@ -36,9 +36,10 @@ def bit_length(u: np.ndarray) -> np.ndarray:
 
 def trailing_zeros(u: np.ndarray) -> np.ndarray:
     """Per-value count of trailing zero bits of a uint64 array (64 for 0), as int64."""
-    low = u & (~u + _ONE)  # isolate the lowest set bit
-    tz = bit_length(low) - 1
-    return np.where(u == 0, 64, tz)
+    low = u & (~u + _ONE)  # the lowest set bit: a power of two, exact as a float64
+    tz = np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1
+    tz[u == 0] = 64
+    return tz
 
 
 def max_width(u: np.ndarray) -> int:
@@ -73,16 +74,31 @@ def packed_size(n: int, width: int) -> int:
 
 @functools.lru_cache(maxsize=128)
 def _lane_plan(width: int):
-    """Per lane position k (0..63): word index, next word index, shift; group starts; straddles."""
+    """Per lane row k (0..63) for ``width``: the word holding the value's low bits, the next
+    word, and the packing table.
+
+    Packing puts row k's contribution ``v << shift`` into word ``lo[k]`` and, for the rows that
+    straddle a word boundary, ``v >> (64 - shift)`` into word ``lo[k] + 1``. ``slots`` lists,
+    for each of the ``width`` words, the contribution rows OR-ed into it (rows 0..63 the
+    in-word parts, 64.. the straddling parts, and an all-zero row as filler).
+    """
     pos = np.arange(64, dtype=np.int64) * width
     lo = pos >> 6
-    shift = (pos & 63).astype(np.uint64)
     hi = np.minimum(lo + 1, width - 1)
-    starts = np.flatnonzero(np.diff(lo, prepend=-1))
     straddle = np.flatnonzero((pos & 63) + width > 64)
-    for a in (lo, shift, hi, starts, straddle):
+    nrows = 64 + len(straddle)
+    members: list[list[int]] = [[] for _ in range(width)]
+    for k in range(64):
+        members[lo[k]].append(k)
+    for i, k in enumerate(straddle):
+        members[lo[k] + 1].append(64 + i)
+    depth = max(len(m) for m in members)
+    slots = np.full((width, depth), nrows, dtype=np.intp)
+    for j, m in enumerate(members):
+        slots[j, :len(m)] = m
+    for a in (lo, hi, straddle, slots):
         a.flags.writeable = False
-    return lo, hi, shift[:, None], starts, straddle, (np.uint64(64) - shift[straddle])[:, None]
+    return lo, hi, straddle, slots
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,8 +122,8 @@ def pack(u: np.ndarray, width: int) -> bytes:
     Layout: with ``L = n // 64`` lanes, the first ``64*L`` values form a ``(64, L)`` matrix
     (value ``k*L + l`` at row ``k``, lane ``l``); each lane's 64 values are packed back to back,
     LSB first, into ``width`` little-endian u64 words, stored word-major (``width`` rows of ``L``
-    words). The ``n % 64`` remaining values follow as a plain LSB-first bit stream. Decoding a
-    lane matrix is a handful of whole-array shifts: no per-value gather.
+    words). The ``n % 64`` remaining values follow as a plain LSB-first bit stream. Packing and
+    unpacking a lane matrix are a handful of whole-matrix shifts, gathers and ORs.
     """
     n = len(u)
     if n == 0 or width == 0:
@@ -116,11 +132,16 @@ def pack(u: np.ndarray, width: int) -> bytes:
     lanes = n // 64
     parts = []
     if lanes:
-        lo, hi, shift, starts, straddle, back = _lane_plan(width)
+        _, _, straddle, slots = _lane_plan(width)
+        shift, back = _lane_shifts(width, lanes)
         v = u[:lanes * 64].reshape(64, lanes)
-        words = np.bitwise_or.reduceat(v << shift, starts, axis=0)
-        if len(straddle):
-            words[lo[straddle] + 1] |= v[straddle] >> back
+        nst = len(straddle)
+        rows = np.empty((65 + nst, lanes), dtype=np.uint64)
+        np.left_shift(v, shift, out=rows[:64])
+        if nst:
+            np.right_shift(v[straddle], back[straddle], out=rows[64:64 + nst])
+        rows[64 + nst] = 0
+        words = np.bitwise_or.reduce(rows[slots], axis=1)
         parts.append(words.astype("<u8", copy=False).tobytes())
     tail = u[lanes * 64:]
     if len(tail):
@@ -151,7 +172,7 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
     lanes = n // 64
     mask = _mask(width)
     if lanes:
-        lo, hi, _, _, _, _ = _lane_plan(width)
+        lo, hi, _, _ = _lane_plan(width)
         shift, back = _lane_shifts(width, lanes)
         words = np.frombuffer(buf, dtype="<u8", count=width * lanes).reshape(width, lanes)
         v = words[lo]
@@ -185,14 +206,29 @@ def _unpack_stream(buf, n: int, width: int, mask: np.uint64) -> np.ndarray:
 
 
 def pack_var(u: np.ndarray, widths: np.ndarray) -> bytes:
-    """Pack each uint64 value ``u[i]`` (< 2**widths[i], widths in 0..64) back to back."""
+    """Pack each uint64 value ``u[i]`` (< 2**widths[i], widths in 0..64) back to back, LSB
+    first, as one bit stream of ``ceil(sum(widths)/8)`` bytes."""
     n = len(u)
     if n == 0:
         return b""
-    bits = np.unpackbits(np.ascontiguousarray(u, dtype="<u8").view(np.uint8).reshape(n, 8),
-                         axis=1, bitorder="little")
-    keep = np.arange(64, dtype=np.int64)[None, :] < widths[:, None]
-    return np.packbits(bits[keep], bitorder="little").tobytes()
+    ends = np.cumsum(widths)
+    total = int(ends[-1])
+    if total == 0:
+        return b""
+    pos = ends - widths
+    lo = pos >> 6
+    sh = (pos & 63).astype(np.uint64)
+    words = np.zeros((total >> 6) + 2, dtype=np.uint64)
+    # every word but the last receives the start of some value (widths <= 64), in order
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(lo[1:], lo[:-1], out=first[1:])
+    first = np.flatnonzero(first)
+    words[lo[first]] = np.bitwise_or.reduceat(u << sh, first)
+    spill = np.flatnonzero((pos & 63) + widths > 64)
+    if len(spill):
+        words[lo[spill] + 1] |= u[spill] >> (np.uint64(64) - sh[spill])
+    return words.astype("<u8", copy=False).tobytes()[:(total + 7) >> 3]
 
 
 def unpack_var(buf, widths: np.ndarray) -> np.ndarray:
