@@ -32,7 +32,7 @@ from rusts.errors import QueryCancelled, QueryError, RustsError
 
 from . import _messages as m
 from ._reader import PgProtocolError
-from ._state import TransactionState, classify
+from ._state import TransactionState, classify, deallocate_target
 from ._types import decode_param, pg_type
 from .backend import SqlBackend, SqlResult
 from .connection import PgServerConnection
@@ -238,7 +238,7 @@ class PgSession:
         if self._tx.blocked(kind):
             raise self._tx.aborted_error()
         if kind is not None:
-            self._transaction_control(kind)
+            self._transaction_control(kind, stmt)
             return
         result = await self._execute(stmt, None)
         if result.columns:
@@ -247,7 +247,22 @@ class PgSession:
             await self._stream(result, 0, result.row_count, formats)
         self._emit(m.CommandComplete(result.command_tag))
 
-    def _transaction_control(self, kind: str) -> None:
+    def _transaction_control(self, kind: str, sql: str = "") -> None:
+        if kind == "deallocate":
+            name = deallocate_target(sql)
+            if name is None:
+                self._statements.clear()
+                self._emit(m.CommandComplete("DEALLOCATE ALL"))
+                return
+            if self._statements.pop(name, None) is None:
+                raise QueryError(f'prepared statement "{name}" does not exist', sqlstate="26000")
+            self._emit(m.CommandComplete("DEALLOCATE"))
+            return
+        if kind == "discard":
+            self._statements.clear()
+            self._portals.clear()
+            self._emit(m.CommandComplete("DISCARD ALL"))
+            return
         tag, warning = self._tx.apply(kind)
         if warning is not None:
             self._emit(m.NoticeResponse(warning[0], warning[1], "WARNING"))
@@ -355,7 +370,7 @@ class PgSession:
         if self._tx.blocked(stmt.kind):
             raise self._tx.aborted_error()
         if stmt.kind is not None:
-            self._transaction_control(stmt.kind)
+            self._transaction_control(stmt.kind, stmt.sql)
             return
         if not stmt.sql.strip():
             self._emit(m.EmptyQueryResponse())

@@ -35,11 +35,16 @@ def _words(sql: str, n: int) -> list[str]:
 
 
 def classify(sql: str) -> str | None:
-    """'begin', 'commit', 'rollback', 'rollback_to', 'savepoint', 'release' or None."""
+    """'begin', 'commit', 'rollback', 'rollback_to', 'savepoint', 'release', or the session
+    commands 'deallocate' / 'discard' (prepared statements live in the protocol layer), or None."""
     w = _words(sql, 4)
     if not w:
         return None
     head = w[0]
+    if head == "deallocate":
+        return "deallocate"
+    if head == "discard" and w[1:2] == ["all"]:
+        return "discard"
     if head == "begin" or (head == "start" and w[1:2] == ["transaction"]):
         return "begin"
     if head in ("commit", "end"):
@@ -104,3 +109,22 @@ class TransactionState:
         """An error happened: a block becomes failed."""
         if self.status == "T":
             self.status = "E"
+
+
+_DEALLOCATE = re.compile(r"\s*deallocate\s+(?:prepare\s+)?(\"(?:[^\"]|\"\")+\"|[^\s;]+)\s*;?\s*$",
+                         re.I | re.S)
+
+
+def deallocate_target(sql: str) -> str | None:
+    """The statement name of ``DEALLOCATE [PREPARE] name``; None for ``DEALLOCATE ALL``.
+
+    Raises:
+        QueryError: 42601 when the statement does not have that shape.
+    """
+    mt = _DEALLOCATE.match(_LEADING.sub(" ", sql, count=1))
+    if mt is None:
+        raise QueryError("syntax error in DEALLOCATE", sqlstate="42601")
+    name = mt.group(1)
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return None if name.lower() == "all" else name.lower()

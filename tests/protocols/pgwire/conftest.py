@@ -63,7 +63,7 @@ class StubBackend:
             return "cpu", [701] * nparams, CPU_COLUMNS
         if q.startswith("select $1"):
             return "echo", [0] * nparams, (("echo", "text"),)
-        if m := re.fullmatch(r"select rows (\d+)", q):
+        if re.fullmatch(r"select rows (\d+)", q):
             return "rows", [], ROWS_COLUMNS
         if q == "select sleep":
             return "sleep", [], (("x", "int4"),)
@@ -148,8 +148,3 @@ def start(nursery):
 @pytest.fixture
 def stub_backend_cls():
     return StubBackend
-
-
-@pytest.fixture
-def rows_result_fn():
-    return rows_result

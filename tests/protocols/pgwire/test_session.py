@@ -204,3 +204,20 @@ async def test_backend_bug_is_reported_not_raised(h):
     msgs = await h.run(fe.query("select 1"))
     assert msgs[0][1]["C"] == "XX000" and "kaboom" in msgs[0][1]["M"]
     assert msgs[-1] == ("Z", "I")
+
+
+async def test_deallocate_and_discard_manage_prepared_statements(h):
+    await h.run(fe.parse("select 1", "a") + fe.parse("select 1", "b") + fe.sync())
+    assert await h.run(fe.query("DEALLOCATE a")) == [("C", "DEALLOCATE"), ("Z", "I")]
+    msgs = await h.run(fe.bind(statement="a") + fe.sync())
+    assert msgs[0][1]["C"] == "26000"
+    msgs = await h.run(fe.query("DEALLOCATE a"))
+    assert msgs[0][1]["C"] == "26000"
+    assert (await h.run(fe.query("DEALLOCATE ALL")))[0] == ("C", "DEALLOCATE ALL")
+    msgs = await h.run(fe.bind(statement="b") + fe.sync())
+    assert msgs[0][1]["C"] == "26000"
+    await h.run(fe.parse("select 1", "c") + fe.sync())
+    assert (await h.run(fe.query("DISCARD ALL")))[0] == ("C", "DISCARD ALL")
+    msgs = await h.run(fe.bind(statement="c") + fe.sync())
+    assert msgs[0][1]["C"] == "26000"
+    assert h.backend.executed == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rusts.errors import QueryError
-from rusts.protocols.pgwire._state import TransactionState, classify
+from rusts.protocols.pgwire._state import TransactionState, classify, deallocate_target
 
 
 @pytest.mark.parametrize("sql,kind", [
@@ -57,3 +57,18 @@ def test_warnings_and_errors_outside_blocks():
     with pytest.raises(QueryError) as info:
         tx.apply("savepoint")
     assert info.value.sqlstate == "25P01"
+
+
+@pytest.mark.parametrize("sql,target", [
+    ("DEALLOCATE _pg3_0", "_pg3_0"), ("deallocate prepare S1;", "s1"), ('DEALLOCATE "My""x"', 'My"x'),
+    ("DEALLOCATE ALL", None), ("  /* c */ deallocate all ;", None),
+])
+def test_deallocate_target(sql, target):
+    assert classify(sql) == "deallocate"
+    assert deallocate_target(sql) == target
+
+
+def test_deallocate_syntax_error():
+    with pytest.raises(QueryError):
+        deallocate_target("DEALLOCATE a b")
+    assert classify("DISCARD ALL") == "discard" and classify("discard plans") is None
