@@ -545,23 +545,23 @@ _MACROS = [
     f"""CREATE MACRO pgx_quote_ident(x) AS CASE WHEN regexp_full_match(x, '[a-z_][a-z0-9_$]*')
         AND NOT list_contains({_KEYWORD_LIST}, x) THEN x ELSE '"' || replace(x, '"', '""') || '"' END""",
     """CREATE MACRO pgx_format_type(t, m) AS
-        coalesce((SELECT f.name FROM pgc.pgx_format_type f WHERE f.oid = t), CASE WHEN t IS NULL THEN NULL
+        coalesce((SELECT pgx_f.name FROM pgc.pgx_format_type pgx_f WHERE pgx_f.oid = t), CASE WHEN t IS NULL THEN NULL
         ELSE '???' END)""",
     """CREATE MACRO pgx_regclass_out(x) AS
-        coalesce((SELECT pgx_quote_ident(c.relname) FROM pgc.pg_class c WHERE c.oid = x), CAST(x AS VARCHAR))""",
+        coalesce((SELECT pgx_quote_ident(pgx_c.relname) FROM pgc.pg_class pgx_c WHERE pgx_c.oid = x), CAST(x AS VARCHAR))""",
     """CREATE MACRO pgx_regtype_out(x) AS
-        coalesce((SELECT f.name FROM pgc.pgx_format_type f WHERE f.oid = x), CAST(x AS VARCHAR))""",
+        coalesce((SELECT pgx_f.name FROM pgc.pgx_format_type pgx_f WHERE pgx_f.oid = x), CAST(x AS VARCHAR))""",
     """CREATE MACRO pgx_regnamespace_out(x) AS
-        coalesce((SELECT n.nspname FROM pgc.pg_namespace n WHERE n.oid = x), CAST(x AS VARCHAR))""",
+        coalesce((SELECT pgx_n.nspname FROM pgc.pg_namespace pgx_n WHERE pgx_n.oid = x), CAST(x AS VARCHAR))""",
     """CREATE MACRO pgx_table_is_visible(x) AS
-        coalesce((SELECT c.relnamespace IN (11, 2200) FROM pgc.pg_class c WHERE c.oid = x), false)""",
+        coalesce((SELECT pgx_c.relnamespace IN (11, 2200) FROM pgc.pg_class pgx_c WHERE pgx_c.oid = x), false)""",
     """CREATE MACRO pgx_type_is_visible(x) AS
-        coalesce((SELECT t.typnamespace IN (11, 2200) FROM pgc.pg_type t WHERE t.oid = x), false)""",
+        coalesce((SELECT pgx_t.typnamespace IN (11, 2200) FROM pgc.pg_type pgx_t WHERE pgx_t.oid = x), false)""",
     """CREATE MACRO pgx_current_setting(x) AS coalesce(
-        (SELECT s.setting FROM pgc.pg_settings s WHERE lower(s.name) = lower(x)),
+        (SELECT pgx_s.setting FROM pgc.pg_settings pgx_s WHERE lower(pgx_s.name) = lower(x)),
         error('unrecognized configuration parameter "' || x || '"'))""",
     """CREATE MACRO pgx_current_setting_missing_ok(x) AS
-        (SELECT s.setting FROM pgc.pg_settings s WHERE lower(s.name) = lower(x))""",
+        (SELECT pgx_s.setting FROM pgc.pg_settings pgx_s WHERE lower(pgx_s.name) = lower(x))""",
     """CREATE MACRO pgx_size_pretty(x) AS CASE
         WHEN x IS NULL THEN NULL
         WHEN abs(x) < 10240 THEN CAST(x AS VARCHAR) || ' bytes'
@@ -576,10 +576,10 @@ _MACROS = [
     """CREATE MACRO pgx_get_userbyid(x, u) AS
         CASE WHEN x = 10 THEN u ELSE 'unknown (OID=' || CAST(x AS VARCHAR) || ')' END""",
     """CREATE MACRO pgx_to_regtype(x) AS
-        (SELECT t.oid FROM pgc.pg_type t WHERE t.typname = x OR t.oid = (SELECT f.oid FROM pgc.pgx_format_type f
-         WHERE f.name = x LIMIT 1) LIMIT 1)""",
+        (SELECT pgx_t.oid FROM pgc.pg_type pgx_t WHERE pgx_t.typname = x OR pgx_t.oid = (SELECT pgx_f.oid FROM pgc.pgx_format_type pgx_f
+         WHERE pgx_f.name = x LIMIT 1) LIMIT 1)""",
     """CREATE MACRO pgx_to_regclass(x) AS
-        (SELECT c.oid FROM pgc.pg_class c WHERE c.relname = x OR 'public.' || c.relname = x LIMIT 1)""",
+        (SELECT pgx_c.oid FROM pgc.pg_class pgx_c WHERE pgx_c.relname = x OR 'public.' || pgx_c.relname = x LIMIT 1)""",
     """CREATE MACRO pgx_encoding_to_char(x) AS CASE WHEN x = 6 THEN 'UTF8' WHEN x = 0 THEN 'SQL_ASCII' ELSE '' END""",
 ]
 
@@ -604,8 +604,7 @@ _FUNCTIONS: dict[str, tuple[Any, str]] = {
     "user": (lambda a, s: _literal(s[1]), "name"),
     "pg_get_userbyid": (lambda a, s: _call("pgx_get_userbyid", a[0], _literal(s[1])), "name"),
     "format_type": (lambda a, s: _call("pgx_format_type", *a[:2]), "text"),
-    "current_setting": (lambda a, s: _call("pgx_current_setting_missing_ok" if len(a) > 1 and _truthy(a[1:])
-                                           else "pgx_current_setting", a[0]), "text"),
+    "current_setting": (lambda a, s: _current_setting(a), "text"),
     "set_config": (lambda a, s: a[1], "text"),
     "quote_ident": ("pgx_quote_ident", "text"),
     "parse_ident": (lambda a, s: _call("pgx_parse_ident", a[0]), "_text"),
@@ -664,7 +663,20 @@ for _priv in ("table", "schema", "database", "column", "any_column", "function",
               "language", "tablespace", "foreign_data_wrapper", "server"):
     _FUNCTIONS[f"has_{_priv}_privilege"] = (_const(True), "bool")
 
+_FUNCTIONS["json_build_object"] = ("json_object", "json")
+_FUNCTIONS["_pg_expandarray"] = (lambda a, s: _expandarray(a[0]), "record")
 _FUNCTION_NAMES = frozenset(_FUNCTIONS)
+
+
+def _expandarray(arg: exp.Expression) -> exp.Expression:
+    """information_schema._pg_expandarray(a): one row (x, n) per element."""
+    tmpl = exp.maybe_parse("unnest(list_transform(__a__, lambda v, i: {'x': v, 'n': i}))", dialect="duckdb")
+    return tmpl.transform(lambda n: arg if isinstance(n, exp.Column) and n.name == "__a__" else n, copy=False)
+
+
+def _is_expandarray(fn: exp.Expression) -> bool:
+    return isinstance(fn, exp.Unnest | exp.Explode) and "list_transform" in fn.sql("duckdb").lower() and \
+        "'x'" in fn.sql("duckdb")
 
 # sqlglot parses some PostgreSQL functions into typed nodes: their PostgreSQL names
 _NODE_NAMES: dict[type, str] = {
@@ -674,6 +686,18 @@ _NODE_NAMES: dict[type, str] = {
 for _cls_name, _pg_name in (("CurrentRole", "current_role"), ("Version", "version")):
     if hasattr(exp, _cls_name):
         _NODE_NAMES[getattr(exp, _cls_name)] = _pg_name
+
+
+def _current_setting(args: Sequence[exp.Expression]) -> exp.Expression:
+    missing_ok = len(args) > 1 and _truthy(args[1:])
+    if isinstance(args[0], exp.Literal) and args[0].is_string:
+        found = _SETTING_BY_LOWER.get(args[0].this.lower())
+        if found is None:
+            if missing_ok:
+                return exp.Null()
+            raise QueryError(f'unrecognized configuration parameter "{args[0].this}"', "42704")
+        return exp.Literal.string(found[1])
+    return _call("pgx_current_setting_missing_ok" if missing_ok else "pgx_current_setting", args[0])
 
 
 def _truthy(args: Sequence[exp.Expression]) -> bool:
@@ -792,9 +816,19 @@ class _Rewriter:
     def rewrite(self, tree: exp.Expression) -> exp.Expression:
         for cte in tree.find_all(exp.CTE):
             self.ctes.add(cte.alias_or_name.lower())
-        tree = tree.transform(self._pre)
-        tree = tree.transform(self._node)
-        return tree
+        return self._walk(tree)
+
+    def _walk(self, node: exp.Expression) -> exp.Expression:
+        """Bottom-up rewrite: children first, so replacements see rewritten arguments."""
+        for key, value in list(node.args.items()):
+            if isinstance(value, exp.Expression):
+                node.set(key, self._walk(value))
+            elif isinstance(value, list):
+                node.set(key, [self._walk(v) if isinstance(v, exp.Expression) else v for v in value])
+        new = self._pre(node)
+        if new is not node:
+            return new
+        return self._node(node)
 
     # parameters and escape strings first: later casts see literals
     def _pre(self, node: exp.Expression) -> exp.Expression:
@@ -805,7 +839,8 @@ class _Rewriter:
         if isinstance(node, exp.Collate):
             return node.this
         if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and \
-                node.this.name.lower() in ("pg_catalog", "information_schema") and isinstance(node.expression, exp.Func):
+                node.this.name.lower() in ("pg_catalog", "information_schema") and \
+                not isinstance(node.expression, exp.Identifier):
             return node.expression
         return node
 
@@ -829,15 +864,7 @@ class _Rewriter:
 
     def _table(self, node: exp.Table) -> exp.Expression:
         if not isinstance(node.this, exp.Identifier):
-            fn = node.this
-            if isinstance(fn, exp.Anonymous) and fn.name.lower() == "_pg_expandarray":
-                arg = fn.expressions[0]
-                lst = exp.maybe_parse(
-                    "unnest(list_transform(__A__, lambda v, i: {'x': v, 'n': i}))", dialect="duckdb")
-                lst = lst.transform(lambda n: arg.copy() if isinstance(n, exp.Column) and n.name == "__A__" else n)
-                node.set("this", lst)
-                node.set("db", None)
-            return node
+            return self._table_function(node)
         db = node.db.lower() if node.db else ""
         name = node.name.lower() if not node.this.quoted else node.name
         if node.catalog:
@@ -853,6 +880,28 @@ class _Rewriter:
         if not db and name in self.ctes:
             return node
         raise UnknownTableError(f'relation "{node.sql("postgres")}" is not a catalog relation', "42P01")
+
+    def _table_function(self, node: exp.Table) -> exp.Expression:
+        """A function in FROM: PostgreSQL names its single column after the alias, and accepts
+        scalar functions there (one row)."""
+        node.set("db", None)
+        fn = node.this
+        alias = node.args.get("alias")
+        srf = isinstance(fn, (exp.Unnest, exp.Explode, exp.ExplodingGenerateSeries, exp.GenerateSeries)) or (
+            isinstance(fn, exp.Anonymous) and fn.name.lower() in ("generate_series", "generate_subscripts", "unnest")
+        ) or _is_expandarray(fn)
+        if not srf:
+            name = alias.name if alias is not None and alias.name else self.name_of_function(fn)
+            col = alias.columns[0] if alias is not None and alias.columns else exp.to_identifier(name)
+            sub = exp.select(exp.alias_(fn, col, copy=False), copy=False)
+            return exp.Subquery(this=sub, alias=exp.TableAlias(this=exp.to_identifier(name)))
+        if alias is not None and alias.name and not alias.columns and not _is_expandarray(fn):
+            alias.set("columns", [exp.to_identifier(alias.name)])
+        return node
+
+    @staticmethod
+    def name_of_function(fn: exp.Expression) -> str:
+        return fn.name.lower() if isinstance(fn, exp.Anonymous) else _NODE_FUNC_NAMES.get(type(fn), "f")
 
     def _relation(self, node: exp.Table, schema: str, name: str) -> exp.Expression:
         database, user = self.session
@@ -925,13 +974,13 @@ class _Rewriter:
                 items = _parse_pg_array(literal) if literal.startswith("{") else literal.split()
                 duck = _duck_type(target)
                 return exp.cast(_literal([_coerce(i, duck[:-2]) for i in items]), duck)
-            return exp.cast(arg, _duck_type(target))
+            return exp.cast(arg, _duck_type(target), copy=False)
         if target in ("oid", "xid", "cid") and literal is not None:
             return exp.Literal.number(int(literal))
         if target in ("bool",) and literal is not None:
             return exp.Boolean(this=literal.strip().lower() in ("t", "true", "on", "1", "yes", "y"))
         return exp.cast(arg, _duck_type(target) if target in _DUCK_TYPES or target.startswith("_")
-                        else _DUCK_CAST.get(target, "VARCHAR"))
+                        else _DUCK_CAST.get(target, "VARCHAR"), copy=False)
 
     def _reg_cast(self, target: str, arg: exp.Expression, literal: str | None,
                   node: exp.Cast) -> exp.Expression:
@@ -944,11 +993,11 @@ class _Rewriter:
             return arg
         displayed = _is_displayed(node)
         if not displayed:
-            return exp.cast(arg, "BIGINT")
+            return exp.cast(arg, "BIGINT", copy=False)
         fn = {"regclass": "pgx_regclass_out", "regtype": "pgx_regtype_out",
               "regnamespace": "pgx_regnamespace_out"}.get(target)
         if fn is None:
-            return exp.cast(arg, "VARCHAR")
+            return exp.cast(arg, "VARCHAR", copy=False)
         return _call(fn, arg)
 
     def _reg_lookup(self, target: str, text: str) -> int:
