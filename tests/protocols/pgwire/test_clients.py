@@ -363,3 +363,52 @@ async def test_malformed_input_gets_fatal_error_then_close(pg, payload, code):
     msgs, _ = fe.parse_backend(await in_thread(run))
     assert msgs[-1].type == "E"
     assert msgs[-1].fields["S"] == "FATAL" and msgs[-1].fields["C"] == code
+
+
+async def test_gssenc_then_ssl_declined_then_startup_on_raw_socket(pg):
+    def run():
+        with socket.create_connection(("127.0.0.1", pg.port), timeout=5) as s:
+            s.sendall(fe.gssenc_request())
+            first = s.recv(1)
+            s.sendall(fe.ssl_request())
+            second = s.recv(1)
+            s.sendall(fe.startup("bob", application_name="raw") + fe.query("select 1"))
+            data = b""
+            while not data.endswith(b"Z\x00\x00\x00\x05I") or data.count(b"Z\x00") < 2:
+                data += s.recv(65536)
+            return first, second, fe.parse_backend(data)[0]
+    first, second, msgs = await in_thread(run)
+    assert (first, second) == (b"N", b"N")
+    params = dict(m.fields for m in msgs if m.type == "S")
+    assert params["server_version"] == "15.0 (rusts)" and params["application_name"] == "raw"
+    assert params["integer_datetimes"] == "on" and params["TimeZone"] == "UTC"
+    assert [m.type for m in msgs if m.type != "S"] == ["R", "K", "Z", "T", "D", "C", "Z"]
+
+
+async def test_cancel_request_needs_the_right_secret(pg):
+    def run():
+        s = socket.create_connection(("127.0.0.1", pg.port), timeout=5)
+        s.sendall(fe.startup("bob"))
+        data = b""
+        while not data.endswith(b"Z\x00\x00\x00\x05I"):
+            data += s.recv(65536)
+        pid, secret = next(m.fields for m in fe.parse_backend(data)[0] if m.type == "K")
+        s.sendall(fe.query("select sleep"))
+        time.sleep(0.2)
+        for key in (secret ^ 1, secret):
+            with socket.create_connection(("127.0.0.1", pg.port), timeout=5) as c:
+                c.sendall(fe.cancel_request(pid, key))
+                assert c.recv(100) == b""  # the server just closes
+            if key != secret:
+                s.settimeout(0.4)
+                with pytest.raises(socket.timeout):
+                    s.recv(100)  # still running
+                s.settimeout(5)
+        data = b""
+        while not data.endswith(b"Z\x00\x00\x00\x05I"):
+            data += s.recv(65536)
+        s.close()
+        return fe.parse_backend(data)[0]
+    msgs = await in_thread(run)
+    assert msgs[0].type == "E" and msgs[0].fields["C"] == "57014"
+    assert pg.server.statistics().cancel_requests_total == 2
