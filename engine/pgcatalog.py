@@ -133,7 +133,6 @@ _SETTING_OVERRIDES = {
     "transaction_isolation": "read committed",
     "transaction_read_only": "off",
     "is_superuser": "on",
-    "jit": "off",
 }
 
 
@@ -498,8 +497,14 @@ class _Catalog:
         self._insert_dicts("information_schema", "tables", itables)
         self._insert_dicts("information_schema", "columns", icols)
         self._insert_dicts("information_schema", "schemata", t["schemata"])
-        for rel in ("pg_database", "pg_roles", "pg_user", "pg_authid"):
+        for rel in ("pg_database", "pg_user"):
             self._insert_dicts("pg_catalog", rel, [t[rel]])
+        for rel in ("pg_roles", "pg_authid"):
+            role = t[rel]
+            self._insert_dicts("pg_catalog", rel, [role] + [
+                {**role, "oid": oid, "rolname": name, "rolsuper": False, "rolcreaterole": False, "rolcreatedb": False,
+                 "rolcanlogin": False, "rolreplication": False, "rolbypassrls": False}
+                for oid, name in _PREDEFINED_ROLES])
         self.conn.executemany("INSERT INTO pgc.pgx_format_type VALUES (?, ?)", formats)
 
     @staticmethod
@@ -516,6 +521,13 @@ class _Catalog:
             out.append({**tmpl, "attrelid": relid, "attname": col, "attnum": num})
         return out
 
+
+_PREDEFINED_ROLES = [
+    (6171, "pg_database_owner"), (6181, "pg_read_all_data"), (6182, "pg_write_all_data"), (3373, "pg_monitor"),
+    (3374, "pg_read_all_settings"), (3375, "pg_read_all_stats"), (3377, "pg_stat_scan_tables"),
+    (4569, "pg_read_server_files"), (4570, "pg_write_server_files"), (4571, "pg_execute_server_program"),
+    (4200, "pg_signal_backend"), (4544, "pg_checkpoint"),
+]
 
 _catalog: _Catalog | None = None
 _catalog_lock = threading.Lock()
@@ -548,9 +560,11 @@ _MACROS = [
         coalesce((SELECT pgx_f.name FROM pgc.pgx_format_type pgx_f WHERE pgx_f.oid = t), CASE WHEN t IS NULL THEN NULL
         ELSE '???' END)""",
     """CREATE MACRO pgx_regclass_out(x) AS
-        coalesce((SELECT pgx_quote_ident(pgx_c.relname) FROM pgc.pg_class pgx_c WHERE pgx_c.oid = x), CAST(x AS VARCHAR))""",
+        CASE WHEN x = 0 THEN '-' ELSE coalesce((SELECT pgx_quote_ident(pgx_c.relname) FROM pgc.pg_class pgx_c
+        WHERE pgx_c.oid = x), CAST(x AS VARCHAR)) END""",
     """CREATE MACRO pgx_regtype_out(x) AS
-        coalesce((SELECT pgx_f.name FROM pgc.pgx_format_type pgx_f WHERE pgx_f.oid = x), CAST(x AS VARCHAR))""",
+        CASE WHEN x = 0 THEN '-' ELSE coalesce((SELECT pgx_f.name FROM pgc.pgx_format_type pgx_f WHERE pgx_f.oid = x),
+        CAST(x AS VARCHAR)) END""",
     """CREATE MACRO pgx_regnamespace_out(x) AS
         coalesce((SELECT pgx_n.nspname FROM pgc.pg_namespace pgx_n WHERE pgx_n.oid = x), CAST(x AS VARCHAR))""",
     """CREATE MACRO pgx_table_is_visible(x) AS
@@ -573,8 +587,9 @@ _MACROS = [
     """CREATE MACRO pgx_array_length(a, d) AS CASE WHEN a IS NULL OR len(a) = 0 THEN NULL ELSE len(a) END""",
     """CREATE MACRO pgx_parse_ident(x) AS list_transform(string_split(x, '.'),
         lambda p: CASE WHEN p LIKE '"%"' THEN replace(p[2:-2], '""', '"') ELSE lower(p) END)""",
-    """CREATE MACRO pgx_get_userbyid(x, u) AS
-        CASE WHEN x = 10 THEN u ELSE 'unknown (OID=' || CAST(x AS VARCHAR) || ')' END""",
+    """CREATE MACRO pgx_get_userbyid(x, u) AS CASE WHEN x = 10 THEN u ELSE coalesce(
+        (SELECT pgx_r.rolname FROM pgc.pg_roles pgx_r WHERE pgx_r.oid = x),
+        'unknown (OID=' || CAST(x AS VARCHAR) || ')') END""",
     """CREATE MACRO pgx_to_regtype(x) AS
         (SELECT pgx_t.oid FROM pgc.pg_type pgx_t WHERE pgx_t.typname = x OR pgx_t.oid = (SELECT pgx_f.oid FROM pgc.pgx_format_type pgx_f
          WHERE pgx_f.name = x LIMIT 1) LIMIT 1)""",
@@ -860,6 +875,9 @@ class _Rewriter:
             return self._function(_NODE_NAMES[type(node)], args, node)
         if isinstance(node, (exp.EQ, exp.NEQ)):
             return self._array_compare(node)
+        if isinstance(node, exp.DPipe) and any(isinstance(x, exp.Array) for x in (node.this, node.expression)):
+            return _call("list_concat", _call("coalesce", node.this, exp.Array(expressions=[])),
+                         _call("coalesce", node.expression, exp.Array(expressions=[])))
         return node
 
     def _table(self, node: exp.Table) -> exp.Expression:
@@ -1181,7 +1199,11 @@ class _Typer:
             return _pg_type_name(e.to).lstrip("_") if not _pg_type_name(e.to).startswith("_") else _pg_type_name(e.to)[1:]
         if isinstance(e, exp.Bracket):
             return self.name_of(e.this)
-        if isinstance(e, (exp.Case, exp.If)):
+        if isinstance(e, exp.Case):
+            default = e.args.get("default")
+            name = self.name_of(default) if default is not None else "?column?"
+            return "case" if name == "?column?" or isinstance(default, (exp.Literal, exp.Null)) else name
+        if isinstance(e, exp.If):
             return "case"
         if isinstance(e, exp.Array):
             return "array"
@@ -1258,6 +1280,9 @@ class _Typer:
             return t[1:] if t and t.startswith("_") else None
         if isinstance(e, exp.DPipe):
             return "text"
+        if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Identifier) and \
+                "_pg_expandarray" in e.this.sql("postgres").lower():
+            return {"n": "int4", "x": "int2"}.get(e.expression.name.lower())
         if isinstance(e, exp.Window):
             return self.type_of(e.this, sources)
         if isinstance(e, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
