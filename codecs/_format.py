@@ -26,6 +26,7 @@ class Tag(enum.IntEnum):
     STR_RAW = 0x0C      # strings back to back
     DELTA_ZERORUN = 0x0D  # first value, runs of zero / non-zero deltas, non-zero deltas
     ZIGZAG_RICE = 0x0E  # zigzag + Rice code (bit-packed remainders, unary quotients)
+    FOR_RADIX = 0x0F    # frame of reference, g values of a small radix per bit-packed code
 
 
 class Wrap(enum.IntEnum):
@@ -45,7 +46,7 @@ TYPE_BOOL = 4
 
 INT_TAGS = frozenset({Tag.RAW, Tag.CONST, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR,
                       Tag.ZIGZAG_VARINT, Tag.DELTA_ZIGZAG_VARINT, Tag.DELTA_ZERORUN,
-                      Tag.ZIGZAG_RICE})
+                      Tag.ZIGZAG_RICE, Tag.FOR_RADIX})
 FLOAT_TAGS = frozenset({Tag.RAW, Tag.CONST, Tag.GORILLA, Tag.ALP})
 BOOL_TAGS = frozenset({Tag.CONST, Tag.BOOL_BITS})
 STRING_TAGS = frozenset({Tag.CONST, Tag.STR_DICT, Tag.STR_RAW})

@@ -54,6 +54,7 @@ CASES = {
     "int_dvarint": (np.cumsum(small(N, 6, 5000)), dict(codec=Tag.DELTA_ZIGZAG_VARINT)),
     "int_zerorun": (np.repeat(small(50, 13, 1000), 20), {}),
     "int_rice": (small(N, 14, 64) - small(N, 15, 64), dict(codec=Tag.ZIGZAG_RICE)),
+    "int_radix": (small(N, 16, 10) + 7, {}),
     "uint_raw": (splitmix(100, 7), {}),
     "uint_const": (np.full(N, 2 ** 64 - 1, dtype=np.uint64), {}),
     "float_alp": (walk_f, {}),

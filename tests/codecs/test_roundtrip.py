@@ -126,7 +126,7 @@ def test_bools_roundtrip(values, compression):
 
 
 INT_CODECS = [Tag.RAW, Tag.FOR, Tag.DELTA_FOR, Tag.DOD_FOR, Tag.ZIGZAG_VARINT, Tag.ZIGZAG_RICE,
-              Tag.DELTA_ZERORUN,
+              Tag.DELTA_ZERORUN, Tag.FOR_RADIX,
               Tag.DELTA_ZIGZAG_VARINT]
 
 
