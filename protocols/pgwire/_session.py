@@ -40,6 +40,7 @@ from .connection import PgServerConnection
 log = logging.getLogger("rusts.protocols.pgwire")
 
 TEXT_OID = 25
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)  # the client went away
 
 
 @attrs.define(eq=False)
@@ -188,7 +189,9 @@ class PgSession:
             self._cancel_requested = False
             try:
                 await self._extended(ev)
-            except (RustsError, Exception) as exc:  # noqa: BLE001 - reported to the client
+            except _PEER_GONE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported to the client
                 self._error(exc)
             finally:
                 self._running = False
@@ -221,7 +224,9 @@ class PgSession:
                     cursor = found + len(stmt)
                 try:
                     await self._simple_statement(stmt)
-                except (RustsError, Exception) as exc:  # noqa: BLE001
+                except _PEER_GONE:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported to the client
                     self._error(exc, offset)
                     break
         finally:

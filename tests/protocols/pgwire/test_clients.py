@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 import os
 import socket
@@ -325,7 +326,7 @@ async def test_startup_timeout_frees_the_slot(start):
     assert msgs[0].type == "E" and msgs[0].fields["C"] == "08006"
 
 
-async def test_client_vanishing_mid_result_frees_its_session(pg):
+async def test_client_vanishing_mid_result_frees_its_session(pg, caplog):
     def run():
         s = raw_connect(pg.port)
         s.sendall(fe.query("select rows 300000"))
@@ -337,6 +338,7 @@ async def test_client_vanishing_mid_result_frees_its_session(pg):
         while pg.server.statistics().open_connections:
             await trio.sleep(0.02)
     assert pg.server.statistics().sessions == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     def again():
         with psycopg.connect(dsn(pg.port)) as conn:
