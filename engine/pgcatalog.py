@@ -163,7 +163,7 @@ _SETTING_BY_LOWER.setdefault("session_authorization", ("session_authorization", 
 
 _QUICK = re.compile(
     r"pg_|information_schema|version|current_|session_user|\bshow\b|\bset\b|\breset\b|privilege"
-    r"|format_type|quote_ident|description|to_reg|\buser\b|parse_ident|\bdiscard\b",
+    r"|format_type|quote_ident|description|to_reg|\buser\b|parse_ident|\bdiscard\b|config",
     re.I,
 )
 _STRIP_LITERALS = re.compile(r"'(?:[^']|'')*'")
@@ -685,7 +685,7 @@ _FUNCTION_NAMES = frozenset(_FUNCTIONS)
 
 def _expandarray(arg: exp.Expression) -> exp.Expression:
     """information_schema._pg_expandarray(a): one row (x, n) per element."""
-    tmpl = exp.maybe_parse("unnest(list_transform(__a__, lambda v, i: {'x': v, 'n': i}))", dialect="duckdb")
+    tmpl = exp.maybe_parse("unnest(list_transform(__a__, lambda pgx_v, pgx_i: {'x': pgx_v, 'n': pgx_i}))", dialect="duckdb")
     return tmpl.transform(lambda n: arg if isinstance(n, exp.Column) and n.name == "__a__" else n, copy=False)
 
 
@@ -1002,14 +1002,13 @@ class _Rewriter:
 
     def _reg_cast(self, target: str, arg: exp.Expression, literal: str | None,
                   node: exp.Cast) -> exp.Expression:
+        if target in ("regproc", "regprocedure"):  # stored as names in the emulation
+            return exp.Literal.string(literal.split(".")[-1].split("(")[0]) if literal is not None else arg
         if literal is not None:
-            return exp.Literal.number(self._reg_lookup(target, literal)) if target not in (
-                "regproc", "regprocedure") else exp.Literal.string(literal.split(".")[-1].split("(")[0])
-        if isinstance(arg, exp.Literal):  # a number: the oid itself
-            return arg
-        if target in ("regproc", "regprocedure"):
-            return arg
+            arg = exp.Literal.number(self._reg_lookup(target, literal))
         displayed = _is_displayed(node)
+        if isinstance(arg, exp.Literal) and not displayed:  # a number: the oid itself
+            return arg
         if not displayed:
             return exp.cast(arg, "BIGINT", copy=False)
         fn = {"regclass": "pgx_regclass_out", "regtype": "pgx_regtype_out",

@@ -251,6 +251,7 @@ def is_user_statement(sql: str) -> bool:
     s = sql.strip().lower()
     if re.match(r"(begin|commit|rollback|savepoint|release|start transaction)\b", s):
         return True
+    s = re.sub(r"'(?:[^']|'')*'", "''", s)
     return bool(re.search(r"\bfrom\s+(cpu|mem)\b", s))
 
 

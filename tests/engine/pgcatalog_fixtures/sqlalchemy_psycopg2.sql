@@ -90,7 +90,7 @@ SELECT pg_catalog.pg_class.relname, pg_catalog.pg_constraint.conname, CASE WHEN 
 SELECT pg_catalog.pg_class.relname, pg_catalog.pg_description.description 
 	FROM pg_catalog.pg_class LEFT OUTER JOIN pg_catalog.pg_description ON pg_catalog.pg_class.oid = pg_catalog.pg_description.objoid AND pg_catalog.pg_description.objsubid = 0 AND pg_catalog.pg_description.classoid = CAST('pg_catalog.pg_class' AS REGCLASS) JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace 
 	WHERE pg_catalog.pg_class.relkind = ANY (ARRAY['r', 'p', 'f', 'v', 'm']) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != 'pg_catalog' AND pg_catalog.pg_class.relname IN ('cpu')
--- entry: {"params": [], "kind": "user"}
+-- entry: {"params": [], "kind": "catalog", "columns": [["relname", "name"]], "rows": []}
 SELECT pg_catalog.pg_class.relname 
 	FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace 
 	WHERE pg_catalog.pg_class.relname IN ('select time, host, usage_user from cpu') AND pg_catalog.pg_class.relkind = ANY (ARRAY['r', 'p', 'f', 'v', 'm']) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != 'pg_catalog'
