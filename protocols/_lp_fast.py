@@ -262,6 +262,9 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     parsed_keys = [parse_plain_key(k) for k in distinct]
     key_ok = np.array([p is not None for p in parsed_keys], dtype=bool)
     key_size = np.array([p[2] if p is not None else 0 for p in parsed_keys], dtype=np.int64)
+    meas_ids: dict[str, int] = {}
+    meas_of_key = np.array([meas_ids.setdefault(p[0], len(meas_ids)) if p is not None else -1
+                            for p in parsed_keys], dtype=np.int64)
     ok = key_ok[key_idx]
 
     # field sections
@@ -294,73 +297,129 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     key_idx = key_idx[good]
     ts_ns = ts_ns[good]
 
-    # field layouts: with '=' turned into ',' the tokens alternate key, value
-    toks = pc.split_pattern(pc.replace_substring(secs, b"=", b","), b",")
-    nkeys = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64) // 2
+    # field layouts. Tokens are "key=value" (the regex allowed exactly one '=' in each).
+    toks = pc.split_pattern(secs, b",")
+    ntok = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = toks.flatten()
-    even = np.arange(0, len(flat), 2, dtype=np.int64)
-    keys = flat.take(pa.array(even))
-    flat_values = flat.take(pa.array(even + 1))
-    vstart = np.zeros(len(nkeys) + 1, dtype=np.int64)
-    np.cumsum(nkeys, out=vstart[1:])
-    key_lists = pa.ListArray.from_arrays(pa.array(vstart.astype(np.int32)), keys)
-    skel_enc = pc.dictionary_encode(pc.binary_join(key_lists, b","))
-    layout_idx = skel_enc.indices.to_numpy(zero_copy_only=False)
-    layouts = []
-    layout_ok = []
-    max_field = []
-    for skel in skel_enc.dictionary.to_pylist():
-        raw_names = skel.split(b",")
-        names = [ex.decode(k) for k in raw_names]
-        layouts.append(names)
-        layout_ok.append(len(set(names)) == len(names))
-        max_field.append(max(map(len, raw_names)))
-    layout_ok = np.array(layout_ok, dtype=bool)
-    max_field = np.array(max_field, dtype=np.int64)
-    ok = layout_ok[layout_idx] & (key_size[key_idx] + 4 + max_field[layout_idx]
-                                  <= ex.MAX_KEY_LENGTH)
-
-    pieces: list[Piece] = []
-    for li, names in enumerate(layouts):
-        rows = np.flatnonzero((layout_idx == li) & ok)
+    tstart = np.zeros(len(ntok), dtype=np.int64)
+    np.cumsum(ntok[:-1], out=tstart[1:])
+    layouts = _Layouts()
+    # Guess: every row has the layout of the first row of its measurement ...
+    meas_idx = meas_of_key[key_idx]
+    _, first_rows = np.unique(meas_idx, return_index=True)
+    guess = np.full(int(meas_idx.max()) + 1, -1, dtype=np.int64)
+    for r, sec in zip(first_rows.tolist(), secs.take(pa.array(first_rows)).to_pylist()):
+        guess[meas_idx[r]] = layouts.add([t.partition(b"=")[0] for t in sec.split(b",")])
+    row_layout = guess[meas_idx]
+    # ... verified column by column below; rows that do not fit get their own layout here.
+    batches = []  # (layout id, rows, [token column per field])
+    misfit = [np.flatnonzero(ntok != layouts.width[row_layout])]
+    for li in range(len(layouts.names)):
+        rows = np.flatnonzero((row_layout == li) & (ntok == layouts.width[li]))
         if len(rows) == 0:
             continue
-        k = len(names)
+        cols = [flat.take(pa.array(tstart[rows] + j)) for j in range(layouts.width[li])]
+        fit = np.ones(len(rows), dtype=bool)
+        for j, col in enumerate(cols):
+            fit &= _bool_np(pc.starts_with(col, layouts.prefix[li][j]))
+        if not fit.all():
+            misfit.append(rows[~fit])
+            sel = pa.array(np.flatnonzero(fit))
+            rows = rows[fit]
+            cols = [c.take(sel) for c in cols]
+        if len(rows):
+            batches.append((li, rows, cols))
+    misfit = np.concatenate(misfit)
+    if len(misfit):
+        batches.extend(_exact_layouts(flat, tstart, ntok, np.sort(misfit), layouts))
+
+    pieces: list[Piece] = []
+    for li, rows, tok_cols in batches:
+        names = layouts.names[li]
+        keep = np.full(len(rows), layouts.ok[li], dtype=bool)
+        keep &= key_size[key_idx[rows]] + 4 + layouts.max_len[li] <= ex.MAX_KEY_LENGTH
         cols = []
-        bad = np.zeros(len(rows), dtype=bool)
-        for j in range(k):
-            c = convert_column(flat_values.take(pa.array(vstart[rows] + j)))
-            if c.bad is not None:
-                bad |= c.bad
-            cols.append(c)
-        if bad.any():
-            slow.append(candidates[rows[bad]])
-            keep = ~bad
+        if keep.any():
+            for j, tok in enumerate(tok_cols):
+                c = convert_column(pc.binary_slice(tok, len(layouts.prefix[li][j]), 1 << 30))
+                if c.bad is not None:
+                    keep &= ~c.bad
+                cols.append(c)
+        if not keep.all():
+            slow.append(candidates[rows[~keep]])
             rows = rows[keep]
             if len(rows) == 0:
                 continue
             vals = [c.values[keep] for c in cols]
         else:
             vals = [c.values for c in cols]
-        # split the layout's rows by series, keeping line order within each
+        # split the rows by series, keeping line order within each
         sk = key_idx[rows]
         order = np.argsort(sk, kind="stable")
         sk_sorted = sk[order]
         bounds = np.flatnonzero(np.diff(sk_sorted)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(order)]))
+        starts = np.concatenate(([0], bounds)).tolist()
+        ends = np.concatenate((bounds, [len(order)])).tolist()
         rows_o = rows[order]
         vals_o = [v[order] for v in vals]
         lines_o = line_numbers[candidates[rows_o]]
         ts_o = ts_ns[rows_o]
-        for s, e in zip(starts.tolist(), ends.tolist()):
+        types = [c.ftype for c in cols]
+        for s, e in zip(starts, ends):
             meas, tags, _ = parsed_keys[int(sk_sorted[s])]
-            columns = {name: (cols[j].ftype, vals_o[j][s:e], None) for j, name in enumerate(names)}
+            columns = {name: (types[j], vals_o[j][s:e], None) for j, name in enumerate(names)}
             pieces.append(Piece(meas, tags, ts_o[s:e], lines_o[s:e], columns))
-    leftover = np.flatnonzero(~ok)
-    if len(leftover):
-        slow.append(candidates[leftover])
     return pieces, _concat(slow)
+
+
+class _Layouts:
+    """Distinct field layouts (raw key sequences) seen in one body."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple, int] = {}
+        self.names: list[list[str]] = []
+        self.prefix: list[list[bytes]] = []
+        self.width: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.ok: list[bool] = []
+        self.max_len: list[int] = []
+
+    def add(self, raw_keys: list[bytes]) -> int:
+        key = tuple(raw_keys)
+        li = self.ids.get(key)
+        if li is None:
+            li = self.ids[key] = len(self.names)
+            names = [ex.decode(k) for k in raw_keys]
+            self.names.append(names)
+            self.prefix.append([k + b"=" for k in raw_keys])
+            self.width = np.append(self.width, len(raw_keys))
+            # duplicate keys (last wins) are left to the exact parser
+            self.ok.append(len(set(names)) == len(names))
+            self.max_len.append(max(map(len, raw_keys)))
+        return li
+
+
+def _exact_layouts(flat, tstart, ntok, rows, layouts: _Layouts):
+    """Layouts of rows that do not fit their measurement's guess: one dictionary encoding of
+    the per-row key sequences (no per-row Python work)."""
+    counts = ntok[rows]
+    pos = np.repeat(tstart[rows] - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + \
+        np.arange(int(counts.sum()), dtype=np.int64)
+    tok = flat.take(pa.array(pos))
+    keys = pc.list_element(pc.split_pattern(tok, b"=", max_splits=1), 0)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    enc = pc.dictionary_encode(pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), keys),
+                                              b","))
+    local = np.array([layouts.add(sk.split(b",")) for sk in enc.dictionary.to_pylist()],
+                     dtype=np.int64)
+    row_layout = local[enc.indices.to_numpy(zero_copy_only=False)]
+    out = []
+    for li in np.unique(row_layout).tolist():
+        sel = np.flatnonzero(row_layout == li)
+        r = rows[sel]
+        out.append((li, r, [flat.take(pa.array(tstart[r] + j))
+                            for j in range(layouts.width[li])]))
+    return out
 
 
 def _concat(chunks: list[np.ndarray]) -> np.ndarray:
