@@ -86,14 +86,27 @@ def main(argv: list[str] | None = None) -> int:
         from rusts import server
 
         return int(server.run(config) or 0)
-    except ConfigError as exc:
-        print(f"{PROG}: config error: {exc}", file=sys.stderr)
-        return 2
-    except RustsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+    except (RustsError, KeyboardInterrupt, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        if all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return 130
+        known = [e for e in leaves if isinstance(e, RustsError)]
+        if not known or len(known) + sum(isinstance(e, KeyboardInterrupt) for e in leaves) \
+                != len(leaves):
+            raise  # a bug: the traceback is the useful output
+        first = known[0]
+        if isinstance(first, ConfigError):
+            print(f"{PROG}: config error: {first}", file=sys.stderr)
+            return 2
+        print(f"{PROG}: error: {first}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside ``exc`` (trio nurseries wrap errors in groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 if __name__ == "__main__":  # pragma: no cover

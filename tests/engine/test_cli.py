@@ -143,3 +143,27 @@ def test_json_logging_one_object_per_line(restore_root_logger):
     assert a["level"] == "DEBUG" and a["message"] == "synced" and a["target"] == "rusts.wal"
     assert a["bytes"] == 42 and "thread_id" not in a
     assert b["level"] == "ERROR" and "OSError: boom" in b["exception"]
+
+
+def test_errors_wrapped_in_exception_groups(tmp_path, monkeypatch, capsys, fake_server):
+    from rusts.errors import ConfigError, StorageError
+    import rusts.server
+
+    monkeypatch.chdir(tmp_path)
+    raised = []
+
+    def run(config):
+        raise raised[0]
+
+    monkeypatch.setattr(rusts.server, "run", run)
+    raised[:] = [BaseExceptionGroup("g", [KeyboardInterrupt()])]
+    assert cli.main([]) == 130
+    raised[:] = [ExceptionGroup("g", [ExceptionGroup("h", [StorageError("disk full")])])]
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err == "rusts-server: error: disk full\n"
+    raised[:] = [ConfigError("postgres.tls_cert: cannot read x.pem")]
+    assert cli.main([]) == 2
+    assert "config error: postgres.tls_cert" in capsys.readouterr().err
+    raised[:] = [ExceptionGroup("g", [RuntimeError("bug")])]
+    with pytest.raises(ExceptionGroup):  # unexpected errors keep their traceback
+        cli.main([])

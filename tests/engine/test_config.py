@@ -145,3 +145,23 @@ def test_to_dict_hides_secrets():
     assert "s3cr3t-jwt" not in text and "pw-hidden" not in text
     assert c.to_dict()["auth"]["users"] == ["ann"]
     assert "s3cr3t-jwt" not in repr(c) and "pw-hidden" not in repr(c)
+
+
+def _leaf_keys(d, prefix=""):
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, f"{key}.")
+        else:
+            yield prefix + key
+
+
+def test_docs_describe_every_key():
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    data = yaml.safe_load(default_config_yaml())
+    for section, body in data.items():
+        assert f"## `{section}`" in doc, section
+        if isinstance(body, dict):
+            for key in _leaf_keys(body):
+                assert f"| `{key}` |" in doc, f"{section}.{key}"
+    for key in ("name", "measurement", "duration", "tier_after"):
+        assert f"| `{key}` |" in doc
