@@ -193,16 +193,28 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
     return _unpack_stream(buf, n, width, mask)
 
 
-def _unpack_stream(buf, n: int, width: int, mask: np.uint64) -> np.ndarray:
-    size = len(buf)
-    nwords = (size >> 3) + 2
-    padded = np.zeros(nwords * 8, dtype=np.uint8)
-    padded[:size] = np.frombuffer(buf, dtype=np.uint8)
-    words = padded.view("<u8")
+@functools.lru_cache(maxsize=4096)
+def _stream_plan(n: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     pos = np.arange(n, dtype=np.int64) * width
     lo = pos >> 6
     shift = (pos & 63).astype(np.uint64)
-    return ((words[lo] >> shift) | (words[lo + 1] << (np.uint64(64) - shift))) & mask
+    out = (lo, lo + 1, shift, np.uint64(64) - shift)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _unpack_stream(buf, n: int, width: int, mask: np.uint64) -> np.ndarray:
+    size = len(buf)
+    words = np.frombuffer(bytes(buf) + bytes(16 - (size & 7)), dtype="<u8")
+    lo, lo1, shift, back = _stream_plan(n, width)
+    v = words[lo]
+    v >>= shift
+    hi = words[lo1]
+    hi <<= back  # numpy defines shifts by 64 as 0: nothing from the next word when aligned
+    v |= hi
+    v &= mask
+    return v
 
 
 def pack_var(u: np.ndarray, widths: np.ndarray) -> bytes:

@@ -181,10 +181,14 @@ def _raw(u: np.ndarray) -> bytes:
     return u.astype("<u8", copy=False).tobytes()
 
 
-# Bytes a codec must save before the planner prefers it to a simpler one: decoding varints,
-# Rice codes and zero runs takes more numpy calls, which matters for small sub-blocks only.
-_PENALTY = {Tag.ZIGZAG_VARINT: 8, Tag.DELTA_ZIGZAG_VARINT: 8, Tag.ZIGZAG_RICE: 12,
-            Tag.DELTA_ZERORUN: 16, Tag.FOR_RADIX: 8}
+# What a codec must save before the planner prefers it to a simpler one, as (factor, bytes):
+# it competes at ``size * factor + bytes``. Varints and Rice codes decode at a third to half
+# the speed of bit-packing, so they must save 15%, radix codes 10% (and, like the other
+# multi-step codecs, a few bytes: on small sub-blocks fixed per-call costs dominate).
+_PENALTY = {Tag.ZIGZAG_VARINT: (1.15, 32), Tag.DELTA_ZIGZAG_VARINT: (1.15, 32),
+            Tag.ZIGZAG_RICE: (1.15, 32), Tag.DELTA_ZERORUN: (1.0, 16),
+            Tag.FOR_RADIX: (1.1, 16)}
+_NO_PENALTY = (1.0, 0)
 
 
 class _Plan:
@@ -197,7 +201,8 @@ class _Plan:
         self.build = partial(_raw, u)
 
     def consider(self, tag: int, size: int, build) -> None:
-        cost = size + _PENALTY.get(tag, 0)
+        factor, extra = _PENALTY.get(tag, _NO_PENALTY)
+        cost = size * factor + extra
         if cost < self.cost:
             self.tag, self.size, self.cost, self.build = tag, size, cost, build
 
@@ -484,19 +489,30 @@ def _decode_zerorun(payload, n: int) -> np.ndarray:
         out = np.empty(n, dtype=np.uint64)
         out[1:] = decode_sub(rest, n - 1, nested=True)
     else:
-        nz = decode_sub(rest, int(runs[0::2].sum()), nested=True)
+        lens = runs.view(np.int64)
+        nz_lens = lens[0::2]
+        nnz = int(nz_lens.sum())
+        nz = decode_sub(rest, nnz, nested=True)
+        # position of each non-zero delta: its rank plus the zero deltas before its run
+        zeros_before = np.zeros(len(nz_lens), dtype=np.int64)
+        np.cumsum(lens[1::2][:len(nz_lens) - 1], out=zeros_before[1:])
+        pos = np.repeat(zeros_before, nz_lens)
+        pos += _arange(nnz, 1)
         out = np.zeros(n, dtype=np.uint64)
-        out[1:][np.repeat(_alternating(nruns), runs.view(np.int64))] = nz
+        out[pos] = nz
     out[0] = first
     return np.cumsum(out, out=out)
 
 
-def _alternating(k: int) -> np.ndarray:
-    a = _ALTERNATING if k <= len(_ALTERNATING) else np.arange(k) % 2 == 0
-    return a[:k]
+def _arange(k: int, start: int) -> np.ndarray:
+    """``np.arange(start, start + k)`` as int64, from a cache for the usual block sizes."""
+    if k + start <= len(_ARANGE):
+        return _ARANGE[start:start + k]
+    return np.arange(start, start + k, dtype=np.int64)
 
 
-_ALTERNATING = np.arange(8192) % 2 == 0
+_ARANGE = np.arange(16385, dtype=np.int64)
+_ARANGE.flags.writeable = False
 
 
 def encode_sub(u: np.ndarray, *, signed: bool = True, mode: int = TOP) -> bytes:
