@@ -126,7 +126,9 @@ def _psql(port: int, command: str) -> None:
 def scenario_psql(port: int) -> dict[str, None]:
     out = {}
     for name, cmd in [("dt", r"\dt"), ("d", r"\d"), ("d_cpu", r"\d cpu"), ("dplus_cpu", r"\d+ cpu"),
-                      ("l", r"\l"), ("dn", r"\dn"), ("du", r"\du"), ("dtplus", r"\dt+")]:
+                      ("l", r"\l"), ("dn", r"\dn"), ("du", r"\du"), ("dtplus", r"\dt+"),
+                      ("di", r"\di"), ("dv", r"\dv"), ("dx", r"\dx"), ("dp", r"\dp"), ("d_mem", r"\d mem"),
+                      ("dT", r"\dT"), ("df", r"\df")]:
         out[f"psql_{name}"] = lambda cmd=cmd: _psql(port, cmd)
     return out
 

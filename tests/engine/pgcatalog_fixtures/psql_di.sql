@@ -1,0 +1,17 @@
+-- entry: {"params": [], "kind": "catalog", "columns": [["Schema", "name"], ["Name", "name"], ["Type", "text"], ["Owner", "name"], ["Table", "name"]], "rows": []}
+SELECT n.nspname as "Schema",
+	  c.relname as "Name",
+	  CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'i' THEN 'index' WHEN 'S' THEN 'sequence' WHEN 't' THEN 'TOAST table' WHEN 'f' THEN 'foreign table' WHEN 'p' THEN 'partitioned table' WHEN 'I' THEN 'partitioned index' END as "Type",
+	  pg_catalog.pg_get_userbyid(c.relowner) as "Owner",
+	  c2.relname as "Table"
+	FROM pg_catalog.pg_class c
+	     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	     LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+	     LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+	     LEFT JOIN pg_catalog.pg_class c2 ON i.indrelid = c2.oid
+	WHERE c.relkind IN ('i','I','')
+	      AND n.nspname <> 'pg_catalog'
+	      AND n.nspname !~ '^pg_toast'
+	      AND n.nspname <> 'information_schema'
+	  AND pg_catalog.pg_table_is_visible(c.oid)
+	ORDER BY 1,2;
