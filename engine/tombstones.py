@@ -18,8 +18,8 @@ Design (the full story, with the required Database protocol, is in ``docs/lifecy
   collected) while a tombstone recorded during the compaction still applies to the output.
 * **Last write wins, exactly.** A field predicate is evaluated on the merged state as it was when
   the tombstone was recorded: :func:`merge_with_tombstones` merges sources in sequence order and
-  applies each tombstone between the sources older and newer than it. Time/tag-only tombstones
-  commute with the merge and are applied per source.
+  applies each tombstone between the sources older and newer than it (one extra merge per
+  tombstone boundary, only for series a tombstone touches).
 * **Vectorised.** Removal is boolean masks over whole columns; Python work is per tombstone and
   per series, never per row.
 """
@@ -294,16 +294,6 @@ def merge_with_tombstones(sid: int, parts: Sequence[tuple[RowSet, int]], stones:
         return merge([rs for rs, _ in live]), 0
     rel.sort(key=lambda t: (t.created_seq, t.id))
     removed = 0
-    if not any(t.field_predicate for t in rel):
-        # time/tag-only deletes commute with the merge: filter each source, merge once
-        pieces = []
-        for rs, seq in live:
-            out = apply_tombstones(sid, rs, rel, data_max_seq=seq)
-            pieces.append(out)
-        merged = merge(pieces)
-        if any(o is not rs for o, (rs, _) in zip(pieces, live)):
-            removed = len(merge([rs for rs, _ in live])) - len(merged)
-        return merged, removed
     acc = RowSet(EMPTY_TS, {}, True)
     pending: list[RowSet] = []
     si = 0
