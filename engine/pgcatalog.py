@@ -421,6 +421,7 @@ class _Catalog:
         c.executemany("INSERT INTO pgc.pgx_keywords VALUES (?)", [[w] for w in sorted(_data.KEYWORDS)])
         for sql in _MACROS:
             c.execute(sql)
+        self._create_static_rows()
 
     def _insert(self, nsp: str, rel: str, rows: Sequence[Sequence[Any]]) -> None:
         cols = _data.RELATIONS[(nsp, rel)][3]
@@ -437,7 +438,33 @@ class _Catalog:
         names = [n for n, _ in _data.RELATIONS[(nsp, rel)][3]]
         self._insert(nsp, rel, [[r.get(n) for n in names] for r in rows])
 
+    def _create_static_rows(self) -> None:
+        """Rows that never change: catalog relations, built-in types, schemata, roles."""
+        t = _data.TEMPLATES
+        classes, attrs = [], []
+        for (nsp, rel), (oid, kind, reltype, cols) in _data.RELATIONS.items():
+            nsp_oid = PG_CATALOG_OID if nsp == "pg_catalog" else _INFO_SCHEMA_OID
+            classes.append({**t["pg_class"], "oid": oid, "relname": rel, "relnamespace": nsp_oid,
+                            "reltype": reltype, "relkind": kind, "relnatts": len(cols),
+                            "relfilenode": oid if kind == "r" else 0, "relam": 2 if kind == "r" else 0,
+                            "reltoastrelid": 0, "relacl": None})
+            attrs.extend(self._attributes(oid, cols))
+        self._insert_dicts("pg_catalog", "pg_class", classes)
+        self._insert_dicts("pg_catalog", "pg_attribute", attrs)
+        self._insert("pg_catalog", "pg_type", _STATIC_TYPES)
+        self._insert_dicts("information_schema", "schemata", t["schemata"])
+        for rel in ("pg_database", "pg_user"):
+            self._insert_dicts("pg_catalog", rel, [t[rel]])
+        for rel in ("pg_roles", "pg_authid"):
+            role = t[rel]
+            self._insert_dicts("pg_catalog", rel, [role] + [
+                {**role, "oid": oid, "rolname": name, "rolsuper": False, "rolcreaterole": False, "rolcreatedb": False,
+                 "rolcanlogin": False, "rolreplication": False, "rolbypassrls": False}
+                for oid, name in _PREDEFINED_ROLES])
+        self.conn.executemany("INSERT INTO pgc.pgx_format_type VALUES (?, ?)", list(_FORMAT_TYPE.items()))
+
     def sync(self, tables: Mapping[str, list[tuple[str, str]]]) -> None:
+        """Make the measurement rows match ``tables`` (a no-op when unchanged)."""
         key = tuple((name, tuple(map(tuple, cols))) for name, cols in sorted(tables.items()))
         if key == self.tables_key:
             return
@@ -448,13 +475,12 @@ class _Catalog:
             c = self.conn
             c.execute("BEGIN")
             try:
-                for nsp, rel in (("pg_catalog", "pg_class"), ("pg_catalog", "pg_attribute"),
-                                 ("pg_catalog", "pg_type"), ("information_schema", "tables"),
-                                 ("information_schema", "columns"), ("information_schema", "schemata"),
-                                 ("pg_catalog", "pg_database"), ("pg_catalog", "pg_roles"),
-                                 ("pg_catalog", "pg_user"), ("pg_catalog", "pg_authid")):
-                    c.execute(f'DELETE FROM {_schema_name(nsp)}."{rel}"')
-                c.execute("DELETE FROM pgc.pgx_format_type")
+                c.execute(f"DELETE FROM pgc.pg_class WHERE relnamespace = {PUBLIC_OID}")
+                c.execute(f"DELETE FROM pgc.pg_attribute WHERE attrelid >= {_FIRST_USER_OID}")
+                c.execute(f"DELETE FROM pgc.pg_type WHERE typnamespace = {PUBLIC_OID}")
+                c.execute(f"DELETE FROM pgc.pgx_format_type WHERE oid >= {_FIRST_USER_OID}")
+                c.execute("DELETE FROM pgis.tables")
+                c.execute("DELETE FROM pgis.columns")
                 self._fill(dict(key), oids)
                 c.execute("COMMIT")
             except BaseException:
@@ -465,17 +491,7 @@ class _Catalog:
 
     def _fill(self, tables: dict[str, tuple], oids: dict[str, int]) -> None:
         t = _data.TEMPLATES
-        classes, attrs, types, itables, icols = [], [], [], [], []
-        # the catalog relations themselves
-        for (nsp, rel), (oid, kind, reltype, cols) in _data.RELATIONS.items():
-            nsp_oid = PG_CATALOG_OID if nsp == "pg_catalog" else _INFO_SCHEMA_OID
-            classes.append({**t["pg_class"], "oid": oid, "relname": rel, "relnamespace": nsp_oid,
-                            "reltype": reltype, "relkind": kind, "relnatts": len(cols),
-                            "relfilenode": oid if kind == "r" else 0, "relam": 2 if kind == "r" else 0,
-                            "reltoastrelid": 0, "relacl": None})
-            attrs.extend(self._attributes(oid, cols))
-        # the measurements
-        formats = [(oid, name) for oid, name in _FORMAT_TYPE.items()]
+        classes, attrs, types, itables, icols, formats = [], [], [], [], [], []
         for name, cols in tables.items():
             oid = oids[name]
             classes.append({**t["pg_class"], "oid": oid, "relname": name, "reltype": oid + 1,
@@ -492,20 +508,13 @@ class _Catalog:
                               "dtd_identifier": str(i)})
         self._insert_dicts("pg_catalog", "pg_class", classes)
         self._insert_dicts("pg_catalog", "pg_attribute", attrs)
-        self._insert("pg_catalog", "pg_type", _STATIC_TYPES)
         self._insert_dicts("pg_catalog", "pg_type", types)
         self._insert_dicts("information_schema", "tables", itables)
         self._insert_dicts("information_schema", "columns", icols)
-        self._insert_dicts("information_schema", "schemata", t["schemata"])
-        for rel in ("pg_database", "pg_user"):
-            self._insert_dicts("pg_catalog", rel, [t[rel]])
-        for rel in ("pg_roles", "pg_authid"):
-            role = t[rel]
-            self._insert_dicts("pg_catalog", rel, [role] + [
-                {**role, "oid": oid, "rolname": name, "rolsuper": False, "rolcreaterole": False, "rolcreatedb": False,
-                 "rolcanlogin": False, "rolreplication": False, "rolbypassrls": False}
-                for oid, name in _PREDEFINED_ROLES])
-        self.conn.executemany("INSERT INTO pgc.pgx_format_type VALUES (?, ?)", formats)
+        if formats:
+            batch = pa.table({"oid": pa.array([f[0] for f in formats], pa.int64()),  # noqa: F841 - scanned below
+                              "name": pa.array([f[1] for f in formats], pa.string())})
+            self.conn.execute("INSERT INTO pgc.pgx_format_type SELECT * FROM batch")
 
     @staticmethod
     def _attributes(relid: int, cols: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -239,3 +239,27 @@ def test_to_pg_text():
     assert to_pg_text(["a", "b c", None, "", 'q"'], "_text") == '{a,"b c",NULL,"","q\\""}'
     assert to_pg_text(1.5, "float8") == "1.5"
     assert to_pg_text(None, "text") is None
+
+
+def test_concurrent_queries_while_measurements_change():
+    import threading
+
+    more = {**TABLES, "disk": [("time", "timestamp"), ("free", "int8")]}
+    listing = "select relname from pg_class where relnamespace = 2200 order by 1"
+    valid = ([["cpu"], ["mem"]], [["cpu"], ["disk"], ["mem"]])
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                _, rows = run_catalog_query(listing, more if (i + n) % 2 else TABLES)
+                assert rows in valid
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
