@@ -29,9 +29,6 @@ from rusts.model import FieldType
 from rusts.protocols import _lp_exact as ex
 from rusts.protocols._lp_pieces import Piece
 
-_NOQ = r'[^,="\\ ]'
-_VALUE = r'(?:[^,="\\ ]+|"[^,="\\ ]*")'
-FIELDS_RE = rf'^[^,="\\ \t\x00]{_NOQ}*={_VALUE}(?:,{_NOQ}+={_VALUE})*$'
 # A line whose logical end (1.x scanLine) is its own LF even though it holds a quote.
 SIMPLE_LINE_RE = (r'^[^ \\]+ [^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*)'
                   r'(?:,[^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*))*(?: [^"\\]*)?$')
@@ -167,8 +164,14 @@ def _cast_or_exact(col: pa.Array, target: pa.DataType, ftype: FieldType, source=
 
 
 def convert_column(col: pa.Array) -> _Column:
-    """Type and convert one column (binary values, each non-empty) the way 1.x would."""
+    """Type and convert one column of raw values the way 1.x would.
+
+    Values that are empty, of another type than the column's first, or invalid are flagged
+    ``bad`` (their lines go to the exact parser, which reports them).
+    """
     off, data = binary_parts(col)
+    if not (off[1:] > off[:-1]).all():
+        return _exact_values(col)
     d = data[off[0]:off[-1]]
     first = data[off[:-1]]
     last = data[off[1:] - 1]
@@ -267,9 +270,8 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
                             for p in parsed_keys], dtype=np.int64)
     ok = key_ok[key_idx]
 
-    # field sections
+    # field sections (validated token by token below)
     secs = pc.list_element(parts, 1)
-    ok &= _bool_np(pc.match_substring_regex(secs, FIELDS_RE))
 
     # timestamps (third part, possibly empty: one trailing space)
     ts_ns = np.full(len(candidates), default_time, dtype=np.int64)
@@ -392,8 +394,11 @@ class _Layouts:
             self.names.append(names)
             self.prefix.append([k + b"=" for k in raw_keys])
             self.width = np.append(self.width, len(raw_keys))
-            # duplicate keys (last wins) are left to the exact parser
-            self.ok.append(len(set(names)) == len(names))
+            # duplicate keys (last wins), empty keys, quotes and a first key that 1.x would
+            # strip (TAB/NUL) are left to the exact parser
+            self.ok.append(len(set(names)) == len(names) and all(raw_keys)
+                           and not any(b'"' in k for k in raw_keys)
+                           and raw_keys[0][0] not in (9, 0))
             self.max_len.append(max(map(len, raw_keys)))
         return li
 

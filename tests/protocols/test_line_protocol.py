@@ -121,9 +121,15 @@ def test_tags_are_sorted_and_unescaped() -> None:
 
 
 def test_comments_and_blank_lines_are_skipped_and_counted() -> None:
-    batch = parse(b"# header\n\n   \n\tm v=1 1\n# m v=2\nm v=3 3\n")
+    batch = parse(b"# header\n\n   \n\tm v=1 1\n# m v=2\nm v=3 3\n\x00\t \n")
     assert [(r[0], r[4]) for r in rows(batch)] == [(4, 1), (6, 3)]
     assert batch.errors == ()
+
+
+@pytest.mark.parametrize("body", [b"\r", b"\x0b", b"\n\r\n"])
+def test_other_control_characters_are_not_blank(body: bytes) -> None:
+    (err,) = parse(body).errors
+    assert err.error_message.endswith("missing fields")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -391,6 +397,20 @@ def test_tricky_values_fast_path_equals_exact_parser(value: str) -> None:
         body = f"m,h=a v={other} 1\nm,h=a v={value} 2\nm,h=b v={value}\n".encode()
         got, want = parse(body, default_time=77), _exact(body)
         assert rows(got) == rows(want) and errors(got) == errors(want), body
+
+
+TRICKY_SECTIONS = [
+    "a=1,b", "a=1,,b=2", "a=1,", ",a=1", "=1", "a==1", "a=1=2", "\tv=1", "\x00v=1", "v\t=1",
+    'v="a=b"', 'v="a,b"', 'v="a,b=1"', 'v="x",w="a,b="', '"k"=1', 'k"=1', 'v="', 'v=""',
+    'v="a"b', "a=1,a=2", "a=1i,a=2", "é=1,ü=t", "a=1,b=2,c=3,d=4",
+]
+
+
+@pytest.mark.parametrize("section", TRICKY_SECTIONS)
+def test_tricky_field_sections_fast_path_equals_exact_parser(section: str) -> None:
+    body = f"m,h=a a=1 1\nm,h=a {section} 2\nm,h=b {section}\nm,h=a a=3 3\n".encode()
+    got, want = parse(body, default_time=77), _exact(body)
+    assert rows(got) == rows(want) and errors(got) == errors(want), body
 
 
 def test_fast_path_equals_exact_parser_on_many_series() -> None:
