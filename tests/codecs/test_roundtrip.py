@@ -50,7 +50,19 @@ def _int_arrays(dtype, lo, hi):
                              + np.cumsum(np.asarray(steps, np.int64)).astype(np.uint64)
                              ).view(dtype) if len(steps) else np.zeros(0, dtype),
         st.integers(lo, hi), st.lists(st.integers(-(2 ** 40), 2 ** 40), max_size=300))
-    return plain | extremes | walks
+    # runs of repeated values (zero deltas) and small-radix values exercise DELTA_ZERORUN and
+    # FOR_RADIX; long enough to fill 64-value lanes plus a tail
+    runs = st.builds(
+        lambda pairs: np.repeat(np.array([v for v, _ in pairs], dtype=dtype),
+                                [c for _, c in pairs]),
+        st.lists(st.tuples(st.integers(lo, hi) | st.integers(0, 12), st.integers(1, 60)),
+                 max_size=40))
+    radix = st.builds(lambda base, k, idx: (np.asarray(idx, np.uint64) % np.uint64(k)
+                                             + np.asarray(base, dtype).astype(np.uint64)
+                                             ).view(dtype),
+                      st.integers(lo, hi), st.integers(2, 40),
+                      st.lists(st.integers(0, 1000), min_size=64, max_size=400))
+    return plain | extremes | walks | runs | radix
 
 
 INT64S = _int_arrays(np.int64, *I64)
@@ -72,7 +84,12 @@ def _with_noise(f: np.ndarray, noise) -> np.ndarray:
     return f
 
 
-FLOATS = FLOAT_BITS.map(lambda u: u.view(np.float64)) | DECIMALS | hnp.arrays(
+DECIMAL_RUNS = st.builds(
+    lambda pairs, e: np.repeat(np.array([v for v, _ in pairs], np.int64) / 10.0 ** e,
+                               [c for _, c in pairs]),
+    st.lists(st.tuples(st.integers(-(10 ** 6), 10 ** 6), st.integers(1, 80)), max_size=60),
+    st.integers(0, 4))
+FLOATS = FLOAT_BITS.map(lambda u: u.view(np.float64)) | DECIMALS | DECIMAL_RUNS | hnp.arrays(
     np.float64, lengths, elements=st.floats(allow_nan=True, allow_infinity=True, width=64))
 TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=30)
 STRINGS = st.lists(TEXT, max_size=200) | st.builds(
