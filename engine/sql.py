@@ -1,0 +1,382 @@
+"""SQL for ``POST /sql`` and pgwire: one planner, two executors.
+
+:func:`execute_sql` parses a statement with sqlglot (PostgreSQL dialect), binds ``$1..$n``
+parameters as literals in the syntax tree (never by pasting text), and answers it with a columnar
+:class:`~rusts.sql_output.SqlOutput`:
+
+* ``SHOW ...`` statements are answered from the catalog (:mod:`rusts.sql_show`).
+* A single-table SELECT the query model expresses exactly (the original RusTs SQL table) is
+  translated to a :class:`~rusts.query.Query` and run by the engine's executor, which answers
+  COUNT/SUM/MEAN/MIN/MAX from block pre-aggregates without decoding (:mod:`rusts.sql_translate`).
+* Everything else runs in DuckDB over Arrow tables scanned from the engine with time and tag
+  pushdown (:mod:`rusts.sql_duck`), plus gap filling and ``LATEST ON`` on top
+  (:mod:`rusts.sql_fill`).
+
+Which path ran is invisible to clients: the differential tests compare both against DuckDB over
+the same rows. Errors are :class:`~rusts.errors.QueryError` subclasses (HTTP 400, a SQLSTATE for
+pgwire): syntax errors carry the 1-based character ``position``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import attrs
+import numpy as np
+import sqlglot
+import trio
+from sqlglot import exp
+
+from rusts.errors import QueryError, UnsupportedError
+from rusts.messages import cpu_limiter
+from rusts.sql_output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
+                              to_json)
+from rusts.sql_translate import Catalog, FastPlan, plan_fast
+
+__all__ = ["SqlColumn", "SqlOutput", "execute_sql", "run_sql_http", "to_pg_result", "parse_sql",
+           "split_statements"]
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+_WRITE_STATEMENTS = {
+    exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE", exp.Create: "CREATE",
+    exp.Drop: "DROP", exp.Merge: "MERGE", exp.Alter: "ALTER",
+}
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _position(text: str, line: int, col: int, highlight: str) -> int:
+    """1-based character position of sqlglot's highlighted token (line/col point at its end)."""
+    lines = text.split("\n")
+    off = sum(len(x) + 1 for x in lines[: max(0, line - 1)])
+    return max(1, off + col - len(highlight) + 1)
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a multi-statement string on top-level semicolons (quotes and comments respected)."""
+    out, cur, i, n = [], [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in ("'", '"'):
+            j = i + 1
+            while j < n:
+                if text[j] == ch:
+                    if j + 1 < n and text[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            cur.append(text[i:j + 1])
+            i = j + 1
+            continue
+        if text.startswith("--", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            cur.append(text[i:j])
+            i = j
+            continue
+        if text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            cur.append(text[i:j])
+            i = j
+            continue
+        if ch == ";":
+            s = "".join(cur).strip()
+            if s:
+                out.append(s)
+            cur = []
+            i += 1
+            continue
+        cur.append(ch)
+        i += 1
+    s = "".join(cur).strip()
+    if s:
+        out.append(s)
+    return out
+
+
+def parse_sql(text: str) -> exp.Expression:
+    """Parse one statement (PostgreSQL dialect) or raise a positioned :class:`QueryError`."""
+    try:
+        stmts = [s for s in sqlglot.parse(text, dialect="postgres") if s is not None]
+    except sqlglot.errors.ParseError as e:
+        err = (e.errors or [{}])[0]
+        desc = err.get("description") or str(e)
+        hl = err.get("highlight") or ""
+        pos = None
+        if err.get("line") is not None and err.get("col") is not None:
+            pos = _position(text, int(err["line"]), int(err["col"]), hl)
+        near = f' at or near "{hl}"' if hl else ""
+        raise QueryError(f"syntax error{near}: {desc}", position=pos) from None
+    except sqlglot.errors.TokenError as e:
+        raise QueryError(f"syntax error: {e}") from None
+    if not stmts:
+        raise QueryError("empty query")
+    if len(stmts) > 1:
+        raise UnsupportedError("multiple statements in one query are not supported")
+    stmt = stmts[0]
+    if isinstance(stmt, exp.Command):
+        word = str(stmt.this).upper()
+        raise UnsupportedError(f"{word} statements are not supported")
+    for cls, word in _WRITE_STATEMENTS.items():
+        if isinstance(stmt, cls):
+            raise UnsupportedError(f"{word} statements are not supported (write with line protocol)")
+    if not isinstance(stmt, exp.Query):
+        raise UnsupportedError(f"{stmt.key.upper()} statements are not supported")
+    return stmt
+
+
+def _literal(v) -> exp.Expression:
+    if v is None:
+        return exp.Null()
+    if isinstance(v, bool) or isinstance(v, np.bool_):
+        return exp.Boolean(this=bool(v))
+    if isinstance(v, (int, np.integer)):
+        return exp.Literal.number(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if f != f or f in (float("inf"), float("-inf")):
+            return exp.Cast(this=exp.Literal.string(str(f)), to=exp.DataType.build("double"))
+        return exp.Literal.number(repr(f))
+    if isinstance(v, decimal.Decimal):
+        return exp.Literal.number(str(v))
+    if isinstance(v, _dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        return exp.Literal.string(v.isoformat(sep="T"))
+    if isinstance(v, _dt.date):
+        return exp.Literal.string(v.isoformat())
+    if isinstance(v, np.datetime64):
+        return exp.Literal.number(int(v.astype("datetime64[ns]").astype(np.int64)))
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return exp.Literal.string(bytes(v).decode("utf-8", "replace"))
+    return exp.Literal.string(str(v))
+
+
+def bind_params(ast: exp.Expression, params: Sequence | None) -> exp.Expression:
+    """Replace ``$n`` parameters by literals of ``params[n-1]`` in the tree."""
+    nodes = [n for n in ast.find_all(exp.Parameter, exp.Placeholder)]
+    if not nodes:
+        return ast
+    params = list(params or ())
+
+    def repl(node):
+        if isinstance(node, (exp.Parameter, exp.Placeholder)):
+            raw = node.this
+            key = raw.this if isinstance(raw, exp.Expression) else raw
+            try:
+                i = int(str(key))
+            except (TypeError, ValueError):
+                raise QueryError(f"unsupported parameter {node.sql(dialect='postgres')}",
+                                 sqlstate="42P02") from None
+            if not 1 <= i <= len(params):
+                raise QueryError(f"there is no parameter ${i}", sqlstate="42P02")
+            return _literal(params[i - 1])
+        return node
+
+    return ast.transform(repl)
+
+
+# --------------------------------------------------------------------------- fast path output
+
+def _tag_column(rs, key: str) -> tuple[np.ndarray, np.ndarray | None]:
+    per_group = np.empty(len(rs.group_tags), dtype=object)
+    per_group[:] = [(g.get(key) or None) for g in rs.group_tags]
+    has = np.array([v is not None for v in per_group.tolist()], dtype=bool)
+    grp = np.asarray(rs.row_group, dtype=np.int64)
+    vals = per_group[grp] if len(grp) else np.empty(0, dtype=object)
+    if has.all():
+        return vals, None
+    mask = has[grp]
+    vals = vals.copy()
+    vals[~mask] = ""
+    return vals, mask
+
+
+_PG_DTYPES = {"timestamp": np.int64, "float8": np.float64, "int8": np.int64, "int4": np.int64,
+              "bool": np.bool_}
+
+
+def _as_pg(values: np.ndarray, pgtype: str) -> np.ndarray:
+    dt = _PG_DTYPES.get(pgtype)
+    if dt is None:
+        if pgtype == "text":
+            return values if values.dtype == object else values.astype(object)
+        return values
+    if values.dtype == dt:
+        return values
+    if dt is np.int64 and values.dtype.kind == "f":
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
+    return values.astype(dt)
+
+
+def fast_output(plan: FastPlan, rs) -> SqlOutput:
+    """Assemble the output columns of a fast-path plan from the executor's ResultSet."""
+    n = len(rs.row_group)
+    cols, vals, masks = [], [], []
+    for oc in plan.outputs:
+        if oc.src == "time":
+            v = rs.timestamps if rs.timestamps is not None else np.zeros(n, np.int64)
+            m = None
+        elif oc.src == "tag":
+            v, m = _tag_column(rs, oc.key)
+        else:
+            c = rs.fields.get(oc.key)
+            if c is None:
+                dt = _PG_DTYPES.get(oc.pgtype, object)
+                v = np.zeros(n, dtype=dt) if dt is not object else np.full(n, "", dtype=object)
+                m = np.zeros(n, dtype=bool)
+            else:
+                v, m = _as_pg(np.asarray(c.values), oc.pgtype), c.mask
+        cols.append(SqlColumn(oc.name, oc.pgtype, oc.kind))
+        vals.append(np.asarray(v))
+        masks.append(m)
+    if plan.post_slice:
+        order = None
+        if plan.sort:
+            order = sort_index(vals, masks, plan.sort)
+        lo = plan.offset
+        hi = None if plan.limit is None else plan.offset + plan.limit
+        if order is not None:
+            order = order[lo:hi]
+            vals = [v[order] for v in vals]
+            masks = [None if m is None else m[order] for m in masks]
+        elif lo or hi is not None:
+            vals = [v[lo:hi] for v in vals]
+            masks = [None if m is None else m[lo:hi] for m in masks]
+    return make_output(cols, vals, masks, plan.query.measurement)
+
+
+def sort_index(vals: list[np.ndarray], masks: list, specs) -> np.ndarray:
+    """Stable row order for ``ORDER BY`` specs ``(column, desc, nulls_first)`` (PostgreSQL rules)."""
+    keys = []
+    for idx, desc, nulls_first in reversed(list(specs)):
+        v, m = vals[idx], masks[idx]
+        if v.dtype == object:
+            v = np.where(m, v, "") if m is not None else v
+            _, codes = np.unique(v.astype(str), return_inverse=True)
+        else:
+            _, codes = np.unique(v, return_inverse=True)
+        codes = codes.astype(np.int64)
+        keys.append(-codes if desc else codes)
+        if m is not None:
+            keys.append(np.where(m, 1, 0) if nulls_first else np.where(m, 0, 1))
+    if not keys:
+        return np.arange(len(vals[0]) if vals else 0)
+    return np.lexsort(keys)
+
+
+# --------------------------------------------------------------------------- execution
+
+async def execute_sql(db, text: str, params: Sequence | None = None, *,
+                      extra_tables: Mapping | None = None, now_ns: int | None = None) -> SqlOutput:
+    """Run one SQL statement against ``db``.
+
+    Args:
+        db: an open :class:`rusts.db.Database`.
+        text: one statement (PostgreSQL dialect plus the RusTs extensions).
+        params: values for ``$1..$n`` (bound as literals in the syntax tree).
+        extra_tables: ``{"schema.name" or "name": pyarrow.Table}`` made queryable in the general
+            path (pgwire registers its ``pg_catalog`` tables this way).
+        now_ns: the statement's ``now()`` (default: the wall clock, read once).
+
+    Returns:
+        The columnar :class:`SqlOutput`.
+
+    Raises:
+        QueryError: syntax errors (with ``position``), UnknownTableError, UnknownColumnError,
+            UnsupportedError naming the construct.
+    """
+    from rusts.sql_show import is_show, run_show
+
+    cat = Catalog.of_db(db)
+    if is_show(text):
+        return run_show(text.strip().rstrip(";"), cat, db)
+    from rusts.sql_fill import extract_extensions, run_with_extensions
+
+    text2, ext = extract_extensions(text)
+    ast = bind_params(parse_sql(text2), params)
+    now = int(now_ns if now_ns is not None else time.time_ns())
+    if ext is None:
+        plan = plan_fast(ast, cat, now)
+        if plan is not None:
+            rs = await db.query(plan.query)
+            if len(rs.row_group) > 50_000:
+                return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
+            return fast_output(plan, rs)
+    return await run_with_extensions(db, cat, ast, now, ext, extra_tables)
+
+
+async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
+                      extra_tables: Mapping | None = None, sql_override: str | None = None):
+    """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan."""
+    from rusts.sql_duck import from_arrow, plan_general, run_duck, scan_query, to_arrow
+    from rusts.sql_show import information_schema
+
+    plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}))
+    scanned = []
+    for sc in plan.scans:
+        allf = cat.fields(sc.measurement)
+        fields = {f: allf[f] for f in sorted(sc.fields)}
+        rs = await db.query(scan_query(sc))
+        scanned.append((sc.view, rs, cat.tag_keys(sc.measurement), fields))
+    info = {v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables}
+    sql = sql_override(plan.sql) if callable(sql_override) else plan.sql
+
+    def work():
+        tables = {view: to_arrow(rs, tags, fields) for view, rs, tags, fields in scanned}
+        tables.update(info)
+        tables.update(plan.extra)
+        return run_duck(sql, tables)
+
+    table = await trio.to_thread.run_sync(work, limiter=cpu_limiter())
+    return table, plan
+
+
+async def run_sql_http(db, text: str, t0: float | None = None) -> dict:
+    """The ``POST /sql`` JSON body for ``text`` (see docs/sql.md)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    out = await execute_sql(db, text)
+    if len(out) > 20_000:
+        return await trio.to_thread.run_sync(
+            lambda: to_json(out, (time.perf_counter() - t0) * 1000), limiter=cpu_limiter())
+    return to_json(out, (time.perf_counter() - t0) * 1000)
+
+
+# --------------------------------------------------------------------------- pgwire
+
+@attrs.frozen(eq=False)
+class _FallbackSqlResult:
+    columns: tuple
+    arrays: tuple
+    command_tag: str
+
+
+def to_pg_result(out: SqlOutput):
+    """Convert to pgwire's ``SqlResult(columns=((name, pgtype), ...), arrays, command_tag)``.
+
+    Arrays keep their numpy dtype (timestamps int64 ns) when a column has no NULLs, else become
+    object arrays with None for NULL, as :class:`rusts.protocols.pgwire.backend.SqlResult` wants.
+    """
+    try:
+        from rusts.protocols.pgwire.backend import SqlResult
+    except ImportError:
+        SqlResult = _FallbackSqlResult
+    arrays = []
+    for v, m in zip(out.values, out.masks):
+        if m is None:
+            arrays.append(v)
+        else:
+            a = v.astype(object)
+            a[~m] = None
+            arrays.append(a)
+    return SqlResult(tuple((c.name, c.type) for c in out.columns), tuple(arrays), out.command_tag)
+
+
+__all__ += ["KIND_FIELD", "KIND_TAG", "KIND_TIME", "make_output", "run_general"]
