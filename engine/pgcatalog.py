@@ -161,11 +161,8 @@ _SETTING_BY_LOWER.setdefault("session_authorization", ("session_authorization", 
 # public API
 # ---------------------------------------------------------------------------------------------
 
-_QUICK = re.compile(
-    r"pg_|information_schema|version|current_|session_user|\bshow\b|\bset\b|\breset\b|privilege"
-    r"|format_type|quote_ident|description|to_reg|\buser\b|parse_ident|\bdiscard\b|config",
-    re.I,
-)
+_QUICK_WORDS = ("pg_", "information_schema", "version", "current_", "session_user", "show", "set", "privilege",
+                "format_type", "quote_ident", "description", "to_reg", "user", "parse_ident", "discard", "config")
 _STRIP_LITERALS = re.compile(r"'(?:[^']|'')*'")
 _STRIP_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _RUSTS_SHOW = re.compile(
@@ -192,7 +189,8 @@ def is_catalog_query(sql: str) -> bool:
     own ``SHOW TABLES`` / ``SHOW COLUMNS`` / ``SHOW TAG KEYS`` / ``SHOW MEASUREMENTS`` /
     ``SHOW RETENTION POLICIES`` and for everything else. Cheap: a regex pre-check first.
     """
-    if not _QUICK.search(sql):
+    lowered = sql.lower()
+    if not any(w in lowered for w in _QUICK_WORDS):
         return False
     text = _STRIP_COMMENTS.sub(" ", sql)
     head = text.lstrip().lstrip("(").lstrip()
