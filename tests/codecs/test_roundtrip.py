@@ -215,3 +215,15 @@ def test_narrow_dtypes_widen_to_the_stored_types():
     assert decode(encode(np.arange(5, dtype=np.int32))).dtype == np.int64
     assert decode(encode(np.arange(5, dtype=np.float32))).dtype == np.float64
     assert decode(encode(np.array(["ab", "c"]))).tolist() == ["ab", "c"]
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(300, dtype=np.int64) * 3, np.arange(300, dtype=np.uint64),
+    np.round(np.linspace(0, 10, 300), 2), np.array([1.5, 2.5]), np.zeros(100, bool) | True,
+    objects(["a", "b"] * 50), np.full(10, 7, np.int64),
+])
+def test_decoded_arrays_are_writable_copies_of_the_block(values):
+    buf = bytearray(encode(values, compression="none"))
+    out = decode(memoryview(buf))
+    buf[6:-4] = bytes(len(buf) - 10)  # the caller's buffer (an mmap) may change or close
+    assert out.flags.writeable and same(values, out)
