@@ -44,7 +44,8 @@ def _bump(stats: dict, key: str, n: int = 1) -> None:
 async def run_compactor(*, interval_secs: float, get_metas: Callable[[], Sequence[Any]],
                         plan_fn: Callable[[Sequence[Any]], list], execute_task: Callable[[Any], Awaitable[Any]],
                         inbox: trio.MemoryReceiveChannel | None = None, stats: dict | None = None,
-                        max_tasks_per_pass: int = 64, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                        max_tasks_per_pass: int = 64, offload: Callable[..., Awaitable[Any]] = run_cpu,
+                        task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Actor loop; returns when ``inbox`` is closed (shutdown), else runs until cancelled.
 
     Args:
@@ -57,6 +58,9 @@ async def run_compactor(*, interval_secs: float, get_metas: Callable[[], Sequenc
             ``last_error``, ``backlog``, ``points_in``, ``points_out``, ``rows_tombstoned``,
             ``rows_expired``, ``last_pass_at``).
         max_tasks_per_pass: stop a pass after this many tasks (guards against re-planning loops).
+        offload: ``await offload(fn, *args)`` runs ``plan_fn`` off the event loop (default
+            :func:`rusts.messages.run_cpu`; simulated-time tests run it inline, since trio's
+            autojump clock advances while a worker thread runs).
     """
     stats = {} if stats is None else stats
     stats.setdefault("backlog", 0)
@@ -81,19 +85,20 @@ async def run_compactor(*, interval_secs: float, get_metas: Callable[[], Sequenc
                     if more.reply is not None:
                         replies.append(more.reply)
         summary = await compaction_pass(get_metas=get_metas, plan_fn=plan_fn, execute_task=execute_task,
-                                        stats=stats, max_tasks=max_tasks_per_pass)
+                                        stats=stats, max_tasks=max_tasks_per_pass, offload=offload)
         for r in replies:
             r.set(summary)
 
 
-async def compaction_pass(*, get_metas, plan_fn, execute_task, stats: dict, max_tasks: int = 64) -> dict:
+async def compaction_pass(*, get_metas, plan_fn, execute_task, stats: dict, max_tasks: int = 64,
+                          offload: Callable[..., Awaitable[Any]] = run_cpu) -> dict:
     """One pass: plan, run the first task, re-plan, ... Returns ``{"tasks", "failed", "backlog"}``."""
     done = failed = 0
     backlog = 0
     _bump(stats, "passes")
     while done < max_tasks:
         metas = tuple(get_metas())
-        tasks = await run_cpu(plan_fn, metas)
+        tasks = await offload(plan_fn, metas)
         backlog = len(tasks)
         stats["backlog"] = backlog
         if not tasks:
