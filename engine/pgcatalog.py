@@ -1192,43 +1192,46 @@ class _Typer:
         return out
 
     def name_of(self, e: exp.Expression) -> str:
+        return self._figure(e)[0]
+
+    def _figure(self, e: exp.Expression) -> tuple[str, int]:
+        """PostgreSQL's FigureColnameInternal: (name, strength); 2 = a real name, 1 = a type
+        name or ``case``, 0 = nothing (``?column?``)."""
         if isinstance(e, exp.Column):
-            return _ident_name(e.this)
+            return _ident_name(e.this), 2
         if isinstance(e, exp.Dot):
-            return _ident_name(e.expression) if isinstance(e.expression, exp.Identifier) else self.name_of(e.expression)
-        if isinstance(e, exp.Paren):
-            return self.name_of(e.this)
+            if isinstance(e.expression, exp.Identifier):
+                return _ident_name(e.expression), 2
+            return self._figure(e.expression)
+        if isinstance(e, (exp.Paren, exp.Bracket, exp.Window)):
+            return self._figure(e.this)
         if isinstance(e, exp.Cast):
-            inner = self.name_of(e.this)
-            if inner != "?column?" and not isinstance(e.this, (exp.Literal,)):
-                return inner
-            return _pg_type_name(e.to).lstrip("_") if not _pg_type_name(e.to).startswith("_") else _pg_type_name(e.to)[1:]
-        if isinstance(e, exp.Bracket):
-            return self.name_of(e.this)
+            name, strength = self._figure(e.this)
+            if strength >= 2:
+                return name, strength
+            return _pg_type_name(e.to).lstrip("_"), 1
         if isinstance(e, exp.Case):
             default = e.args.get("default")
-            name = self.name_of(default) if default is not None else "?column?"
-            return "case" if name == "?column?" or isinstance(default, (exp.Literal, exp.Null)) else name
+            name, strength = self._figure(default) if default is not None else ("?column?", 0)
+            return (name, 2) if strength >= 2 else ("case", 1)
         if isinstance(e, exp.If):
-            return "case"
+            return "case", 1
         if isinstance(e, exp.Array):
-            return "array"
+            return "array", 2
         if isinstance(e, exp.Exists):
-            return "exists"
+            return "exists", 2
         if isinstance(e, exp.Subquery):
             cols = self.columns(e.this)
-            return cols[0][0] if cols else "?column?"
+            return (cols[0][0], 2) if cols else ("?column?", 0)
         if isinstance(e, exp.Boolean):
-            return "bool"
-        if isinstance(e, exp.Window):
-            return self.name_of(e.this)
+            return "bool", 1
         if isinstance(e, exp.Anonymous):
-            return e.name.lower()
+            return e.name.lower(), 2
         if type(e) in _NODE_FUNC_NAMES:
-            return _NODE_FUNC_NAMES[type(e)]
-        if isinstance(e, exp.Func) and not isinstance(e, (exp.Binary, exp.Connector)):
-            return e.sql_name().lower() if hasattr(e, "sql_name") else "?column?"
-        return "?column?"
+            return _NODE_FUNC_NAMES[type(e)], 2
+        if isinstance(e, exp.Func) and not isinstance(e, (exp.Binary, exp.Connector, exp.Not, exp.Neg)):
+            return (e.sql_name().lower(), 2) if hasattr(e, "sql_name") else ("?column?", 0)
+        return "?column?", 0
 
     def type_of(self, e: exp.Expression, sources: dict[str, list[tuple[str, str | None]]]) -> str | None:
         if isinstance(e, exp.Column):
@@ -1363,13 +1366,15 @@ def _run(sql: str, tables: dict, database: str, user: str, params: Sequence | No
     for i, d in enumerate(desc):
         name, typ = shape[i] if i < len(shape) else (None, None)
         columns.append((name or str(d[0]).lower(), typ or _pg_of_duck(d[1])))
-    out_rows = [[_output(v, columns[i][1]) for i, v in enumerate(r)] for r in rows]
+    out_rows = [[_output(v, columns[i][1], catalog) for i, v in enumerate(r)] for r in rows]
     return columns, out_rows
 
 
-def _output(value: Any, pg: str) -> Any:
+def _output(value: Any, pg: str, catalog: _Catalog) -> Any:
     if value is None:
         return None
+    if pg in ("regclass", "regtype", "regnamespace") and isinstance(value, int):
+        return _reg_display(pg, value, catalog)
     if pg in ("oid", "regclass", "regtype", "regnamespace", "regrole", "xid", "cid") and isinstance(value, str):
         return value
     if pg in ("int2", "int4", "int8", "oid") and isinstance(value, float) and value == int(value):
@@ -1377,6 +1382,26 @@ def _output(value: Any, pg: str) -> Any:
     if pg in ("text", "name", "varchar", "char", "bpchar") and not isinstance(value, str):
         return to_pg_text(value, "text")
     return value
+
+
+def _reg_display(pg: str, oid: int, catalog: _Catalog) -> str:
+    """How PostgreSQL shows a reg* value: the object's name (``-`` for 0, the number if unknown)."""
+    if oid == 0:
+        return "-"
+    if pg == "regtype":
+        if oid in _FORMAT_TYPE:
+            return _FORMAT_TYPE[oid]
+        names = {v + 1: k for k, v in catalog.oids.items()}
+        return _quote_ident(names[oid]) if oid in names else str(oid)
+    if pg == "regnamespace":
+        return next((n for n, o in _NAMESPACES.items() if o == oid), str(oid))
+    for name, o in catalog.oids.items():
+        if o == oid:
+            return _quote_ident(name)
+    for (nsp, rel), (o, _k, _t, _c) in _data.RELATIONS.items():
+        if o == oid:
+            return rel if nsp == "pg_catalog" else f"{nsp}.{rel}"
+    return str(oid)
 
 
 _DUCK_ERRORS = {

@@ -263,3 +263,12 @@ def test_concurrent_queries_while_measurements_change():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_reg_values_display_as_names_and_column_names_follow_postgresql():
+    cols, rows = run_catalog_query(
+        "select to_regclass('cpu'), 'cpu'::regclass::oid, true, 'int8'::regtype, c.oid::regclass::text"
+        " from pg_class c where relname = 'cpu'", TABLES)
+    assert cols == [("to_regclass", "regclass"), ("oid", "oid"), ("bool", "bool"), ("regtype", "regtype"),
+                    ("oid", "text")]
+    assert rows == [["cpu", relation_oid("cpu"), True, "bigint", "cpu"]]
