@@ -607,9 +607,6 @@ _MACROS = [
 
 # PostgreSQL function name -> (replacement, return type). A replacement is a DuckDB function name
 # (arguments kept), or a callable building the replacement from (args, session).
-_Session = tuple  # (database, user)
-
-
 def _const(value: Any) -> Any:
     return lambda args, s: _literal(value)
 
@@ -898,7 +895,7 @@ class _Rewriter:
             if name not in _CATALOG_NAMES:
                 raise UnknownTableError(f'relation "pg_catalog.{name}" does not exist', "42P01")
             return self._relation(node, "pgc", name)
-        if db == "information_schema" or (not db and name in _INFO_NAMES and name not in self.ctes and False):
+        if db == "information_schema":
             if name not in _INFO_NAMES:
                 raise UnknownTableError(f'relation "information_schema.{name}" does not exist', "42P01")
             return self._relation(node, "pgis", name)
