@@ -13,14 +13,14 @@ import logging
 
 import trio
 
-from rusts.actors.memtable import FlushDone
-
 log = logging.getLogger("rusts.actors.flusher")
 
 
-async def run_flusher(*, inbox, write_table, memtable_inbox: trio.MemorySendChannel,
-                      checkpoint, stats: dict, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Actor loop. ``checkpoint(seq)`` is an async callable telling the WAL writer."""
+async def run_flusher(*, inbox, write_table, on_flushed, checkpoint, stats: dict,
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Actor loop. ``on_flushed(table_id)`` runs synchronously in the loop once the table's
+    segments are published (the memtable drops the table in that same step); ``checkpoint(seq)``
+    is an async callable telling the WAL writer. The loop ends when the memtable closes the inbox."""
     task_status.started()
     async for req in inbox:
         table = req.table
@@ -38,8 +38,5 @@ async def run_flusher(*, inbox, write_table, memtable_inbox: trio.MemorySendChan
                 delay = min(delay * 2, 5.0)
         stats["flushes"] = stats.get("flushes", 0) + 1
         stats["flushed_points"] = stats.get("flushed_points", 0) + table.points
-        try:
-            await memtable_inbox.send(FlushDone(table.id))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+        on_flushed(table.id)
         await checkpoint(table.last_seq)

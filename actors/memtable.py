@@ -1,7 +1,9 @@
 """The memtable actor: applies WAL-ordered inserts, rotates tables, hands frozen ones to the flusher.
 
 Owns :class:`rusts.memtable.MemtableState`. Inbox messages: ``MemtableInsert`` (from the WAL
-writer, in sequence order), :class:`FlushDone`, :class:`ForceRotate`. Rotation triggers:
+writer, in sequence order) and :class:`ForceRotate`. The flusher reports a published table through
+a synchronous callback that calls :meth:`MemtableState.drop` in the loop thread (a message would
+need a second sender on this inbox, which would keep it open at shutdown). Rotation triggers:
 ``max_size_mb``, ``max_points``, ``max_age_secs`` of the active table. Queries read it through
 :meth:`MemtableState.snapshot` in the event loop thread (chunks are immutable arrays).
 When the inbox closes, the active table is rotated and the flusher channel closed, so shutdown
@@ -29,13 +31,6 @@ class FlushRequest:
     table: Table
 
 
-@attrs.frozen
-class FlushDone:
-    """From the flusher: the table's data is in published segments."""
-
-    table_id: int
-
-
 @attrs.frozen(eq=False)
 class ForceRotate:
     """Rotate now (flush on demand); reply.set(table id or None) once the rotation is queued."""
@@ -51,8 +46,7 @@ class MemtableLimits:
 
 
 async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_sids, inbox,
-                       flusher: trio.MemorySendChannel, on_flushed=None,
-                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+                       flusher: trio.MemorySendChannel, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Actor loop. ``resolve_sids(batch) -> sequence of series ids`` (one per SeriesRows)."""
 
     async def rotate(reason: str) -> int | None:
@@ -89,10 +83,6 @@ async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_
                         await rotate("points")
                     elif a.bytes >= limits.max_bytes:
                         await rotate("size")
-                elif isinstance(msg, FlushDone):
-                    state.drop(msg.table_id)
-                    if on_flushed is not None:
-                        on_flushed(msg.table_id)
                 elif isinstance(msg, ForceRotate):
                     msg.reply.set(await rotate("forced"))
                 else:

@@ -233,6 +233,7 @@ class Database:
             self.readers[m.file] = SegmentReader.open(self.data_dir / "segments" / m.file)
 
     def _on_flushed(self, table_id: int) -> None:
+        self.state.drop(table_id)
         ev = self._flush_events.pop(table_id, None)
         if ev is not None:
             ev.set()
@@ -267,11 +268,11 @@ class Database:
 
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: run_flusher(
-                inbox=fl_recv, write_table=self._write_table, memtable_inbox=mem_send.clone(),
+                inbox=fl_recv, write_table=self._write_table, on_flushed=self._on_flushed,
                 checkpoint=checkpoint, stats=self.flusher_stats, task_status=task_status))
             await nursery.start(lambda task_status: run_memtable(
                 self.state, limits=limits, resolve_sids=resolve, inbox=mem_recv, flusher=fl_send,
-                on_flushed=self._on_flushed, task_status=task_status))
+                task_status=task_status))
             await nursery.start(lambda task_status: run_wal_writer(
                 self._wal, mode=st.wal_durability, sync_interval_ms=int(st.wal_sync_interval_ms),
                 retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
@@ -394,7 +395,7 @@ class Database:
         reply = Reply()
         await self._mem_send.send(ForceRotate(reply))
         await reply.wait()
-        # FlushDone drops a table from immutables and fires its event in one synchronous step,
+        # _on_flushed drops a table from immutables and fires its event in one synchronous step,
         # so every table still listed here will fire the event registered now.
         events = [self._flush_events.setdefault(t.id, trio.Event()) for t in self.state.immutables]
         for ev in events:
