@@ -458,7 +458,7 @@ def _decode_rice(payload, n: int) -> np.ndarray:
     rem = _bits.unpack(payload[1:1 + rsize], n, k)
     stop_bits = np.unpackbits(np.invert(np.frombuffer(payload[1 + rsize:], dtype=np.uint8)),
                               bitorder="little")
-    ends = np.flatnonzero(stop_bits)
+    ends = np.flatnonzero(stop_bits.view(bool))  # bool: numpy's fast nonzero path
     if len(ends) != n or len(stop_bits) - (int(ends[-1]) if n else -1) > 8:
         raise CodecError(f"Rice quotient stream holds {len(ends)} values, expected {n}")
     if n == 0:

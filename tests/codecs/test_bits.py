@@ -21,6 +21,8 @@ def test_bit_length_and_trailing_zeros(u):
 
 def reference_pack(values: list[int], width: int) -> bytes:
     """The documented layout, bit by bit: 64-value lanes, then a plain stream for the tail."""
+    if len(values) >= _bits.PAD_LANES_FROM:  # zero-padded to whole lanes
+        values = values + [0] * (-len(values) % 64)
     lanes = len(values) // 64
     out = b""
     if lanes:
@@ -41,6 +43,15 @@ def test_pack_matches_the_documented_layout(width, raw):
     assert packed == reference_pack(u.tolist(), width)
     assert len(packed) == _bits.packed_size(len(u), width)
     assert _bits.unpack(packed, len(u), width).tolist() == u.tolist()
+
+
+@pytest.mark.parametrize("n", [1024, 1030, 1087, 4095])
+def test_pack_pads_the_last_lane_of_large_arrays(n):
+    u = (np.arange(n, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(1 << 13)
+    packed = _bits.pack(u, 13)
+    assert packed == reference_pack(u.tolist(), 13)
+    assert len(packed) == -(-n // 64) * 13 * 8
+    assert _bits.unpack(packed, n, 13).tolist() == u.tolist()
 
 
 def test_pack_of_a_full_block_has_no_padding():
