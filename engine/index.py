@@ -81,28 +81,7 @@ def _pair_text(key: str, value: str) -> str:
     return series_key("", ((key, value),))[1:]
 
 
-_UNESCAPE = re.compile(r"\\([, =])")
-
-
-def _split_unescaped(text: str, sep: str, maxsplit: int = -1) -> list[str]:
-    """Split on ``sep`` where it is not escaped by a backslash (raw pieces, still escaped)."""
-    out, start, i, n = [], 0, 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in ", =":
-            i += 2
-            continue
-        if ch == sep and maxsplit != 0:
-            out.append(text[start:i])
-            start = i + 1
-            maxsplit -= 1
-        i += 1
-    out.append(text[start:])
-    return out
-
-
-def _unescape(text: str) -> str:
-    return _UNESCAPE.sub(r"\1", text) if "\\" in text else text
+from rusts.model import _split_unescaped, _unescape  # noqa: E402  (one escaping rule for keys)
 
 
 def _split_parts(key: str) -> list[str]:

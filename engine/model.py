@@ -154,57 +154,68 @@ class WriteBatch:
         return n
 
 
+_KEY_SPECIALS = "\\, ="
+
+
 def _escape(text: str, specials: str) -> str:
-    if not any(ch in text for ch in specials):
+    """Backslash-escape ``specials`` (the backslash itself always), so keys split unambiguously."""
+    if "\\" not in text and not any(ch in text for ch in specials):
         return text
-    out = text.replace("\\", "\\\\") if "\\" in specials else text
+    out = text.replace("\\", "\\\\")
     for ch in specials:
-        if ch != "\\":
-            out = out.replace(ch, "\\" + ch)
+        out = out.replace(ch, "\\" + ch)
     return out
 
 
 def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
-    """The canonical series key: ``measurement,k1=v1,k2=v2`` with line-protocol escapes."""
-    parts = [_escape(measurement, ", ")]
+    """The canonical series key: ``measurement,k1=v1,k2=v2``; ``\\ , =`` and space are escaped."""
+    parts = [_escape(measurement, ", =")]
     for k, v in tags:
-        parts.append(f"{_escape(k, ',= ')}={_escape(v, ',= ')}")
+        parts.append(f"{_escape(k, ', =')}={_escape(v, ', =')}")
     return ",".join(parts)
+
+
+def _split_unescaped(text: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Split on ``sep`` where it is not escaped (pieces keep their escapes)."""
+    out, start, i, n = [], 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            i += 2
+            continue
+        if ch == sep and maxsplit != 0:
+            out.append(text[start:i])
+            start = i + 1
+            maxsplit -= 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def parse_series_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Inverse of :func:`series_key`."""
-    parts: list[str] = []
-    cur: list[str] = []
-    i = 0
-    while i < len(key):
-        ch = key[i]
-        if ch == "\\" and i + 1 < len(key) and key[i + 1] in ", =":
-            cur.append("\x00" + key[i + 1])  # marker for escaped char
-            i += 2
-            continue
-        if ch == ",":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    parts.append("".join(cur))
-
-    def unesc(s: str) -> str:
-        return s.replace("\x00", "")
-
-    measurement = unesc(parts[0])
+    if "\\" not in key:
+        parts = key.split(",")
+        return parts[0], tuple(tuple(p.partition("=")[::2]) for p in parts[1:])  # type: ignore[misc]
+    raw = _split_unescaped(key, ",")
     tags = []
-    for p in parts[1:]:
-        # split on the first unescaped '='
-        j = 0
-        while j < len(p):
-            if p[j] == "\x00":
-                j += 2
-                continue
-            if p[j] == "=":
-                break
-            j += 1
-        tags.append((unesc(p[:j]), unesc(p[j + 1:])))
-    return measurement, tuple(tags)
+    for p in raw[1:]:
+        kv = _split_unescaped(p, "=", 1)
+        tags.append((_unescape(kv[0]), _unescape(kv[1]) if len(kv) > 1 else ""))
+    return _unescape(raw[0]), tuple(tags)
