@@ -216,10 +216,12 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
     if u[0] == u[-1] and (u == u[0]).all():
         p.consider(Tag.CONST, 8, partial(_U64.pack, int(u[0])))
         return p
+    for_size = 8 * n
     if mode != TIMESTAMPS:
         ref, span = _range(u, signed)
         w = span.bit_length()
-        p.consider(Tag.FOR, 9 + _bits.packed_size(n, w), partial(_build_for, u, ref, w))
+        for_size = 9 + _bits.packed_size(n, w)
+        p.consider(Tag.FOR, for_size, partial(_build_for, u, ref, w))
         rp = _radix_plan(n, span)
         if rp is not None:
             g, cw, size = rp
@@ -240,14 +242,17 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
         if n >= 3 and mode == TOP and p.size > 64:
             _consider_zerorun(p, u, d)
     z = None
-    if mode != TIMESTAMPS and p.size > 16:
+    # When a delta codec already halves plain bit-packing the values are sequential, and an
+    # entropy code of the raw values (Rice, varint) will not win: skip computing it.
+    raw_codes = mode != TIMESTAMPS and not (d is not None and 2 * p.size <= for_size)
+    if raw_codes and p.size > 16:
         z = _bits.zigzag(u)
         rp = _rice_plan(z, p.cost)
         if rp is not None:
             k, size = rp
             p.consider(Tag.ZIGZAG_RICE, size, partial(_build_rice, z, k))
     if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
-        if mode != TIMESTAMPS:
+        if raw_codes:
             if z is None:
                 z = _bits.zigzag(u)
             p.consider(Tag.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
