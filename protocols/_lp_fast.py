@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from rusts.model import FieldType
 from rusts.protocols import _lp_exact as ex
-from rusts.protocols._lp_pieces import Piece
+from rusts.protocols._lp_pieces import Block
 
 # A line whose logical end (1.x scanLine) is its own LF even though it holds a quote.
 SIMPLE_LINE_RE = (r'^[^ \\]+ [^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*)'
@@ -111,6 +111,24 @@ def parse_plain_key(raw: bytes):
     if len({k for k, _ in pairs}) != len(pairs):
         return None  # duplicate tag key (or invalid UTF-8 collapsing two keys): exact path
     return parts[0], tuple(pairs), len(raw)
+
+
+_KEY_CACHE: dict[bytes, tuple | bool] = {}
+_KEY_CACHE_MAX = 10_000  # distinct series keys remembered across calls (a few MB)
+
+
+def parse_plain_keys(distinct: list[bytes]) -> list:
+    """:func:`parse_plain_key` for each key, memoised across calls (series keys repeat)."""
+    cache = _KEY_CACHE
+    out = list(map(cache.get, distinct))
+    missing = [i for i, v in enumerate(out) if v is None]
+    if missing:
+        if len(cache) + len(missing) > _KEY_CACHE_MAX:
+            cache.clear()
+        for i in missing:
+            v = parse_plain_key(distinct[i])
+            out[i] = cache[distinct[i]] = False if v is None else v
+    return [v or None for v in out]
 
 
 # --------------------------------------------------------------------------- values
@@ -239,8 +257,8 @@ def convert_timestamps(ts: pa.Array, multiplier: int) -> tuple[np.ndarray, np.nd
 
 
 def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray,
-               multiplier: int, default_time: int) -> tuple[list[Piece], np.ndarray]:
-    """Parse the candidate physical lines; return (pieces, indices of lines left to the slow path).
+               multiplier: int, default_time: int) -> tuple[list[Block], np.ndarray]:
+    """Parse the candidate physical lines; return (blocks, indices of lines left to the slow path).
 
     ``candidates`` are indices into ``lines`` (in order); ``line_numbers`` maps every physical
     line index to its 1-based line number.
@@ -262,7 +280,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     keys_enc = pc.dictionary_encode(pc.list_element(parts, 0))
     key_idx = keys_enc.indices.to_numpy(zero_copy_only=False)
     distinct = keys_enc.dictionary.to_pylist()
-    parsed_keys = [parse_plain_key(k) for k in distinct]
+    parsed_keys = parse_plain_keys(distinct)
     key_ok = np.array([p is not None for p in parsed_keys], dtype=bool)
     key_size = np.array([p[2] if p is not None else 0 for p in parsed_keys], dtype=np.int64)
     meas_ids: dict[str, int] = {}
@@ -335,7 +353,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     if len(misfit):
         batches.extend(_exact_layouts(flat, tstart, ntok, np.sort(misfit), layouts))
 
-    pieces: list[Piece] = []
+    blocks: list[Block] = []
     for li, rows, tok_cols in batches:
         names = layouts.names[li]
         keep = np.full(len(rows), layouts.ok[li], dtype=bool)
@@ -355,23 +373,18 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
             vals = [c.values[keep] for c in cols]
         else:
             vals = [c.values for c in cols]
-        # split the rows by series, keeping line order within each
+        # sort the rows by series, keeping line order within each
         sk = key_idx[rows]
         order = np.argsort(sk, kind="stable")
         sk_sorted = sk[order]
-        bounds = np.flatnonzero(np.diff(sk_sorted)) + 1
+        bounds = np.flatnonzero(sk_sorted[1:] != sk_sorted[:-1]) + 1
         starts = np.concatenate(([0], bounds)).tolist()
         ends = np.concatenate((bounds, [len(order)])).tolist()
         rows_o = rows[order]
-        vals_o = [v[order] for v in vals]
-        lines_o = line_numbers[candidates[rows_o]]
-        ts_o = ts_ns[rows_o]
-        types = [c.ftype for c in cols]
-        for s, e in zip(starts, ends):
-            meas, tags, _ = parsed_keys[int(sk_sorted[s])]
-            columns = {name: (types[j], vals_o[j][s:e], None) for j, name in enumerate(names)}
-            pieces.append(Piece(meas, tags, ts_o[s:e], lines_o[s:e], columns))
-    return pieces, _concat(slow)
+        keys = [parsed_keys[k][:2] for k in sk_sorted[starts].tolist()]
+        blocks.append(Block(names, [c.ftype for c in cols], [v[order] for v in vals],
+                            ts_ns[rows_o], line_numbers[candidates[rows_o]], starts, ends, keys))
+    return blocks, _concat(slow)
 
 
 class _Layouts:

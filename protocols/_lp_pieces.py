@@ -51,6 +51,45 @@ class Piece:
                      self.line_numbers[index], cols)
 
 
+class Block:
+    """Fast-path rows of one field layout, sorted by series (segments ``starts[i]:ends[i]``).
+
+    ``keys[i]`` is the (measurement, tags) of segment i; ``values[j]`` is the column of field
+    ``names[j]`` (type ``types[j]``) over all rows; every row has every field.
+    """
+
+    __slots__ = ("names", "types", "values", "timestamps", "line_numbers", "starts", "ends",
+                 "keys")
+
+    def __init__(self, names, types, values, timestamps, line_numbers, starts, ends, keys):
+        self.names = names
+        self.types = types
+        self.values = values
+        self.timestamps = timestamps
+        self.line_numbers = line_numbers
+        self.starts = starts
+        self.ends = ends
+        self.keys = keys
+
+    def piece(self, i: int) -> Piece:
+        s, e = self.starts[i], self.ends[i]
+        meas, tags = self.keys[i]
+        cols = {n: (t, v[s:e], None) for n, t, v in zip(self.names, self.types, self.values)}
+        return Piece(meas, tags, self.timestamps[s:e], self.line_numbers[s:e], cols)
+
+    def series_rows(self, i: int) -> SeriesRows:
+        s, e = self.starts[i], self.ends[i]
+        meas, tags = self.keys[i]
+        cols = {n: Column(t, v[s:e]) for n, t, v in zip(self.names, self.types, self.values)}
+        return SeriesRows(meas, tags, self.timestamps[s:e], cols, self.line_numbers[s:e])
+
+    def field_types(self):
+        """(measurement, field, type) triples present in the block."""
+        for meas in {k[0] for k in self.keys}:
+            for name, ftype in zip(self.names, self.types):
+                yield meas, name, ftype
+
+
 def conflict_message(field: str, measurement: str, new: FieldType, old: FieldType) -> str:
     return (f'field type conflict: input field "{field}" on measurement "{measurement}" is type '
             f"{_TYPE_NAMES[new]}, already exists as type {_TYPE_NAMES[old]}")
@@ -156,14 +195,39 @@ def _merge(group: list[Piece]) -> SeriesRows:
     return SeriesRows(first.measurement, first.tags, ts, cols, lines[order])
 
 
-def assemble(pieces: list[Piece], errors: list[LineError], registry: dict,
+def assemble(pieces: list[Piece], blocks: list[Block], errors: list[LineError], registry: dict,
              line_text: Callable[[int], str]) -> WriteBatch:
-    """Resolve type conflicts, merge pieces per series (input order) and build the batch."""
-    pieces = _resolve_conflicts(pieces, registry, line_text, errors)
-    by_series: dict[tuple, list[Piece]] = {}
+    """Resolve type conflicts, merge rows per series (input order) and build the batch."""
+    seen: dict[tuple[str, str], set] = {}
+    for b in blocks:
+        for meas, name, ftype in b.field_types():
+            seen.setdefault((meas, name), set()).add(ftype)
+    for p in pieces:
+        for name, (ftype, _, _) in p.columns.items():
+            seen.setdefault((p.measurement, name), set()).add(ftype)
+    clash = any(len(types) > 1 or registry.get(mf, next(iter(types))) not in types
+                for mf, types in seen.items())
+    if clash:  # rare: resolve row by row on per-series pieces
+        pieces = pieces + [b.piece(i) for b in blocks for i in range(len(b.keys))]
+        blocks = []
+        pieces = _resolve_conflicts(pieces, registry, line_text, errors)
+    else:
+        for mf, types in seen.items():
+            registry.setdefault(mf, next(iter(types)))
+    by_series: dict[tuple, list] = {}
+    for b in blocks:
+        for i, key in enumerate(b.keys):
+            by_series.setdefault(key, []).append((b, i))
     for p in pieces:
         by_series.setdefault((p.measurement, p.tags), []).append(p)
-    groups = sorted(by_series.values(), key=lambda g: min(int(p.line_numbers[0]) for p in g))
-    series = tuple(_merge(g) for g in groups)
+    out = []
+    for group in by_series.values():
+        if len(group) == 1 and isinstance(group[0], tuple):
+            b, i = group[0]
+            out.append((int(b.line_numbers[b.starts[i]]), b.series_rows(i)))
+            continue
+        group = [g[0].piece(g[1]) if isinstance(g, tuple) else g for g in group]
+        out.append((min(int(p.line_numbers[0]) for p in group), _merge(group)))
+    out.sort(key=lambda r: r[0])
     errors.sort(key=lambda e: e.line_number)
-    return WriteBatch(series=series, errors=tuple(errors))
+    return WriteBatch(series=tuple(r[1] for r in out), errors=tuple(errors))

@@ -233,11 +233,11 @@ def _parse_body(body: bytes, mult: int, default_time: int, first_line: int,
 
     if fast_path:
         may_fast, merged = _logical_lines(body, lines, starts)
-        pieces, slow_idx = fast.parse_fast(lines, np.flatnonzero(may_fast), line_numbers,
+        blocks, slow_idx = fast.parse_fast(lines, np.flatnonzero(may_fast), line_numbers,
                                            mult, default_time)
         todo = [(p, int(starts[p]), int(ends[p])) for p in slow_idx.tolist()] + merged
     else:
-        pieces = []
+        blocks = []
         todo = [(no - first_line, s, e) for no, s, e in ex.iter_logical_lines(body, first_line)]
 
     errors: list[LineError] = []
@@ -253,12 +253,13 @@ def _parse_body(body: bytes, mult: int, default_time: int, first_line: int,
         except ex.PointError as err:
             errors.append(LineError(line_no, ex.decode(block),
                                     f"unable to parse '{ex.decode(block[st:])}': {err}"))
+    pieces = []
     if points:
         points.sort(key=lambda r: r[0])
-        pieces.extend(_slow_pieces(points, default_time))
+        pieces = _slow_pieces(points, default_time)
 
     def line_text(line_no: int) -> str:
         s = int(starts[line_no - first_line])
         return ex.decode(body[s:ex.scan_line(body, s)])
 
-    return assemble(pieces, errors, registry, line_text)
+    return assemble(pieces, blocks, errors, registry, line_text)
