@@ -35,7 +35,7 @@ from rusts.errors import QueryError, UnsupportedError
 from rusts.messages import cpu_limiter
 from rusts.sql_output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
                               to_json)
-from rusts.sql_translate import Catalog, FastPlan, plan_fast
+from rusts.sql_translate import Catalog, FastPlan, item_names, plan_fast
 
 __all__ = ["SqlColumn", "SqlOutput", "execute_sql", "run_sql_http", "to_pg_result", "parse_sql",
            "split_statements"]
@@ -303,23 +303,24 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     text2, ext = extract_extensions(text)
     ast = bind_params(parse_sql(text2), params)
     now = int(now_ns if now_ns is not None else time.time_ns())
+    names = item_names(ast, text2)
     if ext is None:
-        plan = plan_fast(ast, cat, now)
+        plan = plan_fast(ast, cat, now, names)
         if plan is not None:
             rs = await db.query(plan.query)
             if len(rs.row_group) > 50_000:
                 return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
             return fast_output(plan, rs)
-    return await run_with_extensions(db, cat, ast, now, ext, extra_tables)
+    return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
 
 
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
-                      extra_tables: Mapping | None = None, sql_override: str | None = None):
+                      extra_tables: Mapping | None = None, names: list[str] | None = None):
     """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan."""
     from rusts.sql_duck import from_arrow, plan_general, run_duck, scan_query, to_arrow
     from rusts.sql_show import information_schema
 
-    plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}))
+    plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}), names)
     scanned = []
     for sc in plan.scans:
         allf = cat.fields(sc.measurement)
@@ -327,7 +328,7 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
         rs = await db.query(scan_query(sc))
         scanned.append((sc.view, rs, cat.tag_keys(sc.measurement), fields))
     info = {v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables}
-    sql = sql_override(plan.sql) if callable(sql_override) else plan.sql
+    sql = plan.sql
 
     def work():
         tables = {view: to_arrow(rs, tags, fields) for view, rs, tags, fields in scanned}

@@ -40,7 +40,8 @@ from rusts.model import FieldType
 from rusts.query import MAX_TIME, MIN_TIME, Query, TagFilter
 from rusts.sql_output import KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output
 from rusts.sql_translate import (TIME_COLUMN, CalendarInterval, Catalog, analyze_where, column_resolver,
-                                 eval_interval, eval_time, output_name, percentile_of, single_table)
+                                 eval_interval, eval_time, naming_select, output_name, percentile_of,
+                                 single_table)
 
 _local = threading.local()
 _DB_LOCK = threading.Lock()
@@ -101,11 +102,15 @@ def _cte_names(ast: exp.Expression) -> set[str]:
     return {c.alias_or_name.lower() for c in ast.find_all(exp.CTE)}
 
 
-def plan_general(ast: exp.Expression, cat: Catalog, now_ns: int, extra_tables: dict | None = None) -> Plan:
-    """Analyse and rewrite a parsed statement for DuckDB (pure, no I/O)."""
+def plan_general(ast: exp.Expression, cat: Catalog, now_ns: int, extra_tables: dict | None = None,
+                 names: list[str] | None = None) -> Plan:
+    """Analyse and rewrite a parsed statement for DuckDB (pure, no I/O).
+
+    ``names`` are the output names of the top-level select items (:func:`item_names`).
+    """
     ast = ast.copy()
     extra_tables = {k.lower(): v for k, v in (extra_tables or {}).items()}
-    _alias_outputs(ast)
+    _alias_outputs(ast, names)
     ctes = _cte_names(ast)
     scans: dict[str, Scan] = {}
     info: list[str] = []
@@ -193,21 +198,19 @@ def _needed_fields(ast: exp.Expression, cat: Catalog, scans: dict[str, Scan]) ->
         sc.fields = {f for f in cat.fields(m) if f.lower() in names}
 
 
-def _alias_outputs(ast: exp.Expression) -> None:
+def _alias_outputs(ast: exp.Expression, names: list[str] | None) -> None:
     """Alias each top-level select item with its output name (lower-case SQL text)."""
-    node = ast
-    while isinstance(node, exp.SetOperation):
-        node = node.this
-    if isinstance(node, exp.Subquery):
-        node = node.unnest()
-    if not isinstance(node, exp.Select):
+    node = naming_select(ast)
+    if node is None:
         return
+    if names is not None and len(names) != len(node.expressions):
+        names = None
     new = []
-    for e in node.expressions:
+    for i, e in enumerate(node.expressions):
         if isinstance(e, (exp.Alias, exp.Column, exp.Star)):
             new.append(e)
         else:
-            new.append(exp.alias_(e, output_name(e), quoted=True))
+            new.append(exp.alias_(e, names[i] if names else output_name(e), quoted=True))
     node.set("expressions", new)
 
 

@@ -101,8 +101,14 @@ def extract_extensions(text: str) -> tuple[str, Extensions | None]:
                 raise QueryError("syntax error: LATEST ON needs a time column")
             latest_on = toks[i + 2].text
             j = i + 3
-            if j + 1 < len(toks) and toks[j].text.lower() == "partition" and toks[j + 1].text.lower() == "by":
+            by = False
+            if j < len(toks) and toks[j].token_type == TokenType.PARTITION_BY:
+                j += 1
+                by = True
+            elif j + 1 < len(toks) and toks[j].text.lower() == "partition" and toks[j + 1].text.lower() == "by":
                 j += 2
+                by = True
+            if by:
                 while j < len(toks):
                     latest_by.append(toks[j].text)
                     if j + 1 < len(toks) and toks[j + 1].token_type == TokenType.COMMA:
@@ -127,9 +133,12 @@ def extract_extensions(text: str) -> tuple[str, Extensions | None]:
     return "".join(out), Extensions(fill, fill_value, latest_on, tuple(latest_by))
 
 
-def _apply_latest(ast: exp.Expression, ext: Extensions) -> exp.Expression:
+def _apply_latest(ast: exp.Expression, ext: Extensions, names: list[str] | None) -> exp.Expression:
     if not isinstance(ast, exp.Select):
         raise UnsupportedError("LATEST ON in a compound statement")
+    if names is not None and len(names) == len(ast.expressions):
+        ast.set("expressions", [e if isinstance(e, (exp.Alias, exp.Column, exp.Star))
+                                else exp.alias_(e, names[i], quoted=True) for i, e in enumerate(ast.expressions)])
     if ast.args.get("distinct"):
         raise UnsupportedError("LATEST ON together with DISTINCT")
     keys = [exp.column(k) for k in ext.latest_by]
@@ -159,18 +168,19 @@ def _apply_latest(ast: exp.Expression, ext: Extensions) -> exp.Expression:
 
 
 async def run_with_extensions(db, cat, ast: exp.Expression, now_ns: int, ext: Extensions | None,
-                              extra_tables=None) -> SqlOutput:
+                              extra_tables=None, names: list[str] | None = None) -> SqlOutput:
     """The general path, with LATEST ON / gap filling when the statement asks for them."""
     from rusts.sql import run_general
     from rusts.sql_duck import from_arrow
 
     if ext is not None and ext.latest_on:
-        ast = _apply_latest(ast, ext)
-    gap = _gapfill_spec(ast, ext, cat, now_ns)
+        ast = _apply_latest(ast, ext, names)
+        names = None
+    gap = _gapfill_spec(ast, ext, cat, now_ns, names)
     if gap is None:
         if ext is not None and ext.fill:
             raise QueryError("FILL needs a SELECT with time_bucket(...) in GROUP BY")
-        table, plan = await run_general(db, cat, ast, now_ns, extra_tables)
+        table, plan = await run_general(db, cat, ast, now_ns, extra_tables, names)
         return from_arrow(table, plan.measurement, plan.tag_names)
     table, plan = await run_general(db, cat, gap.inner, now_ns, extra_tables)
     out = from_arrow(table, plan.measurement, plan.tag_names)
@@ -200,7 +210,8 @@ def _unwrap_alias(e):
     return e.this if isinstance(e, exp.Alias) else e
 
 
-def _gapfill_spec(ast: exp.Expression, ext: Extensions | None, cat, now_ns: int) -> GapSpec | None:
+def _gapfill_spec(ast: exp.Expression, ext: Extensions | None, cat, now_ns: int,
+                  names: list[str] | None = None) -> GapSpec | None:
     from rusts.sql_translate import output_name
 
     fill = ext.fill if ext is not None else None
@@ -251,8 +262,10 @@ def _gapfill_spec(ast: exp.Expression, ext: Extensions | None, cat, now_ns: int)
     new_items = []
     modes: list[str | None] = []
     group_cols = []
+    if names is not None and len(names) != len(inner.expressions):
+        names = None
     for i, e in enumerate(inner.expressions):
-        name = output_name(e)
+        name = names[i] if names is not None else output_name(e)
         x = _unwrap_alias(e)
         if i == bucket_idx:
             x = exp.Anonymous(this="time_bucket", expressions=[a.copy() for a in x.expressions[:2]])
@@ -276,7 +289,7 @@ def _gapfill_spec(ast: exp.Expression, ext: Extensions | None, cat, now_ns: int)
     inner.set("order", None)
     inner.set("limit", None)
     inner.set("offset", None)
-    names = [output_name(e) for e in ast.expressions]
+    names = names if names is not None else [output_name(e) for e in ast.expressions]
     sort = []
     for o in (order.expressions if order is not None else []):
         node = o.this
