@@ -27,6 +27,7 @@ when it is smaller than the raw section (low cardinality), else raw.
 
 from __future__ import annotations
 
+import operator
 import struct
 
 import numpy as np
@@ -128,18 +129,26 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     n = len(lst)
     if n == 0:
         return Tag.STR_RAW, section(lst)
-    raw = section(lst)  # also checks that every value is a str
-    uniq = dict.fromkeys(lst)
+    try:
+        uniq = dict.fromkeys(lst)
+    except TypeError:
+        raise CodecError("string column holds an unhashable, non-str value") from None
     k = len(uniq)
     if k == 1:
+        if not isinstance(lst[0], str):
+            raise CodecError(f"string column holds a {type(lst[0]).__name__}, not str")
         data, flags = _utf8(lst[0])
         return Tag.CONST, bytes((flags,)) + data
     if k * 2 > n:
-        return Tag.STR_RAW, raw
-    payload = _dict_payload(lst, list(uniq))
-    if len(payload) < len(raw):
+        return Tag.STR_RAW, section(lst)
+    ulist = list(uniq)
+    payload, codes = _dict_payload(lst, ulist)  # the section of ulist checks every value is a str
+    # the raw section's size, without building it: NUL separators plus every value's bytes
+    ulen = np.fromiter((len(_utf8(s)[0]) for s in ulist), dtype=np.int64, count=k)
+    raw_size = n + int(np.bincount(codes, minlength=k) @ ulen)
+    if len(payload) < raw_size:
         return Tag.STR_DICT, payload
-    return Tag.STR_RAW, raw
+    return Tag.STR_RAW, section(lst)
 
 
 def encode_as(tag: int, values: np.ndarray) -> bytes:
@@ -154,15 +163,20 @@ def encode_as(tag: int, values: np.ndarray) -> bytes:
         data, flags = _utf8(lst[0])
         return bytes((flags,)) + data
     if tag == Tag.STR_DICT:
-        return _dict_payload(lst, list(dict.fromkeys(lst)))
+        return _dict_payload(lst, list(dict.fromkeys(lst)))[0]
     raise CodecError(f"not a string codec: {tag}")
 
 
-def _dict_payload(lst: list, ulist: list) -> bytes:
+def _dict_payload(lst: list, ulist: list) -> tuple[bytes, np.ndarray]:
+    """STR_DICT payload and the codes (int64) of ``lst`` given its distinct values."""
     dsec = section(ulist)
     index = {s: i for i, s in enumerate(ulist)}
-    idx = np.fromiter(map(index.__getitem__, lst), dtype=np.uint64, count=len(lst))
-    return _DICT_HDR.pack(len(ulist), len(dsec)) + dsec + _ints.encode_sub(idx, signed=False)
+    if len(lst) < 2:
+        codes = np.array([index[s] for s in lst], dtype=np.int64)
+    else:  # itemgetter looks every value up in C
+        codes = np.fromiter(operator.itemgetter(*lst)(index), dtype=np.int64, count=len(lst))
+    sub = _ints.encode_sub(codes.view(np.uint64), signed=False)
+    return _DICT_HDR.pack(len(ulist), len(dsec)) + dsec + sub, codes
 
 
 def decode(tag: int, payload, n: int) -> np.ndarray:
