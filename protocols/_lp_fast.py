@@ -80,12 +80,13 @@ def _bool_np(arr) -> np.ndarray:
 
 def suspicious_lines(lines: pa.Array) -> np.ndarray:
     """Lines whose logical extent needs the exact scanner (quote or backslash, not simple)."""
-    has = pc.or_(pc.match_substring(lines, b'"'), pc.match_substring(lines, b"\\"))
-    has_np = _bool_np(has)
-    if not has_np.any():
-        return has_np
-    simple = _bool_np(pc.match_substring_regex(lines, SIMPLE_LINE_RE))
-    return has_np & ~simple
+    quote = _bool_np(pc.match_substring(lines, b'"'))
+    susp = _bool_np(pc.match_substring(lines, b"\\"))
+    check = np.flatnonzero(quote & ~susp)
+    if len(check):
+        simple = _bool_np(pc.match_substring_regex(lines.take(pa.array(check)), SIMPLE_LINE_RE))
+        susp[check[~simple]] = True
+    return susp
 
 
 # ---------------------------------------------------------------------------- keys
