@@ -28,6 +28,7 @@ block raises :class:`rusts.errors.CodecError` and never yields wrong values.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 
 import lz4.block
@@ -45,8 +46,27 @@ TIERS: tuple[str, ...] = ("hot", "cold")
 _HDR = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
 _ZSTD_LEVEL = {"fast": 1, "default": 3, "best": 19}
-_zstd_c: dict[int, zstandard.ZstdCompressor] = {}
-_zstd_d = zstandard.ZstdDecompressor()
+# zstandard (de)compressor objects must not be shared between threads (encode and decode run in
+# worker threads), so each thread keeps its own.
+_local = threading.local()
+
+
+def _zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstandard.ZstdCompressor(
+            level=level, write_content_size=False, write_checksum=False)
+    return cctx
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_local, "decompressor", None)
+    if dctx is None:
+        dctx = _local.decompressor = zstandard.ZstdDecompressor()
+    return dctx
 
 
 def _type_of(values: np.ndarray, timestamps: bool) -> int:
@@ -81,12 +101,7 @@ def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
             out = lz4.block.compress(payload, store_size=False)
         wrap = Wrap.LZ4
     else:
-        level = _ZSTD_LEVEL[compression]
-        cctx = _zstd_c.get(level)
-        if cctx is None:
-            cctx = _zstd_c[level] = zstandard.ZstdCompressor(
-                level=level, write_content_size=False, write_checksum=False)
-        out = cctx.compress(payload)
+        out = _zstd_compressor(_ZSTD_LEVEL[compression]).compress(payload)
         wrap = Wrap.ZSTD
     if len(out) + 4 < len(payload):
         return wrap, out
@@ -229,7 +244,7 @@ def _unwrap(mv: memoryview, wrap: int, vtype: int, n: int):
             raise CodecError(f"LZ4 payload corrupt: {exc}") from None
     else:
         try:
-            out = _zstd_d.decompress(body, max_output_size=raw_len)
+            out = _zstd_decompressor().decompress(body, max_output_size=raw_len)
         except zstandard.ZstdError as exc:
             raise CodecError(f"Zstd payload corrupt: {exc}") from None
     if len(out) != raw_len:

@@ -227,3 +227,21 @@ def test_decoded_arrays_are_writable_copies_of_the_block(values):
     out = decode(memoryview(buf))
     buf[6:-4] = bytes(len(buf) - 10)  # the caller's buffer (an mmap) may change or close
     assert out.flags.writeable and same(values, out)
+
+
+def test_concurrent_encode_decode_from_threads():
+    """The storage layer runs codecs in worker threads: results must not mix."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(5)
+    inputs = [objects([f"k{j}-{i % 13}" for i in range(2000)]) for j in range(8)]
+    inputs += [np.round(rng.normal(0, 50, 4096).cumsum(), 2) for _ in range(8)]
+
+    def work(values):
+        for _ in range(5):
+            for tier in ("hot", "cold"):
+                assert same(values, decode(encode(values, tier=tier, compression="best")))
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, inputs))
