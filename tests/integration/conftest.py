@@ -117,3 +117,20 @@ def server_factory(tmp_path):
 @pytest.fixture
 def server(server_factory):
     return server_factory().start()
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(tmp_path_factory):
+    """Like server_factory, for servers shared by the tests of one module."""
+    servers = []
+
+    def make(**overrides) -> Server:
+        root = tmp_path_factory.mktemp("srv")
+        s = Server(root, **overrides)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        if s.proc is not None:
+            s.stop()
