@@ -18,7 +18,7 @@ setting    tier "hot"                 tier "cold"
 none       no wrapper                 no wrapper
 fast       LZ4 (acceleration 8)       Zstd level 1
 default    LZ4 (default)              Zstd level 3
-best       LZ4 HC level 12            Zstd level 19
+best       LZ4 HC level 9             Zstd level 15
 =========  =========================  ==========================
 
 Decoding checks the CRC before anything else, then every length, so a corrupt or truncated
@@ -45,7 +45,7 @@ TIERS: tuple[str, ...] = ("hot", "cold")
 
 _HDR = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
-_ZSTD_LEVEL = {"fast": 1, "default": 3, "best": 19}
+_ZSTD_LEVEL = {"fast": 1, "default": 3, "best": 15}
 # zstandard (de)compressor objects must not be shared between threads (encode and decode run in
 # worker threads), so each thread keeps its own.
 _local = threading.local()
@@ -95,7 +95,7 @@ def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
         if compression == "fast":
             out = lz4.block.compress(payload, mode="fast", acceleration=8, store_size=False)
         elif compression == "best":
-            out = lz4.block.compress(payload, mode="high_compression", compression=12,
+            out = lz4.block.compress(payload, mode="high_compression", compression=9,
                                      store_size=False)
         else:
             out = lz4.block.compress(payload, store_size=False)
