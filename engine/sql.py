@@ -250,7 +250,7 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         elif lo or hi is not None:
             vals = [v[lo:hi] for v in vals]
             masks = [None if m is None else m[lo:hi] for m in masks]
-    return make_output(cols, vals, masks, plan.query.measurement)
+    return make_output(cols, vals, masks, plan.query.measurement, path="fast")
 
 
 def sort_index(vals: list[np.ndarray], masks: list, specs) -> np.ndarray:

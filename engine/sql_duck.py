@@ -468,4 +468,4 @@ def from_arrow(table: pa.Table, measurement: str, tag_names: frozenset | set = f
         cols.append(SqlColumn(name, pg, kind))
         vals.append(v)
         masks.append(m)
-    return make_output(cols, vals, masks, measurement, show)
+    return make_output(cols, vals, masks, measurement, show, "duckdb")

@@ -415,7 +415,7 @@ def fill_gaps(out: SqlOutput, g: GapSpec) -> SqlOutput:
     order = order[lo_i:hi_i]
     vals = [v[order] for v in vals]
     masks = [None if m is None else m[order] for m in masks]
-    return make_output(cols, vals, masks, out.measurement)
+    return make_output(cols, vals, masks, out.measurement, path="duckdb")
 
 
 def _locf(v: np.ndarray, m: np.ndarray, ngroups: int, nb: int):

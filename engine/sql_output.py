@@ -45,6 +45,7 @@ class SqlOutput:
     command_tag: str = "SELECT 0"
     measurement: str = ""
     show: bool = False
+    path: str = ""  # which executor answered: "fast", "duckdb" or "show" (tests, EXPLAIN-like logs)
 
     def __len__(self) -> int:
         return len(self.values[0]) if self.values else 0
@@ -71,7 +72,7 @@ class SqlOutput:
         return out
 
 
-def make_output(columns, values, masks, measurement: str = "", show: bool = False) -> SqlOutput:
+def make_output(columns, values, masks, measurement: str = "", show: bool = False, path: str = "") -> SqlOutput:
     """Build a :class:`SqlOutput`, normalising all-true masks to None."""
     ms = []
     for m in masks:
@@ -79,7 +80,8 @@ def make_output(columns, values, masks, measurement: str = "", show: bool = Fals
             m = None
         ms.append(m)
     n = len(values[0]) if values else 0
-    return SqlOutput(tuple(columns), tuple(values), tuple(ms), f"SELECT {n}", measurement, show)
+    return SqlOutput(tuple(columns), tuple(values), tuple(ms), f"SELECT {n}", measurement, show,
+                     path or ("show" if show else ""))
 
 
 def _json_list(v: np.ndarray, m: np.ndarray | None) -> list:

@@ -274,17 +274,21 @@ CASES = [
 async def test_hand_written_queries_match_duckdb(tmp_path):
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
+        paths = []
         for ours_sql, ref_sql, ordered in CASES:
             try:
                 ours = await execute_sql(db, ours_sql, now_ns=NOW)
             except Exception as e:  # collect, report all at once
                 failures.append(f"{ours_sql}\n  raised {type(e).__name__}: {e}")
                 continue
+            paths.append(ours.path)
             ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
             diff = compare(ours, ref_table, ordered)
             if diff:
                 failures.append(f"{ours_sql}\n  {diff}")
         assert not failures, "\n".join(failures)
+        # both executors are exercised: the original's table on the fast path, the rest in DuckDB
+        assert paths.count("fast") >= 25 and paths.count("duckdb") >= 25, paths
 
 
 # ----------------------------------------------------------------------------- random queries
@@ -353,6 +357,7 @@ async def test_random_queries_match_duckdb(tmp_path):
     rng = np.random.default_rng(20240601)
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
+        paths = []
         for _ in range(150):
             q, r = random_query(rng)
             try:
@@ -360,10 +365,12 @@ async def test_random_queries_match_duckdb(tmp_path):
             except Exception as e:
                 failures.append(f"{q}\n  raised {type(e).__name__}: {e}")
                 continue
+            paths.append(ours.path)
             diff = compare(ours, ref.sql(r).to_arrow_table(), False)
             if diff:
                 failures.append(f"{q}\n  {diff}")
         assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures[:15])
+        assert paths.count("fast") >= 40 and paths.count("duckdb") >= 40, (paths.count("fast"), len(paths))
 
 
 # ----------------------------------------------------------------------------- names, errors, shapes
