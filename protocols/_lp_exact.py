@@ -49,11 +49,10 @@ class PointError(Exception):
 
 
 class ParsedPoint:
-    """One parsed line: unescaped measurement, sorted tags, fields and the raw timestamp.
+    """One parsed line: unescaped measurement, sorted tags, fields and the timestamp.
 
     ``fields`` maps field key -> (FieldType, value) with the last occurrence of a duplicate
-    key winning. ``timestamp`` is the integer as written (before precision), or None.
-    ``key_size`` is the byte length of the 1.x series key (for the max-key-length rule).
+    key winning. ``timestamp`` is in nanoseconds, or None when the line has none.
     """
 
     __slots__ = ("measurement", "tags", "fields", "timestamp")
@@ -201,17 +200,6 @@ def scan_key(buf: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     return i, buf[:name_end], tags
 
 
-def parse_key(raw_key: bytes) -> tuple[str, tuple[tuple[str, str], ...], int]:
-    """Parse a whole key (``measurement[,tags]`` without the trailing space).
-
-    Returns (measurement, sorted tags, key size in bytes). Raises PointError.
-    """
-    end, name, raw_tags = scan_key(raw_key + b" ")
-    if end != len(raw_key):  # pragma: no cover - callers pass text before the first space
-        raise PointError("invalid key")
-    return _finish_key(name, raw_tags), len(raw_key)
-
-
 def _finish_key(name: bytes, raw_tags):
     measurement = decode(unescape_name(name))
     if not raw_tags:
@@ -262,7 +250,8 @@ def _scan_number(buf: bytes, i: int) -> int:
         i += 1
     if (is_int or is_unsigned) and (decimal or scientific):
         raise PointError("invalid number")
-    digits = i - start - (1 if is_int else 0) - (1 if decimal else 0) - (1 if buf[start] == 45 else 0)
+    digits = i - start - (1 if is_int else 0) - (1 if decimal else 0)
+    digits -= 1 if buf[start] == 45 else 0
     if digits == 0:
         raise PointError("invalid number")
     if is_int:

@@ -1,8 +1,8 @@
 """Every case of the shared line protocol conformance corpus (422 cases, by id).
 
 Per-point output is rebuilt from the columnar batch by sorting rows by line number and compared
-with the case's ``points`` (measurement, tags, typed field values with exact floats (``==``, so -0.0 matches
-the corpus' 0.0 for ``-0``), time; a
+with the case's ``points`` (measurement, tags, typed field values with exact floats (``==``, so
+-0.0 matches the corpus' 0.0 for ``-0``), time; a
 ``null`` time must be the ``default_time`` passed in). ``ok`` cases must give no LineError;
 ``error`` cases at least one, with the reference's surviving points still parsed.
 
@@ -20,7 +20,8 @@ import pytest
 from rusts.model import FieldType
 from rusts.protocols.line_protocol import parse
 
-CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "conformance" / "line_protocol.jsonl"
+SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared"
+CORPUS = SHARED / "conformance" / "line_protocol.jsonl"
 CASES = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
 BY_ID = {c["id"]: c for c in CASES}
 DEFAULT_TIME = 1_234_567_890_123_456_789
