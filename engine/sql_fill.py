@@ -237,7 +237,7 @@ def _gapfill_spec(ast: exp.Expression, ext: Extensions | None, cat, now_ns: int,
             raise QueryError("locf()/interpolate() need time_bucket_gapfill(...) in the select list")
         return None
     if bucket_idx is None:
-        raise QueryError("gap filling needs time_bucket(...)/time_bucket_gapfill(...) in the select list")
+        raise QueryError("FILL needs time_bucket(...) in the select list and GROUP BY")
     call = _unwrap_alias(items[bucket_idx])
     args = call.expressions
     if len(args) < 2:
