@@ -176,6 +176,17 @@ def test_number_limits() -> None:
     assert batch.errors[3].error_message.endswith("invalid float")
 
 
+def test_max_key_length() -> None:
+    long_tag = "v" * 65_500
+    body = (f"m,t={long_tag} ok=1 1\nm,t={long_tag} {'f' * 40}=1 2\n"
+            f"m,t={'v' * 65_600} x=1 3\n").encode()
+    got = parse(body)
+    assert [r[0] for r in rows(got)] == [1]
+    assert [e.error_message.split("': ", 1)[1] for e in got.errors] == [
+        "max key length exceeded: 65548 > 65535", "max key length exceeded: 65604 > 65535"]
+    assert errors(got) == errors(_exact(body))
+
+
 # ------------------------------------------------------------------- time and precision
 
 
