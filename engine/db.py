@@ -292,6 +292,8 @@ class Database:
     def _check_open(self) -> None:
         if self.closed:
             raise ClosedError("the database is shut down")
+        if not self.ready:
+            raise ClosedError("the database is starting (recovery in progress); retry shortly")
 
     async def write(self, data: bytes | str, *, precision: str = "ns",
                     default_time: int | None = None) -> WriteResult:
@@ -405,6 +407,9 @@ class Database:
         return sorted(self.index.measurements())
 
     def statistics(self) -> dict:
+        if not hasattr(self, "manifest") or not hasattr(self, "_wal_send"):
+            return {"ready": False, "problems": list(self.problems),
+                    "uptime_secs": round(time.time() - self.started_at, 3)}
         segs = self.manifest.state.segments
         parts: dict[int, dict] = {}
         for m in segs:
@@ -456,14 +461,8 @@ def _make_config(data_dir, config, overrides: dict):
 
 
 @asynccontextmanager
-async def open(data_dir: str | os.PathLike | None = None, *, config=None, **storage_overrides):
-    """Open (recover) a database and run its actors for the duration of the ``async with``.
-
-    ``storage_overrides`` set ``storage`` keys, e.g. ``wal_durability="every_write"``, or memtable
-    keys with a ``memtable_`` prefix (``memtable_max_points=1000``).
-    """
-    cfg = _make_config(data_dir, config, storage_overrides)
-    db = Database(cfg)
+async def running(db: Database):
+    """Recover ``db`` and run its actors for the duration of the ``async with``."""
     await trio.to_thread.run_sync(db._recover)
     try:
         async with trio.open_nursery() as nursery:
@@ -474,3 +473,15 @@ async def open(data_dir: str | os.PathLike | None = None, *, config=None, **stor
                 await db._shutdown()
     finally:
         db._unlock()
+
+
+@asynccontextmanager
+async def open(data_dir: str | os.PathLike | None = None, *, config=None, **storage_overrides):
+    """Open (recover) a database and run its actors for the duration of the ``async with``.
+
+    ``storage_overrides`` set ``storage`` keys, e.g. ``wal_durability="every_write"``, or memtable
+    keys with a ``memtable_`` prefix (``memtable_max_points=1000``).
+    """
+    cfg = _make_config(data_dir, config, storage_overrides)
+    async with running(Database(cfg)) as db:
+        yield db

@@ -60,26 +60,29 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
                 stop.set()
                 return
 
-    async with rusts.db.open(config=config) as db:
-        for p in db.problems:
-            log.warning("recovery: %s", p)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals)
-            port = await nursery.start(lambda task_status: serve_http(
-                db, config.server.host, config.server.port, shutdown_trigger=stop.wait,
-                task_status=task_status))
-            log.info("HTTP listening on %s:%d", config.server.host, port)
-            pg_port = None
-            if config.postgres.enabled:
-                from rusts.pgserver import serve_postgres
+    db = rusts.db.Database(config)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(watch_signals)
+        # HTTP first, so /ready answers 503 while recovery runs
+        port = await outer.start(lambda task_status: serve_http(
+            db, config.server.host, config.server.port, shutdown_trigger=stop.wait, task_status=task_status))
+        log.info("HTTP listening on %s:%d (recovering)", config.server.host, port)
+        async with rusts.db.running(db):
+            for p in db.problems:
+                log.warning("recovery: %s", p)
+            async with trio.open_nursery() as nursery:
+                pg_port = None
+                if config.postgres.enabled:
+                    from rusts.pgserver import serve_postgres
 
-                pg_port = await nursery.start(serve_postgres, db, config)
-                log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
-            print(f"rusts-server ready: http://{config.server.host}:{port}"
-                  + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)
-            task_status.started(port)
-            await stop.wait()
-            nursery.cancel_scope.cancel()
+                    pg_port = await nursery.start(serve_postgres, db, config)
+                    log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
+                print(f"rusts-server ready: http://{config.server.host}:{port}"
+                      + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)
+                task_status.started(port)
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
     log.info("shutdown complete")
 
 
