@@ -285,7 +285,7 @@ class SeriesIndex:
     def _apply_frame(self, payload: memoryview) -> None:
         kind = payload[0]
         if kind == KIND_DROP:
-            self._drop(bytes(payload[1:]).decode("utf-8"))
+            self._drop(bytes(payload[1:]).decode("utf-8", "surrogatepass"))
             return
         if kind != KIND_SERIES:
             raise ValueError(f"unknown frame kind {kind}")
@@ -299,12 +299,12 @@ class SeriesIndex:
         blob = payload[lens_end:]
         if int(lens.sum(dtype=np.uint64)) != len(blob):
             raise ValueError("key lengths do not match the key bytes")
-        text = bytes(blob).decode("utf-8")
+        text = bytes(blob).decode("utf-8", "surrogatepass")
         ends = np.cumsum(lens, dtype=np.int64)
         if len(text) != len(blob):  # non-ASCII: byte offsets differ from character offsets
             raw = bytes(blob)
             bounds = np.concatenate([[0], ends]).tolist()
-            keys = [raw[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+            keys = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds[:-1], bounds[1:])]
         else:
             starts = (ends - lens).tolist()
             keys = list(map(text.__getitem__, map(slice, starts, ends.tolist())))
@@ -624,10 +624,10 @@ def _count(kind: int, item: object) -> int:
 
 def _encode_frame(kind: int, item: object) -> bytes:
     if kind == KIND_DROP:
-        payload = bytes([KIND_DROP]) + str(item).encode("utf-8")
+        payload = bytes([KIND_DROP]) + str(item).encode("utf-8", "surrogatepass")
     else:
         sids, keys = item  # type: ignore[misc]
-        encoded = [k.encode("utf-8") for k in keys]
+        encoded = [k.encode("utf-8", "surrogatepass") for k in keys]
         payload = b"".join([
             bytes([KIND_SERIES]), struct.pack("<I", len(sids)),
             np.asarray(sids, dtype="<u8").tobytes(),

@@ -70,15 +70,26 @@ def create_app(db, config=None) -> QuartTrio:
     async def _auth():
         check_auth()
 
+    async def drain(already: int) -> None:
+        # Read (and drop) what the client is still sending, up to a bound, so the 413 reaches a
+        # client that writes its whole body before reading; beyond the bound the connection closes.
+        seen = already
+        async for chunk in request.body:
+            seen += len(chunk)
+            if seen > max(64 << 20, 4 * max_body):
+                break
+
     async def read_body() -> bytes:
         cl = request.headers.get("Content-Length")
         if cl is not None and cl.isdigit() and int(cl) > max_body:
+            await drain(0)
             raise _TooLarge()
         chunks = []
         size = 0
         async for chunk in request.body:
             size += len(chunk)
             if size > max_body:
+                await drain(size)
                 raise _TooLarge()
             chunks.append(chunk)
         data = b"".join(chunks)
@@ -101,7 +112,8 @@ def create_app(db, config=None) -> QuartTrio:
 
     @app.errorhandler(_TooLarge)
     async def _too_large(e):
-        return error_response(413, f"request body exceeds max_body_size ({max_body} bytes)")
+        return error_response(413, f"request body exceeds max_body_size ({max_body} bytes)",
+                              headers={"Connection": "close"})
 
     @app.errorhandler(404)
     async def _not_found(e):
