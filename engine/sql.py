@@ -275,7 +275,8 @@ def sort_index(vals: list[np.ndarray], masks: list, specs) -> np.ndarray:
 # --------------------------------------------------------------------------- execution
 
 async def execute_sql(db, text: str, params: Sequence | None = None, *,
-                      extra_tables: Mapping | None = None, now_ns: int | None = None) -> SqlOutput:
+                      extra_tables: Mapping | None = None, now_ns: int | None = None,
+                      route: str = "auto") -> SqlOutput:
     """Run one SQL statement against ``db``.
 
     Args:
@@ -285,6 +286,8 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
         extra_tables: ``{"schema.name" or "name": pyarrow.Table}`` made queryable in the general
             path (pgwire registers its ``pg_catalog`` tables this way).
         now_ns: the statement's ``now()`` (default: the wall clock, read once).
+        route: "auto"; "fast" to use the query model whenever it can express the statement, even
+            where the DuckDB scan is faster; "general" to always use DuckDB (tests compare them).
 
     Returns:
         The columnar :class:`SqlOutput`.
@@ -304,9 +307,9 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     ast = bind_params(parse_sql(text2), params)
     now = int(now_ns if now_ns is not None else time.time_ns())
     names = item_names(ast, text2)
-    if ext is None:
+    if ext is None and route != "general":
         plan = plan_fast(ast, cat, now, names)
-        if plan is not None:
+        if plan is not None and (route == "fast" or not _needs_scan(plan)):
             rs = await db.query(plan.query)
             if len(rs.row_group) > 50_000:
                 return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
@@ -317,27 +320,49 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
                       extra_tables: Mapping | None = None, names: list[str] | None = None):
     """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan."""
-    from rusts.sql_duck import from_arrow, plan_general, run_duck, scan_query, to_arrow
+    from rusts.errors import QueryCancelled
+    from rusts.sql_duck import plan_general, run_duck, scan_query, to_arrow
+    from rusts.sql_scan import scan
     from rusts.sql_show import information_schema
 
     plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}), names)
-    scanned = []
-    for sc in plan.scans:
-        allf = cat.fields(sc.measurement)
-        fields = {f: allf[f] for f in sorted(sc.fields)}
-        rs = await db.query(scan_query(sc))
-        scanned.append((sc.view, rs, cat.tag_keys(sc.measurement), fields))
-    info = {v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables}
-    sql = plan.sql
+    timeout = _timeout(db)
+    try:
+        with trio.fail_after(timeout):
+            scanned = []
+            for sc in plan.scans:
+                allf = cat.fields(sc.measurement)
+                fields = {f: allf[f] for f in sorted(sc.fields)}
+                series = await scan(db, scan_query(sc))
+                scanned.append((sc.view, series, cat.tag_keys(sc.measurement), fields))
+            info = {v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables}
 
-    def work():
-        tables = {view: to_arrow(rs, tags, fields) for view, rs, tags, fields in scanned}
-        tables.update(info)
-        tables.update(plan.extra)
-        return run_duck(sql, tables)
+            def work():
+                tables = {view: to_arrow(series, tags, fields) for view, series, tags, fields in scanned}
+                tables.update(info)
+                tables.update(plan.extra)
+                return run_duck(plan.sql, tables)
 
-    table = await trio.to_thread.run_sync(work, limiter=cpu_limiter())
+            table = await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+    except trio.TooSlowError:
+        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
     return table, plan
+
+
+def _timeout(db) -> float:
+    try:
+        return float(db.config.query.timeout_secs)
+    except (AttributeError, TypeError, ValueError):
+        return 300.0
+
+
+def _needs_scan(plan: FastPlan) -> bool:
+    """Aggregates the executor would answer by decoding everything (buckets, percentiles,
+    FIRST/LAST, STDDEV) run faster in DuckDB over the cached block scan."""
+    q = plan.query
+    if not q.aggregations:
+        return False
+    return q.interval is not None or not all(a.function.uses_block_stats for a in q.aggregations)
 
 
 async def run_sql_http(db, text: str, t0: float | None = None) -> dict:

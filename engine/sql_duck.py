@@ -313,35 +313,38 @@ def scan_query(sc: Scan) -> Query:
     return Query(sc.measurement, sc.start, sc.end, tuple(sc.tag_filters or ()), fields)
 
 
-def to_arrow(rs, tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Table:
-    """A raw :class:`~rusts.executor.ResultSet` as an Arrow table (time, tags, fields)."""
-    n = len(rs.row_group)
-    ts = rs.timestamps if rs.timestamps is not None else np.empty(0, np.int64)
-    cols = {TIME_COLUMN: pa.array(np.asarray(ts, np.int64).view("datetime64[ns]"), pa.timestamp("ns"))}
-    groups = rs.group_tags
-    idx = np.asarray(rs.row_group, dtype=np.int32)
-    for k in tag_keys:
-        vals = [g.get(k) for g in groups]
-        has = np.array([v is not None for v in vals], dtype=bool)
-        dictionary = pa.array([v if v is not None else "" for v in vals] or [""], pa.string())
-        if has.all() or n == 0:
-            ind = pa.array(idx, pa.int32())
-        else:
-            ind = pa.array(idx, pa.int32(), mask=~has[idx])
-        cols[k] = pa.DictionaryArray.from_arrays(ind, dictionary)
-    for f, ft in fields.items():
-        at = _ARROW_TYPES[ft]
-        c = rs.fields.get(f)
-        if c is None:
-            cols[f] = pa.nulls(n, at)
-            continue
-        mask = None if c.mask is None else ~c.mask
-        vals = c.values
-        if ft == FieldType.STRING:
-            cols[f] = pa.array(vals, at, mask=mask, from_pandas=False)
-        else:
-            cols[f] = pa.array(np.asarray(vals, dtype=ft.dtype), at, mask=mask)
-    return pa.table(cols)
+def _field_array(c, ft: FieldType, n: int) -> pa.Array:
+    at = _ARROW_TYPES[ft]
+    if c is None:
+        return pa.nulls(n, at)
+    mask = None if c.mask is None else ~c.mask
+    if ft == FieldType.STRING:
+        return pa.array(c.values, at, mask=mask, from_pandas=False)
+    return pa.array(np.asarray(c.values, dtype=ft.dtype), at, mask=mask)
+
+
+def to_arrow(series, tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Table:
+    """Per-series scans ``[(tags, RowSet), ...]`` as one Arrow table, one record batch per series.
+
+    Columns: ``time`` TIMESTAMP_NS, each tag key (dictionary of one value, or null), each field.
+    Nothing is copied per row except where numpy hands over object arrays of strings.
+    """
+    schema = pa.schema([(TIME_COLUMN, pa.timestamp("ns"))]
+                       + [(k, pa.dictionary(pa.int32(), pa.string())) for k in tag_keys]
+                       + [(f, _ARROW_TYPES[ft]) for f, ft in fields.items()])
+    batches = []
+    for tags, rs in series:
+        n = len(rs.timestamps)
+        cols = [pa.array(np.asarray(rs.timestamps, np.int64).view("datetime64[ns]"), pa.timestamp("ns"))]
+        zeros = np.zeros(n, np.int32)
+        for k in tag_keys:
+            v = tags.get(k)
+            ind = pa.array(zeros, pa.int32()) if v is not None else pa.nulls(n, pa.int32())
+            cols.append(pa.DictionaryArray.from_arrays(ind, pa.array([v if v is not None else ""], pa.string())))
+        for f, ft in fields.items():
+            cols.append(_field_array(rs.columns.get(f), ft, n))
+        batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def empty_arrow(tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Table:

@@ -274,21 +274,24 @@ CASES = [
 async def test_hand_written_queries_match_duckdb(tmp_path):
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
-        paths = []
+        paths = {"fast": 0, "duckdb": 0}
         for ours_sql, ref_sql, ordered in CASES:
-            try:
-                ours = await execute_sql(db, ours_sql, now_ns=NOW)
-            except Exception as e:  # collect, report all at once
-                failures.append(f"{ours_sql}\n  raised {type(e).__name__}: {e}")
-                continue
-            paths.append(ours.path)
             ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
-            diff = compare(ours, ref_table, ordered)
-            if diff:
-                failures.append(f"{ours_sql}\n  {diff}")
+            # every statement through the automatic choice, the query model and DuckDB alone
+            for route in ("auto", "fast", "general"):
+                try:
+                    ours = await execute_sql(db, ours_sql, now_ns=NOW, route=route)
+                except Exception as e:  # collect, report all at once
+                    failures.append(f"[{route}] {ours_sql}\n  raised {type(e).__name__}: {e}")
+                    continue
+                if route == "fast":
+                    paths[ours.path] += 1
+                diff = compare(ours, ref_table, ordered)
+                if diff:
+                    failures.append(f"[{route}] {ours_sql}\n  {diff}")
         assert not failures, "\n".join(failures)
         # both executors are exercised: the original's table on the fast path, the rest in DuckDB
-        assert paths.count("fast") >= 25 and paths.count("duckdb") >= 25, paths
+        assert paths["fast"] >= 25 and paths["duckdb"] >= 25, paths
 
 
 # ----------------------------------------------------------------------------- random queries
@@ -357,20 +360,22 @@ async def test_random_queries_match_duckdb(tmp_path):
     rng = np.random.default_rng(20240601)
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
-        paths = []
-        for _ in range(150):
+        paths = {"fast": 0, "duckdb": 0}
+        for k in range(150):
             q, r = random_query(rng)
-            try:
-                ours = await execute_sql(db, q, now_ns=NOW)
-            except Exception as e:
-                failures.append(f"{q}\n  raised {type(e).__name__}: {e}")
-                continue
-            paths.append(ours.path)
-            diff = compare(ours, ref.sql(r).to_arrow_table(), False)
-            if diff:
-                failures.append(f"{q}\n  {diff}")
+            expected = ref.sql(r).to_arrow_table()
+            for route in ("fast", "general") if k % 2 else ("auto",):
+                try:
+                    ours = await execute_sql(db, q, now_ns=NOW, route=route)
+                except Exception as e:
+                    failures.append(f"[{route}] {q}\n  raised {type(e).__name__}: {e}")
+                    continue
+                paths[ours.path] += 1
+                diff = compare(ours, expected, False)
+                if diff:
+                    failures.append(f"[{route}] {q}\n  {diff}")
         assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures[:15])
-        assert paths.count("fast") >= 40 and paths.count("duckdb") >= 40, (paths.count("fast"), len(paths))
+        assert paths["fast"] >= 40 and paths["duckdb"] >= 80, paths
 
 
 # ----------------------------------------------------------------------------- names, errors, shapes
