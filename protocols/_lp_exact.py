@@ -200,7 +200,8 @@ def scan_key(buf: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     return i, buf[:name_end], tags
 
 
-def _finish_key(name: bytes, raw_tags):
+def finish_key(name: bytes, raw_tags) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(unescaped measurement, sorted unescaped tags) from :func:`scan_key` output."""
     measurement = decode(unescape_name(name))
     if not raw_tags:
         return measurement, ()
@@ -477,7 +478,7 @@ def parse_point(buf: bytes, multiplier: int = 1) -> ParsedPoint:
         fields[decode(key)] = field_value(v)
     if not fields:
         raise PointError("missing fields")
-    measurement, tags = _finish_key(name, raw_tags)
+    measurement, tags = finish_key(name, raw_tags)
     return ParsedPoint(measurement, tags, fields, timestamp)
 
 

@@ -32,9 +32,12 @@ from rusts.model import FieldType
 from rusts.protocols import _lp_exact as ex
 from rusts.protocols._lp_pieces import Block
 
-# A line whose logical end (1.x scanLine) is its own LF even though it holds a quote.
-SIMPLE_LINE_RE = (r'^[^ \\]+ [^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*)'
-                  r'(?:,[^=,"\\]+=(?:"[^"\\]*"|[^,"\\]*))*(?: [^"\\]*)?$')
+# A line whose logical end (1.x scanLine) is its own LF even though it holds a quote or a
+# backslash: quotes only around values, every backslash followed by a byte of the line.
+_A = r'(?:[^ \\]|\\.)'
+_K = r'(?:[^=,"\\]|\\.)'
+_V = r'(?:"(?:[^"\\]|\\.)*"|(?:[^,"\\]|\\.)*)'
+SIMPLE_LINE_RE = rf'^{_A}+ {_K}+={_V}(?:,{_K}+={_V})*(?: (?:[^"\\]|\\.)*)?$'
 
 
 def _lut(chars: bytes) -> np.ndarray:
@@ -83,9 +86,8 @@ def _bool_np(arr) -> np.ndarray:
 
 def suspicious_lines(lines: pa.Array) -> np.ndarray:
     """Lines whose logical extent needs the exact scanner (quote or backslash, not simple)."""
-    quote = _bool_np(pc.match_substring(lines, b'"'))
-    susp = _bool_np(pc.match_substring(lines, b"\\"))
-    check = np.flatnonzero(quote & ~susp)
+    check = np.flatnonzero(_rows_with(lines, 34) | _rows_with(lines, 92))
+    susp = np.zeros(len(lines), dtype=bool)
     if len(check):
         simple = _bool_np(pc.match_substring_regex(lines.take(pa.array(check)), SIMPLE_LINE_RE))
         susp[check[~simple]] = True
@@ -96,14 +98,22 @@ def suspicious_lines(lines: pa.Array) -> np.ndarray:
 
 
 def parse_plain_key(raw: bytes):
-    """(measurement, tags, key size) for a key without backslash or space, else None.
+    """(measurement, tags, key size) for the key part of a line (no unescaped space), or None.
 
     Agrees with :func:`rusts.protocols._lp_exact.scan_key` on such keys; None means "let the
     exact parser handle (and report) this line". Splitting the decoded text is the same as
     decoding the split bytes because ``,`` and ``=`` never occur inside a UTF-8 sequence.
     """
-    if not raw or raw[0] in (44, 35, 9, 0) or b"\\" in raw:  # ',' '#' TAB NUL
+    if not raw or raw[0] in (44, 35, 9, 0):  # ',' '#' TAB NUL: exact parser
         return None
+    if b"\\" in raw:  # escapes: 1.x's own key scanner, still once per distinct key
+        try:
+            end, name, raw_tags = ex.scan_key(raw + b" ")
+        except ex.PointError:
+            return None
+        if end != len(raw):
+            return None
+        return (*ex.finish_key(name, raw_tags), len(raw))
     parts = raw.decode("utf-8", "replace").split(",")
     if len(parts) == 1:
         return parts[0], (), len(raw)
@@ -208,7 +218,7 @@ def convert_column(col: pa.Array) -> _Column:
     if _BOOL_FIRST[first].all() and _bool_np(pc.is_in(col, value_set=_BOOL_SET)).all():
         return _Column(FieldType.BOOLEAN, (first == 116) | (first == 84))
     if (first == 34).all() and (last == 34).all() and ((off[1:] - off[:-1]) >= 2).all() \
-            and int(np.count_nonzero(d == 34)) == 2 * len(col):
+            and int(np.count_nonzero(d == 34)) == 2 * len(col) and not (d == 92).any():
         inner = pc.binary_slice(col, 1, -1)
         try:
             strs = inner.cast(pa.string()).to_numpy(zero_copy_only=False)
@@ -260,30 +270,119 @@ def convert_timestamps(ts: pa.Array, multiplier: int) -> tuple[np.ndarray, np.nd
 # ------------------------------------------------------------------------------ main
 
 
+_PLACEHOLDERS = range(0xF8, 0x100)  # bytes that never occur in valid UTF-8
+
+
+def _rows_with(arr: pa.Array, byte: int, pair: bool = False) -> np.ndarray:
+    """Mask of the values of a binary array containing ``byte`` (twice in a row if ``pair``)."""
+    off, data = binary_parts(arr)
+    pos = np.flatnonzero(data[off[0]:off[-1]] == byte) + off[0]
+    rows = np.searchsorted(off, pos, side="right") - 1
+    if pair:
+        rows = rows[1:][(pos[1:] == pos[:-1] + 1) & (rows[1:] == rows[:-1])]
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[rows] = True
+    return mask
+
+
+def _all_in(arr: pa.Array, lut: np.ndarray) -> np.ndarray:
+    """Per value: whether every byte is in ``lut`` (True for empty values)."""
+    off, data = binary_parts(arr)
+    bad = np.zeros(int(off[-1] - off[0]) + 1, dtype=np.int64)
+    np.cumsum(~lut[data[off[0]:off[-1]]], out=bad[1:])
+    rel = off - off[0]
+    return bad[rel[1:]] == bad[rel[:-1]]
+
+
+def _drop(keep: np.ndarray, arrays: list, candidates: np.ndarray, slow: list):
+    slow.append(candidates[~keep])
+    sel = pa.array(np.flatnonzero(keep))
+    return [a.take(sel) for a in arrays], candidates[keep]
+
+
+def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
+    """Split candidate lines into (candidates, keys, field sections, ts rows, raw ts, escape).
+
+    Lines go to ``slow`` when they do not have the shape ``key fields [time]``. With quotes in
+    the body the key ends at the first space and the time starts after the last one, so string
+    values may hold spaces. An escaped space ``\\ `` is replaced by a placeholder byte ``escape``
+    (absent from the body) before splitting; keys are restored before they are parsed.
+    """
+    sub = lines.take(pa.array(candidates))
+    escape = None
+    if b"\\" in body:
+        escape = next((bytes([b]) for b in _PLACEHOLDERS if bytes([b]) not in body), None)
+        # a double backslash makes 1.x's "previous byte" escape rule differ from pairing
+        bad = _rows_with(sub, 92, pair=True) if escape is not None else _rows_with(sub, 92)
+        if bad.any():
+            (sub,), candidates = _drop(~bad, [sub], candidates, slow)
+        if escape is not None:
+            sub = pc.replace_substring(sub, b"\\ ", escape)
+    if len(candidates) == 0:
+        return candidates, None, None, None, None, escape
+    if b'"' not in body:
+        parts = pc.split_pattern(sub, b" ")
+        plen = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        shape_ok = (plen == 2) | (plen == 3)
+        if not shape_ok.all():
+            (parts,), candidates = _drop(shape_ok, [parts], candidates, slow)
+            plen = plen[shape_ok]
+        if len(candidates) == 0:
+            return candidates, None, None, None, None, escape
+        keys = pc.list_element(parts, 0)
+        secs = pc.list_element(parts, 1)
+        ts_rows = np.flatnonzero(plen == 3)
+        ts_raw = pc.list_slice(parts, 2, 3).flatten() if len(ts_rows) else None
+    else:
+        first = pc.split_pattern(sub, b" ", max_splits=1)
+        has_space = pc.list_value_length(first).to_numpy(zero_copy_only=False) == 2
+        if not has_space.all():
+            (first,), candidates = _drop(has_space, [first], candidates, slow)
+        if len(candidates) == 0:
+            return candidates, None, None, None, None, escape
+        keys = pc.list_element(first, 0)
+        rest = pc.list_element(first, 1)
+        last = pc.split_pattern(rest, b" ", max_splits=1, reverse=True)
+        ts_rows = np.flatnonzero(pc.list_value_length(last).to_numpy(zero_copy_only=False) == 2)
+        ts_raw = None
+        secs = rest
+        if len(ts_rows):
+            tails = pc.list_slice(last, 1, 2).flatten()
+            like = _all_in(tails, _TS_CHARS)  # otherwise the last space is inside the fields
+            ts_rows = ts_rows[like]
+            if len(ts_rows):
+                ts_raw = tails.filter(pa.array(like))
+                mask = np.zeros(len(candidates), dtype=bool)
+                mask[ts_rows] = True
+                secs = pc.if_else(pa.array(mask), pc.list_element(last, 0), rest)
+    if ts_raw is not None:
+        nonempty = pc.binary_length(ts_raw).to_numpy(zero_copy_only=False) > 0
+        if not nonempty.all():  # one trailing space: no timestamp
+            ts_rows = ts_rows[nonempty]
+            ts_raw = ts_raw.filter(pa.array(nonempty))
+        if len(ts_rows) == 0:
+            ts_raw = None
+    return candidates, keys, secs, ts_rows, ts_raw, escape
+
+
 def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray,
-               multiplier: int, default_time: int) -> tuple[list[Block], np.ndarray]:
+               multiplier: int, default_time: int, body: bytes) -> tuple[list[Block], np.ndarray]:
     """Parse the candidate physical lines; return (blocks, indices of lines left to the slow path).
 
-    ``candidates`` are indices into ``lines`` (in order); ``line_numbers`` maps every physical
-    line index to its 1-based line number.
+    ``candidates`` are indices into ``lines`` (in order, none of them continued by the next
+    line); ``line_numbers`` maps every physical line index to its 1-based line number.
     """
-    slow = []
-    parts = pc.split_pattern(lines.take(pa.array(candidates)), b" ")
-    plen = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    shape_ok = (plen == 2) | (plen == 3)
-    if not shape_ok.all():
-        slow.append(candidates[~shape_ok])
-        keep = np.flatnonzero(shape_ok)
-        candidates = candidates[keep]
-        parts = parts.take(pa.array(keep))
-        plen = plen[keep]
+    slow: list[np.ndarray] = []
+    candidates, keys, secs, ts_rows, ts_raw, escape = _sections(lines, candidates, body, slow)
     if len(candidates) == 0:
         return [], _concat(slow)
 
     # keys -> distinct series
-    keys_enc = pc.dictionary_encode(pc.list_element(parts, 0))
+    keys_enc = pc.dictionary_encode(keys)
     key_idx = keys_enc.indices.to_numpy(zero_copy_only=False)
     distinct = keys_enc.dictionary.to_pylist()
+    if escape is not None:
+        distinct = [k.replace(escape, b"\\ ") for k in distinct]
     parsed_keys = parse_plain_keys(distinct)
     key_ok = np.array([p is not None for p in parsed_keys], dtype=bool)
     key_size = np.array([p[2] if p is not None else 0 for p in parsed_keys], dtype=np.int64)
@@ -291,24 +390,15 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     meas_of_key = np.array([meas_ids.setdefault(p[0], len(meas_ids)) if p is not None else -1
                             for p in parsed_keys], dtype=np.int64)
     ok = key_ok[key_idx]
+    if escape is not None:  # an escaped space outside the key: exact parser
+        ok &= ~_rows_with(secs, escape[0])
 
-    # field sections (validated token by token below)
-    secs = pc.list_element(parts, 1)
-
-    # timestamps (third part, possibly empty: one trailing space)
+    # timestamps
     ts_ns = np.full(len(candidates), default_time, dtype=np.int64)
-    has3 = plen == 3
-    if has3.any():
-        idx3 = np.flatnonzero(has3)
-        ts_raw = pc.list_slice(parts, 2, 3).flatten()
-        tlen = pc.binary_length(ts_raw).to_numpy(zero_copy_only=False)
-        nonempty = tlen > 0
-        if nonempty.any():
-            rows = idx3[nonempty]
-            raw = ts_raw.filter(pa.array(nonempty)) if not nonempty.all() else ts_raw
-            values, bad = convert_timestamps(raw, multiplier)
-            ts_ns[rows] = values
-            ok[rows[bad]] = False
+    if ts_raw is not None:
+        values, bad = convert_timestamps(ts_raw, multiplier)
+        ts_ns[ts_rows] = values
+        ok[ts_rows[bad]] = False
 
     if not ok.all():
         slow.append(candidates[~ok])
@@ -411,11 +501,11 @@ class _Layouts:
             self.names.append(names)
             self.prefix.append([k + b"=" for k in raw_keys])
             self.width = np.append(self.width, len(raw_keys))
-            # duplicate keys (last wins), empty keys, quotes and a first key that 1.x would
-            # strip (TAB/NUL) are left to the exact parser
+            # duplicate keys (last wins), empty keys, quotes, escapes and a first key that 1.x
+            # would strip (space/TAB/NUL) are left to the exact parser
             self.ok.append(len(set(names)) == len(names) and all(raw_keys)
-                           and not any(b'"' in k for k in raw_keys)
-                           and raw_keys[0][0] not in (9, 0))
+                           and not any(b'"' in k or b"\\" in k for k in raw_keys)
+                           and raw_keys[0][0] not in (9, 0, 32))
             self.max_len.append(max(map(len, raw_keys)))
         return li
 

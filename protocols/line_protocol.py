@@ -236,7 +236,7 @@ def _parse_body(body: bytes, mult: int, default_time: int, first_line: int,
         if body.endswith(b"\n"):
             may_fast[-1] = False  # the empty "line" after the final LF
         blocks, slow_idx = fast.parse_fast(lines, np.flatnonzero(may_fast), line_numbers,
-                                           mult, default_time)
+                                           mult, default_time, body)
         todo = [(p, int(starts[p]), int(ends[p])) for p in slow_idx.tolist()] + merged
     else:
         blocks = []

@@ -438,14 +438,42 @@ def test_fast_path_equals_exact_parser_on_many_series() -> None:
     assert len(got.series) == 37 and len(got.errors) == 8
 
 
+ESCAPED = [
+    rb'disk,path=C:\\Program\ Files,dev=sd\,a free=1i,msg="a b, c=d" 1',
+    rb'disk,path=C:\\Program\ Files,dev=sd\,a free=2i,msg="x y 12"',
+    rb'svc\ name,k\=x=v\ w up=t,note="done in 3 s" 3',
+    rb'svc\ name,k\=x=v\ w up=f,note="" 4',
+]
+
+
 def test_ordinary_lines_never_reach_the_exact_parser(monkeypatch) -> None:
     def boom(*_args):
         raise AssertionError("exact parser used")
 
     monkeypatch.setattr(_lp_exact, "parse_point", boom)
+    monkeypatch.setattr(_lp_exact, "scan_line", boom)
     body = b"\n".join([TSBS] * 50 + [b'st,h=1 s="ok",c=1i,u=2u,b=true,f=-1.5e3 5'] * 5) + b"\n"
     batch = parse(body)
     assert batch.point_count == 55 and batch.value_count == 525
+    # escaped key parts and strings with spaces stay on the fast path too
+    body = b"\n".join([rb'st,h=a\ b s="a b c",n=1i 5', rb's\,t,h=a\=b s="x",n=2i'] * 20)
+    batch = parse(body)
+    assert batch.point_count == 40 and batch.errors == ()
+    assert {(s.measurement, s.tags) for s in batch.series} == {
+        ("st", (("h", "a b"),)), ("s,t", (("h", "a=b"),))}
+    assert batch.series[0].columns["s"].values[0] == "a b c"
+
+
+@pytest.mark.parametrize("extra", [b"", b"\xf8", bytes(range(0xF8, 0x100))])
+def test_escapes_and_spaced_strings_fast_path_equals_exact(extra: bytes) -> None:
+    """Placeholder bytes for escaped spaces must not collide with bytes in the body."""
+    lines_ = ESCAPED + [b'm,t=a\xf8b s="\xf8 q"', rb'm,t=a\\ b v=1', rb'm,t=a\\\ b v=1',
+                        rb'm s="C:\\dir\" x",v=1 5', rb'm,t=x\ v=1 6', rb'm v\ x=1',
+                        b'm s="a  b"', b'm s="a b" ', b'm s="a b"  ', b'm s="1 2" 3 4']
+    body = b"\n".join(lines_) + b"\n# " + extra + b'\nm s="' + extra + b'"\n'
+    got, want = parse(body, default_time=77), _exact(body)
+    assert rows(got) == rows(want) and errors(got) == errors(want)
+    assert len(rows(got)) >= 8
 
 
 def test_value_count_and_point_count() -> None:
