@@ -199,6 +199,7 @@ class StorageConfig:
     partition_duration_hours: int = _field(24, _positive_int)
     compression: str = _field("default", _enum(COMPRESSION_LEVELS))
     block_rows: int = _field(4096, _positive_int)
+    block_duration_secs: int = _field(3600, _non_negative_int)
     cold_after_hours: int | None = _field(None, _optional(_positive_int))
 
     @property
@@ -474,6 +475,7 @@ storage:
   partition_duration_hours: 24
   compression: default       # none, fast, default, best
   block_rows: 4096           # Points per column block in segments
+  block_duration_secs: 3600  # Blocks never cross a multiple of this (0 = off): hourly aggregates need no decoding
   cold_after_hours: null     # Recompress partitions older than this with the cold codec (null = never)
 
 auth:

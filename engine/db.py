@@ -216,7 +216,8 @@ class Database:
         for part, series in sorted(parts.items()):
             rel, path = self.manifest.new_segment_path(part)
             info = write_segment(path, series, compression=st.compression, tier="hot",
-                                 block_rows=st.block_rows)
+                                 block_rows=st.block_rows,
+                                 block_time_ns=int(st.block_duration_secs) * 10**9 or None)
             metas.append(SegmentMeta(file=rel, partition=part, min_time=info.min_time, max_time=info.max_time,
                                      size=info.size, series_count=info.series_count,
                                      point_count=info.point_count, level=0, tier="hot", created=time.time()))

@@ -495,13 +495,16 @@ def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags,
                          [a.output_name for a in aggs], True)
     allg = np.concatenate(kg)
     allb = np.concatenate(kb)
-    keys = np.stack([allg, allb], axis=1)
-    uk = np.unique(keys, axis=0)  # sorted by group then bucket
-    ug, ub = uk[:, 0], uk[:, 1]
-    nkeys = len(uk)
+    # (group, bucket) -> one int64 code: group * number_of_buckets + rank of the bucket.
+    # 1-D uniques only (np.unique(axis=0) sorts a structured view and is ~50x slower).
+    bu = np.unique(allb)
+    nb = len(bu)
+    ucode = np.unique(allg * nb + np.searchsorted(bu, allb))  # sorted by group, then bucket
+    ug, ub = ucode // nb, bu[ucode % nb]
+    nkeys = len(ucode)
 
     def key_index(g: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return _locate(ug, ub, g, b)
+        return np.searchsorted(ucode, g * nb + np.searchsorted(bu, b))
 
     cols: dict[str, Column] = {}
     for a, acc in zip(aggs, accs):
@@ -517,14 +520,6 @@ def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags,
     cols = {n: c.take(order) for n, c in cols.items()}
     return ResultSet(q.measurement, ts, ug[order], group_tags, cols, [a.output_name for a in aggs], True,
                      {n: c.type for n, c in cols.items()})
-
-
-def _locate(ug: np.ndarray, ub: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
-    bu = np.unique(ub)
-    nb = len(bu)
-    code_u = ug * nb + np.searchsorted(bu, ub)
-    code = g * nb + np.searchsorted(bu, b)
-    return np.searchsorted(code_u, code)
 
 
 def _cat(lst, dtype=None):

@@ -167,7 +167,7 @@ class _Writer:
     def encode(self, values: np.ndarray, timestamps: bool = False) -> bytes:
         return codecs.encode(values, timestamps=timestamps, compression=self.compression, tier=self.tier)
 
-    def add_series(self, s: SeriesData, block_rows: int) -> None:
+    def add_series(self, s: SeriesData, block_rows: int, block_time_ns: int | None = None) -> None:
         ts = np.ascontiguousarray(s.timestamps, dtype=np.int64)
         n = len(ts)
         if n == 0:
@@ -191,8 +191,7 @@ class _Writer:
         cols.sort(key=lambda c: c[0])
         self.sids.append(int(s.series_id))
         self.keys.append(s.key.encode())
-        for a in range(0, n, block_rows):
-            b = min(a + block_rows, n)
+        for a, b in _block_bounds(ts, block_rows, block_time_ns):
             rows = b - a
             block_ts = ts[a:b]
             data = self.encode(block_ts, True)
@@ -293,9 +292,30 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _block_bounds(ts: np.ndarray, block_rows: int, block_time_ns: int | None) -> list[tuple[int, int]]:
+    """Row ranges of the blocks of one series: at most ``block_rows`` rows, and (when
+    ``block_time_ns`` is set) never crossing a multiple of ``block_time_ns``, so a query bucketed
+    by a multiple of that duration finds whole blocks inside its buckets and answers from their
+    pre-aggregates without decoding."""
+    n = len(ts)
+    starts = [0]
+    if block_time_ns:
+        grid = ts // block_time_ns
+        starts.extend((np.flatnonzero(grid[1:] != grid[:-1]) + 1).tolist())
+    starts.append(n)
+    out = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        for x in range(a, b, block_rows):
+            out.append((x, min(x + block_rows, b)))
+    return out
+
+
 def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, compression: str = "default",
-                  tier: str = "hot", block_rows: int = 4096) -> SegmentInfo:
+                  tier: str = "hot", block_rows: int = 4096, block_time_ns: int | None = None) -> SegmentInfo:
     """Write ``series`` (sorted by strictly increasing series id) as one segment file, atomically.
+
+    Blocks hold at most ``block_rows`` rows and, with ``block_time_ns``, never cross a multiple of
+    it (time-aligned blocks: see :func:`_block_bounds`).
 
     Series with no rows are skipped. Raises :class:`StorageError` on invalid input (unsorted ids
     or timestamps, misaligned columns) or I/O failure; nothing is left at ``path`` then.
@@ -313,7 +333,7 @@ def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, comp
                 if prev is not None and int(s.series_id) <= prev:
                     raise StorageError("write_segment: series must be sorted by strictly increasing id")
                 prev = int(s.series_id)
-                w.add_series(s, block_rows)
+                w.add_series(s, block_rows, block_time_ns)
             w.put(b"\0" * ((-w.offset) % 8))
             footer = w.footer(block_rows)
             footer_offset = w.put(footer)
