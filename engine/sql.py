@@ -321,26 +321,21 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
                       extra_tables: Mapping | None = None, names: list[str] | None = None):
     """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan."""
     from rusts.errors import QueryCancelled
-    from rusts.sql_duck import plan_general, run_duck, scan_query, to_arrow
-    from rusts.sql_scan import scan
+    from rusts.sql_duck import plan_general, run_duck, scan_query
+    from rusts.sql_scan import scan_table
     from rusts.sql_show import information_schema
 
     plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}), names)
     timeout = _timeout(db)
     try:
         with trio.fail_after(timeout):
-            scanned = []
+            tables = {}
             for sc in plan.scans:
-                allf = cat.fields(sc.measurement)
-                fields = {f: allf[f] for f in sorted(sc.fields)}
-                series = await scan(db, scan_query(sc))
-                scanned.append((sc.view, series, cat.tag_keys(sc.measurement), fields))
-            info = {v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables}
+                tables[sc.view] = await scan_table(db, scan_query(sc), cat.tag_keys(sc.measurement))
+            tables.update({v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables})
+            tables.update(plan.extra)
 
             def work():
-                tables = {view: to_arrow(series, tags, fields) for view, series, tags, fields in scanned}
-                tables.update(info)
-                tables.update(plan.extra)
                 return run_duck(plan.sql, tables)
 
             table = await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)

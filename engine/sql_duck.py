@@ -7,9 +7,9 @@ COUNT(DISTINCT), subqueries, CTEs, UNION, JOINs, window functions, DISTINCT ON) 
    selects only the fields the statement names and carries the time range and the simple tag
    predicates of the WHERE conjunction of the SELECT that reads it (pushdown). The predicates stay
    in the SQL too, so pushdown only has to keep a superset of the rows.
-2. The scan becomes an Arrow table - ``time`` TIMESTAMP_NS, one dictionary-encoded string column
-   per tag key (built from the per-series tags, no per-row Python), one column per field - and is
-   registered (zero-copy) in a fresh DuckDB cursor under a private name.
+2. The scan (:mod:`rusts.sql_scan`, decoded blocks cached) becomes an Arrow table - ``time``
+   TIMESTAMP_NS, one dictionary-encoded string column per tag key (built from the per-series tags,
+   no per-row Python), one column per field - registered (zero-copy) in a fresh DuckDB cursor.
 3. The statement is rewritten with sqlglot from PostgreSQL to DuckDB: ``time_bucket('5 minutes',
    time)`` gets an explicit epoch origin (the fast path's buckets), ``PERCENTILE_95(x)`` becomes
    ``quantile_cont(x, 0.95)``, ``MEAN`` ``avg``, ``FIRST``/``LAST`` ``arg_min``/``arg_max`` by time,
@@ -62,12 +62,6 @@ def _duck():
                 pass
             _DUCK = con
         return _DUCK
-
-
-_ARROW_TYPES = {
-    FieldType.FLOAT: pa.float64(), FieldType.INTEGER: pa.int64(), FieldType.UNSIGNED: pa.uint64(),
-    FieldType.STRING: pa.string(), FieldType.BOOLEAN: pa.bool_(),
-}
 
 
 # --------------------------------------------------------------------------- analysis
@@ -311,49 +305,6 @@ def _time_bucket(args, now_ns: int) -> exp.Expression:
 def scan_query(sc: Scan) -> Query:
     fields = tuple(sorted(sc.fields))
     return Query(sc.measurement, sc.start, sc.end, tuple(sc.tag_filters or ()), fields)
-
-
-def _field_array(c, ft: FieldType, n: int) -> pa.Array:
-    at = _ARROW_TYPES[ft]
-    if c is None:
-        return pa.nulls(n, at)
-    mask = None if c.mask is None else ~c.mask
-    if ft == FieldType.STRING:
-        return pa.array(c.values, at, mask=mask, from_pandas=False)
-    return pa.array(np.asarray(c.values, dtype=ft.dtype), at, mask=mask)
-
-
-def to_arrow(series, tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Table:
-    """Per-series scans ``[(tags, RowSet), ...]`` as one Arrow table, one record batch per series.
-
-    Columns: ``time`` TIMESTAMP_NS, each tag key (dictionary of one value, or null), each field.
-    Nothing is copied per row except where numpy hands over object arrays of strings.
-    """
-    schema = pa.schema([(TIME_COLUMN, pa.timestamp("ns"))]
-                       + [(k, pa.dictionary(pa.int32(), pa.string())) for k in tag_keys]
-                       + [(f, _ARROW_TYPES[ft]) for f, ft in fields.items()])
-    batches = []
-    for tags, rs in series:
-        n = len(rs.timestamps)
-        cols = [pa.array(np.asarray(rs.timestamps, np.int64).view("datetime64[ns]"), pa.timestamp("ns"))]
-        zeros = np.zeros(n, np.int32)
-        for k in tag_keys:
-            v = tags.get(k)
-            ind = pa.array(zeros, pa.int32()) if v is not None else pa.nulls(n, pa.int32())
-            cols.append(pa.DictionaryArray.from_arrays(ind, pa.array([v if v is not None else ""], pa.string())))
-        for f, ft in fields.items():
-            cols.append(_field_array(rs.columns.get(f), ft, n))
-        batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
-    return pa.Table.from_batches(batches, schema=schema)
-
-
-def empty_arrow(tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Table:
-    cols = {TIME_COLUMN: pa.array([], pa.timestamp("ns"))}
-    for k in tag_keys:
-        cols[k] = pa.array([], pa.string())
-    for f, ft in fields.items():
-        cols[f] = pa.array([], _ARROW_TYPES[ft])
-    return pa.table(cols)
 
 
 # --------------------------------------------------------------------------- run

@@ -20,7 +20,9 @@ import os
 import threading
 from collections import OrderedDict
 
+import attrs
 import numpy as np
+import pyarrow as pa
 import trio
 
 from rusts.executor import select_series
@@ -35,7 +37,8 @@ _ABSENT = object()
 
 
 class BlockCache:
-    """Thread-safe LRU of decoded blocks: ``(path, sid, block, column) -> (values, mask)``."""
+    """Thread-safe LRU of decoded blocks: ``(path, sid, block, column)`` -> int64 timestamps
+    (numpy) or a field's Arrow array (strings converted once, not per query)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -49,9 +52,7 @@ class BlockCache:
     def _size(entry) -> int:
         if entry is _ABSENT:
             return 64
-        v, m = entry
-        n = v.nbytes if v.dtype != object else 8 * len(v) + 16 * min(len(v), 1 << 16)
-        return n + (m.nbytes if m is not None else 0) + 64
+        return int(entry.nbytes) + 64
 
     def get(self, key):
         with self._lock:
@@ -91,9 +92,55 @@ class BlockCache:
 CACHE = BlockCache(CACHE_BYTES)
 
 
-def _read_blocks(reader, sid: int, fields: list[str], blocks: np.ndarray, rows: np.ndarray,
-                 ftypes: dict[str, FieldType], cache: BlockCache) -> RowSet:
-    """Blocks ``blocks`` (sorted) of series ``sid`` in one segment, decoding only cache misses."""
+_ARROW_TYPES = {
+    FieldType.FLOAT: pa.float64(), FieldType.INTEGER: pa.int64(), FieldType.UNSIGNED: pa.uint64(),
+    FieldType.STRING: pa.string(), FieldType.BOOLEAN: pa.bool_(),
+}
+
+
+def arrow_of(values: np.ndarray, mask: np.ndarray | None, ft: FieldType) -> pa.Array:
+    """A field column as an Arrow array (``mask`` True = present)."""
+    at = _ARROW_TYPES[ft]
+    inv = None if mask is None else ~mask
+    if ft == FieldType.STRING:
+        return pa.array(values, at, mask=inv, from_pandas=False)
+    return pa.array(np.asarray(values, dtype=ft.dtype), at, mask=inv)
+
+
+def numpy_of(arr: pa.Array | None, n: int, ft: FieldType) -> Column | None:
+    """Inverse of :func:`arrow_of` (None when the column is absent)."""
+    if arr is None:
+        return None
+    mask = None
+    if arr.null_count:
+        mask = arr.is_valid().to_numpy(zero_copy_only=False)
+        arr = arr.fill_null("" if ft == FieldType.STRING else (False if ft == FieldType.BOOLEAN else 0))
+    v = arr.to_numpy(zero_copy_only=False)
+    if ft == FieldType.STRING:
+        v = v.astype(object)
+    return Column(ft, v, mask)
+
+
+@attrs.frozen(eq=False)
+class Piece:
+    """Rows of one series from one source: sorted unique timestamps and Arrow columns."""
+
+    ts: np.ndarray
+    cols: dict  # field -> pa.Array or None (absent)
+
+    def slice(self, start: int, end: int) -> "Piece | None":
+        lo = int(np.searchsorted(self.ts, start, "left"))
+        hi = int(np.searchsorted(self.ts, end, "left"))
+        if lo >= hi:
+            return None
+        if lo == 0 and hi == len(self.ts):
+            return self
+        return Piece(self.ts[lo:hi], {f: (None if a is None else a.slice(lo, hi - lo)) for f, a in self.cols.items()})
+
+
+def _block_pieces(reader, sid: int, fields: list[str], blocks: np.ndarray, rows: np.ndarray,
+                  ftypes: dict[str, FieldType], cache: BlockCache) -> list[Piece]:
+    """One :class:`Piece` per block (sorted), decoding and converting only cache misses."""
     path = reader.path
     names = [_TS, *fields]
     got: dict[tuple[int, str], object] = {}
@@ -114,8 +161,8 @@ def _read_blocks(reader, sid: int, fields: list[str], blocks: np.ndarray, rows: 
         bounds = np.zeros(len(mb) + 1, dtype=np.int64)
         np.cumsum(rows[mb], out=bounds[1:])
         for k, b in enumerate(missing):
-            sl = slice(int(bounds[k]), int(bounds[k + 1]))
-            e = (ts[sl], None)
+            a, z = int(bounds[k]), int(bounds[k + 1])
+            e = ts[a:z]
             got[(b, _TS)] = e
             cache.put((path, sid, b, _TS), e)
             for f in fields:
@@ -123,39 +170,25 @@ def _read_blocks(reader, sid: int, fields: list[str], blocks: np.ndarray, rows: 
                 if c is None:
                     e = _ABSENT
                 else:
-                    m = None if c.mask is None else c.mask[sl]
+                    m = None if c.mask is None else c.mask[a:z]
                     if m is not None and not m.any():
                         e = _ABSENT
                     else:
-                        e = (c.values[sl], None if m is None or m.all() else m)
+                        e = arrow_of(c.values[a:z], None if m is None or m.all() else m, ftypes[f])
                 got[(b, f)] = e
                 cache.put((path, sid, b, f), e)
-    bl = blocks.tolist()
-    ts_parts = [got[(b, _TS)][0] for b in bl]
-    ts = np.concatenate(ts_parts) if len(ts_parts) > 1 else ts_parts[0]
-    out: dict[str, Column] = {}
-    for f in fields:
-        entries = [got[(b, f)] for b in bl]
-        if all(e is _ABSENT for e in entries):
-            continue
-        ft = ftypes[f]
-        vals, masks, need = [], [], False
-        for e, t in zip(entries, ts_parts):
-            if e is _ABSENT:
-                vals.append(np.zeros(len(t), ft.dtype) if ft != FieldType.STRING else np.full(len(t), "", object))
-                masks.append(np.zeros(len(t), bool))
-                need = True
-            else:
-                v, m = e
-                vals.append(v if v.dtype == ft.dtype else v.astype(ft.dtype))
-                masks.append(m if m is not None else np.ones(len(t), bool))
-                need = need or m is not None
-        v = np.concatenate(vals) if len(vals) > 1 else vals[0]
-        out[f] = Column(ft, v, np.concatenate(masks) if need else None)
-    return RowSet(ts, out, True)
+    out = []
+    for b in blocks.tolist():
+        cols = {}
+        for f in fields:
+            e = got[(b, f)]
+            cols[f] = None if e is _ABSENT else e
+        out.append(Piece(got[(b, _TS)], cols))
+    return out
 
 
-def _mem_parts(snap, sid: int, start: int, end: int, fields: list[str]) -> list[RowSet]:
+def _mem_pieces(snap, sid: int, start: int, end: int, fields: list[str],
+                ftypes: dict[str, FieldType]) -> list[RowSet]:
     parts = []
     for chunk in snap.memtable.get(sid, ()):
         t = chunk.timestamps
@@ -175,38 +208,103 @@ def _mem_parts(snap, sid: int, start: int, end: int, fields: list[str]) -> list[
     return parts
 
 
-def read_series_cached(snap, sid: int, start: int, end: int, fields: list[str],
-                       ftypes: dict[str, FieldType], cache: BlockCache = CACHE) -> RowSet:
-    """All rows of one series in [start, end): merged (last write wins), sorted, unique times."""
-    parts: list[RowSet] = []
-    for r in snap.segments:
+def _piece_of_rowset(rs: RowSet, fields: list[str], ftypes: dict[str, FieldType]) -> Piece:
+    cols = {}
+    for f in fields:
+        c = rs.columns.get(f)
+        cols[f] = None if c is None else arrow_of(c.values, c.mask, ftypes[f])
+    return Piece(np.asarray(rs.timestamps, dtype=np.int64), cols)
+
+
+def _rowset_of_piece(p: Piece, fields: list[str], ftypes: dict[str, FieldType]) -> RowSet:
+    n = len(p.ts)
+    cols = {}
+    for f in fields:
+        c = numpy_of(p.cols.get(f), n, ftypes[f])
+        if c is not None:
+            cols[f] = c
+    return RowSet(p.ts, cols, True)
+
+
+def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
+                  ftypes: dict[str, FieldType], cache: BlockCache = CACHE) -> list[Piece]:
+    """Rows of one series in [start, end) as time-ordered, non-overlapping pieces.
+
+    Segment blocks come from the cache (no copies when nothing overlaps); when sources overlap in
+    time (late writes not yet compacted), they are merged with last-write-wins like the executor.
+    """
+    seg: list[Piece] = []
+    for r in snap.segments:  # oldest first
         if r.max_time < start or r.min_time >= end or not r.has_series(sid):
             continue
         bt = r.blocks(sid)
         sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
         if len(sel):
-            parts.append(_read_blocks(r, sid, fields, sel, np.asarray(bt.rows, dtype=np.int64), ftypes, cache))
-    parts.extend(_mem_parts(snap, sid, start, end, fields))
-    return merge(parts).slice_time(start, end)
+            for p in _block_pieces(r, sid, fields, sel, np.asarray(bt.rows, dtype=np.int64), ftypes, cache):
+                p = p.slice(start, end)
+                if p is not None:
+                    seg.append(p)
+    mem = _mem_pieces(snap, sid, start, end, fields, ftypes)
+    simple = all(len(m.timestamps) < 2 or bool(np.all(m.timestamps[1:] > m.timestamps[:-1])) for m in mem)
+    if simple:
+        pieces = seg + [_piece_of_rowset(m, fields, ftypes) for m in mem]
+        order = sorted(range(len(pieces)), key=lambda i: int(pieces[i].ts[0]))
+        ok = all(int(pieces[order[k]].ts[-1]) < int(pieces[order[k + 1]].ts[0]) for k in range(len(order) - 1))
+        if ok:
+            return [pieces[i] for i in order]
+    parts = [_rowset_of_piece(p, fields, ftypes) for p in seg] + mem
+    rs = merge(parts).slice_time(start, end)
+    return [_piece_of_rowset(rs, fields, ftypes)] if len(rs) else []
 
 
-async def scan(db, q: Query, cache: BlockCache = CACHE) -> list[tuple[dict, RowSet]]:
-    """Rows of ``q`` (raw: measurement, time range, tag filters, fields) per series, with tags.
+def arrow_schema(tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Schema:
+    return pa.schema([("time", pa.timestamp("ns"))]
+                     + [(k, pa.dictionary(pa.int32(), pa.string())) for k in tag_keys]
+                     + [(f, _ARROW_TYPES[ft]) for f, ft in fields.items()])
 
-    The snapshot is taken in the event loop (consistent view), the reads run in a worker thread.
+
+def pieces_table(series: list[tuple[dict, list[Piece]]], tag_keys: list[str],
+                 fields: dict[str, FieldType]) -> pa.Table:
+    """One record batch per piece; tags as one-value dictionary columns (no per-row strings)."""
+    schema = arrow_schema(tag_keys, fields)
+    batches = []
+    zeros = np.zeros(0, np.int32)
+    for tags, pieces in series:
+        dicts = {k: pa.array([tags.get(k) or ""], pa.string()) for k in tag_keys}
+        for p in pieces:
+            n = len(p.ts)
+            if len(zeros) < n:
+                zeros = np.zeros(max(n, 2 * len(zeros)), np.int32)
+            cols = [pa.array(p.ts.view("datetime64[ns]"), pa.timestamp("ns"))]
+            for k in tag_keys:
+                ind = pa.array(zeros[:n], pa.int32()) if tags.get(k) is not None else pa.nulls(n, pa.int32())
+                cols.append(pa.DictionaryArray.from_arrays(ind, dicts[k]))
+            for f, ft in fields.items():
+                a = p.cols.get(f)
+                cols.append(a if a is not None else pa.nulls(n, _ARROW_TYPES[ft]))
+            batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACHE) -> pa.Table:
+    """The rows of raw query ``q`` as an Arrow table (time, tags, ``q.fields``), any row order.
+
+    The snapshot is taken in the event loop (a consistent view); reading and conversion run in a
+    worker thread under the CPU limiter.
     """
     sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     fields = [f for f in (q.fields if q.fields is not None else sorted(ftypes)) if f in ftypes]
     snap = db.snapshot(sids, q.start, q.end)
     tags = db.tags_map(sids)
+    fdict = {f: ftypes[f] for f in fields}
 
     def work():
-        out = []
+        series = []
         for sid in sids.tolist():
-            rs = read_series_cached(snap, int(sid), q.start, q.end, fields, ftypes, cache)
-            if len(rs):
-                out.append((tags[int(sid)], rs))
-        return out
+            ps = series_pieces(snap, int(sid), q.start, q.end, fields, ftypes, cache)
+            if ps:
+                series.append((tags[int(sid)], ps))
+        return pieces_table(series, tag_keys, fdict)
 
-    return await trio.to_thread.run_sync(work, limiter=cpu_limiter())
+    return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
