@@ -195,12 +195,21 @@ def _cast_or_exact(col: pa.Array, target: pa.DataType, ftype: FieldType, source=
     return _Column(ftype, values)
 
 
-def convert_column(col: pa.Array) -> _Column:
+def convert_column(col: pa.Array, comma: bytes | None = None) -> _Column:
     """Type and convert one column of raw values the way 1.x would.
 
     Values that are empty, of another type than the column's first, or invalid are flagged
-    ``bad`` (their lines go to the exact parser, which reports them).
+    ``bad`` (their lines go to the exact parser, which reports them). ``comma`` is the byte that
+    stands for ``,`` inside quoted values (see :func:`_hide_quoted_commas`).
     """
+    if comma is not None and comma != b",":
+        off, data = binary_parts(col)
+        if (data[off[0]:off[-1]] == comma[0]).any():
+            restored = pc.replace_substring(col, comma, b",")
+            if not (data[off[:-1]] == 34).all():
+                return _exact_values(restored)
+            col_ = convert_column(restored)
+            return col_ if col_.ftype == FieldType.STRING else _exact_values(restored)
     off, data = binary_parts(col)
     if not (off[1:] > off[:-1]).all():
         return _exact_values(col)
@@ -365,6 +374,32 @@ def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
     return candidates, keys, secs, ts_rows, ts_raw, escape
 
 
+def _hide_quoted_commas(secs: pa.Array, placeholder: bytes) -> pa.Array:
+    """Replace ``,`` inside quoted values by ``placeholder`` so that ``,`` splits fields.
+
+    Quotes in a fast-path field section only delimit string values (the line matched
+    ``SIMPLE_LINE_RE``); a byte is inside a string when an odd number of quotes precede it in
+    its row. Rows where an escaped quote spoils the count are rejected later (backslashes never
+    pass the fast path's value and key checks).
+    """
+    off, data = binary_parts(secs)
+    seg = data[off[0]:off[-1]]
+    quote = seg == 34
+    if not quote.any():
+        return secs
+    before = np.cumsum(quote, dtype=np.int64) - quote
+    rel = off - off[0]
+    lengths = np.diff(rel)
+    row_base = np.repeat(before[np.minimum(rel[:-1], len(seg) - 1)], lengths)
+    hide = (seg == 44) & (((before - row_base) & 1) == 1)
+    if not hide.any():
+        return secs
+    out = seg.copy()
+    out[hide] = placeholder[0]
+    return pa.Array.from_buffers(secs.type, len(secs), [None, pa.py_buffer(rel.astype(off.dtype)),
+                                                        pa.py_buffer(out)])
+
+
 def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray,
                multiplier: int, default_time: int, body: bytes) -> tuple[list[Block], np.ndarray]:
     """Parse the candidate physical lines; return (blocks, indices of lines left to the slow path).
@@ -410,6 +445,14 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     candidates = candidates[good]
     key_idx = key_idx[good]
     ts_ns = ts_ns[good]
+    comma = None
+    if b'"' in body:
+        comma = next((bytes([b]) for b in _PLACEHOLDERS
+                      if bytes([b]) not in body and bytes([b]) != escape), None)
+        if comma is None:
+            comma = b","  # no free byte: quoted commas keep splitting (such rows go slow)
+        else:
+            secs = _hide_quoted_commas(secs, comma)
 
     # field layouts. Tokens are "key=value" (the regex allowed exactly one '=' in each).
     toks = pc.split_pattern(secs, b",")
@@ -417,7 +460,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     flat = toks.flatten()
     tstart = np.zeros(len(ntok), dtype=np.int64)
     np.cumsum(ntok[:-1], out=tstart[1:])
-    layouts = _Layouts()
+    layouts = _Layouts(comma if comma not in (None, b",") else b"")
     # Guess: every row has the layout of the first row of its measurement ...
     meas_idx = meas_of_key[key_idx]
     _, first_rows = np.unique(meas_idx, return_index=True)
@@ -455,7 +498,8 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
         cols = []
         if keep.any():
             for j, tok in enumerate(tok_cols):
-                c = convert_column(pc.binary_slice(tok, len(layouts.prefix[li][j]), 1 << 30))
+                c = convert_column(pc.binary_slice(tok, len(layouts.prefix[li][j]), 1 << 30),
+                                   comma)
                 if c.bad is not None:
                     keep &= ~c.bad
                 cols.append(c)
@@ -484,7 +528,8 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
 class _Layouts:
     """Distinct field layouts (raw key sequences) seen in one body."""
 
-    def __init__(self) -> None:
+    def __init__(self, forbidden: bytes = b"") -> None:
+        self.forbidden = forbidden  # placeholder bytes that may not appear in a key
         self.ids: dict[tuple, int] = {}
         self.names: list[list[str]] = []
         self.prefix: list[list[bytes]] = []
@@ -505,6 +550,8 @@ class _Layouts:
             # would strip (space/TAB/NUL) are left to the exact parser
             self.ok.append(len(set(names)) == len(names) and all(raw_keys)
                            and not any(b'"' in k or b"\\" in k for k in raw_keys)
+                           and not any(bytes([f]) in k for f in self.forbidden
+                                       for k in raw_keys)
                            and raw_keys[0][0] not in (9, 0, 32))
             self.max_len.append(max(map(len, raw_keys)))
         return li

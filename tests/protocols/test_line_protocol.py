@@ -456,12 +456,12 @@ def test_ordinary_lines_never_reach_the_exact_parser(monkeypatch) -> None:
     batch = parse(body)
     assert batch.point_count == 55 and batch.value_count == 525
     # escaped key parts and strings with spaces stay on the fast path too
-    body = b"\n".join([rb'st,h=a\ b s="a b c",n=1i 5', rb's\,t,h=a\=b s="x",n=2i'] * 20)
+    body = b"\n".join([rb'st,h=a\ b s="a b, c",n=1i 5', rb's\,t,h=a\=b s="x",n=2i'] * 20)
     batch = parse(body)
     assert batch.point_count == 40 and batch.errors == ()
     assert {(s.measurement, s.tags) for s in batch.series} == {
         ("st", (("h", "a b"),)), ("s,t", (("h", "a=b"),))}
-    assert batch.series[0].columns["s"].values[0] == "a b c"
+    assert batch.series[0].columns["s"].values[0] == "a b, c"
 
 
 @pytest.mark.parametrize("extra", [b"", b"\xf8", bytes(range(0xF8, 0x100))])
@@ -469,7 +469,9 @@ def test_escapes_and_spaced_strings_fast_path_equals_exact(extra: bytes) -> None
     """Placeholder bytes for escaped spaces must not collide with bytes in the body."""
     lines_ = ESCAPED + [b'm,t=a\xf8b s="\xf8 q"', rb'm,t=a\\ b v=1', rb'm,t=a\\\ b v=1',
                         rb'm s="C:\\dir\" x",v=1 5', rb'm,t=x\ v=1 6', rb'm v\ x=1',
-                        b'm s="a  b"', b'm s="a b" ', b'm s="a b"  ', b'm s="1 2" 3 4']
+                        b'm s="a  b"', b'm s="a b" ', b'm s="a b"  ', b'm s="1 2" 3 4',
+                        rb'm s="a\"b,c",v=1', b'm s="x,y",t="p,q" 5', b'm a="1,2",b=3 4',
+                        b'm a="1,2,",b="",c=",",d=t', rb'm a="x\",b=1,c="y",d=2']
     body = b"\n".join(lines_) + b"\n# " + extra + b'\nm s="' + extra + b'"\n'
     got, want = parse(body, default_time=77), _exact(body)
     assert rows(got) == rows(want) and errors(got) == errors(want)
