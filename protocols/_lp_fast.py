@@ -384,15 +384,15 @@ def _hide_quoted_commas(secs: pa.Array, placeholder: bytes) -> pa.Array:
     """
     off, data = binary_parts(secs)
     seg = data[off[0]:off[-1]]
-    quote = seg == 34
-    if not quote.any():
+    quotes = np.flatnonzero(seg == 34)
+    if len(quotes) == 0:
         return secs
-    before = np.cumsum(quote, dtype=np.int64) - quote
+    commas = np.flatnonzero(seg == 44)
     rel = off - off[0]
-    lengths = np.diff(rel)
-    row_base = np.repeat(before[np.minimum(rel[:-1], len(seg) - 1)], lengths)
-    hide = (seg == 44) & (((before - row_base) & 1) == 1)
-    if not hide.any():
+    row_start = rel[np.searchsorted(rel, commas, side="right") - 1]
+    before = np.searchsorted(quotes, commas) - np.searchsorted(quotes, row_start)
+    hide = commas[(before & 1) == 1]
+    if len(hide) == 0:
         return secs
     out = seg.copy()
     out[hide] = placeholder[0]
