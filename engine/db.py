@@ -272,7 +272,7 @@ class Database:
 
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: run_flusher(
-                inbox=fl_recv, write_table=self._write_table, on_flushed=self._on_flushed,
+                inbox=fl_recv, write_table=lambda t: self._write_table(t), on_flushed=self._on_flushed,
                 checkpoint=checkpoint, stats=self.flusher_stats, task_status=task_status))
             await nursery.start(lambda task_status: run_memtable(
                 self.state, limits=limits, resolve_sids=resolve, inbox=mem_recv, flusher=fl_send,
