@@ -4,11 +4,15 @@ Per-line Python work is what makes a pure-Python parser slow: on this class of m
 Python-level operation costs about 0.2 us, and a TSBS line has 10 values. This path never loops
 over lines or values in Python; it runs Arrow's C++ string kernels over whole columns:
 
-1. lines are split on spaces; a line takes the fast path only as ``key fields [time]`` (2 or 3
-   parts) without a backslash (lines with one never get here, see ``suspicious_lines``);
-2. keys are dictionary-encoded, so tags are parsed once per distinct series key (in Python, and
-   memoised across calls);
-3. field sections are split on ``,`` into ``key=value`` tokens. Each row is assumed to have the
+1. a line takes the fast path only as ``key fields [time]``. Escaped spaces are first replaced
+   by a placeholder byte that does not occur in the body (lines with a double backslash, where
+   1.x's "previous byte" escape rule differs from pairing, go to the exact parser). Without
+   quotes in the body lines are split on every space; with quotes the key ends at the first
+   space and the time starts after the last one, so strings may hold spaces;
+2. keys are dictionary-encoded, so tags are parsed once per distinct series key (in Python,
+   memoised across calls; keys with escapes use 1.x's own key scanner);
+3. commas inside quoted values are replaced by a second placeholder (quote parity per row) and
+   field sections are split on ``,`` into ``key=value`` tokens. Each row is assumed to have the
    field layout (key sequence) of the first row of its measurement; the assumption is checked
    column by column with ``starts_with(token, key + "=")``, and rows that do not fit get their
    layouts from one dictionary encoding of their key sequences;
@@ -16,11 +20,13 @@ over lines or values in Python; it runs Arrow's C++ string kernels over whole co
    with one Arrow cast (Arrow's string->float cast rounds correctly, like Go's ParseFloat);
 5. timestamps are cast in one step and range-checked with numpy.
 
-Whatever the fast path is not sure about (odd shapes, escapes, empty or invalid values, mixed
-types in a column, duplicate keys, range errors) goes, by line, to the exact parser in
-:mod:`rusts.protocols._lp_exact`, which also writes the error messages. The fast path only has
-to be right about the rows it keeps; the tests compare both paths on generated input.
+Whatever the fast path is not sure about (odd shapes, escapes outside the key, backslashes in
+values, empty or invalid values, mixed types in a column, duplicate keys, range errors) goes, by
+line, to the exact parser in :mod:`rusts.protocols._lp_exact`, which also writes the error
+messages. The fast path only has to be right about the rows it keeps; the tests compare both
+paths on generated input.
 """
+
 
 from __future__ import annotations
 
