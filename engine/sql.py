@@ -286,8 +286,9 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
         extra_tables: ``{"schema.name" or "name": pyarrow.Table}`` made queryable in the general
             path (pgwire registers its ``pg_catalog`` tables this way).
         now_ns: the statement's ``now()`` (default: the wall clock, read once).
-        route: "auto"; "fast" to use the query model whenever it can express the statement, even
-            where the DuckDB scan is faster; "general" to always use DuckDB (tests compare them).
+        route: "auto"; "fast" to use the executor whenever the query model expresses the
+            statement; "vector" to aggregate over the cached scan whenever possible; "general"
+            to always use DuckDB (tests compare all of them).
 
     Returns:
         The columnar :class:`SqlOutput`.
@@ -308,12 +309,24 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     now = int(now_ns if now_ns is not None else time.time_ns())
     names = item_names(ast, text2)
     if ext is None and route != "general":
-        plan = plan_fast(ast, cat, now, names)
-        if plan is not None and (route == "fast" or not _needs_scan(plan)):
-            rs = await db.query(plan.query)
-            if len(rs.row_group) > 50_000:
-                return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
-            return fast_output(plan, rs)
+        plan = plan_fast(ast, cat, now, names, allow_residual=route in ("auto", "vector"))
+        if plan is not None:
+            vector = bool(plan.residual) or (route == "vector" and bool(plan.query.aggregations)) or (
+                route == "auto" and _needs_scan(plan))
+            if vector:
+                from rusts.sql_vector import TooManyKeys, run_vector
+
+                try:
+                    rs = await run_vector(db, plan.query, plan.residual)
+                except TooManyKeys:
+                    rs = None
+                if rs is not None:
+                    return attrs.evolve(fast_output(plan, rs), path="vector")
+            else:
+                rs = await db.query(plan.query)
+                if len(rs.row_group) > 50_000:
+                    return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
+                return fast_output(plan, rs)
     return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
 
 
@@ -353,7 +366,7 @@ def _timeout(db) -> float:
 
 def _needs_scan(plan: FastPlan) -> bool:
     """Aggregates the executor would answer by decoding everything (buckets, percentiles,
-    FIRST/LAST, STDDEV) run faster in DuckDB over the cached block scan."""
+    FIRST/LAST, STDDEV) run faster vectorised over the cached block scan (:mod:`rusts.sql_vector`)."""
     q = plan.query
     if not q.aggregations:
         return False

@@ -411,6 +411,7 @@ class Bounds:
     end: int = MAX_TIME
     tag_filters: list[TagFilter] = attrs.field(factory=list)
     exact: bool = True  # every conjunct was absorbed
+    rest: list = attrs.field(factory=list)  # the conjuncts that were not
 
     def add_start(self, t: int) -> None:
         self.start = max(self.start, t)
@@ -450,7 +451,85 @@ def analyze_where(cond: exp.Expression | None, resolve: Callable[[exp.Column], t
     for c in conjuncts(cond):
         if not _absorb(c, b, resolve, now_ns):
             b.exact = False
+            b.rest.append(c)
     return b
+
+
+_OPS = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+_NUMERIC = (FieldType.FLOAT, FieldType.INTEGER, FieldType.UNSIGNED)
+
+
+def _const(node, ft: FieldType):
+    """A literal usable against a field of type ``ft`` (None when it is not one)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    neg = False
+    if isinstance(node, exp.Neg):
+        neg, node = True, node.this
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this if ft == FieldType.STRING and not neg else None
+        if ft not in _NUMERIC:
+            return None
+        try:
+            v = int(node.this)
+        except ValueError:
+            try:
+                v = float(node.this)
+            except ValueError:
+                return None
+        return -v if neg else v
+    if isinstance(node, exp.Boolean) and ft == FieldType.BOOLEAN and not neg:
+        return bool(node.this)
+    return None
+
+
+def field_predicate(c: exp.Expression, resolve, fields: dict) -> tuple | None:
+    """``(field, op, value)`` for a simple predicate on one field, else None.
+
+    ops: = != < <= > >= (value a literal of the field's type), between (lo, hi), isnull, notnull.
+    """
+    while isinstance(c, exp.Paren):
+        c = c.this
+    if type(c) in _OPS:
+        left, right, cls = c.this, c.expression, type(c)
+        if not isinstance(left, exp.Column) and isinstance(right, exp.Column):
+            left, right, cls = right, left, _FLIP[cls]
+        if not isinstance(left, exp.Column):
+            return None
+        r = resolve(left)
+        if r is None or r[0] != KIND_FIELD:
+            return None
+        v = _const(right, fields[r[1]])
+        if v is None:
+            return None
+        return r[1], _OPS[cls], v
+    if isinstance(c, exp.Between) and isinstance(c.this, exp.Column):
+        r = resolve(c.this)
+        if r is None or r[0] != KIND_FIELD or fields[r[1]] not in _NUMERIC:
+            return None
+        lo, hi = _const(c.args["low"], fields[r[1]]), _const(c.args["high"], fields[r[1]])
+        if lo is None or hi is None:
+            return None
+        return r[1], "between", (lo, hi)
+    neg = False
+    inner = c
+    if isinstance(inner, exp.Not):
+        neg, inner = True, inner.this
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+    if isinstance(inner, exp.Is) and isinstance(inner.this, exp.Column) and isinstance(inner.expression, exp.Null):
+        r = resolve(inner.this)
+        if r is None or r[0] != KIND_FIELD:
+            return None
+        notnull = neg != bool(inner.args.get("negate"))
+        return r[1], "notnull" if notnull else "isnull", None
+    if isinstance(inner, exp.Column):
+        r = resolve(inner)
+        if r is None or r[0] != KIND_FIELD or fields[r[1]] != FieldType.BOOLEAN:
+            return None
+        return r[1], "=", not neg
+    return None
 
 
 def _absorb(c: exp.Expression, b: Bounds, resolve, now_ns: int) -> bool:
@@ -647,6 +726,7 @@ class FastPlan:
     limit: int | None = None
     offset: int = 0
     post_slice: bool = False
+    residual: tuple = ()  # field predicates (field, op, value) only the vector path applies
 
 
 def _agg_type(f: AggFunc, src: FieldType | None) -> str:
@@ -710,11 +790,13 @@ _BLOCKERS = ("with", "joins", "laterals", "having", "qualify", "windows", "disti
              "cluster", "distribute", "sort")
 
 
-def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[str] | None = None
-              ) -> FastPlan | None:
+def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[str] | None = None,
+              allow_residual: bool = False) -> FastPlan | None:
     """Plan ``sel`` on the query model, or None when it needs the general path.
 
-    ``names`` are the output names of the select items (:func:`item_names`).
+    ``names`` are the output names of the select items (:func:`item_names`). With
+    ``allow_residual``, an aggregate statement may also carry simple field predicates
+    (:func:`field_predicate`) in :attr:`FastPlan.residual`, for the vector path.
     """
     if not isinstance(sel, exp.Select):
         return None
@@ -734,8 +816,15 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     where = sel.args.get("where")
     b = analyze_where(where.this if where is not None else None, resolve, now_ns)
+    residual: list[tuple] = []
     if not b.exact:
-        return None
+        if not allow_residual:
+            return None
+        for c in b.rest:
+            fp = field_predicate(c, resolve, fields)
+            if fp is None:
+                return None
+            residual.append(fp)
 
     # ---- select list
     items = []  # (name, kind-of-item, payload, expr)
@@ -809,7 +898,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     outputs: list[OutCol] = []
     if not is_agg:
-        if any(k in ("bucket", "agg") for _, k, _, _ in items):
+        if residual or any(k in ("bucket", "agg") for _, k, _, _ in items):
             return None
         fsel: list[str] = []
         for name, kind, payload, _ in items:
@@ -925,7 +1014,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     if limit is False or offset is False:
         return None
     q = Query(m, b.start, b.end, tuple(b.tag_filters), None, tuple(aggs), interval, tuple(group_tags))
-    return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True)
+    return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True, tuple(residual))
 
 
 def unsupported(what: str) -> UnsupportedError:

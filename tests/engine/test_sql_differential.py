@@ -275,24 +275,24 @@ CASES = [
 async def test_hand_written_queries_match_duckdb(tmp_path):
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
-        paths = {"fast": 0, "duckdb": 0}
+        paths = {"fast": 0, "vector": 0, "duckdb": 0}
         for ours_sql, ref_sql, ordered in CASES:
             ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
-            # every statement through the automatic choice, the query model and DuckDB alone
-            for route in ("auto", "fast", "general"):
+            # every statement through the automatic choice, the executor, the vector path, DuckDB
+            for route in ("auto", "fast", "vector", "general"):
                 try:
                     ours = await execute_sql(db, ours_sql, now_ns=NOW, route=route)
                 except Exception as e:  # collect, report all at once
                     failures.append(f"[{route}] {ours_sql}\n  raised {type(e).__name__}: {e}")
                     continue
-                if route == "fast":
+                if route in ("fast", "vector"):
                     paths[ours.path] += 1
                 diff = compare(ours, ref_table, ordered)
                 if diff:
                     failures.append(f"[{route}] {ours_sql}\n  {diff}")
         assert not failures, "\n".join(failures)
         # both executors are exercised: the original's table on the fast path, the rest in DuckDB
-        assert paths["fast"] >= 25 and paths["duckdb"] >= 25, paths
+        assert paths["fast"] >= 15 and paths["vector"] >= 15 and paths["duckdb"] >= 50, paths
 
 
 # ----------------------------------------------------------------------------- random queries
@@ -361,11 +361,11 @@ async def test_random_queries_match_duckdb(tmp_path):
     rng = np.random.default_rng(20240601)
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
-        paths = {"fast": 0, "duckdb": 0}
+        paths = {"fast": 0, "vector": 0, "duckdb": 0}
         for k in range(150):
             q, r = random_query(rng)
             expected = ref.sql(r).to_arrow_table()
-            for route in ("fast", "general") if k % 2 else ("auto",):
+            for route in (("auto",), ("fast", "general"), ("vector",))[k % 3]:
                 try:
                     ours = await execute_sql(db, q, now_ns=NOW, route=route)
                 except Exception as e:
@@ -376,7 +376,7 @@ async def test_random_queries_match_duckdb(tmp_path):
                 if diff:
                     failures.append(f"[{route}] {q}\n  {diff}")
         assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures[:15])
-        assert paths["fast"] >= 40 and paths["duckdb"] >= 80, paths
+        assert paths["fast"] >= 30 and paths["vector"] >= 30 and paths["duckdb"] >= 60, paths
 
 
 # ----------------------------------------------------------------------------- names, errors, shapes
