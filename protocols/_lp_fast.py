@@ -4,9 +4,10 @@ Per-line Python work is what makes a pure-Python parser slow: on this class of m
 Python-level operation costs about 0.2 us, and a TSBS line has 10 values. This path never loops
 over lines or values in Python; it runs Arrow's C++ string kernels over whole columns:
 
-1. a line takes the fast path only as ``key fields [time]``. Escaped spaces are first replaced
-   by a placeholder byte that does not occur in the body (lines with a double backslash, where
-   1.x's "previous byte" escape rule differs from pairing, go to the exact parser). Without
+1. a line takes the fast path only as ``key fields [time]``. Escaped backslashes, quotes and
+   spaces are first replaced by placeholder bytes that do not occur in the body (a double
+   backslash in a key, where 1.x's "previous byte" escape rule differs from pairing, sends the
+   line to the exact parser). Without
    quotes in the body lines are split on every space; with quotes the key ends at the first
    space and the time starts after the last one, so strings may hold spaces;
 2. keys are dictionary-encoded, so tags are parsed once per distinct series key (in Python,
@@ -20,9 +21,9 @@ over lines or values in Python; it runs Arrow's C++ string kernels over whole co
    with one Arrow cast (Arrow's string->float cast rounds correctly, like Go's ParseFloat);
 5. timestamps are cast in one step and range-checked with numpy.
 
-Whatever the fast path is not sure about (odd shapes, escapes outside the key, backslashes in
-values, empty or invalid values, mixed types in a column, duplicate keys, range errors) goes, by
-line, to the exact parser in :mod:`rusts.protocols._lp_exact`, which also writes the error
+Whatever the fast path is not sure about (odd shapes, escapes in field keys, a double
+backslash in a key, empty or invalid values, mixed types in a column, duplicate keys, range
+errors) goes, by line, to the exact parser in :mod:`rusts.protocols._lp_exact`, which also writes the error
 messages. The fast path only has to be right about the rows it keeps; the tests compare both
 paths on generated input.
 """
@@ -154,6 +155,45 @@ def parse_plain_keys(distinct: list[bytes]) -> list:
 # --------------------------------------------------------------------------- values
 
 
+class _Marks:
+    """Placeholder bytes standing for escapes and quoted commas during the fast path.
+
+    Each placeholder is a byte absent from the body. ``raw`` maps it back to the original bytes
+    (keys and the exact fallback); ``string`` to its meaning inside a string value (1.x
+    unescapes only ``\\"`` and ``\\\\`` there).
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.free = [bytes([b]) for b in _PLACEHOLDERS if bytes([b]) not in body]
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.string: list[tuple[bytes, bytes]] = []
+
+    def take(self, raw: bytes, string: bytes) -> bytes | None:
+        if not self.free:
+            return None
+        ph = self.free.pop(0)
+        self.raw.append((ph, raw))
+        self.string.append((ph, string))
+        return ph
+
+    @property
+    def bytes(self) -> bytes:
+        return b"".join(ph for ph, _ in self.raw)
+
+    def restore_raw(self, arr: pa.Array) -> pa.Array:
+        for ph, raw in self.raw:
+            arr = pc.replace_substring(arr, ph, raw)
+        return arr
+
+    def restore_key(self, key: bytes) -> bytes:
+        for ph, raw in self.raw:
+            key = key.replace(ph, raw)
+        return key
+
+    def present(self, data: np.ndarray) -> bool:
+        return bool(self.raw) and bool(_lut(self.bytes)[data].any())
+
+
 class _Column:
     """A typed, converted column over the rows of one layout (``bad`` rows excluded later)."""
 
@@ -201,21 +241,24 @@ def _cast_or_exact(col: pa.Array, target: pa.DataType, ftype: FieldType, source=
     return _Column(ftype, values)
 
 
-def convert_column(col: pa.Array, comma: bytes | None = None) -> _Column:
+def convert_column(col: pa.Array, marks: _Marks | None = None) -> _Column:
     """Type and convert one column of raw values the way 1.x would.
 
     Values that are empty, of another type than the column's first, or invalid are flagged
-    ``bad`` (their lines go to the exact parser, which reports them). ``comma`` is the byte that
-    stands for ``,`` inside quoted values (see :func:`_hide_quoted_commas`).
+    ``bad`` (their lines go to the exact parser, which reports them). Placeholders of ``marks``
+    may only occur in string values.
     """
-    if comma is not None and comma != b",":
+    if marks is not None:
         off, data = binary_parts(col)
-        if (data[off[0]:off[-1]] == comma[0]).any():
-            restored = pc.replace_substring(col, comma, b",")
-            if not (data[off[:-1]] == 34).all():
-                return _exact_values(restored)
-            col_ = convert_column(restored)
-            return col_ if col_.ftype == FieldType.STRING else _exact_values(restored)
+        if marks.present(data[off[0]:off[-1]]):
+            first, last = data[off[:-1]], data[off[1:] - 1]
+            if not ((first == 34) & (last == 34) & ((off[1:] - off[:-1]) >= 2)).all() or \
+                    int(np.count_nonzero(data[off[0]:off[-1]] == 34)) != 2 * len(col):
+                return _exact_values(marks.restore_raw(col))
+            inner = pc.binary_slice(col, 1, -1)
+            for ph, meaning in marks.string:
+                inner = pc.replace_substring(inner, ph, meaning)
+            return _Column(FieldType.STRING, _strings(inner))
     off, data = binary_parts(col)
     if not (off[1:] > off[:-1]).all():
         return _exact_values(col)
@@ -233,14 +276,19 @@ def convert_column(col: pa.Array, comma: bytes | None = None) -> _Column:
     if _BOOL_FIRST[first].all() and _bool_np(pc.is_in(col, value_set=_BOOL_SET)).all():
         return _Column(FieldType.BOOLEAN, (first == 116) | (first == 84))
     if (first == 34).all() and (last == 34).all() and ((off[1:] - off[:-1]) >= 2).all() \
-            and int(np.count_nonzero(d == 34)) == 2 * len(col) and not (d == 92).any():
-        inner = pc.binary_slice(col, 1, -1)
-        try:
-            strs = inner.cast(pa.string()).to_numpy(zero_copy_only=False)
-        except pa.ArrowInvalid:
-            strs = np.array([ex.decode(b) for b in inner.to_pylist()], dtype=object)
-        return _Column(FieldType.STRING, strs.astype(object, copy=False))
+            and int(np.count_nonzero(d == 34)) == 2 * len(col) \
+            and not ((d[1:] == 34) & (d[:-1] == 92)).any():
+        return _Column(FieldType.STRING, _strings(pc.binary_slice(col, 1, -1)))
     return _exact_values(col)
+
+
+def _strings(inner: pa.Array) -> np.ndarray:
+    """Object array of str (invalid UTF-8 replaced, as the exact parser does)."""
+    try:
+        strs = inner.cast(pa.string()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        strs = np.array([ex.decode(b) for b in inner.to_pylist()], dtype=object)
+    return strs.astype(object, copy=False)
 
 
 # ------------------------------------------------------------------------ timestamps
@@ -316,25 +364,28 @@ def _drop(keep: np.ndarray, arrays: list, candidates: np.ndarray, slow: list):
 
 
 def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
-    """Split candidate lines into (candidates, keys, field sections, ts rows, raw ts, escape).
+    """Split candidate lines into (candidates, keys, field sections, ts rows, raw ts, marks).
 
     Lines go to ``slow`` when they do not have the shape ``key fields [time]``. With quotes in
     the body the key ends at the first space and the time starts after the last one, so string
-    values may hold spaces. An escaped space ``\\ `` is replaced by a placeholder byte ``escape``
-    (absent from the body) before splitting; keys are restored before they are parsed.
+    values may hold spaces. Escaped backslashes, quotes and spaces are replaced by placeholder
+    bytes (``marks``) before splitting; keys are restored before they are parsed.
     """
     sub = lines.take(pa.array(candidates))
-    escape = None
+    marks = _Marks(body)
     if b"\\" in body:
-        escape = next((bytes([b]) for b in _PLACEHOLDERS if bytes([b]) not in body), None)
-        # a double backslash makes 1.x's "previous byte" escape rule differ from pairing
-        bad = _rows_with(sub, 92, pair=True) if escape is not None else _rows_with(sub, 92)
-        if bad.any():
-            (sub,), candidates = _drop(~bad, [sub], candidates, slow)
-        if escape is not None:
-            sub = pc.replace_substring(sub, b"\\ ", escape)
+        # pair backslashes left to right as 1.x's field scanner does: "\\\\" first, then
+        # escaped quotes and spaces; all other escapes stay as they are
+        for pattern, meaning in ((b"\\\\", b"\\"), (b'\\"', b'"'), (b"\\ ", b"\\ ")):
+            ph = marks.take(pattern, meaning)
+            if ph is None:  # no free byte: lines with a backslash take the exact path
+                keep = ~_rows_with(sub, 92)
+                if not keep.all():
+                    (sub,), candidates = _drop(keep, [sub], candidates, slow)
+                break
+            sub = pc.replace_substring(sub, pattern, ph)
     if len(candidates) == 0:
-        return candidates, None, None, None, None, escape
+        return candidates, None, None, None, None, marks
     if b'"' not in body:
         parts = pc.split_pattern(sub, b" ")
         plen = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
@@ -343,7 +394,7 @@ def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
             (parts,), candidates = _drop(shape_ok, [parts], candidates, slow)
             plen = plen[shape_ok]
         if len(candidates) == 0:
-            return candidates, None, None, None, None, escape
+            return candidates, None, None, None, None, marks
         keys = pc.list_element(parts, 0)
         secs = pc.list_element(parts, 1)
         ts_rows = np.flatnonzero(plen == 3)
@@ -354,7 +405,7 @@ def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
         if not has_space.all():
             (first,), candidates = _drop(has_space, [first], candidates, slow)
         if len(candidates) == 0:
-            return candidates, None, None, None, None, escape
+            return candidates, None, None, None, None, marks
         keys = pc.list_element(first, 0)
         rest = pc.list_element(first, 1)
         last = pc.split_pattern(rest, b" ", max_splits=1, reverse=True)
@@ -377,16 +428,15 @@ def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
             ts_raw = ts_raw.filter(pa.array(nonempty))
         if len(ts_rows) == 0:
             ts_raw = None
-    return candidates, keys, secs, ts_rows, ts_raw, escape
+    return candidates, keys, secs, ts_rows, ts_raw, marks
 
 
 def _hide_quoted_commas(secs: pa.Array, placeholder: bytes) -> pa.Array:
     """Replace ``,`` inside quoted values by ``placeholder`` so that ``,`` splits fields.
 
     Quotes in a fast-path field section only delimit string values (the line matched
-    ``SIMPLE_LINE_RE``); a byte is inside a string when an odd number of quotes precede it in
-    its row. Rows where an escaped quote spoils the count are rejected later (backslashes never
-    pass the fast path's value and key checks).
+    ``SIMPLE_LINE_RE`` and escaped quotes are placeholders by now); a byte is inside a string
+    when an odd number of quotes precede it in its row.
     """
     off, data = binary_parts(secs)
     seg = data[off[0]:off[-1]]
@@ -414,7 +464,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     line); ``line_numbers`` maps every physical line index to its 1-based line number.
     """
     slow: list[np.ndarray] = []
-    candidates, keys, secs, ts_rows, ts_raw, escape = _sections(lines, candidates, body, slow)
+    candidates, keys, secs, ts_rows, ts_raw, marks = _sections(lines, candidates, body, slow)
     if len(candidates) == 0:
         return [], _concat(slow)
 
@@ -422,8 +472,8 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     keys_enc = pc.dictionary_encode(keys)
     key_idx = keys_enc.indices.to_numpy(zero_copy_only=False)
     distinct = keys_enc.dictionary.to_pylist()
-    if escape is not None:
-        distinct = [k.replace(escape, b"\\ ") for k in distinct]
+    if marks.raw:
+        distinct = [marks.restore_key(k) for k in distinct]
     parsed_keys = parse_plain_keys(distinct)
     key_ok = np.array([p is not None for p in parsed_keys], dtype=bool)
     key_size = np.array([p[2] if p is not None else 0 for p in parsed_keys], dtype=np.int64)
@@ -431,8 +481,8 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     meas_of_key = np.array([meas_ids.setdefault(p[0], len(meas_ids)) if p is not None else -1
                             for p in parsed_keys], dtype=np.int64)
     ok = key_ok[key_idx]
-    if escape is not None:  # an escaped space outside the key: exact parser
-        ok &= ~_rows_with(secs, escape[0])
+    if marks.raw:  # "\\\\" in a key: 1.x's "previous byte" rule differs from pairing
+        ok &= ~_rows_with(keys, marks.raw[0][0][0])
 
     # timestamps
     ts_ns = np.full(len(candidates), default_time, dtype=np.int64)
@@ -451,13 +501,9 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     candidates = candidates[good]
     key_idx = key_idx[good]
     ts_ns = ts_ns[good]
-    comma = None
     if b'"' in body:
-        comma = next((bytes([b]) for b in _PLACEHOLDERS
-                      if bytes([b]) not in body and bytes([b]) != escape), None)
-        if comma is None:
-            comma = b","  # no free byte: quoted commas keep splitting (such rows go slow)
-        else:
+        comma = marks.take(b",", b",")
+        if comma is not None:
             secs = _hide_quoted_commas(secs, comma)
 
     # field layouts. Tokens are "key=value" (the regex allowed exactly one '=' in each).
@@ -466,7 +512,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
     flat = toks.flatten()
     tstart = np.zeros(len(ntok), dtype=np.int64)
     np.cumsum(ntok[:-1], out=tstart[1:])
-    layouts = _Layouts(comma if comma not in (None, b",") else b"")
+    layouts = _Layouts(marks.bytes)
     # Guess: every row has the layout of the first row of its measurement ...
     meas_idx = meas_of_key[key_idx]
     _, first_rows = np.unique(meas_idx, return_index=True)
@@ -505,7 +551,7 @@ def parse_fast(lines: pa.Array, candidates: np.ndarray, line_numbers: np.ndarray
         if keep.any():
             for j, tok in enumerate(tok_cols):
                 c = convert_column(pc.binary_slice(tok, len(layouts.prefix[li][j]), 1 << 30),
-                                   comma)
+                                   marks)
                 if c.bad is not None:
                     keep &= ~c.bad
                 cols.append(c)

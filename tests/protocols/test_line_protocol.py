@@ -462,6 +462,9 @@ def test_ordinary_lines_never_reach_the_exact_parser(monkeypatch) -> None:
     assert {(s.measurement, s.tags) for s in batch.series} == {
         ("st", (("h", "a b"),)), ("s,t", (("h", "a=b"),))}
     assert batch.series[0].columns["s"].values[0] == "a b, c"
+    body = b"\n".join([rb'log,h=a msg="said \"hi\", C:\\tmp\x",n=1i 7'] * 20)
+    (s,) = parse(body).series
+    assert s.columns["msg"].values[0] == 'said "hi", C:\\tmp\\x'
 
 
 @pytest.mark.parametrize("extra", [b"", b"\xf8", bytes(range(0xF8, 0x100))])
