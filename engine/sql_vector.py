@@ -43,69 +43,76 @@ class TooManyKeys(Exception):
 
 _PC_OPS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
            ">=": pc.greater_equal}
-
-
-def _pred_mask(pieces, residual, n_total: int) -> np.ndarray:
-    """AND of the residual field predicates over a series' pieces (NULL -> false)."""
-    out = []
-    for p in pieces:
-        n = len(p.ts)
-        keep = None
-        for field, op, value in residual:
-            arr = p.cols.get(field)
-            if arr is None:
-                m = np.ones(n, bool) if op == "isnull" else np.zeros(n, bool)
-            elif op == "isnull":
-                m = pc.is_null(arr).to_numpy(zero_copy_only=False)
-            elif op == "notnull":
-                m = pc.is_valid(arr).to_numpy(zero_copy_only=False)
-            elif op == "between":
-                lo, hi = value
-                r = pc.and_(pc.greater_equal(arr, lo), pc.less_equal(arr, hi))
-                m = r.fill_null(False).to_numpy(zero_copy_only=False)
-            else:
-                m = _PC_OPS[op](arr, value).fill_null(False).to_numpy(zero_copy_only=False)
-            keep = m if keep is None else (keep & m)
-        out.append(keep if keep is not None else np.ones(n, bool))
-    return np.concatenate(out) if len(out) > 1 else out[0]
+_NP_OPS = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+           ">=": np.greater_equal}
 
 
 @attrs.define
 class _Series:
-    """One series after filtering: times, per-field values/validity and Arrow columns."""
+    """One series: times (when needed), per-field values/validity (validity already ANDed with the
+    row filter), the row filter itself, and the Arrow columns (for FIRST/LAST values)."""
 
     gid: int
-    ts: np.ndarray
+    n: int
+    ts: np.ndarray | None
+    keep: np.ndarray | None
     vals: dict
     valid: dict
     arrow: dict
-    rows: np.ndarray | None  # original positions kept by the predicates (None = all)
-
-
-def _column(pieces, field: str, ft: FieldType, numeric: bool):
-    arrs = []
-    for p in pieces:
-        a = p.cols.get(field)
-        arrs.append(a if a is not None else pa.nulls(len(p.ts), _arrow_type(ft)))
-    ch = pa.chunked_array(arrs, type=_arrow_type(ft))
-    valid = np.concatenate([a.is_valid().to_numpy(zero_copy_only=False) if a.null_count else
-                            np.ones(len(a), bool) for a in arrs]) if len(arrs) > 1 else (
-        arrs[0].is_valid().to_numpy(zero_copy_only=False) if arrs[0].null_count else np.ones(len(arrs[0]), bool))
-    vals = None
-    if numeric:
-        parts = []
-        for a in arrs:
-            if a.null_count:
-                a = a.fill_null(0)
-            parts.append(a.to_numpy(zero_copy_only=False))
-        vals = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return ch, vals, valid
 
 
 def _arrow_type(ft: FieldType):
     from rusts.sql_scan import _ARROW_TYPES
 
     return _ARROW_TYPES[ft]
+
+
+def _chunked(pieces, field: str, ft: FieldType) -> pa.ChunkedArray:
+    at = _arrow_type(ft)
+    return pa.chunked_array([p.cols.get(field) if p.cols.get(field) is not None else pa.nulls(len(p.ts), at)
+                             for p in pieces], type=at)
+
+
+def _validity(ch: pa.ChunkedArray) -> np.ndarray | None:
+    """Per-row presence, or None when every row has a value."""
+    if ch.null_count == 0:
+        return None
+    parts = [c.is_valid().to_numpy(zero_copy_only=False) if c.null_count else np.ones(len(c), bool)
+             for c in ch.chunks]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _values(ch: pa.ChunkedArray) -> np.ndarray:
+    parts = [(c.fill_null(0) if c.null_count else c).to_numpy(zero_copy_only=False) for c in ch.chunks]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+def _predicate(field: str, op: str, value, ch, vals, valid, n: int) -> np.ndarray:
+    """One residual predicate as a row mask (SQL: NULL never matches a comparison)."""
+    if op == "isnull":
+        return np.zeros(n, bool) if valid is None else ~valid
+    if op == "notnull":
+        return np.ones(n, bool) if valid is None else valid.copy()
+    if vals is not None:
+        if op == "between":
+            m = (vals >= value[0]) & (vals <= value[1])
+        else:
+            m = _NP_OPS[op](vals, value)
+    else:  # strings, booleans: Arrow kernels over the chunked column
+        if op == "between":
+            r = pc.and_(pc.greater_equal(ch, value[0]), pc.less_equal(ch, value[1]))
+        else:
+            r = _PC_OPS[op](ch, value)
+        m = r.fill_null(False).to_numpy(zero_copy_only=False)
+    return m if valid is None else (m & valid)
 
 
 def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, FieldType],
@@ -115,8 +122,11 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     iv = q.interval
     need = sorted({a.field for a in aggs if a.field is not None} | {r[0] for r in residual})
     need = [f for f in need if f in ftypes]
-    numeric_need = {a.field for a in aggs if a.field is not None
+    value_fields = {a.field for a in aggs if a.field is not None
                     and a.function not in (AggFunc.First, AggFunc.Last, AggFunc.Count)}
+    value_fields |= {r[0] for r in residual if ftypes.get(r[0]) in (FieldType.FLOAT, FieldType.INTEGER,
+                                                                     FieldType.UNSIGNED)}
+    need_ts = iv is not None or any(a.function in (AggFunc.First, AggFunc.Last) for a in aggs)
     group_keys: dict[tuple, int] = {}
     group_tags: list[dict] = []
     series: list[_Series] = []
@@ -126,42 +136,56 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
         pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache)
         if not pieces:
             continue
-        ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
-        rows = None
-        if residual:
-            keep = _pred_mask(pieces, residual, len(ts))
-            if not keep.all():
-                rows = np.flatnonzero(keep)
-                if len(rows) == 0:
-                    continue
-                ts = ts[rows]
-        vals, valid, arrow = {}, {}, {}
+        n = sum(len(p.ts) for p in pieces)
+        chs, vals, valid = {}, {}, {}
         for f in need:
-            ch, v, m = _column(pieces, f, ftypes[f], f in numeric_need)
-            if rows is not None:
-                m = m[rows]
-                v = None if v is None else v[rows]
-            vals[f], valid[f], arrow[f] = v, m, ch
+            ch = _chunked(pieces, f, ftypes[f])
+            chs[f] = ch
+            valid[f] = _validity(ch)
+            vals[f] = _values(ch) if f in value_fields else None
+        keep = None
+        for field, op, value in residual:
+            keep = _and(keep, _predicate(field, op, value, chs[field], vals[field], valid[field], n))
+        if keep is not None and not keep.any():
+            continue
+        ts = None
+        if need_ts:
+            ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
         gid = group_keys.get(key)
         if gid is None:
             gid = group_keys[key] = len(group_tags)
             group_tags.append({k: v for k, v in zip(q.group_by, key) if v is not None})
-        series.append(_Series(gid, ts, vals, valid, arrow, rows))
+        series.append(_Series(gid, n, ts, keep, vals, {f: _and(valid[f], keep) for f in need}, chs))
     # ---- per-series partials over sorted buckets
     part_g, part_b, part_rows = [], [], []
     partials: list[dict] = [dict() for _ in aggs]
     spans = []  # per series: (bucket starts, ends) for percentile gathering
     for si, s in enumerate(series):
-        n = len(s.ts)
-        b = s.ts - np.mod(s.ts, iv) if iv is not None else np.zeros(n, np.int64)
-        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if n else np.zeros(0, np.int64)
+        n = s.n
+        if iv is not None:
+            b = s.ts - np.mod(s.ts, iv)
+            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+            ub = b[starts]
+        else:
+            starts = np.zeros(1, np.int64)
+            ub = np.zeros(1, np.int64)
         ends = np.r_[starts[1:], n]
-        part_g.append(np.full(len(starts), s.gid, np.int64))
-        part_b.append(b[starts])
-        part_rows.append(ends - starts)
-        spans.append((starts, ends))
+        rows = _red(np.add, s.keep.astype(np.int64), starts) if s.keep is not None else ends - starts
+        nz = rows > 0
+        mine = []
         for a, acc in zip(aggs, partials):
-            _partial(a, s, si, starts, ends, acc)
+            _partial(a, s, si, starts, ends, rows, acc)
+            mine.append(acc["parts"][-1])
+        if not nz.all():  # buckets whose rows were all filtered out do not exist
+            for part in mine:
+                for k, v in list(part.items()):
+                    if isinstance(v, np.ndarray):
+                        part[k] = v[nz]
+            starts, ends, ub, rows = starts[nz], ends[nz], ub[nz], rows[nz]
+        part_g.append(np.full(len(starts), s.gid, np.int64))
+        part_b.append(ub)
+        part_rows.append(rows)
+        spans.append((starts, ends))
     return _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes)
 
 
@@ -171,45 +195,53 @@ def _red(ufunc, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return ufunc.reduceat(x, starts)
 
 
-def _partial(a, s: _Series, si: int, starts, ends, acc: dict) -> None:
+def _red_masked(ufunc, v: np.ndarray, m: np.ndarray | None, fill, starts, ends) -> np.ndarray:
+    """``ufunc.reduceat`` over contiguous runs ``[starts[k], ends[k])`` covering the rows, with the
+    rows where ``m`` is False replaced by ``fill`` (the ufunc's identity)."""
+    if len(starts) == 0:
+        return np.zeros(0, v.dtype)
+    z = v if m is None else np.where(m, v, fill)
+    return ufunc.reduceat(z, starts)
+
+
+def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
     f = a.function
     lst = acc.setdefault("parts", [])
     if a.field is None:  # COUNT(*)
-        lst.append({"n": ends - starts})
+        lst.append({"n": rows})
         return
     m = s.valid[a.field]
-    cnt = _red(np.add, m.astype(np.int64), starts)
+    cnt = (ends - starts) if m is None else _red_masked(np.add, m.astype(np.int64), None, 0, starts, ends)
     if f == AggFunc.Count:
         lst.append({"n": cnt})
         return
     v = s.vals.get(a.field)
     if f in (AggFunc.Sum, AggFunc.Mean):
-        z = np.where(m, v, 0) if not m.all() else v
-        if z.dtype.kind == "b":
-            z = z.astype(np.int64)
-        lst.append({"n": cnt, "sum": _red(np.add, z, starts)})
+        if v is not None and v.dtype.kind == "b":
+            v = v.astype(np.int64)
+        lst.append({"n": cnt, "sum": _red_masked(np.add, v, m, 0, starts, ends)})
     elif f in (AggFunc.Min, AggFunc.Max):
         if v.dtype.kind in "iu":
             info = np.iinfo(v.dtype)
             fill = info.max if f == AggFunc.Min else info.min
         else:
             fill = np.inf if f == AggFunc.Min else -np.inf
-        z = np.where(m, v, fill) if not m.all() else v
-        lst.append({"n": cnt, "v": _red(np.minimum if f == AggFunc.Min else np.maximum, z, starts)})
+        lst.append({"n": cnt, "v": _red_masked(np.minimum if f == AggFunc.Min else np.maximum, v, m, fill,
+                                                starts, ends)})
     elif f in (AggFunc.StdDev, AggFunc.Variance):
         x = v.astype(np.float64)
-        sm = _red(np.add, np.where(m, x, 0.0), starts)
+        sm = _red_masked(np.add, x, m, 0.0, starts, ends)
         mean = sm / np.maximum(cnt, 1)
-        dev = np.where(m, x - np.repeat(mean, ends - starts), 0.0)
-        lst.append({"n": cnt, "mean": mean, "m2": _red(np.add, dev * dev, starts)})
+        dev = x - np.repeat(mean, ends - starts)
+        lst.append({"n": cnt, "mean": mean, "m2": _red_masked(np.add, dev * dev, m, 0.0, starts, ends)})
     elif f in (AggFunc.First, AggFunc.Last):
-        n = len(m)
+        n = s.n
         ar = np.arange(n)
         if f == AggFunc.First:
-            idx = _red(np.minimum, np.where(m, ar, n), starts)
+            idx = _red_masked(np.minimum, ar, m, n, starts, ends)
             ok = idx < n
         else:
-            idx = _red(np.maximum, np.where(m, ar, -1), starts)
+            idx = _red_masked(np.maximum, ar, m, -1, starts, ends)
             ok = idx >= 0
         idx = np.where(ok, idx, 0)
         t = s.ts[idx] if n else np.zeros(0, np.int64)
@@ -319,8 +351,6 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
             sel = ser[win] == si
             s = series[si]
             pos = idx[win][sel]
-            if s.rows is not None:
-                pos = s.rows[pos]
             vals = s.arrow[a.field].take(pa.array(pos, pa.int64()))
             py = vals.to_numpy(zero_copy_only=False)
             out[wkey[sel]] = py
@@ -343,8 +373,7 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
         pos += len(starts)
         for k, lo, hi in zip(keys.tolist(), starts.tolist(), ends.tolist()):
             seg = v[lo:hi]
-            mm = m[lo:hi]
-            gather[k].append(seg if mm.all() else seg[mm])
+            gather[k].append(seg if m is None else seg[m[lo:hi]])
     has = np.zeros(nk, bool)
     for k in range(nk):
         if gather[k]:
