@@ -393,6 +393,13 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
         group_tags = [{}]
     aggs = q.aggregations
     all_stats = all(a.function.uses_block_stats for a in aggs)
+    edge = None
+    if interval is None and all(a.field is not None for a in aggs):
+        if all(a.function == AggFunc.Last for a in aggs):
+            edge = "last"
+        elif all(a.function == AggFunc.First for a in aggs):
+            edge = "first"
+
     need_fields = sorted({a.field for a in aggs if a.field is not None})
     read_fields = need_fields if need_fields else None
     accs = [_Acc() for _ in aggs]
@@ -408,7 +415,24 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
         ranges.sort()
         overlap = any(ranges[i + 1][0] <= ranges[i][1] for i in range(len(ranges) - 1))
         decoded: list[RowSet] = []
-        if overlap or not all_stats:
+        if edge is not None and not overlap:
+            # First/Last over the whole range: only the two outermost blocks holding each field
+            # can contain the answer (the outermost may lie partly outside the range)
+            for s in srcs:
+                ov = _overlapping_blocks(s.blocks, start, end)
+                if len(ov) == 0:
+                    continue
+                pick: set[int] = set()
+                for f in need_fields:
+                    cnt = np.asarray(s.reader.field_stats(sid, f).count)[ov]
+                    have = ov[cnt > 0]
+                    pick.update((have[-2:] if edge == "last" else have[:2]).tolist())
+                if pick:
+                    decoded.append(_read_segment(s, sid, read_fields, np.array(sorted(pick), np.int64))
+                                   .slice_time(start, end))
+            if mem:
+                decoded.append(merge(mem).slice_time(start, end))
+        elif overlap or not all_stats:
             parts = [_read_segment(s, sid, read_fields, _overlapping_blocks(s.blocks, start, end)) for s in srcs]
             parts.extend(mem)
             decoded.append(merge(parts).slice_time(start, end))
