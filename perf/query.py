@@ -261,8 +261,12 @@ def load_http(client, lines: list[bytes], batch: int = 5000) -> float:
     return time.perf_counter() - t
 
 
-def timed_median(fn, n: int) -> tuple[float, object]:
+def timed_median(fn, n: int, first: list | None = None) -> tuple[float, object]:
+    """Median ms of ``n`` runs after a warm-up run (whose ms is appended to ``first``)."""
+    t = time.perf_counter()
     res = fn()  # warm-up (and the answer checked)
+    if first is not None:
+        first.append((time.perf_counter() - t) * 1000)
     times = []
     for _ in range(n):
         t = time.perf_counter()
@@ -335,12 +339,14 @@ def run_inproc(args, data, con) -> dict:
             results = []
             for cat, ours, ref, ordered in SUITE:
                 times = []
+                t0 = time.perf_counter()
                 res = await execute_sql(db, ours)
+                first = (time.perf_counter() - t0) * 1000
                 for _ in range(args.n):
                     t = time.perf_counter()
                     await execute_sql(db, ours)
                     times.append((time.perf_counter() - t) * 1000)
-                results.append((cat, ours, ref, ordered, statistics.median(times), out_rows(res), res.path))
+                results.append((cat, ours, ref, ordered, statistics.median(times), out_rows(res), res.path, first))
             nursery.cancel_scope.cancel()
             return results
 
@@ -350,9 +356,10 @@ def run_inproc(args, data, con) -> dict:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     queries = []
-    for cat, ours, ref, ordered, ms, rows, path in raw:
+    for cat, ours, ref, ordered, ms, rows, path, first in raw:
         dms, exp = timed_median(lambda: ref_rows(con, ref or ours), args.n)
-        queries.append({"category": cat, "sql": ours, "ms": round(ms, 2), "duckdb_ms": round(dms, 2),
+        queries.append({"category": cat, "sql": ours, "ms": round(ms, 2), "first_ms": round(first, 2),
+                        "duckdb_ms": round(dms, 2),
                         "ratio": round(ms / dms, 2) if dms else None, "ok": same(rows, exp, ordered),
                         "path": path})
     out["queries"] = queries
@@ -362,11 +369,13 @@ def run_inproc(args, data, con) -> dict:
 def suite(args, con, rows_of, raw_query) -> list[dict]:
     res = []
     for cat, ours, ref, ordered in SUITE:
-        ms, body = timed_median(lambda: raw_query(ours), args.n)
+        first: list = []
+        ms, body = timed_median(lambda: raw_query(ours), args.n, first)
         dms, exp = timed_median(lambda: ref_rows(con, ref or ours), args.n)
         got = body_rows(body)
-        res.append({"category": cat, "sql": ours, "ms": round(ms, 2), "duckdb_ms": round(dms, 2),
-                    "ratio": round(ms / dms, 2) if dms else None, "ok": same(got, exp, ordered)})
+        res.append({"category": cat, "sql": ours, "ms": round(ms, 2), "first_ms": round(first[0], 2),
+                    "duckdb_ms": round(dms, 2), "ratio": round(ms / dms, 2) if dms else None,
+                    "ok": same(got, exp, ordered)})
     return res
 
 
@@ -384,8 +393,10 @@ def main() -> int:
     qs = out["queries"]
     ms = [q["ms"] for q in qs]
     dms = [q["duckdb_ms"] for q in qs]
+    fm = [q["first_ms"] for q in qs]
     out.update({"rows": args.rows, "n": args.n, "queries_count": len(qs),
                 "avg_ms": round(sum(ms) / len(ms), 2), "max_ms": round(max(ms), 2),
+                "first_run_avg_ms": round(sum(fm) / len(fm), 2), "first_run_max_ms": round(max(fm), 2),
                 "duckdb_avg_ms": round(sum(dms) / len(dms), 2),
                 "ratio_of_averages": round(sum(ms) / max(sum(dms), 1e-9), 2),
                 "all_ok": all(q["ok"] for q in qs)})
