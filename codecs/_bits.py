@@ -148,6 +148,9 @@ def pack(u: np.ndarray, width: int) -> bytes:
     lanes, tail_n = _split(n)
     if lanes * 64 > n:
         u = np.concatenate([u, np.zeros(lanes * 64 - n, dtype=np.uint64)])
+    if not lanes and n * width <= 64:  # one word: a shift and an OR-reduce
+        word = int(np.bitwise_or.reduce(u << _word_shifts(n, width)))
+        return word.to_bytes((n * width + 7) >> 3, "little")
     parts = []
     if lanes:
         _, _, straddle, slots = _lane_plan(width)
@@ -164,6 +167,14 @@ def pack(u: np.ndarray, width: int) -> bytes:
     if tail_n:
         parts.append(_pack_stream(u[lanes * 64:], width))
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _word_shifts(n: int, width: int) -> np.ndarray:
+    """Bit offsets ``i * width`` of ``n`` values packed into one u64 word (``n * width <= 64``)."""
+    out = np.arange(n, dtype=np.uint64) * np.uint64(width)
+    out.flags.writeable = False
+    return out
 
 
 def _pack_stream(u: np.ndarray, width: int) -> bytes:
@@ -186,8 +197,12 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
                          f"for {n} values of {width} bits")
     if width == 0 or n == 0:
         return np.zeros(n, dtype=np.uint64)
-    lanes, tail_n = _split(n)
     mask = _mask(width)
+    if n < 64 and n * width <= 64:  # one word (small blocks): a shift and a mask
+        v = np.uint64(int.from_bytes(buf, "little")) >> _word_shifts(n, width)
+        v &= mask
+        return v
+    lanes, tail_n = _split(n)
     if lanes:
         lo, hi, _, _ = _lane_plan(width)
         shift, back = _lane_shifts(width, lanes)

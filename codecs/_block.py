@@ -88,6 +88,9 @@ def _type_of(values: np.ndarray, timestamps: bool) -> int:
     raise CodecError(f"no codec for dtype {values.dtype}")
 
 
+_SMALL = 16  # numeric blocks of at most this many values are never wrapped
+
+
 def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
     if compression == "none" or len(payload) < 32:
         return Wrap.NONE, payload
@@ -154,7 +157,10 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
         if values.dtype.kind != "O":
             values = values.astype(object)
         tag, payload = _strings.encode(values)
-    wrap, body = _wrap(payload, compression, tier)
+    if n <= _SMALL and vtype != TYPE_STRING:  # a few dense bytes: LZ4/Zstd rarely win
+        wrap, body = Wrap.NONE, payload
+    else:
+        wrap, body = _wrap(payload, compression, tier)
     if wrap == Wrap.NONE:
         head = _HDR.pack(tag, vtype, n)
     else:

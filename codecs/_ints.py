@@ -207,12 +207,42 @@ class _Plan:
             self.tag, self.size, self.cost, self.build = tag, size, cost, build
 
 
+SMALL = 16  # blocks of at most this many values take the small-block rule
+
+
+def _plan_small(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
+    """The small-block rule: CONST, FOR, DELTA_FOR or RAW, from min/max of Python ints.
+
+    On a handful of values each numpy call (0.5-3 us) costs more than the data, so the
+    statistics come from one ``tolist`` and the builtins ``min``/``max``; the entropy codes,
+    radix and run codecs cannot pay their headers on 16 values anyway.
+    """
+    n = len(u)
+    vals = (u.view(np.int64) if signed else u).tolist()
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        p.consider(Tag.CONST, 8, partial(_U64.pack, lo & _M64))
+        return p
+    w = (hi - lo).bit_length()
+    p.consider(Tag.FOR, 9 + ((n * w + 7) >> 3), partial(_build_for, u, lo & _M64, w))
+    if n >= 3 and mode != NESTED:
+        d = u[1:] - u[:-1]
+        dv = d.view(np.int64).tolist()
+        dlo = min(dv)
+        w = (max(dv) - dlo).bit_length()
+        p.consider(Tag.DELTA_FOR, 17 + ((n * w + 7) >> 3),
+                   partial(_build_delta_for, u, d, dlo & _M64, w))
+    return p
+
+
 def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
     """Choose the smallest integer codec for ``u`` (uint64 words)."""
     n = len(u)
     p = _Plan(n, u)
     if n == 0:
         return p
+    if n <= SMALL:
+        return _plan_small(p, u, signed, mode)
     if u[0] == u[-1] and (u == u[0]).all():
         p.consider(Tag.CONST, 8, partial(_U64.pack, int(u[0])))
         return p

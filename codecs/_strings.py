@@ -142,6 +142,10 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     if k * 2 > n:
         return Tag.STR_RAW, section(lst)
     ulist = list(uniq)
+    if n <= _ints.SMALL:  # small block: build both, no size estimate
+        raw = section(lst)
+        payload = _dict_payload(lst, ulist)[0]
+        return (Tag.STR_DICT, payload) if len(payload) < len(raw) else (Tag.STR_RAW, raw)
     payload, codes = _dict_payload(lst, ulist)  # the section of ulist checks every value is a str
     # the raw section's size, without building it: NUL separators plus every value's bytes
     ulen = np.fromiter((len(_utf8(s)[0]) for s in ulist), dtype=np.int64, count=k)
