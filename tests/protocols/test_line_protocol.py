@@ -382,11 +382,17 @@ def _exact(body: bytes, precision: str = "ns"):
     return lp._parse_body(body, PRECISIONS[precision], 77, 1, {}, fast_path=False)
 
 
+def _fast(body: bytes, precision: str = "ns"):
+    """The vectorised path even for small bodies (parse() sends those to the exact parser)."""
+    return lp._parse_body(body, PRECISIONS[precision], 77, 1, {}, fast_path=True)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies(), st.sampled_from(["ns", "ms", "s"]))
 def test_fast_path_equals_exact_parser(body: bytes, precision: str) -> None:
-    got = parse(body, precision=precision, default_time=77)
+    got = _fast(body, precision)
     check_shape(got)
+    check_shape(parse(body, precision=precision, default_time=77))
     want = _exact(body, precision)
     assert rows(got) == rows(want)
     assert errors(got) == errors(want)
@@ -406,7 +412,7 @@ def test_tricky_values_fast_path_equals_exact_parser(value: str) -> None:
     """Each value alone in a column, and in a column of valid floats, integers and strings."""
     for other in ("2.5", "7i", '"s"', "T"):
         body = f"m,h=a v={other} 1\nm,h=a v={value} 2\nm,h=b v={value}\n".encode()
-        got, want = parse(body, default_time=77), _exact(body)
+        got, want = _fast(body), _exact(body)
         assert rows(got) == rows(want) and errors(got) == errors(want), body
 
 
@@ -420,7 +426,7 @@ TRICKY_SECTIONS = [
 @pytest.mark.parametrize("section", TRICKY_SECTIONS)
 def test_tricky_field_sections_fast_path_equals_exact_parser(section: str) -> None:
     body = f"m,h=a a=1 1\nm,h=a {section} 2\nm,h=b {section}\nm,h=a a=3 3\n".encode()
-    got, want = parse(body, default_time=77), _exact(body)
+    got, want = _fast(body), _exact(body)
     assert rows(got) == rows(want) and errors(got) == errors(want), body
 
 
@@ -433,7 +439,7 @@ def test_fast_path_equals_exact_parser_on_many_series() -> None:
             f = "x=oops"
         lines_.append(f"m{h % 4},host=h{h},dc=d{h % 3} {f} {T0 + i}")
     body = "\n".join(lines_).encode()
-    got, want = parse(body, default_time=77), _exact(body)
+    got, want = _fast(body), _exact(body)
     assert rows(got) == rows(want) and errors(got) == errors(want)
     assert len(got.series) == 37 and len(got.errors) == 8
 
@@ -457,13 +463,13 @@ def test_ordinary_lines_never_reach_the_exact_parser(monkeypatch) -> None:
     assert batch.point_count == 55 and batch.value_count == 525
     # escaped key parts and strings with spaces stay on the fast path too
     body = b"\n".join([rb'st,h=a\ b s="a b, c",n=1i 5', rb's\,t,h=a\=b s="x",n=2i'] * 20)
-    batch = parse(body)
+    batch = _fast(body)
     assert batch.point_count == 40 and batch.errors == ()
     assert {(s.measurement, s.tags) for s in batch.series} == {
         ("st", (("h", "a b"),)), ("s,t", (("h", "a=b"),))}
     assert batch.series[0].columns["s"].values[0] == "a b, c"
     body = b"\n".join([rb'log,h=a msg="said \"hi\", C:\\tmp\x",n=1i 7'] * 20)
-    (s,) = parse(body).series
+    (s,) = _fast(body).series
     assert s.columns["msg"].values[0] == 'said "hi", C:\\tmp\\x'
 
 
@@ -476,9 +482,17 @@ def test_escapes_and_spaced_strings_fast_path_equals_exact(extra: bytes) -> None
                         rb'm s="a\"b,c",v=1', b'm s="x,y",t="p,q" 5', b'm a="1,2",b=3 4',
                         b'm a="1,2,",b="",c=",",d=t', rb'm a="x\",b=1,c="y",d=2']
     body = b"\n".join(lines_) + b"\n# " + extra + b'\nm s="' + extra + b'"\n'
-    got, want = parse(body, default_time=77), _exact(body)
+    got, want = _fast(body), _exact(body)
     assert rows(got) == rows(want) and errors(got) == errors(want)
     assert len(rows(got)) >= 8
+
+
+def test_small_and_large_bodies_take_both_paths_with_one_result() -> None:
+    small = b"m,h=a v=1 1\nm,h=b v=2i 2\n"
+    assert len(small) < lp.SMALL_BODY
+    assert rows(parse(small, default_time=77)) == rows(_fast(small)) == rows(_exact(small))
+    large = small * (lp.SMALL_BODY // len(small) + 1)
+    assert rows(parse(large, default_time=77)) == rows(_exact(large))
 
 
 def test_value_count_and_point_count() -> None:

@@ -6,7 +6,8 @@ with the case's ``points`` (measurement, tags, typed field values with exact flo
 ``null`` time must be the ``default_time`` passed in). ``ok`` cases must give no LineError;
 ``error`` cases at least one, with the reference's surviving points still parsed.
 
-Cases whose expectation we do not follow are listed below, each with the reason and the
+Each case runs through ``parse`` (bodies this small go to the exact parser) and through the
+forced vectorised fast path. Cases whose expectation we do not follow are listed below, each with the reason and the
 expectation we test instead; a guard test checks the lists are complete and exact.
 """
 
@@ -18,7 +19,8 @@ import pathlib
 import pytest
 
 from rusts.model import FieldType
-from rusts.protocols.line_protocol import parse
+from rusts.protocols import line_protocol as lp
+from rusts.protocols.line_protocol import PRECISIONS, parse
 
 SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared"
 CORPUS = SHARED / "conformance" / "line_protocol.jsonl"
@@ -102,9 +104,13 @@ def expected_point(p: dict) -> dict:
             "time": DEFAULT_TIME if p["time"] is None else p["time"]}
 
 
-def run(case: dict):
-    return parse(case["input"].encode(), precision=case["precision"],
-                 default_time=DEFAULT_TIME)
+def run(case: dict, path: str = "parse"):
+    """``parse`` (which sends bodies this small to the exact parser) or the forced fast path."""
+    body = case["input"].encode()
+    if path == "fast":
+        return lp._parse_body(body, PRECISIONS[case["precision"]], DEFAULT_TIME, 1, {},
+                              fast_path=True)
+    return parse(body, precision=case["precision"], default_time=DEFAULT_TIME)
 
 
 def v1_counterpart(case: dict) -> dict:
@@ -114,10 +120,11 @@ def v1_counterpart(case: dict) -> dict:
     return matches[0]
 
 
+@pytest.mark.parametrize("path", ["parse", "fast"])
 @pytest.mark.parametrize("case_id", list(BY_ID))
-def test_case(case_id: str) -> None:
+def test_case(case_id: str, path: str) -> None:
     case = BY_ID[case_id]
-    batch = run(case)
+    batch = run(case, path)
     got = points_of(batch)
     if case_id in FOLLOW_V1_INSTEAD:
         case = v1_counterpart(case)
@@ -139,13 +146,14 @@ def test_case(case_id: str) -> None:
         assert batch.errors, "expected at least one LineError"
 
 
-def test_v1_error_messages_match() -> None:
+@pytest.mark.parametrize("path", ["parse", "fast"])
+def test_v1_error_messages_match(path: str) -> None:
     """For 1.x error cases our messages are 1.x's, line by line."""
     mismatched = []
     for case in CASES:
         if case["reference"] != "influxdb-1.x" or case["expect"] != "error":
             continue
-        got = "\n".join(e.error_message for e in run(case).errors)
+        got = "\n".join(e.error_message for e in run(case, path).errors)
         if got != case["error"]:
             mismatched.append((case["id"], got, case["error"]))
     assert mismatched == []
