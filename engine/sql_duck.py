@@ -144,12 +144,31 @@ def plan_general(ast: exp.Expression, cat: Catalog, now_ns: int, extra_tables: d
         _pushdown(sc, t, cat, m, now_ns)
         _rename(t, sc.view)
     _needed_fields(ast, cat, scans)
+    _default_time_order(ast)
     _rewrite_functions(ast, now_ns)
     try:
         sql = ast.sql(dialect="duckdb")
     except sqlglot.errors.SqlglotError as e:
         raise UnsupportedError(f"cannot translate statement: {e}") from None
     return Plan(sql, tuple(scans.values()), tuple(info), extra, first_measurement, frozenset(tag_names))
+
+
+def _default_time_order(ast: exp.Expression) -> None:
+    """A top-level raw single-table SELECT with LIMIT/OFFSET but no ORDER BY returns the earliest
+    rows, like the fast path (and the original): add ``ORDER BY time``."""
+    if not isinstance(ast, exp.Select) or ast.args.get("order") is not None:
+        return
+    if not (ast.args.get("limit") or ast.args.get("offset")):
+        return
+    if ast.args.get("group") or ast.args.get("distinct") or ast.args.get("having") or ast.args.get("windows"):
+        return
+    t = single_table(ast)
+    if t is None or not t.this.name.startswith("__rusts_m"):
+        return
+    if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in ast.find_all(exp.AggFunc, exp.Window)):
+        return
+    ast.set("order", exp.Order(expressions=[exp.Ordered(this=exp.column(TIME_COLUMN, table=t.alias_or_name),
+                                                        desc=False, nulls_first=False)]))
 
 
 def _rename(t: exp.Table, view: str) -> None:

@@ -9,7 +9,8 @@ and the same SQL (translated where the function names differ) in DuckDB in-proce
 built from the generated arrays, timed the same way. Every answer is compared with DuckDB's.
 Prints one JSON object: per query ms, DuckDB ms, ratio and check; average, max, and the ratio of
 averages. ``--inproc`` calls :func:`rusts.sql.execute_sql` in-process instead (no HTTP), to
-separate transport from execution. ``--keep DIR`` keeps (and reuses) the loaded data directory.
+separate transport from execution; with ``--route fast|vector|general`` it forces one executor
+(the measurements behind docs/sql.md's choice). ``--keep DIR`` keeps (and reuses) the loaded data directory.
 """
 
 from __future__ import annotations
@@ -340,11 +341,11 @@ def run_inproc(args, data, con) -> dict:
             for cat, ours, ref, ordered in SUITE:
                 times = []
                 t0 = time.perf_counter()
-                res = await execute_sql(db, ours)
+                res = await execute_sql(db, ours, route=args.route)
                 first = (time.perf_counter() - t0) * 1000
                 for _ in range(args.n):
                     t = time.perf_counter()
-                    await execute_sql(db, ours)
+                    await execute_sql(db, ours, route=args.route)
                     times.append((time.perf_counter() - t) * 1000)
                 results.append((cat, ours, ref, ordered, statistics.median(times), out_rows(res), res.path, first))
             nursery.cancel_scope.cancel()
@@ -385,6 +386,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--inproc", action="store_true")
     ap.add_argument("--keep", default=None, help="data directory to keep and reuse")
+    ap.add_argument("--route", default="auto", choices=["auto", "fast", "vector", "general"],
+                    help="with --inproc: force one executor (see rusts.sql.execute_sql)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     data = trips.generate(args.rows)

@@ -458,3 +458,14 @@ async def test_params_and_pg_result(tmp_path):
         assert [c for c in res.columns] == [("time", "timestamp"), ("region", "text"), ("f", "float8")]
         assert res.arrays[0].dtype == np.int64
         assert res.arrays[1].dtype == object and res.arrays[1][0] is None
+
+
+async def test_limit_without_order_by_returns_the_earliest_rows_on_every_path(tmp_path):
+    async with loaded_db(tmp_path) as (db, ref, _):
+        exp_ = ref.sql("SELECT time, f FROM m ORDER BY time LIMIT 5").to_arrow_table()
+        for route in ("auto", "general"):
+            out = await execute_sql(db, "SELECT time, f FROM m LIMIT 5", route=route)
+            assert compare(out, exp_, True) is None, route
+        exp_ = ref.sql("SELECT time, f FROM m WHERE f > 50 ORDER BY time LIMIT 5 OFFSET 2").to_arrow_table()
+        out = await execute_sql(db, "SELECT time, f FROM m WHERE f > 50 LIMIT 5 OFFSET 2")
+        assert out.path == "duckdb" and compare(out, exp_, True) is None
