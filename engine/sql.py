@@ -35,7 +35,7 @@ from rusts.errors import QueryError, UnsupportedError
 from rusts.messages import cpu_limiter
 from rusts.sql_output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
                               to_json)
-from rusts.sql_translate import Catalog, FastPlan, item_names, plan_fast
+from rusts.sql_translate import Catalog, FastPlan, item_names, plan_fast, plan_latest
 
 __all__ = ["SqlColumn", "SqlOutput", "execute_sql", "run_sql_http", "to_pg_result", "parse_sql",
            "split_statements"]
@@ -308,6 +308,19 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     ast = bind_params(parse_sql(text2), params)
     now = int(now_ns if now_ns is not None else time.time_ns())
     names = item_names(ast, text2)
+    if ext is not None and ext.latest_on and not ext.fill:
+        from rusts.sql_fill import apply_latest
+
+        ast = apply_latest(ast, ext, names)
+        ext = None
+    if ext is None and route in ("auto", "vector"):
+        lp = plan_latest(ast, cat, now, names)
+        if lp is not None:
+            from rusts.sql_vector import run_latest
+
+            rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
+            plan = attrs.evolve(lp.raw, limit=lp.limit, offset=lp.offset, post_slice=True)
+            return attrs.evolve(fast_output(plan, rs), path="vector")
     if ext is None and route != "general":
         plan = plan_fast(ast, cat, now, names, allow_residual=route in ("auto", "vector"))
         if plan is not None:

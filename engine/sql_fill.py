@@ -133,7 +133,7 @@ def extract_extensions(text: str) -> tuple[str, Extensions | None]:
     return "".join(out), Extensions(fill, fill_value, latest_on, tuple(latest_by))
 
 
-def _apply_latest(ast: exp.Expression, ext: Extensions, names: list[str] | None) -> exp.Expression:
+def apply_latest(ast: exp.Expression, ext: Extensions, names: list[str] | None) -> exp.Expression:
     if not isinstance(ast, exp.Select):
         raise UnsupportedError("LATEST ON in a compound statement")
     if names is not None and len(names) == len(ast.expressions):
@@ -174,7 +174,7 @@ async def run_with_extensions(db, cat, ast: exp.Expression, now_ns: int, ext: Ex
     from rusts.sql_duck import from_arrow
 
     if ext is not None and ext.latest_on:
-        ast = _apply_latest(ast, ext, names)
+        ast = apply_latest(ast, ext, names)
         names = None
     gap = _gapfill_spec(ast, ext, cat, now_ns, names)
     if gap is None:

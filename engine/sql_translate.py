@@ -1019,3 +1019,66 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
 def unsupported(what: str) -> UnsupportedError:
     return UnsupportedError(f"{what} is not supported")
+
+
+@attrs.frozen
+class LatestPlan:
+    """``SELECT DISTINCT ON (tags) ... ORDER BY tags, time DESC``: the last row per tag group."""
+
+    raw: FastPlan  # the same SELECT without DISTINCT ON / ORDER BY / LIMIT (outputs, fields, pushdown)
+    keys: tuple[str, ...]
+    key_desc: tuple[bool, ...]
+    limit: int | None
+    offset: int
+
+
+def plan_latest(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[str] | None = None
+                ) -> LatestPlan | None:
+    """Recognise the last-point-per-series query; None when it is anything else."""
+    if not isinstance(sel, exp.Select):
+        return None
+    d = sel.args.get("distinct")
+    if d is None or d.args.get("on") is None:
+        return None
+    table = single_table(sel)
+    if table is None:
+        return None
+    m = cat.resolve_table(table.name, bool(table.this.args.get("quoted")))
+    if m is None:
+        return None
+    resolve = column_resolver(cat, m, table)
+    on = d.args["on"]
+    on_exprs = on.expressions if isinstance(on, exp.Tuple) else [on]
+    keys = []
+    for e in on_exprs:
+        if not isinstance(e, exp.Column):
+            return None
+        r = resolve(e)
+        if r is None or r[0] != KIND_TAG:
+            return None
+        keys.append(r[1])
+    ob = sel.args.get("order")
+    if ob is None or len(ob.expressions) != len(keys) + 1:
+        return None
+    key_desc = []
+    for o, k in zip(ob.expressions[:-1], keys):
+        if not isinstance(o.this, exp.Column) or (resolve(o.this) or ("", ""))[1] != k:
+            return None
+        if o.args.get("nulls_first") not in (None, bool(o.args.get("desc"))):
+            return None
+        key_desc.append(bool(o.args.get("desc")))
+    last = ob.expressions[-1]
+    if not (isinstance(last.this, exp.Column) and (resolve(last.this) or ("", ""))[0] == KIND_TIME
+            and last.args.get("desc")):
+        return None
+    limit = _int_lit(sel.args.get("limit"))
+    offset = _int_lit(sel.args.get("offset"))
+    if limit is False or offset is False:
+        return None
+    raw_sel = sel.copy()
+    for k in ("distinct", "order", "limit", "offset"):
+        raw_sel.set(k, None)
+    raw = plan_fast(raw_sel, cat, now_ns, names)
+    if raw is None or raw.query.aggregations:
+        return None
+    return LatestPlan(raw, tuple(keys), tuple(key_desc), limit, offset or 0)

@@ -407,3 +407,76 @@ async def run_vector(db, q: Query, residual=()) -> ResultSet:
     return await trio.to_thread.run_sync(
         lambda: aggregate(snap, q, sids, tags.__getitem__, ftypes, residual),
         limiter=cpu_limiter(), abandon_on_cancel=True)
+
+
+def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, key_desc) -> ResultSet:
+    """The newest row of every tag group (``DISTINCT ON (keys) ... ORDER BY keys, time DESC``).
+
+    Each series' newest row is read from its newest blocks only (``read_series`` with a limit),
+    so the cost does not grow with the time range.
+    """
+    from rusts.executor import read_series
+
+    fields = [f for f in (q.fields or ()) if f in ftypes]
+    best: dict[tuple, tuple] = {}  # group key -> (time, sid, row)
+    for sid in sids.tolist():
+        rs = read_series(snap, int(sid), q.start, q.end, fields, 1, True)
+        if len(rs) == 0:
+            continue
+        t = int(rs.timestamps[-1])
+        tags = tags_of(int(sid))
+        key = tuple(tags.get(k) for k in keys)
+        cur = best.get(key)
+        if cur is None or t > cur[0]:
+            best[key] = (t, int(sid), rs)
+
+    def sort_key(item):
+        out = []
+        for v, desc in zip(item[0], key_desc):
+            # PostgreSQL: NULLs sort as larger than every value (last ascending, first descending)
+            null = v is None
+            out.append((null, v or "") if not desc else (not null, _Rev(v or "")))
+        return out
+
+    items = sorted(best.items(), key=sort_key)
+    n = len(items)
+    ts = np.array([it[1][0] for it in items], dtype=np.int64)
+    group_tags = [tags_of(it[1][1]) for it in items]
+    cols = {}
+    for f in fields:
+        ft = ftypes[f]
+        vals = np.zeros(n, ft.dtype) if ft != FieldType.STRING else np.full(n, "", object)
+        mask = np.zeros(n, bool)
+        for i, (_, (_, _, rs)) in enumerate(items):
+            c = rs.columns.get(f)
+            if c is not None and (c.mask is None or c.mask[-1]):
+                vals[i] = c.values[-1]
+                mask[i] = True
+        cols[f] = Column(ft, vals, None if mask.all() else mask)
+    return ResultSet(q.measurement, ts, np.arange(n, dtype=np.int64), group_tags, cols, fields, False,
+                     {f: ftypes[f] for f in fields})
+
+
+class _Rev:
+    """Reverses the ordering of a value (descending keys in a Python sort)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v) -> None:
+        self.v = v
+
+    def __lt__(self, other: "_Rev") -> bool:
+        return other.v < self.v
+
+    def __eq__(self, other) -> bool:
+        return self.v == other.v
+
+
+async def run_latest(db, q: Query, keys, key_desc) -> ResultSet:
+    sids = select_series(db.index, q)
+    ftypes = db.schema.fields(q.measurement)
+    snap = db.snapshot(sids, q.start, q.end)
+    tags = db.tags_map(sids)
+    return await trio.to_thread.run_sync(
+        lambda: latest_rows(snap, q, sids, tags.__getitem__, ftypes, keys, key_desc),
+        limiter=cpu_limiter(), abandon_on_cancel=True)

@@ -246,6 +246,11 @@ CASES = [
     ("WITH x AS (SELECT host, AVG(f) AS a FROM m GROUP BY host) "
      "SELECT m.host, COUNT(*) FROM m JOIN x ON m.host = x.host WHERE m.f > x.a GROUP BY m.host", None, False),
     ("SELECT DISTINCT ON (host) host, time, f FROM m ORDER BY host, time DESC", None, True),
+    ("SELECT DISTINCT ON (region) * FROM m WHERE time < {} ORDER BY region DESC NULLS FIRST, time DESC".format(MID),
+     "SELECT DISTINCT ON (region) * FROM m WHERE time < {} ORDER BY region DESC NULLS FIRST, time DESC".format(
+         rts(MID)), True),
+    ("SELECT DISTINCT ON (host, region) time, s, b FROM m WHERE host != 'h0' ORDER BY host, region, time DESC LIMIT 2",
+     None, True),
     ("SELECT host, time, f, lag(f) OVER (PARTITION BY host ORDER BY time) AS prev, "
      "SUM(i) OVER (PARTITION BY host ORDER BY time ROWS UNBOUNDED PRECEDING) AS run, "
      "AVG(f) OVER (PARTITION BY host ORDER BY time ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS ma FROM m",
