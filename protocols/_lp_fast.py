@@ -164,11 +164,14 @@ class _Marks:
     """
 
     def __init__(self, body: bytes) -> None:
-        self.free = [bytes([b]) for b in _PLACEHOLDERS if bytes([b]) not in body]
+        self.body = body
+        self.free: list[bytes] | None = None  # found on first use (one scan per candidate)
         self.raw: list[tuple[bytes, bytes]] = []
         self.string: list[tuple[bytes, bytes]] = []
 
     def take(self, raw: bytes, string: bytes) -> bytes | None:
+        if self.free is None:
+            self.free = [bytes([b]) for b in _PLACEHOLDERS if bytes([b]) not in self.body]
         if not self.free:
             return None
         ph = self.free.pop(0)

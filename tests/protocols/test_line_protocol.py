@@ -293,6 +293,38 @@ def test_feeding_byte_by_byte_equals_parse(body: bytes) -> None:
     assert got_errors == errors(whole)
 
 
+def test_large_body_in_random_chunks_equals_parse() -> None:
+    """Chunks take both paths (small ones the exact parser), the whole body the fast path."""
+    rnd = np.random.default_rng(3)
+    lines_ = []
+    for i in range(300):
+        kind = i % 6
+        if kind == 0:
+            lines_.append(f"cpu,host=h{i % 7},dc=a\\ b u={i}.5,s={i}i {T0 + i}")
+        elif kind == 1:
+            lines_.append(f'log,host=h{i % 7} msg="line {i}\nwith, \\"quotes\\"",n={i}i')
+        elif kind == 2:
+            lines_.append(f"cpu,host=h{i % 7},dc=a\\ b u={i}i {T0 + i}")  # type conflict
+        elif kind == 3:
+            lines_.append("# comment" if i % 4 else "")
+        elif kind == 4:
+            lines_.append(f"bad,host=h{i} v=")
+        else:
+            lines_.append(f"mem,host=h{i % 3} used={i}u,ok={'tf'[i % 2]} {T0 - i}")
+    body = ("\n".join(lines_) + "\n").encode()
+    whole = parse(body, default_time=4)
+    assert len(body) > 4 * lp.SMALL_BODY and whole.point_count == 150 and len(whole.errors) == 100
+    p = LineProtocolParser(default_time=4)
+    batches, pos = [], 0
+    while pos < len(body):
+        size = int(rnd.integers(1, 6000))
+        batches.append(p.feed(body[pos:pos + size]))
+        pos += size
+    batches.append(p.finish())
+    assert sorted(r for b in batches for r in rows(b)) == rows(whole)
+    assert sorted(e for b in batches for e in errors(b)) == errors(whole)
+
+
 def test_feed_returns_only_complete_lines() -> None:
     p = LineProtocolParser(default_time=0)
     assert p.feed(b"m v=1 1\nm v=").point_count == 1
