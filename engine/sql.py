@@ -37,8 +37,8 @@ from rusts.sql_output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOut
                               to_json)
 from rusts.sql_translate import Catalog, FastPlan, item_names, plan_fast, plan_latest
 
-__all__ = ["SqlColumn", "SqlOutput", "execute_sql", "run_sql_http", "to_pg_result", "parse_sql",
-           "split_statements"]
+__all__ = ["SqlColumn", "SqlOutput", "execute_sql", "describe_sql", "run_sql_http", "to_pg_result",
+           "parse_sql", "split_statements", "param_count"]
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -344,8 +344,12 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
 
 
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
-                      extra_tables: Mapping | None = None, names: list[str] | None = None):
-    """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan."""
+                      extra_tables: Mapping | None = None, names: list[str] | None = None,
+                      empty: bool = False):
+    """Scan, register and run ``ast`` in DuckDB; returns the Arrow answer and the plan.
+
+    With ``empty`` the measurements are registered without rows (describe: names and types only).
+    """
     from rusts.errors import QueryCancelled
     from rusts.sql_duck import plan_general, run_duck, scan_query
     from rusts.sql_scan import scan_table
@@ -357,7 +361,14 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
         with trio.fail_after(timeout):
             tables = {}
             for sc in plan.scans:
-                tables[sc.view] = await scan_table(db, scan_query(sc), cat.tag_keys(sc.measurement))
+                if empty:
+                    from rusts.sql_scan import arrow_schema
+
+                    allf = cat.fields(sc.measurement)
+                    tables[sc.view] = arrow_schema(cat.tag_keys(sc.measurement),
+                                                   {f: allf[f] for f in sorted(sc.fields)}).empty_table()
+                else:
+                    tables[sc.view] = await scan_table(db, scan_query(sc), cat.tag_keys(sc.measurement))
             tables.update({v: information_schema(cat, v.rsplit("_", 1)[-1]) for v in plan.info_tables})
             tables.update(plan.extra)
 
@@ -384,6 +395,47 @@ def _needs_scan(plan: FastPlan) -> bool:
     if not q.aggregations:
         return False
     return q.interval is not None or not all(a.function.uses_block_stats for a in q.aggregations)
+
+
+def param_count(ast: exp.Expression) -> int:
+    """The highest ``$n`` a statement uses (0 when none)."""
+    n = 0
+    for node in ast.find_all(exp.Parameter, exp.Placeholder):
+        raw = node.this
+        key = raw.this if isinstance(raw, exp.Expression) else raw
+        try:
+            n = max(n, int(str(key)))
+        except (TypeError, ValueError):
+            pass
+    return n
+
+
+async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
+                       ) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """Parameter count and result columns ``((name, pg type), ...)`` of a statement, without
+    reading data (pgwire Describe). Parameters are bound as NULL for the purpose; the columns are
+    the general path's over empty tables, which name and type every path's answer alike.
+    """
+    from rusts.sql_show import is_show, run_show
+
+    cat = Catalog.of_db(db)
+    if is_show(text):
+        out = run_show(text.strip().rstrip(";"), cat, db)
+        return 0, tuple((c.name, c.type) for c in out.columns)
+    from rusts.sql_duck import from_arrow
+    from rusts.sql_fill import apply_latest, extract_extensions
+
+    text2, ext = extract_extensions(text)
+    ast = parse_sql(text2)
+    n = param_count(ast)
+    ast = bind_params(ast, [None] * n)
+    names = item_names(ast, text2)
+    if ext is not None and ext.latest_on:
+        ast = apply_latest(ast, ext, names)
+        names = None
+    table, plan = await run_general(db, cat, ast, time.time_ns(), extra_tables, names, empty=True)
+    out = from_arrow(table, plan.measurement, plan.tag_names)
+    return n, tuple((c.name, c.type) for c in out.columns)
 
 
 async def run_sql_http(db, text: str, t0: float | None = None) -> dict:

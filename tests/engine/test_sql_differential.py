@@ -474,3 +474,20 @@ async def test_limit_without_order_by_returns_the_earliest_rows_on_every_path(tm
         exp_ = ref.sql("SELECT time, f FROM m WHERE f > 50 ORDER BY time LIMIT 5 OFFSET 2").to_arrow_table()
         out = await execute_sql(db, "SELECT time, f FROM m WHERE f > 50 LIMIT 5 OFFSET 2")
         assert out.path == "duckdb" and compare(out, exp_, True) is None
+
+
+async def test_describe_names_and_types_without_reading(tmp_path):
+    from rusts.sql import describe_sql
+
+    async with loaded_db(tmp_path) as (db, _, _):
+        for sql, params in [
+                ("SELECT * FROM m WHERE host = $1", ["h0"]),
+                ("SELECT time_bucket('5 minutes', time) AS bk, host, AVG(f), COUNT(*), SUM(i), MAX(i), "
+                 "PERCENTILE_95(i), LAST(s) FROM m WHERE time > $1 GROUP BY bk, host", [T0]),
+                ("SELECT host, f * 2 AS d, CASE WHEN b THEN 'y' END FROM m WHERE f > $2 LIMIT $1", [3, 1.5])]:
+            n, cols = await describe_sql(db, sql)
+            out = await execute_sql(db, sql, params)
+            assert n == len(params)
+            assert cols == tuple((c.name, c.type) for c in out.columns), sql
+        assert (await describe_sql(db, "SHOW TABLES")) == (0, (("name", "text"),))
+        assert (await describe_sql(db, "SELECT COUNT(*) FROM m WHERE host = $3"))[0] == 3
