@@ -27,6 +27,7 @@ block raises :class:`rusts.errors.CodecError` and never yields wrong values.
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import zlib
@@ -217,13 +218,21 @@ def decode(block: bytes | memoryview) -> np.ndarray:
     mv = memoryview(block)
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
-    tag, vtype, wrap, n = _header(mv)
-    (crc,) = _U32.unpack_from(mv, len(mv) - 4)
+    size = len(mv)
+    if size < 10:
+        _header(mv)  # raises
+    tag, tw, n = _HDR.unpack_from(mv)
+    wrap = tw >> 4
+    fn = _DECODERS.get((tag, tw & 0x0F))
+    if fn is None or wrap > 2 or n > MAX_COUNT:
+        _header(mv)  # raises, naming the bad field
+    (crc,) = _U32.unpack_from(mv, size - 4)
     if zlib.crc32(mv[:-4]) != crc:
-        raise CodecError(f"block CRC mismatch ({len(mv)} bytes, tag {tag:#04x})")
+        raise CodecError(f"block CRC mismatch ({size} bytes, tag {tag:#04x})")
     try:
-        payload = _unwrap(mv, wrap, vtype, n)
-        return _decode_payload(tag, vtype, payload, n)
+        if wrap:
+            return fn(_unwrap(mv, wrap, tw & 0x0F, n), n)
+        return fn(mv[6:-4], n)
     except CodecError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError, struct.error, MemoryError,
@@ -258,13 +267,21 @@ def _unwrap(mv: memoryview, wrap: int, vtype: int, n: int):
     return memoryview(out)
 
 
-def _decode_payload(tag: int, vtype: int, payload, n: int) -> np.ndarray:
-    if vtype == TYPE_FLOAT:
-        return _floats.decode(tag, payload, n).view(np.float64)
-    if vtype == TYPE_INT:
-        return _ints.decode(tag, payload, n).view(np.int64)
-    if vtype == TYPE_UINT:
-        return _ints.decode(tag, payload, n)
-    if vtype == TYPE_BOOL:
-        return _bools.decode(tag, payload, n)
-    return _strings.decode(tag, payload, n)
+def _decoders() -> dict:
+    """(tag, value type) -> function(payload, n) returning the values with their dtype."""
+    table = {}
+    for tag in TAGS_BY_TYPE[TYPE_FLOAT]:
+        table[tag, TYPE_FLOAT] = (lambda t: lambda p, n: _floats.decode(t, p, n).view(np.float64))(
+            int(tag))
+    for tag in TAGS_BY_TYPE[TYPE_INT]:
+        table[tag, TYPE_INT] = (lambda t: lambda p, n: _ints.decode(t, p, n).view(np.int64))(
+            int(tag))
+        table[tag, TYPE_UINT] = functools.partial(_ints.decode, int(tag))
+    for tag in TAGS_BY_TYPE[TYPE_BOOL]:
+        table[tag, TYPE_BOOL] = functools.partial(_bools.decode, int(tag))
+    for tag in TAGS_BY_TYPE[TYPE_STRING]:
+        table[tag, TYPE_STRING] = functools.partial(_strings.decode, int(tag))
+    return table
+
+
+_DECODERS = _decoders()

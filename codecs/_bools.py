@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rusts.codecs._format import Tag
+from rusts.codecs._format import T
 from rusts.errors import CodecError
 
 
@@ -16,27 +16,27 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     """Encode a bool array. Returns (tag, payload)."""
     b = np.ascontiguousarray(values, dtype=bool)
     if len(b) and (b.all() or not b.any()):
-        return Tag.CONST, bytes((int(b[0]),))
-    return Tag.BOOL_BITS, np.packbits(b, bitorder="little").tobytes()
+        return T.CONST, bytes((int(b[0]),))
+    return T.BOOL_BITS, np.packbits(b, bitorder="little").tobytes()
 
 
 def encode_as(tag: int, values: np.ndarray) -> bytes:
     """The payload of a given bool codec (for tests and benchmarks)."""
     b = np.ascontiguousarray(values, dtype=bool)
-    if tag == Tag.BOOL_BITS:
+    if tag == T.BOOL_BITS:
         return np.packbits(b, bitorder="little").tobytes()
-    if tag == Tag.CONST and len(b) and (b.all() or not b.any()):
+    if tag == T.CONST and len(b) and (b.all() or not b.any()):
         return bytes((int(b[0]),))
     raise CodecError(f"bool codec {tag} cannot hold these values")
 
 
 def decode(tag: int, payload, n: int) -> np.ndarray:
     """Inverse of :func:`encode`."""
-    if tag == Tag.CONST:
+    if tag == T.CONST:
         if len(payload) != 1 or payload[0] > 1:
             raise CodecError("bool CONST payload malformed")
         return np.full(n, bool(payload[0]))
-    if tag == Tag.BOOL_BITS:
+    if tag == T.BOOL_BITS:
         if len(payload) != (n + 7) // 8:
             raise CodecError(f"bool payload is {len(payload)} bytes, expected {(n + 7) // 8}")
         return np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=n,

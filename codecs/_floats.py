@@ -40,7 +40,7 @@ import struct
 import numpy as np
 
 from rusts.codecs import _bits, _ints
-from rusts.codecs._format import Tag
+from rusts.codecs._format import T
 from rusts.errors import CodecError
 
 _SAMPLE = 256
@@ -198,31 +198,33 @@ def gorilla_decode(payload, n: int) -> np.ndarray:
     return np.bitwise_xor.accumulate(x)
 
 
+_NEG_ZERO = 1 << 63
+
+
 def _encode_small(f: np.ndarray, bits: np.ndarray) -> tuple[int, bytes]:
     """The small-block rule (at most ``_ints.SMALL`` values): CONST, exact ALP, else RAW.
 
     Every exponent is tried at once on an (exponents x values) matrix, limited to those that
-    keep ``|v| * 10**e`` below 2**53 (so nothing overflows and no warning state is needed);
-    a block with NaN, infinities, -0.0 or no exact exponent is RAW (Gorilla saves a few bytes
-    at most on 16 values, for ten times the work).
+    keep ``sum|v| * 10**e`` below 2**53 (so nothing overflows and no warning state is needed).
+    A block with NaN, infinities, -0.0 or no exact exponent is RAW: Gorilla saves a few bytes
+    at most on 16 values, for ten times the work.
     """
     n = len(f)
     lst = bits.tolist()
     if lst.count(lst[0]) == n:
-        return Tag.CONST, _U64.pack(lst[0])
-    m = float(np.abs(f).max())
-    if 0.0 < m < _LIMIT:  # False for NaN
-        p = _POW10_COL[:min(_MAX_E_ENC, int(math.log10(_LIMIT / m))) + 1]
+        return T.CONST, _U64.pack(lst[0])
+    total = sum(map(abs, f.tolist()))  # NaN or inf if any value is
+    if 1e-18 < total < _LIMIT and _NEG_ZERO not in lst:  # smaller: no exponent fits
+        p = _POW10_COL[:min(_MAX_E_ENC, int(math.log10(_LIMIT / total))) + 1]
         s = f * p
         np.rint(s, out=s)
-        s += 0.0  # -0.0 -> 0.0, as the int64 conversion does
-        good = ((s / p).view(np.uint64) == bits).all(axis=1)
+        good = (s / p == f).all(axis=1)  # -0.0 excluded above, so == is bit equality
         e = int(good.argmax())
         if good[e]:
-            ip = _ints.plan(s[e].astype(np.int64).view(np.uint64), True, _ints.TOP)
-            if 6 + ip.size < 8 * n:
-                return Tag.ALP, _ALP_HDR.pack(e, 0) + bytes((ip.tag,)) + ip.build()
-    return Tag.RAW, bits.astype("<u8", copy=False).tobytes()
+            got = _ints.small_payload(list(map(int, s[e].tolist())))
+            if got is not None and 6 + len(got[1]) < 8 * n:
+                return T.ALP, _ALP_HDR.pack(e, 0) + bytes((got[0],)) + got[1]
+    return T.RAW, bits.astype("<u8", copy=False).tobytes()
 
 
 def encode(f: np.ndarray) -> tuple[int, bytes]:
@@ -231,24 +233,24 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
     bits = f.view(np.uint64)
     n = len(f)
     if n == 0:
-        return Tag.RAW, b""
+        return T.RAW, b""
     if n <= _ints.SMALL:
         return _encode_small(f, bits)
     if bits[0] == bits[-1] and (bits == bits[0]).all():
-        return Tag.CONST, bits[:1].astype("<u8").tobytes()
-    best_tag, best = Tag.RAW, None
+        return T.CONST, bits[:1].astype("<u8").tobytes()
+    best_tag, best = T.RAW, None
     best_size = 8 * n
     e = alp_exponent(f, bits)
     if e is not None:
         p = alp_encode(f, bits, e)
         if p is not None and len(p) < best_size:
-            best_tag, best, best_size = Tag.ALP, p, len(p)
+            best_tag, best, best_size = T.ALP, p, len(p)
     x = _xors(bits)
     nnz, bound = gorilla_lower_bound(x)
     if bound < best_size:
         p = gorilla_encode(x)
         if len(p) < best_size:
-            best_tag, best, best_size = Tag.GORILLA, p, len(p)
+            best_tag, best, best_size = T.GORILLA, p, len(p)
     if best is None:
         best = bits.astype("<u8", copy=False).tobytes()
     return best_tag, best
@@ -258,22 +260,22 @@ def encode_as(tag: int, f: np.ndarray) -> bytes:
     """The payload of a given float codec (for tests and benchmarks)."""
     f = np.ascontiguousarray(f, dtype=np.float64)
     bits = f.view(np.uint64)
-    if tag == Tag.ALP:
+    if tag == T.ALP:
         e = alp_exponent(f, bits) if len(f) else 0
         return alp_encode(f, bits, 0 if e is None else e, force=True)
-    if tag == Tag.GORILLA:
+    if tag == T.GORILLA:
         return gorilla_encode(_xors(bits))
-    if tag in (Tag.RAW, Tag.CONST):
+    if tag in (T.RAW, T.CONST):
         return _ints.encode_as(tag, bits)
     raise CodecError(f"not a float codec: {tag}")
 
 
 def decode(tag: int, payload, n: int) -> np.ndarray:
     """Inverse of :func:`encode`, returning the uint64 bit patterns."""
-    if tag == Tag.ALP:
+    if tag == T.ALP:
         return alp_decode(payload, n)
-    if tag == Tag.GORILLA:
+    if tag == T.GORILLA:
         return gorilla_decode(payload, n)
-    if tag in (Tag.RAW, Tag.CONST):
+    if tag in (T.RAW, T.CONST):
         return _ints.decode(tag, payload, n)
     raise CodecError(f"unknown float codec tag {tag:#04x}")

@@ -44,17 +44,20 @@ no delta codec (DELTA_FOR, DOD_FOR, DELTA_ZIGZAG_VARINT, DELTA_ZERORUN), which b
 
 from __future__ import annotations
 
+import itertools
 import math
-from functools import partial
+import operator
 import struct
+from functools import partial
 
 import numpy as np
 
 from rusts.codecs import _bits
-from rusts.codecs._format import Tag
+from rusts.codecs._format import T, Tag
 from rusts.errors import CodecError
 
 _M64 = (1 << 64) - 1
+_repeat = itertools.repeat
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _FOR_HDR = struct.Struct("<QB")
@@ -185,9 +188,9 @@ def _raw(u: np.ndarray) -> bytes:
 # it competes at ``size * factor + bytes``. Varints and Rice codes decode at a third to half
 # the speed of bit-packing, so they must save 15%, radix codes 10% (and, like the other
 # multi-step codecs, a few bytes: on small sub-blocks fixed per-call costs dominate).
-_PENALTY = {Tag.ZIGZAG_VARINT: (1.15, 32), Tag.DELTA_ZIGZAG_VARINT: (1.15, 32),
-            Tag.ZIGZAG_RICE: (1.15, 32), Tag.DELTA_ZERORUN: (1.0, 16),
-            Tag.FOR_RADIX: (1.1, 16)}
+_PENALTY = {T.ZIGZAG_VARINT: (1.15, 32), T.DELTA_ZIGZAG_VARINT: (1.15, 32),
+            T.ZIGZAG_RICE: (1.15, 32), T.DELTA_ZERORUN: (1.0, 16),
+            T.FOR_RADIX: (1.1, 16)}
 _NO_PENALTY = (1.0, 0)
 
 
@@ -197,7 +200,7 @@ class _Plan:
     __slots__ = ("tag", "size", "cost", "build")
 
     def __init__(self, n: int, u: np.ndarray) -> None:
-        self.tag, self.size, self.cost = Tag.RAW, 8 * n, 8 * n
+        self.tag, self.size, self.cost = T.RAW, 8 * n, 8 * n
         self.build = partial(_raw, u)
 
     def consider(self, tag: int, size: int, build) -> None:
@@ -207,31 +210,45 @@ class _Plan:
             self.tag, self.size, self.cost, self.build = tag, size, cost, build
 
 
-SMALL = 16  # blocks of at most this many values take the small-block rule
+SMALL = 16  # blocks of at most this many values take the small-block rule (small_payload)
 
 
-def _plan_small(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
-    """The small-block rule: CONST, FOR, DELTA_FOR or RAW, from min/max of Python ints.
+def small_payload(vals: list, mode: int = 0) -> tuple[int, bytes] | None:
+    """The small-block rule: (tag, payload) of CONST, FOR or DELTA_FOR for at most
+    :data:`SMALL` values given as Python ints (signed or unsigned order), or None when RAW is
+    smallest.
 
-    On a handful of values each numpy call (0.5-3 us) costs more than the data, so the
-    statistics come from one ``tolist`` and the builtins ``min``/``max``; the entropy codes,
-    radix and run codecs cannot pay their headers on 16 values anyway.
+    On a handful of values each numpy call (0.5-3 us) costs more than the data, so statistics
+    and bit packing use the builtins (``min``, ``max``, ``map``, big-int ``sum``) over one
+    ``tolist``; the entropy, radix and run codecs cannot pay for their headers on 16 values.
     """
-    n = len(u)
-    vals = (u.view(np.int64) if signed else u).tolist()
+    n = len(vals)
     lo, hi = min(vals), max(vals)
     if lo == hi:
-        p.consider(Tag.CONST, 8, partial(_U64.pack, lo & _M64))
-        return p
+        return T.CONST, _U64.pack(lo & _M64)
     w = (hi - lo).bit_length()
-    p.consider(Tag.FOR, 9 + ((n * w + 7) >> 3), partial(_build_for, u, lo & _M64, w))
-    if n >= 3 and mode != NESTED:
-        d = u[1:] - u[:-1]
-        dv = d.view(np.int64).tolist()
-        dlo = min(dv)
-        w = (max(dv) - dlo).bit_length()
-        p.consider(Tag.DELTA_FOR, 17 + ((n * w + 7) >> 3),
-                   partial(_build_delta_for, u, d, dlo & _M64, w))
+    best = 9 + ((n * w + 7) >> 3)
+    tag = T.FOR if best < 8 * n else None
+    if n >= 2 and mode != NESTED:
+        d = list(map(operator.sub, vals[1:], vals[:-1]))
+        dlo = min(d)
+        dw = (max(d) - dlo).bit_length()
+        if dw <= 64 and 17 + ((n * dw + 7) >> 3) < min(best, 8 * n):
+            slots = map(operator.sub, d, itertools.repeat(dlo, n))
+            return T.DELTA_FOR, (_DFOR_HDR.pack(vals[0] & _M64, dlo & _M64, dw)
+                                   + _bits.pack_small(slots, n, dw, 1))
+    if tag is None:
+        return None
+    return T.FOR, (_FOR_HDR.pack(lo & _M64, w)
+                     + _bits.pack_small(map(operator.sub, vals, itertools.repeat(lo, n)), n, w))
+
+
+def _small_plan(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
+    got = small_payload((u.view(np.int64) if signed else u).tolist(), mode)
+    if got is not None:
+        p.tag, payload = got
+        p.size = p.cost = len(payload)
+        p.build = partial(bytes, payload)
     return p
 
 
@@ -242,32 +259,32 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
     if n == 0:
         return p
     if n <= SMALL:
-        return _plan_small(p, u, signed, mode)
+        return _small_plan(p, u, signed, mode)
     if u[0] == u[-1] and (u == u[0]).all():
-        p.consider(Tag.CONST, 8, partial(_U64.pack, int(u[0])))
+        p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
         return p
     for_size = 8 * n
     if mode != TIMESTAMPS:
         ref, span = _range(u, signed)
         w = span.bit_length()
         for_size = 9 + _bits.packed_size(n, w)
-        p.consider(Tag.FOR, for_size, partial(_build_for, u, ref, w))
+        p.consider(T.FOR, for_size, partial(_build_for, u, ref, w))
         rp = _radix_plan(n, span)
         if rp is not None:
             g, cw, size = rp
-            p.consider(Tag.FOR_RADIX, size, partial(_build_radix, u, ref, span, g, cw))
+            p.consider(T.FOR_RADIX, size, partial(_build_radix, u, ref, span, g, cw))
     d = None
     if n >= 2 and mode != NESTED:
         d = u[1:] - u[:-1]
         ref, w = _range_width(d, True)
         if w <= _bits.MAX_PACK_WIDTH:
-            p.consider(Tag.DELTA_FOR, 17 + _bits.packed_size(n, w),
+            p.consider(T.DELTA_FOR, 17 + _bits.packed_size(n, w),
                        partial(_build_delta_for, u, d, ref, w))
         if n >= 3 and p.size > 25:
             dd = d[1:] - d[:-1]
             ref2, w2 = _range_width(dd, True)
             if w2 <= _bits.MAX_PACK_WIDTH:
-                p.consider(Tag.DOD_FOR, 25 + _bits.packed_size(n, w2),
+                p.consider(T.DOD_FOR, 25 + _bits.packed_size(n, w2),
                            partial(_build_dod_for, u, d, dd, ref2, w2))
         if n >= 3 and mode == TOP and p.size > 64:
             _consider_zerorun(p, u, d)
@@ -280,18 +297,18 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
         rp = _rice_plan(z, p.cost)
         if rp is not None:
             k, size = rp
-            p.consider(Tag.ZIGZAG_RICE, size, partial(_build_rice, z, k))
+            p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
     if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
         if raw_codes:
             if z is None:
                 z = _bits.zigzag(u)
-            p.consider(Tag.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
+            p.consider(T.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
         if d is not None:
             zd = np.empty(n, dtype=np.uint64)
             zd[0] = u[0]
             zd[1:] = d
             zd = _bits.zigzag(zd)
-            p.consider(Tag.DELTA_ZIGZAG_VARINT, _bits.varint_size(zd),
+            p.consider(T.DELTA_ZIGZAG_VARINT, _bits.varint_size(zd),
                        partial(_bits.varint_encode, zd))
     return p
 
@@ -309,7 +326,7 @@ def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray) -> None:
     rplan = plan(runs, False, NESTED)
     zplan = plan(nz, True, NESTED)
     size = 16 + 1 + rplan.size + 1 + zplan.size
-    p.consider(Tag.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan))
+    p.consider(T.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan))
 
 
 def _build_zerorun(first: int, nruns: int, rplan: "_Plan", zplan: "_Plan") -> bytes:
@@ -329,6 +346,8 @@ def _runs(nzm: np.ndarray) -> np.ndarray:
     if not nzm[0]:
         lengths = np.concatenate([np.zeros(1, np.int64), lengths])
     return lengths.astype(np.uint64)
+
+
 
 
 def _build_for(u, ref, w) -> bytes:
@@ -378,50 +397,50 @@ def encode_as(tag: int, u: np.ndarray, *, signed: bool = True) -> bytes:
     """
     u = np.ascontiguousarray(u, dtype=np.uint64)
     n = len(u)
-    if tag == Tag.RAW:
+    if tag == T.RAW:
         return u.astype("<u8", copy=False).tobytes()
-    if tag == Tag.CONST:
+    if tag == T.CONST:
         if n == 0 or not (u == u[0]).all():
             raise CodecError("CONST needs equal values")
         return _U64.pack(int(u[0]))
-    if tag == Tag.ZIGZAG_VARINT:
+    if tag == T.ZIGZAG_VARINT:
         return _bits.varint_encode(_bits.zigzag(u))
-    if tag == Tag.DELTA_ZIGZAG_VARINT:
+    if tag == T.DELTA_ZIGZAG_VARINT:
         zd = u.copy()
         zd[1:] = u[1:] - u[:-1]
         return _bits.varint_encode(_bits.zigzag(zd))
-    if tag == Tag.ZIGZAG_RICE:
+    if tag == T.ZIGZAG_RICE:
         z = _bits.zigzag(u)
         rp = _rice_plan(z)
         if rp is None:
             raise CodecError("values too spread for Rice coding")
         return _build_rice(z, rp[0])
-    if tag == Tag.FOR:
+    if tag == T.FOR:
         ref, w = _range_width(u, signed)
         _check_width(w)
         return _build_for(u, ref, w)
-    if tag == Tag.FOR_RADIX:
+    if tag == T.FOR_RADIX:
         ref, span = _range(u, signed)
         if span == 0 or span >= 1 << 32:
             raise CodecError("FOR_RADIX needs a span of 1 to 2**32 - 1")
         g = max(1, min(_MAX_RADIX_GROUP, 64 // (span + 1).bit_length()))
         return _build_radix(u, ref, span, g, ((span + 1) ** g - 1).bit_length())
-    if tag not in (Tag.DELTA_FOR, Tag.DOD_FOR, Tag.DELTA_ZERORUN):
+    if tag not in (T.DELTA_FOR, T.DOD_FOR, T.DELTA_ZERORUN):
         raise CodecError(f"not an integer codec: {tag}")
-    if n < (2 if tag == Tag.DOD_FOR else 1):
+    if n < (2 if tag == T.DOD_FOR else 1):
         raise CodecError(f"{Tag(tag).name} needs more values")
     d = u[1:] - u[:-1]
-    if tag == Tag.DELTA_FOR:
+    if tag == T.DELTA_FOR:
         ref, w = _range_width(d, True)
         _check_width(w)
         return _build_delta_for(u, d, ref, w)
-    if tag == Tag.DOD_FOR:
+    if tag == T.DOD_FOR:
         dd = d[1:] - d[:-1]
         ref, w = _range_width(dd, True)
         _check_width(w)
         return _build_dod_for(u, d, dd, ref, w)
     if n == 1:
-        return _ZR_HDR.pack(int(u[0]), 0, 1) + bytes((Tag.RAW, Tag.RAW))
+        return _ZR_HDR.pack(int(u[0]), 0, 1) + bytes((T.RAW, T.RAW))
     nzm = d != 0
     runs = _runs(nzm)
     rsub = encode_sub(runs, signed=False, mode=NESTED)
@@ -437,28 +456,36 @@ def _check_width(w: int) -> None:
 def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
     """Inverse of :func:`encode`: ``n`` uint64 words from a payload of codec ``tag``."""
     size = len(payload)
-    if tag == Tag.RAW:
+    if tag == T.RAW:
         if size != 8 * n:
             raise CodecError(f"RAW payload is {size} bytes, expected {8 * n}")
         return np.frombuffer(payload, dtype="<u8").astype(np.uint64)
-    if tag == Tag.CONST:
+    if tag == T.CONST:
         if size != 8:
             raise CodecError(f"CONST payload is {size} bytes, expected 8")
         return np.full(n, _U64.unpack_from(payload)[0], dtype=np.uint64)
-    if tag == Tag.FOR:
+    if tag == T.FOR:
         if size < 9:
             raise CodecError("FOR payload truncated")
         ref, w = _FOR_HDR.unpack_from(payload)
+        if n <= SMALL and w <= 64:  # Python ints beat numpy's per-call cost on a few values
+            vals = map(operator.add, _bits.unpack_small(payload[9:], n, w), _repeat(ref, n))
+            return np.fromiter(map(operator.and_, vals, _repeat(_M64, n)), np.uint64, n)
         return _bits.unpack(payload[9:], n, w) + np.uint64(ref)
-    if tag == Tag.DELTA_FOR:
+    if tag == T.DELTA_FOR:
         if size < 17 or n < 1:
             raise CodecError("DELTA_FOR payload truncated")
         first, ref, w = _DFOR_HDR.unpack_from(payload)
+        if n <= SMALL and w <= 64:
+            slots = _bits.unpack_small(payload[17:], n, w)
+            next(slots)
+            vals = itertools.accumulate(map(operator.add, slots, _repeat(ref, n)), initial=first)
+            return np.fromiter(map(operator.and_, vals, _repeat(_M64, n)), np.uint64, n)
         out = _bits.unpack(payload[17:], n, w)
         out += np.uint64(ref)
         out[0] = first
         return np.cumsum(out, out=out)
-    if tag == Tag.DOD_FOR:
+    if tag == T.DOD_FOR:
         if size < 25 or n < 2:
             raise CodecError("DOD_FOR payload truncated")
         first, d0, ref, w = _DDFOR_HDR.unpack_from(payload)
@@ -468,15 +495,15 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
         out[1] = d0
         np.cumsum(out[1:], out=out[1:])
         return np.cumsum(out, out=out)
-    if tag == Tag.ZIGZAG_VARINT:
+    if tag == T.ZIGZAG_VARINT:
         return _bits.unzigzag(_bits.varint_decode(payload, n))
-    if tag == Tag.DELTA_ZIGZAG_VARINT:
+    if tag == T.DELTA_ZIGZAG_VARINT:
         return np.cumsum(_bits.unzigzag(_bits.varint_decode(payload, n)), dtype=np.uint64)
-    if tag == Tag.ZIGZAG_RICE:
+    if tag == T.ZIGZAG_RICE:
         return _bits.unzigzag(_decode_rice(payload, n))
-    if tag == Tag.FOR_RADIX:
+    if tag == T.FOR_RADIX:
         return _decode_radix(payload, n)
-    if tag == Tag.DELTA_ZERORUN and not nested:
+    if tag == T.DELTA_ZERORUN and not nested:
         return _decode_zerorun(payload, n)
     raise CodecError(f"unknown integer codec tag {tag:#04x}")
 

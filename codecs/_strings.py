@@ -33,7 +33,7 @@ import struct
 import numpy as np
 
 from rusts.codecs import _ints
-from rusts.codecs._format import Tag
+from rusts.codecs._format import T
 from rusts.errors import CodecError
 
 _SURR = 1
@@ -128,7 +128,7 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     lst = _as_list(values)
     n = len(lst)
     if n == 0:
-        return Tag.STR_RAW, section(lst)
+        return T.STR_RAW, section(lst)
     try:
         uniq = dict.fromkeys(lst)
     except TypeError:
@@ -138,35 +138,38 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
         if not isinstance(lst[0], str):
             raise CodecError(f"string column holds a {type(lst[0]).__name__}, not str")
         data, flags = _utf8(lst[0])
-        return Tag.CONST, bytes((flags,)) + data
+        return T.CONST, bytes((flags,)) + data
     if k * 2 > n:
-        return Tag.STR_RAW, section(lst)
+        return T.STR_RAW, section(lst)
     ulist = list(uniq)
-    if n <= _ints.SMALL:  # small block: build both, no size estimate
+    if n <= _ints.SMALL:  # small block: build both, no numpy
         raw = section(lst)
-        payload = _dict_payload(lst, ulist)[0]
-        return (Tag.STR_DICT, payload) if len(payload) < len(raw) else (Tag.STR_RAW, raw)
+        dsec = section(ulist)
+        index = {s: i for i, s in enumerate(ulist)}
+        tag, sub = _ints.small_payload(list(map(index.__getitem__, lst)))  # k >= 2: not RAW
+        payload = _DICT_HDR.pack(k, len(dsec)) + dsec + bytes((tag,)) + sub
+        return (T.STR_DICT, payload) if len(payload) < len(raw) else (T.STR_RAW, raw)
     payload, codes = _dict_payload(lst, ulist)  # the section of ulist checks every value is a str
     # the raw section's size, without building it: NUL separators plus every value's bytes
     ulen = np.fromiter((len(_utf8(s)[0]) for s in ulist), dtype=np.int64, count=k)
     raw_size = n + int(np.bincount(codes, minlength=k) @ ulen)
     if len(payload) < raw_size:
-        return Tag.STR_DICT, payload
-    return Tag.STR_RAW, section(lst)
+        return T.STR_DICT, payload
+    return T.STR_RAW, section(lst)
 
 
 def encode_as(tag: int, values: np.ndarray) -> bytes:
     """The payload of a given string codec (for tests and benchmarks)."""
     lst = _as_list(values)
     raw = section(lst)
-    if tag == Tag.STR_RAW:
+    if tag == T.STR_RAW:
         return raw
-    if tag == Tag.CONST:
+    if tag == T.CONST:
         if not lst or any(s != lst[0] for s in lst):
             raise CodecError("CONST needs equal values")
         data, flags = _utf8(lst[0])
         return bytes((flags,)) + data
-    if tag == Tag.STR_DICT:
+    if tag == T.STR_DICT:
         return _dict_payload(lst, list(dict.fromkeys(lst)))[0]
     raise CodecError(f"not a string codec: {tag}")
 
@@ -185,15 +188,15 @@ def _dict_payload(lst: list, ulist: list) -> tuple[bytes, np.ndarray]:
 
 def decode(tag: int, payload, n: int) -> np.ndarray:
     """Inverse of :func:`encode`."""
-    if tag == Tag.STR_RAW:
+    if tag == T.STR_RAW:
         return read_section(payload, n)
-    if tag == Tag.CONST:
+    if tag == T.CONST:
         if len(payload) < 1 or payload[0] & ~_SURR:
             raise CodecError("string CONST payload malformed")
         out = np.empty(n, dtype=object)
         out[:] = _text(payload[1:], payload[0])
         return out
-    if tag == Tag.STR_DICT:
+    if tag == T.STR_DICT:
         if len(payload) < 8:
             raise CodecError("string dictionary truncated")
         k, dlen = _DICT_HDR.unpack_from(payload)
