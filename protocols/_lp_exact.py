@@ -128,6 +128,42 @@ def scan_line(body: bytes, i: int) -> int:
     return i
 
 
+_LINE_SPECIAL = re.compile(rb'[\\ =,"\n]')
+
+
+def scan_line_jumping(body: bytes, i: int) -> int:
+    """:func:`scan_line` that jumps between the bytes it reacts to (same result, faster)."""
+    n = len(body)
+    quoted = False
+    fields = False
+    equals = commas = 0
+    search = _LINE_SPECIAL.search
+    while True:
+        m = search(body, i)
+        if m is None:
+            return n
+        i = m.start()
+        c = body[i]
+        if c == _BS:
+            i += 2 if i + 2 < n else 1
+            continue
+        if c == _SP:
+            fields = True
+        elif c == _NL:
+            if not quoted:
+                return i
+        elif fields:
+            if c == _QUOTE:
+                if equals > commas:
+                    quoted = not quoted
+            elif not quoted:
+                if c == _EQ:
+                    equals += 1
+                else:
+                    commas += 1
+        i += 1
+
+
 # --------------------------------------------------------------------------- key section
 
 
@@ -482,7 +518,7 @@ def parse_point(buf: bytes, multiplier: int = 1) -> ParsedPoint:
     return ParsedPoint(measurement, tags, fields, timestamp)
 
 
-def iter_logical_lines(body: bytes, first_line: int = 1):
+def iter_logical_lines(body: bytes, first_line: int = 1, scan=scan_line):
     """Yield (line number, start, end) of every logical line of ``body`` (1.x ``scanLine``).
 
     ``end`` excludes the terminating LF. Line numbers count physical lines from
@@ -491,8 +527,15 @@ def iter_logical_lines(body: bytes, first_line: int = 1):
     pos = 0
     n = len(body)
     line_no = first_line
+    if b'"' not in body and b"\\" not in body:
+        scan = _next_lf
     while pos < n:
-        end = scan_line(body, pos)
+        end = scan(body, pos)
         yield line_no, pos, end
         line_no += body.count(b"\n", pos, end) + 1
         pos = end + 1
+
+
+def _next_lf(body: bytes, i: int) -> int:
+    end = body.find(b"\n", i)
+    return len(body) if end < 0 else end

@@ -519,6 +519,15 @@ def test_escapes_and_spaced_strings_fast_path_equals_exact(extra: bytes) -> None
     assert len(rows(got)) >= 8
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(list(b'a =,"\\\n')), max_size=40).map(bytes),
+       st.sampled_from([b"", b"\\", b"\\\n", b"\\\\", b'"', b"\n"]))
+def test_jumping_line_scanner_equals_byte_by_byte(body: bytes, tail: bytes) -> None:
+    body += tail
+    for start in range(len(body) + 1):
+        assert _lp_exact.scan_line_jumping(body, start) == _lp_exact.scan_line(body, start)
+
+
 def test_small_and_large_bodies_take_both_paths_with_one_result() -> None:
     small = b"m,h=a v=1 1\nm,h=b v=2i 2\n"
     assert len(small) < lp.SMALL_BODY
