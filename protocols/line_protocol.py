@@ -106,6 +106,8 @@ class LineProtocolParser:
             raise ProtocolError("feed() after finish()")
         if not data:
             return WriteBatch(())
+        if not isinstance(data, bytes):
+            data = bytes(data)  # bytearray, memoryview
         self._buf += data
         if b"\n" not in data:
             return WriteBatch(())

@@ -325,6 +325,13 @@ def test_large_body_in_random_chunks_equals_parse() -> None:
     assert sorted(e for b in batches for e in errors(b)) == errors(whole)
 
 
+def test_feed_and_parse_take_any_bytes_like() -> None:
+    p = LineProtocolParser(default_time=0)
+    assert p.feed(memoryview(b"m v=1\nm v=")).point_count == 1
+    assert p.feed(bytearray(b"2\n")).point_count == 1
+    assert parse(memoryview(b"m v=1")).point_count == parse(bytearray(b"m v=1")).point_count == 1
+
+
 def test_feed_returns_only_complete_lines() -> None:
     p = LineProtocolParser(default_time=0)
     assert p.feed(b"m v=1 1\nm v=").point_count == 1
