@@ -308,3 +308,28 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
         return pieces_table(series, tag_keys, fdict)
 
     return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+
+
+def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: dict[str, FieldType],
+             cache: BlockCache = CACHE) -> RowSet:
+    """The newest row of one series in [start, end) (merged, last write wins), from the newest
+    cached block of each segment plus the memtable; empty when the series has no row there."""
+    parts: list[RowSet] = []
+    for r in snap.segments:  # oldest first: merge order is write order
+        if r.max_time < start or r.min_time >= end or not r.has_series(sid):
+            continue
+        bt = r.blocks(sid)
+        sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
+        rows = np.asarray(bt.rows, dtype=np.int64)
+        for b in sel[::-1].tolist():
+            p = _block_pieces(r, sid, fields, np.array([b], np.int64), rows, ftypes, cache)[0].slice(start, end)
+            if p is not None:
+                t = int(p.ts[-1])
+                parts.append(_rowset_of_piece(p.slice(t, t + 1), fields, ftypes))
+                break
+    parts.extend(_mem_pieces(snap, sid, start, end, fields, ftypes))
+    rs = merge(parts)
+    if len(rs) > 1:
+        t = int(rs.timestamps[-1])
+        rs = rs.slice_time(t, t + 1)
+    return rs

@@ -412,15 +412,15 @@ async def run_vector(db, q: Query, residual=()) -> ResultSet:
 def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, key_desc) -> ResultSet:
     """The newest row of every tag group (``DISTINCT ON (keys) ... ORDER BY keys, time DESC``).
 
-    Each series' newest row is read from its newest blocks only (``read_series`` with a limit),
+    Each series' newest row comes from its newest (cached) block per segment and the memtable,
     so the cost does not grow with the time range.
     """
-    from rusts.executor import read_series
+    from rusts.sql_scan import last_row
 
     fields = [f for f in (q.fields or ()) if f in ftypes]
     best: dict[tuple, tuple] = {}  # group key -> (time, sid, row)
     for sid in sids.tolist():
-        rs = read_series(snap, int(sid), q.start, q.end, fields, 1, True)
+        rs = last_row(snap, int(sid), q.start, q.end, fields, ftypes)
         if len(rs) == 0:
             continue
         t = int(rs.timestamps[-1])
