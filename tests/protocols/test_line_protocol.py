@@ -496,7 +496,7 @@ def test_ordinary_lines_never_reach_the_exact_parser(monkeypatch) -> None:
         raise AssertionError("exact parser used")
 
     monkeypatch.setattr(_lp_exact, "parse_point", boom)
-    monkeypatch.setattr(_lp_exact, "scan_line", boom)
+    monkeypatch.setattr(_lp_exact, "scan_line_jumping", boom)
     body = b"\n".join([TSBS] * 50 + [b'st,h=1 s="ok",c=1i,u=2u,b=true,f=-1.5e3 5'] * 5) + b"\n"
     batch = parse(body)
     assert batch.point_count == 55 and batch.value_count == 525
