@@ -24,6 +24,7 @@ import decimal
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import attrs
 import numpy as np
@@ -318,7 +319,8 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
         if lp is not None:
             from rusts.sql_vector import run_latest
 
-            rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
+            async with _limited(db):
+                rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
             plan = attrs.evolve(lp.raw, limit=lp.limit, offset=lp.offset, post_slice=True)
             return attrs.evolve(fast_output(plan, rs), path="vector")
     if ext is None and route != "general":
@@ -330,7 +332,8 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
                 from rusts.sql_vector import TooManyKeys, run_vector
 
                 try:
-                    rs = await run_vector(db, plan.query, plan.residual)
+                    async with _limited(db):
+                        rs = await run_vector(db, plan.query, plan.residual)
                 except TooManyKeys:
                     rs = None
                 if rs is not None:
@@ -340,7 +343,27 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
                 if len(rs.row_group) > 50_000:
                     return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
                 return fast_output(plan, rs)
-    return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
+    async with _limited(db):
+        return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
+
+
+@asynccontextmanager
+async def _limited(db):
+    """The database's query concurrency limit and time limit, for the paths that do not go through
+    ``db.query`` (which applies them itself)."""
+    from rusts.errors import QueryCancelled
+
+    limiter = getattr(db, "_query_limiter", None)
+    timeout = _timeout(db)
+    try:
+        with trio.fail_after(timeout):
+            if limiter is None:
+                yield
+            else:
+                async with limiter:
+                    yield
+    except trio.TooSlowError:
+        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
 
 
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,

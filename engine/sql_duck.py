@@ -36,14 +36,12 @@ import sqlglot
 from sqlglot import exp
 
 from rusts.errors import QueryError, UnknownColumnError, UnknownTableError, UnsupportedError
-from rusts.model import FieldType
 from rusts.query import MAX_TIME, MIN_TIME, Query, TagFilter
 from rusts.sql_output import KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output
 from rusts.sql_translate import (TIME_COLUMN, CalendarInterval, Catalog, analyze_where, column_resolver,
                                  eval_interval, eval_time, naming_select, output_name, percentile_of,
                                  single_table)
 
-_local = threading.local()
 _DB_LOCK = threading.Lock()
 _DUCK = None
 

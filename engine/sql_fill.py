@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import Tokenizer, TokenType
 

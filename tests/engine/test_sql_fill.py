@@ -117,3 +117,28 @@ def test_extract_extensions_respects_quotes():
     assert ext is None and text == "SELECT 'fill(0)' AS s FROM cpu"
     text, ext = extract_extensions("SELECT x FROM cpu GROUP BY 1 FILL(linear) LIMIT 3")
     assert ext.fill == "linear" and "FILL" not in text and "LIMIT 3" in text
+
+
+async def test_time_limit_applies_to_the_scan_paths(tmp_path):
+    import attrs
+
+    from rusts.config import Config
+    from rusts.errors import QueryCancelled
+
+    cfg = Config()
+    cfg = attrs.evolve(cfg, query=attrs.evolve(cfg.query, timeout_secs=1e-9))
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        async with rusts.db.open(tmp_path / "t", config=cfg) as db:
+            task_status.started(db)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as n:
+        db = await n.start(run)
+        await db.write(f"cpu,host=a v=1 {T0}".encode())
+        for sql in ("SELECT host, AVG(v) FROM cpu WHERE v > 0 GROUP BY host",  # vector
+                    "SELECT host, v - lag(v) OVER (ORDER BY time) FROM cpu"):  # DuckDB
+            with pytest.raises(QueryCancelled) as ei:
+                await execute_sql(db, sql)
+            assert ei.value.http_status == 408
+        n.cancel_scope.cancel()
