@@ -30,7 +30,6 @@ import numpy as np
 import sqlglot
 from sqlglot import exp
 
-from rusts.errors import UnsupportedError
 from rusts.model import FieldType
 from rusts.query import MAX_TIME, MIN_TIME, AggFunc, Aggregation, Query, TagFilter, TagOp
 from rusts.sql_output import KIND_FIELD, KIND_TAG, KIND_TIME
@@ -1015,10 +1014,6 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
         return None
     q = Query(m, b.start, b.end, tuple(b.tag_filters), None, tuple(aggs), interval, tuple(group_tags))
     return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True, tuple(residual))
-
-
-def unsupported(what: str) -> UnsupportedError:
-    return UnsupportedError(f"{what} is not supported")
 
 
 @attrs.frozen
