@@ -138,8 +138,15 @@ def alp_decode(payload, n: int) -> np.ndarray:
             raise CodecError("ALP exception positions out of range")
         exc = np.frombuffer(payload[off:off + 8 * nexc], dtype="<u8")
         off += 8 * nexc
-    ints = _ints.decode_sub(payload[off:], n)
-    out = (ints.view(np.int64).astype(np.float64) / _POW10[e]).view(np.uint64)
+    sub = payload[off:]
+    if len(sub) and sub[0] == T.DELTA_ZERORUN:  # int -> float on the levels, then repeat
+        levels, reps = _ints.zerorun_parts(sub[1:], n)
+        out = np.true_divide(levels.view(np.int64), _POW10[e])
+        if reps is not None:
+            out = np.repeat(out, reps)
+    else:
+        out = np.true_divide(_ints.decode_sub(sub, n).view(np.int64), _POW10[e])
+    out = out.view(np.uint64)
     if nexc:
         out[pos.astype(np.intp)] = exc
     return out

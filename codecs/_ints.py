@@ -537,7 +537,14 @@ def _decode_rice(payload, n: int) -> np.ndarray:
     return z
 
 
-def _decode_zerorun(payload, n: int) -> np.ndarray:
+def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a DELTA_ZERORUN payload as ``(levels, reps)``: the values are
+    ``np.repeat(levels, reps)`` (``reps`` None: ``levels`` are the values).
+
+    A level is the value after each non-zero delta (and the first value); it repeats once plus
+    the length of the zero run that follows it. Elementwise maps of the values (ALP's int ->
+    float) can run on the levels alone, before the one ``np.repeat``.
+    """
     if len(payload) < 16 or n < 1:
         raise CodecError("DELTA_ZERORUN payload truncated")
     first, nruns, rlen = _ZR_HDR.unpack_from(payload)
@@ -547,23 +554,29 @@ def _decode_zerorun(payload, n: int) -> np.ndarray:
     if nruns and (int(runs.max()) >= n or int(runs.sum()) != n - 1):  # max < n: sum can't wrap
         raise CodecError("DELTA_ZERORUN run lengths disagree with the count")
     rest = payload[16 + rlen:]
-    if nruns == 1:
+    if nruns <= 1:
         out = np.empty(n, dtype=np.uint64)
         out[1:] = decode_sub(rest, n - 1, nested=True)
-    else:
-        lens = runs.view(np.int64)
-        nz_lens = lens[0::2]
-        nnz = int(nz_lens.sum())
-        nz = decode_sub(rest, nnz, nested=True)
-        # position of each non-zero delta: its rank plus the zero deltas before its run
-        zeros_before = np.zeros(len(nz_lens), dtype=np.int64)
-        np.cumsum(lens[1::2][:len(nz_lens) - 1], out=zeros_before[1:])
-        pos = np.repeat(zeros_before, nz_lens)
-        pos += _arange(nnz, 1)
-        out = np.zeros(n, dtype=np.uint64)
-        out[pos] = nz
-    out[0] = first
-    return np.cumsum(out, out=out)
+        out[0] = first
+        return np.cumsum(out, out=out), None
+    lens = runs.view(np.int64)
+    nz_lens = lens[0::2]
+    zero_lens = lens[1::2]
+    nnz = int(nz_lens.sum())
+    levels = np.empty(nnz + 1, dtype=np.uint64)
+    levels[1:] = decode_sub(rest, nnz, nested=True)
+    levels[0] = first
+    np.cumsum(levels, out=levels)
+    reps = np.ones(nnz + 1, dtype=np.int64)
+    # zero run j follows the level reached after non-zero runs 0..j (add.at: a corrupt empty
+    # run in the middle makes two zero runs follow the same level)
+    np.add.at(reps, np.cumsum(nz_lens[:len(zero_lens)]), zero_lens)
+    return levels, reps
+
+
+def _decode_zerorun(payload, n: int) -> np.ndarray:
+    levels, reps = zerorun_parts(payload, n)
+    return levels if reps is None else np.repeat(levels, reps)
 
 
 def _arange(k: int, start: int) -> np.ndarray:
