@@ -1012,6 +1012,11 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     offset = _int_lit(sel.args.get("offset"))
     if limit is False or offset is False:
         return None
+    if (group_tags or interval is not None) and not any(a.function == AggFunc.Count and a.field is None
+                                                        for a in aggs):
+        # SQL groups are the groups with rows; the executor's are those where an aggregate saw a
+        # value. A hidden COUNT(*) (block statistics, no decoding) makes them the same.
+        aggs.append(Aggregation(AggFunc.Count, None, None, "_rows"))
     q = Query(m, b.start, b.end, tuple(b.tag_filters), None, tuple(aggs), interval, tuple(group_tags))
     return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True, tuple(residual))
 

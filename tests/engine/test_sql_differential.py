@@ -43,7 +43,8 @@ def generate(seed: int = 3):
         s = rng.integers(0, len(STRINGS), PER_SERIES)
         b = rng.random(PER_SERIES) < 0.5
         miss = rng.random((4, PER_SERIES)) < np.array([[0.1], [0.15], [0.2], [0.25]])
-        miss[0] &= ~(miss[1] & miss[2] & miss[3]) | False
+        if host == "h3":
+            miss[1][:] = True  # h3 never has i: GROUP BY host must still list it (AVG(i) NULL)
         miss[0][miss[1] & miss[2] & miss[3]] = False  # every row keeps at least one field
         for k in range(PER_SERIES):
             rows["time"].append(int(t[k]))
@@ -210,6 +211,9 @@ CASES = [
     ("SELECT host, COUNT(*), MEAN(f), MIN(i), MAX(f) FROM m GROUP BY host",
      "SELECT host, COUNT(*), AVG(f), MIN(i), MAX(f) FROM m GROUP BY host", False),
     ("SELECT region, COUNT(*), SUM(i) FROM m GROUP BY region", None, False),
+    ("SELECT host, AVG(i), MAX(i) FROM m GROUP BY host", None, False),
+    ("SELECT time_bucket('10 minutes', time) AS bk, MIN(i) FROM m WHERE host = 'h3' GROUP BY bk",
+     f"SELECT {TB.format('10 minutes')} AS bk, MIN(i) FROM m WHERE host = 'h3' GROUP BY bk", False),
     ("SELECT region, host, AVG(i) FROM m WHERE time < '{}' GROUP BY region, host".format(ts(MID)),
      "SELECT region, host, AVG(i) FROM m WHERE time < {} GROUP BY region, host".format(rts(MID)), False),
     ("SELECT PERCENTILE_95(f), MEDIAN(f), PERCENTILE_10(i) FROM m",
