@@ -251,8 +251,10 @@ def convert_column(col: pa.Array, marks: _Marks | None = None) -> _Column:
     ``bad`` (their lines go to the exact parser, which reports them). Placeholders of ``marks``
     may only occur in string values.
     """
+    off, data = binary_parts(col)
+    if not (off[1:] > off[:-1]).all():  # an empty value
+        return _exact_values(col if marks is None else marks.restore_raw(col))
     if marks is not None:
-        off, data = binary_parts(col)
         if marks.present(data[off[0]:off[-1]]):
             first, last = data[off[:-1]], data[off[1:] - 1]
             if not ((first == 34) & (last == 34) & ((off[1:] - off[:-1]) >= 2)).all() or \
@@ -262,9 +264,6 @@ def convert_column(col: pa.Array, marks: _Marks | None = None) -> _Column:
             for ph, meaning in marks.string:
                 inner = pc.replace_substring(inner, ph, meaning)
             return _Column(FieldType.STRING, _strings(inner))
-    off, data = binary_parts(col)
-    if not (off[1:] > off[:-1]).all():
-        return _exact_values(col)
     d = data[off[0]:off[-1]]
     first = data[off[:-1]]
     last = data[off[1:] - 1]
