@@ -23,6 +23,7 @@ in any pieces gives the same rows and errors as :func:`parse`.
 
 from __future__ import annotations
 
+import logging
 import time
 from types import MappingProxyType
 
@@ -35,6 +36,8 @@ from rusts.protocols import _lp_fast as fast
 from rusts.protocols._lp_pieces import Piece, assemble
 
 __all__ = ["PRECISIONS", "LineProtocolParser", "parse"]
+
+_log = logging.getLogger(__name__)
 
 PRECISIONS = MappingProxyType({
     "ns": 1, "n": 1,
@@ -233,10 +236,26 @@ def _parse_body(body: bytes, mult: int, default_time: int, first_line: int,
     """
     if not body.strip(b" \t\x00\n"):  # only what 1.x skips as blank lines
         return WriteBatch(())
-    oracle = fast_path is False
     if fast_path is None:
-        fast_path = len(body) >= SMALL_BODY
-    lines, starts = fast.split_lines(body)
+        if len(body) >= SMALL_BODY:
+            saved = dict(registry)
+            try:
+                return _parse(body, mult, default_time, first_line, registry, True, False)
+            except Exception:  # a fast-path bug must not cost the write: use the exact parser
+                _log.exception("line protocol fast path failed; parsing %d bytes exactly",
+                               len(body))
+                registry.clear()
+                registry.update(saved)
+        return _parse(body, mult, default_time, first_line, registry, False, False)
+    return _parse(body, mult, default_time, first_line, registry, fast_path, not fast_path)
+
+
+def _parse(body: bytes, mult: int, default_time: int, first_line: int, registry: dict,
+           fast_path: bool, oracle: bool) -> WriteBatch:
+    if fast_path:
+        lines, starts = fast.split_lines(body)
+    else:
+        starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(body, np.uint8) == 10) + 1))
     nphys = len(starts)
     ends = np.empty(nphys, dtype=np.int64)
     ends[:-1] = starts[1:] - 1

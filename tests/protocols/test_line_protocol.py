@@ -551,6 +551,19 @@ def test_fuzz_findings_fast_path_equals_exact(found: list[bytes]) -> None:
         assert rows(got) == rows(want) and errors(got) == errors(want)
 
 
+def test_a_fast_path_failure_falls_back_to_the_exact_parser(monkeypatch) -> None:
+    def broken(*_args):
+        raise IndexError("bug")
+
+    body = b"\n".join([TSBS] * 20)
+    want = parse(body, default_time=1)
+    monkeypatch.setattr(lp.fast, "parse_fast", broken)
+    got = parse(body, default_time=1)
+    assert rows(got) == rows(want) and got.point_count == 20
+    with pytest.raises(IndexError):
+        _fast(body)
+
+
 def test_small_and_large_bodies_take_both_paths_with_one_result() -> None:
     small = b"m,h=a v=1 1\nm,h=b v=2i 2\n"
     assert len(small) < lp.SMALL_BODY
