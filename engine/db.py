@@ -77,6 +77,8 @@ class Database:
         self._next_seq = 1
         self._query_limiter = trio.CapacityLimiter(max(1, config.query.max_concurrent))
         self._parse_limiter = trio.CapacityLimiter(1)
+        self.commit_lock = trio.Lock()  # every manifest commit (flush, compaction, sweep, delete)
+        self.lifecycle = None
 
     # ------------------------------------------------------------------ recovery (sync, thread)
     def _lock(self) -> None:
@@ -136,6 +138,9 @@ class Database:
                         for f, ft in r.field_types(sid).items():
                             self.schema.ensure(m, f, ft)
             self._replay_wal()
+            from rusts.lifecycle import Lifecycle
+
+            self.lifecycle = Lifecycle(self)
         except BaseException:
             self._unlock()
             raise
@@ -228,11 +233,20 @@ class Database:
 
         parts = await run_cpu(self._build_partitions, table)
         metas = await run_cpu(self._write_segments, parts)
+        from rusts.tombstones import LifecycleState
+
         self.index.persist()
         self.schema.persist()
-        await trio.to_thread.run_sync(lambda: self.manifest.commit(add=metas, flushed_seq=table.last_seq))
-        for m in metas:
-            self.readers[m.file] = SegmentReader.open(self.data_dir / "segments" / m.file)
+
+        def commit():
+            cur = self.manifest.state
+            ls = LifecycleState.from_extra(cur.extra).with_flush([m.file for m in metas])
+            self.manifest.commit(add=metas, flushed_seq=table.last_seq, extra=ls.to_extra(cur.extra))
+
+        async with self.commit_lock:
+            await trio.to_thread.run_sync(commit)
+            for m in metas:
+                self.readers[m.file] = SegmentReader.open(self.manifest.path_of(m))
 
     def _on_flushed(self, table_id: int) -> None:
         self.state.drop(table_id)
@@ -281,6 +295,7 @@ class Database:
                 self._wal, mode=st.wal_durability, sync_interval_ms=int(st.wal_sync_interval_ms),
                 retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
                 downstream=mem_send, task_status=task_status))
+            await nursery.start(self.lifecycle.run)
             self.ready = True
             task_status.started()
 
@@ -291,6 +306,8 @@ class Database:
         self.ready = False
         with trio.CancelScope(shield=True):
             await self._wal_send.aclose()
+            if self.lifecycle is not None:
+                await self.lifecycle.close()
 
     # ------------------------------------------------------------------ public API
     def _check_open(self) -> None:
@@ -355,16 +372,26 @@ class Database:
             self.write_stats["points"] += batch.point_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
+    def _reader(self, meta):
+        r = self.readers.get(meta.file)
+        if r is None:  # committed by a worker thread a moment ago: open it now
+            from rusts.segment import SegmentReader
+
+            r = self.readers[meta.file] = SegmentReader.open(self.manifest.path_of(meta))
+        return r
+
     def snapshot(self, sids: np.ndarray, start: int, end: int) -> Snapshot:
-        """Consistent read view, taken synchronously (no await) in the loop."""
-        segs = []
-        for meta in self.manifest.state.segments:
+        """Consistent read view, taken synchronously (no await) in the loop: segments in age
+        order (older first, so newer writes win), their lifecycle sequences, live tombstones."""
+        ls, stones = self.lifecycle.state()
+        st = self.manifest.state
+        segs, seqs = [], []
+        for meta in ls.age_order(st.segments):
             if meta.max_time < start or meta.min_time >= end:
                 continue
-            r = self.readers.get(meta.file)
-            if r is not None:
-                segs.append(r)
-        return Snapshot(tuple(segs), self.state.snapshot(sids))
+            segs.append(self._reader(meta))
+            seqs.append(ls.seq_of(meta))
+        return Snapshot(tuple(segs), self.state.snapshot(sids), tuple(seqs), stones)
 
     def tags_map(self, sids: np.ndarray) -> dict[int, dict[str, str]]:
         return {int(s): dict(self.index.tags_of(int(s))) for s in sids.tolist()}
@@ -375,6 +402,12 @@ class Database:
         if not isinstance(q, Query):
             q = from_json(q)
         t0 = time.perf_counter()
+        if self.lifecycle is not None:  # retention: expired rows vanish from answers at once
+            from rusts.retention import query_start
+
+            start = query_start(q.start, q.measurement, self.lifecycle.cutoffs())
+            if start != q.start:
+                q = attrs.evolve(q, start=start, end=max(q.end, start))
         try:
             async with self._query_limiter:
                 sids = select_series(self.index, q)
@@ -410,6 +443,17 @@ class Database:
         for ev in events:
             await ev.wait()
 
+    async def delete(self, measurement: str, start: int = -(2**63), end: int = 2**63 - 1,
+                     tag_filters=(), field_predicates=()) -> dict:
+        """Delete matching points (tombstone now, physical removal at compaction)."""
+        self._check_open()
+        return await self.lifecycle.delete(measurement, start, end, tuple(tag_filters), tuple(field_predicates))
+
+    async def drop_measurement(self, measurement: str) -> dict:
+        """Drop a measurement: its points, series and schema."""
+        self._check_open()
+        return await self.lifecycle.drop_measurement(measurement)
+
     def measurements(self) -> list[str]:
         return sorted(self.index.measurements())
 
@@ -443,6 +487,7 @@ class Database:
             "writes": dict(self.write_stats),
             "flusher": dict(self.flusher_stats),
             "queries": qs,
+            "lifecycle": self.lifecycle.statistics() if self.lifecycle is not None else {},
             "problems": list(self.problems),
             "uptime_secs": round(time.time() - self.started_at, 3),
         }

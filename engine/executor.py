@@ -34,6 +34,36 @@ class Snapshot:
 
     segments: tuple[Any, ...]
     memtable: Mapping[int, tuple[RowSet, ...]]
+    seqs: tuple[int, ...] = ()          # lifecycle sequence of each segment (age order)
+    tombstones: Any = None              # rusts.tombstones.TombstoneSet or None
+
+
+def _tombstoned(snap: Snapshot, sid: int, start: int, end: int, measurement: str | None) -> RowSet | None:
+    """The series' rows with the tombstones that touch it applied, or None when none does.
+
+    Reads every field (a tombstone's field predicate may name fields the query does not select)
+    and never uses block statistics: deleted rows may hide inside a block.
+    """
+    if snap.tombstones is None or measurement is None:
+        return None
+    stones = snap.tombstones.for_series(measurement, sid)
+    if not stones:
+        return None
+    from rusts.tombstones import MEMTABLE_SEQ, merge_with_tombstones
+
+    parts = []
+    for r, seq in zip(snap.segments, snap.seqs):
+        if r.max_time < start or r.min_time >= end or not r.has_series(sid):
+            continue
+        ov = _overlapping_blocks(r.blocks(sid), start, end)
+        if len(ov):
+            ts, cols = r.read(sid, None, blocks=ov)
+            parts.append((RowSet(ts, cols, True), seq))
+    mem = _mem_parts(snap, sid, start, end, None)
+    if mem:
+        parts.append((merge(mem), MEMTABLE_SEQ))
+    rs, _ = merge_with_tombstones(sid, parts, stones, measurement=measurement)
+    return rs.slice_time(start, end)
 
 
 @attrs.frozen(eq=False)
@@ -190,11 +220,14 @@ def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowS
 
 
 def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
-                limit: int | None = None, desc: bool = False) -> RowSet:
+                limit: int | None = None, desc: bool = False, measurement: str | None = None) -> RowSet:
     """All rows of one series in [start, end), merged, sorted, unique timestamps.
 
     With ``limit``, blocks are chosen from the wanted end of time until enough rows are covered.
     """
+    t = _tombstoned(snap, sid, start, end, measurement)
+    if t is not None:
+        return t.select(fields)
     srcs = _segment_sources(snap, sid, start, end)
     parts: list[RowSet] = []
     if limit is not None and srcs:
@@ -270,7 +303,7 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
     desc = q.order == "Desc"
     results: list[tuple[int, RowSet]] = []
     for gi, sid in enumerate(sids.tolist()):
-        rs = read_series(snap, sid, q.start, q.end, fields, want, desc)
+        rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
         if want is not None and len(rs) > want:
@@ -415,7 +448,10 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
         ranges.sort()
         overlap = any(ranges[i + 1][0] <= ranges[i][1] for i in range(len(ranges) - 1))
         decoded: list[RowSet] = []
-        if edge is not None and not overlap:
+        tomb = _tombstoned(snap, sid, start, end, q.measurement)
+        if tomb is not None:
+            decoded.append(tomb)
+        elif edge is not None and not overlap:
             # First/Last over the whole range: only the two outermost blocks holding each field
             # can contain the answer (the outermost may lie partly outside the range)
             for s in srcs:

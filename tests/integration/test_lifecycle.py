@@ -218,8 +218,6 @@ async def test_retention_drops_whole_partitions_and_compaction_makes_a_delete_ph
         assert LifecycleState.from_extra(db.manifest.state.extra).tombstones == ()  # applied, collected
 
 
-@pytest.mark.xfail(strict=True, reason="Database.snapshot merges segments in manifest position and flushes record no "
-                                       "lifecycle sequence; docs/lifecycle.md section 3 (age order) fixes it")
 async def test_a_flush_between_two_merges_of_one_pass_keeps_last_write_wins(tmp_path):
     start = 1_700_000_000 * 10**9 // HOUR * HOUR
     async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none") as db:
