@@ -97,6 +97,16 @@ class Lifecycle:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
+    def poke_sweeper(self) -> None:
+        from rusts.actors.retention import SweepNow
+        from rusts.messages import Reply
+
+        if self._sweep_send is not None:
+            try:
+                self._sweep_send.send_nowait(SweepNow(Reply()))
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
     # ------------------------------------------------------------------ retention
     async def sweep(self) -> int:
         db = self.db

@@ -214,6 +214,63 @@ def create_app(db, config=None) -> QuartTrio:
     async def stats():
         return _json(db.statistics())
 
+    async def json_body(what: str):
+        body = await read_body()
+        try:
+            obj = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"invalid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{what} body must be a JSON object")
+        return obj
+
+    @app.route("/delete", methods=["POST"])
+    async def delete():
+        from rusts.query import from_json
+
+        obj = await json_body("delete")
+        unknown = sorted(set(obj) - {"measurement", "time_range", "tag_filters", "field_filters"})
+        if unknown:
+            raise ProtocolError(f"unknown delete key: {unknown[0]!r}")
+        q = from_json({"measurement": obj.get("measurement"),
+                       "time_range": obj.get("time_range", {"start": -(2**63), "end": 2**63 - 1}),
+                       "tag_filters": obj.get("tag_filters", [])})
+        ff = obj.get("field_filters") or []
+        if not isinstance(ff, list):
+            raise ProtocolError("field_filters must be a list of {field, op, value}")
+        out = await db.delete(q.measurement, q.start, q.end, q.tag_filters, tuple(ff))
+        return _json(out)
+
+    @app.route("/measurements/<name>", methods=["DELETE"])
+    async def drop_measurement(name):
+        return _json(await db.drop_measurement(name))
+
+    @app.route("/retention_policies", methods=["GET"])
+    async def list_policies():
+        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+
+    @app.route("/retention_policies", methods=["POST"])
+    async def add_policy():
+        from rusts.retention import make_policy
+
+        obj = await json_body("retention policy")
+        p = make_policy(obj.get("name"), obj.get("measurement", "*"), obj.get("duration"), obj.get("tier_after"))
+        db.lifecycle.policies.add(p)
+        db.lifecycle.poke_sweeper()
+        return _json({"retention_policies": db.lifecycle.policies.to_json()}, 201)
+
+    @app.route("/retention_policies/<name>", methods=["PUT", "PATCH"])
+    async def update_policy(name):
+        obj = await json_body("retention policy")
+        db.lifecycle.policies.update(name, **obj)
+        db.lifecycle.poke_sweeper()
+        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+
+    @app.route("/retention_policies/<name>", methods=["DELETE"])
+    async def remove_policy(name):
+        db.lifecycle.policies.remove(name)
+        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+
     @app.route("/flush", methods=["POST"])
     async def flush():
         await db.flush()
