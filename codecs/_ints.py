@@ -155,10 +155,35 @@ def _rice_plan(z: np.ndarray, budget: float = float("inf")) -> tuple[int, int] |
     if n == 0:
         return 0, 1
     zmax = int(z.max())
-    if zmax < (1 << 63) // n:
-        total = int(z.sum())  # cannot wrap
-    else:
-        total = float(z.astype(np.float64).sum())
+    exact = zmax < (1 << 63) // n
+    total = int(z.sum()) if exact else float(z.astype(np.float64).sum())  # exact: no wrap
+
+    def qsum_of(k: int):
+        if exact:
+            return int((z >> np.uint64(k)).sum())
+        return float((z >> np.uint64(k)).astype(np.float64).sum())
+
+    return _rice_choose(n, total, qsum_of, budget)
+
+
+_HIST_SPAN = 4096  # spans up to this use a histogram for the entropy-code sizes
+
+
+def _rice_plan_hist(n: int, ref: int, span: int, counts: np.ndarray,
+                    budget: float) -> tuple[int, int] | None:
+    """:func:`_rice_plan` from the histogram ``counts`` of ``v - ref`` over ``0..span``: the same
+    sums, over ``span + 1`` distinct values instead of ``n``."""
+    zu = _bits.zigzag(np.arange(span + 1, dtype=np.uint64) + np.uint64(ref))
+    c = counts.view(np.int64)
+    if int(zu.max()) < (1 << 62) // n:  # int64 sums cannot wrap
+        zc = zu.view(np.int64)
+        return _rice_choose(n, int(c @ zc), lambda k: int(c @ (zc >> k)), budget)
+    cf = c.astype(np.float64)  # as _rice_plan: far-from-zero values, float sums
+    return _rice_choose(n, float(cf @ zu.astype(np.float64)),
+                        lambda k: float(cf @ (zu >> np.uint64(k)).astype(np.float64)), budget)
+
+
+def _rice_choose(n: int, total, qsum_of, budget: float) -> tuple[int, int] | None:
     mean = total / n
     # The best k for geometric-like data is near log2(mean) - 0.5: try floor(log2 mean) and one below.
     k0 = int(math.log2(mean)) if mean >= 1 else 0
@@ -166,12 +191,7 @@ def _rice_plan(z: np.ndarray, budget: float = float("inf")) -> tuple[int, int] |
         return None
     best = None
     for k in (k0 - 1, k0) if k0 else (0,):
-        if k == 0:
-            qsum = total
-        elif zmax < (1 << 63) // n:
-            qsum = int((z >> np.uint64(k)).sum())
-        else:
-            qsum = float((z >> np.uint64(k)).astype(np.float64).sum())
+        qsum = total if k == 0 else qsum_of(k)
         if qsum > 64.0 * n:
             continue
         size = 1 + _bits.packed_size(n, k) + (int(qsum) + n + 7) // 8
@@ -264,15 +284,16 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
         p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
         return p
     for_size = 8 * n
+    span = _HIST_SPAN
     if mode != TIMESTAMPS:
-        ref, span = _range(u, signed)
+        vref, span = _range(u, signed)
         w = span.bit_length()
         for_size = 9 + _bits.packed_size(n, w)
-        p.consider(T.FOR, for_size, partial(_build_for, u, ref, w))
+        p.consider(T.FOR, for_size, partial(_build_for, u, vref, w))
         rp = _radix_plan(n, span)
         if rp is not None:
             g, cw, size = rp
-            p.consider(T.FOR_RADIX, size, partial(_build_radix, u, ref, span, g, cw))
+            p.consider(T.FOR_RADIX, size, partial(_build_radix, u, vref, span, g, cw))
     d = None
     if n >= 2 and mode != NESTED:
         d = u[1:] - u[:-1]
@@ -293,11 +314,17 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
     # entropy code of the raw values (Rice, varint) will not win: skip computing it.
     raw_codes = mode != TIMESTAMPS and not (d is not None and 2 * p.size <= for_size)
     if raw_codes and p.size > 16:
-        z = _bits.zigzag(u)
-        rp = _rice_plan(z, p.cost)
-        if rp is not None:
-            k, size = rp
-            p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
+        if span < _HIST_SPAN:  # exact sizes from the histogram of v - ref: no zigzag pass
+            counts = np.bincount((u - np.uint64(vref)).view(np.int64), minlength=span + 1)
+            rp = _rice_plan_hist(n, vref, span, counts, p.cost)
+            if rp is not None:
+                p.consider(T.ZIGZAG_RICE, rp[1], partial(_build_rice_u, u, rp[0]))
+        else:
+            z = _bits.zigzag(u)
+            rp = _rice_plan(z, p.cost)
+            if rp is not None:
+                k, size = rp
+                p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
     if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
         if raw_codes:
             if z is None:
@@ -311,6 +338,49 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
             p.consider(T.DELTA_ZIGZAG_VARINT, _bits.varint_size(zd),
                        partial(_bits.varint_encode, zd))
     return p
+
+
+def plan_codes(codes: np.ndarray, counts: np.ndarray) -> _Plan:
+    """Plan for dictionary indices: ``codes`` (uint8 or int64) take every value of
+    ``0..k-1`` (``k = len(counts) >= 2``, ``counts`` their histogram), more than SMALL of them.
+
+    The statistics come from what the dictionary already knows: FOR's range is ``0..k-1``,
+    Rice's sizes are sums over the k-entry histogram, deltas are taken on the narrow codes.
+    DELTA_ZERORUN is looked at only when at least half the deltas are zero (long runs of one
+    value); varints never win on indices below 2**12 and are looked at above.
+    """
+    n = len(codes)
+    k = len(counts)
+    u = codes.astype(np.uint64)  # the builders' input (most of them cast anyway)
+    p = _Plan(n, u)
+    span = k - 1
+    w = span.bit_length()
+    for_size = 9 + _bits.packed_size(n, w)
+    p.consider(T.FOR, for_size, partial(_build_for, u, 0, w))
+    rp = _radix_plan(n, span)
+    if rp is not None:
+        g, cw, size = rp
+        p.consider(T.FOR_RADIX, size, partial(_build_radix, u, 0, span, g, cw))
+    c = codes.astype(np.int32) if codes.dtype.itemsize < 4 else codes
+    d = c[1:] - c[:-1]
+    dlo, dhi = int(d.min()), int(d.max())
+    dw = (dhi - dlo).bit_length()
+    p.consider(T.DELTA_FOR, 17 + _bits.packed_size(n, dw),
+               partial(_build_delta_for_lazy, u, dlo & _M64, dw))
+    if 2 * (n - 1 - np.count_nonzero(d)) >= n - 1:
+        _consider_zerorun(p, u, u[1:] - u[:-1])
+    if not 2 * p.size <= for_size and p.size > 16:
+        rp = _rice_plan_hist(n, 0, span, counts, p.cost)
+        if rp is not None:
+            p.consider(T.ZIGZAG_RICE, rp[1], partial(_build_rice_u, u, rp[0]))
+    if span >= 1 << 12 and p.size > n + (n >> 1):
+        z = _bits.zigzag(u)
+        p.consider(T.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
+    return p
+
+
+def _build_delta_for_lazy(u, ref, w) -> bytes:
+    return _build_delta_for(u, u[1:] - u[:-1], ref, w)
 
 
 def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray) -> None:
@@ -366,6 +436,10 @@ def _build_dod_for(u, d, dd, ref, w) -> bytes:
     slots[:2] = 0
     np.subtract(dd, np.uint64(ref), out=slots[2:])
     return _DDFOR_HDR.pack(int(u[0]), int(d[0]), ref, w) + _bits.pack(slots, w)
+
+
+def _build_rice_u(u: np.ndarray, k: int) -> bytes:
+    return _build_rice(_bits.zigzag(u), k)
 
 
 def _build_rice(z: np.ndarray, k: int) -> bytes:

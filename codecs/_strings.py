@@ -130,7 +130,18 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     if n == 0:
         return T.STR_RAW, section(lst)
     try:
-        uniq = dict.fromkeys(lst)
+        if n > _PREFIX:
+            # low cardinality: the distinct values usually all show up in a prefix, and then
+            # its dictionary indexes the whole block (_codes falls back when one is missing)
+            uniq = dict.fromkeys(lst[:_PREFIX])
+            if len(uniq) * 4 > _PREFIX * 3:  # high cardinality: a dictionary will not pay
+                return T.STR_RAW, section(lst)
+            got = _lookup(lst, uniq)
+            if got is None:
+                uniq = dict.fromkeys(lst)
+        else:
+            uniq = dict.fromkeys(lst)
+            got = None
     except TypeError:
         raise CodecError("string column holds an unhashable, non-str value") from None
     k = len(uniq)
@@ -149,13 +160,44 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
         tag, sub = _ints.small_payload(list(map(index.__getitem__, lst)))  # k >= 2: not RAW
         payload = _DICT_HDR.pack(k, len(dsec)) + dsec + bytes((tag,)) + sub
         return (T.STR_DICT, payload) if len(payload) < len(raw) else (T.STR_RAW, raw)
-    payload, codes = _dict_payload(lst, ulist)  # the section of ulist checks every value is a str
+    dsec = section(ulist)  # checks that every distinct value (so every value) is a str
+    codes = _codes(got if got is not None else _lookup(lst, uniq), k)
+    counts = np.bincount(codes, minlength=k)
     # the raw section's size, without building it: NUL separators plus every value's bytes
-    ulen = np.fromiter((len(_utf8(s)[0]) for s in ulist), dtype=np.int64, count=k)
-    raw_size = n + int(np.bincount(codes, minlength=k) @ ulen)
+    raw_size = n + int(counts @ _utf8_lengths(ulist))
+    p = _ints.plan_codes(codes, counts)
+    payload = (_DICT_HDR.pack(k, len(dsec)) + dsec + bytes((p.tag,)) + p.build())
     if len(payload) < raw_size:
         return T.STR_DICT, payload
     return T.STR_RAW, section(lst)
+
+
+_PREFIX = 256
+
+
+def _lookup(lst: list, uniq: dict) -> tuple | None:
+    """Every value's dictionary index (``lst`` holds at least 2 values), or None if one is
+    not in ``uniq``. The lookups all run in C (``itemgetter``)."""
+    index = dict(zip(uniq, range(len(uniq))))
+    try:
+        return operator.itemgetter(*lst)(index)
+    except KeyError:
+        return None
+
+
+def _codes(got: tuple, k: int) -> np.ndarray:
+    """The indices as an array: uint8 for at most 256 distinct values (``bytes`` of the tuple,
+    the fastest conversion from Python ints), else int64."""
+    if k <= 256:
+        return np.frombuffer(bytes(got), dtype=np.uint8)
+    return np.fromiter(got, dtype=np.int64, count=len(got))
+
+
+def _utf8_lengths(ulist: list) -> np.ndarray:
+    try:
+        return np.fromiter(map(len, map(str.encode, ulist)), dtype=np.int64, count=len(ulist))
+    except UnicodeEncodeError:  # lone surrogates: surrogatepass, as section() encodes them
+        return np.fromiter((len(_utf8(s)[0]) for s in ulist), dtype=np.int64, count=len(ulist))
 
 
 def encode_as(tag: int, values: np.ndarray) -> bytes:
