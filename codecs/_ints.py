@@ -58,6 +58,11 @@ from rusts.errors import CodecError
 
 _M64 = (1 << 64) - 1
 _repeat = itertools.repeat
+# the ufunc reductions themselves: ndarray.min() & co. go through a Python wrapper (~1 us)
+_min = np.minimum.reduce
+_max = np.maximum.reduce
+_sum = np.add.reduce
+_all = np.logical_and.reduce
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _FOR_HDR = struct.Struct("<QB")
@@ -86,9 +91,9 @@ def _range(x: np.ndarray, signed: bool) -> tuple[int, int]:
         return 0, 0
     if signed:
         s = x.view(np.int64)
-        lo, hi = int(s.min()), int(s.max())
+        lo, hi = int(_min(s)), int(_max(s))
     else:
-        lo, hi = int(x.min()), int(x.max())
+        lo, hi = int(_min(x)), int(_max(x))
     return lo & _M64, hi - lo
 
 
@@ -148,25 +153,24 @@ def _decode_radix(payload, n: int) -> np.ndarray:
     return flat
 
 
-def _rice_plan(z: np.ndarray, budget: float = float("inf")) -> tuple[int, int] | None:
-    """(k, payload size) of the best Rice parameter for zigzagged ``z``, or None if it cannot
-    beat ``budget`` bytes or the values are too spread out."""
+def _rice_plan(z: np.ndarray, budget: float = float("inf"),
+               zmax: int | None = None) -> tuple[int, int] | None:
+    """(k, payload size) of the best Rice parameter for zigzagged ``z`` (``zmax`` its maximum
+    when known), or None if it cannot beat ``budget`` bytes or the values are too spread."""
     n = len(z)
     if n == 0:
         return 0, 1
-    zmax = int(z.max())
+    if zmax is None:
+        zmax = int(_max(z))
     exact = zmax < (1 << 63) // n
-    total = int(z.sum()) if exact else float(z.astype(np.float64).sum())  # exact: no wrap
+    total = int(_sum(z)) if exact else float(_sum(z.astype(np.float64)))  # exact: no wrap
 
     def qsum_of(k: int):
         if exact:
-            return int((z >> np.uint64(k)).sum())
-        return float((z >> np.uint64(k)).astype(np.float64).sum())
+            return int(_sum(z >> np.uint64(k)))
+        return float(_sum((z >> np.uint64(k)).astype(np.float64)))
 
     return _rice_choose(n, total, qsum_of, budget)
-
-
-_HIST_SPAN = 4096  # spans up to this use a histogram for the entropy-code sizes
 
 
 def _rice_plan_hist(n: int, ref: int, span: int, counts: np.ndarray,
@@ -272,21 +276,25 @@ def _small_plan(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
     return p
 
 
-def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
-    """Choose the smallest integer codec for ``u`` (uint64 words)."""
+def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None = None) -> _Plan:
+    """Choose the smallest integer codec for ``u`` (uint64 words).
+
+    ``known``: ``(reference, span)`` of ``u`` (as :func:`_range` gives them), when the caller
+    already has them; a non-zero span also rules out CONST.
+    """
     n = len(u)
     p = _Plan(n, u)
     if n == 0:
         return p
     if n <= SMALL:
         return _small_plan(p, u, signed, mode)
-    if u[0] == u[-1] and (u == u[0]).all():
-        p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
-        return p
+    if known is None or known[1] == 0:
+        if u[0] == u[-1] and _all(u == u[0]):
+            p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
+            return p
     for_size = 8 * n
-    span = _HIST_SPAN
     if mode != TIMESTAMPS:
-        vref, span = _range(u, signed)
+        vref, span = _range(u, signed) if known is None else known
         w = span.bit_length()
         for_size = 9 + _bits.packed_size(n, w)
         p.consider(T.FOR, for_size, partial(_build_for, u, vref, w))
@@ -297,34 +305,36 @@ def plan(u: np.ndarray, signed: bool, mode: int) -> _Plan:
     d = None
     if n >= 2 and mode != NESTED:
         d = u[1:] - u[:-1]
-        ref, w = _range_width(d, True)
+        dref, dspan = _range(d, True)
+        w = dspan.bit_length()
         if w <= _bits.MAX_PACK_WIDTH:
             p.consider(T.DELTA_FOR, 17 + _bits.packed_size(n, w),
-                       partial(_build_delta_for, u, d, ref, w))
-        if n >= 3 and p.size > 25:
+                       partial(_build_delta_for, u, d, dref, w))
+        if n >= 3 and p.size > 25 and not _dod_hopeless(d, n, p.cost):
             dd = d[1:] - d[:-1]
             ref2, w2 = _range_width(dd, True)
             if w2 <= _bits.MAX_PACK_WIDTH:
                 p.consider(T.DOD_FOR, 25 + _bits.packed_size(n, w2),
                            partial(_build_dod_for, u, d, dd, ref2, w2))
         if n >= 3 and mode == TOP and p.size > 64:
-            _consider_zerorun(p, u, d)
+            _consider_zerorun(p, u, d, dref, dspan)
     z = None
     # When a delta codec already halves plain bit-packing the values are sequential, and an
     # entropy code of the raw values (Rice, varint) will not win: skip computing it.
     raw_codes = mode != TIMESTAMPS and not (d is not None and 2 * p.size <= for_size)
+    if mode == NESTED and n < _NESTED_FULL:
+        return p
     if raw_codes and p.size > 16:
-        if span < _HIST_SPAN:  # exact sizes from the histogram of v - ref: no zigzag pass
-            counts = np.bincount((u - np.uint64(vref)).view(np.int64), minlength=span + 1)
-            rp = _rice_plan_hist(n, vref, span, counts, p.cost)
-            if rp is not None:
-                p.consider(T.ZIGZAG_RICE, rp[1], partial(_build_rice_u, u, rp[0]))
-        else:
-            z = _bits.zigzag(u)
-            rp = _rice_plan(z, p.cost)
-            if rp is not None:
-                k, size = rp
-                p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
+        z = _bits.zigzag(u)
+        zmax = None
+        if signed and mode != TIMESTAMPS:  # the largest zigzag is at an end of the range
+            lo = vref - (1 << 64) if vref >> 63 else vref
+            zmax = max(-2 * lo - 1 if lo < 0 else 2 * lo, 2 * (lo + span) if lo + span >= 0
+                       else -2 * (lo + span) - 1)
+        rp = _rice_plan(z, p.cost, zmax)
+        if rp is not None:
+            k, size = rp
+            p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
     if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
         if raw_codes:
             if z is None:
@@ -363,12 +373,12 @@ def plan_codes(codes: np.ndarray, counts: np.ndarray) -> _Plan:
         p.consider(T.FOR_RADIX, size, partial(_build_radix, u, 0, span, g, cw))
     c = codes.astype(np.int32) if codes.dtype.itemsize < 4 else codes
     d = c[1:] - c[:-1]
-    dlo, dhi = int(d.min()), int(d.max())
+    dlo, dhi = int(_min(d)), int(_max(d))
     dw = (dhi - dlo).bit_length()
     p.consider(T.DELTA_FOR, 17 + _bits.packed_size(n, dw),
                partial(_build_delta_for_lazy, u, dlo & _M64, dw))
     if 2 * (n - 1 - np.count_nonzero(d)) >= n - 1:
-        _consider_zerorun(p, u, u[1:] - u[:-1])
+        _consider_zerorun(p, u, u[1:] - u[:-1], dlo & _M64, dhi - dlo)
     if not 2 * p.size <= for_size and p.size > 16:
         rp = _rice_plan_hist(n, 0, span, counts, p.cost)
         if rp is not None:
@@ -383,18 +393,39 @@ def _build_delta_for_lazy(u, ref, w) -> bytes:
     return _build_delta_for(u, u[1:] - u[:-1], ref, w)
 
 
-def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray) -> None:
+_PROBE = 256
+# Nested sub-blocks (run lengths, a few non-zero deltas) below this many values only weigh the
+# codecs sized from min/max (CONST, FOR, FOR_RADIX): on ~100 values an entropy code saves a
+# few dozen bytes at most, and its size estimate costs more than the data.
+_NESTED_FULL = 128
+
+
+def _dod_hopeless(d: np.ndarray, n: int, cost: float) -> bool:
+    """True when DOD_FOR cannot beat ``cost``: the delta-of-delta range over the first
+    deltas is a lower bound of the whole block's."""
+    if len(d) <= 2 * _PROBE:
+        return False
+    head = d[1:_PROBE + 1] - d[:_PROBE]
+    _, span = _range(head, True)
+    return 25 + _bits.packed_size(n, span.bit_length()) >= cost
+
+
+def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray, dref: int, dspan: int) -> None:
     nzm = d != 0
-    if nzm.all():
+    if _all(nzm):
         runs = np.array([len(d)], dtype=np.uint64)
         nz = d
+        known = (dref, dspan)
     else:
         runs = _runs(nzm)
         if len(runs) > len(d) // 4:
             return
         nz = d[nzm]
+        lo = dref - (1 << 64) if dref >> 63 else dref
+        # zero strictly inside the deltas' range: dropping the zeros keeps the range
+        known = (dref, dspan) if lo < 0 < lo + dspan else None
     rplan = plan(runs, False, NESTED)
-    zplan = plan(nz, True, NESTED)
+    zplan = plan(nz, True, NESTED, known)
     size = 16 + 1 + rplan.size + 1 + zplan.size
     p.consider(T.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan))
 
@@ -407,17 +438,13 @@ def _build_zerorun(first: int, nruns: int, rplan: "_Plan", zplan: "_Plan") -> by
 def _runs(nzm: np.ndarray) -> np.ndarray:
     """Alternating run lengths of a bool array, True-run first (possibly empty)."""
     m = len(nzm)
-    edges = np.flatnonzero(nzm[1:] != nzm[:-1]) + 1
-    bounds = np.empty(len(edges) + 2, dtype=np.int64)
-    bounds[0] = 0
-    bounds[1:-1] = edges
+    edges = np.flatnonzero(nzm[1:] != nzm[:-1])
+    lead = 0 if nzm[0] else 1  # an empty True-run first
+    bounds = np.empty(len(edges) + 2 + lead, dtype=np.uint64)
+    bounds[:1 + lead] = 0
+    np.add(edges, 1, out=bounds[1 + lead:-1], casting="unsafe")
     bounds[-1] = m
-    lengths = np.diff(bounds)
-    if not nzm[0]:
-        lengths = np.concatenate([np.zeros(1, np.int64), lengths])
-    return lengths.astype(np.uint64)
-
-
+    return bounds[1:] - bounds[:-1]
 
 
 def _build_for(u, ref, w) -> bytes:
@@ -625,7 +652,7 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if len(payload) < 16 + rlen or nruns > n:
         raise CodecError("DELTA_ZERORUN runs truncated")
     runs = decode_sub(payload[16:16 + rlen], nruns, nested=True)
-    if nruns and (int(runs.max()) >= n or int(runs.sum()) != n - 1):  # max < n: sum can't wrap
+    if nruns and (int(_max(runs)) >= n or int(_sum(runs)) != n - 1):  # max < n: sum can't wrap
         raise CodecError("DELTA_ZERORUN run lengths disagree with the count")
     rest = payload[16 + rlen:]
     if nruns <= 1:
@@ -636,7 +663,7 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     lens = runs.view(np.int64)
     nz_lens = lens[0::2]
     zero_lens = lens[1::2]
-    nnz = int(nz_lens.sum())
+    nnz = int(_sum(nz_lens))
     levels = np.empty(nnz + 1, dtype=np.uint64)
     levels[1:] = decode_sub(rest, nnz, nested=True)
     levels[0] = first
