@@ -226,13 +226,42 @@ def _rowset_of_piece(p: Piece, fields: list[str], ftypes: dict[str, FieldType]) 
     return RowSet(p.ts, cols, True)
 
 
+def effective_query(db, q: Query) -> Query:
+    """``q`` with the retention cutoff applied (expired rows vanish from answers at once)."""
+    lc = getattr(db, "lifecycle", None)
+    if lc is None:
+        return q
+    from rusts.retention import query_start
+
+    start = query_start(q.start, q.measurement, lc.cutoffs())
+    if start == q.start:
+        return q
+    return attrs.evolve(q, start=start, end=max(q.end, start))
+
+
+def _tombstoned(snap, sid: int, start: int, end: int, measurement: str | None, fields: list[str]):
+    """The series' rows with pending tombstones applied (the executor's reader), or None when no
+    tombstone touches the series; deleted rows may hide in any block, so nothing is cached."""
+    if measurement is None or getattr(snap, "tombstones", None) is None:
+        return None
+    from rusts.executor import _tombstoned as executor_tombstoned
+
+    rs = executor_tombstoned(snap, sid, start, end, measurement)
+    return None if rs is None else rs.select(fields)
+
+
 def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
-                  ftypes: dict[str, FieldType], cache: BlockCache = CACHE) -> list[Piece]:
+                  ftypes: dict[str, FieldType], cache: BlockCache = CACHE,
+                  measurement: str | None = None) -> list[Piece]:
     """Rows of one series in [start, end) as time-ordered, non-overlapping pieces.
 
     Segment blocks come from the cache (no copies when nothing overlaps); when sources overlap in
     time (late writes not yet compacted), they are merged with last-write-wins like the executor.
+    Pending deletes (tombstones of ``measurement``) are applied.
     """
+    tomb = _tombstoned(snap, sid, start, end, measurement, fields)
+    if tomb is not None:
+        return [_piece_of_rowset(tomb, fields, ftypes)] if len(tomb) else []
     seg: list[Piece] = []
     for r in snap.segments:  # oldest first
         if r.max_time < start or r.min_time >= end or not r.has_series(sid):
@@ -292,6 +321,7 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
     The snapshot is taken in the event loop (a consistent view); reading and conversion run in a
     worker thread under the CPU limiter.
     """
+    q = effective_query(db, q)
     sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     fields = [f for f in (q.fields if q.fields is not None else sorted(ftypes)) if f in ftypes]
@@ -302,7 +332,7 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
     def work():
         series = []
         for sid in sids.tolist():
-            ps = series_pieces(snap, int(sid), q.start, q.end, fields, ftypes, cache)
+            ps = series_pieces(snap, int(sid), q.start, q.end, fields, ftypes, cache, q.measurement)
             if ps:
                 series.append((tags[int(sid)], ps))
         return pieces_table(series, tag_keys, fdict)
@@ -311,9 +341,15 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
 
 
 def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: dict[str, FieldType],
-             cache: BlockCache = CACHE) -> RowSet:
+             cache: BlockCache = CACHE, measurement: str | None = None) -> RowSet:
     """The newest row of one series in [start, end) (merged, last write wins), from the newest
     cached block of each segment plus the memtable; empty when the series has no row there."""
+    tomb = _tombstoned(snap, sid, start, end, measurement, fields)
+    if tomb is not None:
+        if len(tomb) > 1:
+            t = int(tomb.timestamps[-1])
+            tomb = tomb.slice_time(t, t + 1)
+        return tomb
     parts: list[RowSet] = []
     for r in snap.segments:  # oldest first: merge order is write order
         if r.max_time < start or r.min_time >= end or not r.has_series(sid):

@@ -133,7 +133,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     for sid in sids.tolist():
         tags = tags_of(int(sid))
         key = tuple(tags.get(k) for k in q.group_by)
-        pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache)
+        pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
         if not pieces:
             continue
         n = sum(len(p.ts) for p in pieces)
@@ -396,6 +396,9 @@ def _empty_one_row(q, aggs, ftypes) -> ResultSet:
 
 async def run_vector(db, q: Query, residual=()) -> ResultSet:
     """Snapshot in the loop, aggregate in a worker thread (may raise :class:`TooManyKeys`)."""
+    from rusts.sql_scan import effective_query
+
+    q = effective_query(db, q)
     sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     for a in q.aggregations:
@@ -420,7 +423,7 @@ def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, k
     fields = [f for f in (q.fields or ()) if f in ftypes]
     best: dict[tuple, tuple] = {}  # group key -> (time, sid, row)
     for sid in sids.tolist():
-        rs = last_row(snap, int(sid), q.start, q.end, fields, ftypes)
+        rs = last_row(snap, int(sid), q.start, q.end, fields, ftypes, CACHE, q.measurement)
         if len(rs) == 0:
             continue
         t = int(rs.timestamps[-1])
@@ -473,6 +476,9 @@ class _Rev:
 
 
 async def run_latest(db, q: Query, keys, key_desc) -> ResultSet:
+    from rusts.sql_scan import effective_query
+
+    q = effective_query(db, q)
     sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     snap = db.snapshot(sids, q.start, q.end)

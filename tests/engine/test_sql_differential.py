@@ -281,27 +281,46 @@ CASES = [
 ]
 
 
+async def check_cases(db, ref, routes=("auto", "fast", "vector", "general")) -> dict:
+    """Every hand-written case through each route, compared with the reference; returns paths."""
+    failures = []
+    paths = {"fast": 0, "vector": 0, "duckdb": 0}
+    for ours_sql, ref_sql, ordered in CASES:
+        ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
+        for route in routes:
+            try:
+                ours = await execute_sql(db, ours_sql, now_ns=NOW, route=route)
+            except Exception as e:  # collect, report all at once
+                failures.append(f"[{route}] {ours_sql}\n  raised {type(e).__name__}: {e}")
+                continue
+            if route in ("fast", "vector"):
+                paths[ours.path] += 1
+            diff = compare(ours, ref_table, ordered)
+            if diff:
+                failures.append(f"[{route}] {ours_sql}\n  {diff}")
+    assert not failures, "\n".join(failures)
+    return paths
+
+
 async def test_hand_written_queries_match_duckdb(tmp_path):
     async with loaded_db(tmp_path) as (db, ref, _):
-        failures = []
-        paths = {"fast": 0, "vector": 0, "duckdb": 0}
-        for ours_sql, ref_sql, ordered in CASES:
-            ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
-            # every statement through the automatic choice, the executor, the vector path, DuckDB
-            for route in ("auto", "fast", "vector", "general"):
-                try:
-                    ours = await execute_sql(db, ours_sql, now_ns=NOW, route=route)
-                except Exception as e:  # collect, report all at once
-                    failures.append(f"[{route}] {ours_sql}\n  raised {type(e).__name__}: {e}")
-                    continue
-                if route in ("fast", "vector"):
-                    paths[ours.path] += 1
-                diff = compare(ours, ref_table, ordered)
-                if diff:
-                    failures.append(f"[{route}] {ours_sql}\n  {diff}")
-        assert not failures, "\n".join(failures)
+        # every statement through the automatic choice, the executor, the vector path, DuckDB
+        paths = await check_cases(db, ref)
         # both executors are exercised: the original's table on the fast path, the rest in DuckDB
         assert paths["fast"] >= 15 and paths["vector"] >= 15 and paths["duckdb"] >= 50, paths
+
+
+async def test_deleted_points_stay_deleted_on_every_path(tmp_path, monkeypatch):
+    import rusts.lifecycle
+    from rusts.query import TagFilter, TagOp
+
+    # no compaction: the delete stays a tombstone that every read path must apply
+    monkeypatch.setattr(rusts.lifecycle.Lifecycle, "plan", lambda self, metas, now_ns=None: [])
+    async with loaded_db(tmp_path) as (db, ref, _):
+        await db.delete("m", Q1, MID, (TagFilter("host", TagOp.Eq, "h1"),))
+        assert db.snapshot(db.index.series_of("m"), 0, 2**62).tombstones is not None
+        ref.execute(f"DELETE FROM m WHERE host = 'h1' AND time >= {rts(Q1)} AND time < {rts(MID)}")
+        await check_cases(db, ref)
 
 
 # ----------------------------------------------------------------------------- random queries
