@@ -40,10 +40,10 @@ def bit_length(u: np.ndarray) -> np.ndarray:
 
 def trailing_zeros(u: np.ndarray) -> np.ndarray:
     """Per-value count of trailing zero bits of a uint64 array (64 for 0), as int64."""
-    low = u & (~u + _ONE)  # the lowest set bit: a power of two, exact as a float64
-    tz = np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1
-    tz[u == 0] = 64
-    return tz
+    low = np.negative(u)
+    low &= u  # the lowest set bit (0 for 0)
+    low -= _ONE  # ones below it (all 64 for 0)
+    return np.bitwise_count(low).astype(np.int64)
 
 
 def max_width(u: np.ndarray) -> int:

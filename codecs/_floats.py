@@ -44,6 +44,7 @@ from rusts.codecs._format import T
 from rusts.errors import CodecError
 
 _SAMPLE = 256
+_PROBE = 32
 _MAX_E_ENC = 18
 _MAX_E_DEC = 22
 _LIMIT = float(2 ** 53)
@@ -73,28 +74,16 @@ def _bad_counts(fs: np.ndarray, bs: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return len(fs) - np.count_nonzero(ok, axis=1)
 
 
-_PROBE = 32
-
-
 def alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     """The decimal exponent to use for ``f``, or None if ALP does not fit the data.
 
     The smallest exponent with the fewest exceptions on a strided sample of at most 256
-    values; exponents 0..3 first (most sensor data), then 4..18 only if none was exact. Before
-    that second, wider search, a 32-value probe of 4..18 rules out full-precision data (no
-    exponent with at most 1/8 exceptions on the probe) at a fraction of the cost.
+    values; exponents 0..3 first (most sensor data), then 4..18 only if none was exact.
     """
     step = max(1, len(f) // _SAMPLE)
     fs, bs = f[::step], bits[::step]
     bad = _bad_counts(fs, bs, 0, 4)
     if bad.min() > 0:
-        pstep = max(1, len(fs) // _PROBE)
-        if pstep > 1:
-            probe = _bad_counts(fs[::pstep], bs[::pstep], 4, _MAX_E_ENC + 1)
-            if int(probe.min()) * 8 > len(fs[::pstep]):
-                if int(bad.min()) * 8 > len(fs):
-                    return None
-                return int(np.argmin(bad))
         bad = np.concatenate([bad, _bad_counts(fs, bs, 4, _MAX_E_ENC + 1)])
     e = int(np.argmin(bad))
     if bad[e] * 8 > len(fs):
@@ -102,13 +91,46 @@ def alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     return e
 
 
+def _alp_best(f: np.ndarray, bits: np.ndarray) -> bytes | None:
+    """The ALP payload :func:`alp_exponent` and :func:`alp_encode` give, found faster.
+
+    A 32-value probe (every 8th value of the 256-value sample) tries every exponent in one
+    pass. Full-precision data (over a quarter of the probe inexact at every exponent) stop
+    there. Otherwise the smallest exponent exact on the probe is tried on the block; with no
+    exception it is also what the sample search picks (smaller exponents already fail on the
+    probe, a subset of the sample), so that search is skipped; else it decides.
+    """
+    n = len(f)
+    step = max(1, n // _SAMPLE)
+    pstep = max(1, len(range(0, n, step)) // _PROBE) * step
+    bad = _bad_counts(f[::pstep], bits[::pstep], 0, _MAX_E_ENC + 1)
+    e = int(np.argmin(bad))
+    if bad[e] * 4 > len(range(0, n, pstep)):
+        return None
+    if bad[e] == 0:
+        payload, nexc = _alp_payload(f, bits, e, False)
+        if nexc == 0:
+            return payload
+        e_sample = alp_exponent(f, bits)
+        if e_sample == e:
+            return payload
+    else:
+        e_sample = alp_exponent(f, bits)
+    return None if e_sample is None else _alp_payload(f, bits, e_sample, False)[0]
+
+
 def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) -> bytes | None:
     """ALP payload with exponent ``e`` (None if over a quarter are exceptions, unless ``force``)."""
+    return _alp_payload(f, bits, e, force)[0]
+
+
+def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool) -> tuple[bytes | None, int]:
+    """(ALP payload or None, number of exceptions)."""
     n = len(f)
     ok, r = _alp_ok(f, bits, _POW10[e])
     nexc = n - int(np.count_nonzero(ok))
     if nexc * 4 > n and not force:
-        return None
+        return None, nexc
     if nexc:
         ints = np.where(ok, r, 0.0).astype(np.int64)
         idx = np.maximum.accumulate(np.where(ok, np.arange(n), 0))
@@ -120,7 +142,7 @@ def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) 
     else:
         ints = r.astype(np.int64)
         head = _ALP_HDR.pack(e, 0)
-    return head + _ints.encode_sub(ints.view(np.uint64), signed=True)
+    return head + _ints.encode_sub(ints.view(np.uint64), signed=True), nexc
 
 
 def alp_decode(payload, n: int) -> np.ndarray:
@@ -256,11 +278,9 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         return T.CONST, bits[:1].astype("<u8").tobytes()
     best_tag, best = T.RAW, None
     best_size = 8 * n
-    e = alp_exponent(f, bits)
-    if e is not None:
-        p = alp_encode(f, bits, e)
-        if p is not None and len(p) < best_size:
-            best_tag, best, best_size = T.ALP, p, len(p)
+    p = _alp_best(f, bits)
+    if p is not None and len(p) < best_size:
+        best_tag, best, best_size = T.ALP, p, len(p)
     x = _xors(bits)
     nnz, bound = gorilla_lower_bound(x)
     if bound < best_size:
