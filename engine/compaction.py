@@ -212,7 +212,7 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
                    index_measurement_of: Callable[[int], str] | None = None,
                    tombstones: Sequence[Tombstone] = (), retention_cutoffs: Mapping[str, int] | None = None,
                    reader_seqs: Sequence[int] | None = None, max_output_points: int | None = None,
-                   cold_compression: str = COLD_COMPRESSION) -> CompactionResult:
+                   cold_compression: str = COLD_COMPRESSION, block_time_ns: int | None = None) -> CompactionResult:
     """Merge ``readers`` (oldest data first) into new segment file(s).
 
     Args:
@@ -220,6 +220,8 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
         out_paths: called once per output file: ``(name relative to segments/, absolute path)``.
         tier: "hot" or "cold" (cold: ``cold_compression`` and blocks of >= 16384 rows).
         compression, block_rows: hot settings (storage config).
+        block_time_ns: hot blocks never cross a multiple of it (time-aligned blocks, as flushes
+            write them); the cold tier favours size and ignores it.
         index_measurement_of: series id -> measurement (the series index); None parses the key.
         tombstones: applied physically (pass them only for whole-partition tasks).
         retention_cutoffs: rows older than the cutoff of their measurement are dropped.
@@ -233,6 +235,7 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
     t0 = time.perf_counter()
     if tier == "cold":
         compression, block_rows = cold_compression, max(block_rows, COLD_BLOCK_ROWS)
+        block_time_ns = None
     seqs = [0] * len(readers) if reader_seqs is None else [int(s) for s in reader_seqs]
     if len(seqs) != len(readers):
         raise StorageError("run_compaction: one sequence per reader is required")
@@ -304,7 +307,8 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
                 pending = None
 
             name, path = out_paths()
-            info = write_segment(path, chunk(), compression=compression, tier=tier, block_rows=block_rows)
+            info = write_segment(path, chunk(), compression=compression, tier=tier, block_rows=block_rows,
+                                 block_time_ns=block_time_ns)
             outputs.append((name, info))
     except BaseException:
         for _, info in outputs:
@@ -341,7 +345,8 @@ def metas_for(task: CompactionTask, result: CompactionResult, *, created: float 
 def compact_and_commit(manifest: Manifest, task: CompactionTask, *, readers: Mapping[str, SegmentReader] | None = None,
                        index_measurement_of: Callable[[int], str] | None = None,
                        retention_cutoffs: Mapping[str, int] | None = None, compression: str = "default",
-                       block_rows: int = 4096, max_output_points: int | None = None) -> Outcome:
+                       block_rows: int = 4096, max_output_points: int | None = None,
+                       block_time_ns: int | None = None) -> Outcome:
     """Run ``task`` against ``manifest`` up to and including the commit (blocking; call in a thread).
 
     Steps: open the inputs (or use ``readers``), write the outputs, commit once (add the new,
@@ -371,7 +376,8 @@ def compact_and_commit(manifest: Manifest, task: CompactionTask, *, readers: Map
             rs, lambda: manifest.new_segment_path(task.partition), tier=task.tier, compression=compression,
             block_rows=block_rows, index_measurement_of=index_measurement_of,
             tombstones=ls.tombstones if task.whole else (), retention_cutoffs=retention_cutoffs,
-            reader_seqs=[ls.seq_of(m) for m in task.inputs], max_output_points=max_output_points)
+            reader_seqs=[ls.seq_of(m) for m in task.inputs], max_output_points=max_output_points,
+            block_time_ns=block_time_ns)
     finally:
         for r in opened:
             r.close()

@@ -78,7 +78,8 @@ class Lifecycle:
         async with db.commit_lock:
             outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
                 db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
-                retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows))
+                retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
+                block_time_ns=int(st.block_duration_secs) * 10**9 or None))
             for m in outcome.added:
                 db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
             for m in outcome.removed:
