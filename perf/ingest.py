@@ -167,7 +167,7 @@ class Victoria(Target):
         d = self.workdir
         self.proc = subprocess.Popen(["victoria-metrics", f"-storageDataPath={d}/vm",
                                       f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=ERROR",
-                                      "-retentionPeriod=100y"]  # TSBS data is from 2016,
+                                      "-retentionPeriod=100y"],  # TSBS data is from 2016
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "wb"))
         wait_http(self.port, "/health")
 
