@@ -373,7 +373,10 @@ def _sections(lines: pa.Array, candidates: np.ndarray, body: bytes, slow: list):
     values may hold spaces. Escaped backslashes, quotes and spaces are replaced by placeholder
     bytes (``marks``) before splitting; keys are restored before they are parsed.
     """
-    sub = lines.take(pa.array(candidates))
+    if len(candidates) and candidates[-1] - candidates[0] + 1 == len(candidates):
+        sub = lines.slice(int(candidates[0]), len(candidates))  # contiguous: no copy
+    else:
+        sub = lines.take(pa.array(candidates))
     marks = _Marks(body)
     if b"\\" in body:
         # pair backslashes left to right as 1.x's field scanner does: "\\\\" first, then
