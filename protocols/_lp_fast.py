@@ -268,13 +268,11 @@ def convert_column(col: pa.Array, marks: _Marks | None = None) -> _Column:
     first = data[off[:-1]]
     last = data[off[1:] - 1]
     if _FLOAT_CHARS[d].all() and not (first == 43).any() and not (last == 105).any():
-        return _cast_or_exact(col, pa.float64(), FieldType.FLOAT, col.cast(pa.string()))
+        return _cast_or_exact(col, pa.float64(), FieldType.FLOAT)
     if (last == 105).all() and _INT_CHARS[d].all():
-        return _cast_or_exact(col, pa.int64(), FieldType.INTEGER,
-                              pc.binary_slice(col, 0, -1).cast(pa.string()))
+        return _cast_or_exact(col, pa.int64(), FieldType.INTEGER, pc.binary_slice(col, 0, -1))
     if (last == 117).all() and _UINT_CHARS[d].all():
-        return _cast_or_exact(col, pa.uint64(), FieldType.UNSIGNED,
-                              pc.binary_slice(col, 0, -1).cast(pa.string()))
+        return _cast_or_exact(col, pa.uint64(), FieldType.UNSIGNED, pc.binary_slice(col, 0, -1))
     if _BOOL_FIRST[first].all() and _bool_np(pc.is_in(col, value_set=_BOOL_SET)).all():
         return _Column(FieldType.BOOLEAN, (first == 116) | (first == 84))
     if (first == 34).all() and (last == 34).all() and ((off[1:] - off[:-1]) >= 2).all() \
@@ -307,7 +305,7 @@ def convert_timestamps(ts: pa.Array, multiplier: int) -> tuple[np.ndarray, np.nd
     values = None
     if ok_chars:
         try:
-            values = pc.cast(ts.cast(pa.string()), pa.int64()).to_numpy(zero_copy_only=False)
+            values = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:
             values = None
     if values is None:
