@@ -22,6 +22,8 @@ SQL semantics the fast path must keep (checked by the differential test against 
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Callable, Sequence
 
@@ -317,6 +319,7 @@ _CLAUSE_END = {"FROM", "WHERE", "GROUP_BY", "HAVING", "ORDER_BY", "LIMIT", "OFFS
                "EXCEPT", "WINDOW", "INTO", "FETCH", "QUALIFY", "SEMICOLON"}
 
 
+@functools.lru_cache(maxsize=512)
 def select_item_texts(text: str) -> list[str] | None:
     """The items of the statement's first top-level select list, as written (lower-case,
     whitespace collapsed), or None when the text cannot be split reliably."""
