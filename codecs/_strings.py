@@ -134,9 +134,7 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
             # low cardinality: the distinct values usually all show up in a prefix, and then
             # its dictionary indexes the whole block (_codes falls back when one is missing)
             uniq = dict.fromkeys(lst[:_PREFIX])
-            if len(uniq) * 4 > _PREFIX * 3:  # high cardinality: a dictionary will not pay
-                return T.STR_RAW, section(lst)
-            got = _lookup(lst, uniq)
+            got = _lookup(lst, uniq) if len(uniq) * 2 <= _PREFIX else None
             if got is None:
                 uniq = dict.fromkeys(lst)
         else:
