@@ -536,6 +536,40 @@ def test_jumping_line_scanner_equals_byte_by_byte(body: bytes, tail: bytes) -> N
         assert _lp_exact.scan_line_jumping(body, start) == _lp_exact.scan_line(body, start)
 
 
+POOL_KEYS = ["cpu,host=a", "cpu,host=b", r"cpu,host=a\ b", 'cpu,host="q"', r"m\,x,t=1", "mem",
+             "cpu,b=1,a=2", "cpu,a=2,b=1", r"c\=d,e=f\=g", r"n,t=a\\b", "é,ü=ö"]
+POOL_FIELDS = ["v", "x", r"y\ z", "u", "s", r"a\,b", "t"]
+POOL_VALUES = ["1", "1.5", "-2e3", "3i", "-4i", "5u", "t", "FALSE", '"s"', '"a b"', '"c,d"',
+               '"e=f"', r'"g\"h"', r'"i\\j"', r'"k\l"', '""', "1e400", "+1", "nan", "x", "",
+               '"', "1i1", "0x1", '"m\nn"']
+POOL_TIMES = ["", " 1", " -1", " 1451606400000000000", " 9223372036854775807", " 1a", " ",
+              "  2", "\t3", " 4 "]
+
+
+def test_pooled_random_bodies_fast_path_equals_exact() -> None:
+    """Bodies drawn from pools of keys, field keys, values and times that share series and
+    layouts (the hypothesis bodies rarely do); every mismatch or crash is a fast-path bug."""
+    rnd = np.random.default_rng(11)
+
+    def pick(pool):
+        return pool[int(rnd.integers(len(pool)))]
+
+    for _ in range(100):
+        lines_ = []
+        for _ in range(int(rnd.integers(1, 50))):
+            if rnd.random() < 0.05:
+                lines_.append(pick(["", "#c", "  ", "\t#x", "bad", "m v=1\r"]))
+                continue
+            fields = ",".join(f"{pick(POOL_FIELDS)}={pick(POOL_VALUES)}"
+                              for _ in range(int(rnd.integers(1, 5))))
+            lines_.append(f"{pick(POOL_KEYS)} {fields}{pick(POOL_TIMES)}")
+        body = "\n".join(lines_).encode()
+        precision = pick(["ns", "s", "h"])
+        got, want = _fast(body, precision), _exact(body, precision)
+        check_shape(got)
+        assert rows(got) == rows(want) and errors(got) == errors(want), body
+
+
 FUZZ_FINDINGS = [
     # an empty value last in a column that also holds a placeholder (once an IndexError)
     [rb'cpu,host="q" u="g\"h" ', rb'c\=d,e=f\=g x="e=f",s=",y\ z="e=f" 1451606400000000000',
