@@ -7,10 +7,10 @@ go to :mod:`rusts.pgcatalog`; everything else runs through the same SQL planner 
 
 ``describe`` infers parameter types from where ``$n`` stands (compared with ``time`` ->
 timestamptz, with a field -> its type, with a tag -> text, in LIMIT/OFFSET -> int8), because strict
-drivers (asyncpg) encode arguments by the type the server announces. The result shape comes from
-running the statement once with the parameters NULL; for a statement without parameters that
-result is kept and returned by the ``execute`` that follows (if no write came in between and it
-is fresh), so a one-shot extended-protocol query runs once.
+drivers (asyncpg) encode arguments by the type the server announces. Result columns come from
+:func:`rusts.sql.describe_sql` (no data read); for catalog statements, from running the statement
+once with the parameters NULL (kept for the ``execute`` that follows when it had no parameters,
+no write came in between and it is fresh).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class DbBackend:
         db = self.db
         out = {}
         for m in db.measurements():
-            cols = [("time", "timestamptz")]
+            cols = [("time", "timestamp")]  # as SQL results type it (UTC values)
             for k in db.index.tag_keys(m):
                 cols.append((k, "text"))
             for f, ft in sorted(db.schema.fields(m).items()):
@@ -146,7 +146,14 @@ class DbBackend:
         return types
 
     async def describe(self, sql: str, param_types: Sequence[int]):
+        from rusts.pgcatalog import is_catalog_query
+
         types = self._param_types(sql, param_types)
+        if not is_catalog_query(sql):
+            from rusts.sql import describe_sql
+
+            _, cols = await describe_sql(self.db, sql)  # names and types without reading data
+            return types, (cols or None)
         params = [None] * len(types) if types else None
         try:
             result = await self.execute(sql, params)
