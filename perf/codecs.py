@@ -6,6 +6,10 @@
   "decode_values_per_s", "chosen"}`` for each data set with ``codec: "auto"`` (what
   ``rusts.codecs.encode`` picks, ``chosen`` counts the tags it picked) and for every codec that
   applies to the data set, forced;
+* ``{"dataset", "codec": "auto", "block_size", "blocks", "encode_us_per_block",
+  "decode_us_per_block", "bytes_per_value"}`` for small blocks (``--small-sizes``, default 3
+  and 16 values: the fixed cost per call that segments of many small series and queries over
+  many small blocks pay);
 * one ``{"dataset": "tsbs_cpu_whole", ...}`` line: the TSBS-shaped cpu data (100 hosts x 24 h at
   10 s, 10 float fields with 2 decimals, timestamps included) through ``encode()`` in 4,096-value
   blocks per series with ``compression=default``, bytes per field value.
@@ -131,6 +135,33 @@ def measure(name: str, values: np.ndarray, opts: dict, codec, block: int, repeat
             "chosen": chosen}
 
 
+def measure_small(name: str, values: np.ndarray, opts: dict, size: int, count: int,
+                  repeat: int) -> dict:
+    """Per-call cost of ``encode`` / ``decode`` on ``count`` blocks of ``size`` values."""
+    chunks = [values[i:i + size] for i in range(0, min(len(values), count * size), size)]
+    blocks = [encode(c, **opts) for c in chunks]
+    enc_t = dec_t = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for c in chunks:
+            encode(c, **opts)
+        enc_t = min(enc_t, time.perf_counter() - t)
+        t = time.perf_counter()
+        for b in blocks:
+            decode(b)
+        dec_t = min(dec_t, time.perf_counter() - t)
+    for c, b in zip(chunks, blocks):
+        out = decode(b)
+        ok = (out.view(np.uint64) == c.view(np.uint64)).all() if c.dtype.kind == "f" else \
+            out.tolist() == c.tolist()
+        assert ok, f"{name}/small {size}: round trip failed"
+    nvalues = sum(len(c) for c in chunks)
+    return {"dataset": name, "codec": "auto", "block_size": size, "blocks": len(chunks),
+            "encode_us_per_block": round(enc_t / len(chunks) * 1e6, 2),
+            "decode_us_per_block": round(dec_t / len(chunks) * 1e6, 2),
+            "bytes_per_value": round(sum(len(b) for b in blocks) / nvalues, 3)}
+
+
 def tsbs_whole(n_hosts: int, hours: float, block: int, seed: int) -> dict:
     """The TSBS cpu data set as a whole: per host, the timestamp column and 10 field columns."""
     n_steps = int(hours * 360)
@@ -167,6 +198,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", default=None, help="comma-separated data set names")
     ap.add_argument("--auto-only", action="store_true", help="skip the forced-codec rows")
+    ap.add_argument("--small-sizes", default="3,16",
+                    help="comma-separated small block sizes ('' skips the small-block rows)")
     ap.add_argument("--tsbs-hosts", type=int, default=100, help="0 skips the whole-data-set row")
     ap.add_argument("--tsbs-hours", type=float, default=24)
     a = ap.parse_args()
@@ -181,6 +214,12 @@ def main() -> int:
         for codec in CODECS[_kind(values)]:
             print(json.dumps(measure(name, values, opts, codec, a.block_size, a.repeat)),
                   flush=True)
+    sizes = [int(x) for x in a.small_sizes.split(",") if x]
+    for size in sizes:
+        for name, (values, opts) in datasets(max(n, 300 * size), a.seed).items():
+            if only and name not in only:
+                continue
+            print(json.dumps(measure_small(name, values, opts, size, 300, a.repeat)), flush=True)
     if a.tsbs_hosts:
         print(json.dumps(tsbs_whole(a.tsbs_hosts, a.tsbs_hours, a.block_size, a.seed)), flush=True)
     return 0
