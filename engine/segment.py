@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
+import zstandard
 
 from rusts import codecs
 from rusts.bloom import BloomFilter
@@ -42,7 +43,23 @@ from rusts.model import Column, FieldType
 MAGIC = b"RUSTSSEG"
 VERSION = 1
 _HEADER = struct.Struct("<8sHHI")      # magic, version, flags, crc of the first 12 bytes
-_TRAILER = struct.Struct("<QQIHH8s")   # footer offset, footer length, footer crc, version, 0, magic
+_TRAILER = struct.Struct("<QQIHH8s")   # footer offset, footer length, footer crc, version, flags, magic
+FOOTER_ZSTD = 0x1  # trailer flag: the stored footer is one zstd frame
+
+
+def _footer_crc(stored, flags: int) -> int:
+    """CRC-32 of the stored footer bytes, then of the flags (so a flipped flag is detected)."""
+    return zlib.crc32(struct.pack("<H", flags), zlib.crc32(stored))
+
+
+_ZSTD_LOCAL = __import__("threading").local()
+
+
+def _zstd_footer():
+    c = getattr(_ZSTD_LOCAL, "c", None)
+    if c is None:
+        c = _ZSTD_LOCAL.c = zstandard.ZstdCompressor(level=3)
+    return c
 _DIR_HEAD = struct.Struct("<II")
 _DIR_ENTRY = struct.Struct("<IIQQ")
 _MIN_SIZE = _HEADER.size + _TRAILER.size
@@ -336,8 +353,12 @@ def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, comp
                 w.add_series(s, block_rows, block_time_ns)
             w.put(b"\0" * ((-w.offset) % 8))
             footer = w.footer(block_rows)
+            flags = 0
+            packed = _zstd_footer().compress(footer)
+            if len(packed) < len(footer):  # the index arrays compress ~5x: offsets, counts, stats
+                footer, flags = packed, FOOTER_ZSTD
             footer_offset = w.put(footer)
-            w.put(_TRAILER.pack(footer_offset, len(footer), zlib.crc32(footer), VERSION, 0, MAGIC))
+            w.put(_TRAILER.pack(footer_offset, len(footer), _footer_crc(footer, flags), VERSION, flags, MAGIC))
             f.flush()
             os.fsync(f.fileno())
             size = w.offset
@@ -421,17 +442,26 @@ class SegmentReader:
         if version != VERSION:
             raise self._corrupt(f"unsupported format version {version}", 8)
         t_off = self.size - _TRAILER.size
-        f_off, f_len, f_crc, t_version, _, t_magic = _TRAILER.unpack_from(mm, t_off)
+        f_off, f_len, f_crc, t_version, t_flags, t_magic = _TRAILER.unpack_from(mm, t_off)
         if t_magic != MAGIC:
             raise self._corrupt("bad trailer magic (truncated file?)", t_off)
         if t_version != VERSION:
             raise self._corrupt(f"unsupported trailer version {t_version}", t_off)
         if f_off < _HEADER.size or f_off % 8 or f_off + f_len != t_off:
             raise self._corrupt(f"bad footer bounds {f_off}+{f_len}", t_off)
-        # zero-copy: the CRC runs over the mapping and the index arrays are views of it
+        # the CRC runs over the stored footer (and the flags) in the mapping; an uncompressed
+        # footer's index arrays are views of the mapping, a compressed one's of its decompression
         footer = memoryview(mm)[f_off:f_off + f_len]
-        if zlib.crc32(footer) != f_crc:
+        if _footer_crc(footer, t_flags) != f_crc:
             raise self._corrupt("footer CRC mismatch", f_off)
+        if t_flags & ~FOOTER_ZSTD:
+            raise self._corrupt(f"unknown trailer flags {t_flags:#x}", t_off)
+        if t_flags & FOOTER_ZSTD:
+            try:
+                footer = memoryview(zstandard.ZstdDecompressor().decompress(bytes(footer),
+                                                                            max_output_size=1 << 31))
+            except zstandard.ZstdError as e:
+                raise self._corrupt(f"footer does not decompress: {e}", f_off) from None
         self._footer_offset = f_off
         try:
             self._parse_footer(footer, f_off)
