@@ -48,8 +48,10 @@ FOOTER_ZSTD = 0x1  # trailer flag: the stored footer is one zstd frame
 
 
 def _footer_crc(stored, flags: int) -> int:
-    """CRC-32 of the stored footer bytes, then of the flags (so a flipped flag is detected)."""
-    return zlib.crc32(struct.pack("<H", flags), zlib.crc32(stored))
+    """CRC-32 of the stored footer bytes, continued over the flags when any is set (so a flipped
+    flag is detected; files without flags keep the plain CRC of the first format)."""
+    crc = zlib.crc32(stored)
+    return zlib.crc32(struct.pack("<H", flags), crc) if flags else crc
 
 
 _ZSTD_LOCAL = __import__("threading").local()
