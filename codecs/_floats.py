@@ -91,7 +91,7 @@ def alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     return e
 
 
-def _alp_best(f: np.ndarray, bits: np.ndarray) -> bytes | None:
+def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
     """The ALP payload :func:`alp_exponent` and :func:`alp_encode` give, found faster.
 
     A 32-value probe (every 8th value of the 256-value sample) tries every exponent in one
@@ -99,6 +99,9 @@ def _alp_best(f: np.ndarray, bits: np.ndarray) -> bytes | None:
     there. Otherwise the smallest exponent exact on the probe is tried on the block; with no
     exception it is also what the sample search picks (smaller exponents already fail on the
     probe, a subset of the sample), so that search is skipped; else it decides.
+
+    ``rival()``: the size ALP must beat, asked only when a block has exceptions (8 bytes each
+    at least): when it cannot win, the integer planning is skipped.
     """
     n = len(f)
     step = max(1, n // _SAMPLE)
@@ -108,7 +111,7 @@ def _alp_best(f: np.ndarray, bits: np.ndarray) -> bytes | None:
     if bad[e] * 4 > len(range(0, n, pstep)):
         return None
     if bad[e] == 0:
-        payload, nexc = _alp_payload(f, bits, e, False)
+        payload, nexc = _alp_payload(f, bits, e, False, rival)
         if nexc == 0:
             return payload
         e_sample = alp_exponent(f, bits)
@@ -116,7 +119,7 @@ def _alp_best(f: np.ndarray, bits: np.ndarray) -> bytes | None:
             return payload
     else:
         e_sample = alp_exponent(f, bits)
-    return None if e_sample is None else _alp_payload(f, bits, e_sample, False)[0]
+    return None if e_sample is None else _alp_payload(f, bits, e_sample, False, rival)[0]
 
 
 def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) -> bytes | None:
@@ -124,12 +127,16 @@ def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) 
     return _alp_payload(f, bits, e, force)[0]
 
 
-def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool) -> tuple[bytes | None, int]:
-    """(ALP payload or None, number of exceptions)."""
+def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool,
+                 rival=None) -> tuple[bytes | None, int]:
+    """(ALP payload or None, number of exceptions); None also when ``rival()`` is smaller
+    than any payload with that many exceptions."""
     n = len(f)
     ok, r = _alp_ok(f, bits, _POW10[e])
     nexc = n - int(np.count_nonzero(ok))
     if nexc * 4 > n and not force:
+        return None, nexc
+    if nexc and rival is not None and 11 + 8 * nexc > rival():
         return None, nexc
     if nexc:
         ints = np.where(ok, r, 0.0).astype(np.int64)
@@ -196,19 +203,34 @@ def gorilla_lower_bound(x: np.ndarray) -> tuple[int, int]:
     return nnz, 4 + (n + 7) // 8 + (nnz * 13 + 7) // 8
 
 
+class _Gorilla:
+    """The Gorilla fields of an XOR array and the payload's exact size, before packing."""
+
+    __slots__ = ("x", "nzmask", "nz", "bl", "tz", "size")
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.nzmask = x != 0
+        self.nz = x[self.nzmask]
+        self.bl = _bits.bit_length(self.nz)  # 64 - leading zeros
+        self.tz = _bits.trailing_zeros(self.nz)
+        n, nnz = len(x), len(self.nz)
+        meaningful = int(np.add.reduce(self.bl)) - int(np.add.reduce(self.tz))
+        self.size = 4 + (n + 7) // 8 + _bits.packed_size(nnz, 12) + (meaningful + 7) // 8
+
+    def build(self) -> bytes:
+        length = self.bl - self.tz
+        ctrl = np.packbits(self.nzmask, bitorder="little").tobytes()
+        hdr = (64 - self.bl) << 6
+        hdr |= length - 1
+        meaningful = _bits.pack_var(self.nz >> self.tz.view(np.uint64), length)
+        return (_U32.pack(len(self.nz)) + ctrl + _bits.pack(hdr.view(np.uint64), 12)
+                + meaningful)
+
+
 def gorilla_encode(x: np.ndarray) -> bytes:
     """Gorilla payload from the XOR array (``_xors(bits)``)."""
-    n = len(x)
-    nzmask = x != 0
-    nz = x[nzmask]
-    nnz = len(nz)
-    lz = 64 - _bits.bit_length(nz)
-    tz = _bits.trailing_zeros(nz)
-    length = 64 - lz - tz
-    ctrl = np.packbits(nzmask, bitorder="little").tobytes()
-    hdr = _bits.pack(((lz << 6) | (length - 1)).astype(np.uint64), 12)
-    meaningful = _bits.pack_var(nz >> tz.astype(np.uint64), length)
-    return _U32.pack(nnz) + ctrl + hdr + meaningful
+    return _Gorilla(x).build()
 
 
 def gorilla_decode(payload, n: int) -> np.ndarray:
@@ -278,15 +300,23 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         return T.CONST, bits[:1].astype("<u8").tobytes()
     best_tag, best = T.RAW, None
     best_size = 8 * n
-    p = _alp_best(f, bits)
+    gorilla: list = []  # computed once, when ALP asks (exceptions) or after it
+
+    def gorilla_size() -> int:
+        if not gorilla:
+            x = _xors(bits)
+            gorilla.append(_Gorilla(x) if gorilla_lower_bound(x)[1] < 8 * n else None)
+        return gorilla[0].size if gorilla[0] is not None else 8 * n
+
+    p = _alp_best(f, bits, gorilla_size)
     if p is not None and len(p) < best_size:
         best_tag, best, best_size = T.ALP, p, len(p)
-    x = _xors(bits)
-    nnz, bound = gorilla_lower_bound(x)
-    if bound < best_size:
-        p = gorilla_encode(x)
-        if len(p) < best_size:
-            best_tag, best, best_size = T.GORILLA, p, len(p)
+    if not gorilla:
+        x = _xors(bits)
+        if gorilla_lower_bound(x)[1] < best_size:
+            gorilla.append(_Gorilla(x))  # the exact size first: packing only if it wins
+    if gorilla and gorilla[0] is not None and gorilla[0].size < best_size:
+        best_tag, best, best_size = T.GORILLA, gorilla[0].build(), gorilla[0].size
     if best is None:
         best = bits.astype("<u8", copy=False).tobytes()
     return best_tag, best

@@ -1,0 +1,64 @@
+"""The encoder chooses codecs by sizes it computes before building anything: those sizes must
+be the sizes of what it then builds, or it picks a bigger block than it thinks."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from rusts.codecs import _floats, _ints, _strings
+
+SETTINGS = settings(max_examples=120, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+sizes = st.integers(17, 600)
+values = (hnp.arrays(np.int64, sizes, elements=st.integers(-(2 ** 63), 2 ** 63 - 1))
+          | hnp.arrays(np.int64, sizes, elements=st.integers(-300, 300))
+          | st.builds(lambda base, steps: base + np.cumsum(np.array(steps, np.int64)),
+                      st.integers(-(2 ** 40), 2 ** 40),
+                      st.lists(st.integers(-50, 50) | st.just(0), min_size=17, max_size=600))
+          | st.builds(lambda v, reps: np.repeat(np.array(v, np.int64), reps),
+                      st.lists(st.integers(-1000, 1000), min_size=17, max_size=40),
+                      st.integers(1, 30)))
+
+
+@SETTINGS
+@given(values, st.booleans(), st.sampled_from([_ints.TOP, _ints.TIMESTAMPS, _ints.NESTED]))
+def test_integer_plan_sizes_are_the_built_sizes(v, signed, mode):
+    u = v.view(np.uint64)
+    p = _ints.plan(u, signed, mode)
+    built = p.build()
+    assert len(built) == p.size
+    assert _ints.decode(p.tag, built, len(u), nested=mode == _ints.NESTED).tolist() == u.tolist()
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 299), min_size=17, max_size=2000), st.integers(2, 300))
+def test_dictionary_index_plan_sizes_are_the_built_sizes(idx, k):
+    codes = np.array(idx, np.int64) % k
+    codes = np.unique(codes, return_inverse=True)[1]  # every index below k used
+    k = int(codes.max()) + 1
+    if k < 2:
+        return
+    arr = codes.astype(np.uint8) if k <= 256 else codes.astype(np.int64)
+    p = _ints.plan_codes(arr, np.bincount(arr, minlength=k))
+    built = p.build()
+    assert len(built) == p.size
+    assert _ints.decode(p.tag, built, len(codes)).tolist() == codes.tolist()
+
+
+@SETTINGS
+@given(hnp.arrays(np.uint64, st.integers(1, 600), elements=st.integers(0, 2 ** 64 - 1)
+                  | st.sampled_from([0, 1, 2 ** 63, 2 ** 64 - 1])))
+def test_gorilla_size_is_the_built_size(bits):
+    g = _floats._Gorilla(_floats._xors(bits))
+    payload = g.build()
+    assert len(payload) == g.size
+    assert _floats.gorilla_decode(payload, len(bits)).tolist() == bits.tolist()
+
+
+def test_string_raw_size_estimate_matches_the_section():
+    lst = ["ok", "é\u4e2d", "", "\ud800x", "warn"] * 40
+    uniq = list(dict.fromkeys(lst))
+    codes = _strings._codes(_strings._lookup(lst, dict.fromkeys(lst)), len(uniq))
+    counts = np.bincount(codes, minlength=len(uniq))
+    assert len(lst) + int(counts @ _strings._utf8_lengths(uniq)) == len(_strings.section(lst))
