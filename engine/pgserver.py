@@ -149,6 +149,10 @@ class DbBackend:
         from rusts.pgcatalog import is_catalog_query
 
         types = self._param_types(sql, param_types)
+        from rusts.sql_dml import is_dml
+
+        if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
+            return types, None  # DELETE / DROP TABLE return no rows
         if not is_catalog_query(sql):
             from rusts.sql import describe_sql
 

@@ -311,6 +311,10 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     """
     from rusts.sql_show import is_show, run_show
 
+    from rusts.sql_dml import is_dml, run_dml
+
+    if is_dml(text):  # DELETE, DROP TABLE, SHOW RETENTION POLICIES
+        return await run_dml(db, text, params)
     cat = Catalog.of_db(db)
     if is_show(text):
         return run_show(text.strip().rstrip(";"), cat, db)
