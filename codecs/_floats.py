@@ -58,13 +58,12 @@ _POW10_COL = np.array(_POW10[:_MAX_E_ENC + 1])[:, None]
 def _alp_ok(f: np.ndarray, bits: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
     """(ok, r): ``r = rint(f * p) + 0.0`` and where it reproduces ``f`` exactly with
     ``|f * p| < 2**53`` (False for NaN, inf, -0.0); ``p`` a power of ten or a column of them.
-    ``r`` is garbage (NaN, inf) where not ok."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        s = f * p
-        ok = np.abs(s) < _LIMIT  # False for NaN and inf
-        np.rint(s, out=s)
-        s += 0.0  # -0.0 -> 0.0, as int64 would
-        ok &= (s / p).view(np.uint64) == bits
+    ``r`` is garbage (NaN, inf) where not ok. Callers hold the warning state."""
+    s = f * p  # the callers hold np.errstate(invalid/over="ignore"): huge, NaN, inf
+    ok = np.abs(s) < _LIMIT  # False for NaN and inf
+    np.rint(s, out=s)
+    s += 0.0  # -0.0 -> 0.0, as int64 would
+    ok &= (s / p).view(np.uint64) == bits
     return ok, s
 
 
@@ -80,6 +79,17 @@ def alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     The smallest exponent with the fewest exceptions on a strided sample of at most 256
     values; exponents 0..3 first (most sensor data), then 4..18 only if none was exact.
     """
+    with _quiet():
+        return _alp_exponent(f, bits)
+
+
+def _quiet():
+    """Warning state for the ALP arithmetic (overflow and NaN casts are expected); one per
+    call, entered once per block: errstate objects are not shareable between threads."""
+    return np.errstate(invalid="ignore", over="ignore")
+
+
+def _alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     step = max(1, len(f) // _SAMPLE)
     fs, bs = f[::step], bits[::step]
     bad = _bad_counts(fs, bs, 0, 4)
@@ -114,17 +124,18 @@ def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
         payload, nexc = _alp_payload(f, bits, e, False, rival)
         if nexc == 0:
             return payload
-        e_sample = alp_exponent(f, bits)
+        e_sample = _alp_exponent(f, bits)
         if e_sample == e:
             return payload
     else:
-        e_sample = alp_exponent(f, bits)
+        e_sample = _alp_exponent(f, bits)
     return None if e_sample is None else _alp_payload(f, bits, e_sample, False, rival)[0]
 
 
 def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) -> bytes | None:
     """ALP payload with exponent ``e`` (None if over a quarter are exceptions, unless ``force``)."""
-    return _alp_payload(f, bits, e, force)[0]
+    with _quiet():
+        return _alp_payload(f, bits, e, force)[0]
 
 
 def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool,
@@ -308,7 +319,8 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
             gorilla.append(_Gorilla(x) if gorilla_lower_bound(x)[1] < 8 * n else None)
         return gorilla[0].size if gorilla[0] is not None else 8 * n
 
-    p = _alp_best(f, bits, gorilla_size)
+    with _quiet():
+        p = _alp_best(f, bits, gorilla_size)
     if p is not None and len(p) < best_size:
         best_tag, best, best_size = T.ALP, p, len(p)
     if not gorilla:
