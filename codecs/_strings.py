@@ -132,7 +132,7 @@ def encode(values: np.ndarray) -> tuple[int, bytes]:
     try:
         if n > _PREFIX:
             # low cardinality: the distinct values usually all show up in a prefix, and then
-            # its dictionary indexes the whole block (_codes falls back when one is missing)
+            # its dictionary indexes the whole block (_lookup gives None when one is missing)
             uniq = dict.fromkeys(lst[:_PREFIX])
             got = _lookup(lst, uniq) if len(uniq) * 2 <= _PREFIX else None
             if got is None:
