@@ -150,9 +150,8 @@ def pack(u: np.ndarray, width: int) -> bytes:
     lanes, tail_n = _split(n)
     if lanes * 64 > n:
         u = np.concatenate([u, np.zeros(lanes * 64 - n, dtype=np.uint64)])
-    if not lanes and n * width <= 64:  # one word: a shift and an OR-reduce
-        word = int(np.bitwise_or.reduce(u << _word_shifts(n, width)))
-        return word.to_bytes((n * width + 7) >> 3, "little")
+    if not lanes:  # fewer than 64 values: one big-int sum beats the bit-matrix round trip
+        return pack_small(u.tolist(), n, width)
     parts = []
     if lanes:
         _, _, straddle, slots = _lane_plan(width)
@@ -167,7 +166,7 @@ def pack(u: np.ndarray, width: int) -> bytes:
         words = np.bitwise_or.reduce(rows[slots], axis=1)
         parts.append(words.astype("<u8", copy=False).tobytes())
     if tail_n:
-        parts.append(_pack_stream(u[lanes * 64:], width))
+        parts.append(pack_small(u[lanes * 64:].tolist(), tail_n, width))
     return b"".join(parts)
 
 
@@ -204,16 +203,6 @@ def unpack_small(buf, n: int, width: int):
     return map(operator.and_, map(operator.rshift, itertools.repeat(x, n),
                                   range(0, n * width, width)),
                itertools.repeat((1 << width) - 1, n))
-
-
-def _pack_stream(u: np.ndarray, width: int) -> bytes:
-    n = len(u)
-    nb = (width + 7) >> 3
-    by = u.astype("<u8").view(np.uint8).reshape(n, 8)[:, :nb]
-    bits = np.unpackbits(by, axis=1, bitorder="little")
-    if width != nb * 8:
-        bits = bits[:, :width]
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
 def unpack(buf, n: int, width: int) -> np.ndarray:

@@ -70,7 +70,7 @@ def _alp_ok(f: np.ndarray, bits: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]
 def _bad_counts(fs: np.ndarray, bs: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Exceptions in the sample for each exponent in [lo, hi), all exponents at once."""
     ok, _ = _alp_ok(fs, bs, _POW10_COL[lo:hi])
-    return len(fs) - np.count_nonzero(ok, axis=1)
+    return len(fs) - np.add.reduce(ok, axis=1)
 
 
 def alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
@@ -117,7 +117,7 @@ def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
     step = max(1, n // _SAMPLE)
     pstep = max(1, len(range(0, n, step)) // _PROBE) * step
     bad = _bad_counts(f[::pstep], bits[::pstep], 0, _MAX_E_ENC + 1)
-    e = int(np.argmin(bad))
+    e = int(bad.argmin())
     if bad[e] * 4 > len(range(0, n, pstep)):
         return None
     if bad[e] == 0:

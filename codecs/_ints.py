@@ -44,6 +44,7 @@ no delta codec (DELTA_FOR, DOD_FOR, DELTA_ZIGZAG_VARINT, DELTA_ZERORUN), which b
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -97,6 +98,7 @@ def _range(x: np.ndarray, signed: bool) -> tuple[int, int]:
     return lo & _M64, hi - lo
 
 
+@functools.lru_cache(maxsize=4096)
 def _radix_plan(n: int, span: int) -> tuple[int, int, int] | None:
     """(group size g, code width, payload size) packing g values of radix span+1 per code,
     when that beats plain bit-packing (a span of 9 costs 4 bits a value bit-packed, 10/3 in
