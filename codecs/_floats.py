@@ -323,7 +323,7 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         p = _alp_best(f, bits, gorilla_size)
     if p is not None and len(p) < best_size:
         best_tag, best, best_size = T.ALP, p, len(p)
-    if not gorilla:
+    if not gorilla and best_size > 4 + (n + 7) // 8:  # else Gorilla's bound already loses
         x = _xors(bits)
         if gorilla_lower_bound(x)[1] < best_size:
             gorilla.append(_Gorilla(x))  # the exact size first: packing only if it wins
