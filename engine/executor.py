@@ -212,11 +212,85 @@ def _overlapping_blocks(bt, start: int, end: int) -> np.ndarray:
     return np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
 
 
+@attrs.frozen(eq=False)
+class _Cached:
+    """A decoded block column in the block cache (None: the field is absent from the block)."""
+
+    ts: np.ndarray | None = None
+    col: Column | None = None
+
+    @property
+    def nbytes(self) -> int:
+        if self.ts is not None:
+            return self.ts.nbytes
+        if self.col is None:
+            return 16
+        c = self.col
+        n = c.values.nbytes if c.values.dtype != object else 56 * len(c.values)
+        return n + (0 if c.mask is None else c.mask.nbytes)
+
+
+def _block_cache():
+    from rusts.sql_scan import CACHE
+
+    return CACHE
+
+
+_TS_KEY = "\0ts"
+
+
 def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowSet:
+    """Rows of the given blocks, decoded once per process: segment files are immutable (flushes
+    and compactions write new files), so decoded blocks are kept in the shared LRU block cache."""
     if len(blocks) == 0:
         return RowSet(np.empty(0, np.int64), {}, True)
-    ts, cols = src.reader.read(sid, list(fields) if fields is not None else None, blocks=blocks)
-    return RowSet(ts, cols, True)
+    reader = src.reader
+    names = list(fields) if fields is not None else sorted(reader.field_types(sid))
+    cache = _block_cache()
+    path = reader.path
+    blist = blocks.tolist()
+    got: dict = {}
+    missing = []
+    for b in blist:
+        miss = False
+        for nm in (_TS_KEY, *names):
+            e = cache.get((path, sid, b, nm))
+            if e is None:
+                miss = True
+                break
+            got[(b, nm)] = e
+        if miss:
+            missing.append(b)
+    if missing:
+        mb = np.asarray(missing, dtype=np.int64)
+        ts, cols = reader.read(sid, names, blocks=mb)
+        rows = np.asarray(src.blocks.rows, dtype=np.int64)[mb]
+        bounds = np.zeros(len(mb) + 1, dtype=np.int64)
+        np.cumsum(rows, out=bounds[1:])
+        for k, b in enumerate(missing):
+            a, z = int(bounds[k]), int(bounds[k + 1])
+            e = _Cached(ts=ts[a:z])
+            got[(b, _TS_KEY)] = e
+            cache.put((path, sid, b, _TS_KEY), e)
+            for f in names:
+                c = cols.get(f)
+                if c is not None:
+                    m = None if c.mask is None else c.mask[a:z]
+                    c = None if m is not None and not m.any() else Column(
+                        c.type, c.values[a:z], None if m is None or m.all() else m)
+                e = _Cached(col=c)
+                got[(b, f)] = e
+                cache.put((path, sid, b, f), e)
+    if len(blist) == 1:
+        b = blist[0]
+        cols = {f: got[(b, f)].col for f in names if got[(b, f)].col is not None}
+        return RowSet(got[(b, _TS_KEY)].ts, cols, True)
+    parts = [RowSet(got[(b, _TS_KEY)].ts, {f: got[(b, f)].col for f in names if got[(b, f)].col is not None}, True)
+             for b in blist]
+    ts = np.concatenate([p.timestamps for p in parts])
+    from rusts.rowset import _concat_columns
+
+    return RowSet(ts, _concat_columns(parts, len(ts)), True)
 
 
 def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,

@@ -54,7 +54,9 @@ def build(data_dir: str, days: int, n_hosts: int) -> dict[int, int]:
                              {f: Column(FieldType.FLOAT, np.ascontiguousarray(vals[:, h, i])) for i, f in enumerate(FIELDS)})
                   for h in range(n_hosts)]
         name, path = m.new_segment_path(part)
-        info = write_segment(path, series, compression="default", tier="hot", block_rows=4096)
+        # the layout flushes produce (storage defaults: 4,096-row blocks that never cross an hour)
+        info = write_segment(path, series, compression="default", tier="hot", block_rows=4096,
+                             block_time_ns=3600 * 10**9)
         ls = LifecycleState.from_extra(m.state.extra).with_flush([name])
         m.commit(add=[SegmentMeta(file=name, partition=part, min_time=info.min_time, max_time=info.max_time,
                                   size=info.size, series_count=info.series_count, point_count=info.point_count)],
