@@ -192,7 +192,7 @@ def alp_decode(payload, n: int) -> np.ndarray:
         levels, reps = _ints.zerorun_parts(sub[1:], n)
         out = np.true_divide(levels.view(np.int64), _POW10[e])
         if reps is not None:
-            out = np.repeat(out, reps)
+            out = out.repeat(reps)
     else:
         out = np.true_divide(_ints.decode_sub(sub, n).view(np.int64), _POW10[e])
     out = out.view(np.uint64)

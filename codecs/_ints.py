@@ -440,7 +440,7 @@ def _build_zerorun(first: int, nruns: int, rplan: "_Plan", zplan: "_Plan") -> by
 def _runs(nzm: np.ndarray) -> np.ndarray:
     """Alternating run lengths of a bool array, True-run first (possibly empty)."""
     m = len(nzm)
-    edges = np.flatnonzero(nzm[1:] != nzm[:-1])
+    edges = (nzm[1:] != nzm[:-1]).nonzero()[0]
     lead = 0 if nzm[0] else 1  # an empty True-run first
     bounds = np.empty(len(edges) + 2 + lead, dtype=np.uint64)
     bounds[:1 + lead] = 0
@@ -476,7 +476,7 @@ def _build_rice(z: np.ndarray, k: int) -> bytes:
     if n == 0:
         return bytes((k,))
     q = (z >> np.uint64(k)).astype(np.int64)
-    ends = np.cumsum(q + 1)
+    ends = np.add.accumulate(q + 1)
     total = int(ends[-1])
     bits = np.ones((total + 7) & ~7, dtype=np.uint8)
     bits[ends - 1] = 0
@@ -587,7 +587,7 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
         out = _bits.unpack(payload[17:], n, w)
         out += np.uint64(ref)
         out[0] = first
-        return np.cumsum(out, out=out)
+        return np.add.accumulate(out, out=out)
     if tag == T.DOD_FOR:
         if size < 25 or n < 2:
             raise CodecError("DOD_FOR payload truncated")
@@ -596,8 +596,8 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
         out += np.uint64(ref)
         out[0] = first
         out[1] = d0
-        np.cumsum(out[1:], out=out[1:])
-        return np.cumsum(out, out=out)
+        np.add.accumulate(out[1:], out=out[1:])
+        return np.add.accumulate(out, out=out)
     if tag == T.ZIGZAG_VARINT:
         return _bits.unzigzag(_bits.varint_decode(payload, n))
     if tag == T.DELTA_ZIGZAG_VARINT:
@@ -623,7 +623,7 @@ def _decode_rice(payload, n: int) -> np.ndarray:
     rem = _bits.unpack(payload[1:1 + rsize], n, k)
     stop_bits = np.unpackbits(np.invert(np.frombuffer(payload[1 + rsize:], dtype=np.uint8)),
                               bitorder="little")
-    ends = np.flatnonzero(stop_bits.view(bool))  # bool: numpy's fast nonzero path
+    ends = stop_bits.view(bool).nonzero()[0]  # bool: numpy's fast nonzero path
     if len(ends) != n or len(stop_bits) - (int(ends[-1]) if n else -1) > 8:
         raise CodecError(f"Rice quotient stream holds {len(ends)} values, expected {n}")
     if n == 0:
@@ -661,7 +661,7 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.empty(n, dtype=np.uint64)
         out[1:] = decode_sub(rest, n - 1, nested=True)
         out[0] = first
-        return np.cumsum(out, out=out), None
+        return np.add.accumulate(out, out=out), None
     lens = runs.view(np.int64)
     nz_lens = lens[0::2]
     zero_lens = lens[1::2]
@@ -669,8 +669,9 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     levels = np.empty(nnz + 1, dtype=np.uint64)
     levels[1:] = decode_sub(rest, nnz, nested=True)
     levels[0] = first
-    np.cumsum(levels, out=levels)
-    reps = np.ones(nnz + 1, dtype=np.int64)
+    np.add.accumulate(levels, out=levels)
+    reps = np.empty(nnz + 1, dtype=np.int64)
+    reps.fill(1)
     # zero run j follows the level reached after non-zero runs 0..j (add.at: a corrupt empty
     # run in the middle makes two zero runs follow the same level)
     np.add.at(reps, np.cumsum(nz_lens[:len(zero_lens)]), zero_lens)
@@ -679,7 +680,7 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _decode_zerorun(payload, n: int) -> np.ndarray:
     levels, reps = zerorun_parts(payload, n)
-    return levels if reps is None else np.repeat(levels, reps)
+    return levels if reps is None else levels.repeat(reps)
 
 
 def _arange(k: int, start: int) -> np.ndarray:
