@@ -254,7 +254,7 @@ def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowS
     for b in blist:
         miss = False
         for nm in (_TS_KEY, *names):
-            e = cache.get((path, sid, b, nm))
+            e = cache.get(("exec", path, sid, b, nm))
             if e is None:
                 miss = True
                 break
@@ -271,7 +271,7 @@ def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowS
             a, z = int(bounds[k]), int(bounds[k + 1])
             e = _Cached(ts=ts[a:z])
             got[(b, _TS_KEY)] = e
-            cache.put((path, sid, b, _TS_KEY), e)
+            cache.put(("exec", path, sid, b, _TS_KEY), e)
             for f in names:
                 c = cols.get(f)
                 if c is not None:
@@ -280,7 +280,7 @@ def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowS
                         c.type, c.values[a:z], None if m is None or m.all() else m)
                 e = _Cached(col=c)
                 got[(b, f)] = e
-                cache.put((path, sid, b, f), e)
+                cache.put(("exec", path, sid, b, f), e)
     if len(blist) == 1:
         b = blist[0]
         cols = {f: got[(b, f)].col for f in names if got[(b, f)].col is not None}
