@@ -273,6 +273,7 @@ def _decoders() -> dict:
     for tag in TAGS_BY_TYPE[TYPE_FLOAT]:
         table[tag, TYPE_FLOAT] = (lambda t: lambda p, n: _floats.decode(t, p, n).view(np.float64))(
             int(tag))
+    table[Tag.ALP, TYPE_FLOAT] = lambda p, n: _floats.alp_decode(p, n).view(np.float64)
     for tag in TAGS_BY_TYPE[TYPE_INT]:
         table[tag, TYPE_INT] = (lambda t: lambda p, n: _ints.decode(t, p, n).view(np.int64))(
             int(tag))

@@ -239,10 +239,12 @@ class _Plan:
 SMALL = 16  # blocks of at most this many values take the small-block rule (small_payload)
 
 
-def small_payload(vals: list, mode: int = 0) -> tuple[int, bytes] | None:
+def small_payload(vals: list, mode: int = 0, deltas: list | None = None
+                  ) -> tuple[int, bytes] | None:
     """The small-block rule: (tag, payload) of CONST, FOR or DELTA_FOR for at most
     :data:`SMALL` values given as Python ints (signed or unsigned order), or None when RAW is
-    smallest.
+    smallest. ``deltas``: the deltas modulo 2**64 as signed ints, needed when a difference of
+    two values may leave the int64 range (else they are the plain differences).
 
     On a handful of values each numpy call (0.5-3 us) costs more than the data, so statistics
     and bit packing use the builtins (``min``, ``max``, ``map``, big-int ``sum``) over one
@@ -256,7 +258,7 @@ def small_payload(vals: list, mode: int = 0) -> tuple[int, bytes] | None:
     best = 9 + ((n * w + 7) >> 3)
     tag = T.FOR if best < 8 * n else None
     if n >= 2 and mode != NESTED:
-        d = list(map(operator.sub, vals[1:], vals[:-1]))
+        d = list(map(operator.sub, vals[1:], vals[:-1])) if deltas is None else deltas
         dlo = min(d)
         dw = (max(d) - dlo).bit_length()
         if dw <= 64 and 17 + ((n * dw + 7) >> 3) < min(best, 8 * n):
@@ -270,7 +272,8 @@ def small_payload(vals: list, mode: int = 0) -> tuple[int, bytes] | None:
 
 
 def _small_plan(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
-    got = small_payload((u.view(np.int64) if signed else u).tolist(), mode)
+    deltas = (u[1:] - u[:-1]).view(np.int64).tolist()  # wrapping, as DELTA_FOR stores them
+    got = small_payload((u.view(np.int64) if signed else u).tolist(), mode, deltas)
     if got is not None:
         p.tag, payload = got
         p.size = p.cost = len(payload)
@@ -573,7 +576,9 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
         ref, w = _FOR_HDR.unpack_from(payload)
         if n <= SMALL and w <= 64:  # Python ints beat numpy's per-call cost on a few values
             vals = map(operator.add, _bits.unpack_small(payload[9:], n, w), _repeat(ref, n))
-            return np.fromiter(map(operator.and_, vals, _repeat(_M64, n)), np.uint64, n)
+            if ref + (1 << w) > 1 << 64:  # the sum may wrap
+                vals = map(operator.and_, vals, _repeat(_M64, n))
+            return np.fromiter(vals, np.uint64, n)
         return _bits.unpack(payload[9:], n, w) + np.uint64(ref)
     if tag == T.DELTA_FOR:
         if size < 17 or n < 1:
