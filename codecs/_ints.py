@@ -406,12 +406,13 @@ _NESTED_FULL = 128
 
 
 def _dod_hopeless(d: np.ndarray, n: int, cost: float) -> bool:
-    """True when DOD_FOR cannot beat ``cost``: the delta-of-delta range over the first
-    deltas is a lower bound of the whole block's."""
+    """True when DOD_FOR cannot beat ``cost``: the delta-of-delta range over a strided
+    subset of ``_PROBE`` delta pairs is a lower bound of the whole block's."""
     if len(d) <= 2 * _PROBE:
         return False
-    head = d[1:_PROBE + 1] - d[:_PROBE]
-    _, span = _range(head, True)
+    step = len(d) // _PROBE
+    probe = d[1::step] - d[:-1:step]
+    _, span = _range(probe, True)
     return 25 + _bits.packed_size(n, span.bit_length()) >= cost
 
 
