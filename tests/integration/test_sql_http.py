@@ -130,7 +130,9 @@ def test_readme_sql_examples(server):
         assert "nope" in e["error"]
         e = sql(c, "SELECT * FROM cpu WHERE", 400)
         assert "syntax error" in e["error"] and isinstance(e.get("position"), int)
-        e = sql(c, "DELETE FROM cpu", 400)
+        e = sql(c, "UPDATE cpu SET usage = 1", 400)
+        assert "UPDATE" in e["error"]
+        e = sql(c, "DELETE FROM cpu WHERE usage > 1 OR host = 'a'", 400)  # deletes must be exact
         assert "DELETE" in e["error"]
         e = sql(c, "SELECT SUM(host) FROM cpu", 400)
         assert e["error"]
