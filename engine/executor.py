@@ -457,6 +457,8 @@ class _Acc:
     v_b: list = attrs.field(factory=list)
     v_t: list = attrs.field(factory=list)
     v_v: list = attrs.field(factory=list)
+    k_g: list = attrs.field(factory=list)  # distinct (group, bucket) keys of the decoded parts
+    k_b: list = attrs.field(factory=list)
 
 
 def _bucket(t: np.ndarray, interval: int | None) -> np.ndarray:
@@ -532,6 +534,13 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                 ov = _overlapping_blocks(s.blocks, start, end)
                 if len(ov) == 0:
                     continue
+                # usually every field is in the outermost blocks: try them before per-field stats
+                first_try = ov[-2:] if edge == "last" else ov[:2]
+                rs = _read_segment(s, sid, read_fields, first_try).slice_time(start, end)
+                if all((c := rs.columns.get(f)) is not None and (c.mask is None or c.mask.any())
+                       for f in need_fields):
+                    decoded.append(rs)
+                    continue
                 pick: set[int] = set()
                 for f in need_fields:
                     cnt = np.asarray(s.reader.field_stats(sid, f).count)[ov]
@@ -599,10 +608,18 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                         t, v = rs.timestamps[c.mask], c.values[c.mask]
                     if len(t) == 0:
                         continue
+                if edge is not None:  # rows are time-sorted: keep only this part's edge row
+                    k = slice(-1, None) if edge == "last" else slice(0, 1)
+                    t, v = t[k], v[k]
+                b = _bucket(t, interval)
                 acc.v_g.append(np.full(len(t), g, np.int64))
-                acc.v_b.append(_bucket(t, interval))
+                acc.v_b.append(b)
                 acc.v_t.append(t)
                 acc.v_v.append(v)
+                # distinct buckets of this (time-sorted) part, for the key set
+                ub = b if len(b) < 2 else b[np.r_[True, b[1:] != b[:-1]]]
+                acc.k_g.append(np.full(len(ub), g, np.int64))
+                acc.k_b.append(ub)
     return _finish(q, aggs, accs, group_tags, field_types)
 
 
@@ -611,7 +628,7 @@ def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags,
     kg, kb = [], []
     for acc in accs:
         kg.extend(acc.st_g); kb.extend(acc.st_b)
-        kg.extend(acc.v_g); kb.extend(acc.v_b)
+        kg.extend(acc.k_g); kb.extend(acc.k_b)
     if not kg:
         if q.interval is None and not q.group_by:
             # an aggregate over no rows still answers one row (COUNT = 0, others null)
