@@ -82,6 +82,7 @@ def _pair_text(key: str, value: str) -> str:
 
 
 from rusts.model import _split_unescaped, _unescape  # noqa: E402  (one escaping rule for keys)
+from rusts.fsutil import fsync_dir as _fsync_dir
 
 
 def _split_parts(key: str) -> list[str]:
@@ -637,18 +638,6 @@ def _encode_frame(kind: int, item: object) -> bytes:
         raise StorageError("series index frame too large")
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["SeriesIndex", "split_key", "FIRST_ID", "LOG_NAME"]

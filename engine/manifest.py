@@ -28,6 +28,7 @@ from pathlib import Path
 import attrs
 
 from rusts.errors import CorruptionError, StorageError
+from rusts.fsutil import fsync_dir as _fsync_dir
 
 FORMAT = 1
 _NAME_RE = re.compile(r"^MANIFEST-(\d{12})$")
@@ -70,13 +71,6 @@ class ManifestState:
     flushed_seq: int
     extra: Mapping = attrs.field(factory=dict)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _serialise(state: ManifestState) -> bytes:

@@ -34,6 +34,7 @@ import numpy as np
 
 from rusts.errors import StorageError
 from rusts.model import FieldType, LineError, SeriesRows, WriteBatch
+from rusts.fsutil import fsync_dir as _fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -256,18 +257,6 @@ def _decode(raw: bytes) -> dict[str, dict[str, FieldType]]:
         out[str(m)] = {str(f): _NAME_TYPES[t] for f, t in fields.items()}
     return out
 
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["SchemaRegistry", "conflict_message", "type_name", "SCHEMA_NAME"]

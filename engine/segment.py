@@ -39,6 +39,7 @@ from rusts import codecs
 from rusts.bloom import BloomFilter
 from rusts.errors import ClosedError, CorruptionError, StorageError
 from rusts.model import Column, FieldType
+from rusts.fsutil import fsync_dir as _fsync_dir
 
 MAGIC = b"RUSTSSEG"
 VERSION = 1
@@ -302,13 +303,6 @@ class _Writer:
         head = _DIR_HEAD.pack(len(sections), 0) + b"".join(entries)
         return head + b"\0" * ((-len(head)) % 8) + b"".join(parts)
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _block_bounds(ts: np.ndarray, block_rows: int, block_time_ns: int | None) -> list[tuple[int, int]]:

@@ -189,23 +189,9 @@ def _block_pieces(reader, sid: int, fields: list[str], blocks: np.ndarray, rows:
 
 def _mem_pieces(snap, sid: int, start: int, end: int, fields: list[str],
                 ftypes: dict[str, FieldType]) -> list[RowSet]:
-    parts = []
-    for chunk in snap.memtable.get(sid, ()):
-        t = chunk.timestamps
-        sel = (t >= start) & (t < end)
-        if not sel.any():
-            continue
-        rs = chunk.select(fields)
-        if not sel.all():
-            idx = np.flatnonzero(sel)
-            cols = {}
-            for n, c in rs.columns.items():
-                cc = c.take(idx)
-                if cc.mask is None or cc.mask.any():
-                    cols[n] = cc
-            rs = RowSet(t[idx], cols, rs.sorted_unique)
-        parts.append(rs)
-    return parts
+    from rusts.executor import _mem_parts
+
+    return _mem_parts(snap, sid, start, end, fields)
 
 
 def _piece_of_rowset(rs: RowSet, fields: list[str], ftypes: dict[str, FieldType]) -> Piece:
