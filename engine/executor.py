@@ -512,6 +512,7 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
     need_fields = sorted({a.field for a in aggs if a.field is not None})
     read_fields = need_fields if need_fields else None
     accs = [_Acc() for _ in aggs]
+    edge_rows: list[list] = [[] for _ in aggs]
     count_star = any(a.field is None for a in aggs)
     if count_star and need_fields:
         read_fields = None  # COUNT(*) counts rows with any field: read all
@@ -534,12 +535,20 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                 ov = _overlapping_blocks(s.blocks, start, end)
                 if len(ov) == 0:
                     continue
-                # usually every field is in the outermost blocks: try them before per-field stats
-                first_try = ov[-2:] if edge == "last" else ov[:2]
-                rs = _read_segment(s, sid, read_fields, first_try).slice_time(start, end)
-                if all((c := rs.columns.get(f)) is not None and (c.mask is None or c.mask.any())
-                       for f in need_fields):
-                    decoded.append(rs)
+                # usually every field is in the outermost block (or two, when the outermost lies
+                # partly outside the range): try them before per-field statistics
+                found = False
+                for k in (1, 2):
+                    first_try = ov[-k:] if edge == "last" else ov[:k]
+                    rs = _read_segment(s, sid, read_fields, first_try).slice_time(start, end)
+                    if all((c := rs.columns.get(f)) is not None and (c.mask is None or c.mask.any())
+                           for f in need_fields):
+                        decoded.append(rs)
+                        found = True
+                        break
+                    if len(first_try) == len(ov):
+                        break
+                if found:
                     continue
                 pick: set[int] = set()
                 for f in need_fields:
@@ -591,6 +600,24 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                     decoded.append(_read_segment(s, sid, read_fields, pb).slice_time(start, end))
             if mem:
                 decoded.append(merge(mem).slice_time(start, end))
+        if edge is not None:
+            # one scalar row per (part, aggregate): no per-row numpy work
+            for rs in decoded:
+                if len(rs) == 0:
+                    continue
+                for ai, a in enumerate(aggs):
+                    c = rs.columns.get(a.field)
+                    if c is None:
+                        continue
+                    if c.mask is None:
+                        i = -1 if edge == "last" else 0
+                    else:
+                        nz = np.flatnonzero(c.mask)
+                        if len(nz) == 0:
+                            continue
+                        i = int(nz[-1] if edge == "last" else nz[0])
+                    edge_rows[ai].append((g, int(rs.timestamps[i]), c.values[i]))
+            continue
         for rs in decoded:
             if len(rs) == 0:
                 continue
@@ -620,6 +647,20 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                 ub = b if len(b) < 2 else b[np.r_[True, b[1:] != b[:-1]]]
                 acc.k_g.append(np.full(len(ub), g, np.int64))
                 acc.k_b.append(ub)
+    if edge is not None:
+        for a, acc, rows in zip(aggs, accs, edge_rows):
+            if not rows:
+                continue
+            gs = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            ft = field_types.get(a.field, FieldType.FLOAT)
+            vals = np.empty(len(rows), dtype=ft.dtype)
+            vals[:] = [r[2] for r in rows]
+            acc.v_g.append(gs)
+            acc.v_b.append(np.zeros(len(rows), np.int64))
+            acc.v_t.append(np.fromiter((r[1] for r in rows), np.int64, len(rows)))
+            acc.v_v.append(vals)
+            acc.k_g.append(np.unique(gs))
+            acc.k_b.append(np.zeros(len(np.unique(gs)), np.int64))
     return _finish(q, aggs, accs, group_tags, field_types)
 
 
