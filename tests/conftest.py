@@ -6,8 +6,6 @@ import pathlib
 
 import pytest
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
-
 
 @pytest.fixture
 def data_dir(tmp_path: pathlib.Path) -> pathlib.Path:

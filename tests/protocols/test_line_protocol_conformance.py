@@ -22,8 +22,9 @@ from rusts.model import FieldType
 from rusts.protocols import line_protocol as lp
 from rusts.protocols.line_protocol import PRECISIONS, parse
 
-SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared"
-CORPUS = SHARED / "conformance" / "line_protocol.jsonl"
+# a copy of ../shared/conformance/line_protocol.jsonl (its README beside it), kept in the repo so
+# the suite runs from any clone
+CORPUS = pathlib.Path(__file__).resolve().parent / "fixtures" / "line_protocol.jsonl"
 CASES = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
 BY_ID = {c["id"]: c for c in CASES}
 DEFAULT_TIME = 1_234_567_890_123_456_789
