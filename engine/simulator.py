@@ -27,8 +27,10 @@ Design:
   are built with Arrow kernels before their send time. The client's own CPU time is reported.
 * **Errors.** Any status other than 204 for a write or 200 for a query, or a failed connection,
   counts as an error (a keep-alive connection the server closed is retried once first). The first
-  few are kept with their messages. The exit status is 1 when there were errors, 2 when the
-  options are bad or the server cannot be reached before the start.
+  few are kept with their messages. A request still queued ``--drain-timeout`` seconds after the
+  end (the server did not keep up) is dropped and reported, which bounds the run time. The exit
+  status is 1 when there were errors or drops, 2 when the options are bad or the server cannot
+  be reached before the start.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class BenchmarkConfig:
     concurrency: int = attrs.field(default=4, validator=_positive)
     seed: int = 1
     progress: bool = True
+    drain_timeout: float = attrs.field(default=10.0, validator=_not_negative)
 
 
 @attrs.define(eq=False)
@@ -96,6 +99,8 @@ class _Stats:
     query_lag_ms: list = attrs.field(factory=list)
     preload_points: int = 0
     errors: int = 0
+    dropped_writes: int = 0
+    dropped_queries: int = 0
     error_samples: list = attrs.field(factory=list)
 
     def error(self, what: str) -> None:
@@ -278,12 +283,20 @@ class _Runner:
 
     # ------------------------------------------------------------ workers
 
+    def _too_late(self) -> bool:
+        """A queued request that has not started by the end of the run plus the grace is dropped."""
+        return time.perf_counter() > self.t0 + self.cfg.duration + self.cfg.drain_timeout
+
     def _writer(self) -> None:
         conn = _Connection(self.host, self.port, 60.0)
         st = self.stats
         try:
             while (item := self.write_q.get()) is not None:
                 due, body, points = item
+                if self._too_late():
+                    with st.lock:
+                        st.dropped_writes += 1
+                    continue
                 lag = (time.perf_counter() - due) * 1000.0
                 try:
                     status, data, ms = conn.post("/write", body, "text/plain; charset=utf-8")
@@ -308,6 +321,10 @@ class _Runner:
         try:
             while (item := self.query_q.get()) is not None:
                 due, klass, sql = item
+                if self._too_late():
+                    with st.lock:
+                        st.dropped_queries += 1
+                    continue
                 lag = (time.perf_counter() - due) * 1000.0
                 try:
                     status, data, ms = conn.post("/sql", sql, "text/plain; charset=utf-8")
@@ -395,7 +412,7 @@ class _Runner:
                 "config": {"url": cfg.url, "devices": cfg.devices, "duration_s": cfg.duration,
                            "write_interval_s": cfg.write_interval, "query_rate": cfg.query_rate,
                            "batch_devices": cfg.batch_devices, "concurrency": cfg.concurrency,
-                           "seed": cfg.seed},
+                           "seed": cfg.seed, "drain_timeout_s": cfg.drain_timeout},
                 "series": fleet.series_count,
                 "series_per_device": round(fleet.series_count / fleet.devices, 3),
                 "elapsed_s": round(elapsed, 3),
@@ -414,6 +431,7 @@ class _Runner:
                 "queries": queries,
                 "query_start_lag_ms": _percentiles(st.query_lag_ms),
                 "errors": st.errors,
+                "dropped": {"writes": st.dropped_writes, "queries": st.dropped_queries},
                 "error_samples": list(st.error_samples),
                 "client": {"cpu_s": round(cpu, 3), "cpu_pct_of_one_core": round(100 * cpu / elapsed, 2)},
             }
@@ -464,6 +482,10 @@ def format_report(r: dict) -> str:
         f"Errors           {r['errors']}",
     ]
     out += [f"  {e}" for e in r["error_samples"]]
+    d = r["dropped"]
+    if d["writes"] or d["queries"]:
+        out.append(f"Dropped          {d['writes']} writes, {d['queries']} queries not started by the "
+                   f"end + {c['drain_timeout_s']:g} s (the server did not keep up)")
     return "\n".join(out)
 
 
@@ -487,6 +509,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=4,
                    help="connections for writes, and as many for queries (default %(default)s)")
     b.add_argument("--seed", type=int, default=1, help="random seed (default %(default)s)")
+    b.add_argument("--drain-timeout", type=float, default=10.0,
+                   help="after the run, seconds to start what is still queued; the rest is dropped "
+                   "and reported (default %(default)s)")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     g = sub.add_parser("generate", help="print the line protocol of some reports (no server)")
@@ -521,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchmarkConfig(url=args.url, devices=args.devices, duration=args.duration,
                               write_interval=args.write_interval, query_rate=args.query_rate,
                               batch_devices=args.batch_devices, concurrency=args.concurrency,
-                              seed=args.seed, progress=not args.no_progress)
+                              seed=args.seed, progress=not args.no_progress,
+                              drain_timeout=args.drain_timeout)
         report = run_benchmark(cfg)
     except RustsError as e:
         print(f"rusts-simulator: error: {e}", file=sys.stderr)
@@ -532,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(format_report(report))
-    return 1 if report["errors"] or report["interrupted"] else 0
+    dropped = report["dropped"]
+    return 1 if report["errors"] or dropped["writes"] or dropped["queries"] or report["interrupted"] else 0
 
 
 if __name__ == "__main__":

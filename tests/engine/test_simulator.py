@@ -193,12 +193,12 @@ def test_percentiles_and_human_report():
     empty = {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
     report = {
         "config": {"devices": 1000, "duration_s": 300, "write_interval_s": 15, "query_rate": 5,
-                   "batch_devices": 50},
+                   "batch_devices": 50, "drain_timeout_s": 10},
         "series": 7535, "series_per_device": 7.535, "interrupted": False,
         "writes": {"points": 150700, "preload_points": 7535, "requests": 400, "throughput_points_per_s": 502.3,
                    "mb": 29.4, "kb_per_s": 100.3, "latency_ms": p, "start_lag_ms": p},
         "queries": {DASHBOARD: p, ALERTING: p, HISTORICAL: empty},
-        "query_start_lag_ms": p, "errors": 2, "error_samples": ["write: HTTP 503: busy"],
+        "query_start_lag_ms": p, "errors": 2, "dropped": {"writes": 0, "queries": 7}, "error_samples": ["write: HTTP 503: busy"],
         "client": {"cpu_s": 3.0, "cpu_pct_of_one_core": 1.0},
     }
     text = format_report(report)
@@ -208,3 +208,65 @@ def test_percentiles_and_human_report():
     assert "p99 99.0 ms" in text
     assert "historical" in text and "Errors           2" in text
     assert "write: HTTP 503: busy" in text
+    assert "Dropped          0 writes, 7 queries not started by the end + 10 s" in text
+
+
+def _stub_server(delay: float, status: int):
+    """A fake server: /health 200, /write 204, /sql answers after ``delay`` with ``status``."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _answer(self, code: int, body: bytes = b"") -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(200, b'{"status":"healthy"}')
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/write":
+                self._answer(204)
+            else:
+                time.sleep(delay)
+                self._answer(status, b'{"total_rows": 3}' if status == 200 else b'{"error": "boom"}')
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_failed_queries_are_errors_and_a_slow_server_gets_drops():
+    from rusts.simulator import run_benchmark
+
+    srv = _stub_server(0.0, 500)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        r = run_benchmark(BenchmarkConfig(url=url, devices=10, duration=1.0, write_interval=0.5,
+                                          query_rate=10, progress=False))
+    finally:
+        srv.shutdown()
+    assert r["writes"]["points"] == 2 * Fleet(10).series_count
+    assert r["errors"] == 10 and sum(q["count"] for q in r["queries"].values()) == 0
+    assert "HTTP 500" in r["error_samples"][0]
+    srv = _stub_server(0.4, 200)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        r = run_benchmark(BenchmarkConfig(url=url, devices=10, duration=1.0, write_interval=0.5,
+                                          query_rate=20, concurrency=1, drain_timeout=0.0,
+                                          progress=False))
+    finally:
+        srv.shutdown()
+    done = sum(q["count"] for q in r["queries"].values())
+    assert r["errors"] == 0
+    assert 2 <= done <= 4 and r["dropped"]["queries"] == 20 - done  # one at a time, 0.4 s each
+    assert r["elapsed_s"] < 2.5
+    assert sum(q["rows"] for q in r["queries"].values()) == 3 * done

@@ -22,6 +22,7 @@ def test_benchmark_writes_and_queries_without_errors(server):
     series = Fleet(20, seed=1).series_count
     assert r["series"] == series
     assert r["errors"] == 0 and r["error_samples"] == []
+    assert r["dropped"] == {"writes": 0, "queries": 0}
     w = r["writes"]
     assert w["points"] == 5 * series  # 5 reports of every series, 1 request each
     assert w["preload_points"] == series  # one untimed report before the start
