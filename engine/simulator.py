@@ -82,6 +82,7 @@ class BenchmarkConfig:
     seed: int = 1
     progress: bool = True
     drain_timeout: float = attrs.field(default=10.0, validator=_not_negative)
+    trace: str | None = None  # CSV file: one row per request (start s, kind, ms, status, sql)
 
 
 @attrs.define(eq=False)
@@ -102,6 +103,7 @@ class _Stats:
     dropped_writes: int = 0
     dropped_queries: int = 0
     error_samples: list = attrs.field(factory=list)
+    trace: list = attrs.field(factory=list)
 
     def error(self, what: str) -> None:
         with self.lock:
@@ -283,6 +285,21 @@ class _Runner:
 
     # ------------------------------------------------------------ workers
 
+    def _trace(self, start: float, kind: str, ms: float | None, status: int, sql: bytes | str) -> None:
+        if self.cfg.trace is not None:
+            with self.stats.lock:
+                self.stats.trace.append((start - self.t0, kind, ms, status, sql))
+
+    def _write_trace(self) -> None:
+        import csv
+
+        with open(self.cfg.trace, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["start_s", "kind", "latency_ms", "status", "sql"])
+            for start, kind, ms, status, sql in sorted(self.stats.trace, key=lambda r: r[0]):
+                sql = sql.decode() if isinstance(sql, bytes) else sql
+                out.writerow([f"{start:.4f}", kind, "" if ms is None else f"{ms:.3f}", status, sql])
+
     def _too_late(self) -> bool:
         """A queued request that has not started by the end of the run plus the grace is dropped."""
         return time.perf_counter() > self.t0 + self.cfg.duration + self.cfg.drain_timeout
@@ -297,12 +314,15 @@ class _Runner:
                     with st.lock:
                         st.dropped_writes += 1
                     continue
-                lag = (time.perf_counter() - due) * 1000.0
+                start = time.perf_counter()
+                lag = (start - due) * 1000.0
                 try:
                     status, data, ms = conn.post("/write", body, "text/plain; charset=utf-8")
                 except (OSError, http.client.HTTPException) as e:
                     st.error(f"write: {type(e).__name__}: {e}")
+                    self._trace(start, "write", None, 0, "")
                     continue
+                self._trace(start, "write", ms, status, "")
                 if status != 204:
                     st.error(f"write: HTTP {status}: {data[:300].decode(errors='replace')}")
                     continue
@@ -325,12 +345,15 @@ class _Runner:
                     with st.lock:
                         st.dropped_queries += 1
                     continue
-                lag = (time.perf_counter() - due) * 1000.0
+                start = time.perf_counter()
+                lag = (start - due) * 1000.0
                 try:
                     status, data, ms = conn.post("/sql", sql, "text/plain; charset=utf-8")
                 except (OSError, http.client.HTTPException) as e:
                     st.error(f"{klass} query: {type(e).__name__}: {e}")
+                    self._trace(start, klass, None, 0, sql)
                     continue
+                self._trace(start, klass, ms, status, sql)
                 if status != 200:
                     st.error(f"{klass} query: HTTP {status}: {data[:300].decode(errors='replace')}"
                              f" [{sql.decode()}]")
@@ -386,6 +409,11 @@ class _Runner:
             sys.stderr.write("\n")
             sys.stderr.flush()
         cpu = time.process_time() - cpu0
+        if cfg.trace is not None:
+            try:
+                self._write_trace()
+            except OSError as e:
+                raise ConfigError(f"cannot write --trace {cfg.trace}: {e}", key="trace") from None
         return self._report(elapsed, cpu, interrupted)
 
     def _progress(self, elapsed: float, tty: bool) -> None:
@@ -512,6 +540,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--drain-timeout", type=float, default=10.0,
                    help="after the run, seconds to start what is still queued; the rest is dropped "
                    "and reported (default %(default)s)")
+    b.add_argument("--trace", metavar="CSV", help="write one row per request (start s, kind, "
+                   "latency ms, status, sql) to this file")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     g = sub.add_parser("generate", help="print the line protocol of some reports (no server)")
@@ -547,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                               write_interval=args.write_interval, query_rate=args.query_rate,
                               batch_devices=args.batch_devices, concurrency=args.concurrency,
                               seed=args.seed, progress=not args.no_progress,
-                              drain_timeout=args.drain_timeout)
+                              drain_timeout=args.drain_timeout, trace=args.trace)
         report = run_benchmark(cfg)
     except RustsError as e:
         print(f"rusts-simulator: error: {e}", file=sys.stderr)

@@ -270,3 +270,26 @@ def test_failed_queries_are_errors_and_a_slow_server_gets_drops():
     assert 2 <= done <= 4 and r["dropped"]["queries"] == 20 - done  # one at a time, 0.4 s each
     assert r["elapsed_s"] < 2.5
     assert sum(q["rows"] for q in r["queries"].values()) == 3 * done
+
+
+def test_trace_has_one_row_per_request(tmp_path):
+    import csv
+
+    from rusts.simulator import run_benchmark
+
+    srv = _stub_server(0.0, 200)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        r = run_benchmark(BenchmarkConfig(url=url, devices=4, duration=1.0, write_interval=0.5,
+                                          batch_devices=2, query_rate=10, progress=False,
+                                          trace=str(tmp_path / "t.csv")))
+    finally:
+        srv.shutdown()
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    kinds = collections.Counter(row["kind"] for row in rows)
+    assert kinds["write"] == r["writes"]["requests"] == 4
+    assert sum(kinds[c] for c in CLASSES) == 10
+    starts = [float(row["start_s"]) for row in rows]
+    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] < 1.5
+    assert all(row["status"] in ("200", "204") and float(row["latency_ms"]) > 0 for row in rows)
+    assert all(row["sql"].startswith("SELECT") for row in rows if row["kind"] != "write")
