@@ -506,7 +506,7 @@ def format_report(r: dict) -> str:
     out += [
         "",
         f"Start lag p99    writes {_ms(wl['p99'])}, queries {_ms(ql['p99'])} (behind schedule)",
-        f"Client CPU       {r['client']['cpu_s']:.1f} s ({r['client']['cpu_pct_of_one_core']:.1f}% of one core)",
+        f"Client CPU       {r['client']['cpu_s']:.2f} s ({r['client']['cpu_pct_of_one_core']:.1f}% of one core)",
         f"Errors           {r['errors']}",
     ]
     out += [f"  {e}" for e in r["error_samples"]]
