@@ -58,7 +58,10 @@ class Table:
             self.bytes += _nbytes(rows)
             for c in rows.columns.values():
                 self.values += n if c.mask is None else int(np.count_nonzero(c.mask))
-            lo, hi = int(ts.min()), int(ts.max())
+            if n == 1:  # many-series writes: one row each, skip two numpy reductions
+                lo = hi = int(ts[0])
+            else:
+                lo, hi = int(ts.min()), int(ts.max())
             if lo < self.min_time:
                 self.min_time = lo
             if hi > self.max_time:

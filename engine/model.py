@@ -7,6 +7,7 @@ from one write as numpy arrays, never one Python object per point.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -167,8 +168,13 @@ def _escape(text: str, specials: str) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
-    """The canonical series key: ``measurement,k1=v1,k2=v2``; ``\\ , =`` and space are escaped."""
+    """The canonical series key: ``measurement,k1=v1,k2=v2``; ``\\ , =`` and space are escaped.
+
+    Memoised: every write computes the key of each series several times (schema check, series
+    id lookup, memtable), and a fleet of many series repeats the same tag sets every report.
+    """
     parts = [_escape(measurement, ", =")]
     for k, v in tags:
         parts.append(f"{_escape(k, ', =')}={_escape(v, ', =')}")
