@@ -217,17 +217,8 @@ class Database:
             cuts = np.flatnonzero(p[1:] != p[:-1]) + 1
             bounds = [0, *cuts.tolist(), len(ts)]
             for a, b in zip(bounds[:-1], bounds[1:]):
-                sl = slice(a, b)
-                cols = {}
-                for n, c in rs.columns.items():
-                    m = None if c.mask is None else c.mask[sl]
-                    if m is not None:
-                        if not m.any():
-                            continue
-                        if m.all():
-                            m = None
-                    cols[n] = type(c)(c.type, c.values[sl], m)
-                parts.setdefault(int(p[a]), []).append(SeriesData(sid, key, ts[sl], cols))
+                piece = rs.slice_rows(a, b)
+                parts.setdefault(int(p[a]), []).append(SeriesData(sid, key, piece.timestamps, dict(piece.columns)))
         return parts
 
     def _write_segments(self, parts: dict[int, list]) -> list:

@@ -37,6 +37,11 @@ class RowSet:
         hi = int(np.searchsorted(ts, end, "left"))
         if lo == 0 and hi == len(ts):
             return self
+        r = self.slice_rows(lo, hi)
+        return r if r.sorted_unique else RowSet(r.timestamps, r.columns, True)
+
+    def slice_rows(self, lo: int, hi: int) -> "RowSet":
+        """Rows ``lo:hi`` (views); columns with no value left in them are dropped."""
         sl = slice(lo, hi)
         cols = {}
         for name, c in self.columns.items():
@@ -47,7 +52,7 @@ class RowSet:
                 if m.all():
                     m = None
             cols[name] = Column(c.type, c.values[sl], m)
-        return RowSet(ts[sl], cols, True)
+        return RowSet(self.timestamps[sl], cols, self.sorted_unique)
 
     def select(self, fields: Sequence[str] | None) -> "RowSet":
         if fields is None:
