@@ -17,34 +17,18 @@ log = logging.getLogger("rusts.server")
 
 async def serve_http(db, host: str, port: int, *, shutdown_trigger=None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the HTTP API for ``db``; ``task_status.started(port)`` with the bound port."""
-    from hypercorn.config import Config as HConfig
-    from hypercorn.trio import serve
+    """Serve the HTTP API for ``db``; ``task_status.started(port)`` with the bound port.
 
+    Returns after ``shutdown_trigger()`` returns and requests in flight finish (at most 5 s), or
+    when cancelled.
+    """
+    from rusts.protocols import httpserver
     from rusts.protocols.http import create_app
 
-    app = create_app(db)
-    hc = HConfig()
-    hc.bind = [f"{host}:{port}"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("rusts.hypercorn")
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = 5
-    hc.read_timeout = db.config.server.request_timeout_secs
-    hc.h11_max_incomplete_size = 64 * 1024
-    hc.backlog = 1024
-
-    async def _serve(task_status=trio.TASK_STATUS_IGNORED):
-        kwargs = {}
-        if shutdown_trigger is not None:
-            kwargs["shutdown_trigger"] = shutdown_trigger
-        await serve(app, hc, task_status=task_status, **kwargs)
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(_serve)
-        bound = binds[0] if binds else f"http://{host}:{port}"
-        actual = int(str(bound).rsplit(":", 1)[1].strip("/"))
-        task_status.started(actual)
+    await httpserver.serve(create_app(db), host, port,
+                           read_timeout=float(db.config.server.request_timeout_secs),
+                           keep_alive_timeout=75.0, graceful_timeout=5.0, backlog=1024,
+                           shutdown_trigger=shutdown_trigger, task_status=task_status)
 
 
 async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

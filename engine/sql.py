@@ -37,6 +37,7 @@ from rusts.errors import QueryError, UnsupportedError
 from rusts.messages import cpu_limiter
 from rusts.sql_output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
                               to_json)
+from rusts.sql_plancache import PlanCache
 from rusts.sql_translate import Catalog, FastPlan, item_names, plan_fast, plan_latest
 
 __all__ = ["SqlColumn", "SqlOutput", "execute_sql", "describe_sql", "run_sql_http", "to_pg_result",
@@ -318,48 +319,93 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     cat = Catalog.of_db(db)
     if is_show(text):
         return run_show(text.strip().rstrip(";"), cat, db)
-    from rusts.sql_fill import extract_extensions, run_with_extensions
+    from rusts.sql_fill import run_with_extensions
+
+    now = int(now_ns if now_ns is not None else time.time_ns())
+    cacheable = route == "auto" and not params
+    if cacheable:
+        planned, cacheable = PLAN_CACHE.lookup(text, now, cat)
+        if planned is not None:
+            out = await _run_planned(db, planned, route)
+            if out is not None:
+                return out
+            cacheable = False
+    text2, ext, ast, names = _prepare(text, params)
+    planned = _plan(ast, cat, now, names, ext, route)
+    if planned is not None:
+        if cacheable:
+            PLAN_CACHE.learn(text, now, cat, _plan_text)
+        out = await _run_planned(db, planned, route)
+        if out is not None:
+            return out
+    async with _limited(db):
+        return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
+
+
+PLAN_CACHE = PlanCache()
+
+
+def _prepare(text: str, params):
+    """(text without extensions, extensions, bound syntax tree, select item names)."""
+    from rusts.sql_fill import apply_latest, extract_extensions
 
     text2, ext = extract_extensions(text)
     ast = bind_params(parse_sql(text2), params)
-    now = int(now_ns if now_ns is not None else time.time_ns())
     names = item_names(ast, text2)
     if ext is not None and ext.latest_on and not ext.fill:
-        from rusts.sql_fill import apply_latest
-
         ast = apply_latest(ast, ext, names)
         ext = None
+    return text2, ext, ast, names
+
+
+def _plan(ast, cat, now: int, names, ext, route: str):
+    """The fast-path plan of a statement: ``("latest", LatestPlan)`` or ``("fast", FastPlan)``;
+    None when it needs the general path (DuckDB)."""
     if ext is None and route in ("auto", "vector"):
         lp = plan_latest(ast, cat, now, names)
         if lp is not None:
-            from rusts.sql_vector import run_latest
-
-            async with _limited(db):
-                rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
-            plan = attrs.evolve(lp.raw, limit=lp.limit, offset=lp.offset, post_slice=True)
-            return attrs.evolve(fast_output(plan, rs), path="vector")
+            return ("latest", lp)
     if ext is None and route != "general":
         plan = plan_fast(ast, cat, now, names, allow_residual=route in ("auto", "vector"))
         if plan is not None:
-            vector = bool(plan.residual) or (route == "vector" and bool(plan.query.aggregations)) or (
-                route == "auto" and _needs_scan(plan))
-            if vector:
-                from rusts.sql_vector import TooManyKeys, run_vector
+            return ("fast", plan)
+    return None
 
-                try:
-                    async with _limited(db):
-                        rs = await run_vector(db, plan.query, plan.residual)
-                except TooManyKeys:
-                    rs = None
-                if rs is not None:
-                    return attrs.evolve(fast_output(plan, rs), path="vector")
-            else:
-                rs = await db.query(plan.query)
-                if len(rs.row_group) > 50_000:
-                    return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
-                return fast_output(plan, rs)
-    async with _limited(db):
-        return await run_with_extensions(db, cat, ast, now, ext, extra_tables, names)
+
+def _plan_text(text: str, now: int, cat):
+    """:func:`_plan` from the statement text (what the plan cache learns templates with)."""
+    _, ext, ast, names = _prepare(text, None)
+    return _plan(ast, cat, now, names, ext, "auto")
+
+
+async def _run_planned(db, planned, route: str):
+    """Answer a fast-path plan; None when it turns out to need the general path."""
+    kind, plan = planned
+    if kind == "latest":
+        lp = plan
+        from rusts.sql_vector import run_latest
+
+        async with _limited(db):
+            rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
+        out_plan = attrs.evolve(lp.raw, limit=lp.limit, offset=lp.offset, post_slice=True)
+        return attrs.evolve(fast_output(out_plan, rs), path="vector")
+    vector = bool(plan.residual) or (route == "vector" and bool(plan.query.aggregations)) or (
+        route == "auto" and _needs_scan(plan))
+    if vector:
+        from rusts.sql_vector import TooManyKeys, run_vector
+
+        try:
+            async with _limited(db):
+                rs = await run_vector(db, plan.query, plan.residual)
+        except TooManyKeys:
+            rs = None
+        if rs is None:
+            return None
+        return attrs.evolve(fast_output(plan, rs), path="vector")
+    rs = await db.query(plan.query)
+    if len(rs.row_group) > 50_000:
+        return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
+    return fast_output(plan, rs)
 
 
 @asynccontextmanager

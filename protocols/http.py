@@ -1,7 +1,7 @@
-"""The HTTP API (quart-trio on hypercorn): writes, JSON and SQL queries, health, stats, metrics.
+"""The HTTP API: writes, JSON and SQL queries, health, stats, metrics, lifecycle routes.
 
-Every error is JSON with an ``error`` key and the status of the exception's ``http_status``.
-See README "HTTP API" for the routes.
+Served by rusts.protocols.httpserver (h11 on trio). Every error is JSON with an ``error`` key and
+the status of the exception's ``http_status``. See README "HTTP API" for the routes.
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ import time
 import zlib
 
 import trio
-from quart import Response, request
-from quart_trio import QuartTrio
 
 from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
+from rusts.protocols.httpserver import (App, BodyTooLarge, MethodNotAllowed, NotFound, Request,
+                                        Response)
 
 log = logging.getLogger("rusts.http")
 
 INFLUX_VERSION = "1.8.10-rusts"
 
+_JSON = "application/json"
+
 
 def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
-    body = json.dumps(obj, separators=(",", ":"), allow_nan=False)
-    return Response(body, status=status, content_type="application/json", headers=headers)
+    body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return Response(status, body, _JSON, headers)
 
 
 def error_response(status: int, message: str, **extra) -> Response:
@@ -39,100 +41,58 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     except zlib.error as e:
         raise ProtocolError(f"invalid gzip body: {e}") from None
     if len(out) > limit or d.unconsumed_tail:
-        raise _TooLarge()
+        raise BodyTooLarge()
     if not d.eof:
         raise ProtocolError("invalid gzip body: truncated")
     return out
 
 
-class _TooLarge(Exception):
-    pass
-
-
-def create_app(db, config=None) -> QuartTrio:
-    """The ASGI app serving ``db``."""
+def create_app(db, config=None) -> App:
+    """The HTTP app serving ``db`` (routes and error mapping; the transport is httpserver.serve)."""
     cfg = config or db.config
-    app = QuartTrio("rusts")
-    app.config["MAX_CONTENT_LENGTH"] = None
-    app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
     max_body = int(cfg.server.max_body_size)
     auth_cfg = cfg.auth
     open_routes = {"/health", "/ready", "/ping", "/auth/token"}
 
-    def check_auth() -> None:
-        if not auth_cfg.enabled or request.path in open_routes:
+    def check_auth(req: Request) -> None:
+        if not auth_cfg.enabled or req.path in open_routes:
             return
         from rusts.auth import verify_http
 
-        verify_http(auth_cfg, request.headers.get("Authorization"), request.args)
+        verify_http(auth_cfg, req.headers.get("authorization"), req.args)
 
-    @app.before_request
-    async def _auth():
-        check_auth()
+    def on_error(req: Request, e: BaseException) -> Response:
+        if isinstance(e, RustsError):
+            headers = None
+            if isinstance(e, OverloadedError):
+                headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
+            if isinstance(e, AuthError):
+                headers = {"WWW-Authenticate": "Bearer"}
+            extra = {}
+            pos = getattr(e, "position", None)
+            if pos is not None:
+                extra["position"] = pos
+            return error_response(e.http_status, str(e), headers=headers, **extra)
+        if isinstance(e, BodyTooLarge):
+            return error_response(413, f"request body exceeds max_body_size ({max_body} bytes)")
+        if isinstance(e, NotFound):
+            return error_response(404, f"not found: {req.method} {req.path}")
+        if isinstance(e, MethodNotAllowed):
+            return error_response(405, f"method {req.method} not allowed on {req.path}")
+        log.error("internal error on %s %s", req.method, req.path, exc_info=e)
+        return error_response(500, f"internal error: {type(e).__name__}: {e}")
 
-    async def drain(already: int) -> None:
-        # Read (and drop) what the client is still sending, up to a bound, so the 413 reaches a
-        # client that writes its whole body before reading; beyond the bound the connection closes.
-        seen = already
-        async for chunk in request.body:
-            seen += len(chunk)
-            if seen > max(64 << 20, 4 * max_body):
-                break
+    app = App(max_body=max_body, on_error=on_error, before=check_auth if auth_cfg.enabled else None)
+    route = app.route
 
-    async def read_body() -> bytes:
-        cl = request.headers.get("Content-Length")
-        if cl is not None and cl.isdigit() and int(cl) > max_body:
-            await drain(0)
-            raise _TooLarge()
-        chunks = []
-        size = 0
-        async for chunk in request.body:
-            size += len(chunk)
-            if size > max_body:
-                await drain(size)
-                raise _TooLarge()
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        if request.headers.get("Content-Encoding", "").lower() == "gzip":
+    def body_of(req: Request) -> bytes:
+        data = req.body
+        if req.headers.get("content-encoding", "").lower() == "gzip":
             data = _gunzip(data, max_body * 10)
         return data
 
-    @app.errorhandler(RustsError)
-    async def _rusts_error(e: RustsError):
-        headers = None
-        if isinstance(e, OverloadedError):
-            headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
-        if isinstance(e, AuthError):
-            headers = {"WWW-Authenticate": "Bearer"}
-        body = {}
-        pos = getattr(e, "position", None)
-        if pos is not None:
-            body["position"] = pos
-        return error_response(e.http_status, str(e), headers=headers, **body)
-
-    @app.errorhandler(_TooLarge)
-    async def _too_large(e):
-        return error_response(413, f"request body exceeds max_body_size ({max_body} bytes)",
-                              headers={"Connection": "close"})
-
-    @app.errorhandler(404)
-    async def _not_found(e):
-        return error_response(404, f"not found: {request.method} {request.path}")
-
-    @app.errorhandler(405)
-    async def _bad_method(e):
-        return error_response(405, f"method {request.method} not allowed on {request.path}")
-
-    @app.errorhandler(Exception)
-    async def _internal(e):
-        if hasattr(e, "code") and isinstance(getattr(e, "code"), int) and 400 <= e.code < 600:
-            return error_response(e.code, getattr(e, "description", str(e)) or str(e))
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(500, f"internal error: {type(e).__name__}: {e}")
-
-    async def do_write(precision: str):
-        body = await read_body()
-        result = await db.write(body, precision=precision)
+    async def do_write(req: Request) -> Response:
+        result = await db.write(body_of(req), precision=req.args.get("precision", "ns"))
         if result.errors:
             errs = [err.to_json() for err in result.errors]
             first = result.errors[0]
@@ -140,22 +100,21 @@ def create_app(db, config=None) -> QuartTrio:
                    f"line {first.line_number}: {first.error_message}")
             return _json({"error": msg, "points_written": result.points, "lines_rejected": len(errs),
                           "data": errs}, 400)
-        return Response("", status=204)
+        return Response(204)
 
-    @app.route("/write", methods=["POST"])
-    async def write():
-        return await do_write(request.args.get("precision", "ns"))
+    route("/write", ("POST",))(do_write)
+    route("/api/v2/write", ("POST",))(do_write)
 
-    @app.route("/api/v2/write", methods=["POST"])
-    async def write_v2():
-        return await do_write(request.args.get("precision", "ns"))
-
-    @app.route("/query", methods=["POST", "GET"])
-    async def query():
+    async def rows_json(rs, t0):
         from rusts.executor import result_json
+        if len(rs) > 20000:
+            return await trio.to_thread.run_sync(result_json, rs, t0)
+        return result_json(rs, t0)
 
+    @route("/query", ("POST", "GET"))
+    async def query(req: Request) -> Response:
         t0 = time.perf_counter()
-        body = await read_body()
+        body = body_of(req)
         if not body.strip():
             return error_response(400, "empty query body: expected a JSON query object")
         try:
@@ -163,23 +122,16 @@ def create_app(db, config=None) -> QuartTrio:
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
         rs = await db.query(obj)
-        return _json(await _rows_json(rs, t0))
+        return _json(await rows_json(rs, t0))
 
-    async def _rows_json(rs, t0):
-        from rusts.executor import result_json
-        if len(rs) > 20000:
-            return await trio.to_thread.run_sync(result_json, rs, t0)
-        return result_json(rs, t0)
-
-    @app.route("/sql", methods=["POST", "GET"])
-    async def sql():
+    @route("/sql", ("POST", "GET"))
+    async def sql(req: Request) -> Response:
         t0 = time.perf_counter()
-        if request.method == "GET":
-            text = request.args.get("q") or request.args.get("query") or ""
+        if req.method in ("GET", "HEAD"):
+            text = req.args.get("q") or req.args.get("query") or ""
         else:
-            body = await read_body()
-            text = body.decode("utf-8", "replace")
-            ctype = request.headers.get("Content-Type", "")
+            text = body_of(req).decode("utf-8", "replace")
+            ctype = req.headers.get("content-type", "")
             if "json" in ctype or text.lstrip().startswith("{"):
                 try:
                     obj = json.loads(text)
@@ -192,43 +144,42 @@ def create_app(db, config=None) -> QuartTrio:
             return error_response(400, "empty SQL query")
         from rusts.sql import run_sql_http
 
-        out = await run_sql_http(db, text, t0)
-        return _json(out)
+        return _json(await run_sql_http(db, text, t0))
 
-    @app.route("/health", methods=["GET", "HEAD"])
-    async def health():
+    @route("/health", ("GET",))
+    async def health(req: Request) -> Response:
         return _json({"status": "healthy"})
 
-    @app.route("/ready", methods=["GET", "HEAD"])
-    async def ready():
+    @route("/ready", ("GET",))
+    async def ready(req: Request) -> Response:
         if db.ready:
             return _json({"ready": True})
         return _json({"ready": False}, 503)
 
-    @app.route("/ping", methods=["GET", "HEAD"])
-    async def ping():
-        return Response("", status=204, headers={"X-Influxdb-Version": INFLUX_VERSION,
-                                                  "X-Influxdb-Build": "OSS"})
+    ping_headers = {"X-Influxdb-Version": INFLUX_VERSION, "X-Influxdb-Build": "OSS"}
 
-    @app.route("/stats", methods=["GET"])
-    async def stats():
+    @route("/ping", ("GET",))
+    async def ping(req: Request) -> Response:
+        return Response(204, headers=ping_headers)
+
+    @route("/stats", ("GET",))
+    async def stats(req: Request) -> Response:
         return _json(db.statistics())
 
-    async def json_body(what: str):
-        body = await read_body()
+    def json_body(req: Request, what: str) -> dict:
         try:
-            obj = json.loads(body or b"null")
+            obj = json.loads(body_of(req) or b"null")
         except (ValueError, UnicodeDecodeError) as e:
             raise ProtocolError(f"invalid JSON: {e}") from None
         if not isinstance(obj, dict):
             raise ProtocolError(f"{what} body must be a JSON object")
         return obj
 
-    @app.route("/delete", methods=["POST"])
-    async def delete():
+    @route("/delete", ("POST",))
+    async def delete(req: Request) -> Response:
         from rusts.query import from_json
 
-        obj = await json_body("delete")
+        obj = json_body(req, "delete")
         unknown = sorted(set(obj) - {"measurement", "time_range", "tag_filters", "field_filters"})
         if unknown:
             raise ProtocolError(f"unknown delete key: {unknown[0]!r}")
@@ -241,55 +192,57 @@ def create_app(db, config=None) -> QuartTrio:
         out = await db.delete(q.measurement, q.start, q.end, q.tag_filters, tuple(ff))
         return _json(out)
 
-    @app.route("/measurements/<name>", methods=["DELETE"])
-    async def drop_measurement(name):
+    @route("/measurements/<name>", ("DELETE",))
+    async def drop_measurement(req: Request, name: str) -> Response:
         return _json(await db.drop_measurement(name))
 
-    @app.route("/retention_policies", methods=["GET"])
-    async def list_policies():
-        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+    def policies(status: int = 200) -> Response:
+        return _json({"retention_policies": db.lifecycle.policies.to_json()}, status)
 
-    @app.route("/retention_policies", methods=["POST"])
-    async def add_policy():
+    @route("/retention_policies", ("GET",))
+    async def list_policies(req: Request) -> Response:
+        return policies()
+
+    @route("/retention_policies", ("POST",))
+    async def add_policy(req: Request) -> Response:
         from rusts.retention import make_policy
 
-        obj = await json_body("retention policy")
+        obj = json_body(req, "retention policy")
         p = make_policy(obj.get("name"), obj.get("measurement", "*"), obj.get("duration"), obj.get("tier_after"))
         db.lifecycle.policies.add(p)
         db.lifecycle.poke_sweeper()
-        return _json({"retention_policies": db.lifecycle.policies.to_json()}, 201)
+        return policies(201)
 
-    @app.route("/retention_policies/<name>", methods=["PUT", "PATCH"])
-    async def update_policy(name):
-        obj = await json_body("retention policy")
+    @route("/retention_policies/<name>", ("PUT", "PATCH"))
+    async def update_policy(req: Request, name: str) -> Response:
+        obj = json_body(req, "retention policy")
         db.lifecycle.policies.update(name, **obj)
         db.lifecycle.poke_sweeper()
-        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+        return policies()
 
-    @app.route("/retention_policies/<name>", methods=["DELETE"])
-    async def remove_policy(name):
+    @route("/retention_policies/<name>", ("DELETE",))
+    async def remove_policy(req: Request, name: str) -> Response:
         db.lifecycle.policies.remove(name)
-        return _json({"retention_policies": db.lifecycle.policies.to_json()})
+        return policies()
 
-    @app.route("/flush", methods=["POST"])
-    async def flush():
+    @route("/flush", ("POST",))
+    async def flush(req: Request) -> Response:
         await db.flush()
-        return Response("", status=204)
+        return Response(204)
 
-    @app.route("/metrics", methods=["GET"])
-    async def metrics():
+    @route("/metrics", ("GET",))
+    async def metrics(req: Request) -> Response:
         from rusts.metrics import prometheus_text
 
-        return Response(prometheus_text(db.statistics()), status=200,
-                        content_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(200, prometheus_text(db.statistics()).encode(),
+                        "text/plain; version=0.0.4; charset=utf-8")
 
-    @app.route("/auth/token", methods=["POST"])
-    async def token():
+    @route("/auth/token", ("POST",))
+    async def token(req: Request) -> Response:
         from rusts.auth import issue_token
 
-        body = await read_body()
         try:
-            obj = json.loads(body or b"{}")
+            obj = json.loads(body_of(req) or b"{}")
         except ValueError as e:
             return error_response(400, f"invalid JSON: {e}")
         if not isinstance(obj, dict):

@@ -1,0 +1,123 @@
+"""The SQL plan cache: a plan instantiated from a template learned on other literal values (and
+another ``now()``) must equal the plan of the statement translated from scratch, for every
+statement shape; shapes it cannot parameterise are answered uncached, never wrongly."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from rusts.model import FieldType
+from rusts.sql import _plan_text
+from rusts.sql_plancache import PlanCache, literals
+from rusts.sql_translate import Catalog
+
+TABLES = {
+    "cpu": (["host", "region"], {"usage": FieldType.FLOAT, "temp": FieldType.FLOAT,
+                                 "count_i": FieldType.INTEGER, "state": FieldType.STRING}),
+}
+NOW = 1_700_000_000_000_000_000
+H = 3_600_000_000_000
+
+
+def cat():
+    return Catalog.of_dicts(TABLES)
+
+
+def learned(cache: PlanCache, text: str, now: int = NOW):
+    assert _plan_text(text, now, cat()) is not None
+    cache.learn(text, now, cat(), _plan_text)
+
+
+# Statement shapes with {placeholders}; values drawn below.
+SHAPES = [
+    "SELECT time_bucket('1 minute', time) AS minute, MAX(usage) FROM cpu WHERE host = {s1} "
+    "AND time >= {t1} AND time < {t2} GROUP BY minute ORDER BY minute",
+    "SELECT host, AVG(usage) FROM cpu WHERE time > {t1} AND time <= {t2} GROUP BY host",
+    "SELECT usage FROM cpu WHERE host IN ({s1}, {s2}) AND time >= {t1} ORDER BY time DESC LIMIT {n1}",
+    "SELECT COUNT(*) FROM cpu WHERE host != {s1} AND usage > {f1}",
+    "SELECT MAX(usage) FROM cpu WHERE time >= {t1} AND time >= {t2}",
+    "SELECT host, AVG(usage) FROM cpu WHERE time > now() - INTERVAL '5 minutes' AND region = {s1} GROUP BY host",
+    "SELECT DISTINCT ON (host) host, usage FROM cpu WHERE time >= {t1} ORDER BY host, time DESC",
+    "SELECT usage, temp FROM cpu WHERE count_i >= {n1} AND state = {s1} LIMIT {n2} OFFSET {n1}",
+    "SELECT host, PERCENTILE_95(usage) FROM cpu WHERE host ~ {s1} GROUP BY host HAVING AVG(usage) > {f1}",
+]
+
+strs = st.text(alphabet=st.sampled_from("ab'_xyz01é "), min_size=0, max_size=6)
+times = st.integers(NOW - 100 * H, NOW + 100 * H)
+ints = st.integers(0, 1000)
+floats = st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: round(f, 3))
+
+
+def render(shape: str, vals: dict) -> str:
+    out = {}
+    for k, v in vals.items():
+        out[k] = "'" + v.replace("'", "''") + "'" if isinstance(v, str) else repr(v)
+    return shape.format(**out)
+
+
+values = st.fixed_dictionaries({"s1": strs, "s2": strs, "t1": times, "t2": times, "n1": ints,
+                                "n2": ints, "f1": floats})
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=values, second=values, shift=st.integers(-10 * H, 10 * H))
+def test_cached_plan_equals_fresh_plan(shape, first, second, shift):
+    cache = PlanCache()
+    text1 = render(shape, first)
+    if _plan_text(text1, NOW, cat()) is None:
+        return
+    cache.learn(text1, NOW, cat(), _plan_text)
+    text2 = render(shape, second)
+    now2 = NOW + shift
+    got, _ = cache.lookup(text2, now2, cat())
+    if got is not None:
+        assert got == _plan_text(text2, now2, cat())
+
+
+def test_common_shapes_are_cached():
+    cache = PlanCache()
+    a = render(SHAPES[0], {"s1": "host_1", "t1": NOW, "t2": NOW + H})
+    b = render(SHAPES[0], {"s1": "host_77", "t1": NOW - 5 * H, "t2": NOW - 4 * H})
+    learned(cache, a)
+    got, _ = cache.lookup(b, NOW, cat())
+    assert got is not None and got == _plan_text(b, NOW, cat())
+    kind, plan = got
+    assert plan.query.tag_filters[0].value == "host_77"
+    assert (plan.query.start, plan.query.end) == (NOW - 5 * H, NOW - 4 * H)
+    # the same text at another now() (dashboards): the window moves with it
+    dash = SHAPES[5].format(s1="'eu'")
+    learned(cache, dash)
+    later = NOW + 37 * 10**9 + 11
+    got, _ = cache.lookup(dash, later, cat())
+    assert got is not None and got == _plan_text(dash, later, cat())
+    assert got[1].query.start == later - 5 * 60 * 10**9 + 1
+
+
+def test_non_parameter_literals_stay_in_the_key():
+    cache = PlanCache()
+    learned(cache, "SELECT time_bucket('1 minute', time) AS b, MAX(usage) FROM cpu GROUP BY b")
+    got, cacheable = cache.lookup("SELECT time_bucket('5 minutes', time) AS b, MAX(usage) FROM cpu GROUP BY b",
+                                  NOW, cat())
+    assert got is None and cacheable  # a miss, to be learned; never the 1-minute plan
+
+
+def test_schema_change_invalidates():
+    tables = {"cpu": (["host"], {"usage": FieldType.FLOAT})}
+    cache = PlanCache()
+    c1 = Catalog.of_dicts(tables)
+    text = "SELECT usage FROM cpu WHERE host = 'a'"
+    cache.learn(text, NOW, c1, _plan_text)
+    assert cache.lookup("SELECT usage FROM cpu WHERE host = 'b'", NOW, Catalog.of_dicts(tables))[0] is not None
+    tables["cpu"] = (["host"], {"usage": FieldType.INTEGER})
+    assert cache.lookup("SELECT usage FROM cpu WHERE host = 'b'", NOW, Catalog.of_dicts(tables))[0] is None
+
+
+def test_literal_tokenizer():
+    lits = literals("""SELECT "a 1", x FROM "t'" WHERE s = 'it''s' AND n >= 42 AND f < 1.5e3 AND host_2 = 'x'""")
+    assert [(lit.kind, lit.value) for lit in lits] == [("s", "it's"), ("i", 42), ("f", 1500.0), ("s", "x")]
+    assert literals("SELECT 1 -- comment") is None
+    assert literals("SELECT $1") is None
+    assert literals("SELECT E'\\n'") is None
