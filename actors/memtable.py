@@ -47,7 +47,7 @@ class MemtableLimits:
 
 async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_sids, inbox,
                        flusher: trio.MemorySendChannel, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Actor loop. ``resolve_sids(batch) -> sequence of series ids`` (one per SeriesRows)."""
+    """Actor loop. ``resolve_sids(batch) -> series ids`` (one per series of ``batch.frames``, in frame order)."""
 
     async def rotate(reason: str) -> int | None:
         t = state.rotate()
@@ -73,7 +73,7 @@ async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_
                 if kind == "MemtableInsert":
                     try:
                         sids = resolve_sids(msg.batch)
-                        state.active.insert(sids, msg.batch.series, msg.seq)
+                        state.active.insert_frames(msg.batch.frames, sids, msg.seq)
                     except BaseException as e:  # never leave a writer hanging
                         msg.reply.fail(e)
                         raise

@@ -71,6 +71,16 @@ def _partition_of(ts: np.ndarray, dur: int) -> np.ndarray:
     return ts // dur
 
 
+def _frame_keys(frames) -> list[str]:
+    """The series keys of ``frames``, in frame order (the memtable's sid order)."""
+    if len(frames) == 1:
+        return frames[0].keys
+    out: list[str] = []
+    for f in frames:
+        out.extend(f.keys)
+    return out
+
+
 class Database:
     """One open database. Create with :func:`open`; all methods run in the trio loop."""
 
@@ -188,8 +198,9 @@ class Database:
                     self.problems.append(f"WAL record {seq} undecodable: {e}")
                     continue
                 batch = self.schema.check(batch)
-                sids = self.index.lookup_or_create([s.key for s in batch.series])
-                self.state.active.insert(sids, batch.series, seq)
+                frames = batch.frames
+                sids = self.index.lookup_or_create(_frame_keys(frames))
+                self.state.active.insert_frames(frames, sids, seq)
                 replayed += batch.point_count
                 last = max(last, seq)
                 if self.state.active.points >= self.config.storage.memtable.max_points:
@@ -200,48 +211,62 @@ class Database:
         self._next_seq = last + 1
 
     # ------------------------------------------------------------------ flushing
-    def _build_partitions(self, table: Table) -> dict[int, list]:
-        from rusts.segment import SeriesData
+    def _segment_options(self) -> dict:
+        st = self.config.storage
+        return {"compression": st.compression, "tier": "hot", "block_rows": st.block_rows,
+                "block_time_ns": int(st.block_duration_secs) * 10**9 or None}
 
-        parts: dict[int, list] = {}
-        for sid in sorted(table.series):
-            rs = table.merged(sid)
-            if len(rs) == 0:
-                continue
-            key = self.index.key_of(sid)
-            ts = rs.timestamps
-            p = _partition_of(ts, self.partition_ns)
-            if p[0] == p[-1]:
-                parts.setdefault(int(p[0]), []).append(SeriesData(sid, key, ts, dict(rs.columns)))
-                continue
-            cuts = np.flatnonzero(p[1:] != p[:-1]) + 1
-            bounds = [0, *cuts.tolist(), len(ts)]
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                piece = rs.slice_rows(a, b)
-                parts.setdefault(int(p[a]), []).append(SeriesData(sid, key, piece.timestamps, dict(piece.columns)))
-        return parts
+    def _build_partitions(self, table: Table) -> dict[int, list]:
+        """Partition -> SeriesData of a table (vectorised; see memtable.table_partitions)."""
+        from rusts.memtable import table_partitions
+
+        return table_partitions(table.flush_payload(), self.partition_ns)
 
     def _write_segments(self, parts: dict[int, list]) -> list:
-        from rusts.manifest import SegmentMeta
         from rusts.segment import write_segment
 
-        st = self.config.storage
         metas = []
         for part, series in sorted(parts.items()):
             rel, path = self.manifest.new_segment_path(part)
-            info = write_segment(path, series, compression=st.compression, tier="hot",
-                                 block_rows=st.block_rows,
-                                 block_time_ns=int(st.block_duration_secs) * 10**9 or None)
-            metas.append(SegmentMeta(file=rel, partition=part, min_time=info.min_time, max_time=info.max_time,
-                                     size=info.size, series_count=info.series_count,
-                                     point_count=info.point_count, level=0, tier="hot", created=time.time()))
+            info = write_segment(path, series, **self._segment_options())
+            metas.append(self._meta(rel, part, info))
         return metas
+
+    @staticmethod
+    def _meta(rel: str, part: int, info):
+        from rusts.manifest import SegmentMeta
+
+        return SegmentMeta(file=rel, partition=part, min_time=info.min_time, max_time=info.max_time,
+                           size=info.size, series_count=info.series_count,
+                           point_count=info.point_count, level=0, tier="hot", created=time.time())
+
+    async def _encode_table(self, table: Table) -> list:
+        """Write the segments of a frozen table; returns their manifest entries (not committed).
+
+        Big tables are encoded in the flush worker process (rusts.flushproc), so the encoding
+        does not hold this process's GIL; small ones in a worker thread."""
+        from rusts import flushproc
+        from rusts.memtable import partitions_of
+
+        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks)):
+            return await run_cpu(lambda: self._write_segments(
+                flushproc.write_partitions_parts(table.flush_payload(), self.partition_ns)))
+
+        def work():  # in a worker thread: gather, name the files, encode in the process
+            payload = table.flush_payload()
+            names = {p: self.manifest.new_segment_path(p)
+                     for p in partitions_of(payload, self.partition_ns)}
+            infos = flushproc.run_in_process(payload, self.partition_ns,
+                                             {p: path for p, (_, path) in names.items()},
+                                             self._segment_options())
+            return [self._meta(names[p][0], p, info) for p, info in sorted(infos.items())]
+
+        return await trio.to_thread.run_sync(work)
 
     async def _write_table(self, table: Table) -> None:
         from rusts.segment import SegmentReader
 
-        parts = await run_cpu(self._build_partitions, table)
-        metas = await run_cpu(self._write_segments, parts)
+        metas = await self._encode_table(table)
         from rusts.tombstones import LifecycleState
 
         self.index.persist()
@@ -291,7 +316,7 @@ class Database:
                                 max_age_secs=float(st.memtable.max_age_secs))
 
         def resolve(batch: WriteBatch):
-            return self.index.lookup_or_create([s.key for s in batch.series])
+            return self.index.lookup_or_create(_frame_keys(batch.frames))
 
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: run_flusher(
@@ -365,8 +390,8 @@ class Database:
         batch = self.schema.check(batch, original_line)
         self.write_stats["requests"] += 1
         self.write_stats["rejected_lines"] += len(batch.errors)
-        if batch.series:
-            self.index.lookup_or_create([s.key for s in batch.series])
+        if batch.point_count:
+            self.index.lookup_or_create(_frame_keys(batch.frames))
             if self._wal is not None:
                 from rusts.walrecord import encode_batch
                 payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)

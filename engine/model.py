@@ -135,24 +135,190 @@ class LineError:
                 "error_message": self.error_message}
 
 
-@attrs.frozen(eq=False)
-class WriteBatch:
-    """The parser's output for one request body: columnar series and per-line errors."""
+class Frame:
+    """Rows of many series sharing one field layout, columnar across the series.
 
-    series: tuple[SeriesRows, ...]
-    errors: tuple[LineError, ...] = ()
+    The many-series write path keeps a request in this shape from the parser to the memtable, so
+    its cost does not grow with one Python object per series. Rows are grouped by series (series
+    ``i`` owns rows ``starts[i]:starts[i + 1]``, in input order, later rows win), every column
+    has one entry per row (``mask`` None: every row has the field). ``measurements[i]``,
+    ``tags[i]`` and ``keys[i]`` (the canonical :func:`series_key`) describe series ``i``; a frame
+    may hold several measurements that share a field layout.
+    """
+
+    __slots__ = ("measurements", "tags", "keys", "starts", "timestamps", "columns", "line_numbers")
+
+    def __init__(self, measurements, tags, keys, starts: np.ndarray, timestamps: np.ndarray,
+                 columns: Mapping[str, Column], line_numbers: np.ndarray) -> None:
+        self.measurements = measurements
+        self.tags = tags
+        self.keys = keys
+        self.starts = starts
+        self.timestamps = timestamps
+        self.columns = columns
+        self.line_numbers = line_numbers
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def series_count(self) -> int:
+        return len(self.keys)
+
+    def counts(self) -> np.ndarray:
+        """Rows per series (int64)."""
+        return np.diff(self.starts)
+
+    def row_series(self) -> np.ndarray:
+        """For every row, the index of its series in this frame."""
+        return np.repeat(np.arange(len(self.keys), dtype=np.int64), self.counts())
+
+    def series_rows(self) -> list[SeriesRows]:
+        """One :class:`SeriesRows` per series (the per-series form; costs objects per series)."""
+        out = []
+        st = self.starts.tolist()
+        cols = list(self.columns.items())
+        ts, ln = self.timestamps, self.line_numbers
+        for i, (m, tags) in enumerate(zip(self.measurements, self.tags)):
+            a, b = st[i], st[i + 1]
+            sc = {}
+            for name, c in cols:
+                if c.mask is None:
+                    sc[name] = Column(c.type, c.values[a:b])
+                else:
+                    mk = c.mask[a:b]
+                    if mk.any():
+                        sc[name] = Column(c.type, c.values[a:b], None if mk.all() else mk)
+            out.append(SeriesRows(m, tags, ts[a:b], sc, ln[a:b]))
+        return out
+
+    def take_rows(self, keep: np.ndarray) -> "Frame | None":
+        """The frame without the rows where boolean ``keep`` is False (None when none is left)."""
+        if keep.all():
+            return self
+        if not keep.any():
+            return None
+        counts = np.add.reduceat(keep.astype(np.int64), self.starts[:-1]) if len(self.keys) else \
+            np.zeros(0, np.int64)
+        alive = np.flatnonzero(counts > 0)
+        starts = np.zeros(len(alive) + 1, dtype=np.int64)
+        np.cumsum(counts[alive], out=starts[1:])
+        al = alive.tolist()
+        cols = {}
+        for name, c in self.columns.items():
+            mk = None if c.mask is None else c.mask[keep]
+            if mk is not None and mk.all():
+                mk = None
+            cols[name] = Column(c.type, c.values[keep], mk)
+        return Frame([self.measurements[i] for i in al], [self.tags[i] for i in al],
+                     [self.keys[i] for i in al], starts, self.timestamps[keep], cols,
+                     self.line_numbers[keep])
+
+
+def frames_of_series(series) -> tuple[Frame, ...]:
+    """Group :class:`SeriesRows` into frames: one per (measurement, column names, types, masks)."""
+    groups: dict[tuple, list] = {}
+    for s in series:
+        if not len(s):
+            continue
+        sig = (s.measurement, tuple((n, int(c.type), c.mask is not None) for n, c in s.columns.items()))
+        groups.setdefault(sig, []).append(s)
+    out = []
+    for (m, sig), group in groups.items():
+        counts = np.fromiter((len(s) for s in group), np.int64, len(group))
+        starts = np.zeros(len(group) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        cols = {}
+        for name, ftype, has_mask in sig:
+            ft = FieldType(ftype)
+            vals = [np.asarray(s.columns[name].values) for s in group]
+            values = np.concatenate(vals) if len(vals) > 1 else vals[0]
+            if values.dtype != ft.dtype:
+                values = values.astype(ft.dtype)
+            mask = None
+            if has_mask:
+                mask = np.concatenate([s.columns[name].mask for s in group])
+                if mask.all():
+                    mask = None
+            cols[name] = Column(ft, values, mask)
+        ts = np.concatenate([s.timestamps for s in group]) if len(group) > 1 else group[0].timestamps
+        ln = np.concatenate([s.line_numbers for s in group]) if len(group) > 1 else group[0].line_numbers
+        out.append(Frame([m] * len(group), [s.tags for s in group], [s.key for s in group], starts,
+                         np.asarray(ts, dtype=np.int64), cols, ln))
+    return tuple(out)
+
+
+class WriteBatch:
+    """The parser's output for one request body: columnar series and per-line errors.
+
+    Two equivalent forms, each derived from the other on first use: ``series`` (one
+    :class:`SeriesRows` per series) and ``frames`` (:class:`Frame`, columnar across series: the
+    write path's form). The parser builds frames for ordinary bodies, so a write of a few hundred
+    one-row series never creates per-series objects.
+    """
+
+    __slots__ = ("_series", "_frames", "errors")
+
+    def __init__(self, series=None, errors=(), *, frames=None) -> None:
+        if series is None and frames is None:
+            series = ()
+        self._series = None if series is None else tuple(series)
+        self._frames = None if frames is None else tuple(f for f in frames if len(f))
+        self.errors = tuple(errors)
+
+    @classmethod
+    def from_frames(cls, frames, errors=()) -> "WriteBatch":
+        return cls(None, errors, frames=frames)
+
+    @property
+    def series(self) -> tuple[SeriesRows, ...]:
+        if self._series is None:
+            out = []
+            for f in self._frames:
+                out.extend(f.series_rows())
+            if len(self._frames) > 1:  # input order of the first line, as the parser gives it
+                out.sort(key=lambda s: int(s.line_numbers[0]) if len(s) else 0)
+            self._series = tuple(out)
+        return self._series
+
+    @property
+    def frames(self) -> tuple[Frame, ...]:
+        if self._frames is None:
+            self._frames = frames_of_series(self._series)
+        return self._frames
+
+    @property
+    def has_frames(self) -> bool:
+        """Whether the columnar form exists already (no conversion needed)."""
+        return self._frames is not None
+
+    @property
+    def series_count(self) -> int:
+        if self._series is not None:
+            return len(self._series)
+        return sum(f.series_count for f in self._frames)
 
     @property
     def point_count(self) -> int:
-        return sum(len(s) for s in self.series)
+        if self._frames is not None:
+            return sum(len(f) for f in self._frames)
+        return sum(len(s) for s in self._series)
 
     @property
     def value_count(self) -> int:
         n = 0
-        for s in self.series:
+        if self._frames is not None:
+            for f in self._frames:
+                for c in f.columns.values():
+                    n += len(c.values) if c.mask is None else int(c.mask.sum())
+            return n
+        for s in self._series:
             for c in s.columns.values():
                 n += len(c.values) if c.mask is None else int(c.mask.sum())
         return n
+
+    def __repr__(self) -> str:
+        return f"WriteBatch(points={self.point_count}, errors={len(self.errors)})"
 
 
 _KEY_SPECIALS = "\\, ="

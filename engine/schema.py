@@ -149,6 +149,10 @@ class SchemaRegistry:
             The batch without the conflicting lines, its errors extended with one
             :class:`LineError` per rejected line (sorted by line number).
         """
+        if batch.has_frames:
+            out = self._check_frames(batch)
+            if out is not None:
+                return out
         # One entry per (series, column) that has at least one value.
         entries: list[tuple[int, str, FieldType, np.ndarray]] = []
         first_line: dict[tuple[str, str], tuple[int, FieldType]] = {}
@@ -198,6 +202,41 @@ class SchemaRegistry:
                       for ln in bad.tolist())
         errors.sort(key=lambda e: e.line_number)
         return WriteBatch(tuple(kept), tuple(errors))
+
+    def _check_frames(self, batch: WriteBatch) -> WriteBatch | None:
+        """The columnar form's check: one lookup per (frame, measurement, column), no step per
+        series. Returns None when a line must be rejected (the per-series check then decides
+        which, with its messages)."""
+        pending: dict[tuple[str, str], tuple[int, FieldType]] = {}  # new field -> (first line, type)
+        for f in batch.frames:
+            ms = set(f.measurements) if len(f.measurements) > 1 else f.measurements
+            for m in ms:
+                have = self._fields.get(m)
+                for name, col in f.columns.items():
+                    t = None if have is None else have.get(name)
+                    if t is None:
+                        if col.mask is not None:
+                            return None  # rare: let the general path find the first line
+                        if len(ms) > 1:
+                            rows = np.flatnonzero(np.repeat(np.asarray(f.measurements) == m,
+                                                            f.counts()))
+                            first = int(f.line_numbers[rows].min())
+                        else:
+                            first = int(f.line_numbers.min())
+                        prev = pending.get((m, name))
+                        if prev is not None and prev[1] != col.type:
+                            return None
+                        if prev is None or first < prev[0]:
+                            pending[(m, name)] = (first, col.type)
+                    elif t != col.type:
+                        return None
+        for (m, name), (_, ftype) in pending.items():
+            fields = self._fields.get(m)
+            if fields is None:
+                fields = self._fields[m] = {}
+            fields[name] = ftype
+            self._dirty = True
+        return batch
 
     def _register(self, series) -> None:
         for s in series:

@@ -19,6 +19,7 @@ unused slots.
 from __future__ import annotations
 
 import struct
+from itertools import chain
 
 import numpy as np
 
@@ -64,6 +65,8 @@ def encode_batch(batch: WriteBatch) -> bytes:
     Raises:
         CorruptionError: a column's length differs from its series' row count.
     """
+    if batch.has_frames:
+        return _encode_frames(batch.frames)
     series = batch.series
     table: dict[str, int] = {}
     intern = table.setdefault
@@ -102,6 +105,112 @@ def encode_batch(batch: WriteBatch) -> bytes:
     for ftype in _SECTIONS:
         out.append(_concat(by_type[ftype], _VALUE_DTYPES[ftype]).tobytes())
     strings = by_type[_STRING]
+    out.extend(_strings_section(np.concatenate(strings).tolist() if strings else []))
+    return b"".join(out)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(starts[i], starts[i] + lengths[i])``."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    step = np.ones(total, dtype=np.int64)
+    nz = lengths > 0
+    s, l, e = starts[nz], lengths[nz], ends[nz]
+    step[0] = s[0]
+    # at the first element of range i (i > 0): jump from the last element of range i-1
+    step[(e - l)[1:]] = s[1:] - (s[:-1] + l[:-1] - 1)
+    return np.cumsum(step)
+
+
+def _encode_frames(frames) -> bytes:
+    """:func:`encode_batch` of the columnar form: the same payload layout (series-major column
+    lists and value sections), built with array operations per frame, not steps per series."""
+    table: dict[str, int] = {}
+    intern = table.setdefault
+    meas_l, ntags_l, tags_l, nrows_l, ncols_l, names_l, types_l, maskf_l = [], [], [], [], [], [], [], []
+    ts_l, mask_l = [], []
+    typed: list[list] = [[] for _ in range(_N_TYPES)]
+    for f in frames:
+        ns = len(f.keys)
+        if ns == 0:
+            continue
+        counts = np.diff(f.starts)
+        cols = list(f.columns.items())
+        nc = len(cols)
+        ms = f.measurements
+        for m in (dict.fromkeys(ms) if ns > 1 else ms):
+            intern(m, len(table))
+        meas_l.append(np.fromiter(map(table.__getitem__, ms), np.int64, ns))
+        ntags_l.append(np.fromiter(map(len, f.tags), np.int64, ns))
+        flat = list(chain.from_iterable(chain.from_iterable(f.tags)))
+        for x in dict.fromkeys(flat):
+            intern(x, len(table))
+        tags_l.append(np.fromiter(map(table.__getitem__, flat), np.int64, len(flat)))
+        nrows_l.append(counts)
+        ncols_l.append(np.full(ns, nc, dtype=np.int64))
+        ids = np.array([intern(n, len(table)) for n, _ in cols], dtype=np.int64)
+        ctypes = np.array([_TYPE_CODE[c.type] for _, c in cols], dtype=np.uint8)
+        cmask = np.array([c.mask is not None for _, c in cols], dtype=np.uint8)
+        names_l.append(np.tile(ids, ns))
+        types_l.append(np.tile(ctypes, ns))
+        maskf_l.append(np.tile(cmask, ns))
+        ts_l.append(f.timestamps)
+        n = len(f.timestamps)
+        one_row = ns == n
+        # series-major order of (series, column) row ranges over the columns stacked end to end
+        for t in range(_N_TYPES):
+            sel = [j for j in range(nc) if ctypes[j] == t]
+            if not sel:
+                continue
+            vals = []
+            for j in sel:
+                c = cols[j][1]
+                v = c.values
+                if c.mask is not None:
+                    v = np.where(c.mask, v, "" if t == _STRING else 0)
+                    if t == _STRING:
+                        v = v.astype(object)
+                vals.append(v)
+            if len(sel) == 1:
+                typed[t].append(vals[0])
+                continue
+            stacked = np.concatenate(vals)
+            if one_row:
+                typed[t].append(stacked.reshape(len(sel), n).T.ravel())
+                continue
+            k = np.arange(len(sel), dtype=np.int64)
+            st = (f.starts[:-1, None] + k[None, :] * n).ravel()
+            typed[t].append(stacked[_ranges(st, np.repeat(counts, len(sel)))])
+        mcols = [j for j in range(nc) if cmask[j]]
+        if mcols:
+            stacked = np.concatenate([cols[j][1].mask for j in mcols])
+            if one_row:
+                mask_l.append(stacked.reshape(len(mcols), n).T.ravel())
+            else:
+                k = np.arange(len(mcols), dtype=np.int64)
+                st = (f.starts[:-1, None] + k[None, :] * n).ravel()
+                mask_l.append(stacked[_ranges(st, np.repeat(counts, len(mcols)))])
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+    meas = cat(meas_l, _U32A)
+    tags = cat(tags_l, _U32A)
+    n_cols = sum(len(x) for x in names_l)
+    out: list = [_HEAD.pack(VERSION, 0, len(table), len(meas), n_cols, len(tags) // 2)]
+    out.extend(_strings_section(list(table)))
+    for part in (meas, cat(ntags_l, _U32A), tags, cat(nrows_l, _U32A), cat(ncols_l, _U32A),
+                 cat(names_l, _U32A)):
+        out.append(part.tobytes())
+    out.append(cat(types_l, np.dtype(np.uint8)).tobytes())
+    out.append(cat(maskf_l, np.dtype(np.uint8)).tobytes())
+    out.append(cat(ts_l, np.dtype("<i8")).tobytes())
+    out.append(np.packbits(cat(mask_l, np.dtype(bool))).tobytes())
+    for ftype in _SECTIONS:
+        out.append(_concat(typed[ftype], _VALUE_DTYPES[ftype]).tobytes())
+    strings = typed[_STRING]
     out.extend(_strings_section(np.concatenate(strings).tolist() if strings else []))
     return b"".join(out)
 

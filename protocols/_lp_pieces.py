@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rusts.model import Column, FieldType, LineError, SeriesRows, WriteBatch
+from rusts.model import Column, FieldType, Frame, LineError, SeriesRows, WriteBatch, series_key
 
 _TYPE_NAMES = {
     FieldType.FLOAT: "float",
@@ -82,6 +82,17 @@ class Block:
         meas, tags = self.keys[i]
         cols = {n: Column(t, v[s:e]) for n, t, v in zip(self.names, self.types, self.values)}
         return SeriesRows(meas, tags, self.timestamps[s:e], cols, self.line_numbers[s:e])
+
+    def frame(self) -> Frame:
+        """The block as a :class:`~rusts.model.Frame` (no per-series objects)."""
+        keys = self.keys
+        starts = np.empty(len(keys) + 1, dtype=np.int64)
+        starts[:-1] = self.starts
+        starts[-1] = len(self.timestamps)
+        cols = {n: Column(t, v) for n, t, v in zip(self.names, self.types, self.values)}
+        return Frame([k[0] for k in keys], [k[1] for k in keys],
+                     [series_key(m, t) for m, t in keys], starts, self.timestamps, cols,
+                     self.line_numbers)
 
     def field_types(self):
         """(measurement, field, type) triples present in the block."""
@@ -214,6 +225,12 @@ def assemble(pieces: list[Piece], blocks: list[Block], errors: list[LineError], 
     else:
         for mf, types in seen.items():
             registry.setdefault(mf, next(iter(types)))
+        if not pieces and blocks:
+            nkeys = sum(len(b.keys) for b in blocks)
+            if len(blocks) == 1 or len({k for b in blocks for k in b.keys}) == nkeys:
+                # every series in one block (one field layout): the columnar form as it is
+                errors.sort(key=lambda e: e.line_number)
+                return WriteBatch.from_frames([b.frame() for b in blocks], errors)
     by_series: dict[tuple, list] = {}
     for b in blocks:
         for i, key in enumerate(b.keys):
