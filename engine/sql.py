@@ -385,8 +385,7 @@ async def _run_planned(db, planned, route: str):
         lp = plan
         from rusts.sql_vector import run_latest
 
-        async with _limited(db):
-            rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)
+        rs = await run_latest(db, lp.raw.query, lp.keys, lp.key_desc)  # applies the query limits
         out_plan = attrs.evolve(lp.raw, limit=lp.limit, offset=lp.offset, post_slice=True)
         return attrs.evolve(fast_output(out_plan, rs), path="vector")
     vector = bool(plan.residual) or (route == "vector" and bool(plan.query.aggregations)) or (
@@ -395,8 +394,7 @@ async def _run_planned(db, planned, route: str):
         from rusts.sql_vector import TooManyKeys, run_vector
 
         try:
-            async with _limited(db):
-                rs = await run_vector(db, plan.query, plan.residual)
+            rs = await run_vector(db, plan.query, plan.residual)  # applies the query limits
         except TooManyKeys:
             rs = None
         if rs is None:

@@ -264,13 +264,18 @@ def _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_
         return ResultSet(q.measurement, None if iv is None else np.zeros(0, np.int64), np.zeros(0, np.int64),
                          group_tags or [{}], {a.output_name: Column(FieldType.FLOAT, np.zeros(0)) for a in aggs},
                          [a.output_name for a in aggs], True)
-    ub, binv = np.unique(b, return_inverse=True)
-    code = g * len(ub) + binv.reshape(-1)
-    ucode, kinv = np.unique(code, return_inverse=True)
-    kinv = kinv.reshape(-1)
-    nk = len(ucode)
-    key_g = ucode // len(ub)
-    key_b = ub[ucode % len(ub)]
+    if len(part_g) == 1:  # one series: its buckets are already distinct and sorted
+        nk = len(b)
+        kinv = np.arange(nk)
+        key_g, key_b = g, b
+    else:
+        ub, binv = np.unique(b, return_inverse=True)
+        code = g * len(ub) + binv.reshape(-1)
+        ucode, kinv = np.unique(code, return_inverse=True)
+        kinv = kinv.reshape(-1)
+        nk = len(ucode)
+        key_g = ucode // len(ub)
+        key_b = ub[ucode % len(ub)]
     cols = {}
     for a, acc in zip(aggs, partials):
         parts = acc.get("parts", [])
@@ -407,9 +412,20 @@ async def run_vector(db, q: Query, residual=()) -> ResultSet:
             raise UnknownColumnError(f'column "{a.field}" does not exist')
     snap = db.snapshot(sids, q.start, q.end)
     tags = db.tags_map(sids)
-    return await trio.to_thread.run_sync(
-        lambda: aggregate(snap, q, sids, tags.__getitem__, ftypes, residual),
-        limiter=cpu_limiter(), abandon_on_cancel=True)
+    return await _run(db, snap, sids, q, lambda: aggregate(snap, q, sids, tags.__getitem__, ftypes, residual))
+
+
+async def _run(db, snap, sids, q: Query, work):
+    """``work()`` on the event loop when the query touches little data (a thread hop costs more,
+    ~0.1 ms, and so do the concurrency limit and the time limit, which cannot interrupt it), else
+    in a worker thread under the database's query limits."""
+    from rusts.db import _is_small
+    from rusts.sql import _limited
+
+    if _is_small(snap, sids, q):
+        return work()
+    async with _limited(db):
+        return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
 
 
 def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, key_desc) -> ResultSet:
@@ -483,6 +499,4 @@ async def run_latest(db, q: Query, keys, key_desc) -> ResultSet:
     ftypes = db.schema.fields(q.measurement)
     snap = db.snapshot(sids, q.start, q.end)
     tags = db.tags_map(sids)
-    return await trio.to_thread.run_sync(
-        lambda: latest_rows(snap, q, sids, tags.__getitem__, ftypes, keys, key_desc),
-        limiter=cpu_limiter(), abandon_on_cancel=True)
+    return await _run(db, snap, sids, q, lambda: latest_rows(snap, q, sids, tags.__getitem__, ftypes, keys, key_desc))

@@ -135,7 +135,9 @@ async def test_time_limit_applies_to_the_scan_paths(tmp_path):
 
     async with trio.open_nursery() as n:
         db = await n.start(run)
-        await db.write(f"cpu,host=a v=1 {T0}".encode())
+        # more series than the inline path takes (tiny queries run on the loop, uninterruptible
+        # and over before any limit could matter)
+        await db.write("\n".join(f"cpu,host=h{i} v=1 {T0}" for i in range(20)).encode())
         for sql in ("SELECT host, AVG(v) FROM cpu WHERE v > 0 GROUP BY host",  # vector
                     "SELECT host, v - lag(v) OVER (ORDER BY time) FROM cpu"):  # DuckDB
             with pytest.raises(QueryCancelled) as ei:
