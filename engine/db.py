@@ -269,18 +269,35 @@ class Database:
         metas = await self._encode_table(table)
         from rusts.tombstones import LifecycleState
 
-        self.index.persist()
-        self.schema.persist()
+        # the index log and schema file are fsynced in a worker thread, not on the event loop
+        # (index.persist swaps its pending list under a lock; the schema snapshot is taken here)
+        schema_snap = self.schema.take_snapshot()
+        try:
+            await trio.to_thread.run_sync(self.index.persist)
+            await trio.to_thread.run_sync(self.schema.write_snapshot, schema_snap)
+        except BaseException:
+            if schema_snap is not None:
+                self.schema._dirty = True
+            raise
 
         def commit():
             cur = self.manifest.state
             ls = LifecycleState.from_extra(cur.extra).with_flush([m.file for m in metas])
             self.manifest.commit(add=metas, flushed_seq=table.last_seq, extra=ls.to_extra(cur.extra))
 
+        # open the new segments before the commit (off the loop: a footer of thousands of
+        # series takes tens of ms to read); published in the same step as the commit
+        readers = await trio.to_thread.run_sync(
+            lambda: [SegmentReader.open(self.manifest.path_of(m)) for m in metas])
         async with self.commit_lock:
-            await trio.to_thread.run_sync(commit)
-            for m in metas:
-                self.readers[m.file] = SegmentReader.open(self.manifest.path_of(m))
+            try:
+                await trio.to_thread.run_sync(commit)
+            except BaseException:
+                for r in readers:
+                    r.close()
+                raise
+            for m, r in zip(metas, readers):
+                self.readers[m.file] = r
 
     def _on_flushed(self, table_id: int) -> None:
         self.state.drop(table_id)

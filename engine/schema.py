@@ -261,15 +261,30 @@ class SchemaRegistry:
         Raises:
             StorageError: The file could not be written.
         """
+        self.write_snapshot(self.take_snapshot())
+
+    def take_snapshot(self) -> dict | None:
+        """What :meth:`write_snapshot` writes (None: nothing changed). Take it in the thread that
+        registers fields (the event loop); the file write may then run in a worker thread."""
         if self.index_dir is None:
             self._dirty = False
-            return
+            return None
         with self._lock:
             if not self._dirty:
-                return
+                return None
             self._dirty = False
-            snapshot = {m: {f: type_name(t) for f, t in sorted(fields.items())}
-                        for m, fields in sorted(self._fields.items()) if fields}
+            return {m: {f: type_name(t) for f, t in sorted(fields.items())}
+                    for m, fields in sorted(self._fields.items()) if fields}
+
+    def write_snapshot(self, snapshot: dict | None) -> None:
+        """Write a :meth:`take_snapshot` result atomically (no-op for None).
+
+        Raises:
+            StorageError: The file could not be written (the registry is marked dirty again).
+        """
+        if snapshot is None or self.index_dir is None:
+            return
+        with self._lock:
             path = self.path
             tmp = path + ".tmp"
             try:
