@@ -47,6 +47,7 @@ from rusts.tombstones import LifecycleState, Tombstone, TombstoneSet, merge_with
 MAX_TIME = 2**63 - 1
 COLD_COMPRESSION = "best"
 COLD_BLOCK_ROWS = 16384
+COLD_STATS_INTERVAL_NS = 3_600_000_000_000  # sub-block statistics of cold blocks, without block_time_ns
 REASONS = ("tombstone", "retention", "tier", "merge")
 
 Contents = Callable[[SegmentMeta], Mapping[str, tuple[int, int]]]
@@ -221,7 +222,9 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
         tier: "hot" or "cold" (cold: ``cold_compression`` and blocks of >= 16384 rows).
         compression, block_rows: hot settings (storage config).
         block_time_ns: hot blocks never cross a multiple of it (time-aligned blocks, as flushes
-            write them); the cold tier favours size and ignores it.
+            write them); the cold tier favours size and instead keeps per-interval statistics of
+            each block (sub-block statistics, ``docs/format/segment.md``) at this interval (one
+            hour when None), so bucketed aggregates still need no decoding.
         index_measurement_of: series id -> measurement (the series index); None parses the key.
         tombstones: applied physically (pass them only for whole-partition tasks).
         retention_cutoffs: rows older than the cutoff of their measurement are dropped.
@@ -233,8 +236,10 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
         written when nothing survives. On error every output written so far is deleted.
     """
     t0 = time.perf_counter()
+    stats_interval_ns = None
     if tier == "cold":
         compression, block_rows = cold_compression, max(block_rows, COLD_BLOCK_ROWS)
+        stats_interval_ns = block_time_ns or COLD_STATS_INTERVAL_NS
         block_time_ns = None
     seqs = [0] * len(readers) if reader_seqs is None else [int(s) for s in reader_seqs]
     if len(seqs) != len(readers):
@@ -308,7 +313,7 @@ def run_compaction(readers: Sequence[SegmentReader], out_paths: Callable[[], tup
 
             name, path = out_paths()
             info = write_segment(path, chunk(), compression=compression, tier=tier, block_rows=block_rows,
-                                 block_time_ns=block_time_ns)
+                                 block_time_ns=block_time_ns, stats_interval_ns=stats_interval_ns)
             outputs.append((name, info))
     except BaseException:
         for _, info in outputs:

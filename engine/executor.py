@@ -482,6 +482,48 @@ def _check_agg_types(q: Query, field_types: dict) -> None:
                              sqlstate="42883")
 
 
+def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: int, interval: int | None,
+                    g: int, aggs, accs) -> np.ndarray:
+    """Answer partial blocks from their sub-block statistics (per-interval pre-aggregates of
+    blocks spanning several intervals: cold blocks) where they suffice; returns the blocks still
+    to decode. A block qualifies when each of its intervals lies outside [start, end) or wholly
+    inside it and inside one query bucket."""
+    sub_stats = getattr(s.reader, "sub_stats", None)
+    base = sub_stats(sid) if sub_stats is not None else None
+    if base is None or len(base.block) == 0:
+        return pb
+    bt = s.blocks
+    bmin, bmax = bt.min_time[base.block], bt.max_time[base.block]
+    lo = np.maximum(base.time, bmin)
+    hi = np.minimum(base.time + (base.interval - 1), bmax)
+    inside = (lo >= start) & (hi < end)
+    if interval is not None:
+        inside &= _bucket(lo, interval) == _bucket(hi, interval)
+    outside = (hi < start) | (lo >= end)
+    in_pb = np.isin(base.block, pb)
+    cand = np.unique(base.block[in_pb])
+    good = np.setdiff1d(cand, base.block[in_pb & ~inside & ~outside], assume_unique=False)
+    if len(good) == 0:
+        return pb
+    e = np.isin(base.block, good) & inside
+    if not e.any():
+        return np.setdiff1d(pb, good)
+    bk = _bucket(lo[e], interval)
+    for a, acc in zip(aggs, accs):
+        st = base if a.field is None else sub_stats(sid, a.field)
+        cnt = np.asarray(st.count[e], dtype=np.int64)
+        keep = cnt > 0
+        if not keep.any():
+            continue
+        acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
+        acc.st_b.append(bk[keep])
+        acc.st_count.append(cnt[keep])
+        acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64)[keep])
+        acc.st_min.append(np.asarray(st.min[e], dtype=np.float64)[keep])
+        acc.st_max.append(np.asarray(st.max[e], dtype=np.float64)[keep])
+    return np.setdiff1d(pb, good)
+
+
 def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
     _check_agg_types(q, field_types)
     interval = q.interval
@@ -596,6 +638,8 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                         acc.st_sum.append(np.asarray(fs.sum[fb], dtype=np.float64)[keep])
                         acc.st_min.append(np.asarray(fs.min[fb], dtype=np.float64)[keep])
                         acc.st_max.append(np.asarray(fs.max[fb], dtype=np.float64)[keep])
+                if len(pb):
+                    pb = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs)
                 if len(pb):
                     decoded.append(_read_segment(s, sid, read_fields, pb).slice_time(start, end))
             if mem:

@@ -75,6 +75,12 @@ BLOCK_MIN_TIME, BLOCK_MAX_TIME, BLOCK_ROWS, BLOCK_TS_OFFSET, BLOCK_TS_LENGTH, BL
 CHUNK_FIELD, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_MASK_LENGTH = 15, 16, 17, 18
 CHUNK_COUNT, CHUNK_SUM, CHUNK_MIN, CHUNK_MAX = 19, 20, 21, 22
 BLOOM = 23
+# optional sub-block statistics (docs/format/segment.md, "Sub-block statistics")
+SUB_META, BLOCK_SUB_START, SUB_TIME, SUB_ROWS, SUB_COUNT, SUB_SUM, SUB_MIN, SUB_MAX = range(24, 32)
+_SUB_META = struct.Struct("<QQQ")  # interval_ns, block entries, chunk entries
+_SUB_COLUMN_BLOCK = 65536  # values per codec block of a codec column
+_INT64_MAX = 2**63 - 1
+_DEC_POW = np.array([10.0 ** e for e in range(9)])[:, None]  # decimal sums: up to 8 digits
 
 # (section id, dtype, which count gives its length: N, B, C, F, or +1 variants)
 _ARRAYS = {
@@ -128,6 +134,27 @@ class BlockTable:
 
 
 @attrs.frozen(eq=False)
+class SubStats:
+    """Sub-block statistics of one series (and one field): one entry per statistics interval of
+    each block that spans several intervals (blocks within one interval have none).
+
+    ``block`` is the block index (as in :meth:`SegmentReader.blocks`), ``time`` the interval
+    start (a multiple of ``interval``), ``rows`` the block's rows in it; ``count``/``sum``/``min``/
+    ``max`` are the field's pre-aggregates there (count 0, sum 0, min/max NaN where absent; for
+    ``field=None`` count is the row count).
+    """
+
+    interval: int
+    block: np.ndarray
+    time: np.ndarray
+    rows: np.ndarray
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+
+@attrs.frozen(eq=False)
 class FieldStats:
     """Per block of one series, pre-aggregates of one field (count 0, sum 0, min/max NaN where absent)."""
 
@@ -149,11 +176,65 @@ def _stats(ft: FieldType, v: np.ndarray) -> tuple[float, float, float]:
     return math.nan, math.nan, math.nan
 
 
+def _decimal_sums(v: np.ndarray, starts: np.ndarray) -> np.ndarray | None:
+    """Sums of ``v[starts[k]:starts[k+1]]`` computed exactly on the decimal digits (correctly
+    rounded), or None when ``v`` is not all decimals with at most 8 digits after the point whose
+    digit integers sum below 2**53."""
+    n = len(v)
+    probe = v[::max(1, n // 32)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = (np.rint(probe * _DEC_POW) / _DEC_POW == probe).all(axis=1)
+        if not ok.any():
+            return None
+        p = float(_DEC_POW[int(ok.argmax()), 0])
+        r = np.rint(v * p)
+        if not bool(np.logical_and.reduce(r / p == v)) or not float(np.abs(r).sum()) < 2.0**53:
+            return None
+    return np.add.reduceat(r, starts) / p  # integer partial sums below 2**53 are exact
+
+
+def _sub_aggregates(ft: FieldType, v: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sum, min, max) of each run ``v[starts[k]:starts[k+1]]`` (non-empty runs, as :func:`_stats`)."""
+    k = len(starts)
+    if ft == FieldType.FLOAT:
+        sums = _decimal_sums(v, starts)
+        with np.errstate(all="ignore"):
+            if sums is None:
+                sums = np.add.reduceat(v, starts)
+            return sums, np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+    if ft == FieldType.INTEGER or ft == FieldType.UNSIGNED:
+        return (np.add.reduceat(v.astype(np.float64), starts), np.minimum.reduceat(v, starts).astype(np.float64),
+                np.maximum.reduceat(v, starts).astype(np.float64))
+    if ft == FieldType.BOOLEAN:
+        return (np.add.reduceat(v.astype(np.int64), starts).astype(np.float64),
+                np.minimum.reduceat(v, starts).astype(np.float64), np.maximum.reduceat(v, starts).astype(np.float64))
+    nan = np.full(k, np.nan)
+    return nan, nan, nan.copy()
+
+
+def _codec_column(values: np.ndarray, compression: str, tier: str) -> bytes:
+    """A footer codec column: u32 k, then k x (u32 length, codec block)."""
+    parts = [struct.pack("<I", (len(values) + _SUB_COLUMN_BLOCK - 1) // _SUB_COLUMN_BLOCK)]
+    for i in range(0, len(values), _SUB_COLUMN_BLOCK):
+        b = codecs.encode(values[i:i + _SUB_COLUMN_BLOCK], compression=compression, tier=tier)
+        parts.append(struct.pack("<I", len(b)) + b)
+    return b"".join(parts)
+
+
 class _Writer:
     """Streams chunks to a file and accumulates the footer index (one entry per block/chunk)."""
 
-    def __init__(self, f, compression: str, tier: str) -> None:
+    def __init__(self, f, compression: str, tier: str, stats_interval_ns: int | None = None) -> None:
         self.f = f
+        self.stats_interval_ns = int(stats_interval_ns) if stats_interval_ns else None
+        self.b_sub_start = [0]
+        self.sub_time: list[np.ndarray] = []
+        self.sub_rows: list[np.ndarray] = []
+        self.sub_count: list[np.ndarray] = []
+        self.sub_sum: list[np.ndarray] = []
+        self.sub_min: list[np.ndarray] = []
+        self.sub_max: list[np.ndarray] = []
+        self.n_sub = 0
         self.offset = 0
         self.compression = compression
         self.tier = tier
@@ -220,9 +301,11 @@ class _Writer:
             self.b_min.append(int(block_ts[0]))
             self.b_max.append(int(block_ts[-1]))
             self.b_rows.append(rows)
+            sub = self._block_subs(block_ts)
             for fid, ft, values, mask in cols:
                 v = values[a:b]
                 head = b""
+                m = None
                 if mask is not None:
                     m = mask[a:b]
                     count = int(np.count_nonzero(m))
@@ -232,8 +315,12 @@ class _Writer:
                         packed = np.packbits(m).tobytes()
                         head = packed + struct.pack("<I", zlib.crc32(packed))
                         v = v[m]
+                    else:
+                        m = None
                 else:
                     count = rows
+                if sub is not None:
+                    self._chunk_subs(ft, v, m, sub)
                 data = self.encode(v)
                 if len(head) + len(data) > _U32_MAX:
                     raise StorageError("segment chunk larger than 4 GiB")
@@ -249,8 +336,67 @@ class _Writer:
                 self.c_max.append(mx)
                 self.values += count
             self.b_chunk_start.append(len(self.c_field))
+            self.b_sub_start.append(self.n_sub)
             self.points += rows
         self.series_block_start.append(len(self.b_rows))
+
+    def _block_subs(self, block_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Record the block entries of a block spanning several statistics intervals; returns
+        (first row of each interval, rows in it), or None."""
+        iv = self.stats_interval_ns
+        if iv is None:
+            return None
+        t0, t1 = int(block_ts[0]), int(block_ts[-1])
+        if t0 // iv == t1 // iv or t0 < -_INT64_MAX + iv or t1 > _INT64_MAX - iv:
+            return None
+        g = block_ts // iv
+        idx = np.flatnonzero(g[1:] != g[:-1]) + 1
+        idx = np.concatenate((np.zeros(1, np.int64), idx))
+        rows = np.diff(np.append(idx, len(block_ts)))
+        self.sub_time.append(g[idx] * iv)
+        self.sub_rows.append(rows)
+        self.n_sub += len(idx)
+        return idx, rows
+
+    def _chunk_subs(self, ft: FieldType, v: np.ndarray, m: np.ndarray | None,
+                    sub: tuple[np.ndarray, np.ndarray]) -> None:
+        """Chunk entries (count, sum, min, max per interval) of one field chunk."""
+        idx, rows = sub
+        if m is None:
+            count, vstart = rows, idx
+        else:
+            present = np.zeros(len(m) + 1, np.int64)
+            np.cumsum(m, out=present[1:])
+            vstart = present[idx]
+            count = np.diff(np.append(vstart, present[-1]))
+        k = len(idx)
+        if bool((count > 0).all()):
+            sm, mn, mx = _sub_aggregates(ft, v, vstart)
+        else:
+            nz = count > 0
+            sm, mn, mx = np.zeros(k), np.full(k, np.nan), np.full(k, np.nan)
+            got = _sub_aggregates(ft, v, vstart[nz])
+            sm[nz], mn[nz], mx[nz] = got
+        self.sub_count.append(count)
+        self.sub_sum.append(np.asarray(sm, np.float64))
+        self.sub_min.append(np.asarray(mn, np.float64))
+        self.sub_max.append(np.asarray(mx, np.float64))
+
+    def _sub_sections(self) -> dict:
+        if not self.n_sub:
+            return {}
+        cat = lambda lst, dt: np.concatenate(lst).astype(dt) if lst else np.zeros(0, dt)  # noqa: E731
+        count = cat(self.sub_count, "<u4")
+        return {
+            SUB_META: _SUB_META.pack(self.stats_interval_ns, self.n_sub, len(count)),
+            BLOCK_SUB_START: np.array(self.b_sub_start, dtype="<u8"),
+            SUB_TIME: cat(self.sub_time, "<i8"),
+            SUB_ROWS: cat(self.sub_rows, "<u4"),
+            SUB_COUNT: count,
+            SUB_SUM: _codec_column(cat(self.sub_sum, np.float64), self.compression, self.tier),
+            SUB_MIN: _codec_column(cat(self.sub_min, np.float64), self.compression, self.tier),
+            SUB_MAX: _codec_column(cat(self.sub_max, np.float64), self.compression, self.tier),
+        }
 
     def footer(self, block_rows: int) -> bytes:
         names = [name.encode() for name, _ in self.fields]
@@ -290,6 +436,7 @@ class _Writer:
             CHUNK_MIN: np.array(self.c_min, dtype="<f8"),
             CHUNK_MAX: np.array(self.c_max, dtype="<f8"),
             BLOOM: BloomFilter.build(sids).to_bytes(),
+            **self._sub_sections(),
         }
         head_len = _DIR_HEAD.size + _DIR_ENTRY.size * len(sections)
         pos = head_len + (-head_len) % 8
@@ -324,11 +471,14 @@ def _block_bounds(ts: np.ndarray, block_rows: int, block_time_ns: int | None) ->
 
 
 def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, compression: str = "default",
-                  tier: str = "hot", block_rows: int = 4096, block_time_ns: int | None = None) -> SegmentInfo:
+                  tier: str = "hot", block_rows: int = 4096, block_time_ns: int | None = None,
+                  stats_interval_ns: int | None = None) -> SegmentInfo:
     """Write ``series`` (sorted by strictly increasing series id) as one segment file, atomically.
 
     Blocks hold at most ``block_rows`` rows and, with ``block_time_ns``, never cross a multiple of
-    it (time-aligned blocks: see :func:`_block_bounds`).
+    it (time-aligned blocks: see :func:`_block_bounds`). With ``stats_interval_ns``, a block whose
+    rows span several multiples of it also gets per-interval statistics in the footer (sub-block
+    statistics), so queries bucketed by that interval need not decode it.
 
     Series with no rows are skipped. Raises :class:`StorageError` on invalid input (unsorted ids
     or timestamps, misaligned columns) or I/O failure; nothing is left at ``path`` then.
@@ -339,7 +489,9 @@ def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, comp
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb", buffering=1 << 20) as f:
-            w = _Writer(f, compression, tier)
+            if stats_interval_ns is not None and not 0 <= stats_interval_ns < 2**62:
+                raise StorageError(f"stats_interval_ns must be in [0, 2**62), got {stats_interval_ns}")
+            w = _Writer(f, compression, tier, stats_interval_ns)
             w.put(_HEADER.pack(MAGIC, VERSION, 0, zlib.crc32(struct.pack("<8sHH", MAGIC, VERSION, 0))))
             prev = None
             for s in series:
@@ -556,6 +708,86 @@ class SegmentReader:
             or bool(np.any(self._c_off + self._c_len > data_end))
             or bool(np.any(self._c_mask > self._c_len)), "chunk offsets")
         # chunk counts vs rows are checked when a chunk is read (mask popcount, decoded length)
+        self.sub_interval_ns = None
+        if SUB_META in secs:
+            self._parse_sub_stats(secs, raw, f_off)
+
+    def _parse_sub_stats(self, secs: dict, raw, f_off: int) -> None:
+        """Sections 24..31 (sub-block statistics), validated (docs/format/segment.md)."""
+        def bad(cond: bool, what: str) -> None:
+            if cond:
+                raise self._corrupt(f"inconsistent sub-block statistics: {what}", f_off)
+
+        missing = set(range(SUB_META, SUB_MAX + 1)) - secs.keys()
+        bad(bool(missing), f"missing sections {sorted(missing)}")
+        meta = raw(SUB_META)
+        bad(len(meta) != _SUB_META.size, "SUB_META size")
+        iv, sb, sc = _SUB_META.unpack_from(meta)
+        bad(not 0 < iv < 2**62, f"interval {iv}")
+        nblocks, nchunks = len(self._b_rows), len(self._c_field)
+
+        def arr(sec: int, dt: str, count: int) -> np.ndarray:
+            r = raw(sec)
+            bad(len(r) != count * np.dtype(dt).itemsize, f"section {sec} has {len(r)} bytes for {count} entries")
+            return np.frombuffer(r, dtype=dt, count=count)
+
+        bss = arr(BLOCK_SUB_START, "<u8", nblocks + 1).astype(np.int64)
+        bad(bss[0] != 0 or bss[-1] != sb or bool(np.any(np.diff(bss) < 0)), "block entry starts")
+        nb = np.diff(bss)
+        chunk_block = np.repeat(np.arange(nblocks), np.diff(self._b_chunk_start))
+        nc = nb[chunk_block]
+        cs = np.zeros(nchunks + 1, np.int64)
+        np.cumsum(nc, out=cs[1:])
+        bad(int(cs[-1]) != sc, f"{sc} chunk entries, the blocks imply {int(cs[-1])}")
+        t = arr(SUB_TIME, "<i8", sb)
+        rows = arr(SUB_ROWS, "<u4", sb)
+        count = arr(SUB_COUNT, "<u4", sc)
+        eb = np.repeat(np.arange(nblocks), nb)  # block of each block entry
+        bmin, bmax = self._b_min[eb], self._b_max[eb]
+        bad(bool(np.any(np.mod(t, iv) != 0)) or bool(np.any(t < bmin - np.mod(bmin, iv)))
+            or bool(np.any(t > bmax)) or bool(np.any(t > _INT64_MAX - iv + 1)), "interval starts")
+        bad(sb > 1 and bool(np.any((t[1:] <= t[:-1]) & (eb[1:] == eb[:-1]))), "interval order")
+        has = np.flatnonzero(nb > 0)
+        bad(bool(np.any(rows == 0)) or (len(has) > 0 and bool(np.any(
+            np.add.reduceat(rows.astype(np.int64), bss[has]) != self._b_rows[has]))), "interval rows")
+        # chunk entry -> block entry
+        to_block = np.repeat(bss[:-1][chunk_block] - cs[:-1], nc) + np.arange(sc)
+        bad(bool(np.any(count > rows[to_block])), "interval counts over rows")
+        hc = np.flatnonzero(nc > 0)
+        bad(len(hc) > 0 and bool(np.any(np.add.reduceat(count.astype(np.int64), cs[hc]) != self._c_count[hc])),
+            "interval counts vs chunk counts")
+        cols = [self._codec_column(raw(sec), sc, f_off) for sec in (SUB_SUM, SUB_MIN, SUB_MAX)]
+        self.sub_interval_ns = int(iv)
+        self._bs_start, self._sub_time, self._sub_rows, self._sub_count = bss, t, rows, count
+        self._cs_start, self._c_nsub = cs, nc
+        self._sub_sum, self._sub_min, self._sub_max = cols
+
+    def _codec_column(self, r, n: int, f_off: int) -> np.ndarray:
+        """Decode a footer codec column of ``n`` float64 values."""
+        what = "malformed sub-block statistics column"
+        if len(r) < 4:
+            raise self._corrupt(what, f_off)
+        (k,) = struct.unpack_from("<I", r)
+        off, parts, got = 4, [], 0
+        for _ in range(k):
+            if off + 4 > len(r):
+                raise self._corrupt(what, f_off)
+            (length,) = struct.unpack_from("<I", r, off)
+            off += 4
+            if off + length > len(r):
+                raise self._corrupt(what, f_off)
+            try:
+                v = codecs.decode(r[off:off + length])
+            except CorruptionError as e:
+                raise self._corrupt(f"{what}: {e}", f_off) from e
+            if v.dtype != np.float64 or len(v) > n - got:
+                raise self._corrupt(what, f_off)
+            parts.append(v)
+            got += len(v)
+            off += length
+        if got != n or off != len(r):
+            raise self._corrupt(what, f_off)
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -663,6 +895,41 @@ class SegmentReader:
                 mn[blk] = self._c_min[sel]
                 mx[blk] = self._c_max[sel]
         return FieldStats(count, total, mn, mx)
+
+    def sub_stats(self, sid: int, field: str | None = None) -> SubStats | None:
+        """Sub-block statistics of series ``sid`` (and ``field``; None: row counts), or None when
+        the segment has none (every block lies in one statistics interval)."""
+        if self.sub_interval_ns is None:
+            return None
+        i = self._index(sid)
+        if i < 0:
+            return None
+        b0, b1, c0, c1 = self._chunk_range(i)
+        e0, e1 = int(self._bs_start[b0]), int(self._bs_start[b1])
+        n = e1 - e0
+        block = np.repeat(np.arange(b1 - b0), np.diff(self._bs_start[b0:b1 + 1]))
+        rows = self._sub_rows[e0:e1]
+        if field is None:
+            cnt = rows.astype(np.int64)
+            return SubStats(self.sub_interval_ns, block, self._sub_time[e0:e1], rows, cnt, np.zeros(n),
+                            np.full(n, np.nan), np.full(n, np.nan))
+        count, total = np.zeros(n, np.int64), np.zeros(n)
+        mn, mx = np.full(n, np.nan), np.full(n, np.nan)
+        fid = self._series_fid(c0, c1, field) if n else -1
+        if fid >= 0:
+            sel = np.flatnonzero(self._c_field[c0:c1] == fid) + c0
+            sel = sel[self._c_nsub[sel] > 0]
+            if len(sel):
+                lens = self._c_nsub[sel]
+                blk = np.searchsorted(self._b_chunk_start, sel, side="right") - 1
+                step = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+                src = np.repeat(self._cs_start[sel], lens) + step
+                dst = np.repeat(self._bs_start[blk] - e0, lens) + step
+                count[dst] = self._sub_count[src]
+                total[dst] = self._sub_sum[src]
+                mn[dst] = self._sub_min[src]
+                mx[dst] = self._sub_max[src]
+        return SubStats(self.sub_interval_ns, block, self._sub_time[e0:e1], rows, count, total, mn, mx)
 
     # ------------------------------------------------------------------ data
     def _bytes(self, off: int, length: int) -> bytes:

@@ -238,3 +238,73 @@ async def test_a_flush_between_two_merges_of_one_pass_keeps_last_write_wins(tmp_
         await lc.execute(task)
         rows = await query_raw(db, start, start + HOUR)
         assert rows[0] == ("a", start, (("x", 99.0),))
+
+
+async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(tmp_path, monkeypatch):
+    """Cold blocks span a day; hourly (and coarser) aggregates come from their per-hour
+    statistics without decoding, and every aggregate equals the answer of the hot layout."""
+    import rusts.executor as executor
+
+    rng = np.random.default_rng(11)
+    day = 24 * HOUR
+    start = 1_700_000_000 * 10**9 // day * day
+    end = start + 2 * day
+    lines = []
+    for h in HOSTS:
+        t = start + np.cumsum(rng.integers(20, 100, 4000)) * 10**9
+        t = t[t < end]
+        for k, ts in enumerate(t.tolist()):
+            fields = {f: float(np.round(rng.uniform(0, 100), 2)) for f in FIELDS if rng.random() < 0.7}
+            fields = fields or {"x": 1.5}
+            lines.append(f"cpu,host={h} " + ",".join(f"{f}={v}" for f, v in fields.items()) + f" {ts}")
+    aggs = [{"function": fn, "field": "y"} for fn in ("Count", "Sum", "Mean", "Min", "Max")] + [{"function": "Count"}]
+    ranges = [(start, end), (start + 5 * HOUR, start + 30 * HOUR), (start + 5 * HOUR + 7 * MIN, end - 13 * MIN)]
+    intervals = [HOUR, 2 * HOUR, 90 * MIN, 30 * MIN, None]
+
+    async def answers(db):
+        out = {}
+        for a in aggs:
+            for lo, hi in ranges:
+                for iv in intervals:
+                    agg = dict(a, **({"interval_nanos": iv} if iv else {}))
+                    rs = await db.query({"measurement": "cpu", "time_range": {"start": lo, "end": hi},
+                                         "group_by": ["host"], "aggregation": agg})
+                    out[(a["function"], a.get("field"), lo, hi, iv)] = {
+                        (r["tags"]["host"], r["timestamp"]): r["fields"] for r in rs.to_rows()}
+        return out
+
+    async with rusts.db.open(tmp_path / "data", partition_duration_hours=24, wal_durability="none") as db:
+        await db.write("\n".join(lines))
+        await db.flush()
+        hot = await answers(db)
+        lc = Lifecycle(db, cold_after_ns=HOUR)
+        lc.now_ns = end + 2 * HOUR
+        await lc.compact()
+        assert {m.tier for m in db.manifest.state.segments} == {"cold"}
+        decoded_tiers = []
+        real = executor._read_segment
+
+        def spy(src, sid, fields, blocks):
+            decoded_tiers.append(src.reader.tier)
+            return real(src, sid, fields, blocks)
+
+        monkeypatch.setattr(executor, "_read_segment", spy)
+        cold = await answers(db)
+        assert cold.keys() == hot.keys()
+        for k in hot:
+            assert cold[k].keys() == hot[k].keys(), k
+            for row, fields in hot[k].items():
+                for name, v in fields.items():
+                    got = cold[k][row][name]
+                    assert (got is None) == (v is None), (k, row, name)
+                    if v is not None:
+                        assert got == pytest.approx(v, rel=1e-12, abs=1e-9), (k, row, name)
+        # the aligned hourly and two-hourly queries decoded no block at all
+        decoded_tiers.clear()
+        for iv in (HOUR, 2 * HOUR):
+            await db.query({"measurement": "cpu", "time_range": {"start": start + 5 * HOUR, "end": start + 30 * HOUR},
+                            "group_by": ["host"], "aggregation": {"function": "Mean", "field": "y", "interval_nanos": iv}})
+        assert decoded_tiers == []
+        await db.query({"measurement": "cpu", "time_range": {"start": start + 5 * HOUR + 7 * MIN, "end": end},
+                        "group_by": ["host"], "aggregation": {"function": "Mean", "field": "y", "interval_nanos": HOUR}})
+        assert decoded_tiers and set(decoded_tiers) == {"cold"}  # the partial first hour is decoded
