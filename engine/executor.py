@@ -489,39 +489,57 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     to decode. A block qualifies when each of its intervals lies outside [start, end) or wholly
     inside it and inside one query bucket."""
     sub_stats = getattr(s.reader, "sub_stats", None)
-    base = sub_stats(sid) if sub_stats is not None else None
-    if base is None or len(base.block) == 0:
+    if sub_stats is None:
+        return pb
+    fields = list(dict.fromkeys(a.field for a in aggs))
+    first = sub_stats(sid, fields[0])
+    if first is None:
         return pb
     bt = s.blocks
-    bmin, bmax = bt.min_time[base.block], bt.max_time[base.block]
-    lo = np.maximum(base.time, bmin)
-    hi = np.minimum(base.time + (base.interval - 1), bmax)
+    blk = first.block
+    bmin, bmax = bt.min_time[blk], bt.max_time[blk]
+    lo = np.maximum(first.time, bmin)
+    hi = np.minimum(first.time + (first.interval - 1), bmax)
     inside = (lo >= start) & (hi < end)
     if interval is not None:
         inside &= _bucket(lo, interval) == _bucket(hi, interval)
-    outside = (hi < start) | (lo >= end)
-    in_pb = np.isin(base.block, pb)
-    cand = np.unique(base.block[in_pb])
-    good = np.setdiff1d(cand, base.block[in_pb & ~inside & ~outside], assume_unique=False)
-    if len(good) == 0:
+    ok = inside | (hi < start) | (lo >= end)
+    bs = first.block_start
+    has = bs[1:] > bs[:-1]
+    usable = np.zeros(len(has), dtype=bool)
+    usable[has] = np.logical_and.reduceat(ok, bs[:-1][has])
+    wanted = np.zeros(len(has), dtype=bool)
+    wanted[pb] = True
+    usable &= wanted
+    if not usable.any():
         return pb
-    e = np.isin(base.block, good) & inside
-    if not e.any():
-        return np.setdiff1d(pb, good)
-    bk = _bucket(lo[e], interval)
-    for a, acc in zip(aggs, accs):
-        st = base if a.field is None else sub_stats(sid, a.field)
-        cnt = np.asarray(st.count[e], dtype=np.int64)
-        keep = cnt > 0
-        if not keep.any():
-            continue
-        acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
-        acc.st_b.append(bk[keep])
-        acc.st_count.append(cnt[keep])
-        acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64)[keep])
-        acc.st_min.append(np.asarray(st.min[e], dtype=np.float64)[keep])
-        acc.st_max.append(np.asarray(st.max[e], dtype=np.float64)[keep])
-    return np.setdiff1d(pb, good)
+    e = usable[blk] & inside
+    if e.any():
+        bk = _bucket(lo[e], interval)
+        by_field = {fields[0]: first}
+        for a, acc in zip(aggs, accs):
+            st = by_field.get(a.field)
+            if st is None:
+                st = by_field[a.field] = sub_stats(sid, a.field)
+            cnt = np.asarray(st.count[e], dtype=np.int64)
+            keep = cnt > 0
+            if not keep.all():
+                if not keep.any():
+                    continue
+                acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
+                acc.st_b.append(bk[keep])
+                acc.st_count.append(cnt[keep])
+                acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64)[keep])
+                acc.st_min.append(np.asarray(st.min[e], dtype=np.float64)[keep])
+                acc.st_max.append(np.asarray(st.max[e], dtype=np.float64)[keep])
+                continue
+            acc.st_g.append(np.full(len(cnt), g, np.int64))
+            acc.st_b.append(bk)
+            acc.st_count.append(cnt)
+            acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64))
+            acc.st_min.append(np.asarray(st.min[e], dtype=np.float64))
+            acc.st_max.append(np.asarray(st.max[e], dtype=np.float64))
+    return pb[~usable[pb]]
 
 
 def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:

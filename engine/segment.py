@@ -138,13 +138,15 @@ class SubStats:
     """Sub-block statistics of one series (and one field): one entry per statistics interval of
     each block that spans several intervals (blocks within one interval have none).
 
-    ``block`` is the block index (as in :meth:`SegmentReader.blocks`), ``time`` the interval
-    start (a multiple of ``interval``), ``rows`` the block's rows in it; ``count``/``sum``/``min``/
+    ``block`` is the block index (as in :meth:`SegmentReader.blocks`) of each entry, and the
+    entries of block k are ``[block_start[k], block_start[k+1])``; ``time`` is the interval start
+    (a multiple of ``interval``), ``rows`` the block's rows in it; ``count``/``sum``/``min``/
     ``max`` are the field's pre-aggregates there (count 0, sum 0, min/max NaN where absent; for
     ``field=None`` count is the row count).
     """
 
     interval: int
+    block_start: np.ndarray
     block: np.ndarray
     time: np.ndarray
     rows: np.ndarray
@@ -898,20 +900,24 @@ class SegmentReader:
 
     def sub_stats(self, sid: int, field: str | None = None) -> SubStats | None:
         """Sub-block statistics of series ``sid`` (and ``field``; None: row counts), or None when
-        the segment has none (every block lies in one statistics interval)."""
+        it has none (every block of the series lies in one statistics interval)."""
         if self.sub_interval_ns is None:
             return None
         i = self._index(sid)
         if i < 0:
             return None
         b0, b1, c0, c1 = self._chunk_range(i)
-        e0, e1 = int(self._bs_start[b0]), int(self._bs_start[b1])
+        bs = self._bs_start[b0:b1 + 1]
+        e0, e1 = int(bs[0]), int(bs[-1])
+        if e0 == e1:
+            return None
         n = e1 - e0
-        block = np.repeat(np.arange(b1 - b0), np.diff(self._bs_start[b0:b1 + 1]))
+        bs = bs - e0
+        block = np.repeat(np.arange(b1 - b0), np.diff(bs))
         rows = self._sub_rows[e0:e1]
         if field is None:
             cnt = rows.astype(np.int64)
-            return SubStats(self.sub_interval_ns, block, self._sub_time[e0:e1], rows, cnt, np.zeros(n),
+            return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, cnt, np.zeros(n),
                             np.full(n, np.nan), np.full(n, np.nan))
         count, total = np.zeros(n, np.int64), np.zeros(n)
         mn, mx = np.full(n, np.nan), np.full(n, np.nan)
@@ -929,7 +935,7 @@ class SegmentReader:
                 total[dst] = self._sub_sum[src]
                 mn[dst] = self._sub_min[src]
                 mx[dst] = self._sub_max[src]
-        return SubStats(self.sub_interval_ns, block, self._sub_time[e0:e1], rows, count, total, mn, mx)
+        return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, count, total, mn, mx)
 
     # ------------------------------------------------------------------ data
     def _bytes(self, off: int, length: int) -> bytes:
