@@ -10,7 +10,8 @@ Layout (little-endian)::
     ..       payload (wrapped or not)
     -4  u32  CRC32 (zlib polynomial) of every preceding byte of the block
 
-The wrapper is kept only when it makes the block smaller. ``compression`` maps to:
+The wrapper is kept only when it makes the block smaller; Zstd ``best`` tries level 15 only
+when level 3 saves at least 1/32 of the payload. ``compression`` maps to:
 
 =========  =========================  ==========================
 setting    tier "hot"                 tier "cold"
@@ -47,6 +48,7 @@ TIERS: tuple[str, ...] = ("hot", "cold")
 _HDR = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
 _ZSTD_LEVEL = {"fast": 1, "default": 3, "best": 15}
+_ZSTD_PROBE = 3  # "best" tries level 15 only when level 3 saves at least 1/32 (docs/format/codecs.md)
 # zstandard (de)compressor objects must not be shared between threads (encode and decode run in
 # worker threads), so each thread keeps its own.
 _local = threading.local()
@@ -105,7 +107,12 @@ def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
             out = lz4.block.compress(payload, store_size=False)
         wrap = Wrap.LZ4
     else:
-        out = _zstd_compressor(_ZSTD_LEVEL[compression]).compress(payload)
+        level = _ZSTD_LEVEL[compression]
+        out = _zstd_compressor(min(level, _ZSTD_PROBE)).compress(payload)
+        if level > _ZSTD_PROBE and len(out) * 32 <= len(payload) * 31:
+            # compressible at all: the high level may gain more (dense codec output, where it
+            # would gain under 0.1% for six times the work, stops at the probe)
+            out = _zstd_compressor(level).compress(payload)
         wrap = Wrap.ZSTD
     if len(out) + 4 < len(payload):
         return wrap, out
