@@ -5,33 +5,41 @@ codecs). A flush of a fleet's memtable (thousands of series with a few rows each
 of CPU; in a worker *thread* it holds the GIL for most of that time, and every write and query
 that arrives meanwhile waits for it (each wake-up of the event loop waits for the GIL switch
 interval, 5 ms, again). In a worker process the event loop keeps running; the only cost here is
-pickling the table's arrays (a few memcpy per write chunk).
+pickling the table's arrays (a few MB, concatenated per field layout first).
 
-One process for the whole Python process (all databases share it), started on first use with
-the ``spawn`` method (no fork of a threaded trio process), reused for every later flush. It exits
-when this process exits, and on its own when its parent dies (a watchdog thread; a SIGKILLed
-server must not leave it writing). A file it was still writing then is an orphan the next
-recovery removes (the manifest never listed it).
+One process for the whole Python process (all databases share it, one flush at a time), started
+on first use as ``python -m rusts.flushproc`` and reused. It is a plain subprocess speaking
+length-prefixed pickles over its stdin/stdout, not ``multiprocessing``: the ``spawn`` and
+``forkserver`` methods re-import the parent's ``__main__``, which would re-run any embedding
+script without an ``if __name__ == "__main__"`` guard, and ``fork`` is unsafe in a threaded
+process. The worker exits when its stdin closes (this process ended) and on its own when its
+parent dies (a watchdog thread: a SIGKILLed server must not leave it writing). A file it was
+still writing then is an orphan that the next recovery removes (the manifest never listed it).
 
-Small tables are flushed in a thread (:func:`use_process`): starting the process costs about a
-second, and for a few hundred series the thread is cheaper. ``RUSTS_FLUSH_PROCESS`` overrides:
-``always``, ``never`` or ``auto`` (default).
+Small tables are flushed in a thread (:func:`use_process`): for a few hundred series the pickling
+and the process hop cost more than they save. ``RUSTS_FLUSH_PROCESS`` overrides: ``always``,
+``never`` or ``auto`` (default). If the worker dies, the flush runs in this process instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import struct
+import subprocess
+import sys
 import threading
 
 log = logging.getLogger("rusts.flushproc")
 
-_pool = None
-_pool_lock = threading.Lock()
-_broken = 0
-
 PROCESS_MIN_SERIES = 1000
 """Tables with at least this many series chunks (series x writes) use the worker process."""
+
+_LEN = struct.Struct("<Q")
+_lock = threading.Lock()  # one request at a time; guards _proc
+_proc: subprocess.Popen | None = None
+_failures = 0
 
 
 def mode() -> str:
@@ -40,11 +48,126 @@ def mode() -> str:
 
 def use_process(series_chunks: int) -> bool:
     m = mode()
-    if m in ("never", "0", "no", "off") or _broken >= 3:
+    if m in ("never", "0", "no", "off") or _failures >= 3:
         return False
     if m in ("always", "1", "yes", "on"):
         return True
     return series_chunks >= PROCESS_MIN_SERIES
+
+
+def write_partitions_parts(payload, partition_ns: int) -> dict:
+    """Partition -> SeriesData of a flush payload (the in-thread form's first step)."""
+    from rusts.memtable import table_partitions
+
+    return table_partitions(payload, partition_ns)
+
+
+def write_partitions(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
+    """Partition -> SegmentInfo: build the per-series data of a flush payload and write one
+    segment per partition at ``paths[partition]``. Runs in the worker process (or a thread)."""
+    from rusts.segment import write_segment
+
+    out = {}
+    for part, series in sorted(write_partitions_parts(payload, partition_ns).items()):
+        out[part] = write_segment(paths[part], series, **options)
+    return out
+
+
+# ------------------------------------------------------------------------------- parent side
+
+
+def _send(fh, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    fh.write(_LEN.pack(len(data)))
+    fh.write(data)
+    fh.flush()
+
+
+def _recv(fh):
+    head = fh.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError("flush worker closed its pipe")
+    (n,) = _LEN.unpack(head)
+    data = fh.read(n)
+    if len(data) < n:
+        raise EOFError("flush worker closed its pipe")
+    return pickle.loads(data)
+
+
+def _start() -> subprocess.Popen:
+    env = dict(os.environ)
+    # the worker must import this same package tree
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
+    return subprocess.Popen([sys.executable, "-m", "rusts.flushproc", str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            close_fds=True, bufsize=1 << 16)
+
+
+def _stop_locked() -> None:
+    global _proc
+    p, _proc = _proc, None
+    if p is None:
+        return
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    p.stdout.close()
+
+
+def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
+    """Blocking (call from a worker thread): :func:`write_partitions` in the worker process.
+
+    Raises what the worker raised (e.g. StorageError); if the worker died, the flush runs in
+    this process instead and the worker is restarted next time.
+    """
+    global _proc, _failures
+    with _lock:
+        try:
+            if _proc is None or _proc.poll() is not None:
+                _proc = _start()
+                import atexit
+
+                atexit.register(shutdown)
+            _send(_proc.stdin, (payload, partition_ns, paths, options))
+            status, result = _recv(_proc.stdout)
+        except (OSError, EOFError, pickle.PickleError) as e:
+            _failures += 1
+            log.error("flush worker process failed (%s); flushing in this process", e)
+            try:
+                if _proc is not None:
+                    _proc.kill()
+            except OSError:
+                pass
+            _stop_locked()
+            status = None
+        if status is None:
+            return write_partitions(payload, partition_ns, paths, options)
+        if status == "ok":
+            return result
+        if isinstance(result, BaseException):
+            raise result
+        from rusts.errors import StorageError
+
+        raise StorageError(f"flush worker: {result}")
+
+
+def running() -> bool:
+    return _proc is not None and _proc.poll() is None
+
+
+def shutdown() -> None:
+    """Stop the worker process (tests, exit); the next flush starts a new one."""
+    with _lock:
+        _stop_locked()
+
+
+# ------------------------------------------------------------------------------- worker side
 
 
 def _watch_parent(ppid: int) -> None:
@@ -56,79 +179,26 @@ def _watch_parent(ppid: int) -> None:
             os._exit(1)
 
 
-def _init_worker(ppid: int) -> None:
+def _serve(ppid: int) -> None:
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
-    import rusts.segment  # noqa: F401  (import once, not in the first flush)
+    import rusts.segment  # noqa: F401  (import once, before the first request)
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the reply pipe
+    while True:
+        try:
+            req = _recv(inp)
+        except EOFError:
+            return
+        try:
+            reply = ("ok", write_partitions(*req))
+        except Exception as e:  # noqa: BLE001 - sent back to the flusher, which retries
+            reply = ("err", e)
+        try:
+            _send(out, reply)
+        except (pickle.PickleError, TypeError, AttributeError):
+            _send(out, ("err", f"{type(reply[1]).__name__}: {reply[1]}"))
 
 
-def _get_pool():
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            import atexit
-
-            atexit.register(shutdown)
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(os.getpid(),))
-        return _pool
-
-
-def _reset_pool(pool) -> None:
-    global _pool, _broken
-    with _pool_lock:
-        if _pool is pool:
-            _pool = None
-            _broken += 1
-    try:
-        pool.shutdown(wait=False, cancel_futures=True)
-    except Exception:  # pragma: no cover
-        pass
-
-
-def write_partitions(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
-    """Partition -> SegmentInfo: build the per-series data of a flush payload and write one
-    segment per partition at ``paths[partition]``. Runs in the worker process (or a thread)."""
-    from rusts.memtable import table_partitions
-    from rusts.segment import write_segment
-
-    parts = table_partitions(payload, partition_ns)
-    out = {}
-    for part, series in sorted(parts.items()):
-        out[part] = write_segment(paths[part], series, **options)
-    return out
-
-
-def write_partitions_parts(payload, partition_ns: int) -> dict:
-    """The in-thread form's first step: partition -> SeriesData."""
-    from rusts.memtable import table_partitions
-
-    return table_partitions(payload, partition_ns)
-
-
-def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
-    """Blocking: :func:`write_partitions` in the worker process (call from a worker thread).
-
-    Falls back to running here if the worker process broke (killed, out of memory).
-    """
-    from concurrent.futures.process import BrokenProcessPool
-
-    pool = _get_pool()
-    try:
-        fut = pool.submit(write_partitions, payload, partition_ns, paths, options)
-        return fut.result()
-    except BrokenProcessPool as e:
-        log.error("flush worker process died (%s); flushing in this process", e)
-        _reset_pool(pool)
-        return write_partitions(payload, partition_ns, paths, options)
-
-
-def shutdown() -> None:
-    """Stop the worker process (tests; normally it ends with this process)."""
-    global _pool
-    with _pool_lock:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True)
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())
