@@ -758,11 +758,20 @@ class SegmentReader:
         hc = np.flatnonzero(nc > 0)
         bad(len(hc) > 0 and bool(np.any(np.add.reduceat(count.astype(np.int64), cs[hc]) != self._c_count[hc])),
             "interval counts vs chunk counts")
-        cols = [self._codec_column(raw(sec), sc, f_off) for sec in (SUB_SUM, SUB_MIN, SUB_MAX)]
         self.sub_interval_ns = int(iv)
         self._bs_start, self._sub_time, self._sub_rows, self._sub_count = bss, t, rows, count
         self._cs_start, self._c_nsub = cs, nc
-        self._sub_sum, self._sub_min, self._sub_max = cols
+        # decoded when first used (the footer CRC already covers them): opening stays cheap and a
+        # segment nobody aggregates holds no decoded copy
+        self._sub_raw = (raw(SUB_SUM), raw(SUB_MIN), raw(SUB_MAX), sc, f_off)
+        self._sub_cols = None
+
+    def _sub_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cols = self._sub_cols
+        if cols is None:  # two threads may both decode: the same result, either one kept
+            r_sum, r_min, r_max, sc, f_off = self._sub_raw
+            cols = self._sub_cols = tuple(self._codec_column(r, sc, f_off) for r in (r_sum, r_min, r_max))
+        return cols
 
     def _codec_column(self, r, n: int, f_off: int) -> np.ndarray:
         """Decode a footer codec column of ``n`` float64 values."""
@@ -926,15 +935,16 @@ class SegmentReader:
             sel = np.flatnonzero(self._c_field[c0:c1] == fid) + c0
             sel = sel[self._c_nsub[sel] > 0]
             if len(sel):
+                sub_sum, sub_min, sub_max = self._sub_values()
                 lens = self._c_nsub[sel]
                 blk = np.searchsorted(self._b_chunk_start, sel, side="right") - 1
                 step = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
                 src = np.repeat(self._cs_start[sel], lens) + step
                 dst = np.repeat(self._bs_start[blk] - e0, lens) + step
                 count[dst] = self._sub_count[src]
-                total[dst] = self._sub_sum[src]
-                mn[dst] = self._sub_min[src]
-                mx[dst] = self._sub_max[src]
+                total[dst] = sub_sum[src]
+                mn[dst] = sub_min[src]
+                mx[dst] = sub_max[src]
         return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, count, total, mn, mx)
 
     # ------------------------------------------------------------------ data
