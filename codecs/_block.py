@@ -11,7 +11,8 @@ Layout (little-endian)::
     -4  u32  CRC32 (zlib polynomial) of every preceding byte of the block
 
 The wrapper is kept only when it makes the block smaller; Zstd ``best`` tries level 15 only
-when level 3 saves at least 1/32 of the payload. ``compression`` maps to:
+when level 3 saves at least 1/32 of the payload. The cold tier also keeps the exact smallest
+integer codec, without the margins that favour fast decoders. ``compression`` maps to:
 
 =========  =========================  ==========================
 setting    tier "hot"                 tier "cold"
@@ -151,6 +152,26 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
     if n > MAX_COUNT:
         raise CodecError(f"a block holds at most {MAX_COUNT} values, got {n}")
     vtype = _type_of(values, timestamps)
+    token = _ints.EXACT.set(True) if tier == "cold" else None
+    try:
+        tag, payload = _encode_payload(values, vtype, timestamps, codec)
+    finally:
+        if token is not None:
+            _ints.EXACT.reset(token)
+    if n <= _SMALL and vtype != TYPE_STRING:  # a few dense bytes: LZ4/Zstd rarely win
+        wrap, body = Wrap.NONE, payload
+    else:
+        wrap, body = _wrap(payload, compression, tier)
+    if wrap == Wrap.NONE:
+        head = _HDR.pack(tag, vtype, n)
+    else:
+        head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
+    block = head + body
+    return block + _U32.pack(zlib.crc32(block))
+
+
+def _encode_payload(values: np.ndarray, vtype: int, timestamps: bool, codec: int | None) -> tuple[int, bytes]:
+    """(tag, payload) of the smallest codec (or of ``codec``)."""
     if codec is not None:
         tag, payload = _encode_as(codec, vtype, values)
     elif vtype == TYPE_FLOAT:
@@ -165,16 +186,7 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
         if values.dtype.kind != "O":
             values = values.astype(object)
         tag, payload = _strings.encode(values)
-    if n <= _SMALL and vtype != TYPE_STRING:  # a few dense bytes: LZ4/Zstd rarely win
-        wrap, body = Wrap.NONE, payload
-    else:
-        wrap, body = _wrap(payload, compression, tier)
-    if wrap == Wrap.NONE:
-        head = _HDR.pack(tag, vtype, n)
-    else:
-        head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
-    block = head + body
-    return block + _U32.pack(zlib.crc32(block))
+    return tag, payload
 
 
 def _encode_as(tag: int, vtype: int, values: np.ndarray) -> tuple[int, bytes]:

@@ -44,6 +44,7 @@ no delta codec (DELTA_FOR, DOD_FOR, DELTA_ZIGZAG_VARINT, DELTA_ZERORUN), which b
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import math
@@ -218,19 +219,24 @@ _PENALTY = {T.ZIGZAG_VARINT: (1.15, 32), T.DELTA_ZIGZAG_VARINT: (1.15, 32),
             T.ZIGZAG_RICE: (1.15, 32), T.DELTA_ZERORUN: (1.0, 16),
             T.FOR_RADIX: (1.1, 16)}
 _NO_PENALTY = (1.0, 0)
+_NO_PENALTIES: dict = {}
+# True while encoding a cold-tier block (set by rusts.codecs._block.encode, reset after it):
+# the cold tier keeps the exact smallest codec, without the decode-speed margins above
+EXACT = contextvars.ContextVar("rusts_codecs_exact", default=False)
 
 
 class _Plan:
     """The cheapest candidate seen so far and how to build it."""
 
-    __slots__ = ("tag", "size", "cost", "build")
+    __slots__ = ("tag", "size", "cost", "build", "penalty")
 
     def __init__(self, n: int, u: np.ndarray) -> None:
         self.tag, self.size, self.cost = T.RAW, 8 * n, 8 * n
         self.build = partial(_raw, u)
+        self.penalty = _NO_PENALTIES if EXACT.get() else _PENALTY
 
     def consider(self, tag: int, size: int, build) -> None:
-        factor, extra = _PENALTY.get(tag, _NO_PENALTY)
+        factor, extra = self.penalty.get(tag, _NO_PENALTY)
         cost = size * factor + extra
         if cost < self.cost:
             self.tag, self.size, self.cost, self.build = tag, size, cost, build
