@@ -283,6 +283,7 @@ class QueryConfig:
     max_concurrent: int = _field(16, _positive_int)
     timeout_secs: int | float = _field(30, _positive_number)
     max_rows: int = _field(10000000, _positive_int)
+    recent_cache_mb: int = _field(128, _non_negative_int)
 
 
 @attrs.frozen
@@ -507,6 +508,7 @@ query:
   max_concurrent: 16
   timeout_secs: 30
   max_rows: 10000000
+  recent_cache_mb: 128        # flushed data kept in memory for queries over recent windows (0: off)
 """
 
 

@@ -378,9 +378,20 @@ def _plan_text(text: str, now: int, cat):
     return _plan(ast, cat, now, names, ext, "auto")
 
 
+def _many_recent_series(db, q) -> bool:
+    """Whether ``q`` reads many series over a range held in memory (:mod:`rusts.recent`)."""
+    from rusts.executor import select_series
+    from rusts.sql_scan import effective_query, recent_covers
+
+    q = effective_query(db, q)
+    return recent_covers(db, q) and len(select_series(db.index, q)) > 32
+
+
 async def _run_planned(db, planned, route: str):
     """Answer a fast-path plan; None when it turns out to need the general path."""
     kind, plan = planned
+    if kind == "fast" and _many_recent_series(db, plan.query):
+        return None  # columnar in-memory scan + DuckDB beats the per-series executor here
     if kind == "latest":
         lp = plan
         from rusts.sql_vector import run_latest
