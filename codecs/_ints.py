@@ -333,7 +333,7 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
     # When a delta codec already halves plain bit-packing the values are sequential, and an
     # entropy code of the raw values (Rice, varint) will not win: skip computing it.
     raw_codes = mode != TIMESTAMPS and not (d is not None and 2 * p.size <= for_size)
-    if mode == NESTED and n < _NESTED_FULL:
+    if mode == NESTED and n < _NESTED_FULL and p.penalty is _PENALTY:  # the cold tier weighs all
         return p
     if raw_codes and p.size > 16:
         z = _bits.zigzag(u)

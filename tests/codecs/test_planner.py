@@ -98,3 +98,18 @@ def test_cold_tier_takes_rice_where_the_margin_keeps_bit_packing():
         encode(np.array([1, 2]), tier="cold", codec=Tag.GORILLA)
     assert encode(walk, compression="none", tier="hot") == hot
     assert not _ints.EXACT.get()
+
+
+@SETTINGS
+@given(values, st.booleans(), st.sampled_from([_ints.TOP, _ints.TIMESTAMPS, _ints.NESTED]))
+def test_cold_integer_plan_sizes_are_the_built_sizes(v, signed, mode):
+    """The same with the cold tier's planning (no margins, every codec for small nested blocks)."""
+    token = _ints.EXACT.set(True)
+    try:
+        u = v.view(np.uint64)
+        p = _ints.plan(u, signed, mode)
+        built = p.build()
+    finally:
+        _ints.EXACT.reset(token)
+    assert len(built) == p.size
+    assert _ints.decode(p.tag, built, len(u), nested=mode == _ints.NESTED).tolist() == u.tolist()
