@@ -97,6 +97,7 @@ class Database:
         from rusts.recent import RecentData
 
         self.recent = RecentData(int(config.query.recent_cache_mb) << 20)
+        self._tags_cache: dict[str, dict[str, str]] = {}
         self.ready = False
         self.closed = False
         self.started_at = time.time()
@@ -459,7 +460,19 @@ class Database:
         return Snapshot(tuple(segs), self.state.snapshot(sids), tuple(seqs), stones)
 
     def tags_map(self, sids: np.ndarray) -> dict[int, dict[str, str]]:
-        return {int(s): dict(self.index.tags_of(int(s))) for s in sids.tolist()}
+        """Tag dict of every series id (shared, read-only dicts, memoised by series key)."""
+        cache = self._tags_cache
+        key_of = self.index.key_of
+        out = {}
+        for s in sids.tolist():
+            k = key_of(s)
+            t = cache.get(k)
+            if t is None:
+                if len(cache) >= 1_000_000:
+                    cache.clear()
+                t = cache[k] = dict(self.index.tags_of(s))
+            out[s] = t
+        return out
 
     async def query(self, q: Query | dict) -> ResultSet:
         """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`."""
