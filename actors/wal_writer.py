@@ -24,8 +24,13 @@ Failure: the first Wal error that leaves the Wal failed (an fsync error, fsyncga
 actor: that group's and every later :class:`WalAppend` reply fails with ``StorageError`` and is
 never forwarded. A failed ``write()`` that the Wal undid (ENOSPC) fails only its group.
 
-All file I/O runs in worker threads under this actor's own ``CapacityLimiter(1)`` and is never
-abandoned on cancellation (an abandoned fsync could still succeed or fail after we answered).
+File I/O runs in worker threads under this actor's own ``CapacityLimiter(1)`` and is never
+abandoned on cancellation (an abandoned fsync could still succeed or fail after we answered),
+with two exceptions that keep writes from waiting on the disk or on the GIL: a small group
+without fsync (``periodic``, ``os_default``) is written from the event loop when the limiter is
+free and no rotation is due (one page-cache ``write()``, cheaper than a thread hop), and the
+periodic fsync runs outside the limiter (``Wal.sync`` fsyncs a duplicate descriptor), so
+appends go on while a slow disk syncs.
 The final fsync on shutdown is shielded. Writers are never left hanging: on cancellation every
 reply still held (and every message still queued) is failed with ``ClosedError``.
 """
@@ -48,6 +53,7 @@ log = logging.getLogger("rusts.actors.wal")
 
 MODES = ("every_write", "periodic", "os_default", "none")
 MAX_GROUP_BYTES = 16 << 20  # stop draining the inbox into one group beyond this much payload
+INLINE_APPEND_BYTES = 512 << 10  # groups up to this size are written from the loop (no fsync modes)
 
 
 @attrs.frozen(eq=False)
@@ -117,6 +123,29 @@ class _WalWriter:
     async def _io(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    def _append_inline(self, payloads: list[bytes]) -> int | None:
+        """Append a small group without fsync right here in the event loop, or return None.
+
+        A ``write()`` of a few hundred KB to the page cache takes well under a millisecond, less
+        than the hop to a worker thread; and under load each hop waits for the GIL twice (the
+        thread, then the loop coming back), up to the 5 ms switch interval each. Only when no
+        fsync is due, the group does not rotate the segment (that fsyncs) and no other WAL
+        operation holds the limiter (a periodic fsync in a thread)."""
+        if self.mode == "every_write":
+            return None
+        fits = getattr(self.wal, "fits_active", None)  # test doubles may lack it: thread path
+        size = sum(map(len, payloads))
+        if fits is None or size > INLINE_APPEND_BYTES or not fits(size + 32 * len(payloads)):
+            return None
+        try:
+            self.limiter.acquire_nowait()
+        except trio.WouldBlock:
+            return None
+        try:
+            return self.wal.append(payloads)
+        finally:
+            self.limiter.release()
+
     def _append_sync(self, payloads: list[bytes], fsync: bool) -> int:
         last = self.wal.append(payloads)
         if fsync:
@@ -178,7 +207,9 @@ class _WalWriter:
         else:
             payloads = [m.payload for m in appends]
             try:
-                last = await self._io(self._append_sync, payloads, self.mode == "every_write")
+                last = self._append_inline(payloads)
+                if last is None:
+                    last = await self._io(self._append_sync, payloads, self.mode == "every_write")
             except Exception as e:
                 err = _as_storage_error(e)
                 if getattr(self.wal, "failed", True):
@@ -255,7 +286,10 @@ class _WalWriter:
                 continue
             self.dirty = False
             try:
-                await self._io(self.wal.sync)
+                # not under the limiter: appends go on while the disk syncs (Wal.sync fsyncs a
+                # duplicate descriptor; a slow fsync on a busy disk held every write for
+                # hundreds of ms)
+                await trio.to_thread.run_sync(self.wal.sync)
             except Exception as e:
                 self._poison(e, "periodic sync")
                 return

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -219,6 +220,7 @@ class Wal:
         self._fd: int | None = None
         self._failed: StorageError | None = None
         self._closed = False
+        self._fd_lock = threading.Lock()  # fd swaps vs. sync_detached's dup
         self._stats = {"appends": 0, "records_appended": 0, "bytes_appended": 0, "syncs": 0,
                        "rotations": 0, "segments_removed": 0}
 
@@ -406,8 +408,9 @@ class Wal:
     def _seal(self) -> None:
         active = self._segments[-1]
         self._fsync(self.ops.fdatasync, self._fd, active.path)
-        fd, self._fd = self._fd, None
-        self.ops.close(fd)
+        with self._fd_lock:
+            fd, self._fd = self._fd, None
+            self.ops.close(fd)
 
     def advance(self, next_seq: int) -> None:
         """Make the next appended record get a seq of at least ``next_seq``.
@@ -420,8 +423,9 @@ class Wal:
             return
         active = self._segments[-1]
         if active.records == 0:
-            fd, self._fd = self._fd, None
-            self.ops.close(fd)
+            with self._fd_lock:
+                fd, self._fd = self._fd, None
+                self.ops.close(fd)
             self._segments.pop()
             self.ops.unlink(active.path)
         else:
@@ -435,6 +439,13 @@ class Wal:
     def failed(self) -> bool:
         """True once an fsync (or an unrepairable write) failed; the Wal then refuses work."""
         return self._failed is not None
+
+    def fits_active(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more of records would go to the active segment (no rotation)."""
+        if not self._segments:
+            return False
+        active = self._segments[-1]
+        return not (active.records and active.size + nbytes + 64 > self.segment_max_bytes)
 
     def append(self, payloads: list[bytes]) -> int:
         """Append a group of records with one ``write()``; they get consecutive seqs.
@@ -474,11 +485,28 @@ class Wal:
     def sync(self) -> None:
         """fdatasync the active segment. The first failure fails the Wal for good.
 
+        Safe to call while another thread appends (see :meth:`sync_detached`).
+
         Raises:
             StorageError: the fsync failed now or earlier.
         """
-        self._check()
-        self._fsync(self.ops.fdatasync, self._fd, self._segments[-1].path)
+        self.sync_detached()
+
+    def sync_detached(self) -> None:
+        """:meth:`sync` that may run while another thread appends (the periodic fsync).
+
+        fdatasyncs a duplicate of the active segment's descriptor, so appends (and a rotation,
+        which fsyncs the segment it seals itself) need not wait for a slow disk. Everything
+        written before the call is durable when it returns. The first failure fails the Wal.
+        """
+        with self._fd_lock:
+            self._check()
+            fd = os.dup(self._fd)
+            path = self._segments[-1].path
+        try:
+            self._fsync(self.ops.fdatasync, fd, path)
+        finally:
+            os.close(fd)
 
     def replay(self, after_seq: int = 0) -> Iterator[tuple[int, bytes]]:
         """Yield ``(seq, payload)`` of every valid record with ``seq > after_seq``, in order.
@@ -562,9 +590,10 @@ class Wal:
     def close(self) -> None:
         """Close the active segment (no fsync: call :meth:`sync` first). Idempotent."""
         self._closed = True
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                self.ops.close(fd)
-            except OSError as e:  # nothing useful left to do with it
-                log.warning("WAL close failed", extra={"error": str(e)})
+        with self._fd_lock:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                try:
+                    self.ops.close(fd)
+                except OSError as e:  # nothing useful left to do with it
+                    log.warning("WAL close failed", extra={"error": str(e)})
