@@ -457,7 +457,23 @@ class Database:
                 continue
             segs.append(self._reader(meta))
             seqs.append(ls.seq_of(meta))
-        return Snapshot(tuple(segs), self.state.snapshot(sids), tuple(seqs), stones)
+        return Snapshot(tuple(segs), self._memtable_snapshot(sids), tuple(seqs), stones)
+
+    def _memtable_snapshot(self, sids: np.ndarray) -> dict:
+        """Memtable rows per series. For a few series of one measurement (a one-device trend)
+        they come from the tables' columnar pieces (rusts.recent), so a query does not pay for
+        per-series views of every series written since the previous query."""
+        if 0 < len(sids) <= 16:
+            try:
+                ms = {self.index.measurement_of(int(s)) for s in sids.tolist()}
+            except KeyError:
+                ms = set()
+            if len(ms) == 1:
+                from rusts.recent import memtable_rowsets
+
+                m = ms.pop()
+                return memtable_rowsets(self.recent, self.state.tables(), m, sids, self.schema.fields(m))
+        return self.state.snapshot(sids)
 
     def tags_map(self, sids: np.ndarray) -> dict[int, dict[str, str]]:
         """Tag dict of every series id (shared, read-only dicts, memoised by series key)."""

@@ -170,8 +170,8 @@ class RecentData:
             for m, ps in new.items():
                 lst = view.pieces.setdefault(m, [])
                 lst.extend(ps)
-                if len(lst) > 16:  # keep the per-query loop short: merge small pieces
-                    view.pieces[m] = [_merge_pieces(lst)]
+                if len(lst) > 16:  # keep the per-query loop short: merge the newest (smallest)
+                    lst[8:] = [_merge_pieces(lst[8:])]
         return view.pieces.get(measurement, [])
 
     def pieces(self, live_tables: Sequence, measurement: str, start: int, end: int) -> list:
@@ -294,3 +294,42 @@ def scan(pieces: Sequence, sids: np.ndarray, start: int, end: int, fields: Seque
                     out[f] = (v[np.where(ok, pick, last_row)], None if ok.all() else ok)
             return sid[starts], ts[starts], out
     return sid, ts, cols
+
+
+def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str, sids: np.ndarray,
+                     ftypes: dict) -> dict:
+    """Loop thread: the memtable rows of a few series of ``measurement`` as one merged
+    :class:`~rusts.rowset.RowSet` each (``{sid: (rowset,)}``, the snapshot's memtable shape).
+
+    Reads the live tables' columnar pieces instead of building per-series views of every chunk
+    written since the last query: the cost is a few numpy passes over the tables, not Python
+    work per series of every write.
+    """
+    from rusts.model import Column
+    from rusts.rowset import RowSet
+
+    pieces = []
+    for no, t in enumerate(live_tables):
+        if t.points:
+            pieces.extend((no, p) for p in recent._pieces(t, measurement))
+    if not pieces:
+        return {}
+    fields = sorted(ftypes)
+    sid, ts, cols = scan(pieces, sids, MIN_TIME, 2**63 - 1, fields, ftypes)
+    if len(sid) == 0:
+        return {}
+    bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True])
+    out = {}
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        cd = {}
+        for f in fields:
+            v, m = cols[f]
+            mm = None if m is None else m[a:b]
+            if mm is not None:
+                if not mm.any():
+                    continue
+                if mm.all():
+                    mm = None
+            cd[f] = Column(ftypes[f], v[a:b], mm)
+        out[int(sid[a])] = (RowSet(ts[a:b], cd, True),)
+    return out
