@@ -190,6 +190,18 @@ class RecentData:
                     out.append((no, p))
         return out
 
+    def rows_in(self, live_tables: Sequence, start: int, end: int) -> int:
+        """Estimated rows (all measurements) of the in-memory tables in [start, end), assuming
+        rows spread evenly over each table's time span."""
+        n = 0.0
+        for t in [*self.tables, *live_tables]:
+            if not t.points or t.max_time < start or t.min_time >= end:
+                continue
+            span = t.max_time - t.min_time + 1
+            inside = min(end, t.max_time + 1) - max(start, t.min_time)
+            n += t.points * min(1.0, inside / span)
+        return int(n)
+
     def forget(self, table) -> None:
         self._views.pop(id(table), None)
 

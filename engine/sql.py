@@ -384,7 +384,7 @@ def _many_recent_series(db, q) -> bool:
     from rusts.sql_scan import effective_query, recent_covers
 
     q = effective_query(db, q)
-    return recent_covers(db, q) and len(select_series(db.index, q)) > 32
+    return recent_covers(db, q, cost_check=True) and len(select_series(db.index, q)) > 32
 
 
 async def _run_planned(db, planned, route: str):

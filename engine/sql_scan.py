@@ -301,11 +301,23 @@ def pieces_table(series: list[tuple[dict, list[Piece]]], tag_keys: list[str],
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def recent_covers(db, q: Query) -> bool:
-    """Whether every row of ``q``'s range is in memory (:mod:`rusts.recent`) and no pending
-    tombstone of the measurement touches the range."""
+RECENT_MAX_ROWS_PER_SERIES = 1000
+"""The in-memory columnar path pays per row (filter, sort, dedup) where the series-by-series path
+pays per series and block (and answers whole blocks from their statistics): it is chosen when the
+range holds few rows per series (dashboards over thousands of small series), not for long ranges
+of a few big series."""
+
+
+def recent_covers(db, q: Query, cost_check: bool = False) -> bool:
+    """Whether every row of ``q``'s range is in memory (:mod:`rusts.recent`), no pending
+    tombstone of the measurement touches the range, and (with ``cost_check``) the range holds few
+    enough rows per series, on average over all series, for the columnar path to be the cheaper
+    one."""
     recent = getattr(db, "recent", None)
     if recent is None or not recent.covers(q.start) or q.start >= q.end:
+        return False
+    if cost_check and recent.rows_in(db.state.tables(), q.start, q.end) > \
+            RECENT_MAX_ROWS_PER_SERIES * max(len(db.index), 1):
         return False
     _, stones = db.lifecycle.state()
     if stones:
@@ -349,7 +361,7 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
     sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     fields = [f for f in (q.fields if q.fields is not None else sorted(ftypes)) if f in ftypes]
-    if recent_covers(db, q):
+    if recent_covers(db, q, cost_check=True):
         from rusts.recent import scan
 
         pieces = db.recent.pieces(db.state.tables(), q.measurement, q.start, q.end)
