@@ -386,6 +386,43 @@ def compact_and_commit(manifest: Manifest, task: CompactionTask, *, readers: Map
     finally:
         for r in opened:
             r.close()
+    return commit_compaction(manifest, task, result)
+
+
+def compact_files(paths: Sequence[str], out: tuple[str, str], **kwargs) -> CompactionResult:
+    """:func:`run_compaction` over segment files given by path, into the one output ``out``
+    (``(name, absolute path)``). Pure file work (no manifest, no index): the compactor runs it in
+    the worker process (:mod:`rusts.flushproc`) so that merging and encoding thousands of series
+    never holds the server's GIL. Measurements come from the series keys."""
+    readers = [SegmentReader.open(p) for p in paths]
+    given = []
+
+    def out_paths():
+        if given:
+            raise StorageError("compact_files writes one output")
+        given.append(out)
+        return out
+
+    try:
+        return run_compaction(readers, out_paths, index_measurement_of=None, **kwargs)
+    finally:
+        for r in readers:
+            r.close()
+
+
+def commit_compaction(manifest: Manifest, task: CompactionTask, result: CompactionResult) -> Outcome:
+    """Commit the outputs of ``task`` (blocking; under the Database's commit lock): replace its
+    inputs with them in one manifest commit. If an input is no longer live (a retention sweep or
+    a drop ran meanwhile), the outputs are deleted and :class:`StorageError` raised."""
+    live = {m.file for m in manifest.state.segments}
+    gone = [m.file for m in task.inputs if m.file not in live]
+    if gone:
+        for _, info in result.outputs:
+            try:
+                os.unlink(info.path)
+            except OSError:
+                pass
+        raise StorageError(f"compaction inputs are no longer live: {gone}")
     added = metas_for(task, result)
     try:
         cur = manifest.state

@@ -157,6 +157,52 @@ def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: d
         raise StorageError(f"flush worker: {result}")
 
 
+def call_in_process(name: str, args: tuple, fallback):
+    """Blocking (call from a worker thread): run the worker's function ``name`` (see ``_CALLS``)
+    with ``args`` in the worker process; ``fallback()`` runs here instead if the worker is not
+    usable. Raises what the worker raised."""
+    global _proc, _failures
+    if mode() in ("never", "0", "no", "off") or _failures >= 3:
+        return fallback()
+    with _lock:
+        try:
+            if _proc is None or _proc.poll() is not None:
+                _proc = _start()
+                import atexit
+
+                atexit.register(shutdown)
+            _send(_proc.stdin, ("call", name, args))
+            status, result = _recv(_proc.stdout)
+        except (OSError, EOFError, pickle.PickleError) as e:
+            _failures += 1
+            log.error("worker process failed (%s); running %s in this process", e, name)
+            try:
+                if _proc is not None:
+                    _proc.kill()
+            except OSError:
+                pass
+            _stop_locked()
+            status = None
+    if status is None:
+        return fallback()
+    if status == "ok":
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    from rusts.errors import StorageError
+
+    raise StorageError(f"worker process: {result}")
+
+
+def _compact(paths, out, kwargs):
+    from rusts.compaction import compact_files
+
+    return compact_files(paths, out, **kwargs)
+
+
+_CALLS = {"compact": _compact}
+
+
 def running() -> bool:
     return _proc is not None and _proc.poll() is None
 
@@ -191,7 +237,10 @@ def _serve(ppid: int) -> None:
         except EOFError:
             return
         try:
-            reply = ("ok", write_partitions(*req))
+            if req and req[0] == "call":
+                reply = ("ok", _CALLS[req[1]](*req[2]))
+            else:
+                reply = ("ok", write_partitions(*req))
         except Exception as e:  # noqa: BLE001 - sent back to the flusher, which retries
             reply = ("err", e)
         try:

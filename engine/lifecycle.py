@@ -9,6 +9,7 @@ interleave with another commit (flush, compaction, sweep, delete).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import attrs
@@ -75,11 +76,46 @@ class Lifecycle:
         readers = {m.file: db.readers[m.file] for m in task.inputs if m.file in db.readers}
         st = db.config.storage
         cuts = self.cutoffs()
+        block_time_ns = int(st.block_duration_secs) * 10**9 or None
+        if self._use_worker(task):
+            # merge + encode in the worker process, outside the commit lock: flushes keep
+            # committing and the event loop keeps the GIL; the commit re-checks the inputs
+            from rusts import flushproc
+            from rusts.compaction import commit_compaction, compact_files
+
+            ls, _ = self.state()
+            paths = [str(db.manifest.path_of(m)) for m in task.inputs]
+            out = db.manifest.new_segment_path(task.partition)
+            kwargs = dict(tier=task.tier, compression=st.compression, block_rows=st.block_rows,
+                          tombstones=ls.tombstones if task.whole else (), retention_cutoffs=cuts,
+                          reader_seqs=[ls.seq_of(m) for m in task.inputs], block_time_ns=block_time_ns)
+            result = await trio.to_thread.run_sync(lambda: flushproc.call_in_process(
+                "compact", (paths, out, kwargs), lambda: compact_files(paths, out, **kwargs)))
+            async with db.commit_lock:
+                if ls.tombstones != self.state()[0].tombstones and task.whole:
+                    # a delete or a compaction changed the tombstones meanwhile: redo it locked
+                    for _, info in result.outputs:
+                        try:
+                            os.unlink(info.path)
+                        except OSError:
+                            pass
+                    outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
+                        db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
+                        retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
+                        block_time_ns=block_time_ns))
+                else:
+                    outcome = await trio.to_thread.run_sync(lambda: commit_compaction(db.manifest, task, result))
+                for m in outcome.added:
+                    db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
+                for m in outcome.removed:
+                    db.readers.pop(m.file, None)
+            await trio.to_thread.run_sync(delete_segment_files, db.manifest, outcome.removed)
+            return outcome
         async with db.commit_lock:
             outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
                 db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
                 retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
-                block_time_ns=int(st.block_duration_secs) * 10**9 or None))
+                block_time_ns=block_time_ns))
             for m in outcome.added:
                 db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
             for m in outcome.removed:
@@ -87,6 +123,12 @@ class Lifecycle:
         # the files are unlinked; an open reader's mmap stays valid until the query drops it
         await trio.to_thread.run_sync(delete_segment_files, db.manifest, outcome.removed)
         return outcome
+
+    def _use_worker(self, task) -> bool:
+        """Compactions of many series go to the worker process (``RUSTS_FLUSH_PROCESS`` applies)."""
+        from rusts import flushproc
+
+        return flushproc.use_process(sum(int(m.series_count) for m in task.inputs))
 
     def poke_compactor(self) -> None:
         from rusts.actors.compactor import CompactNow
