@@ -106,7 +106,7 @@ class Lifecycle:
                 else:
                     outcome = await trio.to_thread.run_sync(lambda: commit_compaction(db.manifest, task, result))
                 for m in outcome.added:
-                    db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
+                    db.readers[m.file] = await trio.to_thread.run_sync(SegmentReader.open, db.manifest.path_of(m))
                 for m in outcome.removed:
                     db.readers.pop(m.file, None)
             await trio.to_thread.run_sync(delete_segment_files, db.manifest, outcome.removed)
@@ -117,7 +117,7 @@ class Lifecycle:
                 retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
                 block_time_ns=block_time_ns))
             for m in outcome.added:
-                db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
+                db.readers[m.file] = await trio.to_thread.run_sync(SegmentReader.open, db.manifest.path_of(m))
             for m in outcome.removed:
                 db.readers.pop(m.file, None)  # not closed: a running query may still hold it
         # the files are unlinked; an open reader's mmap stays valid until the query drops it
