@@ -125,10 +125,13 @@ class Lifecycle:
         return outcome
 
     def _use_worker(self, task) -> bool:
-        """Compactions of many series go to the worker process (``RUSTS_FLUSH_PROCESS`` applies)."""
+        """Compactions of many series or many points go to the worker process, where their
+        Python work does not hold this process's GIL (``RUSTS_FLUSH_PROCESS`` applies)."""
         from rusts import flushproc
 
-        return flushproc.use_process(sum(int(m.series_count) for m in task.inputs))
+        series = sum(int(m.series_count) for m in task.inputs)
+        points = sum(int(m.point_count) for m in task.inputs)
+        return flushproc.use_process(max(series, flushproc.PROCESS_MIN_SERIES if points >= 1_000_000 else 0))
 
     def poke_compactor(self) -> None:
         from rusts.actors.compactor import CompactNow
