@@ -58,6 +58,25 @@ def dir_size(path: str) -> int:
     return total
 
 
+def settle_compaction(port: int, quiet_secs: float = 3, timeout: float = 90) -> None:
+    """Wait until a rusts server's compactor has run and stays idle (no backlog, the same segment
+    count for ``quiet_secs``), at most ``timeout`` seconds: queries are measured in the steady
+    state, as the peers get time to compact."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    stable_since, last = time.time(), None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        c.request("GET", "/stats")
+        st = json.loads(c.getresponse().read())
+        comp = st.get("lifecycle", {}).get("compaction", {})
+        state = (st["segments"]["count"], comp.get("passes", 0) > 0, comp.get("backlog", 0))
+        if state != last:
+            last, stable_since = state, time.time()
+        elif state[1] and state[2] == 0 and time.time() - stable_since >= quiet_secs:
+            return
+        time.sleep(0.5)
+
+
 def wait_http(port: int, path: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

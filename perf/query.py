@@ -291,6 +291,11 @@ def run_http(args, data, con) -> dict:
             lines = trips.cached_lines(args.rows)
             out["load_seconds"] = round(load_http(client, lines), 2)
             open(marker, "w").close()
+        # measure the steady state: the flushed data compacted (as perf/tsbs_queries.py does)
+        sys.path.insert(0, str(pathlib.Path(__file__).parent))
+        import ingest
+
+        ingest.settle_compaction(port)
 
         def q(sql):
             r = client.post("/sql", content=sql.encode())

@@ -124,20 +124,8 @@ def main() -> int:
                 # flush the memtable so queries read segments (the steady state of a 24 h dataset)
                 c.request("POST", "/flush")
                 c.getresponse().read()
-                # then let the compactor settle (as the peers get time to compact): no backlog and
-                # the same segment count for 3 s, at most 90 s
-                stable_since, last = time.time(), None
-                deadline = time.time() + 90
-                while time.time() < deadline:
-                    c.request("GET", "/stats")
-                    st = json.loads(c.getresponse().read())
-                    comp = st.get("lifecycle", {}).get("compaction", {})
-                    state = (st["segments"]["count"], comp.get("passes", 0) > 0, comp.get("backlog", 0))
-                    if state != last:
-                        last, stable_since = state, time.time()
-                    elif state[1] and state[2] == 0 and time.time() - stable_since >= 3:
-                        break
-                    time.sleep(0.5)
+                # then let the compactor settle (as the peers get time to compact)
+                ingest.settle_compaction(t.port)
             else:
                 time.sleep(5)
             conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
