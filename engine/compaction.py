@@ -417,11 +417,7 @@ def commit_compaction(manifest: Manifest, task: CompactionTask, result: Compacti
     live = {m.file for m in manifest.state.segments}
     gone = [m.file for m in task.inputs if m.file not in live]
     if gone:
-        for _, info in result.outputs:
-            try:
-                os.unlink(info.path)
-            except OSError:
-                pass
+        remove_outputs(result)
         raise StorageError(f"compaction inputs are no longer live: {gone}")
     added = metas_for(task, result)
     try:
@@ -433,13 +429,18 @@ def commit_compaction(manifest: Manifest, task: CompactionTask, result: Compacti
                               live=live_after)
         manifest.commit(add=added, remove=task.inputs, extra=ls.to_extra(cur.extra))
     except BaseException:
-        for _, info in result.outputs:
-            try:
-                os.unlink(info.path)
-            except OSError:
-                pass
+        remove_outputs(result)
         raise
     return Outcome(added, tuple(task.inputs), result)
+
+
+def remove_outputs(result: CompactionResult) -> None:
+    """Delete the files of an uncommitted compaction."""
+    for _, info in result.outputs:
+        try:
+            os.unlink(info.path)
+        except OSError:
+            pass
 
 
 def delete_segment_files(manifest: Manifest, metas: Sequence[SegmentMeta]) -> list[str]:

@@ -126,44 +126,23 @@ def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: d
     Raises what the worker raised (e.g. StorageError); if the worker died, the flush runs in
     this process instead and the worker is restarted next time.
     """
-    global _proc, _failures
-    with _lock:
-        try:
-            if _proc is None or _proc.poll() is not None:
-                _proc = _start()
-                import atexit
-
-                atexit.register(shutdown)
-            _send(_proc.stdin, (payload, partition_ns, paths, options))
-            status, result = _recv(_proc.stdout)
-        except (OSError, EOFError, pickle.PickleError) as e:
-            _failures += 1
-            log.error("flush worker process failed (%s); flushing in this process", e)
-            try:
-                if _proc is not None:
-                    _proc.kill()
-            except OSError:
-                pass
-            _stop_locked()
-            status = None
-        if status is None:
-            return write_partitions(payload, partition_ns, paths, options)
-        if status == "ok":
-            return result
-        if isinstance(result, BaseException):
-            raise result
-        from rusts.errors import StorageError
-
-        raise StorageError(f"flush worker: {result}")
+    return _request((payload, partition_ns, paths, options),
+                    lambda: write_partitions(payload, partition_ns, paths, options), "the flush")
 
 
 def call_in_process(name: str, args: tuple, fallback):
     """Blocking (call from a worker thread): run the worker's function ``name`` (see ``_CALLS``)
     with ``args`` in the worker process; ``fallback()`` runs here instead if the worker is not
     usable. Raises what the worker raised."""
-    global _proc, _failures
     if mode() in ("never", "0", "no", "off") or _failures >= 3:
         return fallback()
+    return _request(("call", name, args), fallback, name)
+
+
+def _request(req, fallback, what: str):
+    """Send ``req`` to the worker (started if needed) and return its answer; ``fallback()`` here
+    when the worker cannot be used (it is restarted next time)."""
+    global _proc, _failures
     with _lock:
         try:
             if _proc is None or _proc.poll() is not None:
@@ -171,11 +150,11 @@ def call_in_process(name: str, args: tuple, fallback):
                 import atexit
 
                 atexit.register(shutdown)
-            _send(_proc.stdin, ("call", name, args))
+            _send(_proc.stdin, req)
             status, result = _recv(_proc.stdout)
         except (OSError, EOFError, pickle.PickleError) as e:
             _failures += 1
-            log.error("worker process failed (%s); running %s in this process", e, name)
+            log.error("worker process failed (%s); running %s in this process", e, what)
             try:
                 if _proc is not None:
                     _proc.kill()

@@ -9,7 +9,6 @@ interleave with another commit (flush, compaction, sweep, delete).
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import attrs
@@ -77,11 +76,18 @@ class Lifecycle:
         st = db.config.storage
         cuts = self.cutoffs()
         block_time_ns = int(st.block_duration_secs) * 10**9 or None
+
+        def compact_locked():  # the whole task in a thread, under the commit lock
+            return trio.to_thread.run_sync(lambda: compact_and_commit(
+                db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
+                retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
+                block_time_ns=block_time_ns))
+
         if self._use_worker(task):
             # merge + encode in the worker process, outside the commit lock: flushes keep
             # committing and the event loop keeps the GIL; the commit re-checks the inputs
             from rusts import flushproc
-            from rusts.compaction import commit_compaction, compact_files
+            from rusts.compaction import commit_compaction, compact_files, remove_outputs
 
             ls, _ = self.state()
             paths = [str(db.manifest.path_of(m)) for m in task.inputs]
@@ -91,31 +97,17 @@ class Lifecycle:
                           reader_seqs=[ls.seq_of(m) for m in task.inputs], block_time_ns=block_time_ns)
             result = await trio.to_thread.run_sync(lambda: flushproc.call_in_process(
                 "compact", (paths, out, kwargs), lambda: compact_files(paths, out, **kwargs)))
-            async with db.commit_lock:
-                if ls.tombstones != self.state()[0].tombstones and task.whole:
-                    # a delete or a compaction changed the tombstones meanwhile: redo it locked
-                    for _, info in result.outputs:
-                        try:
-                            os.unlink(info.path)
-                        except OSError:
-                            pass
-                    outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
-                        db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
-                        retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
-                        block_time_ns=block_time_ns))
-                else:
-                    outcome = await trio.to_thread.run_sync(lambda: commit_compaction(db.manifest, task, result))
-                for m in outcome.added:
-                    db.readers[m.file] = await trio.to_thread.run_sync(SegmentReader.open, db.manifest.path_of(m))
-                for m in outcome.removed:
-                    db.readers.pop(m.file, None)
-            await trio.to_thread.run_sync(delete_segment_files, db.manifest, outcome.removed)
-            return outcome
+        else:
+            result = None
         async with db.commit_lock:
-            outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
-                db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
-                retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
-                block_time_ns=block_time_ns))
+            if result is None:
+                outcome = await compact_locked()
+            elif task.whole and ls.tombstones != self.state()[0].tombstones:
+                # a delete or a compaction changed the tombstones meanwhile: redo it locked
+                remove_outputs(result)
+                outcome = await compact_locked()
+            else:
+                outcome = await trio.to_thread.run_sync(lambda: commit_compaction(db.manifest, task, result))
             for m in outcome.added:
                 db.readers[m.file] = await trio.to_thread.run_sync(SegmentReader.open, db.manifest.path_of(m))
             for m in outcome.removed:
