@@ -460,6 +460,22 @@ class _Acc:
     k_g: list = attrs.field(factory=list)  # distinct (group, bucket) keys of the decoded parts
     k_b: list = attrs.field(factory=list)
 
+    def add_stats(self, g: int, buckets, count, sums, mins, maxs) -> None:
+        """Statistics rows of blocks (or sub-blocks) of group ``g``; rows without values are
+        skipped (they must not create a bucket)."""
+        cnt = np.asarray(count, dtype=np.int64)
+        keep = cnt > 0
+        if not keep.all():
+            if not keep.any():
+                return
+            buckets, cnt, sums, mins, maxs = buckets[keep], cnt[keep], sums[keep], mins[keep], maxs[keep]
+        self.st_g.append(np.full(len(cnt), g, np.int64))
+        self.st_b.append(buckets)
+        self.st_count.append(cnt)
+        self.st_sum.append(np.asarray(sums, dtype=np.float64))
+        self.st_min.append(np.asarray(mins, dtype=np.float64))
+        self.st_max.append(np.asarray(maxs, dtype=np.float64))
+
 
 def _bucket(t: np.ndarray, interval: int | None) -> np.ndarray:
     if interval is None:
@@ -521,24 +537,7 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
             st = by_field.get(a.field)
             if st is None:
                 st = by_field[a.field] = sub_stats(sid, a.field)
-            cnt = np.asarray(st.count[e], dtype=np.int64)
-            keep = cnt > 0
-            if not keep.all():
-                if not keep.any():
-                    continue
-                acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
-                acc.st_b.append(bk[keep])
-                acc.st_count.append(cnt[keep])
-                acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64)[keep])
-                acc.st_min.append(np.asarray(st.min[e], dtype=np.float64)[keep])
-                acc.st_max.append(np.asarray(st.max[e], dtype=np.float64)[keep])
-                continue
-            acc.st_g.append(np.full(len(cnt), g, np.int64))
-            acc.st_b.append(bk)
-            acc.st_count.append(cnt)
-            acc.st_sum.append(np.asarray(st.sum[e], dtype=np.float64))
-            acc.st_min.append(np.asarray(st.min[e], dtype=np.float64))
-            acc.st_max.append(np.asarray(st.max[e], dtype=np.float64))
+            acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e])
     return pb[~usable[pb]]
 
 
@@ -640,22 +639,11 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                     bk = _bucket(bt.min_time[fb], interval)
                     for a, acc in zip(aggs, accs):
                         if a.field is None:
-                            cnt = bt.rows[fb].astype(np.int64)
-                            acc.st_g.append(np.full(len(fb), g, np.int64)); acc.st_b.append(bk)
-                            acc.st_count.append(cnt); acc.st_sum.append(np.zeros(len(fb)))
-                            acc.st_min.append(np.zeros(len(fb))); acc.st_max.append(np.zeros(len(fb)))
+                            z = np.zeros(len(fb))
+                            acc.add_stats(g, bk, bt.rows[fb], z, z, z)
                             continue
                         fs = s.reader.field_stats(sid, a.field)
-                        cnt = np.asarray(fs.count[fb], dtype=np.int64)
-                        keep = cnt > 0
-                        if not keep.any():
-                            continue
-                        acc.st_g.append(np.full(int(keep.sum()), g, np.int64))
-                        acc.st_b.append(bk[keep])
-                        acc.st_count.append(cnt[keep])
-                        acc.st_sum.append(np.asarray(fs.sum[fb], dtype=np.float64)[keep])
-                        acc.st_min.append(np.asarray(fs.min[fb], dtype=np.float64)[keep])
-                        acc.st_max.append(np.asarray(fs.max[fb], dtype=np.float64)[keep])
+                        acc.add_stats(g, bk, fs.count[fb], fs.sum[fb], fs.min[fb], fs.max[fb])
                 if len(pb):
                     pb = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs)
                 if len(pb):
