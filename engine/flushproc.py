@@ -229,4 +229,7 @@ def _serve(ppid: int) -> None:
 
 
 if __name__ == "__main__":
+    from rusts import malloc
+
+    malloc.tune()
     _serve(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())

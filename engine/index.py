@@ -121,7 +121,7 @@ def _parr(posting: int | list[int]) -> np.ndarray:
 class _Measurement:
     """Series and postings of one measurement."""
 
-    __slots__ = ("sids", "post", "new_parts", "_values", "_all", "_by_part", "_by_key", "_flat")
+    __slots__ = ("sids", "post", "new_parts", "_values", "_all", "_by_part", "_by_key", "_flat", "_codes")
 
     def __init__(self) -> None:
         self.sids: list[int] = []
@@ -132,6 +132,7 @@ class _Measurement:
         self._by_part: dict[str, tuple[int, np.ndarray]] = {}
         self._by_key: dict[str, tuple[int, np.ndarray]] = {}
         self._flat: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._codes: dict[str, tuple[int, np.ndarray, np.ndarray, list[str]]] = {}
 
     @property
     def values(self) -> dict[str, dict[str, str]]:
@@ -198,6 +199,25 @@ class _Measurement:
                 cached = (n, _EMPTY_IDS, np.empty(0, dtype=object))
             self._flat[k] = cached
         return cached[1], cached[2]
+
+    def codes(self, k: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Ids having tag ``k`` (sorted), the number of each one's value, and the values."""
+        n = len(self.sids)
+        cached = self._codes.get(k)
+        if cached is None or cached[0] != n:
+            vals = self.values.get(k, {})
+            names = list(vals)
+            post = self.post
+            counts = [_plen(post[p]) for p in vals.values()]
+            if names:
+                sids = np.concatenate([_parr(post[p]) for p in vals.values()])
+                codes = np.repeat(np.arange(len(names), dtype=np.int64), counts)
+                order = np.argsort(sids, kind="stable")
+                cached = (n, sids[order], codes[order], names)
+            else:
+                cached = (n, _EMPTY_IDS, np.zeros(0, np.int64), names)
+            self._codes[k] = cached
+        return cached[1], cached[2], cached[3]
 
 
 class SeriesIndex:
@@ -601,6 +621,21 @@ class SeriesIndex:
             return meas.with_key(key)
         post = meas.post
         return _frozen(np.sort(np.concatenate([_parr(post[p]) for p in hits])))
+
+    def tag_codes(self, measurement: str, key: str, sids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Tag ``key`` of each id in ``sids`` (series of ``measurement``) as value numbers
+        (-1 where absent) and the values they number: columnar grouping without a Python pass
+        per series."""
+        sids = np.asarray(sids, dtype=np.uint64)
+        meas = self._meas.get(measurement)
+        if meas is None or not len(sids):
+            return np.full(len(sids), -1, np.int64), []
+        fs, fc, names = meas.codes(key)
+        if not len(fs):
+            return np.full(len(sids), -1, np.int64), names
+        pos = np.searchsorted(fs, sids)
+        pos[pos >= len(fs)] = 0
+        return np.where(fs[pos] == sids, fc[pos], -1), names
 
     def tag_column(self, key: str, sids: np.ndarray) -> np.ndarray:
         """The value of tag ``key`` for each id in ``sids`` (object array, None where absent)."""

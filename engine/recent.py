@@ -157,7 +157,8 @@ class RecentData:
 
     # ------------------------------------------------------------------ reads
     def covers(self, start: int) -> bool:
-        return start > self.floor
+        # floor MIN_TIME: nothing was ever left outside memory (a new database)
+        return start > self.floor or self.floor == MIN_TIME
 
     def _pieces(self, table, measurement: str) -> list[_Piece]:
         view = self._views.get(id(table))
@@ -235,24 +236,58 @@ def _merge_pieces(ps: list[_Piece]) -> _Piece:
                   np.concatenate([p.rank for p in ps]))
 
 
-def scan(pieces: Sequence, sids: np.ndarray, start: int, end: int, fields: Sequence[str],
+def _member(sel_sids: np.ndarray, top: int):
+    """A function giving, for an array of series ids, which of them are in ``sel_sids``: a lookup
+    table when ids are small (they are numbered from 0), else a binary search."""
+    if not len(sel_sids):
+        return lambda s: np.zeros(len(s), bool)
+    top = max(top, int(sel_sids[-1]))
+    if top < 1 << 26:
+        table = np.zeros(top + 1, bool)
+        table[sel_sids.astype(np.int64)] = True
+        return lambda s: table[s.astype(np.int64, copy=False)]
+
+    def search(s):
+        i = np.searchsorted(sel_sids, s)
+        i[i == len(sel_sids)] = 0
+        return sel_sids[i] == s
+
+    return search
+
+
+def _row_order(sid: np.ndarray, ts: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Order of rows by (series, time, write order). Pieces arrive mostly in write order and each
+    write mostly sorted, so one stable sort of a single ``series * span + time`` key (a merge of
+    runs) does it when the key fits in 63 bits and ranks are already increasing."""
+    n = len(ts)
+    if n > 1 and (rank[1:] > rank[:-1]).all():
+        tmin = int(ts.min())
+        span = int(ts.max()) - tmin + 1
+        top = int(sid.max()) + 1
+        if top * span < 2**62:
+            key = sid.astype(np.int64) * span + (ts - tmin)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((rank, ts, sid))
+
+
+def scan(pieces: Sequence, sids: np.ndarray | None, start: int, end: int, fields: Sequence[str],
          ftypes: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Rows of ``sids`` in [start, end) from ``pieces`` (``(table number, piece)``, as
-    :meth:`RecentData.pieces` gives them): ``(sid, ts, {field: (values, valid)})``,
+    """Rows of ``sids`` (None: every series) in [start, end) from ``pieces`` (``(table number,
+    piece)``, as :meth:`RecentData.pieces` gives them): ``(sid, ts, {field: (values, valid)})``,
     sorted by (series, time), one row per (series, timestamp): the last write wins per field.
 
     Pure function (worker thread safe). ``valid`` is None when every row has the field.
     """
-    sel_sids = np.sort(np.asarray(sids, dtype=np.uint64))
+    member = None
+    if sids is not None:
+        sel_sids = np.sort(np.asarray(sids, dtype=np.uint64))
+        top = max((int(p.sid.max()) for _, p in pieces if len(p.sid)), default=0)
+        member = _member(sel_sids, top)
     got_sid, got_ts, got_rank, got_cols = [], [], [], {f: ([], []) for f in fields}
     for tno, p in pieces:
         keep = (p.ts >= start) & (p.ts < end)
-        if len(sel_sids):
-            i = np.searchsorted(sel_sids, p.sid)
-            i[i == len(sel_sids)] = 0
-            keep &= sel_sids[i] == p.sid
-        else:
-            keep[:] = False
+        if member is not None:
+            keep &= member(p.sid)
         if not keep.any():
             continue
         allk = keep.all()
@@ -285,7 +320,7 @@ def scan(pieces: Sequence, sids: np.ndarray, start: int, end: int, fields: Seque
             [np.ones(len(x), bool) if m is None else m for x, m in zip(vals, valid)])
         cols[f] = (v, mask)
     n = len(ts)
-    order = np.lexsort((np.concatenate(got_rank), ts, sid))  # by series, time, then write order
+    order = _row_order(sid, ts, np.concatenate(got_rank))  # by series, time, then write order
     sid, ts = sid[order], ts[order]
     cols = {f: (v[order], None if m is None else m[order]) for f, (v, m) in cols.items()}
     if n > 1:

@@ -71,8 +71,10 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
 
 
 def run(config) -> int:
+    from rusts import malloc
     from rusts.errors import RustsError
 
+    malloc.tune()
     try:
         trio.run(serve, config)
     except RustsError as e:

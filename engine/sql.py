@@ -199,9 +199,13 @@ def bind_params(ast: exp.Expression, params: Sequence | None) -> exp.Expression:
 # --------------------------------------------------------------------------- fast path output
 
 def _tag_column(rs, key: str) -> tuple[np.ndarray, np.ndarray | None]:
-    per_group = np.empty(len(rs.group_tags), dtype=object)
-    per_group[:] = [(g.get(key) or None) for g in rs.group_tags]
-    has = np.array([v is not None for v in per_group.tolist()], dtype=bool)
+    column = getattr(rs.group_tags, "column", None)  # rusts.sql_columnar.GroupTags
+    if column is not None:
+        per_group = column(key)
+    else:
+        per_group = np.empty(len(rs.group_tags), dtype=object)
+        per_group[:] = [(g.get(key) or None) for g in rs.group_tags]
+    has = np.not_equal(per_group, None)
     grp = np.asarray(rs.row_group, dtype=np.int64)
     vals = per_group[grp] if len(grp) else np.empty(0, dtype=object)
     if has.all():
@@ -250,6 +254,11 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         cols.append(SqlColumn(oc.name, oc.pgtype, oc.kind))
         vals.append(np.asarray(v))
         masks.append(m)
+    if plan.having:
+        keep = having_mask(plan.having, rs)
+        if not keep.all():
+            vals = [v[keep] for v in vals]
+            masks = [None if m is None else m[keep] for m in masks]
     if plan.post_slice:
         order = None
         if plan.sort:
@@ -264,6 +273,54 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
             vals = [v[lo:hi] for v in vals]
             masks = [None if m is None else m[lo:hi] for m in masks]
     return make_output(cols, vals, masks, plan.query.measurement, path="fast")
+
+
+_CMP = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+        ">=": np.greater_equal}
+
+
+def having_mask(tree: tuple, rs) -> np.ndarray:
+    """Rows of the answer ``rs`` for which the HAVING tree (:func:`rusts.sql_translate._having`) is
+    true (SQL three-valued logic: a comparison with NULL is unknown, unknown rows are dropped)."""
+    n = len(rs.row_group)
+
+    def operand(o):
+        if o[0] == "lit":
+            return o[1], None
+        if o[0] == "tag":
+            v, m = _tag_column(rs, o[1])
+            return v, m
+        c = rs.fields[o[1]]
+        return np.asarray(c.values), c.mask
+
+    def ev(t) -> tuple[np.ndarray, np.ndarray]:  # (true, unknown)
+        op = t[0]
+        if op in ("and", "or"):
+            (t1, u1), (t2, u2) = ev(t[1]), ev(t[2])
+            if op == "and":
+                true = t1 & t2
+                return true, (u1 | u2) & ~((~t1 & ~u1) | (~t2 & ~u2))
+            true = t1 | t2
+            return true, (u1 | u2) & ~true
+        if op == "not":
+            t1, u1 = ev(t[1])
+            return ~t1 & ~u1, u1
+        if op == "isnull":
+            _, m = operand(t[1])
+            isnull = np.zeros(n, bool) if m is None else ~m
+            return (~isnull if t[2] else isnull), np.zeros(n, bool)
+        _, cmp, left, right = t
+        (lv, lm), (rv, rm) = operand(left), operand(right)
+        with np.errstate(invalid="ignore"):
+            res = np.asarray(_CMP[cmp](lv, rv), dtype=bool)
+        res = np.broadcast_to(res, (n,))
+        unknown = np.zeros(n, bool)
+        for m in (lm, rm):
+            if m is not None:
+                unknown |= ~m
+        return res & ~unknown, unknown
+
+    return ev(tree)[0]
 
 
 def sort_index(vals: list[np.ndarray], masks: list, specs) -> np.ndarray:
@@ -301,7 +358,8 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
         now_ns: the statement's ``now()`` (default: the wall clock, read once).
         route: "auto"; "fast" to use the executor whenever the query model expresses the
             statement; "vector" to aggregate over the cached scan whenever possible; "general"
-            to always use DuckDB (tests compare all of them).
+            to always use DuckDB; "columnar" to aggregate columnar across series from memory
+            whenever the range is held there (:mod:`rusts.sql_columnar`; tests compare all of them).
 
     Returns:
         The columnar :class:`SqlOutput`.
@@ -361,12 +419,12 @@ def _prepare(text: str, params):
 def _plan(ast, cat, now: int, names, ext, route: str):
     """The fast-path plan of a statement: ``("latest", LatestPlan)`` or ``("fast", FastPlan)``;
     None when it needs the general path (DuckDB)."""
-    if ext is None and route in ("auto", "vector"):
+    if ext is None and route in ("auto", "vector", "columnar"):
         lp = plan_latest(ast, cat, now, names)
         if lp is not None:
             return ("latest", lp)
     if ext is None and route != "general":
-        plan = plan_fast(ast, cat, now, names, allow_residual=route in ("auto", "vector"))
+        plan = plan_fast(ast, cat, now, names, allow_residual=route in ("auto", "vector", "columnar"))
         if plan is not None:
             return ("fast", plan)
     return None
@@ -378,20 +436,33 @@ def _plan_text(text: str, now: int, cat):
     return _plan(ast, cat, now, names, ext, "auto")
 
 
-def _many_recent_series(db, q) -> bool:
-    """Whether ``q`` reads many series over a range held in memory (:mod:`rusts.recent`)."""
+def _recent_columnar(db, q, route: str):
+    """``q`` (retention applied) when it should be read columnar across series from memory
+    (:mod:`rusts.recent`): its range is held there and it reads many series (or ``route`` is
+    "columnar"); else None."""
     from rusts.executor import select_series
     from rusts.sql_scan import effective_query, recent_covers
 
     q = effective_query(db, q)
-    return recent_covers(db, q, cost_check=True) and len(select_series(db.index, q)) > 32
+    if route == "columnar":
+        return q if recent_covers(db, q) else None
+    if recent_covers(db, q, cost_check=True) and len(select_series(db.index, q)) > 32:
+        return q
+    return None
 
 
 async def _run_planned(db, planned, route: str):
     """Answer a fast-path plan; None when it turns out to need the general path."""
     kind, plan = planned
-    if kind == "fast" and _many_recent_series(db, plan.query):
-        return None  # columnar in-memory scan + DuckDB beats the per-series executor here
+    if kind == "fast" and route in ("auto", "columnar"):
+        q = _recent_columnar(db, plan.query, route)
+        if q is not None:
+            if not q.aggregations:
+                return None  # many series' raw rows: columnar in-memory scan + DuckDB
+            from rusts.sql_columnar import run_recent_aggregate
+
+            rs = await run_recent_aggregate(db, q, plan.residual)
+            return attrs.evolve(fast_output(plan, rs), path="columnar")
     if kind == "latest":
         lp = plan
         from rusts.sql_vector import run_latest

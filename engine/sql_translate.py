@@ -729,6 +729,7 @@ class FastPlan:
     offset: int = 0
     post_slice: bool = False
     residual: tuple = ()  # field predicates (field, op, value) only the vector path applies
+    having: tuple = ()  # HAVING as a predicate tree over the answer (:func:`having_mask`)
 
 
 def _agg_type(f: AggFunc, src: FieldType | None) -> str:
@@ -787,7 +788,7 @@ def column_resolver(cat: Catalog, m: str, table: exp.Table):
     return resolve
 
 
-_BLOCKERS = ("with", "joins", "laterals", "having", "qualify", "windows", "distinct", "into", "locks",
+_BLOCKERS = ("with", "joins", "laterals", "qualify", "windows", "distinct", "into", "locks",
              "sample", "settings", "prewhere", "connect", "match", "kind", "pivots", "options",
              "cluster", "distribute", "sort")
 
@@ -878,13 +879,20 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     group = sel.args.get("group")
     is_agg = bool(group) or any(kind == "agg" for _, kind, _, _ in items)
 
-    def item_for(node: exp.Expression):
-        """A select item a GROUP BY / ORDER BY expression refers to (ordinal, alias, same text)."""
+    def item_for(node: exp.Expression, order: bool = False):
+        """A select item a GROUP BY / ORDER BY expression refers to (ordinal, alias, same text).
+
+        In ORDER BY a bare name is an output column's name first (PostgreSQL), in GROUP BY an
+        input column first."""
         iv = _int_lit(node)
         if isinstance(iv, int) and not isinstance(iv, bool) and not (isinstance(node, exp.Literal) and node.is_string):
             if 1 <= iv <= len(items):
                 return iv - 1
             return -1
+        if order and isinstance(node, exp.Column) and not node.table:
+            hits = [i for i, it in enumerate(items) if it[0] == node.name and isinstance(sel.expressions[i], exp.Alias)]
+            if len(hits) == 1:
+                return hits[0]
         if isinstance(node, exp.Column) and not node.table:
             r = resolve(node)
             if r is None:
@@ -927,7 +935,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
                 return None
             o = ob.expressions[0]
             node = o.this
-            idx = item_for(node)
+            idx = item_for(node, order=True)
             ok = False
             if idx is not None and idx >= 0:
                 ok = items[idx][1] == KIND_TIME
@@ -975,10 +983,11 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     if len(set(group_tags)) != len(group_tags):
         group_tags = list(dict.fromkeys(group_tags))
     aggs: list[Aggregation] = []
+    agg_of_item: dict[int, str] = {}
     for i, (name, kind, payload, _) in enumerate(items):
         if kind == "agg":
             func, field, pct = payload
-            an = f"_a{len(aggs)}"
+            an = agg_of_item[i] = f"_a{len(aggs)}"
             aggs.append(Aggregation(func, field, pct, an))
             outputs.append(OutCol(name, KIND_FIELD, _agg_type(func, fields.get(field) if field else None),
                                   "agg", an))
@@ -998,7 +1007,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     ob = sel.args.get("order")
     for o in (ob.expressions if ob is not None else []):
         node = o.this
-        idx = item_for(node)
+        idx = item_for(node, order=True)
         if idx is None and isinstance(node, exp.Column):
             r = resolve(node)
             if r is not None and r[0] == KIND_TIME and interval is not None:
@@ -1015,13 +1024,112 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
     offset = _int_lit(sel.args.get("offset"))
     if limit is False or offset is False:
         return None
+    having: tuple = ()
+    hv = sel.args.get("having")
+    if hv is not None:
+        having = _having(hv.this, items, agg_of_item, item_for, resolve, fields, group_tags, aggs)
+        if having is None:
+            return None
     if (group_tags or interval is not None) and not any(a.function == AggFunc.Count and a.field is None
                                                         for a in aggs):
         # SQL groups are the groups with rows; the executor's are those where an aggregate saw a
         # value. A hidden COUNT(*) (block statistics, no decoding) makes them the same.
         aggs.append(Aggregation(AggFunc.Count, None, None, "_rows"))
     q = Query(m, b.start, b.end, tuple(b.tag_filters), None, tuple(aggs), interval, tuple(group_tags))
-    return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True, tuple(residual))
+    return FastPlan(q, tuple(outputs), tuple(sort), limit, offset or 0, True, tuple(residual), having)
+
+
+_NUMERIC_AGGS = (AggFunc.Count, AggFunc.Sum, AggFunc.Mean, AggFunc.StdDev, AggFunc.Variance, AggFunc.Median,
+                 AggFunc.Percentile)
+
+
+def _having(node, items, agg_of_item, item_for, resolve, fields, group_tags, aggs) -> tuple | None:
+    """HAVING as a predicate tree the fast path evaluates over its answer, or None (general path).
+
+    Trees: ``("and"|"or", a, b)``, ``("not", a)``, ``("cmp", op, left, right)``,
+    ``("isnull", operand, negate)``; operands ``("col", aggregation name, numeric)``,
+    ``("tag", key)``, ``("lit", value)``. Aggregates that are not select items become hidden
+    aggregations (``_hN``) of the query.
+    """
+
+    def operand(e):
+        while isinstance(e, exp.Paren):
+            e = e.this
+        if isinstance(e, (exp.Literal, exp.Neg)):
+            if isinstance(e, exp.Literal) and e.is_string:
+                return ("lit", e.this)
+            v = _const(e, FieldType.FLOAT)
+            return None if v is None else ("lit", v)
+        idx = item_for(e)
+        if idx is not None and idx >= 0:
+            name, kind, payload, _ = items[idx]
+            if kind == "agg":
+                func, field, _ = payload
+                numeric = func in _NUMERIC_AGGS or (field is not None and fields[field] in _NUMERIC)
+                return ("col", agg_of_item[idx], numeric)
+            if kind == KIND_TAG and payload in group_tags:
+                return ("tag", payload)
+            return None
+        if isinstance(e, exp.Column):
+            r = resolve(e)
+            if r is not None and r[0] == KIND_TAG and r[1] in group_tags:
+                return ("tag", r[1])
+            return None
+        ac = agg_call(e)
+        if ac is None:
+            return None
+        func, arg, pct = ac
+        if isinstance(arg, exp.Star):
+            if func != AggFunc.Count:
+                return None
+            field = None
+        else:
+            if not isinstance(arg, exp.Column):
+                return None
+            r = resolve(arg)
+            if r is None or r[0] != KIND_FIELD:
+                return None
+            field = r[1]
+            if fields[field] in (FieldType.STRING, FieldType.BOOLEAN) and func not in _STRING_OK:
+                return None
+        name = f"_h{len(aggs)}"
+        aggs.append(Aggregation(func, field, pct, name))
+        numeric = func in _NUMERIC_AGGS or (field is not None and fields[field] in _NUMERIC)
+        return ("col", name, numeric)
+
+    def tree(e):
+        while isinstance(e, exp.Paren):
+            e = e.this
+        if isinstance(e, (exp.And, exp.Or)):
+            a, b = tree(e.this), tree(e.expression)
+            if a is None or b is None:
+                return None
+            return ("and" if isinstance(e, exp.And) else "or", a, b)
+        if isinstance(e, exp.Not):
+            a = tree(e.this)
+            return None if a is None else ("not", a)
+        if type(e) in _OPS:
+            left, right = operand(e.this), operand(e.expression)
+            if left is None or right is None or (left[0] == "lit" and right[0] == "lit"):
+                return None
+
+            def numeric(o):
+                return isinstance(o[1], (int, float)) if o[0] == "lit" else (o[0] == "col" and o[2])
+
+            def text(o):
+                return isinstance(o[1], str) if o[0] == "lit" else (o[0] == "tag" or (o[0] == "col" and not o[2]))
+
+            if not ((numeric(left) and numeric(right)) or (text(left) and text(right))):
+                return None
+            return ("cmp", _OPS[type(e)], left, right)
+        if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null):
+            o = operand(e.this)
+            if o is None or o[0] == "lit":
+                return None
+            return ("isnull", o, bool(e.args.get("negate")))
+        return None
+
+    return tree(node)
 
 
 @attrs.frozen

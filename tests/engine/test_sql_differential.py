@@ -235,6 +235,20 @@ CASES = [
     ("SELECT COUNT(*), MAX(f) FROM m WHERE time > '2030-01-01'", None, False),
     ("SELECT host, COUNT(*) FROM m WHERE time > '2030-01-01' GROUP BY host", None, False),
     ("SELECT COUNT(*) FROM m WHERE host = 'nosuch'", None, False),
+    # ---- HAVING on the fast paths: aggregates of the select list or hidden ones, tags, 3-valued logic
+    ("SELECT host, COUNT(*) AS n FROM m GROUP BY host HAVING COUNT(*) > 240 ORDER BY host", None, True),
+    ("SELECT host, AVG(f) AS a FROM m GROUP BY host HAVING AVG(f) > 50 OR MIN(i) < -19 ORDER BY a DESC", None, True),
+    ("SELECT region, MAX(f) FROM m GROUP BY region HAVING NOT (MAX(f) < 100) AND region != 'us'", None, False),
+    ("SELECT host, AVG(i) FROM m GROUP BY host HAVING AVG(i) IS NULL OR 10 > MIN(i)", None, False),
+    ("SELECT region, COUNT(*) FROM m GROUP BY region HAVING region IS NOT NULL", None, False),
+    ("SELECT host, AVG(i) AS i FROM m GROUP BY host HAVING AVG(i) > 0 ORDER BY i LIMIT 2", None, True),
+    ("SELECT time_bucket('30 minutes', time) AS bk, COUNT(f) FROM m WHERE host = 'h0' GROUP BY bk "
+     "HAVING SUM(f) >= 250 ORDER BY bk",
+     f"SELECT {TB.format('30 minutes')} AS bk, COUNT(f) FROM m WHERE host = 'h0' GROUP BY bk "
+     "HAVING SUM(f) >= 250 ORDER BY bk", True),
+    ("SELECT host, PERCENTILE_90(f), FIRST(s), LAST(f) FROM m WHERE i > 0 GROUP BY host HAVING COUNT(*) > 3",
+     "SELECT host, quantile_cont(f, 0.9), arg_min(s, time), arg_max(f, time) FROM m WHERE i > 0 GROUP BY host "
+     "HAVING COUNT(*) > 3", False),
     # ---- beyond the original (general path)
     ("SELECT host, f FROM m WHERE host = 'h0' OR f > 80", None, False),
     ("SELECT host, i FROM m WHERE NOT (host = 'h1') AND i < 10", None, False),
@@ -281,10 +295,10 @@ CASES = [
 ]
 
 
-async def check_cases(db, ref, routes=("auto", "fast", "vector", "general")) -> dict:
+async def check_cases(db, ref, routes=("auto", "fast", "vector", "columnar", "general")) -> dict:
     """Every hand-written case through each route, compared with the reference; returns paths."""
     failures = []
-    paths = {"fast": 0, "vector": 0, "duckdb": 0}
+    paths = {"fast": 0, "vector": 0, "duckdb": 0, "columnar": 0}
     for ours_sql, ref_sql, ordered in CASES:
         ref_table = ref.sql(ref_sql or ours_sql).to_arrow_table()
         for route in routes:
@@ -293,7 +307,7 @@ async def check_cases(db, ref, routes=("auto", "fast", "vector", "general")) -> 
             except Exception as e:  # collect, report all at once
                 failures.append(f"[{route}] {ours_sql}\n  raised {type(e).__name__}: {e}")
                 continue
-            if route in ("fast", "vector"):
+            if route in ("fast", "vector", "columnar"):
                 paths[ours.path] += 1
             diff = compare(ours, ref_table, ordered)
             if diff:
@@ -304,10 +318,12 @@ async def check_cases(db, ref, routes=("auto", "fast", "vector", "general")) -> 
 
 async def test_hand_written_queries_match_duckdb(tmp_path):
     async with loaded_db(tmp_path) as (db, ref, _):
-        # every statement through the automatic choice, the executor, the vector path, DuckDB
+        # every statement through the automatic choice, the executor, the vector path, the
+        # columnar in-memory path (the whole range is in memory here), DuckDB
         paths = await check_cases(db, ref)
-        # both executors are exercised: the original's table on the fast path, the rest in DuckDB
+        # every executor is exercised: the original's table on the fast paths, the rest in DuckDB
         assert paths["fast"] >= 15 and paths["vector"] >= 15 and paths["duckdb"] >= 50, paths
+        assert paths["columnar"] >= 20, paths
 
 
 async def test_deleted_points_stay_deleted_on_every_path(tmp_path, monkeypatch):
@@ -389,11 +405,11 @@ async def test_random_queries_match_duckdb(tmp_path):
     rng = np.random.default_rng(20240601)
     async with loaded_db(tmp_path) as (db, ref, _):
         failures = []
-        paths = {"fast": 0, "vector": 0, "duckdb": 0}
+        paths = {"fast": 0, "vector": 0, "duckdb": 0, "columnar": 0}
         for k in range(150):
             q, r = random_query(rng)
             expected = ref.sql(r).to_arrow_table()
-            for route in (("auto",), ("fast", "general"), ("vector",))[k % 3]:
+            for route in (("auto",), ("fast", "general"), ("vector", "columnar"))[k % 3]:
                 try:
                     ours = await execute_sql(db, q, now_ns=NOW, route=route)
                 except Exception as e:
@@ -405,6 +421,7 @@ async def test_random_queries_match_duckdb(tmp_path):
                     failures.append(f"[{route}] {q}\n  {diff}")
         assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures[:15])
         assert paths["fast"] >= 30 and paths["vector"] >= 30 and paths["duckdb"] >= 60, paths
+        assert paths["columnar"] >= 15, paths
 
 
 # ----------------------------------------------------------------------------- names, errors, shapes
