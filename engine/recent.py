@@ -39,6 +39,27 @@ class _Piece:
     min_time: int
     max_time: int
     rank: np.ndarray  # int64 per row: write order within the table (chunk number, row in chunk)
+    by_sid: tuple | None = None  # (row order by series, distinct series, their first position); lazy
+
+    def rows_of(self, sids: np.ndarray) -> np.ndarray:
+        """Row numbers (ascending) of the series ``sids`` (sorted uint64): a binary search per
+        series in the piece's series index (built on first use) instead of a pass over all rows."""
+        idx = self.by_sid
+        if idx is None:
+            order = np.argsort(self.sid, kind="stable")
+            srt = self.sid[order]
+            bounds = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]]) if len(srt) else np.zeros(0, np.int64)
+            idx = self.by_sid = (order, srt[bounds], np.r_[bounds, len(srt)])
+        order, usid, starts = idx
+        pos = np.searchsorted(usid, sids)
+        ok = pos < len(usid)
+        ok[ok] = usid[pos[ok]] == sids[ok]
+        pos = pos[ok]
+        if not len(pos):
+            return np.zeros(0, np.int64)
+        if len(pos) == 1:
+            return order[starts[pos[0]]:starts[pos[0] + 1]]
+        return np.sort(np.concatenate([order[starts[k]:starts[k + 1]] for k in pos.tolist()]))
 
 
 @attrs.define
@@ -236,6 +257,10 @@ def _merge_pieces(ps: list[_Piece]) -> _Piece:
                   np.concatenate([p.rank for p in ps]))
 
 
+FEW_SERIES = 16
+"""Up to this many series, :func:`scan` finds their rows through each piece's series index."""
+
+
 def _member(sel_sids: np.ndarray, top: int):
     """A function giving, for an array of series ids, which of them are in ``sel_sids``: a lookup
     table when ids are small (they are numbered from 0), else a binary search."""
@@ -278,19 +303,30 @@ def scan(pieces: Sequence, sids: np.ndarray | None, start: int, end: int, fields
 
     Pure function (worker thread safe). ``valid`` is None when every row has the field.
     """
-    member = None
+    member = sel_sids = None
+    few = False
     if sids is not None:
         sel_sids = np.sort(np.asarray(sids, dtype=np.uint64))
-        top = max((int(p.sid.max()) for _, p in pieces if len(p.sid)), default=0)
-        member = _member(sel_sids, top)
+        few = len(sel_sids) <= FEW_SERIES
+        if not few:
+            top = max((int(p.sid.max()) for _, p in pieces if len(p.sid)), default=0)
+            member = _member(sel_sids, top)
     got_sid, got_ts, got_rank, got_cols = [], [], [], {f: ([], []) for f in fields}
     for tno, p in pieces:
-        keep = (p.ts >= start) & (p.ts < end)
-        if member is not None:
-            keep &= member(p.sid)
-        if not keep.any():
-            continue
-        allk = keep.all()
+        if few:  # a few series: their rows by binary search, then the time range
+            rows = p.rows_of(sel_sids)
+            t = p.ts[rows]
+            keep = rows[(t >= start) & (t < end)]  # row numbers, ascending
+            if not len(keep):
+                continue
+            allk = len(keep) == len(p.ts)
+        else:
+            keep = (p.ts >= start) & (p.ts < end)
+            if member is not None:
+                keep &= member(p.sid)
+            if not keep.any():
+                continue
+            allk = keep.all()
         got_sid.append(p.sid if allk else p.sid[keep])
         got_ts.append(p.ts if allk else p.ts[keep])
         got_rank.append((np.int64(tno) << 48) + (p.rank if allk else p.rank[keep]))

@@ -11,6 +11,7 @@ import logging
 import time
 import zlib
 
+import orjson
 import trio
 
 from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
@@ -25,7 +26,10 @@ _JSON = "application/json"
 
 
 def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
-    body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    try:  # orjson: ~5x faster than json on query answers; NaN/inf never reach here (to_json)
+        body = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # beyond orjson (ints over 64 bits): the standard library
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
     return Response(status, body, _JSON, headers)
 
 

@@ -122,14 +122,16 @@ async def test_restart_and_eviction_raise_the_floor(tmp_path):
     assert not r.tables and r.floor == T0 + 7
 
 
-def test_scan_last_write_wins_per_field():
-    class P:  # a piece: rows in arrival order
-        def __init__(self, sid, ts, cols):
-            self.sid = np.array(sid, np.uint64)
-            self.ts = np.array(ts, np.int64)
-            self.cols = cols
-            self.min_time, self.max_time = int(self.ts.min()), int(self.ts.max())
-            self.rank = np.arange(len(ts), dtype=np.int64)
+@pytest.mark.parametrize("few", [16, 0])  # series found by each piece's series index, or by a row pass
+def test_scan_last_write_wins_per_field(few, monkeypatch):
+    import rusts.recent
+
+    monkeypatch.setattr(rusts.recent, "FEW_SERIES", few)
+
+    def P(sid, ts, cols):  # a piece: rows in arrival order
+        ts = np.array(ts, np.int64)
+        return rusts.recent._Piece(np.array(sid, np.uint64), ts, cols, int(ts.min()), int(ts.max()),
+                                   np.arange(len(ts), dtype=np.int64))
 
     ft = {"v": FieldType.FLOAT, "w": FieldType.INTEGER}
     a = P([1, 1, 2], [10, 20, 10], {"v": (FieldType.FLOAT, np.array([1.0, 2.0, 3.0]), None),
@@ -146,3 +148,7 @@ def test_scan_last_write_wins_per_field():
     assert sid.tolist() == [2] and cols["v"][0].tolist() == [0.0]
     sid, ts, cols = scan([(0, a), (1, b)], np.array([1, 2, 3], np.uint64), 11, 100, ["v"], ft)
     assert sid.tolist() == [1] and ts.tolist() == [20]
+    sid, ts, cols = scan([(0, a), (1, b)], np.array([3, 9], np.uint64), 0, 100, ["v"], ft)
+    assert sid.tolist() == [3] and cols["v"][0].tolist() == [5.0]
+    sid, ts, cols = scan([(0, a), (1, b)], np.array([9], np.uint64), 0, 100, ["v"], ft)
+    assert sid.tolist() == [] and len(cols["v"][0]) == 0
