@@ -183,7 +183,7 @@ class Template:
     facts: tuple  # ((method, arg, result), ...) catalog facts the plan relied on
 
     def instantiate(self, values: dict[int, Any]):
-        plan = self.plan
+        updates: dict = {}  # path tree of the new leaves: each object on a path is rebuilt once
         for s in self.slots:
             v = values[s.source]
             if s.cast is str:
@@ -192,8 +192,33 @@ class Template:
                 leaf = float(v)
             else:
                 leaf = v + s.offset
-            plan = _set(plan, s.path, leaf)
-        return plan
+            node = updates
+            for p in s.path[:-1]:
+                node = node.setdefault(p, {})
+            node[s.path[-1]] = _Leaf(leaf)
+        return _apply(self.plan, updates) if updates else self.plan
+
+
+class _Leaf:
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+def _apply(obj, updates: dict):
+    """``obj`` with the leaves of the path tree ``updates`` replaced (copy on write)."""
+    new = {k: (u.value if isinstance(u, _Leaf) else _apply(obj[k] if isinstance(obj, (dict, tuple, list))
+                                                             else getattr(obj, k), u))
+           for k, u in updates.items()}
+    if isinstance(obj, dict):
+        return {**obj, **new}
+    if isinstance(obj, (tuple, list)):
+        items = list(obj)
+        for k, v in new.items():
+            items[k] = v
+        return items if isinstance(obj, list) else tuple(items)
+    return attrs.evolve(obj, **new)
 
 
 def _order_pattern(vals: list) -> tuple:

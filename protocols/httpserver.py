@@ -7,6 +7,13 @@ query routes answer in well under a millisecond, so the stack was most of the la
 The protocol work is h11's (sans-I/O); this module only moves bytes, reads bodies with a size bound,
 routes on (method, path) and turns exceptions into JSON errors through the app's ``on_error``.
 
+Plain requests take a shorter road: :func:`parse_head` (sans-I/O, strict) recognises the common
+case (HTTP/1.1, a Host, at most a Content-Length within the bound, no Transfer-Encoding, Expect or
+Upgrade, nothing h11 would have to judge) and the connection answers it without h11, writing the
+same response bytes. Anything else, at any request of a connection, hands the bytes received so
+far to h11 for the rest of the connection, so errors and unusual framing keep h11's behaviour.
+h11 costs ~0.1 ms per request in pure Python, an eighth of a single-host query's round trip.
+
 An app is an :class:`App`: ``route(method, path)`` decorators for exact paths, ``route(method,
 "/prefix/<name>")`` for one trailing path parameter. Handlers take a :class:`Request` and return a
 :class:`Response`.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import urllib.parse
 from typing import Awaitable, Callable
 
@@ -119,6 +127,79 @@ class MethodNotAllowed(Exception):
     http_status = 405
 
 
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.1")
+_HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\x21-\x7e\x80-\xff](?:[\x20-\x7e\t\x80-\xff]*[\x21-\x7e\x80-\xff])?)?[ \t]*")
+_MAX_HEAD = 64 * 1024
+FALLBACK = "fallback"
+
+
+@attrs.frozen
+class Head:
+    """A plain request head (:func:`parse_head`)."""
+
+    method: str
+    target: str
+    headers: dict  # lower-case name -> value; repeated headers joined with ", "
+    size: int  # bytes of the head, blank line included
+    content_length: int
+    close: bool  # the client asked to close after this request
+
+
+def parse_head(buf: bytes, max_body: int) -> Head | str | None:
+    """The head at the start of ``buf`` when it is a plain request; None when more bytes are
+    needed; :data:`FALLBACK` when h11 must judge it (anything unusual, malformed or too big)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > _MAX_HEAD or b"\n\n" in buf or b"\n\r\n" in buf:
+            return FALLBACK
+        return None
+    lines = buf[:end].split(b"\r\n")
+    m = _REQUEST_LINE.fullmatch(lines[0])
+    if m is None:
+        return FALLBACK
+    headers: dict = {}
+    for line in lines[1:]:
+        h = _HEADER.fullmatch(line)
+        if h is None:
+            return FALLBACK
+        name = h.group(1).decode("ascii").lower()
+        value = (h.group(2) or b"").decode("latin-1")
+        headers[name] = headers[name] + ", " + value if name in headers else value
+    if "host" not in headers or "transfer-encoding" in headers or "expect" in headers or "upgrade" in headers:
+        return FALLBACK
+    cl = headers.get("content-length")
+    n = 0
+    if cl is not None:
+        if not cl.isdigit() or len(cl) > 18:
+            return FALLBACK
+        n = int(cl)
+        if n > max_body:
+            return FALLBACK
+    conn_tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    return Head(m.group(1).decode("ascii"), m.group(2).decode("ascii"), headers, end + 4, n,
+                "close" in conn_tokens)
+
+
+def response_bytes(resp: Response, head_only: bool, close: bool) -> bytes:
+    """The bytes h11 would write for ``resp`` (status line, headers, body)."""
+    body = resp.body
+    parts = [b"HTTP/1.1 %d %s\r\n" % (resp.status, _REASON.get(resp.status, b""))]
+    if resp.status != 204:
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if resp.content_type:
+        parts.append(b"content-type: " + resp.content_type.encode() + b"\r\n")
+    if resp.headers:
+        for k, v in resp.headers.items():
+            parts.append(k.encode("latin-1") + b": " + str(v).encode("latin-1") + b"\r\n")
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if body and not head_only and resp.status != 204:
+        parts.append(body)
+    return b"".join(parts)
+
+
 def _response_bytes(conn: h11.Connection, resp: Response, head_only: bool, close: bool) -> bytes:
     body = resp.body
     headers = [(b"content-length", str(len(body)).encode())] if resp.status != 204 else []
@@ -137,9 +218,97 @@ def _response_bytes(conn: h11.Connection, resp: Response, head_only: bool, close
     return out
 
 
+async def _receive(stream: trio.SocketStream, timeout: float) -> bytes:
+    with trio.move_on_after(timeout) as cs:
+        data = await stream.receive_some(65536)
+    if cs.cancelled_caught:
+        raise TimeoutError
+    return data
+
+
 async def _handle_connection(app: App, stream: trio.SocketStream, *, read_timeout: float,
                              keep_alive_timeout: float, tracker: "_Tracker") -> None:
+    try:
+        rest = await _serve_plain(app, stream, read_timeout=read_timeout, keep_alive_timeout=keep_alive_timeout,
+                                  tracker=tracker)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, TimeoutError, ConnectionError):
+        rest = None
+    if rest is not None:
+        await _serve_h11(app, stream, rest, read_timeout=read_timeout, keep_alive_timeout=keep_alive_timeout,
+                         tracker=tracker)
+        return
+    with trio.move_on_after(0.5) as cs:
+        cs.shield = True
+        try:
+            await stream.aclose()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def _serve_plain(app: App, stream: trio.SocketStream, *, read_timeout: float, keep_alive_timeout: float,
+                       tracker: "_Tracker") -> bytes | None:
+    """Answer plain requests (:func:`parse_head`) until the connection ends (None) or a request
+    needs h11: then the bytes received and not yet answered."""
+    buf = b""
+    while not tracker.stopping:
+        head = parse_head(buf, app.max_body)
+        if head is None:
+            data = await _receive(stream, keep_alive_timeout)
+            if not data:
+                return None
+            buf += data
+            continue
+        if head is FALLBACK:
+            return buf
+        need = head.size + head.content_length
+        while len(buf) < need:
+            try:
+                data = await _receive(stream, read_timeout)
+            except TimeoutError:
+                resp = Response(408, b'{"error":"timed out reading the request body"}', "application/json")
+                await stream.send_all(response_bytes(resp, False, True))
+                return None
+            if not data:
+                return None
+            buf += data
+        path, _, qs = head.target.partition("?")
+        req = Request(head.method, path, qs, head.headers, buf[head.size:need])
+        buf = buf[need:]
+        tracker.active += 1
+        try:
+            resp = await _dispatch(app, req)
+            await stream.send_all(response_bytes(resp, head.method == "HEAD", head.close))
+        finally:
+            tracker.active -= 1
+            if tracker.active == 0:
+                tracker.idle.set()
+        if head.close:
+            return None
+    return None
+
+
+async def _dispatch(app: App, req: Request) -> Response:
+    """The app's answer to ``req`` (its body read); every exception becomes an error answer."""
+    try:
+        handler, param, allowed = app.resolve(req.method, req.path)
+        if handler is None:
+            raise (MethodNotAllowed() if allowed else NotFound())
+        if app.before is not None:
+            app.before(req)
+        return await (handler(req, param) if param is not None else handler(req))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise
+    except trio.Cancelled:
+        raise
+    except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
+        return app.on_error(req, e)
+
+
+async def _serve_h11(app: App, stream: trio.SocketStream, received: bytes, *, read_timeout: float,
+                     keep_alive_timeout: float, tracker: "_Tracker") -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    if received:
+        conn.receive_data(received)
     drain_limit = max(64 << 20, 4 * app.max_body)
 
     async def next_event(timeout: float):
@@ -205,7 +374,6 @@ async def _serve_one(app, stream, conn, ev: h11.Request, next_event, read_timeou
     req = Request(method, path, qs, headers)
     close = False
     try:
-        handler, param, allowed = app.resolve(method, path)
         # Read the body (bounded) before anything else, so an error answer never races the upload.
         too_large = False
         cl = headers.get("content-length")
@@ -236,11 +404,7 @@ async def _serve_one(app, stream, conn, ev: h11.Request, next_event, read_timeou
         if too_large:
             raise BodyTooLarge()
         req.body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        if handler is None:
-            raise (MethodNotAllowed() if allowed else NotFound())
-        if app.before is not None:
-            app.before(req)
-        resp = await (handler(req, param) if param is not None else handler(req))
+        resp = await _dispatch(app, req)
     except BodyTooLarge as e:
         resp, close = app.on_error(req, e), True
     except _ReadTimeout:

@@ -181,3 +181,91 @@ async def test_graceful_shutdown_finishes_requests_in_flight():
         with trio.fail_after(5):
             assert await idle.receive_some(10) == b""  # idle keep-alive connection closed
     await with_server(run)
+
+
+# ----------------------------------------------------------------------------- the plain-request path
+
+def test_parse_head_accepts_plain_requests_only():
+    from rusts.protocols.httpserver import FALLBACK, parse_head
+
+    raw = b"POST /echo?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcNEXT"
+    h = parse_head(raw, 10)
+    assert (h.method, h.target, h.size, h.content_length, h.close) == ("POST", "/echo?x=1", raw.index(b"abc"), 3,
+                                                                       False)
+    assert h.headers == {"host": "a", "content-length": "3", "x-a": "1, 2"}
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", 10).close
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nEmpty:\r\n\r\n", 10).headers["empty"] == ""
+    assert parse_head(b"", 10) is None and parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 10) is None
+    for raw in [
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",  # h11 frames chunks
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: 1\r\n\r\n",  # no Host: h11 answers 400
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",  # over the bound: 413 from h11's path
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"x" * 70_000,
+    ]:
+        assert parse_head(raw, 10) is FALLBACK, raw
+
+
+def test_plain_response_bytes_are_h11s():
+    import h11
+
+    from rusts.protocols.httpserver import _response_bytes, response_bytes
+
+    for resp, head, close in [(Response(200, b"{}", "application/json"), False, False),
+                              (Response(204), False, False),
+                              (Response(404, b"nope", "text/plain", {"X-A": 1}), False, True),
+                              (Response(200, b"abc", "text/plain"), True, False),
+                              (Response(299, b"z"), False, False)]:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data((b"HEAD" if head else b"GET") + b" / HTTP/1.1\r\nHost: a\r\n\r\n")
+        conn.next_event()
+        conn.next_event()
+        assert response_bytes(resp, head, close) == _response_bytes(conn, resp, head, close)
+
+
+async def test_plain_requests_then_h11_on_one_connection_and_split_bodies():
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        buf = bytearray()
+        # a body arriving in three sends
+        await s.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-")
+        await trio.sleep(0.01)
+        await s.send_all(b"Length: 6\r\n\r\nab")
+        await trio.sleep(0.01)
+        await s.send_all(b"cdef")
+        st, h, body = await read_response(s, buf)
+        assert (st, body) == (200, b"abcdef")
+        # a chunked request after plain ones: h11 takes over the connection, which keeps working
+        await s.send_all(b"GET /args?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        st, h, body = await read_response(s, buf)
+        assert st == 200 and json.loads(body) == {"q": "1"}
+        st, h, body = await read_response(s, buf)
+        assert (st, body) == (200, b"hi")
+        st, h, body = await read_response(s, buf)
+        assert (st, body) == (200, b"ok")
+        # Connection: close is honoured on the plain path
+        s2 = await trio.open_tcp_stream("127.0.0.1", port)
+        await s2.send_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buf2 = bytearray()
+        st, h, body = await read_response(s2, buf2)
+        assert st == 404 and h["connection"] == "close" and json.loads(body) == {"error": "NotFound"}
+        assert await s2.receive_some(10) == b""
+        # a request h11 rejects still gets its 400 after plain ones
+        await s.send_all(b"GET / HTTP/1.1\r\nNo-Host: x\r\n\r\n")
+        st, h, body = await read_response(s, buf)
+        assert st == 400
+        await s.aclose()
+    await with_server(run)
