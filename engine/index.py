@@ -240,6 +240,7 @@ class SeriesIndex:
         self._pending: list[tuple[int, object]] = []  # (KIND_SERIES, (sids, keys)) | (KIND_DROP, m)
         self._pending_count = 0
         self._lock = threading.Lock()
+        self.generation = 0  # bumped when series are added or dropped (catalog caches key on it)
 
     @property
     def path(self) -> str | None:
@@ -405,6 +406,7 @@ class SeriesIndex:
 
     def _register(self, sids: list[int], keys: list[str], persist: bool) -> None:
         """Add new ids (unknown to ``_keys``) bound to ``keys``; the first id of a key wins."""
+        self.generation += 1
         kd = self._keys
         if not kd.keys().isdisjoint(sids) or len(set(sids)) != len(sids):
             good_s, good_k = [], []
@@ -520,6 +522,7 @@ class SeriesIndex:
             self._register(sids, keys, persist=True)
 
     def _drop(self, measurement: str) -> np.ndarray:
+        self.generation += 1
         meas = self._meas.pop(measurement, None)
         if meas is None:
             return _EMPTY_IDS

@@ -67,6 +67,7 @@ class SchemaRegistry:
         self.needs_rebuild = False
         self._fields: dict[str, dict[str, FieldType]] = {}
         self._dirty = False
+        self.generation = 0  # bumped by every change (catalog caches key on it)
         self._lock = threading.Lock()
 
     @property
@@ -127,6 +128,7 @@ class SchemaRegistry:
         if have is None:
             fields[field] = ftype
             self._dirty = True
+            self.generation += 1
         elif have != ftype:
             self.problems.append(f'field "{field}" on measurement "{measurement}" is '
                                  f"{type_name(have)} but a segment holds {type_name(ftype)}")
@@ -135,6 +137,7 @@ class SchemaRegistry:
         """Forget ``measurement``'s fields and persist at once."""
         if self._fields.pop(measurement, None) is not None:
             self._dirty = True
+            self.generation += 1
             self.persist()
 
     def check(self, batch: WriteBatch,
@@ -236,6 +239,7 @@ class SchemaRegistry:
                 fields = self._fields[m] = {}
             fields[name] = ftype
             self._dirty = True
+            self.generation += 1
         return batch
 
     def _register(self, series) -> None:
@@ -247,6 +251,7 @@ class SchemaRegistry:
                 if name not in fields and (col.mask is None or col.mask.any()):
                     fields[name] = col.type
                     self._dirty = True
+                    self.generation += 1
 
     # ------------------------------------------------------------------ persistence
 
@@ -299,6 +304,7 @@ class SchemaRegistry:
                 _fsync_dir(self.index_dir)
             except OSError as exc:
                 self._dirty = True
+                self.generation += 1
                 raise StorageError(f"cannot persist schema {path}: {exc}") from exc
 
 

@@ -440,35 +440,36 @@ def _plan_text(text: str, now: int, cat):
     return _plan(ast, cat, now, names, ext, "auto")
 
 
-def _recent_columnar(db, q, route: str):
-    """``q`` (retention applied) when it should be read columnar across series from memory
-    (:mod:`rusts.recent`): its range is held there and it reads many series (or ``route`` is
-    "columnar"); else None."""
-    from rusts.executor import select_series
-    from rusts.sql_scan import effective_query, recent_covers
+def _recent_columnar(db, q, sids, route: str) -> bool:
+    """Whether ``q`` (retention applied; it reads ``sids``) should be read columnar across series
+    from memory (:mod:`rusts.recent`): its range is held there and it reads many series (or
+    ``route`` is "columnar")."""
+    from rusts.sql_scan import recent_covers
 
-    recent = getattr(db, "recent", None)
-    if recent is None or not recent.covers(q.start):
-        return None  # reaches data outside memory (or does only until retention moves its start)
-    q = effective_query(db, q)
     if route == "columnar":
-        return q if recent_covers(db, q) else None
-    if recent_covers(db, q, cost_check=True) and len(select_series(db.index, q)) > 32:
-        return q
-    return None
+        return recent_covers(db, q)
+    return len(sids) > 32 and recent_covers(db, q, cost_check=True)
 
 
 async def _run_planned(db, planned, route: str):
     """Answer a fast-path plan; None when it turns out to need the general path."""
     kind, plan = planned
-    if kind == "fast" and route in ("auto", "columnar"):
-        q = _recent_columnar(db, plan.query, route)
-        if q is not None:
+    prepared = None
+    if kind == "fast":
+        from rusts.executor import select_series
+        from rusts.sql_scan import effective_query
+
+        q = effective_query(db, plan.query)
+        sids = select_series(db.index, q)
+        prepared = (q, sids)
+        recent = getattr(db, "recent", None)
+        if route in ("auto", "columnar") and recent is not None and recent.covers(q.start) and \
+                _recent_columnar(db, q, sids, route):
             if not q.aggregations:
                 return None  # many series' raw rows: columnar in-memory scan + DuckDB
             from rusts.sql_columnar import run_recent_aggregate
 
-            rs = await run_recent_aggregate(db, q, plan.residual)
+            rs = await run_recent_aggregate(db, q, plan.residual, sids)
             return attrs.evolve(fast_output(plan, rs), path="columnar")
     if kind == "latest":
         lp = plan
@@ -483,7 +484,7 @@ async def _run_planned(db, planned, route: str):
         from rusts.sql_vector import TooManyKeys, run_vector
 
         try:
-            rs = await run_vector(db, plan.query, plan.residual)  # applies the query limits
+            rs = await run_vector(db, plan.query, plan.residual, prepared)  # applies the query limits
         except TooManyKeys:
             rs = None
         if rs is None:

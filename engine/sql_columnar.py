@@ -312,9 +312,9 @@ ROWS_ON_LOOP = 30_000
 and the GIL handoffs around it cost more than the numpy passes (~1 ms per 20,000 rows)."""
 
 
-async def run_recent_aggregate(db, q: Query, residual=()) -> ResultSet:
-    """Answer aggregate ``q`` from the in-memory tables (the caller checked
-    :func:`rusts.sql_scan.recent_covers`)."""
+async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | None = None) -> ResultSet:
+    """Answer aggregate ``q`` (retention applied; ``sids``: its series, when known) from the
+    in-memory tables (the caller checked :func:`rusts.sql_scan.recent_covers`)."""
     import trio
 
     from rusts.errors import UnknownColumnError
@@ -323,7 +323,8 @@ async def run_recent_aggregate(db, q: Query, residual=()) -> ResultSet:
     from rusts.recent import scan
     from rusts.sql import _limited
 
-    sids = select_series(db.index, q)
+    if sids is None:
+        sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     need = sorted({a.field for a in q.aggregations if a.field is not None} | {r[0] for r in residual})
     for f in need:

@@ -336,9 +336,13 @@ class PlanCache:
             return None, True
         if tpl is None:
             return None, False
-        if not facts_hold(cat, tpl.facts):
-            self.misses += 1
-            return None, True
+        verified = getattr(cat, "verified", None)  # a catalog is immutable: check each template once
+        if verified is None or verified.get(id(tpl)) is not tpl:
+            if not facts_hold(cat, tpl.facts):
+                self.misses += 1
+                return None, True
+            if verified is not None:
+                verified[id(tpl)] = tpl
         for s in tpl.slots:
             if s.cast is int and not _INT64[0] <= values[s.source] + s.offset <= _INT64[1]:
                 return None, False

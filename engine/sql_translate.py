@@ -58,9 +58,29 @@ class Catalog:
         self._measurements: list[str] | None = None
         self._tags: dict[str, list[str]] = {}
         self._fields: dict[str, dict[str, FieldType]] = {}
+        self.verified: dict[int, object] = {}  # plan-cache templates whose facts hold here
 
     @classmethod
     def of_db(cls, db) -> "Catalog":
+        """The database's catalog; one instance (and its memoised answers) per generation of the
+        index and the schema, so statements reuse it until a series or field appears or goes."""
+        try:
+            gen = (db.index.generation, db.schema.generation)
+        except AttributeError:
+            gen = None
+        cached = getattr(db, "_catalog_cache", None)
+        if gen is not None and cached is not None and cached[0] == gen:
+            return cached[1]
+        cat = cls._of_db(db)
+        if gen is not None:
+            try:
+                db._catalog_cache = (gen, cat)
+            except AttributeError:
+                pass
+        return cat
+
+    @classmethod
+    def _of_db(cls, db) -> "Catalog":
         def measurements():
             ms = set(db.measurements())
             try:

@@ -399,12 +399,16 @@ def _empty_one_row(q, aggs, ftypes) -> ResultSet:
     return ResultSet(q.measurement, None, np.zeros(1, np.int64), [{}], cols, [a.output_name for a in aggs], True)
 
 
-async def run_vector(db, q: Query, residual=()) -> ResultSet:
-    """Snapshot in the loop, aggregate in a worker thread (may raise :class:`TooManyKeys`)."""
-    from rusts.sql_scan import effective_query
+async def run_vector(db, q: Query, residual=(), prepared: tuple | None = None) -> ResultSet:
+    """Snapshot in the loop, aggregate in a worker thread (may raise :class:`TooManyKeys`).
+    ``prepared``: ``(q with retention applied, its series)`` when the caller has them."""
+    if prepared is not None:
+        q, sids = prepared
+    else:
+        from rusts.sql_scan import effective_query
 
-    q = effective_query(db, q)
-    sids = select_series(db.index, q)
+        q = effective_query(db, q)
+        sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     for a in q.aggregations:
         if a.field is not None and a.field not in ftypes:

@@ -121,3 +121,36 @@ def test_literal_tokenizer():
     assert literals("SELECT 1 -- comment") is None
     assert literals("SELECT $1") is None
     assert literals("SELECT E'\\n'") is None
+
+
+async def test_database_catalog_is_reused_until_series_or_fields_change(tmp_path):
+    """The catalog of a database is memoised per index/schema generation: repeated statements
+    reuse it (and the plan cache checks each template's facts once), and a new field, a new tag
+    key or a dropped table is seen by the very next statement."""
+    import trio
+
+    import rusts.db
+    from rusts.errors import UnknownColumnError, UnknownTableError
+    from rusts.sql import execute_sql
+
+    async with rusts.db.open(tmp_path / "d") as db:
+        await db.write(b"m,host=a x=1 1000\nm,host=b x=2 2000")
+        c1 = Catalog.of_db(db)
+        assert Catalog.of_db(db) is c1
+        out = await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'a' GROUP BY host")
+        assert out.to_pylists() == [["a"], [1.0]]
+        out = await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'b' GROUP BY host")
+        assert out.to_pylists() == [["b"], [2.0]] and Catalog.of_db(db) is c1 and c1.verified
+        with pytest.raises(UnknownColumnError):
+            await execute_sql(db, "SELECT SUM(y) FROM m WHERE host = 'a'")
+        await db.write(b"m,host=a y=5i 3000")  # new field of an existing series: schema changes
+        assert Catalog.of_db(db) is not c1
+        out = await execute_sql(db, "SELECT SUM(y) FROM m WHERE host = 'a'")
+        assert out.to_pylists() == [[5]]
+        await db.write(b"m,host=c,rack=r1 x=3 4000")  # a new tag key comes with a new series
+        out = await execute_sql(db, "SELECT rack, SUM(x) FROM m WHERE host = 'c' GROUP BY rack")
+        assert out.to_pylists() == [["r1"], [3.0]]
+        await execute_sql(db, "DROP TABLE m")
+        with pytest.raises(UnknownTableError):
+            await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'a' GROUP BY host")
+        await trio.sleep(0)
