@@ -191,9 +191,13 @@ class RecentData:
             view.consumed = len(chunks)
             for m, ps in new.items():
                 lst = view.pieces.setdefault(m, [])
-                lst.extend(ps)
-                if len(lst) > 16:  # keep the per-query loop short: merge the newest (smallest)
-                    lst[8:] = [_merge_pieces(lst[8:])]
+                for p in ps:
+                    lst.append(p)
+                    # Binary-counter merging keeps O(log rows) pieces and copies each row
+                    # O(log rows) times (re-merging one ever-growing tail piece copied it
+                    # again every few writes, and rebuilt its series index each time).
+                    while len(lst) > 1 and len(lst[-2].ts) <= 2 * len(lst[-1].ts):
+                        lst[-2:] = [_merge_pieces(lst[-2:])]
         return view.pieces.get(measurement, [])
 
     def pieces(self, live_tables: Sequence, measurement: str, start: int, end: int) -> list:

@@ -289,6 +289,7 @@ class PlanCache:
         self.maxsize = maxsize
         self._families: collections.OrderedDict[str, _Family | None] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._learning: set[str] = set()  # shapes being learned in the background
         self.hits = 0
         self.misses = 0
 
@@ -355,12 +356,41 @@ class PlanCache:
         ``plan_fn`` raises on statements it cannot plan; returns None for statements the fast
         paths do not answer.
         """
+        steps = self.learning_steps(text, now_ns, cat, plan_fn)
+        if steps is not None:
+            for _ in steps:
+                pass
+
+    async def learn_async(self, text: str, now_ns: int, cat, plan_fn) -> None:
+        """:meth:`learn`, yielding to the event loop between plans (each costs a sqlglot parse
+        and translation, ~1 ms), so that requests are not held up while a template is learned."""
+        import trio
+
+        steps = self.learning_steps(text, now_ns, cat, plan_fn)
+        if steps is None:
+            return
+        key = self._key(text, literals(text))
+        if key in self._learning:
+            return
+        self._learning.add(key)
+        try:
+            for _ in steps:
+                await trio.sleep(0)
+        finally:
+            self._learning.discard(key)
+
+    def learning_steps(self, text: str, now_ns: int, cat, plan_fn):
+        """A generator that learns the template of ``text`` one plan per step (None when the
+        statement cannot be cached)."""
         lits = literals(text)
         if lits is None:
-            return
+            return None
+        return self._learn_steps(text, now_ns, cat, plan_fn, lits)
+
+    def _learn_steps(self, text, now_ns, cat, plan_fn, lits):
         key = self._key(text, lits)
         try:
-            fam, sub, tpl = self._build(text, now_ns, cat, lits, plan_fn)
+            fam, sub, tpl = yield from self._build(text, now_ns, cat, lits, plan_fn)
         except Exception:  # noqa: BLE001 - learning never fails a statement; just do not cache
             fam, sub, tpl = None, None, None
         with self._lock:
@@ -380,8 +410,10 @@ class PlanCache:
                 self._families.popitem(last=False)
 
     def _build(self, text, now_ns, cat, lits, plan_fn):
+        """Generator (one ``yield`` after each plan) returning ``(family, sub key, template)``."""
         rec = RecordingCatalog(cat)
         base = plan_fn(text, now_ns, rec)
+        yield
         if base is None:
             return None, None, None
         claimed: dict[tuple, Slot] = {}
@@ -426,8 +458,10 @@ class PlanCache:
                 plan = plan_fn(_substitute(text, lits, {i: sentinel}), now_ns, RecordingCatalog(cat))
             except Exception:  # noqa: BLE001 - this literal is not a free parameter
                 plan = None
+            yield
             params.append(plan is not None and probe(i, lit.value, sentinel, plan))
         plan_now = plan_fn(text, now_ns + NOW_SHIFT, RecordingCatalog(cat))
+        yield
         if plan_now is None or not probe(-1, now_ns, now_ns + NOW_SHIFT, plan_now):
             return None, None, None
         uses_now = any(s.source == -1 for s in claimed.values())
@@ -455,6 +489,7 @@ class PlanCache:
             vvals[-1] = now_ns + shift[now_ns]
         vtext = _substitute(text, lits, {i: vvals[i] for i in range(len(lits)) if params[i]})
         expect = plan_fn(vtext, vvals[-1], RecordingCatalog(cat))
+        yield
         if expect is None or tpl.instantiate(vvals) != expect:
             return None, None, None
         return fam, sub, tpl

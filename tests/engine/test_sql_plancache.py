@@ -139,6 +139,7 @@ async def test_database_catalog_is_reused_until_series_or_fields_change(tmp_path
         assert Catalog.of_db(db) is c1
         out = await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'a' GROUP BY host")
         assert out.to_pylists() == [["a"], [1.0]]
+        await trio.sleep(0.2)  # the template is learned in the background, between requests
         out = await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'b' GROUP BY host")
         assert out.to_pylists() == [["b"], [2.0]] and Catalog.of_db(db) is c1 and c1.verified
         with pytest.raises(UnknownColumnError):
@@ -153,4 +154,24 @@ async def test_database_catalog_is_reused_until_series_or_fields_change(tmp_path
         await execute_sql(db, "DROP TABLE m")
         with pytest.raises(UnknownTableError):
             await execute_sql(db, "SELECT host, SUM(x) FROM m WHERE host = 'a' GROUP BY host")
-        await trio.sleep(0)
+
+
+async def test_templates_are_learned_in_the_background_without_holding_requests(tmp_path):
+    import trio
+
+    import rusts.db
+    from rusts.sql import PLAN_CACHE, execute_sql
+
+    async with rusts.db.open(tmp_path / "d") as db:
+        await db.write(b"cpu,host=a u=1 1000\ncpu,host=b u=2 2000")
+        sql = "SELECT host, MAX(u) FROM cpu WHERE host = '{}' AND time >= {} GROUP BY host"
+        hits = PLAN_CACHE.hits
+        out = await execute_sql(db, sql.format("a", 17))  # a miss: answered, then learned
+        assert out.to_pylists() == [["a"], [1.0]] and PLAN_CACHE.hits == hits
+        # while learning, the loop keeps serving: a sleeper is woken on time
+        t0 = trio.current_time()
+        await trio.sleep(0.001)
+        assert trio.current_time() - t0 < 0.05
+        await trio.sleep(0.2)
+        out = await execute_sql(db, sql.format("b", 19))
+        assert out.to_pylists() == [["b"], [2.0]] and PLAN_CACHE.hits == hits + 1
