@@ -77,21 +77,42 @@ def write_partitions(payload, partition_ns: int, paths: dict[int, str], options:
 
 
 def _send(fh, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    fh.write(_LEN.pack(len(data)))
+    """One message: ``<Q pickle length><Q buffer count><Q length per buffer>``, the pickle, then
+    the numpy buffers out of band (pickle protocol 5): they are written straight from the arrays
+    by the pipe's write, which releases the GIL, instead of being copied into the pickle under it
+    (a 20 MB flush held the GIL ~10 ms that way)."""
+    bufs: list = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    raws = [b.raw() for b in bufs]
+    fh.write(_LEN.pack(len(data)) + _LEN.pack(len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws))
     fh.write(data)
+    for r in raws:
+        fh.write(r)
     fh.flush()
 
 
-def _recv(fh):
-    head = fh.read(_LEN.size)
-    if len(head) < _LEN.size:
-        raise EOFError("flush worker closed its pipe")
-    (n,) = _LEN.unpack(head)
+def _read_exact(fh, n: int) -> bytes:
     data = fh.read(n)
     if len(data) < n:
         raise EOFError("flush worker closed its pipe")
-    return pickle.loads(data)
+    return data
+
+
+def _recv(fh):
+    n, k = struct.unpack("<QQ", _read_exact(fh, 16))
+    lens = struct.unpack(f"<{k}Q", _read_exact(fh, 8 * k)) if k else ()
+    data = _read_exact(fh, n)
+    bufs = []
+    for ln in lens:
+        b = bytearray(ln)
+        view, got = memoryview(b), 0
+        while got < ln:
+            r = fh.readinto(view[got:])
+            if not r:
+                raise EOFError("flush worker closed its pipe")
+            got += r
+        bufs.append(b)
+    return pickle.loads(data, buffers=bufs)
 
 
 def _start() -> subprocess.Popen:

@@ -196,18 +196,12 @@ class Table:
         chunk_no: dict[int, int] = {}
         for i, ch in enumerate(self.chunks):
             chunk_no[id(ch)] = i
-            f = ch.frame
-            ms = f.measurements
-            m0 = ms[0]
-            uniform = len(ms) == 1 or ms.count(m0) == len(ms)
-            sig = (m0 if uniform else None,
-                   tuple((n, int(c.type), c.mask is not None) for n, c in f.columns.items()))
-            by_sig.setdefault(sig, []).append(ch)
+            by_sig.setdefault(ch.frame.layout(), []).append(ch)
         groups = []
         all_sids, all_keys = [], []
         for (m0, sig), chunks in by_sig.items():
             frames = [c.frame for c in chunks]
-            counts = np.concatenate([np.diff(f.starts) for f in frames])
+            counts = _counts([f.starts for f in frames])
             sids = np.concatenate([c.sids for c in chunks])
             all_sids.append(sids)
             for f in frames:
@@ -236,6 +230,16 @@ class Table:
             flat = np.concatenate(all_sids)
             keys = {int(flat[i]): all_keys[i] for i in first.tolist()}
         return {"groups": groups, "keys": keys}
+
+
+def _counts(starts: list) -> np.ndarray:
+    """Rows per series of many frames (each ``starts`` is ``[0, ..., rows]``) in one pass."""
+    if len(starts) == 1:
+        return np.diff(starts[0])
+    allst = np.concatenate(starts)
+    d = np.diff(allst)
+    ends = np.cumsum([len(x) for x in starts]) - 1  # the last entry of each frame's starts
+    return np.delete(d, ends[:-1])  # drop the jumps from one frame's end to the next's 0
 
 
 def _cat(arrays: list) -> np.ndarray:

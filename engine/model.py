@@ -146,7 +146,7 @@ class Frame:
     may hold several measurements that share a field layout.
     """
 
-    __slots__ = ("measurements", "tags", "keys", "starts", "timestamps", "columns", "line_numbers")
+    __slots__ = ("measurements", "tags", "keys", "starts", "timestamps", "columns", "line_numbers", "_layout")
 
     def __init__(self, measurements, tags, keys, starts: np.ndarray, timestamps: np.ndarray,
                  columns: Mapping[str, Column], line_numbers: np.ndarray) -> None:
@@ -157,6 +157,19 @@ class Frame:
         self.timestamps = timestamps
         self.columns = columns
         self.line_numbers = line_numbers
+        self._layout = None
+
+    def layout(self) -> tuple:
+        """``(the measurement when all series share one, else None; ((field, type, has mask),
+        ...))``, computed once (a frame is not changed after it is built)."""
+        lay = self._layout
+        if lay is None:
+            ms = self.measurements
+            m0 = ms[0] if len(ms) else None
+            uniform = len(ms) <= 1 or ms.count(m0) == len(ms)
+            lay = self._layout = (m0 if uniform else None,
+                                  tuple((n, int(c.type), c.mask is not None) for n, c in self.columns.items()))
+        return lay
 
     def __len__(self) -> int:
         return len(self.timestamps)
