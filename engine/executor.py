@@ -720,6 +720,25 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
     return _finish(q, aggs, accs, group_tags, field_types)
 
 
+def aggregate_of_nothing(q: Query, group_tags=None) -> ResultSet:
+    """The answer of aggregate ``q`` over no rows: one row (COUNT 0, the others NULL) when it
+    has neither GROUP BY nor buckets, like SQL; else no rows."""
+    aggs = q.aggregations
+    names = [a.output_name for a in aggs]
+    group_tags = group_tags if group_tags is not None else [{}]
+    if q.interval is None and not q.group_by:
+        cols = {}
+        for a in aggs:
+            if a.function == AggFunc.Count:
+                cols[a.output_name] = Column(FieldType.INTEGER, np.zeros(1, np.int64), None)
+            else:
+                cols[a.output_name] = Column(FieldType.FLOAT, np.zeros(1), np.zeros(1, bool))
+        return ResultSet(q.measurement, None, np.zeros(1, np.int64), group_tags, cols, names, True)
+    return ResultSet(q.measurement, None if q.interval is None else np.empty(0, np.int64),
+                     np.empty(0, np.int64), group_tags,
+                     {a.output_name: Column(FieldType.FLOAT, np.empty(0)) for a in aggs}, names, True)
+
+
 def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags, field_types) -> ResultSet:
     # union of (group, bucket) keys over all aggregates
     kg, kb = [], []
@@ -727,20 +746,7 @@ def _finish(q: Query, aggs: Sequence[Aggregation], accs: list[_Acc], group_tags,
         kg.extend(acc.st_g); kb.extend(acc.st_b)
         kg.extend(acc.k_g); kb.extend(acc.k_b)
     if not kg:
-        if q.interval is None and not q.group_by:
-            # an aggregate over no rows still answers one row (COUNT = 0, others null)
-            cols = {}
-            for a in aggs:
-                if a.function == AggFunc.Count:
-                    cols[a.output_name] = Column(FieldType.INTEGER, np.zeros(1, np.int64), None)
-                else:
-                    cols[a.output_name] = Column(FieldType.FLOAT, np.zeros(1), np.zeros(1, bool))
-            return ResultSet(q.measurement, None, np.zeros(1, np.int64), group_tags, cols,
-                             [a.output_name for a in aggs], True)
-        return ResultSet(q.measurement, None if q.interval is None else np.empty(0, np.int64),
-                         np.empty(0, np.int64), group_tags,
-                         {a.output_name: Column(FieldType.FLOAT, np.empty(0)) for a in aggs},
-                         [a.output_name for a in aggs], True)
+        return aggregate_of_nothing(q, group_tags)
     allg = np.concatenate(kg)
     allb = np.concatenate(kb)
     # (group, bucket) -> one int64 code: group * number_of_buckets + rank of the bucket.

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rusts.executor import ResultSet
+from rusts.executor import ResultSet, aggregate_of_nothing
 from rusts.model import Column, FieldType
 from rusts.query import AggFunc, Query
 
@@ -134,7 +134,7 @@ def aggregate_rows(sid: np.ndarray, ts: np.ndarray, cols: dict, q: Query, ftypes
         cols = {f: (v[keep], None if m is None else m[keep]) for f, (v, m) in cols.items()}
         n = len(ts)
     if n == 0:
-        return _empty(q, ftypes)
+        return aggregate_of_nothing(q)
     # ---- group of each row, then (group, bucket) keys, numbered densely in (group, bucket) order
     bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     g_series, group_tags = _groups(sid[bounds], q.group_by, tag_codes)
@@ -214,13 +214,10 @@ def _agg(a, kinv: np.ndarray, nk: int, n: int, cols: dict, ftypes: dict, ts, ord
         with np.errstate(invalid="ignore", divide="ignore"):
             return Column(FieldType.FLOAT, np.where(present, tot / np.maximum(cnt, 1), 0.0), pmask)
     if f in (AggFunc.Min, AggFunc.Max):
-        if v.dtype.kind in "iu":
-            info = np.iinfo(v.dtype)
-            fill = info.max if f == AggFunc.Min else info.min
-        else:
-            fill = np.inf if f == AggFunc.Min else -np.inf
+        from rusts.sql_vector import min_max
+
+        ufunc, fill = min_max(f, v.dtype)
         res = np.full(nk, fill, v.dtype)
-        ufunc = np.minimum if f == AggFunc.Min else np.maximum
         if valid is None:
             ufunc.at(res, kinv, v)
         else:
@@ -278,21 +275,6 @@ def _ranks(k: np.ndarray, xs: np.ndarray, cnt: np.ndarray, nk: int, lo: np.ndarr
         out_lo[has] = srt[(start + lo)[has]]
         out_hi[has] = srt[(start + hi)[has]]
     return out_lo, out_hi
-
-
-def _empty(q: Query, ftypes: dict) -> ResultSet:
-    aggs = q.aggregations
-    if q.interval is None and not q.group_by:  # one row, like SQL's aggregate over no rows
-        cols = {}
-        for a in aggs:
-            if a.function == AggFunc.Count:
-                cols[a.output_name] = Column(FieldType.INTEGER, np.zeros(1, np.int64), None)
-            else:
-                cols[a.output_name] = Column(FieldType.FLOAT, np.zeros(1), np.zeros(1, bool))
-        return ResultSet(q.measurement, None, np.zeros(1, np.int64), [{}], cols, [a.output_name for a in aggs], True)
-    return ResultSet(q.measurement, None if q.interval is None else np.zeros(0, np.int64), np.zeros(0, np.int64),
-                     [{}], {a.output_name: Column(FieldType.FLOAT, np.zeros(0)) for a in aggs},
-                     [a.output_name for a in aggs], True)
 
 
 def _frozen_tags(index, measurement: str, sids: np.ndarray, keys: tuple):

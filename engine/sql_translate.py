@@ -707,6 +707,29 @@ def agg_call(e: exp.Expression) -> tuple[AggFunc, exp.Expression | None, float |
     return f, e.this, None
 
 
+def model_aggregate(e: exp.Expression, resolve, fields: dict) -> tuple[AggFunc, str | None, float | None] | None:
+    """``(function, field or None for COUNT(*), percentile)`` when ``e`` is an aggregate call the
+    query model computes (COUNT(*) / COUNT(time), a field of a type the function accepts)."""
+    ac = agg_call(e)
+    if ac is None:
+        return None
+    func, arg, pct = ac
+    if isinstance(arg, exp.Star):
+        return (func, None, pct) if func == AggFunc.Count else None
+    if not isinstance(arg, exp.Column):
+        return None
+    r = resolve(arg)
+    if r is None:
+        return None
+    if r[0] == KIND_TIME and func == AggFunc.Count:
+        return func, None, pct
+    if r[0] != KIND_FIELD:
+        return None
+    if fields[r[1]] in (FieldType.STRING, FieldType.BOOLEAN) and func not in _STRING_OK:
+        return None
+    return func, r[1], pct
+
+
 def _bucket_interval(e: exp.Expression, resolve) -> int | None:
     """Interval of ``time_bucket('5 minutes', time)`` / ``date_trunc('hour', time)``, else None."""
     if isinstance(e, exp.Anonymous) and e.name.lower() == "time_bucket" and len(e.expressions) == 2:
@@ -872,29 +895,10 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
         if iv is not None:
             items.append((name, "bucket", iv, inner))
             continue
-        ac = agg_call(inner)
-        if ac is None:
+        ag = model_aggregate(inner, resolve, fields)
+        if ag is None:
             return None
-        func, arg, pct = ac
-        if isinstance(arg, exp.Star):
-            if func != AggFunc.Count:
-                return None
-            items.append((name, "agg", (func, None, pct), inner))
-            continue
-        if not isinstance(arg, exp.Column):
-            return None
-        r = resolve(arg)
-        if r is None:
-            return None
-        if r[0] == KIND_TIME and func == AggFunc.Count:
-            items.append((name, "agg", (func, None, pct), inner))
-            continue
-        if r[0] != KIND_FIELD:
-            return None
-        ft = fields[r[1]]
-        if ft in (FieldType.STRING, FieldType.BOOLEAN) and func not in _STRING_OK:
-            return None
-        items.append((name, "agg", (func, r[1], pct), inner))
+        items.append((name, "agg", ag, inner))
 
     group = sel.args.get("group")
     is_agg = bool(group) or any(kind == "agg" for _, kind, _, _ in items)
@@ -1095,23 +1099,10 @@ def _having(node, items, agg_of_item, item_for, resolve, fields, group_tags, agg
             if r is not None and r[0] == KIND_TAG and r[1] in group_tags:
                 return ("tag", r[1])
             return None
-        ac = agg_call(e)
-        if ac is None:
+        ag = model_aggregate(e, resolve, fields)
+        if ag is None:
             return None
-        func, arg, pct = ac
-        if isinstance(arg, exp.Star):
-            if func != AggFunc.Count:
-                return None
-            field = None
-        else:
-            if not isinstance(arg, exp.Column):
-                return None
-            r = resolve(arg)
-            if r is None or r[0] != KIND_FIELD:
-                return None
-            field = r[1]
-            if fields[field] in (FieldType.STRING, FieldType.BOOLEAN) and func not in _STRING_OK:
-                return None
+        func, field, pct = ag
         name = f"_h{len(aggs)}"
         aggs.append(Aggregation(func, field, pct, name))
         numeric = func in _NUMERIC_AGGS or (field is not None and fields[field] in _NUMERIC)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import trio
 
-from rusts.executor import ResultSet, select_series
+from rusts.executor import ResultSet, aggregate_of_nothing, select_series
 from rusts.messages import cpu_limiter
 from rusts.model import Column, FieldType
 from rusts.query import AggFunc, Query
@@ -189,6 +189,16 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     return _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes)
 
 
+def min_max(f: AggFunc, dtype: np.dtype):
+    """The ufunc of MIN or MAX and its identity for ``dtype`` (what an empty slot starts as)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        fill = info.max if f == AggFunc.Min else info.min
+    else:
+        fill = np.inf if f == AggFunc.Min else -np.inf
+    return (np.minimum if f == AggFunc.Min else np.maximum), fill
+
+
 def _red(ufunc, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
     if len(starts) == 0:
         return np.zeros(0, x.dtype)
@@ -221,13 +231,8 @@ def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
             v = v.astype(np.int64)
         lst.append({"n": cnt, "sum": _red_masked(np.add, v, m, 0, starts, ends)})
     elif f in (AggFunc.Min, AggFunc.Max):
-        if v.dtype.kind in "iu":
-            info = np.iinfo(v.dtype)
-            fill = info.max if f == AggFunc.Min else info.min
-        else:
-            fill = np.inf if f == AggFunc.Min else -np.inf
-        lst.append({"n": cnt, "v": _red_masked(np.minimum if f == AggFunc.Min else np.maximum, v, m, fill,
-                                                starts, ends)})
+        ufunc, fill = min_max(f, v.dtype)
+        lst.append({"n": cnt, "v": _red_masked(ufunc, v, m, fill, starts, ends)})
     elif f in (AggFunc.StdDev, AggFunc.Variance):
         x = v.astype(np.float64)
         sm = _red_masked(np.add, x, m, 0.0, starts, ends)
@@ -260,7 +265,7 @@ def _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_
         g = b = rows = np.zeros(0, np.int64)
     if len(g) == 0:
         if iv is None and not q.group_by:
-            return _empty_one_row(q, aggs, ftypes)
+            return aggregate_of_nothing(q)
         return ResultSet(q.measurement, None if iv is None else np.zeros(0, np.int64), np.zeros(0, np.int64),
                          group_tags or [{}], {a.output_name: Column(FieldType.FLOAT, np.zeros(0)) for a in aggs},
                          [a.output_name for a in aggs], True)
@@ -387,16 +392,6 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
                 out[k] = np.percentile(x.astype(np.float64), p)
                 has[k] = True
     return Column(FieldType.FLOAT, out, None if has.all() else has)
-
-
-def _empty_one_row(q, aggs, ftypes) -> ResultSet:
-    cols = {}
-    for a in aggs:
-        if a.function == AggFunc.Count:
-            cols[a.output_name] = Column(FieldType.INTEGER, np.zeros(1, np.int64), None)
-        else:
-            cols[a.output_name] = Column(FieldType.FLOAT, np.zeros(1), np.zeros(1, bool))
-    return ResultSet(q.measurement, None, np.zeros(1, np.int64), [{}], cols, [a.output_name for a in aggs], True)
 
 
 async def run_vector(db, q: Query, residual=(), prepared: tuple | None = None) -> ResultSet:

@@ -237,11 +237,15 @@ async def _handle_connection(app: App, stream: trio.SocketStream, *, read_timeou
         await _serve_h11(app, stream, rest, read_timeout=read_timeout, keep_alive_timeout=keep_alive_timeout,
                          tracker=tracker)
         return
+    await _close(stream)
+
+
+async def _close(stream: trio.SocketStream) -> None:
     with trio.move_on_after(0.5) as cs:
         cs.shield = True
         try:
             await stream.aclose()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the peer is gone
             pass
 
 
@@ -353,12 +357,7 @@ async def _serve_h11(app: App, stream: trio.SocketStream, received: bytes, *, re
     except (trio.BrokenResourceError, trio.ClosedResourceError, TimeoutError, ConnectionError):
         pass
     finally:
-        with trio.move_on_after(0.5) as cs:
-            cs.shield = True
-            try:
-                await stream.aclose()
-            except Exception:  # noqa: BLE001
-                pass
+        await _close(stream)
 
 
 async def _serve_one(app, stream, conn, ev: h11.Request, next_event, read_timeout, drain_limit) -> bool:
