@@ -396,7 +396,7 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     text2, ext, ast, names = _prepare(text, params)
     planned = _plan(ast, cat, now, names, ext, route)
     if planned is not None:
-        if cacheable:
+        if cacheable and not PLAN_CACHE.advance(text):
             _learn_later(text, now, cat)
         out = await _run_planned(db, planned, route)
         if out is not None:
@@ -411,16 +411,22 @@ PLAN_CACHE = PlanCache()
 def _learn_later(text: str, now: int, cat) -> None:
     """Learn the plan template of ``text`` in the background (a few more plans, ~1 ms each, with
     the event loop free between them) instead of before answering; outside trio, at once."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # not inside trio.run
+        PLAN_CACHE.learn(text, now, cat, _plan_text)
+        return
+    key = PLAN_CACHE.start_learning(text, now, cat, _plan_text)
+    if key is None:
+        return
+
     async def job():
         try:
-            await PLAN_CACHE.learn_async(text, now, cat, _plan_text)
+            await PLAN_CACHE.drive(key)
         except Exception:  # noqa: BLE001 - learning never fails anything; the shape stays uncached
             log.debug("plan template learning failed", exc_info=True)
 
-    try:
-        trio.lowlevel.spawn_system_task(job)
-    except RuntimeError:  # not inside trio.run
-        PLAN_CACHE.learn(text, now, cat, _plan_text)
+    trio.lowlevel.spawn_system_task(job)
 
 
 def _prepare(text: str, params):

@@ -289,7 +289,7 @@ class PlanCache:
         self.maxsize = maxsize
         self._families: collections.OrderedDict[str, _Family | None] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._learning: set[str] = set()  # shapes being learned in the background
+        self._learning: dict[str, Any] = {}  # shape -> its learning steps (in the background)
         self.hits = 0
         self.misses = 0
 
@@ -361,23 +361,56 @@ class PlanCache:
             for _ in steps:
                 pass
 
-    async def learn_async(self, text: str, now_ns: int, cat, plan_fn) -> None:
-        """:meth:`learn`, yielding to the event loop between plans (each costs a sqlglot parse
-        and translation, ~1 ms), so that requests are not held up while a template is learned."""
-        import trio
-
+    def start_learning(self, text: str, now_ns: int, cat, plan_fn) -> str | None:
+        """Register the step-wise learning of ``text``'s shape (see :meth:`drive`); its key, or
+        None when it cannot be cached or is already being learned."""
+        lits = literals(text)
         steps = self.learning_steps(text, now_ns, cat, plan_fn)
         if steps is None:
-            return
-        key = self._key(text, literals(text))
+            return None
+        key = self._key(text, lits)
         if key in self._learning:
-            return
-        self._learning.add(key)
+            return None
+        self._learning[key] = steps
+        return key
+
+    async def drive(self, key: str) -> None:
+        """Run a registered learning to its end, yielding to the event loop between plans (each
+        costs a sqlglot parse and translation, ~1 ms), so that requests are not held up while a
+        template is learned. A statement of the same shape that misses meanwhile advances the
+        learning by one step itself (:meth:`advance`), so a caller that never yields still gets
+        the template."""
+        import trio
+
         try:
-            for _ in steps:
+            while self._step(key):
                 await trio.sleep(0)
         finally:
-            self._learning.discard(key)
+            self._learning.pop(key, None)
+
+    def advance(self, text: str) -> bool:
+        """One step of the background learning of ``text``'s shape; False when none is running."""
+        lits = literals(text)
+        if lits is None:
+            return False
+        key = self._key(text, lits)
+        if key not in self._learning:
+            return False
+        self._step(key)
+        return True
+
+    def _step(self, key: str) -> bool:
+        steps = self._learning.get(key)
+        if steps is None:
+            return False
+        try:
+            next(steps)
+        except StopIteration:
+            self._learning.pop(key, None)
+            return False
+        except ValueError:  # already executing (cannot happen on one thread; be safe)
+            return True
+        return True
 
     def learning_steps(self, text: str, now_ns: int, cat, plan_fn):
         """A generator that learns the template of ``text`` one plan per step (None when the

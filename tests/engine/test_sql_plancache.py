@@ -175,3 +175,17 @@ async def test_templates_are_learned_in_the_background_without_holding_requests(
         await trio.sleep(0.2)
         out = await execute_sql(db, sql.format("b", 19))
         assert out.to_pylists() == [["b"], [2.0]] and PLAN_CACHE.hits == hits + 1
+
+
+async def test_a_caller_that_never_yields_still_gets_the_template(tmp_path):
+    import rusts.db
+    from rusts.sql import PLAN_CACHE, execute_sql
+
+    async with rusts.db.open(tmp_path / "d") as db:
+        await db.write(b"mem,host=a u=1 1000\nmem,host=b u=2 2000")
+        sql = "SELECT host, MIN(u) FROM mem WHERE host = '{}' AND time < {} GROUP BY host"
+        hits = PLAN_CACHE.hits
+        for k in range(20):  # no checkpoint between statements: each miss advances the learning
+            out = await execute_sql(db, sql.format("ab"[k % 2], 10_000 + k))
+            assert out.to_pylists() == [["ab"[k % 2]], [float(k % 2 + 1)]]
+        assert PLAN_CACHE.hits - hits >= 10
