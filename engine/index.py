@@ -181,23 +181,10 @@ class _Measurement:
         n = len(self.sids)
         cached = self._flat.get(k)
         if cached is None or cached[0] != n:
-            vals = self.values.get(k, {})
-            arrays, names, counts = [], [], []
-            for v, p in vals.items():
-                lst = self.post[p]
-                arrays.append(_parr(lst))
-                names.append(v)
-                counts.append(_plen(lst))
-            if arrays:
-                sids = np.concatenate(arrays)
-                obj = np.empty(len(names), dtype=object)
-                obj[:] = names
-                obj = np.repeat(obj, counts)
-                order = np.argsort(sids, kind="stable")
-                cached = (n, sids[order], obj[order])
-            else:
-                cached = (n, _EMPTY_IDS, np.empty(0, dtype=object))
-            self._flat[k] = cached
+            sids, codes, names = self.codes(k)
+            words = np.empty(len(names), dtype=object)
+            words[:] = names
+            cached = self._flat[k] = (n, sids, words[codes])
         return cached[1], cached[2]
 
     def codes(self, k: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

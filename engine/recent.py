@@ -77,12 +77,11 @@ def _pieces_of_chunks(chunks, first_no: int = 0) -> dict[str, list[_Piece]]:
     groups: dict[tuple, list] = {}
     for no, ch in enumerate(chunks, first_no):
         f = ch.frame
-        ms = f.measurements
-        m0 = ms[0]
-        sig = tuple((n, c.type) for n, c in f.columns.items())
-        if len(ms) == 1 or ms.count(m0) == len(ms):
+        m0, sig = f.layout()  # memoised on the frame (the flush gathers by it too)
+        if m0 is not None:
             groups.setdefault((m0, sig), []).append((ch, None, no))
         else:
+            ms = f.measurements
             for m in set(ms):
                 sel = np.array([x == m for x in ms])
                 groups.setdefault((m, sig), []).append((ch, sel, no))
@@ -109,7 +108,8 @@ def _pieces_of_chunks(chunks, first_no: int = 0) -> dict[str, list[_Piece]]:
         ts = np.concatenate(tss) if len(tss) > 1 else tss[0]
         rank = np.concatenate(ranks) if len(ranks) > 1 else ranks[0]
         cols = {}
-        for name, ft in sig:
+        for name, t, _ in sig:
+            ft = FieldType(t)
             vals, masks, any_mask = [], [], False
             for (ch, _, _), r in zip(items, rowsel):
                 c = ch.frame.columns[name]

@@ -276,13 +276,11 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
     return make_output(cols, vals, masks, plan.query.measurement, path="fast")
 
 
-_CMP = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
-        ">=": np.greater_equal}
-
-
 def having_mask(tree: tuple, rs) -> np.ndarray:
     """Rows of the answer ``rs`` for which the HAVING tree (:func:`rusts.sql_translate._having`) is
     true (SQL three-valued logic: a comparison with NULL is unknown, unknown rows are dropped)."""
+    from rusts.sql_vector import COMPARE
+
     n = len(rs.row_group)
 
     def operand(o):
@@ -313,7 +311,7 @@ def having_mask(tree: tuple, rs) -> np.ndarray:
         _, cmp, left, right = t
         (lv, lm), (rv, rm) = operand(left), operand(right)
         with np.errstate(invalid="ignore"):
-            res = np.asarray(_CMP[cmp](lv, rv), dtype=bool)
+            res = np.asarray(COMPARE[cmp](lv, rv), dtype=bool)
         res = np.broadcast_to(res, (n,))
         unknown = np.zeros(n, bool)
         for m in (lm, rm):
@@ -482,17 +480,18 @@ async def _run_planned(db, planned, route: str):
         from rusts.sql_scan import effective_query
 
         q = effective_query(db, plan.query)
-        sids = select_series(db.index, q)
-        prepared = (q, sids)
+        sids = None
         recent = getattr(db, "recent", None)
-        if route in ("auto", "columnar") and recent is not None and recent.covers(q.start) and \
-                _recent_columnar(db, q, sids, route):
-            if not q.aggregations:
-                return None  # many series' raw rows: columnar in-memory scan + DuckDB
-            from rusts.sql_columnar import run_recent_aggregate
+        if route in ("auto", "columnar") and recent is not None and recent.covers(q.start):
+            sids = select_series(db.index, q)
+            if _recent_columnar(db, q, sids, route):
+                if not q.aggregations:
+                    return None  # many series' raw rows: columnar in-memory scan + DuckDB
+                from rusts.sql_columnar import run_recent_aggregate
 
-            rs = await run_recent_aggregate(db, q, plan.residual, sids)
-            return attrs.evolve(fast_output(plan, rs), path="columnar")
+                rs = await run_recent_aggregate(db, q, plan.residual, sids)
+                return attrs.evolve(fast_output(plan, rs), path="columnar")
+        prepared = (q, sids)
     if kind == "latest":
         lp = plan
         from rusts.sql_vector import run_latest

@@ -36,28 +36,14 @@ from rusts.query import AggFunc, Query
 
 __all__ = ["aggregate_rows", "run_recent_aggregate"]
 
-_NP_OPS = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
-           ">=": np.greater_equal}
-
-
 def _residual_mask(residual, cols: dict, n: int) -> np.ndarray | None:
     """Rows satisfying every ``(field, op, value)`` predicate (NULL never matches a comparison)."""
+    from rusts.sql_vector import _and, _predicate
+
     keep = None
     for field, op, value in residual:
         v, valid = cols[field]
-        if op == "isnull":
-            m = np.zeros(n, bool) if valid is None else ~valid
-        elif op == "notnull":
-            m = np.ones(n, bool) if valid is None else valid.copy()
-        else:
-            if op == "between":
-                m = (v >= value[0]) & (v <= value[1])
-            else:
-                m = _NP_OPS[op](v, value)
-            m = np.asarray(m, dtype=bool)
-            if valid is not None:
-                m &= valid
-        keep = m if keep is None else (keep & m)
+        keep = _and(keep, _predicate(field, op, value, None, v, valid, n))
     return keep
 
 

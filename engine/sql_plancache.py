@@ -356,22 +356,21 @@ class PlanCache:
         ``plan_fn`` raises on statements it cannot plan; returns None for statements the fast
         paths do not answer.
         """
-        steps = self.learning_steps(text, now_ns, cat, plan_fn)
-        if steps is not None:
-            for _ in steps:
+        lits = literals(text)
+        if lits is not None:
+            for _ in self._learn_steps(text, now_ns, cat, plan_fn, lits):
                 pass
 
     def start_learning(self, text: str, now_ns: int, cat, plan_fn) -> str | None:
         """Register the step-wise learning of ``text``'s shape (see :meth:`drive`); its key, or
         None when it cannot be cached or is already being learned."""
         lits = literals(text)
-        steps = self.learning_steps(text, now_ns, cat, plan_fn)
-        if steps is None:
+        if lits is None:
             return None
         key = self._key(text, lits)
         if key in self._learning:
             return None
-        self._learning[key] = steps
+        self._learning[key] = self._learn_steps(text, now_ns, cat, plan_fn, lits)
         return key
 
     async def drive(self, key: str) -> None:
@@ -408,19 +407,10 @@ class PlanCache:
         except StopIteration:
             self._learning.pop(key, None)
             return False
-        except ValueError:  # already executing (cannot happen on one thread; be safe)
-            return True
         return True
 
-    def learning_steps(self, text: str, now_ns: int, cat, plan_fn):
-        """A generator that learns the template of ``text`` one plan per step (None when the
-        statement cannot be cached)."""
-        lits = literals(text)
-        if lits is None:
-            return None
-        return self._learn_steps(text, now_ns, cat, plan_fn, lits)
-
     def _learn_steps(self, text, now_ns, cat, plan_fn, lits):
+        """Generator: learns the template of ``text`` one plan per step, then stores it."""
         key = self._key(text, lits)
         try:
             fam, sub, tpl = yield from self._build(text, now_ns, cat, lits, plan_fn)

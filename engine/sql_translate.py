@@ -913,17 +913,13 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
             if 1 <= iv <= len(items):
                 return iv - 1
             return -1
-        if order and isinstance(node, exp.Column) and not node.table:
-            hits = [i for i, it in enumerate(items) if it[0] == node.name and isinstance(sel.expressions[i], exp.Alias)]
-            if len(hits) == 1:
-                return hits[0]
         if isinstance(node, exp.Column) and not node.table:
-            r = resolve(node)
-            if r is None:
-                for i, it in enumerate(items):
-                    if it[0] == node.name and isinstance(sel.expressions[i], exp.Alias):
-                        return i
-                return -1
+            aliased = [i for i, it in enumerate(items)
+                       if it[0] == node.name and isinstance(sel.expressions[i], exp.Alias)]
+            if order and len(aliased) == 1:
+                return aliased[0]
+            if resolve(node) is None:
+                return aliased[0] if aliased else -1
         txt = node.sql(dialect="postgres")
         for i, it in enumerate(items):
             if it[3].sql(dialect="postgres") == txt:

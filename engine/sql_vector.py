@@ -43,7 +43,7 @@ class TooManyKeys(Exception):
 
 _PC_OPS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
            ">=": pc.greater_equal}
-_NP_OPS = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+COMPARE = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
            ">=": np.greater_equal}
 
 
@@ -105,7 +105,7 @@ def _predicate(field: str, op: str, value, ch, vals, valid, n: int) -> np.ndarra
         if op == "between":
             m = (vals >= value[0]) & (vals <= value[1])
         else:
-            m = _NP_OPS[op](vals, value)
+            m = np.asarray(COMPARE[op](vals, value), dtype=bool)
     else:  # strings, booleans: Arrow kernels over the chunked column
         if op == "between":
             r = pc.and_(pc.greater_equal(ch, value[0]), pc.less_equal(ch, value[1]))
@@ -396,13 +396,15 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
 
 async def run_vector(db, q: Query, residual=(), prepared: tuple | None = None) -> ResultSet:
     """Snapshot in the loop, aggregate in a worker thread (may raise :class:`TooManyKeys`).
-    ``prepared``: ``(q with retention applied, its series)`` when the caller has them."""
+    ``prepared``: ``(q with retention applied, its series or None)`` when the caller has them."""
+    sids = None
     if prepared is not None:
         q, sids = prepared
     else:
         from rusts.sql_scan import effective_query
 
         q = effective_query(db, q)
+    if sids is None:
         sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
     for a in q.aggregations:

@@ -320,11 +320,7 @@ async def _serve_h11(app: App, stream: trio.SocketStream, received: bytes, *, re
             ev = conn.next_event()
             if ev is not h11.NEED_DATA:
                 return ev
-            with trio.move_on_after(timeout) as cs:
-                data = await stream.receive_some(65536)
-            if cs.cancelled_caught:
-                raise TimeoutError
-            conn.receive_data(data)
+            conn.receive_data(await _receive(stream, timeout))
 
     try:
         while not tracker.stopping:
