@@ -221,6 +221,16 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
         v &= mask
         return v
     lanes, tail_n = _split(n)
+    if lanes and tail_n:  # lanes and a tail: one gather over a cached per-(n, width) plan
+        lo, hi, shift, back = _mixed_plan(n, width)
+        words = np.frombuffer(bytes(buf) + bytes(16 - (size & 7)), dtype="<u8")
+        v = words[lo]
+        v >>= shift
+        v2 = words[hi]
+        v2 <<= back  # shifts by 64 give 0 in numpy: nothing from the next word when aligned
+        v |= v2
+        v &= mask
+        return v
     if lanes:
         lo, hi, _, _ = _lane_plan(width)
         shift, back = _lane_shifts(width, lanes)
@@ -241,6 +251,27 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
         out[lanes * 64:] = _unpack_stream(buf[width * lanes * 8:], n - lanes * 64, width, mask)
         return out
     return _unpack_stream(buf, n, width, mask)
+
+
+@functools.lru_cache(maxsize=1024)
+def _mixed_plan(n: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Word indices (low, next) and shifts (right, left) of each of ``n`` values laid out as
+    :func:`pack` does for ``n`` < :data:`PAD_LANES_FROM` with both lanes and a tail: the
+    ``(64, lanes)`` lane matrix (row k of lane j in word ``lo[k] * lanes + j``), then the tail as
+    one bit stream from word ``width * lanes``. Blocks of one table mostly share ``n``."""
+    lanes, tail_n = _split(n)
+    lo, hi, _, _ = _lane_plan(width)
+    lane_shift, lane_back = _lane_shifts(width, lanes)
+    j = np.arange(lanes, dtype=np.int64)
+    head_lo = (lo[:, None] * lanes + j).reshape(-1)
+    head_hi = (hi[:, None] * lanes + j).reshape(-1)
+    t_lo, t_hi, t_shift, t_back = _stream_plan(tail_n, width)
+    base = width * lanes
+    out = (np.concatenate((head_lo, t_lo + base)), np.concatenate((head_hi, t_hi + base)),
+           np.concatenate((lane_shift.reshape(-1), t_shift)), np.concatenate((lane_back.reshape(-1), t_back)))
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

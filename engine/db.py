@@ -62,11 +62,9 @@ def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
     blocks = 0
     for r in snap.segments:
         for sid in sids.tolist():
-            if r.has_series(sid):
-                bt = r.blocks(sid)
-                blocks += int(np.count_nonzero((bt.max_time >= q.start) & (bt.min_time < q.end)))
-                if blocks > 4 and not (q.limit is not None and q.limit <= 1000 and not q.is_aggregate):
-                    return False
+            blocks += r.count_blocks(sid, q.start, q.end)
+            if blocks > 4 and not (q.limit is not None and q.limit <= 1000 and not q.is_aggregate):
+                return False
     return True
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query import AggFunc, Aggregation, Query, TagOp
-from rusts.rowset import RowSet, merge
+from rusts.rowset import RowSet, concat_column, merge
 
 I64_MIN = -(2**63)
 
@@ -134,33 +134,35 @@ def _json_values(c: Column) -> list:
 
 def select_series(index, q: Query) -> np.ndarray:
     """Series ids of the measurement that pass every tag filter (inverted index, no scan)."""
-    sids = index.series_of(q.measurement)
-    if len(sids) == 0:
-        return sids
     m = q.measurement
+    sids = None  # None: every series of the measurement (postings are per measurement: subsets)
+
+    def narrow(sub: np.ndarray) -> np.ndarray:
+        return sub if sids is None else np.intersect1d(sids, sub, assume_unique=True)
+
+    def drop(sub: np.ndarray) -> np.ndarray:
+        return np.setdiff1d(index.series_of(m) if sids is None else sids, sub, assume_unique=True)
+
     for f in q.tag_filters:
         if f.op == TagOp.Eq:
-            sids = np.intersect1d(sids, index.series_with_tag(m, f.key, f.value), assume_unique=True)
+            sids = narrow(index.series_with_tag(m, f.key, f.value))
         elif f.op == TagOp.NotEq:
-            sids = np.setdiff1d(sids, index.series_with_tag(m, f.key, f.value), assume_unique=True)
-        elif f.op == TagOp.In:
+            sids = drop(index.series_with_tag(m, f.key, f.value))
+        elif f.op in (TagOp.In, TagOp.NotIn):
             hit = [index.series_with_tag(m, f.key, v) for v in f.values]
             u = np.unique(np.concatenate(hit)) if hit else np.empty(0, np.uint64)
-            sids = np.intersect1d(sids, u, assume_unique=True)
-        elif f.op == TagOp.NotIn:
-            hit = [index.series_with_tag(m, f.key, v) for v in f.values]
-            if hit:
-                sids = np.setdiff1d(sids, np.unique(np.concatenate(hit)), assume_unique=True)
+            sids = narrow(u) if f.op == TagOp.In else drop(u)
         elif f.op == TagOp.Regex:
             pat = f.compiled()
-            sids = np.intersect1d(sids, index.series_matching(m, f.key, lambda v: pat.search(v) is not None),
-                                  assume_unique=True)
+            sids = narrow(index.series_matching(m, f.key, lambda v: pat.search(v) is not None))
         elif f.op == TagOp.Exists:
-            sids = np.intersect1d(sids, index.series_with_tag_key(m, f.key), assume_unique=True)
+            sids = narrow(index.series_with_tag_key(m, f.key))
         elif f.op == TagOp.NotExists:
-            sids = np.setdiff1d(sids, index.series_with_tag_key(m, f.key), assume_unique=True)
+            sids = drop(index.series_with_tag_key(m, f.key))
         if len(sids) == 0:
             break
+    if sids is None:
+        sids = index.series_of(m)
     return np.asarray(sids, dtype=np.uint64)
 
 
@@ -212,81 +214,20 @@ def _overlapping_blocks(bt, start: int, end: int) -> np.ndarray:
     return np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
 
 
-@attrs.frozen(eq=False)
-class _Cached:
-    """A decoded block column in the block cache (None: the field is absent from the block)."""
-
-    ts: np.ndarray | None = None
-    col: Column | None = None
-
-    @property
-    def nbytes(self) -> int:
-        if self.ts is not None:
-            return self.ts.nbytes
-        if self.col is None:
-            return 16
-        c = self.col
-        n = c.values.nbytes if c.values.dtype != object else 56 * len(c.values)
-        return n + (0 if c.mask is None else c.mask.nbytes)
-
-
-def _block_cache():
-    from rusts.sql_scan import CACHE
-
-    return CACHE
-
-
-_TS_KEY = "\0ts"
-
-
 def _read_segment(src: _SegSource, sid: int, fields, blocks: np.ndarray) -> RowSet:
     """Rows of the given blocks, decoded once per process: segment files are immutable (flushes
-    and compactions write new files), so decoded blocks are kept in the shared LRU block cache."""
+    and compactions write new files), so decoded blocks are kept in the shared LRU block cache
+    (:mod:`rusts.blockcache`)."""
     if len(blocks) == 0:
         return RowSet(np.empty(0, np.int64), {}, True)
+    from rusts.blockcache import block_columns
+
     reader = src.reader
     names = list(fields) if fields is not None else sorted(reader.field_types(sid))
-    cache = _block_cache()
-    path = reader.path
-    blist = blocks.tolist()
-    got: dict = {}
-    missing = []
-    for b in blist:
-        miss = False
-        for nm in (_TS_KEY, *names):
-            e = cache.get(("exec", path, sid, b, nm))
-            if e is None:
-                miss = True
-                break
-            got[(b, nm)] = e
-        if miss:
-            missing.append(b)
-    if missing:
-        mb = np.asarray(missing, dtype=np.int64)
-        ts, cols = reader.read(sid, names, blocks=mb)
-        rows = np.asarray(src.blocks.rows, dtype=np.int64)[mb]
-        bounds = np.zeros(len(mb) + 1, dtype=np.int64)
-        np.cumsum(rows, out=bounds[1:])
-        for k, b in enumerate(missing):
-            a, z = int(bounds[k]), int(bounds[k + 1])
-            e = _Cached(ts=ts[a:z])
-            got[(b, _TS_KEY)] = e
-            cache.put(("exec", path, sid, b, _TS_KEY), e)
-            for f in names:
-                c = cols.get(f)
-                if c is not None:
-                    m = None if c.mask is None else c.mask[a:z]
-                    c = None if m is not None and not m.any() else Column(
-                        c.type, c.values[a:z], None if m is None or m.all() else m)
-                e = _Cached(col=c)
-                got[(b, f)] = e
-                cache.put(("exec", path, sid, b, f), e)
-    if len(blist) == 1:
-        b = blist[0]
-        cols = {f: got[(b, f)].col for f in names if got[(b, f)].col is not None}
-        return RowSet(got[(b, _TS_KEY)].ts, cols, True)
-    parts = [RowSet(got[(b, _TS_KEY)].ts, {f: got[(b, f)].col for f in names if got[(b, f)].col is not None}, True)
-             for b in blist]
+    parts = [RowSet(ts, {f: c.column() for f, c in cols.items()}, True)
+             for ts, cols in block_columns(reader, sid, names, blocks.tolist())]
+    if len(parts) == 1:
+        return parts[0]
     ts = np.concatenate([p.timestamps for p in parts])
     from rusts.rowset import _concat_columns
 
@@ -348,24 +289,6 @@ def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
 
 # --------------------------------------------------------------------------- raw queries
 
-def _concat_col(parts: list[tuple[int, Column | None]], ftype: FieldType, lengths: list[int]) -> Column:
-    vals = []
-    masks = []
-    need = False
-    for (n, c) in zip(lengths, parts):
-        if c is None:
-            vals.append(np.zeros(n, ftype.dtype) if ftype != FieldType.STRING else np.full(n, "", object))
-            masks.append(np.zeros(n, bool))
-            need = True
-        else:
-            vals.append(c.values if c.values.dtype == ftype.dtype else c.values.astype(ftype.dtype))
-            masks.append(np.ones(n, bool) if c.mask is None else c.mask)
-            need = need or c.mask is not None
-    v = np.concatenate(vals) if vals else np.empty(0, ftype.dtype)
-    m = np.concatenate(masks) if need else None
-    return Column(ftype, v, m)
-
-
 def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
     fields = q.fields
     if fields is not None:
@@ -403,7 +326,7 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
         ft = field_types.get(n)
         if ft is None:
             continue
-        cols[n] = _concat_col([rs.columns.get(n) for _, rs in results], ft, lengths)
+        cols[n] = concat_column([rs.columns.get(n) for _, rs in results], lengths, ft)
     names = [n for n in names if n in cols]
     if len(results) > 1:
         order = np.lexsort((grp, ts))

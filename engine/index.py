@@ -559,7 +559,7 @@ class SeriesIndex:
         return split_key(self.key_of(sid))[1]
 
     def measurement_of(self, sid: int) -> str:
-        return split_key(self.key_of(sid))[0]
+        return _split_parts(self.key_of(sid))[0]
 
     def measurements(self) -> list[str]:
         """Measurement names with at least one series, sorted."""

@@ -31,6 +31,12 @@ class FieldType(enum.IntEnum):
     def sql_name(self) -> str:
         return _SQL_NAMES[self]
 
+    def zeros(self, n: int) -> np.ndarray:
+        """``n`` values of this type standing for "no value": 0, False or the empty string."""
+        if self is FieldType.STRING:
+            return np.full(n, "", dtype=object)
+        return np.zeros(n, dtype=_DTYPES[self])
+
     @classmethod
     def of_dtype(cls, dtype: np.dtype) -> "FieldType":
         kind = np.dtype(dtype).kind

@@ -340,7 +340,7 @@ def scan(pieces: Sequence, sids: np.ndarray | None, start: int, end: int, fields
             c = p.cols.get(f)
             ft = ftypes[f]
             if c is None or c[0] != ft:
-                vals.append(np.zeros(n, ft.dtype) if ft != FieldType.STRING else np.full(n, "", object))
+                vals.append(ft.zeros(n))
                 valid.append(np.zeros(n, bool))
             else:
                 vals.append(c[1] if allk else c[1][keep])

@@ -61,41 +61,38 @@ class RowSet:
                       self.sorted_unique)
 
 
+def concat_column(cols: Sequence, lengths: Sequence[int], ftype: FieldType) -> Column:
+    """Columns of consecutive row ranges (``lengths`` rows each; None: no value there) as one
+    column of type ``ftype``."""
+    if len(cols) == 1 and cols[0] is not None and cols[0].values.dtype == ftype.dtype:
+        c = cols[0]
+        return c if isinstance(c, Column) else Column(ftype, c.values, c.mask)
+    vals = []
+    need_mask = False
+    for c, n in zip(cols, lengths):
+        if c is None:
+            vals.append(ftype.zeros(n))
+            need_mask = True
+        else:
+            v = c.values
+            vals.append(v if v.dtype == ftype.dtype else v.astype(ftype.dtype))
+            need_mask = need_mask or c.mask is not None
+    values = np.concatenate(vals) if vals else ftype.zeros(0)
+    mask = None
+    if need_mask:
+        mask = np.concatenate([np.zeros(n, bool) if c is None else np.ones(n, bool) if c.mask is None
+                               else c.mask for c, n in zip(cols, lengths)])
+    return Column(ftype, values, mask)
+
+
 def _concat_columns(parts: Sequence[RowSet], total: int) -> dict[str, Column]:
     names: dict[str, FieldType] = {}
     for p in parts:
         for n, c in p.columns.items():
             names.setdefault(n, c.type)
-    out: dict[str, Column] = {}
-    for name, ftype in names.items():
-        vals = []
-        masks = []
-        need_mask = False
-        for p in parts:
-            c = p.columns.get(name)
-            n = len(p.timestamps)
-            if c is None:
-                vals.append(np.zeros(n, dtype=ftype.dtype) if ftype != FieldType.STRING
-                            else np.full(n, "", dtype=object))
-                masks.append(np.zeros(n, dtype=bool))
-                need_mask = True
-            else:
-                v = c.values
-                if v.dtype != ftype.dtype:
-                    v = v.astype(ftype.dtype)
-                vals.append(v)
-                if c.mask is None:
-                    masks.append(None)
-                else:
-                    masks.append(c.mask)
-                    need_mask = True
-        values = np.concatenate(vals) if len(vals) > 1 else vals[0]
-        mask = None
-        if need_mask:
-            mask = np.concatenate([np.ones(len(v), dtype=bool) if m is None else m
-                                   for v, m in zip(vals, masks)])
-        out[name] = Column(ftype, values, mask)
-    return out
+    lengths = [len(p.timestamps) for p in parts]
+    return {name: concat_column([p.columns.get(name) for p in parts], lengths, ftype)
+            for name, ftype in names.items()}
 
 
 def concat(parts: Sequence[RowSet]) -> RowSet:

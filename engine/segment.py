@@ -658,6 +658,7 @@ class SegmentReader:
         self.point_count = int(meta["point_count"])
         self.value_count = int(meta["value_count"])
         self.series_ids = arr[SERIES_IDS]
+        self._last_index = (-1, -1)  # (sid, position): a query asks several times about one series
         self._series_block_start = arr[SERIES_BLOCK_START].astype(np.int64)
         self._key_offsets = arr[KEY_OFFSETS]
         self._keys_blob = bytes(raw(KEYS))
@@ -807,12 +808,16 @@ class SegmentReader:
 
     def _index(self, sid: int) -> int:
         """Position of ``sid`` in ``series_ids``, or -1."""
+        last = self._last_index
+        if last[0] == sid:
+            return last[1]
         if sid < 0 or sid >= 2**64:
             return -1
-        i = int(np.searchsorted(self.series_ids, np.uint64(sid)))
-        if i < len(self.series_ids) and int(self.series_ids[i]) == sid:
-            return i
-        return -1
+        i = int(self.series_ids.searchsorted(np.uint64(sid)))
+        if not (i < len(self.series_ids) and int(self.series_ids[i]) == sid):
+            i = -1
+        self._last_index = (sid, i)
+        return i
 
     def may_contain(self, sid: int) -> bool:
         """Bloom-filter test: False means the series is certainly not in this segment."""
@@ -872,6 +877,17 @@ class SegmentReader:
             return BlockTable(e, e, np.zeros(0, dtype=np.uint32))
         b0, b1, _, _ = self._chunk_range(i)
         return BlockTable(self._b_min[b0:b1], self._b_max[b0:b1], self._b_rows[b0:b1])
+
+    def count_blocks(self, sid: int, start: int, end: int) -> int:
+        """How many blocks of series ``sid`` hold times in ``[start, end)`` (a series' blocks are
+        in time order and do not overlap)."""
+        i = self._index(sid)
+        if i < 0:
+            return 0
+        b0, b1 = int(self._series_block_start[i]), int(self._series_block_start[i + 1])
+        lo = int(self._b_max[b0:b1].searchsorted(start))
+        hi = int(self._b_min[b0:b1].searchsorted(end))
+        return max(0, hi - lo)
 
     def _series_fid(self, c0: int, c1: int, field: str) -> int:
         fids = self._fids_by_name.get(field)
@@ -975,56 +991,73 @@ class SegmentReader:
         A field absent from all selected blocks is omitted from the result. Raises
         :class:`CorruptionError` (path, offset) when a chunk fails its checks.
         """
+        parts = self.read_blocks(sid, fields, blocks)
+        if not parts:
+            return np.zeros(0, dtype=np.int64), {}
+        if len(parts) == 1:
+            ts, cols = parts[0]  # fresh arrays, as from several blocks
+            return _own(ts), {name: Column(ft, _own(v), None if m is None or m.all() else m)
+                              for name, (ft, v, m) in cols.items()}
+        sizes = [len(t) for t, _ in parts]
+        starts = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        total = int(starts[-1])
+        ts = np.concatenate([t for t, _ in parts])
+        out: dict[str, tuple] = {}  # name -> (type, values, presence)
+        for k, (_, cols) in enumerate(parts):
+            a, z = int(starts[k]), int(starts[k + 1])
+            for name, (ft, v, m) in cols.items():
+                entry = out.get(name)
+                if entry is None:
+                    entry = out[name] = (ft, ft.zeros(total), np.zeros(total, dtype=bool))
+                entry[1][a:z] = v
+                entry[2][a:z] = True if m is None else m
+        return ts, {name: Column(ft, values, None if mask.all() else mask)
+                    for name, (ft, values, mask) in out.items()}
+
+    def read_blocks(self, sid: int, fields: Sequence[str] | None = None,
+                    blocks: np.ndarray | None = None) -> list[tuple[np.ndarray, dict]]:
+        """Decode blocks of series ``sid`` one by one, without concatenating them: per block
+        (in time order), its timestamps and ``{field: (type, values, presence or None)}`` for the
+        wanted fields it holds (absent rows hold the type's zero). A field without a value in a
+        block is missing from that block's dict. Same checks as :meth:`read`."""
         i = self._index(sid)
         if i < 0:
-            return np.zeros(0, dtype=np.int64), {}
+            return []
         b0, b1, c0, c1 = self._chunk_range(i)
         if blocks is None:
-            sel = np.arange(b0, b1)
+            sel = range(b0, b1)
         else:
             rel = np.unique(np.asarray(blocks, dtype=np.int64))
             if len(rel) and (rel[0] < 0 or rel[-1] >= b1 - b0):
                 raise StorageError(f"block index out of range for series {sid} ({b1 - b0} blocks)")
-            sel = rel + b0
-        rows = self._b_rows[sel].astype(np.int64)
-        starts = np.zeros(len(sel) + 1, dtype=np.int64)
-        np.cumsum(rows, out=starts[1:])
-        total = int(starts[-1])
-
-        ts_parts = []
-        for k, blk in enumerate(sel.tolist()):
-            t = self._decode(int(self._b_ts_off[blk]), int(self._b_ts_len[blk]), sid, "timestamps")
-            if len(t) != rows[k] or t.dtype != np.int64:
-                raise self._corrupt(f"timestamps chunk of series {sid} block {blk - b0} decodes "
-                                    f"{len(t)} values, expected {rows[k]}", int(self._b_ts_off[blk]))
-            ts_parts.append(t)
-        ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
-
+            sel = (rel + b0).tolist()
         if fields is None:
             wanted = None
         else:
             wanted = {f for f in (self._series_fid(c0, c1, name) for name in fields) if f >= 0}
-        cols: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # fid -> (values, presence)
-        for k, blk in enumerate(sel.tolist()):
+        out = []
+        for blk in sel:
+            rows = int(self._b_rows[blk])
+            t = self._decode(int(self._b_ts_off[blk]), int(self._b_ts_len[blk]), sid, "timestamps")
+            if len(t) != rows or t.dtype != np.int64:
+                raise self._corrupt(f"timestamps chunk of series {sid} block {blk - b0} decodes "
+                                    f"{len(t)} values, expected {rows}", int(self._b_ts_off[blk]))
+            cols = {}
             cs, ce = int(self._b_chunk_start[blk]), int(self._b_chunk_start[blk + 1])
-            pos, n = int(starts[k]), int(rows[k])
-            for c in range(cs, ce):
-                fid = int(self._c_field[c])
+            for k, fid in enumerate(self._c_field[cs:ce].tolist()):
                 if wanted is not None and fid not in wanted:
                     continue
                 ft = self._field_types[fid]
-                entry = cols.get(fid)
-                if entry is None:
-                    entry = cols[fid] = (_empty(ft, total), np.zeros(total, dtype=bool))
-                self._read_chunk(c, sid, blk - b0, ft, n, entry, pos)
-        out = {}
-        for fid, (values, mask) in cols.items():
-            out[self._field_names[fid]] = Column(self._field_types[fid], values,
-                                                 None if mask.all() else mask)
-        return ts, out
+                v, m = self._read_chunk(cs + k, sid, blk - b0, ft, rows)
+                cols[self._field_names[fid]] = (ft, v, m)
+            out.append((t, cols))
+        return out
 
-    def _read_chunk(self, c: int, sid: int, block: int, ft: FieldType, rows: int,
-                    entry: tuple[np.ndarray, np.ndarray], pos: int) -> None:
+    def _read_chunk(self, c: int, sid: int, block: int, ft: FieldType,
+                    rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One field chunk of a block of ``rows`` rows: (values, presence or None when every row
+        has a value); absent rows hold the type's zero."""
         off, length, mlen = int(self._c_off[c]), int(self._c_len[c]), int(self._c_mask[c])
         count = int(self._c_count[c])
         m = None
@@ -1042,18 +1075,15 @@ class SegmentReader:
         elif count != rows:
             raise self._corrupt(f"chunk of series {sid} block {block} has {count} of {rows} values "
                                 "but no mask", off)
-        name = self._field_names[int(self._c_field[c])]
-        v = self._decode(off + mlen, length - mlen, sid, f"field {name!r}")
+        v = self._decode(off + mlen, length - mlen, sid, f"field {self._field_names[int(self._c_field[c])]!r}")
         if len(v) != count or v.dtype != ft.dtype:
             raise self._corrupt(f"field chunk of series {sid} block {block} decodes {len(v)} "
                                 f"{v.dtype} values, expected {count} {ft.dtype}", off)
-        values, mask = entry
         if m is None:
-            values[pos:pos + rows] = v
-            mask[pos:pos + rows] = True
-        else:
-            values[pos:pos + rows][m] = v
-            mask[pos:pos + rows] = m
+            return v, None
+        values = ft.zeros(rows)
+        values[m] = v
+        return values, m
 
     def read_all(self) -> Iterator[SeriesData]:
         """Every series, fully decoded, in series-id order (for compaction and tiering)."""
@@ -1083,7 +1113,9 @@ class SegmentReader:
                 f"time=[{self.min_time}, {self.max_time}])")
 
 
-def _empty(ft: FieldType, n: int) -> np.ndarray:
-    if ft == FieldType.STRING:
-        return np.full(n, "", dtype=object)
-    return np.zeros(n, dtype=ft.dtype)
+def _own(a: np.ndarray) -> np.ndarray:
+    """``a``, or a writable copy when it is a read-only view (a decoder may return one)."""
+    return a if a.flags.writeable else a.copy()
+
+
+

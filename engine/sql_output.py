@@ -12,6 +12,7 @@ Where ``mask`` is False the value is SQL NULL and the array entry is meaningless
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import attrs
@@ -84,15 +85,33 @@ def make_output(columns, values, masks, measurement: str = "", show: bool = Fals
                      path or ("show" if show else ""))
 
 
-def _json_list(v: np.ndarray, m: np.ndarray | None) -> list:
+def _json_list(v: np.ndarray, m: np.ndarray | None) -> tuple[list, bool]:
+    """A column as JSON values (NULL, NaN and infinities as None) and whether any is None."""
     lst = v.tolist()
-    if v.dtype.kind == "f" and len(v) and not np.isfinite(v).all():
-        lst = [x if math.isfinite(x) else None for x in lst]
+    none = False
+    if v.dtype.kind == "f":
+        if len(v) and not np.isfinite(v).all():
+            lst = [x if math.isfinite(x) else None for x in lst]
+            none = True
     elif v.dtype == object:
         lst = [None if (isinstance(x, float) and not math.isfinite(x)) else x for x in lst]
+        none = True  # (maybe): rows drop their None entries
     if m is not None:
         lst = [x if ok else None for x, ok in zip(lst, m.tolist())]
-    return lst
+        none = True
+    return lst, none
+
+
+def _dicts(names: list[str], lists: list[list], none: bool, n: int) -> list[dict] | itertools.repeat:
+    """Per row ``{name: value}`` without None values (one shared empty dict when no columns)."""
+    if not names:
+        return itertools.repeat({}, n)
+    if none:
+        return [{k: x for k, x in zip(names, r) if x is not None} for r in zip(*lists)]
+    if len(names) == 1:
+        k = names[0]
+        return [{k: x} for x in lists[0]]
+    return [dict(zip(names, r)) for r in zip(*lists)]
 
 
 def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
@@ -103,7 +122,11 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     ``fields``. NULL tags and fields are omitted from the row, like ``/query`` omits missing values.
     """
     n = len(out)
-    lists = [_json_list(v, m) for v, m in zip(out.values, out.masks)]
+    lists, nones = [], []
+    for v, m in zip(out.values, out.masks):
+        lst, none = _json_list(v, m)
+        lists.append(lst)
+        nones.append(none)
     if out.show:
         names = [c.name for c in out.columns]
         rows = [{"fields": {k: x for k, x in zip(names, vals) if x is not None}} for vals in zip(*lists)]
@@ -112,30 +135,11 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     ts_idx = next((i for i, c in enumerate(out.columns) if c.kind == KIND_TIME), None)
     tag_idx = [i for i, c in enumerate(out.columns) if c.kind == KIND_TAG]
     fld_idx = [i for i, c in enumerate(out.columns) if i != ts_idx and c.kind != KIND_TAG]
-    ts = lists[ts_idx] if ts_idx is not None else [None] * n
-    tag_names = [out.columns[i].name for i in tag_idx]
-    fld_names = [out.columns[i].name for i in fld_idx]
-    tag_lists = [lists[i] for i in tag_idx]
-    fld_lists = [lists[i] for i in fld_idx]
-    any_null_tags = any(out.masks[i] is not None for i in tag_idx)
-    any_null_flds = any(out.masks[i] is not None for i in fld_idx) or any(
-        out.values[i].dtype.kind in "fO" for i in fld_idx)
-    if tag_lists:
-        tag_rows = zip(*tag_lists)
-        if any_null_tags:
-            tags = [{k: x for k, x in zip(tag_names, r) if x is not None} for r in tag_rows]
-        else:
-            tags = [dict(zip(tag_names, r)) for r in tag_rows]
-    else:
-        tags = [{} for _ in range(n)]
-    if fld_lists:
-        fld_rows = zip(*fld_lists)
-        if any_null_flds:
-            fields = [{k: x for k, x in zip(fld_names, r) if x is not None} for r in fld_rows]
-        else:
-            fields = [dict(zip(fld_names, r)) for r in fld_rows]
-    else:
-        fields = [{} for _ in range(n)]
+    ts = lists[ts_idx] if ts_idx is not None else itertools.repeat(None, n)
+    tags = _dicts([out.columns[i].name for i in tag_idx], [lists[i] for i in tag_idx],
+                  any(nones[i] for i in tag_idx), n)
+    fields = _dicts([out.columns[i].name for i in fld_idx], [lists[i] for i in fld_idx],
+                    any(nones[i] for i in fld_idx), n)
     rows = [{"timestamp": t, "tags": tg, "fields": f} for t, tg, f in zip(ts, tags, fields)]
     return {"measurement": out.measurement,
             "columns": [{"name": c.name, "type": c.type} for c in out.columns],

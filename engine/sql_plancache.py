@@ -36,18 +36,18 @@ import collections
 import enum
 import re
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import attrs
 
 # Quoted identifiers (skipped), string literals, numbers, and things that make a statement
 # uncacheable (comments, $-parameters, dollar quoting).
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(r"""(?=["'\d$/-])(?:  # (the lookahead skips other positions 2.5x faster)
     (?P<ident>"(?:[^"]|"")*")
   | (?P<str>'(?:[^']|'')*')
   | (?P<num>(?<![\w$.])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w$.]))
   | (?P<bad>--|/\*|\$)
-""", re.VERBOSE)
+)""", re.VERBOSE)
 
 _NOW = re.compile(r"\b(now|current_timestamp|current_date|current_time|localtimestamp|localtime)\b",
                   re.IGNORECASE)
@@ -62,8 +62,7 @@ class _Mismatch(Exception):
     pass
 
 
-@attrs.frozen
-class Literal:
+class Literal(NamedTuple):
     start: int
     end: int
     kind: str  # "s" | "i" | "f"

@@ -1,4 +1,4 @@
-"""Column scans for the SQL general path, with a cache of decoded segment blocks.
+"""Column scans for the SQL general path and the vectorised aggregates, per series.
 
 The DuckDB path needs every row of the columns a statement names (after time and tag pushdown).
 Reading them through ``db.query`` would also sort all series into one global time order, which
@@ -6,185 +6,54 @@ DuckDB does not need; so this module reads per series, like the executor's ``rea
 keeps series separate: each becomes one Arrow record batch (tags as dictionary columns with a
 single value, so no per-row strings are built).
 
-Decoded blocks are cached. Segment files are immutable (a flush or compaction writes new files),
-so a decoded block - keyed by segment path, series, block number and column - never goes stale;
-entries of deleted segments simply age out. The cache is an LRU bounded in bytes
-(:data:`CACHE_BYTES`, 512 MiB by default, ``RUSTS_SQL_BLOCK_CACHE_MB`` to change): repeated
-analytical queries over the same columns (dashboards, the trips suite) skip decoding, which is most
-of a scan's cost. The memtable is read fresh on every scan.
+Segment blocks come decoded from the block cache shared with the executor
+(:mod:`rusts.blockcache`); the memtable is read fresh on every scan.
 """
 
 from __future__ import annotations
-
-import os
-import threading
-from collections import OrderedDict
 
 import attrs
 import numpy as np
 import pyarrow as pa
 import trio
 
+from rusts.blockcache import ARROW_TYPES as _ARROW_TYPES
+from rusts.blockcache import CACHE, BlockCache, Col, arrow_of, block_columns
 from rusts.executor import select_series
 from rusts.messages import cpu_limiter
-from rusts.model import Column, FieldType
+from rusts.model import FieldType
 from rusts.query import Query
 from rusts.rowset import RowSet, merge
 
-CACHE_BYTES = int(float(os.environ.get("RUSTS_SQL_BLOCK_CACHE_MB", "512")) * 1024 * 1024)
-_TS = "\x00time"
-_ABSENT = object()
-
-
-class BlockCache:
-    """Thread-safe LRU of decoded blocks: ``(path, sid, block, column)`` -> int64 timestamps
-    (numpy) or a field's Arrow array (strings converted once, not per query)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._d: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def _size(entry) -> int:
-        if entry is _ABSENT:
-            return 64
-        return int(entry.nbytes) + 64
-
-    def get(self, key):
-        with self._lock:
-            e = self._d.get(key)
-            if e is None:
-                self.misses += 1
-                return None
-            self._d.move_to_end(key)
-            self.hits += 1
-            return e[0]
-
-    def put(self, key, entry) -> None:
-        size = self._size(entry)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._d.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._d[key] = (entry, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and self._d:
-                _, (_, s) = self._d.popitem(last=False)
-                self._bytes -= s
-
-    def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
-            self._bytes = 0
-
-    def stats(self) -> dict:
-        with self._lock:
-            return {"entries": len(self._d), "bytes": self._bytes, "max_bytes": self.max_bytes,
-                    "hits": self.hits, "misses": self.misses}
-
-
-CACHE = BlockCache(CACHE_BYTES)
-
-
-_ARROW_TYPES = {
-    FieldType.FLOAT: pa.float64(), FieldType.INTEGER: pa.int64(), FieldType.UNSIGNED: pa.uint64(),
-    FieldType.STRING: pa.string(), FieldType.BOOLEAN: pa.bool_(),
-}
-
-
-def arrow_of(values: np.ndarray, mask: np.ndarray | None, ft: FieldType) -> pa.Array:
-    """A field column as an Arrow array (``mask`` True = present)."""
-    at = _ARROW_TYPES[ft]
-    inv = None if mask is None else ~mask
-    if ft == FieldType.STRING:
-        return pa.array(values, at, mask=inv, from_pandas=False)
-    return pa.array(np.asarray(values, dtype=ft.dtype), at, mask=inv)
-
-
-def numpy_of(arr: pa.Array | None, n: int, ft: FieldType) -> Column | None:
-    """Inverse of :func:`arrow_of` (None when the column is absent)."""
-    if arr is None:
-        return None
-    mask = None
-    if arr.null_count:
-        mask = arr.is_valid().to_numpy(zero_copy_only=False)
-        arr = arr.fill_null("" if ft == FieldType.STRING else (False if ft == FieldType.BOOLEAN else 0))
-    v = arr.to_numpy(zero_copy_only=False)
-    if ft == FieldType.STRING:
-        v = v.astype(object)
-    return Column(ft, v, mask)
+__all__ = ["CACHE", "BlockCache", "Col", "arrow_of"]
 
 
 @attrs.frozen(eq=False)
 class Piece:
-    """Rows of one series from one source: sorted unique timestamps and Arrow columns."""
+    """Rows of one series from one source: sorted unique timestamps and numpy columns
+    (field -> :class:`~rusts.blockcache.Col`, or None when the field has no value here)."""
 
     ts: np.ndarray
-    cols: dict  # field -> pa.Array or None (absent)
+    cols: dict
 
     def slice(self, start: int, end: int) -> "Piece | None":
-        lo = int(np.searchsorted(self.ts, start, "left"))
-        hi = int(np.searchsorted(self.ts, end, "left"))
+        ts = self.ts
+        if not len(ts):
+            return None
+        lo = int(ts.searchsorted(start, "left")) if ts[0] < start else 0
+        hi = int(ts.searchsorted(end, "left")) if ts[-1] >= end else len(ts)
         if lo >= hi:
             return None
-        if lo == 0 and hi == len(self.ts):
+        if lo == 0 and hi == len(ts):
             return self
-        return Piece(self.ts[lo:hi], {f: (None if a is None else a.slice(lo, hi - lo)) for f, a in self.cols.items()})
+        return Piece(ts[lo:hi], {f: (None if c is None else c.slice(lo, hi)) for f, c in self.cols.items()})
 
 
-def _block_pieces(reader, sid: int, fields: list[str], blocks: np.ndarray, rows: np.ndarray,
-                  ftypes: dict[str, FieldType], cache: BlockCache) -> list[Piece]:
-    """One :class:`Piece` per block (sorted), decoding and converting only cache misses."""
-    path = reader.path
-    names = [_TS, *fields]
-    got: dict[tuple[int, str], object] = {}
-    missing = []
-    for b in blocks.tolist():
-        miss = False
-        for nm in names:
-            e = cache.get((path, sid, b, nm))
-            if e is None:
-                miss = True
-            else:
-                got[(b, nm)] = e
-        if miss:
-            missing.append(b)
-    if missing:
-        mb = np.asarray(missing, dtype=np.int64)
-        ts, cols = reader.read(sid, fields, blocks=mb)
-        bounds = np.zeros(len(mb) + 1, dtype=np.int64)
-        np.cumsum(rows[mb], out=bounds[1:])
-        for k, b in enumerate(missing):
-            a, z = int(bounds[k]), int(bounds[k + 1])
-            e = ts[a:z]
-            got[(b, _TS)] = e
-            cache.put((path, sid, b, _TS), e)
-            for f in fields:
-                c = cols.get(f)
-                if c is None:
-                    e = _ABSENT
-                else:
-                    m = None if c.mask is None else c.mask[a:z]
-                    if m is not None and not m.any():
-                        e = _ABSENT
-                    else:
-                        e = arrow_of(c.values[a:z], None if m is None or m.all() else m, ftypes[f])
-                got[(b, f)] = e
-                cache.put((path, sid, b, f), e)
-    out = []
-    for b in blocks.tolist():
-        cols = {}
-        for f in fields:
-            e = got[(b, f)]
-            cols[f] = None if e is _ABSENT else e
-        out.append(Piece(got[(b, _TS)], cols))
-    return out
+def _block_pieces(reader, sid: int, fields: list[str], blocks: np.ndarray,
+                  cache: BlockCache) -> list[Piece]:
+    """One :class:`Piece` per block (sorted), decoding only cache misses."""
+    return [Piece(ts, {f: cols.get(f) for f in fields})
+            for ts, cols in block_columns(reader, sid, fields, blocks.tolist(), cache)]
 
 
 def _mem_pieces(snap, sid: int, start: int, end: int, fields: list[str],
@@ -198,18 +67,12 @@ def _piece_of_rowset(rs: RowSet, fields: list[str], ftypes: dict[str, FieldType]
     cols = {}
     for f in fields:
         c = rs.columns.get(f)
-        cols[f] = None if c is None else arrow_of(c.values, c.mask, ftypes[f])
+        cols[f] = None if c is None else Col(c.type, c.values, c.mask)
     return Piece(np.asarray(rs.timestamps, dtype=np.int64), cols)
 
 
 def _rowset_of_piece(p: Piece, fields: list[str], ftypes: dict[str, FieldType]) -> RowSet:
-    n = len(p.ts)
-    cols = {}
-    for f in fields:
-        c = numpy_of(p.cols.get(f), n, ftypes[f])
-        if c is not None:
-            cols[f] = c
-    return RowSet(p.ts, cols, True)
+    return RowSet(p.ts, {f: c.column() for f in fields if (c := p.cols.get(f)) is not None}, True)
 
 
 def effective_query(db, q: Query) -> Query:
@@ -255,7 +118,7 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
         bt = r.blocks(sid)
         sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
         if len(sel):
-            for p in _block_pieces(r, sid, fields, sel, np.asarray(bt.rows, dtype=np.int64), ftypes, cache):
+            for p in _block_pieces(r, sid, fields, sel, cache):
                 p = p.slice(start, end)
                 if p is not None:
                     seg.append(p)
@@ -295,8 +158,8 @@ def pieces_table(series: list[tuple[dict, list[Piece]]], tag_keys: list[str],
                 ind = pa.array(zeros[:n], pa.int32()) if tags.get(k) is not None else pa.nulls(n, pa.int32())
                 cols.append(pa.DictionaryArray.from_arrays(ind, dicts[k]))
             for f, ft in fields.items():
-                a = p.cols.get(f)
-                cols.append(a if a is not None else pa.nulls(n, _ARROW_TYPES[ft]))
+                c = p.cols.get(f)
+                cols.append(c.arrow() if c is not None else pa.nulls(n, _ARROW_TYPES[ft]))
             batches.append(pa.RecordBatch.from_arrays(cols, schema=schema))
     return pa.Table.from_batches(batches, schema=schema)
 
@@ -404,9 +267,8 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
             continue
         bt = r.blocks(sid)
         sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
-        rows = np.asarray(bt.rows, dtype=np.int64)
         for b in sel[::-1].tolist():
-            p = _block_pieces(r, sid, fields, np.array([b], np.int64), rows, ftypes, cache)[0].slice(start, end)
+            p = _block_pieces(r, sid, fields, np.array([b], np.int64), cache)[0].slice(start, end)
             if p is not None:
                 t = int(p.ts[-1])
                 parts.append(_rowset_of_piece(p.slice(t, t + 1), fields, ftypes))

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import trio
 
 from rusts.executor import ResultSet, aggregate_of_nothing, select_series
+from rusts.rowset import concat_column
 from rusts.messages import cpu_limiter
 from rusts.model import Column, FieldType
 from rusts.query import AggFunc, Query
@@ -50,7 +51,7 @@ COMPARE = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
 @attrs.define
 class _Series:
     """One series: times (when needed), per-field values/validity (validity already ANDed with the
-    row filter), the row filter itself, and the Arrow columns (for FIRST/LAST values)."""
+    row filter) and the row filter itself."""
 
     gid: int
     n: int
@@ -58,33 +59,16 @@ class _Series:
     keep: np.ndarray | None
     vals: dict
     valid: dict
-    arrow: dict
-
-
-def _arrow_type(ft: FieldType):
-    from rusts.sql_scan import _ARROW_TYPES
-
-    return _ARROW_TYPES[ft]
 
 
 def _chunked(pieces, field: str, ft: FieldType) -> pa.ChunkedArray:
-    at = _arrow_type(ft)
-    return pa.chunked_array([p.cols.get(field) if p.cols.get(field) is not None else pa.nulls(len(p.ts), at)
+    """A field over the pieces as Arrow (string predicates use Arrow's kernels; a block's Arrow
+    form is made once and kept in the block cache)."""
+    from rusts.blockcache import ARROW_TYPES
+
+    at = ARROW_TYPES[ft]
+    return pa.chunked_array([c.arrow() if (c := p.cols.get(field)) is not None else pa.nulls(len(p.ts), at)
                              for p in pieces], type=at)
-
-
-def _validity(ch: pa.ChunkedArray) -> np.ndarray | None:
-    """Per-row presence, or None when every row has a value."""
-    if ch.null_count == 0:
-        return None
-    parts = [c.is_valid().to_numpy(zero_copy_only=False) if c.null_count else np.ones(len(c), bool)
-             for c in ch.chunks]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _values(ch: pa.ChunkedArray) -> np.ndarray:
-    parts = [(c.fill_null(0) if c.null_count else c).to_numpy(zero_copy_only=False) for c in ch.chunks]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -96,17 +80,18 @@ def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 
 
 def _predicate(field: str, op: str, value, ch, vals, valid, n: int) -> np.ndarray:
-    """One residual predicate as a row mask (SQL: NULL never matches a comparison)."""
+    """One residual predicate as a row mask (SQL: NULL never matches a comparison); numpy over
+    ``vals``, or Arrow kernels over ``ch`` when given."""
     if op == "isnull":
         return np.zeros(n, bool) if valid is None else ~valid
     if op == "notnull":
         return np.ones(n, bool) if valid is None else valid.copy()
-    if vals is not None:
+    if ch is None:
         if op == "between":
             m = (vals >= value[0]) & (vals <= value[1])
         else:
             m = np.asarray(COMPARE[op](vals, value), dtype=bool)
-    else:  # strings, booleans: Arrow kernels over the chunked column
+    else:  # strings: Arrow kernels over the chunked column
         if op == "between":
             r = pc.and_(pc.greater_equal(ch, value[0]), pc.less_equal(ch, value[1]))
         else:
@@ -122,10 +107,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     iv = q.interval
     need = sorted({a.field for a in aggs if a.field is not None} | {r[0] for r in residual})
     need = [f for f in need if f in ftypes]
-    value_fields = {a.field for a in aggs if a.field is not None
-                    and a.function not in (AggFunc.First, AggFunc.Last, AggFunc.Count)}
-    value_fields |= {r[0] for r in residual if ftypes.get(r[0]) in (FieldType.FLOAT, FieldType.INTEGER,
-                                                                     FieldType.UNSIGNED)}
+    strings = {f for f in need if ftypes[f] == FieldType.STRING}
     need_ts = iv is not None or any(a.function in (AggFunc.First, AggFunc.Last) for a in aggs)
     group_keys: dict[tuple, int] = {}
     group_tags: list[dict] = []
@@ -136,16 +118,16 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
         pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
         if not pieces:
             continue
-        n = sum(len(p.ts) for p in pieces)
-        chs, vals, valid = {}, {}, {}
+        lengths = [len(p.ts) for p in pieces]
+        n = sum(lengths)
+        vals, valid = {}, {}
         for f in need:
-            ch = _chunked(pieces, f, ftypes[f])
-            chs[f] = ch
-            valid[f] = _validity(ch)
-            vals[f] = _values(ch) if f in value_fields else None
+            c = concat_column([p.cols.get(f) for p in pieces], lengths, ftypes[f])
+            vals[f], valid[f] = c.values, c.mask
         keep = None
         for field, op, value in residual:
-            keep = _and(keep, _predicate(field, op, value, chs[field], vals[field], valid[field], n))
+            ch = _chunked(pieces, field, ftypes[field]) if field in strings else None
+            keep = _and(keep, _predicate(field, op, value, ch, vals[field], valid[field], n))
         if keep is not None and not keep.any():
             continue
         ts = None
@@ -155,21 +137,26 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
         if gid is None:
             gid = group_keys[key] = len(group_tags)
             group_tags.append({k: v for k, v in zip(q.group_by, key) if v is not None})
-        series.append(_Series(gid, n, ts, keep, vals, {f: _and(valid[f], keep) for f in need}, chs))
+        series.append(_Series(gid, n, ts, keep, vals, {f: _and(valid[f], keep) for f in need}))
     # ---- per-series partials over sorted buckets
     part_g, part_b, part_rows = [], [], []
     partials: list[dict] = [dict() for _ in aggs]
     spans = []  # per series: (bucket starts, ends) for percentile gathering
     for si, s in enumerate(series):
         n = s.n
-        if iv is not None:
-            b = s.ts - np.mod(s.ts, iv)
-            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+        if iv is not None:  # runs of equal buckets (a series' rows are in time order)
+            b = s.ts - s.ts % iv
+            brk = np.flatnonzero(b[1:] != b[:-1])
+            starts = np.empty(len(brk) + 1, np.int64)
+            starts[0] = 0
+            np.add(brk, 1, out=starts[1:])
             ub = b[starts]
         else:
             starts = np.zeros(1, np.int64)
-            ub = np.zeros(1, np.int64)
-        ends = np.r_[starts[1:], n]
+            ub = starts
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        ends[-1] = n
         rows = _red(np.add, s.keep.astype(np.int64), starts) if s.keep is not None else ends - starts
         nz = rows > 0
         mine = []
@@ -284,11 +271,40 @@ def _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_
     cols = {}
     for a, acc in zip(aggs, partials):
         parts = acc.get("parts", [])
-        cols[a.output_name] = _finish_agg(a, parts, kinv, nk, spans, series, ftypes)
+        if len(part_g) == 1 and a.function in _ONE_PARTIAL:
+            cols[a.output_name] = _one_partial(a, parts[0], ftypes)
+        else:
+            cols[a.output_name] = _finish_agg(a, parts, kinv, nk, spans, series, ftypes)
     if not q.group_by and iv is None and not group_tags:
         group_tags = [{}]
     return ResultSet(q.measurement, key_b if iv is not None else None, key_g, group_tags or [{}], cols,
                      [a.output_name for a in aggs], True, {n: c.type for n, c in cols.items()})
+
+
+_ONE_PARTIAL = (AggFunc.Count, AggFunc.Sum, AggFunc.Mean, AggFunc.Min, AggFunc.Max)
+
+
+def _one_partial(a, part: dict, ftypes) -> Column:
+    """:func:`_finish_agg` when every key has exactly one partial (one series): no combining."""
+    f = a.function
+    src = ftypes.get(a.field) if a.field is not None else None
+    n = part["n"]
+    if f == AggFunc.Count:
+        return Column(FieldType.INTEGER, n.astype(np.int64, copy=False), None)
+    present = n > 0
+    mask = None if present.all() else present
+    if f in (AggFunc.Sum, AggFunc.Mean):
+        sums = part["sum"]
+        if f == AggFunc.Sum:
+            if src in (FieldType.INTEGER, FieldType.UNSIGNED):
+                return Column(FieldType.INTEGER, sums.astype(np.int64), mask)
+            return Column(FieldType.FLOAT, sums.astype(np.float64), mask)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return Column(FieldType.FLOAT, np.where(present, sums / np.maximum(n, 1), 0.0), mask)
+    v = part["v"]
+    if mask is not None:
+        v = np.where(present, v, 0).astype(v.dtype)
+    return Column(src or FieldType.FLOAT, v, mask)
 
 
 def _cat(parts, k, dtype=None):
@@ -360,10 +376,7 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
         for si in np.unique(ser[win]).tolist():
             sel = ser[win] == si
             s = series[si]
-            pos = idx[win][sel]
-            vals = s.arrow[a.field].take(pa.array(pos, pa.int64()))
-            py = vals.to_numpy(zero_copy_only=False)
-            out[wkey[sel]] = py
+            out[wkey[sel]] = s.vals[a.field][idx[win][sel]]
             has[wkey[sel]] = True
         return Column(ftype, out, None if has.all() else has)
     # Median / Percentile
@@ -465,7 +478,7 @@ def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, k
     cols = {}
     for f in fields:
         ft = ftypes[f]
-        vals = np.zeros(n, ft.dtype) if ft != FieldType.STRING else np.full(n, "", object)
+        vals = ft.zeros(n)
         mask = np.zeros(n, bool)
         for i, (_, (_, _, rs)) in enumerate(items):
             c = rs.columns.get(f)

@@ -2,9 +2,12 @@
 
     python perf/tsbs_queries.py --targets rusts,influxdb [--hours 24] [--n 50]
 
-Loads the TSBS data into each freshly started server (perf/ingest.py's targets), waits for it to be
-flushed, then runs each query type N times with seeded random hosts and windows, and prints JSON
-with the median and p95 per query type and target, and rusts/InfluxDB ratios.
+Loads the TSBS data into each freshly started server (perf/ingest.py's targets, one after the other),
+waits for each to be flushed and settled, then runs each query type N times with seeded random
+hosts and windows, the same queries for every target, interleaved: query i goes to every target
+(rotating which goes first) before query i+1, so the VM's speed drifting over the run (it moves
+by 30% and more within minutes on this machine) weighs on every target alike. Prints JSON with
+the median and p95 per query type and target, and rusts/InfluxDB ratios.
 """
 
 from __future__ import annotations
@@ -100,6 +103,29 @@ def timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes 
     return dt, data
 
 
+def _settle(t, name: str) -> None:
+    if name == "rusts":
+        c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
+        # flush the memtable so queries read segments (the steady state of a 24 h dataset)
+        c.request("POST", "/flush")
+        c.getresponse().read()
+        # then let the compactor settle (as the peers get time to compact)
+        ingest.settle_compaction(t.port)
+    else:
+        time.sleep(5)
+
+
+def _send(conn, mode: str, q: tuple) -> float:
+    j, s, iq = q
+    if mode == "json":
+        dt, _ = timed(conn, "POST", "/query", json.dumps(j).encode(), {"Content-Type": "application/json"})
+    elif mode == "sql":
+        dt, _ = timed(conn, "POST", "/sql", s.encode(), {"Content-Type": "text/plain"})
+    else:
+        dt, _ = timed(conn, "GET", "/query?db=bench&epoch=ns&q=" + urllib.parse.quote(iq), None, {})
+    return dt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--targets", default="rusts,influxdb")
@@ -112,47 +138,42 @@ def main() -> int:
     lines = tsbs.cached(a.hosts, a.hours)
     bodies = tsbs.batches(lines, 5000)
     qtypes = query_types(a.hosts, a.hours)
-    out: dict = {"hosts": a.hosts, "hours": a.hours, "n": a.n, "results": {}}
-    for name in a.targets.split(","):
-        work = tempfile.mkdtemp(prefix=f"tsbsq-{name}-")
-        t = ingest.TARGETS[name](work, a)
-        try:
+    out: dict = {"hosts": a.hosts, "hours": a.hours, "n": a.n, "interleaved": True, "results": {}}
+    started = []
+    try:
+        # every server is loaded (one at a time) and settled, then the queries are interleaved:
+        # query i of a type goes to every target before query i+1, so the machine's speed
+        # changing over time (a VM's neighbours) weighs on all targets alike
+        for name in a.targets.split(","):
+            work = tempfile.mkdtemp(prefix=f"tsbsq-{name}-")
+            t = ingest.TARGETS[name](work, a)
+            started.append((name, t, work))
             t.start()
             load = ingest.load(t.port, t.write_path, bodies, 2, t.proc.pid)
-            if name == "rusts":
-                c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
-                # flush the memtable so queries read segments (the steady state of a 24 h dataset)
-                c.request("POST", "/flush")
-                c.getresponse().read()
-                # then let the compactor settle (as the peers get time to compact)
-                ingest.settle_compaction(t.port)
-            else:
-                time.sleep(5)
-            conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)
-            res = {"load_seconds": load["seconds"]}
-            for qname, builder in qtypes:
-                rng = random.Random(12345)
-                modes = ["json", "sql"] if name == "rusts" and not a.no_sql else (["json"] if name == "rusts" else ["influxql"])
-                for mode in modes:
-                    lat = []
-                    for i in range(a.n + 3):
-                        j, s, iq = builder(rng)
-                        if mode == "json":
-                            dt, _ = timed(conn, "POST", "/query", json.dumps(j).encode(),
-                                          {"Content-Type": "application/json"})
-                        elif mode == "sql":
-                            dt, _ = timed(conn, "POST", "/sql", s.encode(), {"Content-Type": "text/plain"})
-                        else:
-                            path = "/query?db=bench&epoch=ns&q=" + urllib.parse.quote(iq)
-                            dt, _ = timed(conn, "GET", path, None, {})
-                        if i >= 3:
-                            lat.append(dt)
-                    lat.sort()
-                    res[f"{qname}:{mode}"] = {"median_ms": round(statistics.median(lat), 3),
-                                              "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 3)}
-                    print(name, qname, mode, res[f"{qname}:{mode}"], file=sys.stderr, flush=True)
-            out["results"][name] = res
-        finally:
+            _settle(t, name)
+            out["results"][name] = {"load_seconds": load["seconds"]}
+        lanes = []  # (target name, mode, connection)
+        for name, t, _ in started:
+            modes = ["influxql"] if name != "rusts" else (["json"] if a.no_sql else ["json", "sql"])
+            for mode in modes:
+                lanes.append((name, mode, http.client.HTTPConnection("127.0.0.1", t.port, timeout=300)))
+        for qname, builder in qtypes:
+            rng = random.Random(12345)
+            queries = [builder(rng) for _ in range(a.n + 3)]  # the same queries for every target
+            lat: dict = {(name, mode): [] for name, mode, _ in lanes}
+            for i, q in enumerate(queries):
+                for k in range(len(lanes)):  # rotate which target goes first
+                    name, mode, conn = lanes[(i + k) % len(lanes)]
+                    dt = _send(conn, mode, q)
+                    if i >= 3:
+                        lat[(name, mode)].append(dt)
+            for (name, mode), xs in lat.items():
+                xs.sort()
+                r = {"median_ms": round(statistics.median(xs), 3), "p95_ms": round(xs[int(len(xs) * 0.95) - 1], 3)}
+                out["results"][name][f"{qname}:{mode}"] = r
+                print(name, qname, mode, r, file=sys.stderr, flush=True)
+    finally:
+        for _, t, work in started:
             t.stop()
             shutil.rmtree(work, ignore_errors=True)
     if "influxdb" in out["results"]:

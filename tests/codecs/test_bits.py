@@ -106,3 +106,17 @@ def test_malformed_streams_raise():
         _bits.varint_decode(b"\xff" * 9 + b"\x02", 1)
     with pytest.raises(CodecError):
         _bits.unpack_var(b"\0", np.array([9]))
+
+
+@pytest.mark.parametrize("n", [65, 127, 360, 1000, 1023])
+@pytest.mark.parametrize("width", [1, 7, 10, 16, 32, 33, 63, 64])
+def test_unpack_of_lanes_and_a_tail(n, width):
+    """Blocks with whole lanes and a tail unpack through one cached gather plan per (n, width)."""
+    rng = np.random.default_rng(n * 100 + width)
+    u = rng.integers(0, 2 ** 63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    if width < 64:
+        u &= np.uint64((1 << width) - 1)
+    packed = _bits.pack(u, width)
+    assert packed == reference_pack(u.tolist(), width)
+    for _ in range(2):  # the second time from the cached plan
+        assert _bits.unpack(packed, n, width).tolist() == u.tolist()

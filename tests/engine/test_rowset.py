@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rusts.model import Column, FieldType
-from rusts.rowset import RowSet, merge
+from rusts.rowset import RowSet, concat_column, merge
 
 
 def _rowset(rows):
@@ -58,3 +58,25 @@ def test_slice_time_is_half_open():
     rs = RowSet(np.arange(10, dtype=np.int64), {"x": Column(FieldType.FLOAT, np.arange(10.0))}, True)
     s = rs.slice_time(3, 7)
     assert s.timestamps.tolist() == [3, 4, 5, 6]
+
+
+def test_concat_column_fills_missing_ranges_and_keeps_masks():
+    F, S = FieldType.FLOAT, FieldType.STRING
+    a = Column(F, np.array([1.0, 2.0]))
+    b = Column(F, np.array([3.0, 0.0, 5.0]), np.array([True, False, True]))
+    c = concat_column([a, None, b], [2, 2, 3], F)
+    assert c.values.tolist() == [1.0, 2.0, 0.0, 0.0, 3.0, 0.0, 5.0]
+    assert c.mask.tolist() == [True, True, False, False, True, False, True]
+    assert concat_column([a, a], [2, 2], F).mask is None
+    assert concat_column([a], [2], F) is a  # one column of the right type: itself
+    ints = concat_column([Column(FieldType.INTEGER, np.array([1, 2]))], [2], F)
+    assert ints.values.dtype == np.float64 and ints.type == F
+    s = concat_column([None, Column(S, np.array(["x"], dtype=object))], [2, 1], S)
+    assert s.values.tolist() == ["", "", "x"] and s.mask.tolist() == [False, False, True]
+    assert concat_column([], [], F).values.dtype == np.float64
+
+
+def test_field_type_zeros_stand_for_no_value():
+    assert FieldType.FLOAT.zeros(2).tolist() == [0.0, 0.0]
+    assert FieldType.BOOLEAN.zeros(1).dtype == bool and FieldType.UNSIGNED.zeros(1).dtype == np.uint64
+    assert FieldType.STRING.zeros(2).tolist() == ["", ""]

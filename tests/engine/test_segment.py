@@ -315,3 +315,50 @@ def test_close_and_failed_write(tmp_path, monkeypatch):
         write_segment(tmp_path / "b.seg", [s])
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.seg"]
+
+
+def test_read_blocks_gives_each_block_as_read_does(mixed):
+    path, series, _ = mixed
+    with SegmentReader.open(path) as r:
+        for s in series:
+            nb = len(r.blocks(s.series_id).rows)
+            parts = r.read_blocks(s.series_id)
+            assert len(parts) == nb
+            for b, (ts, cols) in enumerate(parts):
+                ref_ts, ref_cols = r.read(s.series_id, blocks=np.array([b]))
+                np.testing.assert_array_equal(ts, ref_ts)
+                assert set(cols) == set(ref_cols)  # fields without a value in the block are left out
+                for name, (ft, values, mask) in cols.items():
+                    ref = ref_cols[name]
+                    assert ft == ref.type and values.dtype == ft.dtype and len(values) == len(ts)
+                    present = np.ones(len(ts), bool) if mask is None else mask
+                    np.testing.assert_array_equal(present, np.ones(len(ts), bool) if ref.mask is None else ref.mask)
+                    assert list(values[present]) == list(ref.values[present])
+        # a field subset, blocks in any order and repeated: sorted distinct blocks
+        parts = r.read_blocks(1, ["i", "nope"], np.array([2, 0, 2]))
+        assert [len(t) for t, _ in parts] == [4096, 1808]
+        assert all(list(c) == ["i"] for _, c in parts)
+        assert r.read_blocks(2) == []
+        with pytest.raises(StorageError):
+            r.read_blocks(1, blocks=np.array([3]))
+
+
+def test_read_of_one_block_gives_writable_arrays(mixed):
+    path, _, _ = mixed
+    with SegmentReader.open(path) as r:
+        ts, cols = r.read(1, blocks=np.array([2]))
+        assert ts.flags.writeable and all(c.values.flags.writeable for c in cols.values())
+
+
+def test_count_blocks_counts_the_blocks_overlapping_a_range(mixed):
+    path, series, _ = mixed
+    s = series[0]
+    t = s.timestamps
+    with SegmentReader.open(path) as r:
+        bt = r.blocks(1)
+        for start, end in [(t[0], t[-1] + 1), (t[0], t[4096]), (t[4095], t[4096] + 1), (t[-1] + 1, t[-1] + 9),
+                           (0, t[0]), (t[5000], t[5001]), (t[8191] + 1, t[8192])]:
+            start, end = int(start), int(end)
+            expect = int(np.count_nonzero((bt.max_time >= start) & (bt.min_time < end)))
+            assert r.count_blocks(1, start, end) == expect
+        assert r.count_blocks(2, 0, 2**62) == 0
