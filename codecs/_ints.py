@@ -596,6 +596,13 @@ def decode(tag: int, payload, n: int, *, nested: bool = False) -> np.ndarray:
             next(slots)
             vals = itertools.accumulate(map(operator.add, slots, _repeat(ref, n)), initial=first)
             return np.fromiter(map(operator.and_, vals, _repeat(_M64, n)), np.uint64, n)
+        if w == 0:  # constant delta (regular timestamps): an arithmetic sequence
+            if len(payload) != 17:
+                raise CodecError(f"DELTA_FOR payload is {len(payload)} bytes, expected 17")
+            out = np.arange(n, dtype=np.uint64)
+            out *= np.uint64(ref)
+            out += np.uint64(first)  # (wraps modulo 2**64 like the running sum)
+            return out
         out = _bits.unpack(payload[17:], n, w)
         out += np.uint64(ref)
         out[0] = first

@@ -165,6 +165,7 @@ class ServerConfig:
     port: int = _field(8086, _port)
     max_body_size: int = _field(10485760, _positive_int)
     request_timeout_secs: int | float = _field(30, _positive_number)
+    busy_poll_us: int = _field(2000, _non_negative_int)
 
 
 @attrs.frozen
@@ -460,6 +461,7 @@ server:
   port: 8086
   max_body_size: 10485760    # 10MB max request body (larger bodies get 413)
   request_timeout_secs: 30
+  busy_poll_us: 2000         # Poll instead of sleeping this long after an answer (0 = off)
 
 storage:
   data_dir: ./data

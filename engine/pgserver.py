@@ -46,8 +46,9 @@ def _command_tag(sql: str, nrows: int) -> str:
 class DbBackend:
     """One pgwire session's SQL engine over the shared database."""
 
-    def __init__(self, db, startup: dict) -> None:
+    def __init__(self, db, startup: dict, poller=None) -> None:
         self.db = db
+        self.poller = poller  # rusts.busypoll.BusyPoll (or None): told about each statement
         self.user = startup.get("user", "rusts")
         self.database = startup.get("database", "rusts")
         self._described: tuple[str, object] | None = None
@@ -83,6 +84,15 @@ class DbBackend:
 
     # ---------------------------------------------------------------- SqlBackend
     async def execute(self, sql: str, params: Sequence[object] | None = None):
+        if self.poller is None:
+            return await self._execute(sql, params)
+        self.poller.begin()
+        try:
+            return await self._execute(sql, params)
+        finally:
+            self.poller.end()
+
+    async def _execute(self, sql: str, params: Sequence[object] | None):
         if self._described is not None:
             cached_sql, result, stamp = self._described
             self._described = None
@@ -183,8 +193,9 @@ def _tls_context(cfg) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_postgres(db, config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``."""
+async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``. ``poller``:
+    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement."""
     from rusts.auth import verify_token
     from rusts.protocols.pgwire import PgAuth, serve_pgwire
 
@@ -201,6 +212,6 @@ async def serve_postgres(db, config, *, task_status=trio.TASK_STATUS_IGNORED) ->
                 return False
 
         auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=jwt_ok)
-    await serve_pgwire(lambda startup: DbBackend(db, startup), host=pg.host, port=pg.port,
+    await serve_pgwire(lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
                        max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
                        task_status=task_status)

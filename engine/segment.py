@@ -878,15 +878,18 @@ class SegmentReader:
         b0, b1, _, _ = self._chunk_range(i)
         return BlockTable(self._b_min[b0:b1], self._b_max[b0:b1], self._b_rows[b0:b1])
 
-    def count_blocks(self, sid: int, start: int, end: int) -> int:
-        """How many blocks of series ``sid`` hold times in ``[start, end)`` (a series' blocks are
-        in time order and do not overlap)."""
+    def block_span(self, sid: int, start: int, end: int) -> tuple[int, int]:
+        """``(lo, hi)``: blocks ``lo..hi-1`` of series ``sid`` are those holding times in
+        ``[start, end)`` (a series' blocks are in time order and do not overlap); lo >= hi: none."""
         i = self._index(sid)
         if i < 0:
-            return 0
+            return 0, 0
         b0, b1 = int(self._series_block_start[i]), int(self._series_block_start[i + 1])
-        lo = int(self._b_max[b0:b1].searchsorted(start))
-        hi = int(self._b_min[b0:b1].searchsorted(end))
+        return int(self._b_max[b0:b1].searchsorted(start)), int(self._b_min[b0:b1].searchsorted(end))
+
+    def count_blocks(self, sid: int, start: int, end: int) -> int:
+        """How many blocks of series ``sid`` hold times in ``[start, end)``."""
+        lo, hi = self.block_span(sid, start, end)
         return max(0, hi - lo)
 
     def _series_fid(self, c0: int, c1: int, field: str) -> int:

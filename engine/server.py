@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 
 import trio
 
 log = logging.getLogger("rusts.server")
 
 
-async def serve_http(db, host: str, port: int, *, shutdown_trigger=None,
+async def serve_http(db, host: str, port: int, *, shutdown_trigger=None, busy_poll=None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the HTTP API for ``db``; ``task_status.started(port)`` with the bound port.
 
-    Returns after ``shutdown_trigger()`` returns and requests in flight finish (at most 5 s), or
-    when cancelled.
+    ``busy_poll``: a :class:`rusts.busypoll.BusyPoll` (run by the caller) told about each
+    request. Returns after ``shutdown_trigger()`` returns and requests in flight finish (at most
+    5 s), or when cancelled.
     """
     from rusts.protocols import httpserver
     from rusts.protocols.http import create_app
@@ -28,7 +30,7 @@ async def serve_http(db, host: str, port: int, *, shutdown_trigger=None,
     await httpserver.serve(create_app(db), host, port,
                            read_timeout=float(db.config.server.request_timeout_secs),
                            keep_alive_timeout=75.0, graceful_timeout=5.0, backlog=1024,
-                           shutdown_trigger=shutdown_trigger, task_status=task_status)
+                           shutdown_trigger=shutdown_trigger, poller=busy_poll, task_status=task_status)
 
 
 async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -44,12 +46,18 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
                 stop.set()
                 return
 
+    from rusts.busypoll import BusyPoll
+
     db = rusts.db.Database(config)
+    busy = BusyPoll(config.server.busy_poll_us / 1e6)
     async with trio.open_nursery() as outer:
         outer.start_soon(watch_signals)
+        if busy.window > 0:
+            outer.start_soon(busy.run)
         # HTTP first, so /ready answers 503 while recovery runs
         port = await outer.start(lambda task_status: serve_http(
-            db, config.server.host, config.server.port, shutdown_trigger=stop.wait, task_status=task_status))
+            db, config.server.host, config.server.port, shutdown_trigger=stop.wait, busy_poll=busy,
+            task_status=task_status))
         log.info("HTTP listening on %s:%d (recovering)", config.server.host, port)
         async with rusts.db.running(db):
             for p in db.problems:
@@ -59,7 +67,7 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
                 if config.postgres.enabled:
                     from rusts.pgserver import serve_postgres
 
-                    pg_port = await nursery.start(serve_postgres, db, config)
+                    pg_port = await nursery.start(partial(serve_postgres, db, config, poller=busy))
                     log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
                 print(f"rusts-server ready: http://{config.server.host}:{port}"
                       + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)

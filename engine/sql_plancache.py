@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import re
 import threading
 from typing import Any, Callable, NamedTuple
@@ -217,7 +218,36 @@ def _apply(obj, updates: dict):
         for k, v in new.items():
             items[k] = v
         return items if isinstance(obj, list) else tuple(items)
-    return attrs.evolve(obj, **new)
+    return _evolve(obj, new)
+
+
+_set_attr = object.__setattr__
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_fields(cls) -> tuple[str, ...] | None:
+    """The attribute names of an attrs class whose ``__init__`` only stores its arguments (no
+    validator, converter, post-init or cached hash), or None: such an object can be copied
+    field by field, twice as fast as :func:`attrs.evolve`."""
+    if not attrs.has(cls) or hasattr(cls, "__attrs_post_init__") or "__attrs_pre_init__" in vars(cls):
+        return None
+    fields = attrs.fields(cls)
+    if any(a.validator is not None or a.converter is not None or not a.init for a in fields):
+        return None
+    names = tuple(a.name for a in fields)
+    if not hasattr(cls, "__slots__") or set(cls.__slots__) - set(names) - {"__weakref__"}:
+        return None  # other state (a __dict__, a cached hash): leave it to attrs
+    return names
+
+
+def _evolve(obj, changes: dict):
+    names = _plain_fields(type(obj))
+    if names is None:
+        return attrs.evolve(obj, **changes)
+    new = object.__new__(type(obj))
+    for name in names:
+        _set_attr(new, name, changes[name] if name in changes else getattr(obj, name))
+    return new
 
 
 def _order_pattern(vals: list) -> tuple:

@@ -21,9 +21,9 @@ from rusts.blockcache import ARROW_TYPES as _ARROW_TYPES
 from rusts.blockcache import CACHE, BlockCache, Col, arrow_of, block_columns
 from rusts.executor import select_series
 from rusts.messages import cpu_limiter
-from rusts.model import FieldType
+from rusts.model import Column, FieldType
 from rusts.query import Query
-from rusts.rowset import RowSet, merge
+from rusts.rowset import RowSet, concat_column, merge
 
 __all__ = ["CACHE", "BlockCache", "Col", "arrow_of"]
 
@@ -133,6 +133,56 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
     parts = [_rowset_of_piece(p, fields, ftypes) for p in seg] + mem
     rs = merge(parts).slice_time(start, end)
     return [_piece_of_rowset(rs, fields, ftypes)] if len(rs) else []
+
+
+def series_columns(snap, sid: int, start: int, end: int, fields: list[str],
+                   ftypes: dict[str, FieldType], cache: BlockCache = CACHE,
+                   measurement: str | None = None) -> tuple[np.ndarray, dict] | None:
+    """Rows of one series in [start, end) as one timestamp array and ``{field: Column or None}``
+    (None: no value in the range); None when the series has no row there.
+
+    The common case - no pending delete of the series, no memtable rows, segments apart in time -
+    concatenates the cached blocks and slices them, with no per-block objects; anything else goes
+    through :func:`series_pieces`.
+    """
+    simple = not snap.memtable.get(sid) and not (
+        measurement is not None and getattr(snap, "tombstones", None) is not None
+        and snap.tombstones.for_series(measurement, sid))
+    spans = []
+    if simple:
+        for r in snap.segments:
+            if r.max_time < start or r.min_time >= end:
+                continue
+            lo, hi = r.block_span(sid, start, end)
+            if lo < hi:
+                spans.append((r, lo, hi))
+    if not simple or len(spans) > 1:  # (segments may overlap in time: merge them)
+        pieces = series_pieces(snap, sid, start, end, fields, ftypes, cache, measurement)
+        if not pieces:
+            return None
+        lengths = [len(p.ts) for p in pieces]
+        ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
+        return ts, {f: concat_column([p.cols.get(f) for p in pieces], lengths, ftypes[f]) for f in fields}
+    if not spans:
+        return None
+    r, lo, hi = spans[0]
+    blocks = block_columns(r, sid, fields, list(range(lo, hi)), cache)
+    if len(blocks) == 1:
+        ts, cols = blocks[0]
+        cols = {f: cols.get(f) for f in fields}
+    else:
+        lengths = [len(t) for t, _ in blocks]
+        ts = np.concatenate([t for t, _ in blocks])
+        cols = {f: concat_column([c.get(f) for _, c in blocks], lengths, ftypes[f]) for f in fields}
+    a = int(ts.searchsorted(start)) if ts[0] < start else 0
+    z = int(ts.searchsorted(end)) if ts[-1] >= end else len(ts)
+    if a >= z:
+        return None
+    if a or z < len(ts):
+        ts = ts[a:z]
+        cols = {f: None if c is None else c.slice(a, z) if isinstance(c, Col) else
+                Column(c.type, c.values[a:z], None if c.mask is None else c.mask[a:z]) for f, c in cols.items()}
+    return ts, {f: None if c is None else (c.column() if isinstance(c, Col) else c) for f, c in cols.items()}
 
 
 def arrow_schema(tag_keys: list[str], fields: dict[str, FieldType]) -> pa.Schema:

@@ -33,7 +33,7 @@ from rusts.rowset import concat_column
 from rusts.messages import cpu_limiter
 from rusts.model import Column, FieldType
 from rusts.query import AggFunc, Query
-from rusts.sql_scan import CACHE, series_pieces
+from rusts.sql_scan import CACHE, series_columns, series_pieces
 
 MAX_SLICES = 200_000  # percentile gathering beyond this many (series, bucket) slices: DuckDB
 
@@ -108,6 +108,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     need = sorted({a.field for a in aggs if a.field is not None} | {r[0] for r in residual})
     need = [f for f in need if f in ftypes]
     strings = {f for f in need if ftypes[f] == FieldType.STRING}
+    string_preds = any(r[0] in strings for r in residual)
     need_ts = iv is not None or any(a.function in (AggFunc.First, AggFunc.Last) for a in aggs)
     group_keys: dict[tuple, int] = {}
     group_tags: list[dict] = []
@@ -115,29 +116,38 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     for sid in sids.tolist():
         tags = tags_of(int(sid))
         key = tuple(tags.get(k) for k in q.group_by)
-        pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
-        if not pieces:
-            continue
-        lengths = [len(p.ts) for p in pieces]
-        n = sum(lengths)
+        pieces = None
+        if string_preds:  # Arrow kernels over the pieces' (cached) Arrow forms
+            pieces = series_pieces(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
+            if not pieces:
+                continue
+            lengths = [len(p.ts) for p in pieces]
+            ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
+            cols = {f: concat_column([p.cols.get(f) for p in pieces], lengths, ftypes[f]) for f in need}
+        else:
+            got = series_columns(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
+            if got is None:
+                continue
+            ts, cols = got
+        n = len(ts)
         vals, valid = {}, {}
         for f in need:
-            c = concat_column([p.cols.get(f) for p in pieces], lengths, ftypes[f])
-            vals[f], valid[f] = c.values, c.mask
+            c = cols[f]
+            if c is None:
+                vals[f], valid[f] = ftypes[f].zeros(n), np.zeros(n, bool)
+            else:
+                vals[f], valid[f] = c.values, c.mask
         keep = None
         for field, op, value in residual:
             ch = _chunked(pieces, field, ftypes[field]) if field in strings else None
             keep = _and(keep, _predicate(field, op, value, ch, vals[field], valid[field], n))
         if keep is not None and not keep.any():
             continue
-        ts = None
-        if need_ts:
-            ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
         gid = group_keys.get(key)
         if gid is None:
             gid = group_keys[key] = len(group_tags)
             group_tags.append({k: v for k, v in zip(q.group_by, key) if v is not None})
-        series.append(_Series(gid, n, ts, keep, vals, {f: _and(valid[f], keep) for f in need}))
+        series.append(_Series(gid, n, ts if need_ts else None, keep, vals, {f: _and(valid[f], keep) for f in need}))
     # ---- per-series partials over sorted buckets
     part_g, part_b, part_rows = [], [], []
     partials: list[dict] = [dict() for _ in aggs]

@@ -25,7 +25,7 @@ import logging
 import math
 import re
 import urllib.parse
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import attrs
 import h11
@@ -278,14 +278,12 @@ async def _serve_plain(app: App, stream: trio.SocketStream, *, read_timeout: flo
         path, _, qs = head.target.partition("?")
         req = Request(head.method, path, qs, head.headers, buf[head.size:need])
         buf = buf[need:]
-        tracker.active += 1
+        tracker.begin()
         try:
             resp = await _dispatch(app, req)
             await stream.send_all(response_bytes(resp, head.method == "HEAD", head.close))
         finally:
-            tracker.active -= 1
-            if tracker.active == 0:
-                tracker.idle.set()
+            tracker.end()
         if head.close:
             return None
     return None
@@ -332,13 +330,11 @@ async def _serve_h11(app: App, stream: trio.SocketStream, received: bytes, *, re
                 return
             if not isinstance(ev, h11.Request):
                 return
-            tracker.active += 1
+            tracker.begin()
             try:
                 close = await _serve_one(app, stream, conn, ev, next_event, read_timeout, drain_limit)
             finally:
-                tracker.active -= 1
-                if tracker.active == 0:
-                    tracker.idle.set()
+                tracker.end()
             if close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -427,23 +423,39 @@ class _ReadTimeout(Exception):
 
 @attrs.define
 class _Tracker:
+    """Requests in flight (graceful stop waits for them) and the after-answer hook."""
+
     active: int = 0
     stopping: bool = False
     idle: trio.Event = attrs.field(factory=trio.Event)
+    poller: Any = None  # begin()/end() around each request (rusts.busypoll.BusyPoll)
+
+    def begin(self) -> None:
+        self.active += 1
+        if self.poller is not None:
+            self.poller.begin()
+
+    def end(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self.idle.set()
+        if self.poller is not None:
+            self.poller.end()
 
 
 async def serve(app: App, host: str, port: int, *, read_timeout: float = 30.0,
                 keep_alive_timeout: float = 75.0, graceful_timeout: float = 5.0, backlog: int = 1024,
                 shutdown_trigger: Callable[[], Awaitable] | None = None,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` on host:port; ``task_status.started(bound_port)``.
+                poller: Any = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on host:port; ``task_status.started(bound_port)``. ``poller.begin()`` and
+    ``poller.end()`` are called around each request (busy polling, :mod:`rusts.busypoll`).
 
     When ``shutdown_trigger`` returns: stop accepting, let requests in flight finish (at most
     ``graceful_timeout`` seconds), close idle keep-alive connections, return.
     """
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     bound = listeners[0].socket.getsockname()[1]
-    tracker = _Tracker()
+    tracker = _Tracker(poller=poller)
     tracker.idle.set()
 
     async def handler(stream):

@@ -245,3 +245,13 @@ def test_concurrent_encode_decode_from_threads():
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert all(pool.map(work, inputs))
+
+
+@pytest.mark.parametrize("n", [17, 64, 360, 5000])
+@pytest.mark.parametrize("first,step", [(1_451_606_400 * 10**9, 10**10), (-5, 3), (2**62, 2**61), (7, -1)])
+def test_regular_sequences_round_trip(n, first, step):
+    """Constant deltas (regular timestamps) decode as an arithmetic sequence, wrapping like int64."""
+    v = (np.arange(n, dtype=np.int64) * np.int64(step) + np.int64(first)) if abs(step) < 2**61 else \
+        np.array([(first + i * step + 2**63) % 2**64 - 2**63 for i in range(n)], dtype=np.int64)
+    for ts in (True, False):
+        assert same(decode(encode(v, timestamps=ts)), v)

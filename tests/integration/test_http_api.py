@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 
 import httpx
 import pytest
@@ -147,3 +149,18 @@ def test_auth_enabled(server_factory):
         assert c.post("/write", content="m v=1 1", headers=h).status_code == 204
         assert c.post("/query", json={"measurement": "m", "time_range": ALL}, headers=h).json()["total_rows"] == 1
         assert c.post("/write", content="m v=2 2", auth=httpx.BasicAuth("ann", "pw1")).status_code == 204
+
+
+def test_idle_server_burns_no_cpu_after_busy_polling(server):
+    """After answering, the server polls for server.busy_poll_us (2 ms) and then sleeps: an idle
+    server uses no CPU."""
+    with server.client() as c:
+        for _ in range(20):
+            assert c.get("/health").status_code == 200
+    time.sleep(0.2)
+    with open(f"/proc/{server.proc.pid}/stat") as f:
+        before = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(1.0)
+    with open(f"/proc/{server.proc.pid}/stat") as f:
+        after = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    assert (after - before) / os.sysconf("SC_CLK_TCK") < 0.3
