@@ -221,8 +221,9 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
         v &= mask
         return v
     lanes, tail_n = _split(n)
-    if lanes and tail_n:  # lanes and a tail: one gather over a cached per-(n, width) plan
-        lo, hi, shift, back = _mixed_plan(n, width)
+    plan = _mixed_plan(n, width) if lanes and tail_n else None
+    if plan is not None:  # lanes and a tail, a recurring size: one gather over its cached plan
+        lo, hi, shift, back = plan
         words = np.frombuffer(bytes(buf) + bytes(16 - (size & 7)), dtype="<u8")
         v = words[lo]
         v >>= shift
@@ -253,8 +254,34 @@ def unpack(buf, n: int, width: int) -> np.ndarray:
     return _unpack_stream(buf, n, width, mask)
 
 
-@functools.lru_cache(maxsize=1024)
-def _mixed_plan(n: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+_MIXED_PLANS: dict = {}  # (n, width) -> plan
+_MIXED_SEEN: dict = {}  # (n, width) -> sightings so far
+_MIXED_MAX = 256  # plans kept (each 32 bytes per value: at most 8 MiB)
+_MIXED_AFTER = 4  # sightings before a size gets its plan
+
+
+def _mixed_plan(n: int, width: int):
+    """The cached gather plan of ``n`` values of ``width`` bits (:func:`_build_mixed_plan`) once
+    the size has recurred (the row count of regular blocks does); None for sizes seen fewer than
+    :data:`_MIXED_AFTER` times, which are cheaper unpacked lane by lane than planned."""
+    key = (n, width)
+    plan = _MIXED_PLANS.get(key)
+    if plan is not None:
+        return plan
+    seen = _MIXED_SEEN.get(key, 0) + 1
+    if seen < _MIXED_AFTER:
+        if len(_MIXED_SEEN) >= 16 * _MIXED_MAX:
+            _MIXED_SEEN.clear()
+        _MIXED_SEEN[key] = seen
+        return None
+    _MIXED_SEEN.pop(key, None)
+    if len(_MIXED_PLANS) >= _MIXED_MAX:
+        _MIXED_PLANS.clear()
+    plan = _MIXED_PLANS[key] = _build_mixed_plan(n, width)
+    return plan
+
+
+def _build_mixed_plan(n: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Word indices (low, next) and shifts (right, left) of each of ``n`` values laid out as
     :func:`pack` does for ``n`` < :data:`PAD_LANES_FROM` with both lanes and a tail: the
     ``(64, lanes)`` lane matrix (row k of lane j in word ``lo[k] * lanes + j``), then the tail as

@@ -693,7 +693,11 @@ def zerorun_parts(payload, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     reps.fill(1)
     # zero run j follows the level reached after non-zero runs 0..j (add.at: a corrupt empty
     # run in the middle makes two zero runs follow the same level)
-    np.add.at(reps, np.cumsum(nz_lens[:len(zero_lens)]), zero_lens)
+    at = np.cumsum(nz_lens[:len(zero_lens)])
+    if nz_lens.all():  # distinct positions: a plain fancy add
+        reps[at] += zero_lens
+    else:
+        np.add.at(reps, at, zero_lens)
     return levels, reps
 
 

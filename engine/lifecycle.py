@@ -53,8 +53,11 @@ class Lifecycle:
         return self._cache[1], self._cache[2]
 
     def cutoffs(self, now_ns: int | None = None) -> dict[str, int]:
+        pols = self.policies.list()
+        if not pols:  # nothing expires (asked by every query)
+            return {}
         now = time.time_ns() if now_ns is None else now_ns
-        return cutoffs(self.policies.list(), now, self.db.measurements())
+        return cutoffs(pols, now, self.db.measurements())
 
     def cold_after(self) -> int | None:
         h = self.db.config.storage.cold_after_hours

@@ -1031,10 +1031,12 @@ class SegmentReader:
         if blocks is None:
             sel = range(b0, b1)
         else:
-            rel = np.unique(np.asarray(blocks, dtype=np.int64))
-            if len(rel) and (rel[0] < 0 or rel[-1] >= b1 - b0):
+            rel = np.asarray(blocks, dtype=np.int64).tolist()
+            if any(a >= b for a, b in zip(rel, rel[1:])):  # (callers mostly pass them sorted)
+                rel = sorted(set(rel))
+            if rel and (rel[0] < 0 or rel[-1] >= b1 - b0):
                 raise StorageError(f"block index out of range for series {sid} ({b1 - b0} blocks)")
-            sel = (rel + b0).tolist()
+            sel = [b + b0 for b in rel]
         if fields is None:
             wanted = None
         else:

@@ -7,6 +7,7 @@ returns the bound port).
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from functools import partial
@@ -62,6 +63,9 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with rusts.db.running(db):
             for p in db.problems:
                 log.warning("recovery: %s", p)
+            # what start-up and recovery built lives as long as the server: out of the garbage
+            # collector's sight, so its full collections do not walk it (~40 ms pauses otherwise)
+            gc.freeze()
             async with trio.open_nursery() as nursery:
                 pg_port = None
                 if config.postgres.enabled:

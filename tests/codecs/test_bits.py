@@ -111,12 +111,14 @@ def test_malformed_streams_raise():
 @pytest.mark.parametrize("n", [65, 127, 360, 1000, 1023])
 @pytest.mark.parametrize("width", [1, 7, 10, 16, 32, 33, 63, 64])
 def test_unpack_of_lanes_and_a_tail(n, width):
-    """Blocks with whole lanes and a tail unpack through one cached gather plan per (n, width)."""
+    """Blocks with whole lanes and a tail unpack through one cached gather plan per recurring
+    (n, width), and lane by lane before."""
     rng = np.random.default_rng(n * 100 + width)
     u = rng.integers(0, 2 ** 63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
     if width < 64:
         u &= np.uint64((1 << width) - 1)
     packed = _bits.pack(u, width)
     assert packed == reference_pack(u.tolist(), width)
-    for _ in range(2):  # the second time from the cached plan
+    for _ in range(_bits._MIXED_AFTER + 1):  # lane by lane, then from the size's cached plan
         assert _bits.unpack(packed, n, width).tolist() == u.tolist()
+    assert (n, width) in _bits._MIXED_PLANS
