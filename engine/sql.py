@@ -262,7 +262,7 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
             masks = [None if m is None else m[keep] for m in masks]
     if plan.post_slice:
         order = None
-        if plan.sort:
+        if plan.sort and not _in_order(vals, masks, plan.sort):
             order = sort_index(vals, masks, plan.sort)
         lo = plan.offset
         hi = None if plan.limit is None else plan.offset + plan.limit
@@ -322,12 +322,19 @@ def having_mask(tree: tuple, rs) -> np.ndarray:
     return ev(tree)[0]
 
 
+def _in_order(vals: list[np.ndarray], masks: list, specs) -> bool:
+    """Whether the rows already are in ``ORDER BY`` order (one ascending key without NULLs, as time
+    buckets come out)."""
+    if len(specs) != 1 or specs[0][1] or masks[specs[0][0]] is not None:
+        return False
+    v = vals[specs[0][0]]
+    return v.dtype != object and (len(v) < 2 or bool((v[1:] >= v[:-1]).all()))
+
+
 def sort_index(vals: list[np.ndarray], masks: list, specs) -> np.ndarray:
     """Stable row order for ``ORDER BY`` specs ``(column, desc, nulls_first)`` (PostgreSQL rules)."""
-    if len(specs) == 1 and masks[specs[0][0]] is None and vals[specs[0][0]].dtype != object:
-        v = vals[specs[0][0]]  # one key, no NULLs: often already in order (time buckets)
-        if len(v) < 2 or (not specs[0][1] and bool((v[1:] >= v[:-1]).all())):
-            return np.arange(len(v))
+    if _in_order(vals, masks, specs):
+        return np.arange(len(vals[specs[0][0]]))
     keys = []
     for idx, desc, nulls_first in reversed(list(specs)):
         v, m = vals[idx], masks[idx]

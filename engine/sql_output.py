@@ -136,11 +136,15 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     tag_idx = [i for i, c in enumerate(out.columns) if c.kind == KIND_TAG]
     fld_idx = [i for i, c in enumerate(out.columns) if i != ts_idx and c.kind != KIND_TAG]
     ts = lists[ts_idx] if ts_idx is not None else itertools.repeat(None, n)
-    tags = _dicts([out.columns[i].name for i in tag_idx], [lists[i] for i in tag_idx],
-                  any(nones[i] for i in tag_idx), n)
-    fields = _dicts([out.columns[i].name for i in fld_idx], [lists[i] for i in fld_idx],
-                    any(nones[i] for i in fld_idx), n)
-    rows = [{"timestamp": t, "tags": tg, "fields": f} for t, tg, f in zip(ts, tags, fields)]
+    if not tag_idx and len(fld_idx) == 1 and not nones[fld_idx[0]]:  # one value per row (trends)
+        k, none = out.columns[fld_idx[0]].name, {}
+        rows = [{"timestamp": t, "tags": none, "fields": {k: x}} for t, x in zip(ts, lists[fld_idx[0]])]
+    else:
+        tags = _dicts([out.columns[i].name for i in tag_idx], [lists[i] for i in tag_idx],
+                      any(nones[i] for i in tag_idx), n)
+        fields = _dicts([out.columns[i].name for i in fld_idx], [lists[i] for i in fld_idx],
+                        any(nones[i] for i in fld_idx), n)
+        rows = [{"timestamp": t, "tags": tg, "fields": f} for t, tg, f in zip(ts, tags, fields)]
     return {"measurement": out.measurement,
             "columns": [{"name": c.name, "type": c.type} for c in out.columns],
             "results": rows, "total_rows": n, "execution_time_ms": round(elapsed_ms, 3)}

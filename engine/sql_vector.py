@@ -254,7 +254,9 @@ def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
 
 def _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes) -> ResultSet:
     iv = q.interval
-    if part_g:
+    if len(part_g) == 1:
+        g, b, rows = part_g[0], part_b[0], part_rows[0]
+    elif part_g:
         g = np.concatenate(part_g)
         b = np.concatenate(part_b)
         rows = np.concatenate(part_rows)

@@ -77,6 +77,42 @@ def settle_compaction(port: int, quiet_secs: float = 3, timeout: float = 90) -> 
         time.sleep(0.5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live children (the servers' workers)."""
+    total = 0.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+def wait_quiet(pid: int, quiet_secs: float = 3, timeout: float = 180, busy: float = 0.05) -> float:
+    """Wait until the process (and its children) used under ``busy`` of a CPU for ``quiet_secs``
+    in a row (a peer's background compaction has finished), at most ``timeout`` seconds; returns
+    the seconds waited."""
+    t0 = time.time()
+    last_cpu, since = cpu_seconds(pid), time.time()
+    while time.time() - t0 < timeout:
+        time.sleep(0.5)
+        now_cpu, now = cpu_seconds(pid), time.time()
+        if now_cpu - last_cpu > busy * 0.5:
+            since = now
+        elif now - since >= quiet_secs:
+            break
+        last_cpu = now_cpu
+    return time.time() - t0
+
+
 def wait_http(port: int, path: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

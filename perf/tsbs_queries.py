@@ -2,14 +2,15 @@
 
     python perf/tsbs_queries.py --targets rusts,influxdb [--hours 24] [--n 50]
 
-Loads the TSBS data into each freshly started server (perf/ingest.py's targets, one after the other),
-waits for each to be flushed and settled, then runs each query type N times with seeded random
-hosts and windows (the same for SQL and InfluxQL; other ones for the JSON API, whose reads would
-warm the blocks of the SQL queries). Targets take turns by blocks of 10 queries sent back to back
-(rotating which goes first), so the VM's speed drifting over the run (it moves by 30% and more
-within minutes on this machine) weighs on every target alike, while each target still sees a
-client sending one query after another. Prints JSON with
-the median and p95 per query type and target, and rusts/InfluxDB ratios.
+Loads the TSBS data into each freshly started server (perf/ingest.py's targets, one after the
+other), waits for each to be flushed and settled, then for every server to stay idle (no CPU use
+for 3 s: no background compaction while another one is measured). Then runs each query type N
+times with seeded random hosts and windows (the same for SQL and InfluxQL; other ones for the
+JSON API, whose reads would warm the blocks of the SQL queries). Targets take turns by blocks of
+10 queries sent back to back (rotating which goes first), so the VM's speed drifting over the run
+(it moves by 30% and more within minutes on this machine) weighs on every target alike, while
+each target still sees a client sending one query after another. Prints JSON with the median and
+p95 per query type and target, and rusts/InfluxDB ratios.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ def main() -> int:
             load = ingest.load(t.port, t.write_path, bodies, 2, t.proc.pid)
             _settle(t, name)
             out["results"][name] = {"load_seconds": load["seconds"]}
+        for name, t, _ in started:  # nobody compacts while the others are measured
+            out["results"][name]["quiet_wait_seconds"] = round(ingest.wait_quiet(t.proc.pid), 1)
         lanes = []  # (target name, mode, connection)
         for name, t, _ in started:
             modes = ["influxql"] if name != "rusts" else (["json"] if a.no_sql else ["json", "sql"])
