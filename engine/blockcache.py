@@ -47,7 +47,7 @@ class Col:
     """One field over the rows of a block (or a slice of one): numpy ``values`` (absent rows hold
     the type's zero), ``mask`` (presence; None when every row has a value) and ``type``."""
 
-    __slots__ = ("type", "values", "mask", "_arrow", "_base", "_lo")
+    __slots__ = ("type", "values", "mask", "_arrow", "_column", "_base", "_lo")
 
     def __init__(self, type: FieldType, values: np.ndarray, mask: np.ndarray | None = None,
                  base: "Col | None" = None, lo: int = 0) -> None:
@@ -55,6 +55,7 @@ class Col:
         self.values = values
         self.mask = mask
         self._arrow = None
+        self._column = None
         self._base = base
         self._lo = lo
 
@@ -85,7 +86,11 @@ class Col:
         return a
 
     def column(self) -> Column:
-        return Column(self.type, self.values, self.mask)
+        """As a :class:`~rusts.model.Column` (made once: the executor reads cached blocks so)."""
+        c = self._column
+        if c is None:
+            c = self._column = Column(self.type, self.values, self.mask)
+        return c
 
 
 class BlockCache:
