@@ -154,19 +154,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     spans = []  # per series: (bucket starts, ends) for percentile gathering
     for si, s in enumerate(series):
         n = s.n
-        if iv is not None:  # runs of equal buckets (a series' rows are in time order)
-            b = s.ts - s.ts % iv
-            brk = np.flatnonzero(b[1:] != b[:-1])
-            starts = np.empty(len(brk) + 1, np.int64)
-            starts[0] = 0
-            np.add(brk, 1, out=starts[1:])
-            ub = b[starts]
-        else:
-            starts = np.zeros(1, np.int64)
-            ub = starts
-        ends = np.empty_like(starts)
-        ends[:-1] = starts[1:]
-        ends[-1] = n
+        starts, ends, ub = _buckets(s.ts, iv, n)
         rows = _red(np.add, s.keep.astype(np.int64), starts) if s.keep is not None else ends - starts
         nz = rows > 0
         mine = []
@@ -184,6 +172,53 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
         part_rows.append(rows)
         spans.append((starts, ends))
     return _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes)
+
+
+def _buckets(ts: np.ndarray | None, iv: int | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, bucket keys)`` of the runs of equal time buckets of one series' rows
+    (in time order); one run of everything without an interval."""
+    if iv is not None:
+        b = ts - ts % iv
+        brk = np.flatnonzero(b[1:] != b[:-1])
+        starts = np.empty(len(brk) + 1, np.int64)
+        starts[0] = 0
+        np.add(brk, 1, out=starts[1:])
+        keys = b[starts]
+    else:
+        starts = np.zeros(1, np.int64)
+        keys = starts
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1] = n
+    return starts, ends, keys
+
+
+def one_series(snap, q: Query, sid: int, ftypes: dict[str, FieldType], cache=CACHE) -> ResultSet:
+    """:func:`aggregate` for one series, no row filter, no GROUP BY and only COUNT, SUM, AVG, MIN
+    and MAX (:data:`_ONE_PARTIAL`): a host's metric per time bucket, the most common dashboard
+    statement. Every bucket has exactly one partial, so nothing is combined."""
+    aggs = q.aggregations
+    iv = q.interval
+    need = sorted({a.field for a in aggs if a.field is not None and a.field in ftypes})
+    got = series_columns(snap, sid, q.start, q.end, need, ftypes, cache, q.measurement)
+    if got is None:
+        return aggregate_of_nothing(q)
+    ts, cols = got
+    n = len(ts)
+    vals, valid = {}, {}
+    for f in need:
+        c = cols[f]
+        vals[f], valid[f] = (ftypes[f].zeros(n), np.zeros(n, bool)) if c is None else (c.values, c.mask)
+    s = _Series(0, n, ts, None, vals, valid)
+    starts, ends, keys = _buckets(ts, iv, n)
+    rows = ends - starts
+    out = {}
+    for a in aggs:
+        acc: dict = {}
+        _partial(a, s, 0, starts, ends, rows, acc)
+        out[a.output_name] = _one_partial(a, acc["parts"][0], ftypes)
+    return ResultSet(q.measurement, keys if iv is not None else None, np.zeros(len(starts), np.int64),
+                     [{}], out, [a.output_name for a in aggs], True, {k: c.type for k, c in out.items()})
 
 
 def min_max(f: AggFunc, dtype: np.dtype):
@@ -437,6 +472,9 @@ async def run_vector(db, q: Query, residual=(), prepared: tuple | None = None) -
             from rusts.errors import UnknownColumnError
             raise UnknownColumnError(f'column "{a.field}" does not exist')
     snap = db.snapshot(sids, q.start, q.end)
+    if len(sids) == 1 and not residual and not q.group_by and all(a.function in _ONE_PARTIAL for a in q.aggregations):
+        sid = int(sids[0])
+        return await _run(db, snap, sids, q, lambda: one_series(snap, q, sid, ftypes))
     tags = db.tags_map(sids)
     return await _run(db, snap, sids, q, lambda: aggregate(snap, q, sids, tags.__getitem__, ftypes, residual))
 

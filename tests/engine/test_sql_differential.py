@@ -292,6 +292,19 @@ CASES = [
     ("SELECT a.host, b.host, a.n + b.n FROM (SELECT host, COUNT(*) n FROM m GROUP BY host) a "
      "CROSS JOIN (SELECT host, COUNT(*) n FROM m WHERE region = 'eu' GROUP BY host) b", None, False),
     ("SELECT 1 + 2 AS three", None, False),
+    # ---- one series, simple aggregates (the vector path's one-series lane), h4 without late rows
+    *[(f"SELECT time_bucket('10 minutes', time) AS bk, COUNT(*), COUNT(f), SUM(i), AVG(f), MIN(f), MAX(i), "
+       f"SUM(b) FROM m WHERE host = '{h}' GROUP BY bk ORDER BY bk DESC",
+       f"SELECT {TB.format('10 minutes')} AS bk, COUNT(*), COUNT(f), SUM(i), AVG(f), MIN(f), MAX(i), "
+       f"SUM(b::INT) FROM m WHERE host = '{h}' GROUP BY bk ORDER BY bk DESC", True) for h in ("h1", "h4")],
+    (f"SELECT COUNT(*), COUNT(s), SUM(f), MIN(i), MAX(f) FROM m WHERE host = 'h4' AND time >= {Q1} AND time < {MID}",
+     f"SELECT COUNT(*), COUNT(s), SUM(f), MIN(i), MAX(f) FROM m WHERE host = 'h4' AND time >= {rts(Q1)} "
+     f"AND time < {rts(MID)}", False),
+    (f"SELECT COUNT(*), AVG(f) FROM m WHERE host = 'h2' AND time >= {MID * 2}",
+     f"SELECT COUNT(*), AVG(f) FROM m WHERE host = 'h2' AND time >= {rts(MID * 2)}", False),
+    (f"SELECT time_bucket('7 minutes', time) AS bk, MAX(f) FROM m WHERE host = 'h0' AND time >= {Q1} GROUP BY bk",
+     f"SELECT {TB.format('7 minutes')} AS bk, MAX(f) FROM m WHERE host = 'h0' AND time >= {rts(Q1)} GROUP BY bk",
+     False),
 ]
 
 
