@@ -34,9 +34,8 @@ from rusts.errors import ClosedError, CorruptionError, DataDirLockedError, Overl
 from rusts.executor import ResultSet, Snapshot, execute, select_series
 from rusts.memtable import MemtableState, Table
 from rusts.messages import Reply, cpu_limiter, run_cpu
-from rusts.model import FieldType, LineError, WriteBatch, parse_series_key
+from rusts.model import LineError, WriteBatch, parse_series_key
 from rusts.query import Query, from_json
-from rusts.rowset import merge
 
 log = logging.getLogger("rusts.db")
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import re
 import struct
 import threading
 import zlib

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import attrs
-import numpy as np
 import trio
 
 from rusts.compaction import compact_and_commit, delete_segment_files, plan

@@ -81,7 +81,7 @@ async def run_dml(db, text: str, params: Sequence | None = None) -> SqlOutput:
 
 
 async def _delete(db, stmt: exp.Delete) -> SqlOutput:
-    from rusts.sql_translate import Catalog, analyze_where, column_resolver, conjuncts, field_predicate
+    from rusts.sql_translate import Catalog, analyze_where, column_resolver, field_predicate
 
     table = stmt.this
     if not isinstance(table, exp.Table):

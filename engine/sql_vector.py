@@ -149,7 +149,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
             group_tags.append({k: v for k, v in zip(q.group_by, key) if v is not None})
         series.append(_Series(gid, n, ts if need_ts else None, keep, vals, {f: _and(valid[f], keep) for f in need}))
     # ---- per-series partials over sorted buckets
-    part_g, part_b, part_rows = [], [], []
+    part_g, part_b = [], []
     partials: list[dict] = [dict() for _ in aggs]
     spans = []  # per series: (bucket starts, ends) for percentile gathering
     for si, s in enumerate(series):
@@ -169,9 +169,8 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
             starts, ends, ub, rows = starts[nz], ends[nz], ub[nz], rows[nz]
         part_g.append(np.full(len(starts), s.gid, np.int64))
         part_b.append(ub)
-        part_rows.append(rows)
         spans.append((starts, ends))
-    return _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes)
+    return _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftypes)
 
 
 def _buckets(ts: np.ndarray | None, iv: int | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,16 +286,15 @@ def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
         lst.append({"n": cnt, "series": si})
 
 
-def _combine(q, aggs, partials, part_g, part_b, part_rows, spans, series, group_tags, ftypes) -> ResultSet:
+def _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftypes) -> ResultSet:
     iv = q.interval
     if len(part_g) == 1:
-        g, b, rows = part_g[0], part_b[0], part_rows[0]
+        g, b = part_g[0], part_b[0]
     elif part_g:
         g = np.concatenate(part_g)
         b = np.concatenate(part_b)
-        rows = np.concatenate(part_rows)
     else:
-        g = b = rows = np.zeros(0, np.int64)
+        g = b = np.zeros(0, np.int64)
     if len(g) == 0:
         if iv is None and not q.group_by:
             return aggregate_of_nothing(q)
