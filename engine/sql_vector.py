@@ -220,6 +220,26 @@ def one_series(snap, q: Query, sid: int, ftypes: dict[str, FieldType], cache=CAC
                      [{}], out, [a.output_name for a in aggs], True, {k: c.type for k, c in out.items()})
 
 
+def seen_buckets(q: Query, rs: ResultSet) -> ResultSet:
+    """``rs`` (aggregate ``q``, one group) without the buckets where no aggregate saw a value (a
+    COUNT of 0, a NULL): the executor's (and the JSON API's) buckets, where SQL keeps every bucket
+    that has rows."""
+    if not len(rs.row_group):
+        return rs
+    seen = np.zeros(len(rs.row_group), bool)
+    for a in q.aggregations:
+        c = rs.fields[a.output_name]
+        if a.function == AggFunc.Count:
+            seen |= c.values > 0
+        else:
+            seen |= True if c.mask is None else c.mask
+    if seen.all():
+        return rs
+    fields = {k: c.take(seen) for k, c in rs.fields.items()}
+    return attrs.evolve(rs, timestamps=None if rs.timestamps is None else rs.timestamps[seen],
+                        row_group=rs.row_group[seen], fields=fields)
+
+
 def min_max(f: AggFunc, dtype: np.dtype):
     """The ufunc of MIN or MAX and its identity for ``dtype`` (what an empty slot starts as)."""
     if dtype.kind in "iu":
