@@ -18,19 +18,8 @@ T0 = 1_700_000_000_000_000_000
 S = 10**9
 
 
-def lines(rng: random.Random, t_lo: int, t_hi: int, n: int) -> bytes:
-    out = []
-    for _ in range(n):
-        t = T0 + rng.randrange(t_lo, t_hi) * S
-        fields = []
-        if rng.random() < 0.7:
-            fields.append(f"v={rng.randrange(-50, 50) / 4}")
-        if rng.random() < 0.5:
-            fields.append(f"i={rng.randrange(-1000, 1000)}i")
-        if rng.random() < 0.3 or not fields:
-            fields.append(f"b={rng.choice(['true', 'false'])}")
-        out.append(f"m,host=h{rng.randrange(3)} {','.join(fields)} {t}")
-    return "\n".join(out).encode()
+FIELDS = {"v": (0.7, lambda r: r.randrange(-50, 50) / 4), "i": (0.5, lambda r: f"{r.randrange(-1000, 1000)}i"),
+          "b": (0.3, lambda r: r.choice(["true", "false"]))}
 
 
 def same(a, b) -> bool:
@@ -48,7 +37,7 @@ def same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("seed", range(3))
-async def test_one_series_trends_answer_as_the_executor(tmp_path, seed, monkeypatch):
+async def test_one_series_trends_answer_as_the_executor(tmp_path, seed, monkeypatch, random_lines):
     import rusts.sql_vector as sv
 
     lane = []
@@ -57,7 +46,7 @@ async def test_one_series_trends_answer_as_the_executor(tmp_path, seed, monkeypa
     rng = random.Random(seed)
     async with rusts.open(tmp_path / "d", wal_durability="none", block_rows=48) as db:
         for i in range(6):
-            await db.write(lines(rng, rng.choice([0, 200 * i]), 200 * (i + 1), rng.randrange(30, 150)))
+            await db.write(random_lines(rng, rng.choice([0, 200 * i]), 200 * (i + 1), rng.randrange(30, 150), FIELDS))
             if rng.random() < 0.7:
                 await db.flush()
         ftypes = db.schema.fields("m")
