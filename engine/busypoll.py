@@ -7,9 +7,10 @@ branch predictors go cold, and the next request runs up to 3x slower (``perf/idl
 Go's runtime spins before parking for the same reason; Linux offers ``SO_BUSY_POLL`` for NICs.
 
 :class:`BusyPoll` is a trio task that, after an answer leaves no request in flight
-(:meth:`BusyPoll.end`), keeps yielding to the scheduler for ``window`` seconds, so the loop polls its sockets with a zero timeout instead
-of sleeping; when the window passes without another answer it blocks until the next one. It costs
-CPU only while answers come closer together than the window, and none on an idle server.
+(:meth:`BusyPoll.end`), keeps yielding to the scheduler for ``window`` seconds, so the loop polls
+its sockets with a zero timeout instead of sleeping; when the window passes without another answer
+it blocks until the next one. It costs CPU only while answers come closer together than the
+window, and none on an idle server.
 ``server.busy_poll_us`` (default 2000; 0 turns it off) sets the window.
 """
 

@@ -67,15 +67,6 @@ def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
     return True
 
 
-def _one_series_trend(q: Query, sids: np.ndarray, field_types: dict) -> bool:
-    """Whether ``q`` is one series' COUNT/SUM/MEAN/MIN/MAX per time bucket, no GROUP BY: buckets
-    cut through blocks, so the executor would decode them all; the vector path's one-series lane
-    (:func:`rusts.sql_vector.one_series`) does the same work with less per-query overhead."""
-    return (len(sids) == 1 and q.interval is not None and not q.group_by and bool(q.aggregations)
-            and all(a.function.uses_block_stats and (a.field is None or a.field in field_types)
-                    for a in q.aggregations))
-
-
 def _partition_of(ts: np.ndarray, dur: int) -> np.ndarray:
     return ts // dur
 
@@ -514,10 +505,14 @@ class Database:
                 field_types = self.schema.fields(q.measurement)
                 snap = self.snapshot(sids, q.start, q.end)
                 tags = self.tags_map(sids)
-                if _one_series_trend(q, sids, field_types) and _is_small(snap, sids, q):
-                    from rusts.executor import _check_agg_types
-                    from rusts.sql_vector import one_series, seen_buckets
+                from rusts.executor import _check_agg_types
+                from rusts.sql_vector import fits_one_series, one_series, seen_buckets
 
+                # one series' buckets: they cut through blocks, so the executor would decode them
+                # all; the vector path's one-series lane does the same with less overhead
+                if q.interval is not None and q.aggregations and fits_one_series(q, sids) \
+                        and all(a.field is None or a.field in field_types for a in q.aggregations) \
+                        and _is_small(snap, sids, q):
                     _check_agg_types(q, field_types)  # the executor's errors, word for word
                     rs = seen_buckets(q, one_series(snap, q, int(sids[0]), field_types))
                 elif _is_small(snap, sids, q):

@@ -39,6 +39,7 @@ from rusts import codecs
 from rusts.bloom import BloomFilter
 from rusts.errors import ClosedError, CorruptionError, StorageError
 from rusts.model import Column, FieldType
+from rusts.rowset import concat_column
 from rusts.fsutil import fsync_dir as _fsync_dir
 
 MAGIC = b"RUSTSSEG"
@@ -1002,21 +1003,12 @@ class SegmentReader:
             return _own(ts), {name: Column(ft, _own(v), None if m is None or m.all() else m)
                               for name, (ft, v, m) in cols.items()}
         sizes = [len(t) for t, _ in parts]
-        starts = np.zeros(len(parts) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=starts[1:])
-        total = int(starts[-1])
-        ts = np.concatenate([t for t, _ in parts])
-        out: dict[str, tuple] = {}  # name -> (type, values, presence)
-        for k, (_, cols) in enumerate(parts):
-            a, z = int(starts[k]), int(starts[k + 1])
-            for name, (ft, v, m) in cols.items():
-                entry = out.get(name)
-                if entry is None:
-                    entry = out[name] = (ft, ft.zeros(total), np.zeros(total, dtype=bool))
-                entry[1][a:z] = v
-                entry[2][a:z] = True if m is None else m
-        return ts, {name: Column(ft, values, None if mask.all() else mask)
-                    for name, (ft, values, mask) in out.items()}
+        types = {name: ft for _, cols in parts for name, (ft, _, _) in cols.items()}
+        out = {}
+        for name, ft in types.items():
+            c = concat_column([None if name not in cols else Column(*cols[name]) for _, cols in parts], sizes, ft)
+            out[name] = Column(ft, c.values, None if c.mask is None or c.mask.all() else c.mask)
+        return np.concatenate([t for t, _ in parts]), out
 
     def read_blocks(self, sid: int, fields: Sequence[str] | None = None,
                     blocks: np.ndarray | None = None) -> list[tuple[np.ndarray, dict]]:
@@ -1080,7 +1072,8 @@ class SegmentReader:
         elif count != rows:
             raise self._corrupt(f"chunk of series {sid} block {block} has {count} of {rows} values "
                                 "but no mask", off)
-        v = self._decode(off + mlen, length - mlen, sid, f"field {self._field_names[int(self._c_field[c])]!r}")
+        name = self._field_names[int(self._c_field[c])]
+        v = self._decode(off + mlen, length - mlen, sid, f"field {name!r}")
         if len(v) != count or v.dtype != ft.dtype:
             raise self._corrupt(f"field chunk of series {sid} block {block} decodes {len(v)} "
                                 f"{v.dtype} values, expected {count} {ft.dtype}", off)

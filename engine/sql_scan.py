@@ -49,11 +49,11 @@ class Piece:
         return Piece(ts[lo:hi], {f: (None if c is None else c.slice(lo, hi)) for f, c in self.cols.items()})
 
 
-def _block_pieces(reader, sid: int, fields: list[str], blocks: np.ndarray,
+def _block_pieces(reader, sid: int, fields: list[str], blocks: list[int],
                   cache: BlockCache) -> list[Piece]:
     """One :class:`Piece` per block (sorted), decoding only cache misses."""
     return [Piece(ts, {f: cols.get(f) for f in fields})
-            for ts, cols in block_columns(reader, sid, fields, blocks.tolist(), cache)]
+            for ts, cols in block_columns(reader, sid, fields, blocks, cache)]
 
 
 def _mem_pieces(snap, sid: int, start: int, end: int, fields: list[str],
@@ -113,12 +113,11 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
         return [_piece_of_rowset(tomb, fields, ftypes)] if len(tomb) else []
     seg: list[Piece] = []
     for r in snap.segments:  # oldest first
-        if r.max_time < start or r.min_time >= end or not r.has_series(sid):
+        if r.max_time < start or r.min_time >= end:
             continue
-        bt = r.blocks(sid)
-        sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
-        if len(sel):
-            for p in _block_pieces(r, sid, fields, sel, cache):
+        lo, hi = r.block_span(sid, start, end)
+        if lo < hi:
+            for p in _block_pieces(r, sid, fields, list(range(lo, hi)), cache):
                 p = p.slice(start, end)
                 if p is not None:
                     seg.append(p)
@@ -313,12 +312,11 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
         return tomb
     parts: list[RowSet] = []
     for r in snap.segments:  # oldest first: merge order is write order
-        if r.max_time < start or r.min_time >= end or not r.has_series(sid):
+        if r.max_time < start or r.min_time >= end:
             continue
-        bt = r.blocks(sid)
-        sel = np.flatnonzero((bt.max_time >= start) & (bt.min_time < end))
-        for b in sel[::-1].tolist():
-            p = _block_pieces(r, sid, fields, np.array([b], np.int64), cache)[0].slice(start, end)
+        lo, hi = r.block_span(sid, start, end)
+        for b in range(hi - 1, lo - 1, -1):
+            p = _block_pieces(r, sid, fields, [b], cache)[0].slice(start, end)
             if p is not None:
                 t = int(p.ts[-1])
                 parts.append(_rowset_of_piece(p.slice(t, t + 1), fields, ftypes))

@@ -71,6 +71,23 @@ def _chunked(pieces, field: str, ft: FieldType) -> pa.ChunkedArray:
                              for p in pieces], type=at)
 
 
+def _arrays(cols: dict, need: list[str], ftypes: dict, n: int) -> tuple[dict, dict]:
+    """Per field: values and presence (None: all present) of a series' ``n`` rows, from
+    ``{field: Column or None}`` (None: no value in the range)."""
+    vals, valid = {}, {}
+    for f in need:
+        c = cols[f]
+        vals[f], valid[f] = (ftypes[f].zeros(n), np.zeros(n, bool)) if c is None else (c.values, c.mask)
+    return vals, valid
+
+
+def fits_one_series(q: Query, sids: np.ndarray, residual=()) -> bool:
+    """Whether :func:`one_series` answers ``q``: one series, no row filter, no GROUP BY, only
+    COUNT/SUM/AVG/MIN/MAX."""
+    return (len(sids) == 1 and not residual and not q.group_by
+            and all(a.function in _ONE_PARTIAL for a in q.aggregations))
+
+
 def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return b
@@ -130,13 +147,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
                 continue
             ts, cols = got
         n = len(ts)
-        vals, valid = {}, {}
-        for f in need:
-            c = cols[f]
-            if c is None:
-                vals[f], valid[f] = ftypes[f].zeros(n), np.zeros(n, bool)
-            else:
-                vals[f], valid[f] = c.values, c.mask
+        vals, valid = _arrays(cols, need, ftypes, n)
         keep = None
         for field, op, value in residual:
             ch = _chunked(pieces, field, ftypes[field]) if field in strings else None
@@ -204,11 +215,7 @@ def one_series(snap, q: Query, sid: int, ftypes: dict[str, FieldType], cache=CAC
         return aggregate_of_nothing(q)
     ts, cols = got
     n = len(ts)
-    vals, valid = {}, {}
-    for f in need:
-        c = cols[f]
-        vals[f], valid[f] = (ftypes[f].zeros(n), np.zeros(n, bool)) if c is None else (c.values, c.mask)
-    s = _Series(0, n, ts, None, vals, valid)
+    s = _Series(0, n, ts, None, *_arrays(cols, need, ftypes, n))
     starts, ends, keys = _buckets(ts, iv, n)
     rows = ends - starts
     out = {}
@@ -490,7 +497,7 @@ async def run_vector(db, q: Query, residual=(), prepared: tuple | None = None) -
             from rusts.errors import UnknownColumnError
             raise UnknownColumnError(f'column "{a.field}" does not exist')
     snap = db.snapshot(sids, q.start, q.end)
-    if len(sids) == 1 and not residual and not q.group_by and all(a.function in _ONE_PARTIAL for a in q.aggregations):
+    if fits_one_series(q, sids, residual):
         sid = int(sids[0])
         return await _run(db, snap, sids, q, lambda: one_series(snap, q, sid, ftypes))
     tags = db.tags_map(sids)
