@@ -1,6 +1,6 @@
 """The memtable actor: applies WAL-ordered inserts, rotates tables, hands frozen ones to the flusher.
 
-Owns :class:`rusts.memtable.MemtableState`. Inbox messages: ``MemtableInsert`` (from the WAL
+Owns :class:`rusts.memory.tables.MemtableState`. Inbox messages: ``MemtableInsert`` (from the WAL
 writer, in sequence order) and :class:`ForceRotate`. The flusher reports a published table through
 a synchronous callback that calls :meth:`MemtableState.drop` in the loop thread (a message would
 need a second sender on this inbox, which would keep it open at shutdown). Rotation triggers:
@@ -18,7 +18,7 @@ import time
 import attrs
 import trio
 
-from rusts.memtable import MemtableState, Table
+from rusts.memory.tables import MemtableState, Table
 from rusts.messages import Reply
 
 log = logging.getLogger("rusts.actors.memtable")

@@ -1,7 +1,7 @@
-"""The WAL writer actor: owns the :class:`rusts.wal.Wal`, assigns sequence numbers, group-commits.
+"""The WAL writer actor: owns the :class:`rusts.storage.wal.Wal`, assigns sequence numbers, group-commits.
 
 Inbox messages: :class:`WalAppend` (a write; the caller encoded the payload with
-``rusts.walrecord.encode_batch``), :class:`WalCheckpoint` (from the flusher), :class:`WalSync`
+``rusts.storage.walrecord.encode_batch``), :class:`WalCheckpoint` (from the flusher), :class:`WalSync`
 and :class:`WalStats`. Every accepted write leaves as a :class:`MemtableInsert` on
 ``downstream``, in sequence order; the memtable resolves the writer's reply.
 
@@ -47,7 +47,7 @@ import trio
 from rusts.errors import ClosedError, ConfigError, StorageError
 from rusts.messages import Reply
 from rusts.model import WriteBatch
-from rusts.wal import Wal
+from rusts.storage.wal import Wal
 
 log = logging.getLogger("rusts.actors.wal")
 

@@ -31,11 +31,11 @@ import numpy as np
 import trio
 
 from rusts.errors import ClosedError, CorruptionError, DataDirLockedError, OverloadedError, QueryError
-from rusts.executor import ResultSet, Snapshot, execute, select_series
-from rusts.memtable import MemtableState, Table
+from rusts.query.executor import ResultSet, Snapshot, execute, select_series
+from rusts.memory.tables import MemtableState, Table
 from rusts.messages import Reply, cpu_limiter, run_cpu
 from rusts.model import LineError, WriteBatch, parse_series_key
-from rusts.query import Query, from_json
+from rusts.query.model import Query, from_json
 
 log = logging.getLogger("rusts.db")
 
@@ -91,7 +91,7 @@ class Database:
         self.wal_dir = Path(st.wal_dir) if st.wal_dir else self.data_dir / "wal"
         self.partition_ns = int(st.partition_duration_hours * HOUR_NS)
         self.state = MemtableState()
-        from rusts.recent import RecentData
+        from rusts.memory.recent import RecentData
 
         self.recent = RecentData(int(config.query.recent_cache_mb) << 20)
         self._tags_cache: dict[str, dict[str, str]] = {}
@@ -135,10 +135,10 @@ class Database:
                 self._lock_fd = None
 
     def _recover(self) -> None:
-        from rusts.index import SeriesIndex
-        from rusts.manifest import Manifest
-        from rusts.schema import SchemaRegistry
-        from rusts.segment import SegmentReader
+        from rusts.storage.index import SeriesIndex
+        from rusts.storage.manifest import Manifest
+        from rusts.storage.schema import SchemaRegistry
+        from rusts.storage.segment import SegmentReader
 
         self._lock()
         try:
@@ -170,7 +170,7 @@ class Database:
                         for f, ft in r.field_types(sid).items():
                             self.schema.ensure(m, f, ft)
             self._replay_wal()
-            from rusts.lifecycle import Lifecycle
+            from rusts.lifecycle.manager import Lifecycle
 
             self.lifecycle = Lifecycle(self)
         except BaseException:
@@ -184,8 +184,8 @@ class Database:
         if st.wal_durability == "none":
             self._wal = None
         else:
-            from rusts.wal import Wal
-            from rusts.walrecord import decode_batch
+            from rusts.storage.wal import Wal
+            from rusts.storage.walrecord import decode_batch
 
             wal, report = Wal.open(self.wal_dir, segment_max_bytes=int(st.wal_segment_max_mb) << 20,
                                    quarantine_dir=self.data_dir / "quarantine")
@@ -225,12 +225,12 @@ class Database:
 
     def _build_partitions(self, table: Table) -> dict[int, list]:
         """Partition -> SeriesData of a table (vectorised; see memtable.table_partitions)."""
-        from rusts.memtable import table_partitions
+        from rusts.memory.tables import table_partitions
 
         return table_partitions(table.flush_payload(), self.partition_ns)
 
     def _write_segments(self, parts: dict[int, list]) -> list:
-        from rusts.segment import write_segment
+        from rusts.storage.segment import write_segment
 
         metas = []
         for part, series in sorted(parts.items()):
@@ -241,7 +241,7 @@ class Database:
 
     @staticmethod
     def _meta(rel: str, part: int, info):
-        from rusts.manifest import SegmentMeta
+        from rusts.storage.manifest import SegmentMeta
 
         return SegmentMeta(file=rel, partition=part, min_time=info.min_time, max_time=info.max_time,
                            size=info.size, series_count=info.series_count,
@@ -250,10 +250,10 @@ class Database:
     async def _encode_table(self, table: Table) -> list:
         """Write the segments of a frozen table; returns their manifest entries (not committed).
 
-        Big tables are encoded in the flush worker process (rusts.flushproc), so the encoding
+        Big tables are encoded in the flush worker process (rusts.storage.flushproc), so the encoding
         does not hold this process's GIL; small ones in a worker thread."""
-        from rusts import flushproc
-        from rusts.memtable import partitions_of
+        from rusts.storage import flushproc
+        from rusts.memory.tables import partitions_of
 
         if not flushproc.use_process(sum(len(c.sids) for c in table.chunks)):
             return await run_cpu(lambda: self._write_segments(
@@ -271,10 +271,10 @@ class Database:
         return await trio.to_thread.run_sync(work)
 
     async def _write_table(self, table: Table) -> None:
-        from rusts.segment import SegmentReader
+        from rusts.storage.segment import SegmentReader
 
         metas = await self._encode_table(table)
-        from rusts.tombstones import LifecycleState
+        from rusts.lifecycle.tombstones import LifecycleState
 
         # the index log and schema file are fsynced in a worker thread, not on the event loop
         # (index.persist swaps its pending list under a lock; the schema snapshot is taken here)
@@ -309,7 +309,7 @@ class Database:
     def _on_flushed(self, table_id: int) -> None:
         for t in self.state.immutables:
             if t.id == table_id:
-                self.recent.add(t)  # kept in memory for recent-window queries (rusts.recent)
+                self.recent.add(t)  # kept in memory for recent-window queries (rusts.memory.recent)
         self.state.drop(table_id)
         ev = self._flush_events.pop(table_id, None)
         if ev is not None:
@@ -422,7 +422,7 @@ class Database:
         if batch.point_count:
             self.index.lookup_or_create(_frame_keys(batch.frames))
             if self._wal is not None:
-                from rusts.walrecord import encode_batch
+                from rusts.storage.walrecord import encode_batch
                 payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)
             else:
                 payload = b""
@@ -438,7 +438,7 @@ class Database:
     def _reader(self, meta):
         r = self.readers.get(meta.file)
         if r is None:  # committed by a worker thread a moment ago: open it now
-            from rusts.segment import SegmentReader
+            from rusts.storage.segment import SegmentReader
 
             r = self.readers[meta.file] = SegmentReader.open(self.manifest.path_of(meta))
         return r
@@ -458,7 +458,7 @@ class Database:
 
     def _memtable_snapshot(self, sids: np.ndarray) -> dict:
         """Memtable rows per series. For a few series of one measurement (a one-device trend)
-        they come from the tables' columnar pieces (rusts.recent), so a query does not pay for
+        they come from the tables' columnar pieces (rusts.memory.recent), so a query does not pay for
         per-series views of every series written since the previous query."""
         if 0 < len(sids) <= 16:
             try:
@@ -466,7 +466,7 @@ class Database:
             except KeyError:
                 ms = set()
             if len(ms) == 1:
-                from rusts.recent import memtable_rowsets
+                from rusts.memory.recent import memtable_rowsets
 
                 m = ms.pop()
                 return memtable_rowsets(self.recent, self.state.tables(), m, sids, self.schema.fields(m))
@@ -494,7 +494,7 @@ class Database:
             q = from_json(q)
         t0 = time.perf_counter()
         if self.lifecycle is not None:  # retention: expired rows vanish from answers at once
-            from rusts.retention import query_start
+            from rusts.lifecycle.policies import query_start
 
             start = query_start(q.start, q.measurement, self.lifecycle.cutoffs())
             if start != q.start:
@@ -505,8 +505,8 @@ class Database:
                 field_types = self.schema.fields(q.measurement)
                 snap = self.snapshot(sids, q.start, q.end)
                 tags = self.tags_map(sids)
-                from rusts.executor import _check_agg_types
-                from rusts.sql_vector import fits_one_series, one_series, seen_buckets
+                from rusts.query.executor import _check_agg_types
+                from rusts.sql.vector import fits_one_series, one_series, seen_buckets
 
                 # one series' buckets: they cut through blocks, so the executor would decode them
                 # all; the vector path's one-series lane does the same with less overhead
@@ -557,7 +557,7 @@ class Database:
 
     def _recent_barrier(self) -> None:
         """Rows in memory right now may be deleted: none of them serves the in-memory read path
-        once flushed (rusts.recent)."""
+        once flushed (rusts.memory.recent)."""
         live = self.state.tables()
         self.recent.barrier(max([t.last_seq for t in live] + [self._next_seq]), live)
 

@@ -4,7 +4,7 @@ The original server used Rust's ``tracing`` with ``show_target`` / ``show_thread
 ``show_location`` switches; we map them onto one stdlib handler on the root logger:
 
 * levels: ``trace`` is a custom level ``TRACE = DEBUG - 5``; ``warn`` is ``WARNING``.
-* text: ``2024-01-01T00:00:00.123Z  INFO [thread 1234] rusts.wal wal.py:42: message``
+* text: ``2024-01-01T00:00:00.123Z  INFO [thread 1234] rusts.storage.wal wal.py:42: message``
   (the bracketed parts only when switched on).
 * json: one JSON object per line with ``timestamp``, ``level``, ``message`` and, when switched on,
   ``target``, ``thread_id``, ``location``; ``extra=`` attributes and exceptions are included.

@@ -4,7 +4,7 @@ Every query and every write allocates numpy arrays of hundreds of kilobytes. gli
 allocations above ``M_MMAP_THRESHOLD`` (128 KiB at start, raised dynamically only after such a
 block is freed) with a fresh ``mmap`` and returns them with ``munmap``, so each such array is
 page-faulted in again, page by page. On the virtual machines this runs on a page fault costs
-microseconds: measured on the dashboard scan (90,700 rows, `rusts.recent.scan`), 3.4-6.3 ms with
+microseconds: measured on the dashboard scan (90,700 rows, `rusts.memory.recent.scan`), 3.4-6.3 ms with
 the defaults against 0.9-1.5 ms with big blocks kept in the heap — the same numpy work, four
 times faster.
 

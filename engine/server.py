@@ -25,8 +25,8 @@ async def serve_http(db, host: str, port: int, *, shutdown_trigger=None, busy_po
     request. Returns after ``shutdown_trigger()`` returns and requests in flight finish (at most
     5 s), or when cancelled.
     """
-    from rusts.protocols import httpserver
-    from rusts.protocols.http import create_app
+    from rusts.protocols.http import server as httpserver
+    from rusts.protocols.http.app import create_app
 
     await httpserver.serve(create_app(db), host, port,
                            read_timeout=float(db.config.server.request_timeout_secs),
@@ -69,7 +69,7 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             async with trio.open_nursery() as nursery:
                 pg_port = None
                 if config.postgres.enabled:
-                    from rusts.pgserver import serve_postgres
+                    from rusts.protocols.pgwire.adapter import serve_postgres
 
                     pg_port = await nursery.start(partial(serve_postgres, db, config, poller=busy))
                     log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)

@@ -3,7 +3,7 @@
 ``python perf/compaction.py [--hosts 100] [--hours 24] [--segments 10]`` writes ``--segments``
 small hot segments (consecutive time slices of the TSBS cpu shape: 10 float fields, 2 decimals,
 10 s interval), then times (1) a hot->hot merge of all of them into one segment and (2) a
-hot->cold re-encode, both with :func:`rusts.compaction.run_compaction` on one thread. Prints JSON:
+hot->cold re-encode, both with :func:`rusts.lifecycle.compaction.run_compaction` on one thread. Prints JSON:
 values re-encoded per second for each and the cold/hot size ratio.
 """
 
@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tsbs import FIELDS, START, STEP, host_tags, values  # noqa: E402
 
-from rusts.compaction import run_compaction  # noqa: E402
+from rusts.lifecycle.compaction import run_compaction  # noqa: E402
 from rusts.model import Column, FieldType  # noqa: E402
-from rusts.segment import SegmentReader, SeriesData, write_segment  # noqa: E402
+from rusts.storage.segment import SegmentReader, SeriesData, write_segment  # noqa: E402
 
 
 def build_segments(d: str, n_hosts: int, hours: float, n_segments: int) -> list[str]:

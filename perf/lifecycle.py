@@ -4,7 +4,7 @@
 segment per daily partition (what the flusher produces for TSBS cpu data: 10 float fields,
 2 decimals, 10 s interval, a random walk carried over day boundaries) through the real Manifest.
 It then compacts every partition older than ``--cold-after-days`` to the cold tier with
-:func:`rusts.compaction.compact_and_commit`, opens the real Database on the directory and times
+:func:`rusts.lifecycle.compaction.compact_and_commit`, opens the real Database on the directory and times
 "mean usage_user per hour per host over the whole period" (JSON query). It prints JSON: per-tier
 bytes, the cold/hot ratio of the re-encoded partitions, compaction throughput and query latency.
 
@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tsbs import FIELDS, START, STEP, host_tags  # noqa: E402
 
 import rusts.db  # noqa: E402
-from rusts.compaction import compact_and_commit, plan  # noqa: E402
-from rusts.manifest import Manifest, SegmentMeta  # noqa: E402
+from rusts.lifecycle.compaction import compact_and_commit, plan  # noqa: E402
+from rusts.storage.manifest import Manifest, SegmentMeta  # noqa: E402
 from rusts.model import Column, FieldType  # noqa: E402
-from rusts.segment import SeriesData, write_segment  # noqa: E402
-from rusts.tombstones import LifecycleState  # noqa: E402
+from rusts.storage.segment import SeriesData, write_segment  # noqa: E402
+from rusts.lifecycle.tombstones import LifecycleState  # noqa: E402
 
 DAY_NS = 86_400 * 10**9
 SIGMA = 150.0  # the walk's step in hundredths (normal(0, 1.5) on 2-decimal values)

@@ -42,8 +42,8 @@ def _pct(xs: list[float], q: float) -> float:
 async def _run(args) -> dict:
     import rusts
     from rusts.protocols.line_protocol import parse
-    from rusts.simulator_fleet import Fleet
-    from rusts.walrecord import encode_batch
+    from rusts.simulator.fleet import Fleet
+    from rusts.storage.walrecord import encode_batch
 
     fleet = Fleet(args.devices, seed=1)
     n, b = args.devices, min(args.batch_devices, args.devices)
@@ -90,7 +90,7 @@ async def _run(args) -> dict:
                 encode_batch(batch)
                 t4 = time.perf_counter()
                 # a throw-away table: the real one must not see the same seq twice
-                from rusts.memtable import Table
+                from rusts.memory.tables import Table
                 Table(0).insert_frames(batch.frames, sids, 1)
                 t5 = time.perf_counter()
                 for k, a, z in (("parse", t, t1), ("schema", t1, t2), ("index", t2, t3),

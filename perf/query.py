@@ -8,7 +8,7 @@ runs the suite: per query the median of N timed ``POST /sql`` round trips (after
 and the same SQL (translated where the function names differ) in DuckDB in-process over a table
 built from the generated arrays, timed the same way. Every answer is compared with DuckDB's.
 Prints one JSON object: per query ms, DuckDB ms, ratio and check; average, max, and the ratio of
-averages. ``--inproc`` calls :func:`rusts.sql.execute_sql` in-process instead (no HTTP), to
+averages. ``--inproc`` calls :func:`rusts.sql.runner.execute_sql` in-process instead (no HTTP), to
 separate transport from execution; with ``--route fast|vector|general`` it forces one executor
 (the measurements behind docs/sql.md's choice). ``--keep DIR`` keeps (and reuses) the loaded data directory.
 """
@@ -163,7 +163,7 @@ def reference(data: dict):
 
 
 def ref_rows(con, sql: str) -> list[tuple]:
-    from rusts.sql_duck import from_arrow
+    from rusts.sql.duck import from_arrow
 
     out = from_arrow(con.sql(sql).to_arrow_table(), "")
     cols = out.to_pylists()
@@ -320,7 +320,7 @@ def run_inproc(args, data, con) -> dict:
     import trio
 
     import rusts.db
-    from rusts.sql import execute_sql
+    from rusts.sql.runner import execute_sql
 
     work = args.keep or tempfile.mkdtemp(prefix="rusts-trips-")
     marker = os.path.join(work, f"loaded-{args.rows}")
@@ -392,7 +392,7 @@ def main() -> int:
     ap.add_argument("--inproc", action="store_true")
     ap.add_argument("--keep", default=None, help="data directory to keep and reuse")
     ap.add_argument("--route", default="auto", choices=["auto", "fast", "vector", "general"],
-                    help="with --inproc: force one executor (see rusts.sql.execute_sql)")
+                    help="with --inproc: force one executor (see rusts.sql.runner.execute_sql)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     data = trips.generate(args.rows)

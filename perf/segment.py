@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from rusts.model import Column, FieldType
-from rusts.segment import SegmentReader, SeriesData, write_segment
+from rusts.storage.segment import SegmentReader, SeriesData, write_segment
 
 FIELDS = ["usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait", "usage_irq",
           "usage_softirq", "usage_steal", "usage_guest", "usage_guest_nice"]

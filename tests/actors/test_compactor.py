@@ -6,9 +6,9 @@ import attrs
 import trio
 
 from rusts.actors.compactor import CompactNow, run_compactor
-from rusts.compaction import plan
+from rusts.lifecycle.compaction import plan
 from rusts.errors import StorageError
-from rusts.manifest import SegmentMeta
+from rusts.storage.manifest import SegmentMeta
 from rusts.messages import Reply
 
 NS = 10**9

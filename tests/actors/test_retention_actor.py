@@ -6,9 +6,9 @@ import pytest
 import trio
 
 from rusts.actors.retention import SweepNow, run_retention_sweeper
-from rusts.manifest import SegmentMeta
+from rusts.storage.manifest import SegmentMeta
 from rusts.messages import Reply
-from rusts.retention import PolicyStore, cutoffs, expired_partitions, make_policy
+from rusts.lifecycle.policies import PolicyStore, cutoffs, expired_partitions, make_policy
 
 NS = 10**9
 DAY = 86_400

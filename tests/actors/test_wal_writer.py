@@ -15,8 +15,8 @@ from rusts.actors.wal_writer import (MemtableInsert, WalAppend, WalCheckpoint, W
 from rusts.errors import ClosedError, ConfigError, StorageError
 from rusts.messages import Reply
 from rusts.model import Column, FieldType, SeriesRows, WriteBatch
-from rusts.wal import FileOps, Wal
-from rusts.walrecord import decode_batch, encode_batch
+from rusts.storage.wal import FileOps, Wal
+from rusts.storage.walrecord import decode_batch, encode_batch
 
 
 class RecordingWal(Wal):

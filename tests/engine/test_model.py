@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rusts.index import split_key
+from rusts.storage.index import split_key
 from rusts.model import parse_series_key, series_key
 
 text = st.text(alphabet=st.sampled_from(list("ab\\, =\x00é")), min_size=1, max_size=8)

@@ -14,10 +14,10 @@ import trio
 
 import rusts.db
 from rusts.actors.compactor import compaction_pass
-from rusts.compaction import compact_and_commit, delete_segment_files, plan
-from rusts.retention import cutoffs, expired_partitions, make_policy
-from rusts.segment import SegmentReader
-from rusts.tombstones import LifecycleState, field_predicate_json
+from rusts.lifecycle.compaction import compact_and_commit, delete_segment_files, plan
+from rusts.lifecycle.policies import cutoffs, expired_partitions, make_policy
+from rusts.storage.segment import SegmentReader
+from rusts.lifecycle.tombstones import LifecycleState, field_predicate_json
 
 HOUR = 3_600 * 10**9
 MIN = 60 * 10**9
@@ -243,7 +243,7 @@ async def test_a_flush_between_two_merges_of_one_pass_keeps_last_write_wins(tmp_
 async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(tmp_path, monkeypatch):
     """Cold blocks span a day; hourly (and coarser) aggregates come from their per-hour
     statistics without decoding, and every aggregate equals the answer of the hot layout."""
-    import rusts.executor as executor
+    import rusts.query.executor as executor
 
     rng = np.random.default_rng(11)
     day = 24 * HOUR

@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from rusts.simulator_fleet import Fleet
+from rusts.simulator.fleet import Fleet
 
 SIM = pathlib.Path(sys.executable).parent / "rusts-simulator"
 
@@ -43,7 +43,7 @@ def test_benchmark_writes_and_queries_without_errors(server):
 
 def test_human_output_and_unreachable_server(server):
     proc = subprocess.run(
-        [sys.executable, "-m", "rusts.simulator", "benchmark", "--url", server.url, "--devices", "5",
+        [sys.executable, "-m", "rusts.simulator.runner", "benchmark", "--url", server.url, "--devices", "5",
          "--duration", "1", "--write-interval", "0.5", "--query-rate", "2"],
         capture_output=True, timeout=60)
     out = proc.stdout.decode()

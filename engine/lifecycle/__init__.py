@@ -1,0 +1,1 @@
+"""Data lifecycle: compaction, tiering, retention policies and deletes (tombstones)."""

@@ -1,0 +1,1 @@
+"""Data in memory: memtable tables and the recent (flushed, still cached) tables."""

@@ -1,0 +1,468 @@
+"""The in-memory write buffer: one columnar chunk per write, rotated into immutable tables.
+
+Owned by the memtable actor (:mod:`rusts.actors.memtable`). Inserting a write appends ONE
+:class:`Chunk` (the write's :class:`~rusts.model.Frame` arrays plus a series-id array), never an
+object per series or per point: a write of a few hundred one-row series (a fleet's report) costs
+the same handful of Python steps as a write of one series.
+
+Reads keep the per-series shape the executor uses (:meth:`MemtableState.snapshot`: series id ->
+row sets, oldest first). A table turns its chunks into per-series :class:`~rusts.query.rowset.RowSet`
+views lazily, once per chunk, the first time a query snapshots it, so the write path never pays
+for it and a table that is never queried never does. Chunk arrays are immutable, so a snapshot is
+a tuple of references taken in the event loop and merged later in a worker thread.
+
+Flushing does not go through the per-series views either: :func:`table_partitions` sorts all the
+rows of a table by (series, time) with numpy, resolves duplicate timestamps (last write wins per
+field) and cuts the result into per-partition :class:`~rusts.storage.segment.SeriesData`. It is a pure
+function of :meth:`Table.flush_payload`, so it can run in a worker thread or another process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from rusts.model import Column, FieldType, Frame, SeriesRows, frames_of_series
+from rusts.query.rowset import RowSet, merge
+
+
+def _frame_nbytes(f: Frame) -> int:
+    n = f.timestamps.nbytes + 64 * len(f.keys)
+    for c in f.columns.values():
+        if c.type == FieldType.STRING:
+            v = c.values
+            n += 16 * len(v) + sum(len(s) for s in v[:64]) * max(1, len(v) // 64)
+        else:
+            n += c.values.nbytes
+        if c.mask is not None:
+            n += c.mask.nbytes
+    return n
+
+
+class Chunk:
+    """One write's rows in one table: a :class:`Frame` plus the id of each of its series."""
+
+    __slots__ = ("frame", "sids", "seq")
+
+    def __init__(self, frame: Frame, sids: np.ndarray, seq: int) -> None:
+        self.frame = frame
+        self.sids = sids
+        self.seq = seq
+
+    def rowsets(self) -> list[tuple[int, RowSet]]:
+        """(series id, row set) per series: the executor's per-series form of this chunk."""
+        f = self.frame
+        ts = f.timestamps
+        n, ns = len(ts), len(f.keys)
+        cols = list(f.columns.items())
+        sids = self.sids.tolist()
+        out = []
+        if n == ns:  # one row per series: no sorting question, no masks to reduce
+            for i, sid in enumerate(sids):
+                sl = slice(i, i + 1)
+                cd = {}
+                for name, c in cols:
+                    if c.mask is None:
+                        cd[name] = Column(c.type, c.values[sl])
+                    elif c.mask[i]:
+                        cd[name] = Column(c.type, c.values[sl])
+                out.append((sid, RowSet(ts[sl], cd, True)))
+            return out
+        st = f.starts.tolist()
+        # strictly increasing timestamps within each series (the merge's fast path)
+        inc = np.ones(max(n - 1, 0), dtype=bool) if n < 2 else ts[1:] > ts[:-1]
+        bad = np.zeros(n, dtype=np.int64)
+        bad[1:] = ~inc
+        badc = np.concatenate(([0], np.cumsum(bad)))
+        for i, sid in enumerate(sids):
+            a, b = st[i], st[i + 1]
+            sl = slice(a, b)
+            cd = {}
+            for name, c in cols:
+                if c.mask is None:
+                    cd[name] = Column(c.type, c.values[sl])
+                else:
+                    mk = c.mask[sl]
+                    if mk.all():
+                        cd[name] = Column(c.type, c.values[sl])
+                    elif mk.any():
+                        cd[name] = Column(c.type, c.values[sl], mk)
+            sorted_unique = bool(badc[b] - badc[a + 1] == 0)
+            out.append((sid, RowSet(ts[sl], cd, sorted_unique)))
+        return out
+
+
+@attrs.define(eq=False)
+class Table:
+    """One memtable (active or frozen): the chunks of its writes, in arrival order."""
+
+    id: int
+    chunks: list[Chunk] = attrs.field(factory=list)
+    points: int = 0
+    bytes: int = 0
+    values: int = 0
+    created: float = attrs.field(factory=time.monotonic)
+    first_seq: int = 0
+    last_seq: int = 0
+    min_time: int = 2**63 - 1
+    max_time: int = -(2**63)
+    frozen: bool = False
+    # per-series views of chunks[:_viewed], built lazily by _view()
+    _series: dict[int, list[RowSet]] = attrs.field(factory=dict)
+    _viewed: int = 0
+
+    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
+        """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
+        assert not self.frozen
+        pos = 0
+        sids = np.asarray(sids, dtype=np.uint64)
+        for f in frames:
+            ns = len(f.keys)
+            n = len(f.timestamps)
+            if n == 0:
+                pos += ns
+                continue
+            self.chunks.append(Chunk(f, sids[pos:pos + ns], seq))
+            pos += ns
+            self.points += n
+            self.bytes += _frame_nbytes(f)
+            for c in f.columns.values():
+                self.values += n if c.mask is None else int(np.count_nonzero(c.mask))
+            ts = f.timestamps
+            lo, hi = (int(ts[0]), int(ts[0])) if n == 1 else (int(ts.min()), int(ts.max()))
+            if lo < self.min_time:
+                self.min_time = lo
+            if hi > self.max_time:
+                self.max_time = hi
+        if self.first_seq == 0:
+            self.first_seq = seq
+        self.last_seq = max(self.last_seq, seq)
+
+    def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
+        """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
+        sid_of = {}
+        for sid, s in zip(sids, batch_series):
+            sid_of[(s.measurement, s.tags)] = int(sid)
+        frames = frames_of_series(batch_series)
+        ids = [sid_of[(m, t)] for f in frames for m, t in zip(f.measurements, f.tags)]
+        self.insert_frames(frames, np.array(ids, dtype=np.uint64), seq)
+
+    # ------------------------------------------------------------------ reads (loop thread)
+    def _view(self) -> dict[int, list[RowSet]]:
+        """Series id -> row sets of every chunk so far (built incrementally, once per chunk)."""
+        chunks = self.chunks
+        if self._viewed < len(chunks):
+            series = self._series
+            for ch in chunks[self._viewed:]:
+                for sid, rs in ch.rowsets():
+                    lst = series.get(sid)
+                    if lst is None:
+                        series[sid] = [rs]
+                    else:
+                        lst.append(rs)
+            self._viewed = len(chunks)
+        return self._series
+
+    @property
+    def series(self) -> dict[int, list[RowSet]]:
+        """Series id -> row sets in arrival order (read-only use)."""
+        return self._view()
+
+    def series_ids(self) -> np.ndarray:
+        """The distinct series ids in this table (sorted)."""
+        if not self.chunks:
+            return np.zeros(0, dtype=np.uint64)
+        return np.unique(np.concatenate([c.sids for c in self.chunks]))
+
+    def chunks_of(self, sid: int) -> tuple[RowSet, ...]:
+        return tuple(self._view().get(sid, ()))
+
+    def merged(self, sid: int) -> RowSet:
+        return merge(self._view().get(sid, ()))
+
+    # ------------------------------------------------------------------ flush
+    def flush_payload(self) -> dict:
+        """The table as a few big arrays (cheap to pickle) for :func:`table_partitions`.
+
+        ``{"groups": [(measurement names, row measurement codes or None, row series ids,
+        timestamps, {field: (type, values, mask)}, row chunk numbers)], "keys": {sid: series
+        key}}``: the chunks of one field layout are concatenated into one group, in arrival
+        order; the chunk number of each row orders rows of different groups.
+        """
+        by_sig: dict[tuple, list[Chunk]] = {}
+        chunk_no: dict[int, int] = {}
+        for i, ch in enumerate(self.chunks):
+            chunk_no[id(ch)] = i
+            by_sig.setdefault(ch.frame.layout(), []).append(ch)
+        groups = []
+        all_sids, all_keys = [], []
+        for (m0, sig), chunks in by_sig.items():
+            frames = [c.frame for c in chunks]
+            counts = _counts([f.starts for f in frames])
+            sids = np.concatenate([c.sids for c in chunks])
+            all_sids.append(sids)
+            for f in frames:
+                all_keys.extend(f.keys)
+            row_sid = np.repeat(sids, counts)
+            row_chunk = np.repeat(np.array([chunk_no[id(c)] for c in chunks], dtype=np.int64),
+                                  [len(f.timestamps) for f in frames])
+            ts = _cat([f.timestamps for f in frames])
+            cols = {}
+            for name, t, has_mask in sig:
+                vals = _cat([f.columns[name].values for f in frames])
+                mask = _cat([f.columns[name].mask for f in frames]) if has_mask else None
+                cols[name] = (t, vals, mask)
+            if m0 is not None:
+                names, row_meas = [m0], None
+            else:
+                meas = [m for f in frames for m in f.measurements]
+                names = list(dict.fromkeys(meas))
+                code = {m: i for i, m in enumerate(names)}
+                row_meas = np.repeat(np.fromiter(map(code.__getitem__, meas), np.int32, len(meas)),
+                                     counts)
+            groups.append((names, row_meas, row_sid, ts, cols, row_chunk))
+        keys: dict[int, str] = {}
+        if all_sids:
+            _, first = np.unique(np.concatenate(all_sids), return_index=True)
+            flat = np.concatenate(all_sids)
+            keys = {int(flat[i]): all_keys[i] for i in first.tolist()}
+        return {"groups": groups, "keys": keys}
+
+
+def _counts(starts: list) -> np.ndarray:
+    """Rows per series of many frames (each ``starts`` is ``[0, ..., rows]``) in one pass."""
+    if len(starts) == 1:
+        return np.diff(starts[0])
+    allst = np.concatenate(starts)
+    d = np.diff(allst)
+    ends = np.cumsum([len(x) for x in starts]) - 1  # the last entry of each frame's starts
+    return np.delete(d, ends[:-1])  # drop the jumps from one frame's end to the next's 0
+
+
+def _cat(arrays: list) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def partitions_of(payload: dict, partition_ns: int) -> list[int]:
+    """The time partitions the rows of a flush payload fall in (sorted)."""
+    parts: set[int] = set()
+    for _, _, _, ts, _, _ in payload["groups"]:
+        if len(ts):
+            lo, hi = int(ts.min()) // partition_ns, int(ts.max()) // partition_ns
+            if lo == hi:
+                parts.add(lo)
+            else:
+                parts.update(np.unique(ts // partition_ns).tolist())
+    return sorted(parts)
+
+
+def _dedup_last(sid: np.ndarray, ts: np.ndarray, cols: dict) -> tuple:
+    """Rows sorted by (sid, ts), arrival order kept within ties: keep one row per (sid, ts) with
+    each field's last present value."""
+    n = len(ts)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.logical_or(sid[1:] != sid[:-1], ts[1:] != ts[:-1], out=new[1:])
+    if new.all():
+        return sid, ts, cols
+    starts = np.flatnonzero(new)
+    ng = len(starts)
+    gid = np.cumsum(new) - 1
+    ends = np.append(starts[1:], n) - 1
+    pos = np.arange(n)
+    out = {}
+    for name, (ft, values, mask) in cols.items():
+        if mask is None:
+            out[name] = (ft, values[ends], None)
+            continue
+        cand = np.where(mask, pos, -1)
+        last = np.full(ng, -1, dtype=np.int64)
+        np.maximum.at(last, gid, cand)
+        present = last >= 0
+        out[name] = (ft, values[np.where(present, last, 0)], None if present.all() else present)
+    return sid[starts], ts[starts], out
+
+
+def table_partitions(payload: dict, partition_ns: int) -> dict[int, list]:
+    """Partition -> :class:`~rusts.storage.segment.SeriesData` sorted by series id, from a flush payload.
+
+    Per measurement: the rows of every group are concatenated (fields a group lacks are masked),
+    sorted by (series, time) with a stable lexsort so later writes follow earlier ones, reduced
+    to one row per timestamp (last present value per field), and cut by partition and series.
+    """
+    from rusts.storage.segment import SeriesData
+
+    keys = payload["keys"]
+    by_meas: dict[str, list] = {}
+    for names, row_meas, row_sid, ts, cols, row_chunk in payload["groups"]:
+        if not len(ts):
+            continue
+        if row_meas is None:
+            by_meas.setdefault(names[0], []).append((row_sid, ts, cols, row_chunk))
+            continue
+        for code, m in enumerate(names):
+            sel = np.flatnonzero(row_meas == code)
+            if len(sel):
+                sub = {n: (t, v[sel], None if k is None else k[sel]) for n, (t, v, k) in cols.items()}
+                by_meas.setdefault(m, []).append((row_sid[sel], ts[sel], sub, row_chunk[sel]))
+
+    parts: dict[int, list] = {}
+    for m, pieces in by_meas.items():
+        ftypes: dict[str, int] = {}
+        for _, _, cols, _ in pieces:
+            for n, (t, _, _) in cols.items():
+                ftypes.setdefault(n, t)
+        sid = np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0]
+        ts = np.concatenate([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
+        cols = {}
+        for name, t in ftypes.items():
+            ft = FieldType(t)
+            vals, masks, need = [], [], False
+            for psid, pts, pcols, _ in pieces:
+                c = pcols.get(name)
+                if c is None:
+                    vals.append(np.zeros(len(pts), dtype=ft.dtype) if ft != FieldType.STRING
+                                else np.full(len(pts), "", dtype=object))
+                    masks.append(np.zeros(len(pts), dtype=bool))
+                    need = True
+                else:
+                    v = c[1] if c[1].dtype == ft.dtype else c[1].astype(ft.dtype)
+                    vals.append(v)
+                    masks.append(c[2])
+                    need = need or c[2] is not None
+            values = np.concatenate(vals) if len(vals) > 1 else vals[0]
+            mask = None
+            if need:
+                mask = np.concatenate([np.ones(len(v), dtype=bool) if k is None else k
+                                       for v, k in zip(vals, masks)])
+            cols[name] = (ft, values, mask)
+        if len(pieces) > 1:  # arrival order across groups: by chunk number (stable within one)
+            order = np.lexsort((np.concatenate([p[3] for p in pieces]), ts, sid))
+        else:
+            order = np.lexsort((ts, sid))
+        if not (len(order) < 2 or np.all(order[1:] > order[:-1])):
+            sid, ts = sid[order], ts[order]
+            cols = {n: (t, v[order], None if k is None else k[order]) for n, (t, v, k) in cols.items()}
+        sid, ts, cols = _dedup_last(sid, ts, cols)
+        p = ts // partition_ns
+        if p[0] != p[-1] or not np.all(p == p[0]):
+            po = np.argsort(p, kind="stable")  # (partition, series, time)
+            sid, ts, p = sid[po], ts[po], p[po]
+            cols = {n: (t, v[po], None if k is None else k[po]) for n, (t, v, k) in cols.items()}
+        n = len(ts)
+        brk = np.empty(n, dtype=bool)
+        brk[0] = True
+        np.logical_or(sid[1:] != sid[:-1], p[1:] != p[:-1], out=brk[1:])
+        gs = np.flatnonzero(brk)
+        ge = np.append(gs[1:], n)
+        # per (group, field): how many rows have a value (0: leave the column out of the series)
+        present = {}
+        for name, (ft, v, k) in cols.items():
+            present[name] = None if k is None else np.add.reduceat(k.astype(np.int64), gs)
+        gl, el = gs.tolist(), ge.tolist()
+        sl_ = sid[gs].tolist()
+        pl = p[gs].tolist()
+        items = list(cols.items())
+        for g, (a, b) in enumerate(zip(gl, el)):
+            cd = {}
+            for name, (ft, v, k) in items:
+                pc = present[name]
+                if pc is None:
+                    cd[name] = Column(ft, v[a:b])
+                else:
+                    c = int(pc[g])
+                    if c == 0:
+                        continue
+                    cd[name] = Column(ft, v[a:b], None if c == b - a else k[a:b])
+            s = sl_[g]
+            parts.setdefault(pl[g], []).append(SeriesData(s, keys[s], ts[a:b], cd))
+    for lst in parts.values():
+        lst.sort(key=lambda d: d.series_id)
+    return parts
+
+
+@attrs.define(eq=False)
+class MemtableState:
+    """Active table plus the frozen tables waiting for (or in) a flush, oldest first."""
+
+    active: Table = attrs.field(factory=lambda: Table(1))
+    immutables: list[Table] = attrs.field(factory=list)
+    next_id: int = 2
+    rotations: int = 0
+
+    def rotate(self) -> Table | None:
+        """Freeze the active table (if it holds data) and start a new one."""
+        if self.active.points == 0:
+            return None
+        t = self.active
+        t.frozen = True
+        self.immutables.append(t)
+        self.active = Table(self.next_id)
+        self.next_id += 1
+        self.rotations += 1
+        return t
+
+    def drop(self, table_id: int) -> None:
+        self.immutables = [t for t in self.immutables if t.id != table_id]
+
+    def tables(self) -> list[Table]:
+        """Oldest first: frozen tables, then the active one."""
+        return [*self.immutables, self.active]
+
+    def snapshot(self, sids: Sequence[int]) -> dict[int, tuple[RowSet, ...]]:
+        """Row sets per series (oldest first) across all tables; loop-thread only.
+
+        Builds the per-series views of chunks written since the last snapshot (once per chunk).
+        """
+        out: dict[int, tuple[RowSet, ...]] = {}
+        views = [t._view() for t in self.tables() if t.points]
+        if not views:
+            return out
+        if len(views) == 1:
+            get = views[0].get
+            for sid in sids:
+                c = get(int(sid))
+                if c:
+                    out[int(sid)] = tuple(c)
+            return out
+        for sid in sids:
+            sid = int(sid)
+            parts: list[RowSet] = []
+            for v in views:
+                c = v.get(sid)
+                if c:
+                    parts.extend(c)
+            if parts:
+                out[sid] = tuple(parts)
+        return out
+
+    def time_bounds(self) -> tuple[int, int]:
+        lo, hi = 2**63 - 1, -(2**63)
+        for t in self.tables():
+            if t.points:
+                lo, hi = min(lo, t.min_time), max(hi, t.max_time)
+        return lo, hi
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.bytes for t in self.tables())
+
+    @property
+    def total_points(self) -> int:
+        return sum(t.points for t in self.tables())
+
+    def statistics(self) -> dict:
+        return {
+            "active_size": self.active.bytes,
+            "active_points": self.active.points,
+            "active_series": len(self.active.series_ids()),
+            "active_age_secs": round(time.monotonic() - self.active.created, 3),
+            "immutable_count": len(self.immutables),
+            "immutable_size": sum(t.bytes for t in self.immutables),
+            "immutable_points": sum(t.points for t in self.immutables),
+            "total_size": self.total_bytes,
+            "rotations": self.rotations,
+        }

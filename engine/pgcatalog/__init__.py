@@ -1,0 +1,1 @@
+"""PostgreSQL catalog emulation for pgwire clients (generated_data.py is generated)."""

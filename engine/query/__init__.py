@@ -1,0 +1,1 @@
+"""The query model, the executor and the row sets it merges."""

@@ -1,0 +1,5 @@
+import sys
+
+from rusts.simulator.runner import main
+
+sys.exit(main())

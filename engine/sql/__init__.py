@@ -1,0 +1,1 @@
+"""SQL for /sql and pgwire: sqlglot front end, the fast paths (vector, columnar) and the DuckDB general path."""

@@ -1,0 +1,1 @@
+"""On-disk state: WAL, segments, manifest, series index, schema, and the decoded-block cache."""

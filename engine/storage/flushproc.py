@@ -1,0 +1,256 @@
+"""Memtable flushes encoded in a worker process, so they do not hold this process's GIL.
+
+Encoding a segment is Python work per series and block (``segment._Writer.add_series`` and the
+codecs). A flush of a fleet's memtable (thousands of series with a few rows each) takes seconds
+of CPU; in a worker *thread* it holds the GIL for most of that time, and every write and query
+that arrives meanwhile waits for it (each wake-up of the event loop waits for the GIL switch
+interval, 5 ms, again). In a worker process the event loop keeps running; the only cost here is
+pickling the table's arrays (a few MB, concatenated per field layout first).
+
+One process for the whole Python process (all databases share it, one flush at a time), started
+on first use as ``python -m rusts.storage.flushproc`` and reused. It is a plain subprocess speaking
+length-prefixed pickles over its stdin/stdout, not ``multiprocessing``: the ``spawn`` and
+``forkserver`` methods re-import the parent's ``__main__``, which would re-run any embedding
+script without an ``if __name__ == "__main__"`` guard, and ``fork`` is unsafe in a threaded
+process. The worker exits when its stdin closes (this process ended) and on its own when its
+parent dies (a watchdog thread: a SIGKILLed server must not leave it writing). A file it was
+still writing then is an orphan that the next recovery removes (the manifest never listed it).
+
+Small tables are flushed in a thread (:func:`use_process`): for a few hundred series the pickling
+and the process hop cost more than they save. ``RUSTS_FLUSH_PROCESS`` overrides: ``always``,
+``never`` or ``auto`` (default). If the worker dies, the flush runs in this process instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+
+log = logging.getLogger("rusts.flushproc")
+
+PROCESS_MIN_SERIES = 1000
+"""Tables with at least this many series chunks (series x writes) use the worker process."""
+
+_LEN = struct.Struct("<Q")
+_lock = threading.Lock()  # one request at a time; guards _proc
+_proc: subprocess.Popen | None = None
+_failures = 0
+
+
+def mode() -> str:
+    return os.environ.get("RUSTS_FLUSH_PROCESS", "auto").strip().lower() or "auto"
+
+
+def use_process(series_chunks: int) -> bool:
+    m = mode()
+    if m in ("never", "0", "no", "off") or _failures >= 3:
+        return False
+    if m in ("always", "1", "yes", "on"):
+        return True
+    return series_chunks >= PROCESS_MIN_SERIES
+
+
+def write_partitions_parts(payload, partition_ns: int) -> dict:
+    """Partition -> SeriesData of a flush payload (the in-thread form's first step)."""
+    from rusts.memory.tables import table_partitions
+
+    return table_partitions(payload, partition_ns)
+
+
+def write_partitions(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
+    """Partition -> SegmentInfo: build the per-series data of a flush payload and write one
+    segment per partition at ``paths[partition]``. Runs in the worker process (or a thread)."""
+    from rusts.storage.segment import write_segment
+
+    out = {}
+    for part, series in sorted(write_partitions_parts(payload, partition_ns).items()):
+        out[part] = write_segment(paths[part], series, **options)
+    return out
+
+
+# ------------------------------------------------------------------------------- parent side
+
+
+def _send(fh, obj) -> None:
+    """One message: ``<Q pickle length><Q buffer count><Q length per buffer>``, the pickle, then
+    the numpy buffers out of band (pickle protocol 5): they are written straight from the arrays
+    by the pipe's write, which releases the GIL, instead of being copied into the pickle under it
+    (a 20 MB flush held the GIL ~10 ms that way)."""
+    bufs: list = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    raws = [b.raw() for b in bufs]
+    fh.write(_LEN.pack(len(data)) + _LEN.pack(len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws))
+    fh.write(data)
+    for r in raws:
+        fh.write(r)
+    fh.flush()
+
+
+def _read_exact(fh, n: int) -> bytes:
+    data = fh.read(n)
+    if len(data) < n:
+        raise EOFError("flush worker closed its pipe")
+    return data
+
+
+def _recv(fh):
+    n, k = struct.unpack("<QQ", _read_exact(fh, 16))
+    lens = struct.unpack(f"<{k}Q", _read_exact(fh, 8 * k)) if k else ()
+    data = _read_exact(fh, n)
+    bufs = []
+    for ln in lens:
+        b = bytearray(ln)
+        view, got = memoryview(b), 0
+        while got < ln:
+            r = fh.readinto(view[got:])
+            if not r:
+                raise EOFError("flush worker closed its pipe")
+            got += r
+        bufs.append(b)
+    return pickle.loads(data, buffers=bufs)
+
+
+def _start() -> subprocess.Popen:
+    env = dict(os.environ)
+    # the worker must import this same package tree
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
+    return subprocess.Popen([sys.executable, "-m", "rusts.storage.flushproc", str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            close_fds=True, bufsize=1 << 16)
+
+
+def _stop_locked() -> None:
+    global _proc
+    p, _proc = _proc, None
+    if p is None:
+        return
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    p.stdout.close()
+
+
+def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
+    """Blocking (call from a worker thread): :func:`write_partitions` in the worker process.
+
+    Raises what the worker raised (e.g. StorageError); if the worker died, the flush runs in
+    this process instead and the worker is restarted next time.
+    """
+    return _request((payload, partition_ns, paths, options),
+                    lambda: write_partitions(payload, partition_ns, paths, options), "the flush")
+
+
+def call_in_process(name: str, args: tuple, fallback):
+    """Blocking (call from a worker thread): run the worker's function ``name`` (see ``_CALLS``)
+    with ``args`` in the worker process; ``fallback()`` runs here instead if the worker is not
+    usable. Raises what the worker raised."""
+    if mode() in ("never", "0", "no", "off") or _failures >= 3:
+        return fallback()
+    return _request(("call", name, args), fallback, name)
+
+
+def _request(req, fallback, what: str):
+    """Send ``req`` to the worker (started if needed) and return its answer; ``fallback()`` here
+    when the worker cannot be used (it is restarted next time)."""
+    global _proc, _failures
+    with _lock:
+        try:
+            if _proc is None or _proc.poll() is not None:
+                _proc = _start()
+                import atexit
+
+                atexit.register(shutdown)
+            _send(_proc.stdin, req)
+            status, result = _recv(_proc.stdout)
+        except (OSError, EOFError, pickle.PickleError) as e:
+            _failures += 1
+            log.error("worker process failed (%s); running %s in this process", e, what)
+            try:
+                if _proc is not None:
+                    _proc.kill()
+            except OSError:
+                pass
+            _stop_locked()
+            status = None
+    if status is None:
+        return fallback()
+    if status == "ok":
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    from rusts.errors import StorageError
+
+    raise StorageError(f"worker process: {result}")
+
+
+def _compact(paths, out, kwargs):
+    from rusts.lifecycle.compaction import compact_files
+
+    return compact_files(paths, out, **kwargs)
+
+
+_CALLS = {"compact": _compact}
+
+
+def running() -> bool:
+    return _proc is not None and _proc.poll() is None
+
+
+def shutdown() -> None:
+    """Stop the worker process (tests, exit); the next flush starts a new one."""
+    with _lock:
+        _stop_locked()
+
+
+# ------------------------------------------------------------------------------- worker side
+
+
+def _watch_parent(ppid: int) -> None:
+    import time
+
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != ppid:
+            os._exit(1)
+
+
+def _serve(ppid: int) -> None:
+    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
+    import rusts.storage.segment  # noqa: F401  (import once, before the first request)
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the reply pipe
+    while True:
+        try:
+            req = _recv(inp)
+        except EOFError:
+            return
+        try:
+            if req and req[0] == "call":
+                reply = ("ok", _CALLS[req[1]](*req[2]))
+            else:
+                reply = ("ok", write_partitions(*req))
+        except Exception as e:  # noqa: BLE001 - sent back to the flusher, which retries
+            reply = ("err", e)
+        try:
+            _send(out, reply)
+        except (pickle.PickleError, TypeError, AttributeError):
+            _send(out, ("err", f"{type(reply[1]).__name__}: {reply[1]}"))
+
+
+if __name__ == "__main__":
+    from rusts import malloc
+
+    malloc.tune()
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())

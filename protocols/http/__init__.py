@@ -1,0 +1,1 @@
+"""HTTP: the API's routes and the transport under them."""

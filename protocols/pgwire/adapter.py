@@ -1,0 +1,217 @@
+"""The PostgreSQL wire protocol served from the database: psql, drivers, ORMs, Grafana.
+
+:class:`DbBackend` is the per-connection :class:`~rusts.protocols.pgwire.backend.SqlBackend`:
+introspection statements (pg_catalog, information_schema, system functions, SET/SHOW of settings)
+go to :mod:`rusts.pgcatalog.catalog`; everything else runs through the same SQL planner as ``POST /sql``
+(:func:`rusts.sql.runner.execute_sql`), so both answer identically.
+
+``describe`` infers parameter types from where ``$n`` stands (compared with ``time`` ->
+timestamptz, with a field -> its type, with a tag -> text, in LIMIT/OFFSET -> int8), because strict
+drivers (asyncpg) encode arguments by the type the server announces. Result columns come from
+:func:`rusts.sql.runner.describe_sql` (no data read); for catalog statements, from running the statement
+once with the parameters NULL (kept for the ``execute`` that follows when it had no parameters,
+no write came in between and it is fresh).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+from collections.abc import Sequence
+
+import trio
+from sqlglot import exp
+
+from rusts.errors import QueryError, RustsError
+from rusts.messages import cpu_limiter
+
+log = logging.getLogger("rusts.pgserver")
+
+OID_TEXT, OID_INT8, OID_FLOAT8, OID_BOOL, OID_TIMESTAMPTZ, OID_NUMERIC = 25, 20, 701, 16, 1184, 1700
+_PARAM = re.compile(r"\$(\d+)")
+_FIELD_OIDS = {"float8": OID_FLOAT8, "int8": OID_INT8, "numeric": OID_NUMERIC, "text": OID_TEXT,
+               "bool": OID_BOOL}
+
+
+def _command_tag(sql: str, nrows: int) -> str:
+    word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    if word in ("SET", "RESET", "DISCARD"):
+        return word
+    if word == "SHOW":
+        return "SHOW"
+    return f"SELECT {nrows}"
+
+
+class DbBackend:
+    """One pgwire session's SQL engine over the shared database."""
+
+    def __init__(self, db, startup: dict, poller=None) -> None:
+        self.db = db
+        self.poller = poller  # rusts.busypoll.BusyPoll (or None): told about each statement
+        self.user = startup.get("user", "rusts")
+        self.database = startup.get("database", "rusts")
+        self._described: tuple[str, object] | None = None
+
+    def _stamp(self) -> tuple:
+        # no write and no time passed (to the 100 ms) since describe ran: the result is current
+        import time
+
+        return (self.db.write_stats["requests"], int(time.monotonic() * 10))
+
+    # ---------------------------------------------------------------- catalog
+    def _tables(self) -> dict[str, list[tuple[str, str]]]:
+        db = self.db
+        out = {}
+        for m in db.measurements():
+            cols = [("time", "timestamp")]  # as SQL results type it (UTC values)
+            for k in db.index.tag_keys(m):
+                cols.append((k, "text"))
+            for f, ft in sorted(db.schema.fields(m).items()):
+                cols.append((f, ft.sql_name))
+            out[m] = cols
+        return out
+
+    async def _catalog(self, sql: str, params) -> object:
+        from rusts.pgcatalog.catalog import run_catalog_query
+        from rusts.protocols.pgwire import result_from_rows
+
+        tables = self._tables()
+        cols, rows = await trio.to_thread.run_sync(
+            lambda: run_catalog_query(sql, tables, database=self.database, user=self.user, params=params),
+            limiter=cpu_limiter())
+        return result_from_rows(cols, rows, _command_tag(sql, len(rows)))
+
+    # ---------------------------------------------------------------- SqlBackend
+    async def execute(self, sql: str, params: Sequence[object] | None = None):
+        if self.poller is None:
+            return await self._execute(sql, params)
+        self.poller.begin()
+        try:
+            return await self._execute(sql, params)
+        finally:
+            self.poller.end()
+
+    async def _execute(self, sql: str, params: Sequence[object] | None):
+        if self._described is not None:
+            cached_sql, result, stamp = self._described
+            self._described = None
+            if cached_sql == sql and not params and stamp == self._stamp():
+                return result
+        from rusts.pgcatalog.catalog import is_catalog_query
+
+        if is_catalog_query(sql):
+            return await self._catalog(sql, params)
+        from rusts.sql.runner import execute_sql, to_pg_result
+
+        out = await execute_sql(self.db, sql, params)
+        return to_pg_result(out)
+
+    def _param_types(self, sql: str, given: Sequence[int]) -> list[int]:
+        n = max((int(m) for m in _PARAM.findall(sql)), default=0)
+        types = [given[i] if i < len(given) and given[i] else 0 for i in range(n)]
+        if n == 0 or all(types):
+            return types
+        try:
+            import sqlglot
+
+            ast = sqlglot.parse_one(sql, read="postgres")
+        except Exception:
+            return types
+        fields: dict[str, str] = {}
+        tags: set[str] = set()
+        for t in ast.find_all(exp.Table):
+            m = t.name
+            for f, ft in self.db.schema.fields(m).items():
+                fields[f] = ft.sql_name
+            tags.update(self.db.index.tag_keys(m))
+        for p in ast.find_all(exp.Parameter):
+            try:
+                i = int(p.this.this if isinstance(p.this, exp.Literal) else p.name) - 1
+            except (TypeError, ValueError):
+                continue
+            if not 0 <= i < n or types[i]:
+                continue
+            parent = p.parent
+            if isinstance(parent, (exp.Limit, exp.Offset)):
+                types[i] = OID_INT8
+                continue
+            if isinstance(parent, exp.Cast):
+                continue
+            other = None
+            if isinstance(parent, exp.Binary):
+                other = parent.right if parent.left is p else parent.left
+            elif isinstance(parent, exp.In):
+                other = parent.this
+            elif isinstance(parent, exp.Between):
+                other = parent.this
+            if isinstance(other, exp.Column):
+                name = other.name
+                if name == "time":
+                    types[i] = OID_TIMESTAMPTZ
+                elif name in tags:
+                    types[i] = OID_TEXT
+                elif name in fields:
+                    types[i] = _FIELD_OIDS.get(fields[name], OID_TEXT)
+        return types
+
+    async def describe(self, sql: str, param_types: Sequence[int]):
+        from rusts.pgcatalog.catalog import is_catalog_query
+
+        types = self._param_types(sql, param_types)
+        from rusts.sql.dml import is_dml
+
+        if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
+            return types, None  # DELETE / DROP TABLE return no rows
+        if not is_catalog_query(sql):
+            from rusts.sql.runner import describe_sql
+
+            _, cols = await describe_sql(self.db, sql)  # names and types without reading data
+            return types, (cols or None)
+        params = [None] * len(types) if types else None
+        try:
+            result = await self.execute(sql, params)
+        except QueryError:
+            raise
+        except RustsError:
+            raise
+        if not types:
+            self._described = (sql, result, self._stamp())
+        return types, (result.columns or None)
+
+    def split_statements(self, sql: str) -> list[str]:
+        from rusts.sql.runner import split_statements
+
+        return split_statements(sql)
+
+
+def _tls_context(cfg) -> ssl.SSLContext | None:
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``. ``poller``:
+    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement."""
+    from rusts.security.auth import verify_token
+    from rusts.protocols.pgwire import PgAuth, serve_pgwire
+
+    pg = config.postgres
+    auth = None
+    if config.auth.enabled:
+        users = {u.username: u.password for u in config.auth.users}
+
+        def jwt_ok(token: str) -> bool:
+            try:
+                verify_token(config.auth, token)
+                return True
+            except RustsError:
+                return False
+
+        auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=jwt_ok)
+    await serve_pgwire(lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
+                       max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
+                       task_status=task_status)
