@@ -71,7 +71,7 @@ def query_types(n_hosts: int, hours: float):
         a, b = _rand_window(rng, hours, 12 * H)
         j = {"measurement": "cpu", "time_range": {"start": a, "end": b}, "group_by": ["hostname"],
              "fields": F, "aggregation": {"function": "Mean", "interval_nanos": H}}
-        s = (f"SELECT time_bucket('1 hour', time) AS hour, hostname, "
+        s = ("SELECT time_bucket('1 hour', time) AS hour, hostname, "
              + ", ".join(f"AVG({f})" for f in F)
              + f" FROM cpu WHERE time >= {a} AND time < {b} GROUP BY hour, hostname")
         iq = ("SELECT " + ", ".join(f"mean({f})" for f in F)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from rusts.codecs import _floats, _ints, _strings
+from rusts.errors import CodecError
 
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -94,7 +95,7 @@ def test_cold_tier_takes_rice_where_the_margin_keeps_bit_packing():
     assert len(cold) < 0.9 * len(hot)
     assert np.array_equal(decode(cold), walk)
     # the choice is per call: hot encoding after (and during an error in) cold is unaffected
-    with pytest.raises(Exception):
+    with pytest.raises(CodecError):
         encode(np.array([1, 2]), tier="cold", codec=Tag.GORILLA)
     assert encode(walk, compression="none", tier="hot") == hot
     assert not _ints.EXACT.get()

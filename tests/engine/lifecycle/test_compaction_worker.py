@@ -11,7 +11,7 @@ import trio
 
 import rusts
 from rusts.storage import flushproc
-from rusts.lifecycle.compaction import commit_compaction, compact_files, plan
+from rusts.lifecycle.compaction import commit_compaction, compact_files
 from rusts.errors import StorageError
 from rusts.sql.runner import execute_sql
 from rusts.sql.output import to_json

@@ -8,7 +8,6 @@ import random
 
 import numpy as np
 import pytest
-import trio
 
 import rusts
 from rusts.model import FieldType
