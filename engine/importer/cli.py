@@ -138,6 +138,19 @@ def _dry_run(opts, stats: Stats, progress: Progress, target: str, as_json: bool)
     return 0
 
 
+def _check_inputs(opts) -> int | None:
+    """Open every file and plan its columns before writing anything; the total rows (Parquet)."""
+    from rusts.importer.sources import open_source
+
+    total = 0
+    for f in opts.files:
+        src = open_source(opts.kind, f, opts.delimiter)
+        if src.schema is not None:
+            opts.plan(src.schema)
+        total = None if src.total_rows is None or total is None else total + src.total_rows
+    return total
+
+
 def _state(args, opts, target: str):
     from rusts.importer.resume import ResumeState
     from rusts.importer.sources import file_identity
@@ -175,11 +188,7 @@ def run(argv=None) -> int:
     else:
         cfg = None
         target = args.server.rstrip("/")
-    total = None
-    if opts.kind == "parquet":
-        from rusts.importer.sources import ParquetSource
-
-        total = sum(ParquetSource(f).total_rows for f in files)
+    total = _check_inputs(opts)
     stats = Stats()
     if args.dry_run:
         progress = Progress(stats, total, quiet=args.quiet, interval=args.progress_interval)
@@ -212,9 +221,22 @@ def run(argv=None) -> int:
     return 0 if finished else EXIT_INTERRUPTED
 
 
+def _leaf_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from an exception group (trio nurseries wrap their children's)."""
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            e = _leaf_error(e)
+        if isinstance(e, (RustsError, KeyboardInterrupt)):
+            return e
+    return group
+
+
 def main(argv=None) -> int:
     try:
-        return run(argv)
+        try:
+            return run(argv)
+        except BaseExceptionGroup as g:
+            raise _leaf_error(g) from None
     except RustsError as e:
         sys.stderr.write(f"\nrusts-import: error: {e}\n")
         return 1

@@ -15,15 +15,18 @@ from rusts.importer.mapping import Plan
 from rusts.model import FieldType
 
 
-def _escape(arr: pa.Array, chars: str) -> pa.Array:
-    arr = pc.replace_substring(arr, "\\", "\\\\")
+def _escape(arr: pa.Array, chars: str, backslash: bool = False) -> pa.Array:
+    """Backslash before each of ``chars`` (and before a backslash when ``backslash``: string
+    values; in names and tag values a backslash is literal, as InfluxDB reads it)."""
+    if backslash:
+        arr = pc.replace_substring(arr, "\\", "\\\\")
     for ch in chars:
         arr = pc.replace_substring(arr, ch, "\\" + ch)
     return arr
 
 
 def _escape_name(name: str, chars: str) -> str:
-    out = name.replace("\\", "\\\\")
+    out = name
     for ch in chars:
         out = out.replace(ch, "\\" + ch)
     return out
@@ -39,7 +42,7 @@ def _value_text(a: pa.Array, ftype: FieldType) -> pa.Array:
         return pc.binary_join_element_wise(a.cast(pa.string()), "u", "")
     if ftype is FieldType.BOOLEAN:
         return a.cast(pa.string())
-    return pc.binary_join_element_wise('"', _escape(a, '"'), '"', "")
+    return pc.binary_join_element_wise('"', _escape(a, '"', backslash=True), '"', "")
 
 
 def encode(b: pa.RecordBatch, plan: Plan) -> tuple[bytes, int]:

@@ -73,7 +73,7 @@ class ParquetSource:
         groups, pos = [], 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
-            if pos + n <= skip:
+            if not groups and pos + n <= skip:  # whole row groups before the start are not read
                 pos += n
                 continue
             groups.append(i)
