@@ -47,6 +47,7 @@ async def write_arrow(db, body: bytes, args: Mapping[str, str]) -> tuple[dict, i
     """Decode and write; returns (JSON answer, HTTP status): 200 when every row with a timestamp
     and a value was written, 400 with per-row errors when the schema rejected some (the rest are
     written, as with ``/write``)."""
+    db._check_overload()  # 503 + Retry-After while the memtable is over its hard limit, as /write
     if len(body) < INLINE_BYTES:
         batch, values, dropped = decode(body, args)
     else:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--state-file", default=None, help="resume state (default: .rusts-import-state.json)")
         s.add_argument("--checkpoint-rows", type=int, default=1_000_000,
                        help="--direct --resume: flush and record progress every N rows (default: 1000000)")
-        s.add_argument("--memtable-mb", type=int, default=256, help="--direct: memtable size (default: 256)")
+        s.add_argument("--memtable-mb", type=int, default=128,
+                       help="--direct: memtable size; the importer holds about 4x this (default: 128)")
         s.add_argument("--delimiter", default=",", help="CSV field delimiter (default: ,)")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         s.add_argument("--progress-interval", type=float, default=None,
@@ -173,6 +174,8 @@ def run(argv=None) -> int:
         raise ImportInputError("--batch-size must be at least 1")
     if args.concurrency < 1:
         raise ImportInputError("--concurrency must be at least 1")
+    if args.memtable_mb < 8:
+        raise ImportInputError("--memtable-mb must be at least 8")
     files = tuple(expand(args.files))
     opts = Options(kind=args.format, files=files, measurement=args.measurement,
                    timestamp_column=args.timestamp_column, tags=_csv_list(args.tags),

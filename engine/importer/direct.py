@@ -50,15 +50,15 @@ async def load_keys_direct(db, measurement: str, column: str):
 
 
 async def run_direct(opts, cfg, stats, progress, *, dedup_column=None, state=None,
-                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 256) -> bool:
+                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 128) -> bool:
     """Import into the data directory of ``cfg``; returns False when interrupted."""
     import rusts
     from rusts.errors import DataDirLockedError
 
-    mem_points = max(4 * opts.batch_size, 2_000_000)
+    mem_points = max(2 * opts.batch_size, 4 * memtable_mb * 1024)  # rotation by size first
     try:
         ctx = rusts.open(config=cfg, wal_durability="none", memtable_max_points=mem_points,
-                         memtable_max_size_mb=memtable_mb, memtable_hard_limit_mb=max(2 * memtable_mb, 512),
+                         memtable_max_size_mb=memtable_mb, memtable_hard_limit_mb=2 * memtable_mb,
                          memtable_max_age_secs=10**9)
         async with ctx as db:
             return await _import(db, opts, stats, progress, dedup_column, state, checkpoint_rows)
@@ -126,7 +126,9 @@ async def _import(db, opts, stats, progress, dedup_column, state, checkpoint_row
             interrupted = True
         nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
+        t0 = trio.current_time()
         await db.flush()
+        stats.flush_secs = trio.current_time() - t0
         if state is not None:
             if interrupted:
                 if pos is not None:

@@ -310,19 +310,40 @@ def _group(b: pa.RecordBatch, plan: Plan):
             card = int(combined.max()) + 1
         combined = combined * len(words) + c
         card *= len(words)
-    uniq, inv = np.unique(combined, return_inverse=True)
-    if len(uniq) == 1:
+    if card <= 1 << 16:  # few tag sets: counting, and numpy's radix sort for small ints
+        counts = np.bincount(combined, minlength=card)
+        present = np.flatnonzero(counts)
+        remap = np.zeros(card, dtype=np.uint16)
+        remap[present] = np.arange(len(present), dtype=np.uint16)
+        inv, counts = remap[combined], counts[present]
+    else:
+        uniq, inv = np.unique(combined, return_inverse=True)
+        counts = np.bincount(inv, minlength=len(uniq))
+    if len(counts) == 1:
         order, starts, first = None, np.array([0, n], dtype=np.int64), np.zeros(1, dtype=np.int64)
     else:
         order = np.argsort(inv, kind="stable")
-        starts = np.zeros(len(uniq) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(inv, minlength=len(uniq)), out=starts[1:])
+        starts = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
         first = order[starts[:-1]]
     per_tag = [(t, [words[i] for i in c[first].tolist()]) for c, (t, words) in zip(codes, vocab)]
     tag_sets = []
-    for s in range(len(uniq)):  # one step per series, not per row
+    for s in range(len(counts)):  # one step per series, not per row
         tag_sets.append(tuple((t, vals[s]) for t, vals in per_tag if vals[s] is not None))
     return order, starts, tag_sets
+
+
+def _strings(a: pa.Array) -> np.ndarray:
+    """A string column as a numpy object array. Columns with few distinct values (flags, codes)
+    go through their dictionary, so each distinct string becomes one Python object, not one per
+    row."""
+    n = len(a)
+    if n >= 64:
+        d = a.dictionary_encode()
+        if len(d.dictionary) * 4 <= n:
+            words = np.asarray(d.dictionary.to_pylist() + [""], dtype=object)
+            return words[d.indices.to_numpy(zero_copy_only=False)]
+    return a.to_numpy(zero_copy_only=False)
 
 
 def to_write_batch(b: pa.RecordBatch, plan: Plan, line_numbers: np.ndarray | None = None) -> WriteBatch:
@@ -345,7 +366,7 @@ def to_write_batch(b: pa.RecordBatch, plan: Plan, line_numbers: np.ndarray | Non
         if nulls:
             mask = a.is_valid().to_numpy(zero_copy_only=False)
             a = a.fill_null(_ZERO[ftype])
-        values = a.to_numpy(zero_copy_only=False)
+        values = _strings(a) if ftype is FieldType.STRING else a.to_numpy(zero_copy_only=False)
         if values.dtype != ftype.dtype:
             values = values.astype(ftype.dtype)
         if order is not None:

@@ -24,6 +24,7 @@ class Stats:
     examples: list = attrs.Factory(list)
     started: float = attrs.Factory(time.monotonic)
     resumed_rows: int = 0  # rows a previous run had committed (--resume)
+    flush_secs: float = 0.0  # direct mode: the final flush to segments (part of the total time)
 
     def reject(self, reason: str, count: int, where: str | None = None) -> None:
         if count:
@@ -46,7 +47,8 @@ class Stats:
                 "batches": self.batches, "seconds": round(el, 3),
                 "rows_per_sec": round(self.rows_read / el, 1),
                 "points_per_sec": round(self.points_written / el, 1),
-                "values_per_sec": round(self.values_written / el, 1), **extra}
+                "values_per_sec": round(self.values_written / el, 1), "final_flush_secs": round(self.flush_secs, 3),
+                **extra}
 
 
 class Progress:
@@ -122,6 +124,8 @@ def print_summary(stats: Stats, *, title: str, target: str, as_json: bool, out=N
         lines.append(f"  Rows committed by an earlier run (resumed): {stats.resumed_rows:,}")
     for k, v in extra.items():
         lines.append(f"  {k.replace('_', ' ').capitalize()}: {v}")
+    if stats.flush_secs:
+        lines.append(f"  Final flush to segments: {stats.flush_secs:.2f}s (included in the total time)")
     lines += [f"  Batches: {stats.batches:,}", f"  Total time: {el:.2f}s",
               f"  Throughput: {stats.rows_read / el:,.0f} rows/s, {stats.values_written / el:,.0f} values/s"]
     out.write("\n".join(lines) + "\n")
