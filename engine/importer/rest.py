@@ -239,17 +239,19 @@ def run_rest(opts, target: RestTarget, stats, progress, *, wire: str = "arrow", 
     committed = state.committed_rows if state is not None else 0
     inflight: collections.deque = collections.deque()
     pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="rusts-import-send")
-    old_term = signal.getsignal(signal.SIGTERM)
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
     def finish_oldest() -> None:
         nonlocal committed
-        u, fut = inflight.popleft()
+        u, fut = inflight[0]
+        res = fut.result() if fut is not None else None  # an interruption here leaves it queued
+        inflight.popleft()
         account(stats, u)
-        if fut is not None:
-            points, values, errs = fut.result()
+        if res is not None:
+            points, values, errs = res
             stats.points_written += points
             stats.values_written += values
             stats.batches += 1
@@ -260,7 +262,8 @@ def run_rest(opts, target: RestTarget, stats, progress, *, wire: str = "arrow", 
         progress.update()
 
     interrupted = False
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in old:  # also when started in the background, where SIGINT is inherited as ignored
+        signal.signal(sig, on_term)
     try:
         try:
             for u in units(opts, start_file, start_pos, keys, sender.prepare):
@@ -273,6 +276,8 @@ def run_rest(opts, target: RestTarget, stats, progress, *, wire: str = "arrow", 
                 finish_oldest()
         except KeyboardInterrupt:
             interrupted = True
+            for sig, handler in old.items():  # a second Ctrl-C stops at once (the state stays valid)
+                signal.signal(sig, handler if sig == signal.SIGTERM else signal.default_int_handler)
             with_errors = None
             while inflight:
                 try:
@@ -287,7 +292,8 @@ def run_rest(opts, target: RestTarget, stats, progress, *, wire: str = "arrow", 
             if fut is not None:
                 fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if state is not None and not interrupted:
         state.save(len(opts.files), 0, committed, complete=True)
     return not interrupted

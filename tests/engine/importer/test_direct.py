@@ -87,11 +87,22 @@ async def test_a_running_database_is_refused_with_a_clear_message(tmp_path, samp
 
 
 @pytest.mark.parametrize("extra,message", [
-    ((), "timestamp column 'when' not found"),
+    (("-t", "when"), "timestamp column 'when' not found"),
     (("--tags", "region"), "tag column 'region' not found"),
+    (("--list",), "rusts cannot store column 'l' (list<element: int64>); leave it out with --skip-column l"),
 ])
 def test_bad_columns_exit_1_with_the_reason(tmp_path, sample_parquet, capsys, extra, message):
-    path, _ = sample_parquet
-    args = ["-t", "when"] if not extra else list(extra)
-    rc, err = _import(capsys, path, "--direct", "--data-dir", tmp_path / "d", *args)
+    path, table = sample_parquet
+    if extra == ("--list",):
+        path, extra = tmp_path / "list.parquet", ()
+        pq.write_table(table.append_column("l", pa.array([[1]] * table.num_rows)), path)
+    rc, err = _import(capsys, path, "--direct", "--data-dir", tmp_path / "d", *extra)
     assert rc == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # checked before the database is opened
+
+
+def test_skip_column_leaves_an_unstorable_column_out(tmp_path, sample_parquet, capsys):
+    path, table = sample_parquet
+    pq.write_table(table.append_column("l", pa.array([[1]] * table.num_rows)), tmp_path / "list.parquet")
+    rc, s = _import(capsys, tmp_path / "list.parquet", "--skip-column", "l", "--tags", "host,dc", "--dry-run")
+    assert rc == 0 and s["points_written"] == 2999 and s["dry_run"] is True
