@@ -124,11 +124,22 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, shutdow
             try:
                 data = await self._inner.receive_some(max_bytes)
             except BaseException:
-                self.release()
+                # read_timeout (a Cancelled here, TooSlowError outside) or the connection's end:
+                # close the socket now, as hypercorn would only when its keep-alive timer ends,
+                # so a stalled client sees the close at once
+                await self._close_now()
                 raise
             if not data:
-                self.release()
+                await self._close_now()
             return data
+
+        async def _close_now(self) -> None:
+            self.release()
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._inner.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
 
         async def aclose(self) -> None:
             self.release()
