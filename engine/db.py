@@ -67,10 +67,6 @@ def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
     return True
 
 
-def _partition_of(ts: np.ndarray, dur: int) -> np.ndarray:
-    return ts // dur
-
-
 def _frame_keys(frames) -> list[str]:
     """The series keys of ``frames``, in frame order (the memtable's sid order)."""
     if len(frames) == 1:
@@ -115,6 +111,7 @@ class Database:
         self.worker_stats = WorkerStats()
         self._query_send, self._query_recv = trio.open_memory_channel(4 * max(1, config.query.max_concurrent))
         self._workers_done = trio.Event()
+        self._background: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ recovery (sync, thread)
     def _lock(self) -> None:
@@ -226,12 +223,6 @@ class Database:
         st = self.config.storage
         return {"compression": st.compression, "tier": "hot", "block_rows": st.block_rows,
                 "block_time_ns": int(st.block_duration_secs) * 10**9 or None}
-
-    def _build_partitions(self, table: Table) -> dict[int, list]:
-        """Partition -> SeriesData of a table (vectorised; see memtable.table_partitions)."""
-        from rusts.memory.tables import table_partitions
-
-        return table_partitions(table.flush_payload(), self.partition_ns)
 
     def _write_segments(self, parts: dict[int, list]) -> list:
         from rusts.storage.segment import write_segment
@@ -362,8 +353,16 @@ class Database:
                 downstream=mem_send, task_status=task_status))
             await nursery.start(self.lifecycle.run)
             nursery.start_soon(self._run_workers)
+            self._background = nursery
             self.ready = True
             task_status.started()
+
+    def spawn_background(self, job) -> None:
+        """Run ``await job()`` as a task of the database's supervised nursery (work that
+        helps later queries, such as learning a plan template; it must not raise)."""
+        if self._background is None or self.closed:
+            return
+        self._background.start_soon(job)
 
     async def _run_workers(self) -> None:
         from rusts.actors.query_worker import run_query_workers

@@ -30,7 +30,6 @@ from contextlib import asynccontextmanager
 import attrs
 import numpy as np
 import sqlglot
-import trio
 from sqlglot import exp
 
 from rusts.errors import QueryError, UnsupportedError
@@ -402,7 +401,7 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     planned = _plan(ast, cat, now, names, ext, route)
     if planned is not None:
         if cacheable and not PLAN_CACHE.advance(text):
-            _learn_later(text, now, cat)
+            _learn_later(text, now, cat, getattr(db, "spawn_background", None))
         out = await _run_planned(db, planned, route)
         if out is not None:
             return out
@@ -413,12 +412,11 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
 PLAN_CACHE = PlanCache()
 
 
-def _learn_later(text: str, now: int, cat) -> None:
+def _learn_later(text: str, now: int, cat, spawn=None) -> None:
     """Learn the plan template of ``text`` in the background (a few more plans, ~1 ms each, with
-    the event loop free between them) instead of before answering; outside trio, at once."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:  # not inside trio.run
+    the event loop free between them) instead of before answering, as a task of the database's
+    supervised nursery (``spawn``); without one (outside a running database), at once."""
+    if spawn is None:
         PLAN_CACHE.learn(text, now, cat, _plan_text)
         return
     key = PLAN_CACHE.start_learning(text, now, cat, _plan_text)
@@ -431,7 +429,7 @@ def _learn_later(text: str, now: int, cat) -> None:
         except Exception:  # noqa: BLE001 - learning never fails anything; the shape stays uncached
             log.debug("plan template learning failed", exc_info=True)
 
-    trio.lowlevel.spawn_system_task(job)
+    spawn(job)
 
 
 def _prepare(text: str, params):
