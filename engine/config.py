@@ -287,6 +287,7 @@ class QueryConfig:
     max_concurrent: int = _field(16, _positive_int)
     timeout_secs: int | float = _field(30, _positive_number)
     max_rows: int = _field(10000000, _positive_int)
+    memory_limit_mb: int = _field(2048, _positive_int)
     recent_cache_mb: int = _field(128, _non_negative_int)
 
 
@@ -516,6 +517,7 @@ query:
   max_concurrent: 16
   timeout_secs: 30
   max_rows: 10000000
+  memory_limit_mb: 2048       # data one query may hold (scans, DuckDB's working memory); beyond: an error
   recent_cache_mb: 128        # flushed data kept in memory for queries over recent windows (0: off)
 """
 

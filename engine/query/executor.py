@@ -23,7 +23,7 @@ import numpy as np
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Aggregation, Query, TagOp
-from rusts.query.control import checkpoint
+from rusts.query.control import charge, checkpoint
 from rusts.query.rowset import RowSet, concat_column, merge
 
 I64_MIN = -(2**63)
@@ -305,6 +305,7 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
         rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
+        charge(len(rs) * 8 * (1 + len(rs.columns)))
         if want is not None and len(rs) > want:
             rs = RowSet(*_trim(rs, want, desc))
         results.append((gi, rs))
