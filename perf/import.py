@@ -12,7 +12,7 @@ the server acknowledged the last batch, direct until the last segment is written
 CPU per row (REST: while acknowledging, and including the flush to segments forced afterwards),
 the importer's peak RSS, and the stored row counts.
 
-    python perf/import.py [--rows 1250000] [--batch-size 10000] [--concurrency 2]
+    python perf/import.py [--rows 1250000] [--repeat 1] [--batch-size 10000] [--concurrency 2] [--modes rest,direct]
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ import trips  # noqa: E402
 BIN = pathlib.Path(sys.executable).parent
 
 
-def write_parquet(path: pathlib.Path, rows: int) -> None:
+def write_parquet(path: pathlib.Path, rows: int, repeat: int = 1) -> None:
+    """The trips table, ``repeat`` times (each copy 30 days later), streamed to one file."""
     data = trips.generate(rows)
     order = data["time"].argsort(kind="stable")  # the two series interleaved, in time order
     cols = {"timestamp": pa.array(data["time"][order], pa.timestamp("ns"))}
     for k, v in data.items():
         if k != "time":
             cols[k] = pa.array(v[order])
-    pq.write_table(pa.table(cols), path, row_group_size=131_072)
+    table = pa.table(cols)
+    shift = trips.DAYS * 86_400 * 10**9
+    with pq.ParquetWriter(path, table.schema) as w:
+        for i in range(repeat):
+            ts = pa.array(data["time"][order] + i * shift, pa.timestamp("ns"))
+            w.write_table(table.set_column(0, "timestamp", ts), row_group_size=131_072)
 
 
 def free_port() -> int:
@@ -133,14 +139,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--modes", default="rest,direct")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="write the rows this many times (30 days apart): --repeat 8 makes 10M rows")
     a = ap.parse_args()
-    out: dict = {"rows": a.rows, "batch_size": a.batch_size, "concurrency": a.concurrency,
+    total = a.rows * a.repeat
+    out: dict = {"rows": total, "batch_size": a.batch_size, "concurrency": a.concurrency,
                  "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="rusts-import-perf-") as tmp:
         root = pathlib.Path(tmp)
         path = root / "trips.parquet"
         t0 = time.perf_counter()
-        write_parquet(path, a.rows)
+        write_parquet(path, a.rows, a.repeat)
         out["parquet_mb"] = round(path.stat().st_size / 2**20, 1)
         out["generate_secs"] = round(time.perf_counter() - t0, 2)
         common = ["parquet", str(path), "-m", "trips", "--tags", ",".join(trips.TAGS), "-b", str(a.batch_size)]
@@ -156,9 +165,9 @@ def main() -> None:
                 cpu_all = cpu_seconds(srv.proc.pid) - cpu0
                 out["rest"] = {"rows_per_sec": s["rows_per_sec"], "values_per_sec": s["values_per_sec"],
                                "seconds": s["seconds"], "server_cpu_secs": round(cpu, 2),
-                               "server_cpu_us_per_row": round(cpu / a.rows * 1e6, 3),
+                               "server_cpu_us_per_row": round(cpu / total * 1e6, 3),
                                "then_flush_secs": round(flush_secs, 2),
-                               "server_cpu_us_per_row_with_flush": round(cpu_all / a.rows * 1e6, 3),
+                               "server_cpu_us_per_row_with_flush": round(cpu_all / total * 1e6, 3),
                                "importer_peak_rss_mb": round(rss, 1), "stored_rows": srv.count("trips")}
             finally:
                 srv.stop()

@@ -44,20 +44,23 @@ class KeySet:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def _values(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    def _values(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(the column's values, its validity or None, the keys), in one comparable dtype."""
         valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
+        keys = self.keys
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             vals = col.fill_null("").to_numpy(zero_copy_only=False).astype(str)
-            keys = self.keys if self.keys.dtype.kind == "U" else self.keys.astype(str)
-        else:
-            vals = col.fill_null(0).to_numpy(zero_copy_only=False) if col.null_count else \
-                col.to_numpy(zero_copy_only=False)
-            keys = self.keys
-            if keys.dtype.kind == "U":  # keys stored as text, compared as text
-                vals = vals.astype(str)
-            elif keys.dtype != vals.dtype:
-                keys = keys.astype(np.float64) if vals.dtype.kind == "f" else keys
-                vals = vals.astype(keys.dtype) if keys.dtype.kind == "f" else vals
+            return vals, valid, keys if keys.dtype.kind == "U" else keys.astype(str)
+        vals = (col.fill_null(0) if col.null_count else col).to_numpy(zero_copy_only=False)
+        if keys.dtype.kind == "U":  # keys stored as text, compared as text
+            return vals.astype(str), valid, keys
+        if keys.dtype != vals.dtype:
+            if keys.dtype.kind in "iub" and vals.dtype.kind in "iub":
+                if vals.dtype.kind == "u":
+                    keys = keys[keys >= 0] if keys.dtype.kind == "i" else keys
+                keys = keys.astype(vals.dtype)
+            else:
+                keys, vals = keys.astype(np.float64), vals.astype(np.float64)
         return vals, valid, keys
 
     def contains(self, col: pa.Array) -> np.ndarray:
