@@ -73,8 +73,9 @@ async def _import(db, opts, stats, progress, dedup_column, state, checkpoint_row
     stop = trio.Event()
     hard = int(db.config.storage.memtable.hard_limit_mb) << 20
     committed = state.committed_rows if state is not None else 0
-    last_ckpt = 0
+    last_ckpt = committed
     interrupted = False
+    pos = None
 
     def next_unit():
         return next(it, None)
@@ -86,45 +87,54 @@ async def _import(db, opts, stats, progress, dedup_column, state, checkpoint_row
                 stop.set()
                 return
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watch_signals)
-        send, recv = trio.open_memory_channel(2)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watch_signals)
+            send, recv = trio.open_memory_channel(2)
 
-        async def reader():
-            async with send:
-                while not stop.is_set():
-                    u = await trio.to_thread.run_sync(next_unit)
-                    if u is None:
-                        return
-                    await send.send(u)
+            async def reader():
+                async with send:
+                    while not stop.is_set():
+                        u = await trio.to_thread.run_sync(next_unit)
+                        if u is None:
+                            return
+                        await send.send(u)
 
-        nursery.start_soon(reader)
-        pos = None
-        async with recv:
-            async for u in recv:
-                batch, values = u.payload
-                account(stats, u)
-                if batch is not None and batch.point_count:
-                    while db.state.total_bytes > hard:  # the flusher is behind: wait for it
-                        await trio.sleep(0.02)
-                    res = await db.write_batch(batch)
-                    stats.points_written += res.points
-                    stats.values_written += written_values(values, batch.point_count, res.points)
-                    stats.batches += 1
-                    count_errors(stats, u, res.errors)
-                committed += u.rows
-                pos = (u.file_index, u.position)
-                progress.update()
-                if state is not None and committed - last_ckpt >= checkpoint_rows:
-                    await db.flush()
+            nursery.start_soon(reader)
+            async with recv:
+                async for u in recv:
+                    batch, values = u.payload
+                    account(stats, u)
+                    if batch is not None and batch.point_count:
+                        while db.state.total_bytes > hard:  # the flusher is behind: wait for it
+                            await trio.sleep(0.02)
+                        res = await db.write_batch(batch)
+                        stats.points_written += res.points
+                        stats.values_written += written_values(values, batch.point_count, res.points)
+                        stats.batches += 1
+                        count_errors(stats, u, res.errors)
+                    committed += u.rows
+                    pos = (u.file_index, u.position)
+                    progress.update()
+                    if state is not None and committed - last_ckpt >= checkpoint_rows:
+                        await db.flush()
+                        state.save(*pos, committed)
+                        last_ckpt = committed
+                    if stop.is_set():
+                        interrupted = True
+                        break
+            if stop.is_set():
+                interrupted = True
+            nursery.cancel_scope.cancel()
+    except BaseException:
+        with trio.CancelScope(shield=True):  # keep what was written: whole batches
+            try:
+                await db.flush()
+                if state is not None and pos is not None:
                     state.save(*pos, committed)
-                    last_ckpt = committed
-                if stop.is_set():
-                    interrupted = True
-                    break
-        if stop.is_set():
-            interrupted = True
-        nursery.cancel_scope.cancel()
+            except Exception:  # the original error matters more
+                pass
+        raise
     with trio.CancelScope(shield=True):
         t0 = trio.current_time()
         await db.flush()

@@ -26,7 +26,7 @@ import urllib.parse
 import numpy as np
 import pyarrow as pa
 
-from rusts.importer.errors import TargetError
+from rusts.importer.errors import ImportInputError, TargetError
 from rusts.importer.pipeline import Unit, account, units
 
 ARROW_PATH = "/api/v1/write/arrow"
@@ -287,6 +287,13 @@ def run_rest(opts, target: RestTarget, stats, progress, *, wire: str = "arrow", 
                     inflight.clear()
             if with_errors is not None:
                 raise with_errors from None
+        except ImportInputError:  # the input failed mid-file: record the batches that still land
+            while inflight:
+                try:
+                    finish_oldest()
+                except TargetError:
+                    break
+            raise
     finally:
         for _, fut in inflight:
             if fut is not None:
