@@ -59,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bearer token for a server with auth (default: $RUSTS_TOKEN)")
         s.add_argument("--concurrency", type=int, default=2, help="REST requests in flight (default: 2)")
         s.add_argument("--retries", type=int, default=8,
-                       help="attempts per batch on 503 or a lost connection (default: 8)")
+                       help="attempts per batch on a lost connection (default: 8)")
+        s.add_argument("--max-wait", type=float, default=600.0,
+                       help="seconds a batch may wait while the server answers 503 (default: 600)")
         s.add_argument("--resume", action="store_true",
                        help="record progress in --state-file and continue from it on a re-run")
         s.add_argument("--state-file", default=None, help="resume state (default: .rusts-import-state.json)")
         s.add_argument("--checkpoint-rows", type=int, default=1_000_000,
                        help="--direct --resume: flush and record progress every N rows (default: 1000000)")
-        s.add_argument("--memtable-mb", type=int, default=128,
-                       help="--direct: memtable size; the importer holds about 4x this (default: 128)")
+        s.add_argument("--memtable-mb", type=int, default=64,
+                       help="--direct: memtable size; the importer holds about 4x this (default: 64)")
         s.add_argument("--delimiter", default=",", help="CSV field delimiter (default: ,)")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         s.add_argument("--progress-interval", type=float, default=None,
@@ -215,7 +217,7 @@ def run(argv=None) -> int:
     else:
         from rusts.importer.rest import RestTarget, run_rest
 
-        rest = RestTarget(target, token=args.token, retries=args.retries)
+        rest = RestTarget(target, token=args.token, retries=args.retries, max_wait=args.max_wait)
         finished = run_rest(opts, rest, stats, progress, wire=args.wire, concurrency=args.concurrency,
                             dedup_column=args.dedup_column, state=state)
     progress.done()

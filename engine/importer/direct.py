@@ -50,12 +50,16 @@ async def load_keys_direct(db, measurement: str, column: str):
 
 
 async def run_direct(opts, cfg, stats, progress, *, dedup_column=None, state=None,
-                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 128) -> bool:
+                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 64) -> bool:
     """Import into the data directory of ``cfg``; returns False when interrupted."""
     import rusts
     from rusts.errors import DataDirLockedError
 
+    import attrs
+
     mem_points = max(2 * opts.batch_size, 4 * memtable_mb * 1024)  # rotation by size first
+    # nothing queries recent data during an import: no copy of flushed tables kept in memory
+    cfg = attrs.evolve(cfg, query=attrs.evolve(cfg.query, recent_cache_mb=0))
     try:
         ctx = rusts.open(config=cfg, wal_durability="none", memtable_max_points=mem_points,
                          memtable_max_size_mb=memtable_mb, memtable_hard_limit_mb=2 * memtable_mb,

@@ -5,8 +5,9 @@ Against rusts-server the default body is an Arrow IPC stream of the normalised b
 to ``/write`` for InfluxDB-compatible targets. Line-protocol input files are posted as they are.
 
 ``--concurrency`` requests are in flight (one keep-alive connection per sender thread) while the
-main thread reads and converts the next batches. A 503 (the server sheds load) or a lost
-connection is retried with exponential backoff (0.1 s doubling to 5 s, ``--retries`` attempts).
+main thread reads and converts the next batches. A lost connection is retried with exponential
+backoff (0.1 s doubling to 5 s, ``--retries`` attempts); a 503 (the server sheds load while its
+flusher catches up) is retried the same way for up to ``--max-wait`` seconds.
 Re-sending a batch the server may already have stored is safe: a point is identified by series,
 timestamp and field, and the later write wins, so a repeated batch stores nothing twice. A
 body over the server's ``max_body_size`` (413) is split in halves and sent again.
@@ -52,7 +53,8 @@ class Response:
 class RestTarget:
     """A server reached over HTTP(S), one keep-alive connection per thread."""
 
-    def __init__(self, url: str, *, token: str | None = None, retries: int = 8, timeout: float = 120.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, retries: int = 8, timeout: float = 120.0,
+                 max_wait: float = 600.0) -> None:
         parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TargetError(f"invalid server URL {url!r} (expected http://host:port)")
@@ -63,6 +65,7 @@ class RestTarget:
         self.prefix = parts.path.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.retries = max(1, retries)
+        self.max_wait = max_wait
         self.timeout = timeout
         self._local = threading.local()
 
@@ -81,12 +84,14 @@ class RestTarget:
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                 retries: int | None = None) -> Response:
+        """One request, retried: a lost connection up to ``retries`` attempts, a 503 (the server is
+        alive but shedding load while it flushes) for up to ``max_wait`` seconds in all."""
         headers = dict(self.headers)
         if content_type:
             headers["Content-Type"] = content_type
         attempts = self.retries if retries is None else retries
-        delay, last = 0.1, ""
-        for attempt in range(attempts):
+        delay, last, failures, waited = 0.1, "", 0, 0.0
+        while True:
             try:
                 c = self._conn()
                 c.request(method, self.prefix + path, body=body, headers=headers)
@@ -97,6 +102,9 @@ class RestTarget:
             except (OSError, http.client.HTTPException) as e:
                 self._drop()
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                failures += 1
+                if failures >= attempts:
+                    raise TargetError(f"server {self.url} unavailable after {failures} attempt(s): {last}") from None
             else:
                 if resp.status != 503:
                     return resp
@@ -105,10 +113,11 @@ class RestTarget:
                     delay = max(delay, float(resp.headers.get("retry-after", 0)))
                 except ValueError:
                     pass
-            if attempt + 1 < attempts:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise TargetError(f"server {self.url} unavailable after {attempts} attempt(s): {last}")
+                if waited + delay > self.max_wait:
+                    raise TargetError(f"server {self.url} still overloaded after {waited:.0f}s: {last}")
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
     def check(self) -> None:
         """Fail early and clearly when nothing answers at the URL."""

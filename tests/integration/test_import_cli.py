@@ -185,6 +185,9 @@ def test_503_is_retried_and_a_rejected_batch_stops_with_its_error(fake, sample):
     p = run("parquet", path, "-s", url, "-q")
     assert p.returncode == 1 and "HTTP 400: measurement name is forbidden here" in p.stderr
     assert "Traceback" not in p.stderr
+    _Fake.script = [(503, {"error": "flushing"})] * 20
+    p = run("parquet", path, "-s", url, "-q", "--max-wait", "0.5")
+    assert p.returncode == 1 and "still overloaded" in p.stderr and "flushing" in p.stderr
 
 
 def test_dedup_by_field_and_by_tag_over_rest(server, sample, tmp_path):
