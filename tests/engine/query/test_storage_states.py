@@ -221,11 +221,11 @@ async def test_same_answers_in_every_storage_state(tmp_path):
         states["memtable"] = await answers(db, stmts)
         await db.flush()
         states["flushed (recent tables, hot segments)"] = await answers(db, stmts)
-    async with rusts.open(path) as db:
+    async with rusts.open(path, cold_after_hours=None) as db:
         states["hot segments after a restart"] = await answers(db, stmts)
         await compact_all(db, cold=False)
         states["hot, compacted"] = await answers(db, stmts)
-    async with rusts.open(path, cold_after_hours=1) as db:
+    async with rusts.open(path, cold_after_hours=1, cold_idle_secs=0) as db:
         await compact_all(db, cold=True)
         states["cold tier"] = await answers(db, stmts)
     async with rusts.open(path) as db:
