@@ -6,10 +6,12 @@ object per series or per point: a write of a few hundred one-row series (a fleet
 the same handful of Python steps as a write of one series.
 
 Reads keep the per-series shape the executor uses (:meth:`MemtableState.snapshot`: series id ->
-row sets, oldest first). A table turns its chunks into per-series :class:`~rusts.query.rowset.RowSet`
-views lazily, once per chunk, the first time a query snapshots it, so the write path never pays
-for it and a table that is never queried never does. Chunk arrays are immutable, so a snapshot is
-a tuple of references taken in the event loop and merged later in a worker thread.
+row sets, oldest first). A table seals its chunks into per-series sorted, unique
+:class:`~rusts.query.rowset.RowSet` pieces in one numpy pass per batch of writes (every
+:data:`SEAL_ROWS` rows on the write path, and the tail when a query snapshots it), keeping
+O(log rows) pieces per series, so a query after a load of many small writes merges a few pieces
+per series, not one per write. Pieces are immutable, so a snapshot is a tuple of references taken
+in the event loop and merged later in a worker thread.
 
 Flushing does not go through the per-series views either: :func:`table_partitions` sorts all the
 rows of a table by (series, time) with numpy, resolves duplicate timestamps (last write wins per
@@ -113,6 +115,7 @@ class Table:
     # per-series views of chunks[:_viewed], built lazily by _view()
     _series: dict[int, list[RowSet]] = attrs.field(factory=dict)
     _viewed: int = 0
+    _viewed_points: int = 0
 
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
@@ -140,6 +143,8 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
+        if self.points - self._viewed_points >= SEAL_ROWS:
+            self._view()  # seal as data arrives: the first query after a load pays only the tail
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -152,18 +157,35 @@ class Table:
 
     # ------------------------------------------------------------------ reads (loop thread)
     def _view(self) -> dict[int, list[RowSet]]:
-        """Series id -> row sets of every chunk so far (built incrementally, once per chunk)."""
+        """Series id -> row sets of every chunk so far, oldest first (built incrementally).
+
+        The chunks written since the last view are sealed together: one numpy sort by (series,
+        time) with duplicates resolved (last write wins per field), as a flush does, gives one
+        sorted, unique row set per series for all of them, whatever the number of writes (a load
+        of small writes used to give one object per write and series, and a first query that
+        built and merged a million of them). Each series' list is kept short by merging its
+        newest pieces while the older one is at most twice the newer (sizes halve along the
+        list: O(log rows) pieces, each row merged O(log rows) times)."""
         chunks = self.chunks
         if self._viewed < len(chunks):
             series = self._series
-            for ch in chunks[self._viewed:]:
-                for sid, rs in ch.rowsets():
-                    lst = series.get(sid)
-                    if lst is None:
-                        series[sid] = [rs]
-                    else:
-                        lst.append(rs)
+            new = chunks[self._viewed:]
+            if len(new) == 1:
+                pieces = new[0].rowsets()
+            else:
+                parts = table_partitions(self.flush_payload(new), _WHOLE_TIME)
+                pieces = [(d.series_id, RowSet(d.timestamps, d.columns, True))
+                          for p in sorted(parts) for d in parts[p]]
+            for sid, rs in pieces:
+                lst = series.get(sid)
+                if lst is None:
+                    series[sid] = [rs]
+                    continue
+                lst.append(rs)
+                while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
+                    lst[-2:] = [merge(lst[-2:])]
             self._viewed = len(chunks)
+            self._viewed_points = self.points
         return self._series
 
     @property
@@ -184,7 +206,7 @@ class Table:
         return merge(self._view().get(sid, ()))
 
     # ------------------------------------------------------------------ flush
-    def flush_payload(self) -> dict:
+    def flush_payload(self, chunks: Sequence[Chunk] | None = None) -> dict:
         """The table as a few big arrays (cheap to pickle) for :func:`table_partitions`.
 
         ``{"groups": [(measurement names, row measurement codes or None, row series ids,
@@ -194,7 +216,7 @@ class Table:
         """
         by_sig: dict[tuple, list[Chunk]] = {}
         chunk_no: dict[int, int] = {}
-        for i, ch in enumerate(self.chunks):
+        for i, ch in enumerate(self.chunks if chunks is None else chunks):
             chunk_no[id(ch)] = i
             by_sig.setdefault(ch.frame.layout(), []).append(ch)
         groups = []
@@ -230,6 +252,13 @@ class Table:
             flat = np.concatenate(all_sids)
             keys = {int(flat[i]): all_keys[i] for i in first.tolist()}
         return {"groups": groups, "keys": keys}
+
+
+SEAL_ROWS = 32_768
+"""A table seals its unsealed writes (:meth:`Table._view`) once they hold this many rows: a few
+milliseconds of numpy on the write path, amortized, instead of a first query paying for all."""
+
+_WHOLE_TIME = 2**62  # a "partition" holding every timestamp of the year 2116 and before
 
 
 def _counts(starts: list) -> np.ndarray:
