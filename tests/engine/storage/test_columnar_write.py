@@ -151,7 +151,11 @@ def test_schema_check_of_frames_registers_new_fields_and_falls_back_on_conflict(
 def _reference_partitions(table: Table, partition_ns: int) -> dict:
     """The per-series algorithm the vectorised flush replaced: merge the chunks of each series."""
     out = {}
-    for sid, parts in sorted(table.series.items()):
+    series: dict[int, list] = {}
+    for ch in table.chunks:  # per chunk and series, in arrival order
+        for sid, rs in ch.rowsets():
+            series.setdefault(sid, []).append(rs)
+    for sid, parts in sorted(series.items()):
         rs = merge(parts)
         p = rs.timestamps // partition_ns
         for part in np.unique(p).tolist():
