@@ -290,6 +290,46 @@ def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
 
 # --------------------------------------------------------------------------- raw queries
 
+def _matching(rs: RowSet, preds, want: int | None, desc: bool, fields) -> RowSet:
+    """The rows of ``rs`` satisfying every field predicate (SQL: NULL never matches a comparison),
+    at most ``want`` from the wanted end, with only ``fields`` (None: all)."""
+    from rusts.sql.vector import _predicate
+
+    n = len(rs)
+    keep = np.ones(n, bool)
+    for f, op, value in preds:
+        c = rs.columns.get(f)
+        if c is None:
+            keep &= op == "isnull"
+            continue
+        keep &= _predicate(f, op, value, None, c.values, c.mask, n)
+    idx = np.flatnonzero(keep)
+    if want is not None and len(idx) > want:
+        idx = idx[len(idx) - want:] if desc else idx[:want]
+    cols = {}
+    for name, c in rs.columns.items():
+        if fields is not None and name not in fields:
+            continue
+        cc = c.take(idx)
+        if cc.mask is None or cc.mask.any():
+            cols[name] = cc
+    return RowSet(rs.timestamps[idx], cols, True)
+
+
+def _read_filtered(snap: Snapshot, sid: int, q: Query, fields, want: int | None, desc: bool) -> RowSet:
+    """:func:`read_series` with the query's field predicates applied; with a limit, blocks are
+    read from the wanted end of time, doubling the rows read until enough rows match."""
+    preds = q.predicates
+    need = None if fields is None else tuple(dict.fromkeys([*fields, *(p[0] for p in preds)]))
+    limit = want
+    while True:
+        rs = read_series(snap, sid, q.start, q.end, need, limit, desc, q.measurement)
+        out = _matching(rs, preds, want, desc, fields)
+        if want is None or len(out) >= want or limit is None or len(rs) < limit:
+            return out
+        limit *= 4
+
+
 def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
     fields = q.fields
     if fields is not None:
@@ -301,7 +341,10 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
     desc = q.order == "Desc"
     results: list[tuple[int, RowSet]] = []
     for gi, sid in enumerate(sids.tolist()):
-        rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
+        if q.predicates:
+            rs = _read_filtered(snap, sid, q, fields, want, desc)
+        else:
+            rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
         if want is not None and len(rs) > want:
