@@ -23,6 +23,7 @@ import numpy as np
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Aggregation, Query, TagOp
+from rusts.query.control import charge, checkpoint
 from rusts.query.exact import checked_sum, int_dtype, int_mean, min_max_fill, stats_exact
 from rusts.query.rowset import RowSet, concat_column, merge
 
@@ -341,12 +342,14 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
     desc = q.order == "Desc"
     results: list[tuple[int, RowSet]] = []
     for gi, sid in enumerate(sids.tolist()):
+        checkpoint()
         if q.predicates:
             rs = _read_filtered(snap, sid, q, fields, want, desc)
         else:
             rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
+        charge(len(rs) * 8 * (1 + len(rs.columns)))
         if want is not None and len(rs) > want:
             rs = RowSet(*_trim(rs, want, desc))
         results.append((gi, rs))
@@ -554,6 +557,7 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
     if count_star and need_fields:
         read_fields = None  # COUNT(*) counts rows with any field: read all
     for sid, g in zip(sid_list, sid_group):
+        checkpoint()
         srcs = _segment_sources(snap, sid, start, end)
         mem = _mem_parts(snap, sid, start, end, read_fields)
         ranges = [(s.lo, s.hi) for s in srcs]
