@@ -204,7 +204,8 @@ class StorageConfig:
     compression: str = _field("default", _enum(COMPRESSION_LEVELS))
     block_rows: int = _field(4096, _positive_int)
     block_duration_secs: int = _field(3600, _non_negative_int)
-    cold_after_hours: int | None = _field(None, _optional(_positive_int))
+    cold_after_hours: int | None = _field(24, _optional(_positive_int))
+    cold_idle_secs: int = _field(20, _non_negative_int)
 
     @property
     def wal_path(self) -> str:
@@ -486,7 +487,8 @@ storage:
   compression: default       # none, fast, default, best
   block_rows: 4096           # Points per column block in segments
   block_duration_secs: 3600  # Blocks never cross a multiple of this (0 = off): hourly aggregates need no decoding
-  cold_after_hours: null     # Recompress partitions older than this with the cold codec (null = never)
+  cold_after_hours: 24       # Partitions that ended longer ago than this go to the cold tier (null = never)...
+  cold_idle_secs: 20         # ...once no flush has landed in them for this long
 
 auth:
   enabled: false

@@ -449,6 +449,7 @@ class Database:
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()
             self.write_stats["points"] += batch.point_count
+            self.write_stats["values"] += batch.value_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
     def _reader(self, meta):
