@@ -261,3 +261,17 @@ def test_server_refuses_to_start_with_a_weak_secret(tmp_path, auth, why):
     p = subprocess.run([str(bin_), "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "auth.jwt_secret" in p.stderr and why in p.stderr and "Traceback" not in p.stderr
+
+
+def test_limits_over_http(server_factory):
+    srv = server_factory(storage={"max_series_per_measurement": 2}, server={"max_line_bytes": 500}).start()
+    with srv.client() as c:
+        r = c.post("/write", content="\n".join(f"cpu,host=h{i} v=1 {T}" for i in range(3)))
+        assert r.status_code == 400
+        body = r.json()
+        assert body["points_written"] == 2 and body["lines_rejected"] == 1
+        assert "storage.max_series_per_measurement = 2" in body["error"]
+        long_line = f"mem v=1,s=\"{'y' * 2000}\" {T}"
+        r = c.post("/write", content=f"mem v=1 {T}\n{long_line}")
+        assert r.status_code == 400 and "server.max_line_bytes = 500" in r.json()["error"]
+        assert r.json()["points_written"] == 1 and r.text.count("y") <= 2 * 200
