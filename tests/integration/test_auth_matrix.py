@@ -274,4 +274,7 @@ def test_limits_over_http(server_factory):
         long_line = f"mem v=1,s=\"{'y' * 2000}\" {T}"
         r = c.post("/write", content=f"mem v=1 {T}\n{long_line}")
         assert r.status_code == 400 and "server.max_line_bytes = 500" in r.json()["error"]
-        assert r.json()["points_written"] == 1 and r.text.count("y") <= 2 * 200
+        body = r.json()
+        assert body["points_written"] == 1 and "y" * 2000 not in r.text
+        for text in (body["error"], body["data"][0]["error_message"], body["data"][0]["original_line"]):
+            assert 100 < text.count("y") <= 200  # each quotes the line's first 200 bytes only
