@@ -88,8 +88,30 @@ def _key_for(cfg, alg: str):
     return public_key(cfg.jwt_public_key)[0]
 
 
+_VERIFIED: dict[str, tuple[object, dict]] = {}  # token -> (auth config, claims): signature checked
+_VERIFIED_MAX = 4096
+
+
 def verify_token(cfg, token: str) -> dict:
-    """The claims of a valid token, or :class:`AuthError` naming what is wrong."""
+    """The claims of a valid token, or :class:`AuthError` naming what is wrong.
+
+    A token whose signature was verified under the same configuration is not verified again
+    (a dashboard sends the same token with every request); its time claims are re-checked.
+    """
+    hit = _VERIFIED.get(token) if isinstance(token, str) else None
+    if hit is not None and hit[0] is cfg:
+        claims = hit[1]
+        now = time.time()
+        if claims["exp"] + LEEWAY_SECS >= now and claims.get("nbf", 0) - LEEWAY_SECS <= now:
+            return claims
+    claims = _verify(cfg, token)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[token] = (cfg, claims)
+    return claims
+
+
+def _verify(cfg, token: str) -> dict:
     if not isinstance(token, str) or token.count(".") != 2:
         raise AuthError("invalid token: not a JWT")
     try:
