@@ -19,6 +19,7 @@ import logging
 import re
 import ssl
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 from sqlglot import exp
@@ -90,13 +91,15 @@ class DbBackend:
     async def execute(self, sql: str, params: Sequence[object] | None = None):
         from rusts.security.scopes import acting_as
 
-        with acting_as(self.principal):
-            if self.poller is None:
-                return await self._execute(sql, params)
+        _IN_FLIGHT[0] += 1
+        if self.poller is not None:
             self.poller.begin()
-            try:
+        try:
+            with acting_as(self.principal):
                 return await self._execute(sql, params)
-            finally:
+        finally:
+            _IN_FLIGHT[0] -= 1
+            if self.poller is not None:
                 self.poller.end()
 
     async def _execute(self, sql: str, params: Sequence[object] | None):
@@ -112,9 +115,13 @@ class DbBackend:
 
             check_text(sql)  # no host files/settings through the catalog emulation either
             return await self._catalog(sql, params)
-        from rusts.sql.runner import execute_sql, to_pg_result
+        from rusts.security.authorize import authorize_sql
+        from rusts.sql.runner import to_pg_result
 
-        out = await execute_sql(self.db, sql, params)
+        answer = authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
+        if answer is not None:  # SHOW TABLES for a measurement-limited principal
+            return to_pg_result(answer)
+        out = await self.db.sql(sql, params)  # answered by a query worker
         return to_pg_result(out)
 
     def _param_types(self, sql: str, given: Sequence[int]) -> list[int]:
@@ -174,11 +181,12 @@ class DbBackend:
         if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
             return types, None  # DELETE / DROP TABLE return no rows
         if not is_catalog_query(sql):
+            from rusts.security.authorize import authorize_sql
             from rusts.security.scopes import acting_as
-            from rusts.sql.runner import describe_sql
 
             with acting_as(self.principal):
-                _, cols = await describe_sql(self.db, sql)  # names and types without reading data
+                authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
+            _, cols = await self.db.describe_sql(sql)  # names and types without reading data
             return types, (cols or None)
         params = [None] * len(types) if types else None
         try:
@@ -224,9 +232,15 @@ def _tls_context(cfg) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+_IN_FLIGHT = [0]  # statements being executed, over every session (the drain waits for them)
+
+
+async def serve_postgres(db, config, *, poller=None, shutdown_trigger=None,
+                         task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``. ``poller``:
-    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement."""
+    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement. When
+    ``shutdown_trigger()`` returns, statements in flight finish (at most 5 s), then every session
+    is closed."""
     from rusts.security.auth import token_principal
     from rusts.protocols.pgwire import PgAuth, serve_pgwire
 
@@ -242,6 +256,16 @@ async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATU
                 return None
 
         auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=token_login)
-    await serve_pgwire(lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
-                       max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
-                       require_tls=pg.require_tls, task_status=task_status)
+    serving = partial(serve_pgwire, lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
+                      max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
+                      require_tls=pg.require_tls)
+    if shutdown_trigger is None:
+        await serving(task_status=task_status)
+        return
+    async with trio.open_nursery() as nursery:
+        task_status.started(await nursery.start(serving))
+        await shutdown_trigger()
+        with trio.move_on_after(5.0):
+            while _IN_FLIGHT[0]:
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()

@@ -5,8 +5,8 @@ import pytest
 
 import rusts.db
 from rusts.config import config_from_dict
-from rusts.errors import AuthError, ForbiddenError
-from rusts.security.authorize import authorize_http, route_rule, statement_access
+from rusts.errors import AuthError, ForbiddenError, SandboxError
+from rusts.security.authorize import authorize_http, authorize_sql, route_rule, statement_access
 from rusts.security.scopes import Principal, acting_as
 from rusts.security.tokens import mint
 from rusts.sql.runner import execute_sql
@@ -96,8 +96,13 @@ async def test_delete_and_drop(db):
 
 
 async def test_no_principal_with_auth_on_is_refused(db):
+    """Adapters check in the request's task (enforce); a query worker has no principal and only
+    applies the sandbox."""
     with pytest.raises(AuthError):
-        await execute_sql(db, "SELECT * FROM cpu")
+        authorize_sql(db, "SELECT * FROM cpu", enforce=True)
+    assert len(await execute_sql(db, "SELECT * FROM cpu")) == 1
+    with pytest.raises(SandboxError):
+        await execute_sql(db, "SELECT * FROM read_text('/etc/passwd')")
 
 
 def test_authorize_http_routes():
