@@ -130,3 +130,12 @@ def test_authorize_http_routes():
     authorize_http(cfg, "POST", "/retention_policies", bearer({"admin"}), {})
     off = attrs.evolve(cfg, enabled=False)
     assert authorize_http(off, "POST", "/flush", {}, {}) is None
+
+
+async def test_statements_the_analysis_cannot_read_are_refused_not_passed(db):
+    from rusts.errors import QueryError
+
+    for sql in ("DELETE FROM cpu; DROP TABLE mem", "SELECT * FROM cpu; DROP TABLE mem", "SELEC * FRM mem"):
+        with acting_as(READ_CPU), pytest.raises(QueryError):
+            authorize_sql(db, sql, enforce=True)
+    assert "mem" in db.measurements()
