@@ -32,7 +32,9 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    p = argparse.ArgumentParser(prog=PROG, description="RusTs time-series database server.")
+    p = argparse.ArgumentParser(prog=PROG, description="RusTs time-series database server.",
+                                epilog=f"Subcommands: '{PROG} token create --help' (mint an access token), "
+                                       f"'{PROG} password --help' (hash a password for auth.users).")
     p.add_argument("-c", "--config", metavar="PATH", default=None,
                    help=f"configuration file (default: {DEFAULT_CONFIG_PATH} if present, "
                         "else built-in defaults)")
