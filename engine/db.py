@@ -149,6 +149,8 @@ class Database:
             index_dir.mkdir(parents=True, exist_ok=True)
             self.index = SeriesIndex.open(index_dir)
             self.schema = SchemaRegistry.open(index_dir)
+            st = self.config.storage  # rusts.security: storage.max_series limits (schema check)
+            self.schema.limit_series(self.index, st.max_series, st.max_series_per_measurement)
             schema_empty = not self.schema.measurements()
             for meta in list(self.manifest.state.segments):
                 path = self.data_dir / "segments" / meta.file
@@ -404,12 +406,14 @@ class Database:
         if len(body) < INLINE_PARSE_BYTES:
             # a few ms at most: cheaper here than a thread hop, which under load waits for the
             # GIL twice (going and coming back), up to the 5 ms switch interval each
-            batch = parse(body, precision=precision, default_time=default_time)
+            batch = parse(body, precision=precision, default_time=default_time,
+                          max_line_bytes=self.config.server.max_line_bytes)
         else:
             # one parse at a time: the parser is mostly Python, so concurrent parses only contend
             # for the GIL (measured: 4 parallel parses were slower than 1)
             batch = await trio.to_thread.run_sync(
-                lambda: parse(body, precision=precision, default_time=default_time), limiter=self._parse_limiter)
+                lambda: parse(body, precision=precision, default_time=default_time,
+                              max_line_bytes=self.config.server.max_line_bytes), limiter=self._parse_limiter)
         lines = None
 
         def original_line(n: int) -> str:

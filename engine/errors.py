@@ -85,6 +85,19 @@ class AuthError(RustsError):
     sqlstate = "28P01"
 
 
+class ForbiddenError(RustsError):
+    """Valid credentials that do not allow this action (scope or measurement)."""
+
+    http_status = 403
+    sqlstate = "42501"
+
+
+class SandboxError(QueryError):
+    """SQL that would reach the host (files, network, extensions, settings): refused."""
+
+    sqlstate = "42501"
+
+
 class WriteError(RustsError):
     """A write could not be accepted (schema conflict, limits)."""
 
