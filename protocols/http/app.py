@@ -14,7 +14,7 @@ import zlib
 import orjson
 import trio
 
-from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
+from rusts.errors import AuthError, ProtocolError, RustsError
 from rusts.protocols.http.server import (App, BodyTooLarge, MethodNotAllowed, NotFound, Request,
                                         Response)
 
@@ -68,7 +68,7 @@ def create_app(db, config=None) -> App:
     def on_error(req: Request, e: BaseException) -> Response:
         if isinstance(e, RustsError):
             headers = None
-            if isinstance(e, OverloadedError):
+            if getattr(e, "retry_after", None) is not None:  # OverloadedError, StorageUnavailableError
                 headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
             if isinstance(e, AuthError):
                 headers = {"WWW-Authenticate": "Bearer"}
