@@ -239,7 +239,7 @@ class Wal:
 
     @classmethod
     def open(cls, wal_dir, *, segment_max_bytes: int = 64 << 20, quarantine_dir=None,
-             ops: FileOps | None = None) -> tuple["Wal", RecoveryReport]:
+             ops: FileOps | None = None, expect_from: int | None = None) -> tuple["Wal", RecoveryReport]:
         """Open (creating if needed) the log in ``wal_dir`` and recover it.
 
         Args:
@@ -247,6 +247,8 @@ class Wal:
             segment_max_bytes: size at which appends move to a new segment.
             quarantine_dir: where damaged segments are copied; default ``<wal_dir>/quarantine``.
             ops: file operations (fault injection in tests).
+            expect_from: the first seq the caller needs (flushed seq + 1): records from there on
+                that no segment holds (a deleted segment file) are reported in ``corrupt``.
 
         Returns:
             The open log, positioned to append after the last valid record, and the report.
@@ -259,7 +261,7 @@ class Wal:
             wal_dir, "quarantine")
         wal = cls(wal_dir, segment_max_bytes, qdir, ops or FileOps())
         try:
-            report = wal._recover()
+            report = wal._recover(expect_from)
         except OSError as e:
             wal.close()
             raise StorageError(f"cannot open WAL in {wal_dir}: {e}") from e
@@ -268,7 +270,7 @@ class Wal:
             raise
         return wal, report
 
-    def _recover(self) -> RecoveryReport:
+    def _recover(self, expect_from: int | None = None) -> RecoveryReport:
         if not os.path.isdir(self.dir):
             os.makedirs(self.dir)
             self.ops.fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
@@ -278,9 +280,26 @@ class Wal:
         quarantined: list[str] = []
         total = 0
         prev_last = 0
+        explained = False  # the previous segment was cut short by reported damage
+        need = expect_from or 0
+
+        def gap(a: int, b: int, where: str) -> None:
+            a = max(a, need)
+            if need and a <= b:
+                corrupt.append((self.dir, 0, f"records {a}..{b} are missing {where} (a WAL "
+                                             "segment file was deleted?)"))
+                log.error("WAL records missing", extra={"first": a, "last": b})
+
+        if need > 1 and not names:
+            corrupt.append((self.dir, 0, f"no WAL segment file: any record after {need - 1} "
+                                         "is lost (was the WAL deleted?)"))
+            log.error("WAL segments missing", extra={"dir": self.dir})
         for i, first in enumerate(names):
             path = os.path.join(self.dir, segment_name(first))
             is_last = i == len(names) - 1
+            if first > max(prev_last + 1, 1) and not explained:
+                gap(prev_last + 1 if i else need, first - 1,
+                    f"before {segment_name(first)}")
             with open(path, "rb") as f:
                 data = f.read()
             scan = scan_segment(data, first, is_last=is_last, min_seq=prev_last + 1)
@@ -316,6 +335,7 @@ class Wal:
             self._segments.append(seg)
             total += seg.records
             prev_last = max(prev_last, seg.last_seq)
+            explained = p is not None
         self.last_seq = prev_last
         if self._segments and not self._segments[-1].damaged:
             active = self._segments[-1]

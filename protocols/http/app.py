@@ -15,6 +15,7 @@ import orjson
 import trio
 
 from rusts.errors import AuthError, ProtocolError, RustsError
+from rusts.storage.damage import answer_extra, collect_missing
 from rusts.protocols.http.server import (App, BodyTooLarge, MethodNotAllowed, NotFound, Request,
                                         Response)
 
@@ -125,8 +126,9 @@ def create_app(db, config=None) -> App:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
-        rs = await db.query(obj)
-        return _json(await rows_json(rs, t0))
+        with collect_missing() as missing:  # damaged blocks are skipped and named in the answer
+            rs = await db.query(obj)
+        return _json({**await rows_json(rs, t0), **answer_extra(missing)})
 
     @route("/sql", ("POST", "GET"))
     async def sql(req: Request) -> Response:
@@ -148,7 +150,9 @@ def create_app(db, config=None) -> App:
             return error_response(400, "empty SQL query")
         from rusts.sql.runner import run_sql_http
 
-        return _json(await run_sql_http(db, text, t0))
+        with collect_missing() as missing:
+            out = await run_sql_http(db, text, t0)
+        return _json({**out, **answer_extra(missing)} if missing else out)
 
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:
