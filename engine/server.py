@@ -67,6 +67,10 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             # collector's sight, so its full collections do not walk it (~40 ms pauses otherwise)
             gc.freeze()
             async with trio.open_nursery() as nursery:
+                if config.cluster:  # this server is a cluster node (rusts.cluster, docs/cluster.md)
+                    from rusts.cluster import run_cluster_node
+
+                    await nursery.start(run_cluster_node, db, config)
                 pg_port = None
                 if config.postgres.enabled:
                     from rusts.protocols.pgwire.adapter import serve_postgres
