@@ -69,9 +69,64 @@ def _stats_plan(q: Query) -> dict[str | None, list[AggFunc]]:
     return plan
 
 
+def query_to_wire(q: Query) -> dict:
+    """``q`` as JSON for the owners (every field of the query model, unlike the JSON API, which
+    has one aggregate function per query: SQL plans carry several, with their output names)."""
+    return {"measurement": q.measurement, "start": q.start, "end": q.end,
+            "tag_filters": [[t.key, t.op.value, t.value, list(t.values)] for t in q.tag_filters],
+            "fields": None if q.fields is None else list(q.fields),
+            "aggregations": [[a.function.value, a.field, a.percentile, a.name] for a in q.aggregations],
+            "interval": q.interval, "group_by": list(q.group_by), "order": q.order, "limit": q.limit,
+            "offset": q.offset}
+
+
+def query_from_wire(d: dict) -> Query:
+    from rusts.query.model import TagFilter, TagOp
+
+    return Query(d["measurement"], int(d["start"]), int(d["end"]),
+                 tuple(TagFilter(k, TagOp(op), v, tuple(vs)) for k, op, v, vs in d["tag_filters"]),
+                 None if d["fields"] is None else tuple(d["fields"]),
+                 tuple(Aggregation(AggFunc(f), field, pct, name) for f, field, pct, name in d["aggregations"]),
+                 d["interval"], tuple(d["group_by"]), d["order"], d["limit"], int(d["offset"]))
+
+
+def catalog_answer(dbs: dict, shards: list[int]) -> dict:
+    """``{measurement: {"tags": [...], "fields": {name: type}}}`` of ``shards``."""
+    from rusts.sql.translate import db_tag_keys
+
+    out: dict = {}
+    for s in shards:
+        db = dbs[s]
+        for m in db.measurements():
+            e = out.setdefault(m, {"tags": set(), "fields": {}})
+            e["tags"].update(db_tag_keys(db, m))
+            e["fields"].update({k: int(v) for k, v in db.schema.fields(m).items()})
+    return {m: {"tags": sorted(e["tags"]), "fields": e["fields"]} for m, e in out.items()}
+
+
+def merge_catalog(parts: list[dict]):
+    """The SQL :class:`~rusts.sql.translate.Catalog` of the whole cluster."""
+    from rusts.sql.translate import Catalog
+
+    tables: dict[str, tuple[set, dict]] = {}
+    for p in parts:
+        for m, e in p.items():
+            tags, fields = tables.setdefault(m, (set(), {}))
+            tags.update(e["tags"])
+            for k, v in e["fields"].items():
+                fields.setdefault(k, FieldType(v))
+    return Catalog.of_dicts({m: (sorted(t), f) for m, (t, f) in tables.items()})
+
+
 async def partial_answer(dbs: dict, qjson, shards: list[int]) -> dict:
-    """This owner's partial answer of ``qjson`` over ``shards`` (each in ``dbs``)."""
-    q = from_json(qjson)
+    """This owner's partial answer over ``shards`` (each in ``dbs``) of a query: a
+    :class:`Query`, its wire form (:func:`query_to_wire`) or a JSON API body."""
+    if isinstance(qjson, Query):
+        q = qjson
+    elif isinstance(qjson, dict) and "aggregations" in qjson and "start" in qjson:
+        q = query_from_wire(qjson)
+    else:
+        q = from_json(qjson)
     out: dict = {"field_types": {}, "stats": [], "values": [], "raw": []}
     value_fields = sorted({a.field for a in q.aggregations
                            if a.function not in _STATS_FUNCS and a.field is not None})

@@ -165,7 +165,12 @@ class ClusterNode:
             missing = [s for s in shards if s not in self.dbs]
             if missing:
                 raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]}")
-            out = dumps(await partial_answer(self.dbs, req["query"], shards))
+            if req.get("op") == "catalog":
+                from rusts.cluster.fanout import catalog_answer
+
+                out = dumps(catalog_answer(self.dbs, shards))
+            else:
+                out = dumps(await partial_answer(self.dbs, req["query"], shards))
         except RustsError as e:
             out = dumps({"error": str(e), "status": e.http_status})
         except Exception as e:  # a bug: report it to the coordinator rather than time out
@@ -217,17 +222,21 @@ class ClusterNode:
             plan.setdefault(pick, []).append(s)
         return plan
 
-    async def _partial(self, node_id: str, qjson, shards: list[int]) -> dict:
-        from rusts.cluster.fanout import partial_answer
+    async def _partial(self, node_id: str, op: str, q, shards: list[int]) -> dict:
+        from rusts.cluster.fanout import catalog_answer, partial_answer, query_to_wire
         from rusts.cluster.nats_bridge import query_subject
 
         if node_id == self.cfg.node_id:
-            return await partial_answer(self.dbs, qjson, shards)
+            if op == "catalog":
+                return catalog_answer(self.dbs, shards)
+            return await partial_answer(self.dbs, q, shards)
+        payload = {"op": op, "shards": shards}
+        if q is not None:
+            payload["query"] = query_to_wire(q)
         raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
-                                     dumps({"query": qjson, "shards": shards}),
-                                     float(self.config.query.timeout_secs))
+                                     dumps(payload), float(self.config.query.timeout_secs))
         out = orjson.loads(raw)
-        if "error" in out:
+        if isinstance(out, dict) and "error" in out and "status" in out:
             if out.get("status") == 400:
                 raise QueryError(out["error"])
             if out.get("status") == 503:
@@ -235,13 +244,8 @@ class ClusterNode:
             raise RustsError(out["error"])
         return out
 
-    async def query(self, qjson):
-        """Answer a JSON query over the whole cluster; returns a ResultSet."""
-        from rusts.cluster.fanout import merge
-        from rusts.query.model import from_json
-
-        q = from_json(qjson)
-        shards = self.sharder.shards_for(q.measurement, q.start, q.end)
+    async def _fan_out(self, op: str, q, shards: list[int]) -> list[dict]:
+        """Ask one live owner per shard (another owner when one fails); their answers."""
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
@@ -252,7 +256,7 @@ class ClusterNode:
 
             async def one(node_id: str, ss: list[int]) -> None:
                 try:
-                    results[node_id] = await self._partial(node_id, qjson, ss)
+                    results[node_id] = await self._partial(node_id, op, q, ss)
                 except QueryError:
                     raise
                 except RustsError as e:  # unreachable or failing owner: try another one
@@ -263,18 +267,50 @@ class ClusterNode:
                     n.start_soon(one, node_id, ss)
             parts.extend(results.values())
             if not errors:
-                return merge(q, parts)
+                return parts
             for node_id, e in errors.items():
                 log.warning("cluster: node %s failed a partial query: %s", node_id, e)
             failed |= set(errors)
             todo = [s for nid in errors for s in plan[nid]]
         raise NoLiveOwner(f"no owner answered for shards {todo}")
 
-    async def sql(self, text: str, t0: float) -> dict:
-        from rusts.errors import UnsupportedError
+    async def query(self, qjson):
+        """Answer a JSON query (or a :class:`Query`) over the whole cluster; a ResultSet."""
+        from rusts.cluster.fanout import merge
+        from rusts.query.model import Query, from_json
 
-        raise UnsupportedError("SQL is not supported in cluster mode yet: use POST /query (JSON) "
-                               "(docs/cluster.md)", sqlstate="0A000")
+        q = qjson if isinstance(qjson, Query) else from_json(qjson)
+        shards = self.sharder.shards_for(q.measurement, q.start, q.end)
+        parts = await self._fan_out("query", q, shards)
+        if len(parts) > 1 or any(len(p.get("raw", ())) > 4 for p in parts):
+            return await trio.to_thread.run_sync(merge, q, parts)
+        return merge(q, parts)
+
+    async def sql(self, text: str, t0: float) -> dict:
+        """``POST /sql`` in cluster mode: single-table SELECTs that the query model expresses
+        (the fast path of rusts.sql) run distributed; anything else is refused with a 4xx."""
+        from rusts.cluster.fanout import merge_catalog
+        from rusts.errors import UnsupportedError
+        from rusts.sql.dml import is_dml
+        from rusts.sql.output import to_json
+        from rusts.sql.runner import _prepare, fast_output
+        from rusts.sql.show import is_show
+        from rusts.sql.translate import plan_fast
+
+        if is_dml(text) or is_show(text):
+            raise UnsupportedError("this statement is not supported in cluster mode yet (docs/cluster.md)",
+                                   sqlstate="0A000")
+        now = time.time_ns()
+        _, ext, ast, names = _prepare(text, None)
+        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count))))
+        plan = None if ext is not None else plan_fast(ast, cat, now, names, allow_residual=False)
+        if plan is None:
+            raise UnsupportedError(
+                "this SQL statement is not supported in cluster mode yet: cluster mode answers "
+                "single-table SELECTs with time and tag filters, GROUP BY tags and time_bucket, "
+                "aggregates, ORDER BY and LIMIT (docs/cluster.md)", sqlstate="0A000")
+        rs = await self.query(plan.query)
+        return to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000)
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:
