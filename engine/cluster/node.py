@@ -64,6 +64,7 @@ class ClusterNode:
         self.writer = ClusterWriter(self)
         self.dbs: dict[int, object] = {}
         self.appliers: dict = {}
+        self.outbox = None
         self.connected_once = False
         self.root = Path(config.storage.data_dir) / "cluster"
 
@@ -97,13 +98,19 @@ class ClusterNode:
                     self.dbs[s] = await stack.enter_async_context(rusts.db.running(sdb))
                     self.appliers[s] = ShardApplier(s, sdb, Path(sdb.data_dir), self.bridge, self.link,
                                                     self.cfg.node_id)
+                if self.cfg.replication_mode == "Async":
+                    from rusts.cluster.outbox import Outbox
+
+                    self.outbox = await trio.to_thread.run_sync(Outbox, self.root / "outbox",
+                                                                self.cfg.outbox_max_bytes)
+                    stack.callback(self.outbox.close)
                 _NODES[id(self.main_db)] = self
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._connect_loop, nursery)
                         nursery.start_soon(self._serve_requests, req_recv, nursery)
-                        if self.cfg.replication_mode == "Async":
-                            nursery.start_soon(self.writer.run_outbox)
+                        if self.outbox is not None:
+                            nursery.start_soon(self.outbox.run, self.writer._publish)
                         task_status.started()
                 finally:
                     _NODES.pop(id(self.main_db), None)
@@ -321,7 +328,9 @@ class ClusterNode:
                "replication_factor": self.cfg.replication_factor,
                "sharding_strategy": self.cfg.sharding_strategy, "shard_count": self.cfg.shard_count,
                "nats_connected": self.nats_connected, "shard_map_source": m.map_source,
-               "outbox": {"messages": len(self.writer.outbox), "bytes": self.writer.outbox_bytes},
+               "outbox": None if self.outbox is None else {"messages": len(self.outbox.pending),
+                                                           "bytes": self.outbox.bytes,
+                                                           "published_seq": self.outbox.published},
                "writes": dict(self.writer.stats)}
         out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
                            self.nats_connected or m.live(n.id),

@@ -13,9 +13,8 @@ Acknowledgement by ``replication_mode``:
 * ``Sync``: that, then every owner of each touched shard has applied at least the acked sequence
   (read from the applied sequences the owners publish in the metadata KV); so the write is
   readable on every owner when the client hears 204.
-* ``Async``: the parts enter a bounded in-memory outbox that a background task publishes in
-  order; 503 when the outbox is full. NOT durable on this node yet: a crash of the accepting
-  node loses what its outbox held (docs/cluster.md).
+* ``Async``: the parts are appended (fsynced) to this node's bounded outbox
+  (:mod:`rusts.cluster.outbox`), which a background task publishes in order; 503 when full.
 
 NATS unreachable: 503 with Retry-After (:class:`~rusts.cluster.nats_bridge.NatsUnavailable`).
 """
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import deque
 
 import numpy as np
 import trio
@@ -68,9 +66,6 @@ class ClusterWriter:
     def __init__(self, node) -> None:
         self.node = node
         self.cfg = node.cfg
-        self.outbox: deque = deque()
-        self.outbox_bytes = 0
-        self._outbox_wake = trio.Event()
         self.stats = {"requests": 0, "points": 0, "messages": 0, "bytes": 0}
 
     async def write(self, body: bytes, precision: str = "ns"):
@@ -101,13 +96,7 @@ class ClusterWriter:
         node = self.node
         mode = self.cfg.replication_mode
         if mode == "Async":
-            size = sum(len(p) for _, p, _ in items)
-            if self.outbox_bytes + size > self.cfg.outbox_max_bytes:
-                raise OverloadedError(f"cluster outbox is full ({self.outbox_bytes} bytes waiting for NATS); "
-                                      "retry later", retry_after=2.0)
-            self.outbox.extend(items)
-            self.outbox_bytes += size
-            self._outbox_wake.set()
+            await node.outbox.put(items)  # durable here; published in the background (outbox.py)
             return
         seqs = await self._publish(items)
         if mode == "Sync":
@@ -128,21 +117,3 @@ class ClusterWriter:
         self.stats["messages"] += len(items)
         self.stats["bytes"] += sum(len(p) for _, p, _ in items)
         return seqs
-
-    async def run_outbox(self) -> None:
-        """Async mode: publish the outbox in order, retrying while NATS is unreachable."""
-        while True:
-            if not self.outbox:
-                self._outbox_wake = trio.Event()
-                await self._outbox_wake.wait()
-                continue
-            items = [self.outbox[i] for i in range(min(64, len(self.outbox)))]
-            try:
-                await self._publish(items)
-            except OverloadedError as e:
-                log.info("outbox: %s; retrying", e)
-                await trio.sleep(0.5)
-                continue
-            for _ in items:
-                self.outbox.popleft()
-            self.outbox_bytes -= sum(len(p) for _, p, _ in items)

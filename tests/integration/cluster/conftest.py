@@ -73,10 +73,10 @@ class NatsCluster:
 
 def cluster_toml(node_id: str, nodes: list[tuple[str, int, list[int], list[int]]], nats_urls: list[str], *,
                  mode: str = "Quorum", rf: int = 2, shards: int = 16, strategy: str = "BySeries",
-                 replicas: int | None = None) -> str:
+                 replicas: int | None = None, extra: str = "") -> str:
     lines = [f'node_id = "{node_id}"', 'cluster_name = "test"', f'replication_mode = "{mode}"',
              f"replication_factor = {rf}", f"shard_count = {shards}", f'sharding_strategy = "{strategy}"',
-             ""]
+             extra, ""]
     for nid, port, prim, reps in nodes:
         lines += ["[[nodes]]", f'id = "{nid}"', f'address = "127.0.0.1:{port}"', f"shards = {prim}",
                   f"replica_shards = {reps}", ""]
@@ -120,7 +120,7 @@ def nats_cluster(tmp_path):
 def rusts_cluster(tmp_path, nats_cluster, server_factory):
     """Three rusts nodes (RF 2, 16 shards, BySeries, Quorum) on the 3-server NATS cluster."""
 
-    def make(mode: str = "Quorum", strategy: str = "BySeries"):
+    def make(mode: str = "Quorum", strategy: str = "BySeries", extra: str = ""):
         layout = three_node_layout(16)
         ports = [free_port() for _ in range(3)]
         servers = []
@@ -130,7 +130,8 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
             s.url = f"http://127.0.0.1:{ports[i]}"
             nodes = [(f"node{j}", ports[j], layout[j][0], layout[j][1]) for j in range(3)]
             path = s.root / "cluster.toml"
-            path.write_text(cluster_toml(f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy))
+            path.write_text(cluster_toml(f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy,
+                                        extra=extra))
             import yaml
 
             cfg = yaml.safe_load(s.config_path.read_text())

@@ -4,6 +4,7 @@ shards). Every answer is compared with a single rusts-server loaded with the sam
 from __future__ import annotations
 
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_sigkill_of_a_node_during_ingest_then_restart_converges(rusts_cluster, s
         assert answers(n.url) == want
 
 
-def test_sync_mode_write_is_readable_on_every_owner_at_once(rusts_cluster):
+def test_sync_write_is_readable_on_every_owner_at_once_and_503_when_nats_is_down(rusts_cluster, nats_cluster):
     nodes = rusts_cluster(mode="Sync")
     write(nodes[0].url, batch(0, 200))
     q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, "aggregation": {"function": "Count"}}
@@ -154,15 +155,68 @@ def test_sync_mode_write_is_readable_on_every_owner_at_once(rusts_cluster):
         assert st["max_lag"] == 0
         assert httpx.post(n.url + "/query", json=q).json()["results"][0]["fields"]["count"] == 200
 
-
-def test_writes_get_503_with_retry_after_when_nats_is_down(rusts_cluster, nats_cluster):
-    nodes = rusts_cluster()
-    write(nodes[0].url, batch(0, 10))
     nats_cluster.stop()
-    r = httpx.post(nodes[0].url + "/write", content=batch(1, 10), timeout=30)
+    r = httpx.post(nodes[1].url + "/write", content=batch(1, 10), timeout=30)
     assert r.status_code == 503, r.text
     assert "NATS" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
-    assert httpx.get(nodes[0].url + "/health").status_code == 200  # the server itself stays up
+    assert httpx.get(nodes[1].url + "/health").status_code == 200  # the server itself stays up
+
+
+def test_a_wiped_node_rebuilds_from_the_stream(rusts_cluster, server):
+    nodes = rusts_cluster(strategy="Composite")
+    for k in range(3):
+        write(nodes[k].url, batch(k))
+        write(server.url, batch(k))
+    wait_until(lambda: converged(nodes), 30, "every owner applied every shard")
+    victim = nodes[2]
+    victim.stop()
+    shutil.rmtree(victim.data_dir)  # disk lost: nothing of its shards is left
+    victim.start(timeout=60)
+    wait_until(lambda: converged(nodes), 60, "the wiped node to rebuild (lag 0)")
+    st = httpx.get(victim.url + "/cluster").json()
+    mine = [o["applied_seq"] for sh in st["shards"] for o in sh["owners"] if o["node"] == "node2"]
+    assert mine and all(a == sh["stream_seq"] for sh in st["shards"] for a in
+                        [o["applied_seq"] for o in sh["owners"] if o["node"] == "node2"])
+    assert answers(victim.url) == answers(server.url)
+
+
+def test_async_writes_are_kept_by_the_accepting_node_through_a_nats_outage_and_its_crash(
+        rusts_cluster, nats_cluster, server):
+    nodes = rusts_cluster(mode="Async", extra="outbox_max_bytes = 150000")
+    nats_cluster.stop()
+    accepted, refused = [], None
+    for k in range(40):
+        r = httpx.post(nodes[0].url + "/write", content=batch(k), timeout=30)
+        if r.status_code == 503:
+            refused = r
+            break
+        assert r.status_code == 204, r.text
+        accepted.append(batch(k))
+    # the outbox is bounded: once full, 503 with Retry-After instead of unbounded memory
+    assert refused is not None and len(accepted) >= 1
+    assert "outbox is full" in refused.json()["error"] and int(refused.headers["retry-after"]) >= 1
+    nodes[0].proc.send_signal(signal.SIGKILL)  # the only copy of those writes is its outbox
+    nodes[0].proc.wait()
+    nodes[0].proc = None
+    nodes[0].log.close()
+    nats_cluster.start()
+    nodes[0].start(timeout=60)
+    for body in accepted:
+        write(server.url, body)
+    try:
+        wait_until(lambda: converged(nodes) and httpx.get(nodes[0].url + "/cluster").json()["outbox"]["messages"] == 0,
+                   60, "the outbox to drain and every owner to apply it")
+    except AssertionError:
+        import json
+        for n in nodes:
+            st = httpx.get(n.url + "/cluster").json()
+            print("NODE", n.url, json.dumps({k: v for k, v in st.items() if k != "shards"}))
+            print([(sh["shard"], sh["stream_seq"], [(o["node"], o["applied_seq"]) for o in sh["owners"]]) for sh in st["shards"]])
+            print(n.output()[-3000:])
+        raise
+    want = answers(server.url)
+    for n in nodes:
+        assert answers(n.url) == want
 
 
 def test_a_bad_cluster_file_refuses_to_start_naming_the_key(tmp_path):
