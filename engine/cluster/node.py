@@ -26,9 +26,24 @@ log = logging.getLogger("rusts.cluster")
 _NODES: dict[int, "ClusterNode"] = {}
 
 
-def frontend_of(db) -> "ClusterNode | None":
+class _Starting:
+    """Stands for a configured node that is not running yet (its shard databases are opening):
+    every request gets 503 rather than reaching the server's local, non-cluster database."""
+
+    async def _refuse(self, *args, **kwargs):
+        from rusts.errors import OverloadedError
+
+        raise OverloadedError("the cluster node is starting; retry shortly", retry_after=1.0)
+
+    write = query = sql = status = _refuse
+
+
+def frontend_of(db) -> "ClusterNode | _Starting | None":
     """The cluster node serving ``db``'s HTTP API, or None when the server is not clustered."""
-    return _NODES.get(id(db)) if _NODES else None
+    node = _NODES.get(id(db)) if _NODES else None
+    if node is None and getattr(getattr(db, "config", None), "cluster", None):
+        return _Starting()
+    return node
 
 
 def _default(o):

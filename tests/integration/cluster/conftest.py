@@ -144,7 +144,10 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
 
         def all_connected():
             for s in servers:
-                st = httpx.get(s.url + "/cluster", timeout=5).json()
+                r = httpx.get(s.url + "/cluster", timeout=5)
+                if r.status_code != 200:
+                    return False
+                st = r.json()
                 if not st["nats_connected"] or not all(m["live"] for m in st["members"]):
                     return False
             return True

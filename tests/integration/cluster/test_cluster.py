@@ -90,7 +90,10 @@ def answers(url: str) -> list:
 
 def converged(servers) -> bool:
     for s in servers:
-        st = httpx.get(s.url + "/cluster", timeout=5).json()
+        r = httpx.get(s.url + "/cluster", timeout=5)
+        if r.status_code != 200:  # 503 while a restarted node opens its shards
+            return False
+        st = r.json()
         if st["max_lag"] != 0 or any(o["applied_seq"] is None for sh in st["shards"] for o in sh["owners"]):
             return False
     return True
