@@ -166,6 +166,9 @@ class ServerConfig:
     max_body_size: int = _field(10485760, _positive_int)
     request_timeout_secs: int | float = _field(30, _positive_number)
     busy_poll_us: int = _field(2000, _non_negative_int)
+    max_connections: int = _field(1000, _positive_int)
+    tls_cert: str | None = _field(None, _optional(_path))
+    tls_key: str | None = _field(None, _optional(_path))
 
 
 @attrs.frozen
@@ -361,7 +364,7 @@ def _cross_check(obj: Any, path: str) -> None:
     if isinstance(obj, MemtableConfig) and obj.hard_limit_mb < obj.max_size_mb:
         raise ConfigError(f"{p}hard_limit_mb: must be >= max_size_mb ({obj.max_size_mb}), "
                           f"got {obj.hard_limit_mb}", key=f"{p}hard_limit_mb")
-    if isinstance(obj, PostgresConfig) and (obj.tls_cert is None) != (obj.tls_key is None):
+    if isinstance(obj, (PostgresConfig, ServerConfig)) and (obj.tls_cert is None) != (obj.tls_key is None):
         raise ConfigError(f"{p}tls_key: tls_cert and tls_key must be set together",
                           key=f"{p}tls_key")
     if isinstance(obj, RetentionPolicy) and obj.tier_after is not None \
@@ -463,6 +466,9 @@ server:
   max_body_size: 10485760    # 10MB max request body (larger bodies get 413)
   request_timeout_secs: 30
   busy_poll_us: 2000         # Poll instead of sleeping this long after an answer (0 = off)
+  max_connections: 1000      # Open HTTP connections beyond this get 503 and are closed
+  tls_cert: null             # PEM certificate file; set with tls_key to serve HTTPS
+  tls_key: null
 
 storage:
   data_dir: ./data

@@ -38,13 +38,6 @@ class ProtocolError(RustsError):
     sqlstate = "08P01"
 
 
-class LineProtocolError(ProtocolError):
-    """A line of line protocol cannot be parsed. Carries the 1-based ``line_number``."""
-
-    def __init__(self, message: str, line_number: int = 0) -> None:
-        super().__init__(message, line_number=line_number)
-        self.line_number = line_number
-
 
 class QueryError(RustsError):
     """A query is malformed or asks for something unsupported (client error)."""

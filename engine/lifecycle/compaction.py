@@ -197,13 +197,6 @@ class CompactionResult:
         return [info for _, info in self.outputs]
 
 
-def output_settings(tier: str, compression: str, block_rows: int) -> tuple[str, int]:
-    """(compression, block_rows) used for a tier: cold = Zstd ``best`` and >= 16384-row blocks."""
-    if tier == "cold":
-        return COLD_COMPRESSION, max(block_rows, COLD_BLOCK_ROWS)
-    return compression, block_rows
-
-
 def _measurement_of_key(key: str) -> str:
     return parse_series_key(key)[0]
 

@@ -180,7 +180,7 @@ class Lifecycle:
         count = None
         if pred is None:
             q = Query(measurement, start, end, tag_filters, None, (Aggregation(AggFunc.Count),))
-            rows = (await db.query(q)).to_rows()
+            rows = (await db.run_query(q)).to_rows()
             count = int(rows[0]["fields"].get("count") or 0) if rows else 0
         await db.flush()  # every matching point is in a segment older than the tombstone
         series = None

@@ -23,6 +23,7 @@ import numpy as np
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Aggregation, Query, TagOp
+from rusts.query.control import checkpoint
 from rusts.query.rowset import RowSet, concat_column, merge
 
 I64_MIN = -(2**63)
@@ -300,6 +301,7 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
     desc = q.order == "Desc"
     results: list[tuple[int, RowSet]] = []
     for gi, sid in enumerate(sids.tolist()):
+        checkpoint()
         rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
@@ -499,6 +501,7 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
     if count_star and need_fields:
         read_fields = None  # COUNT(*) counts rows with any field: read all
     for sid, g in zip(sid_list, sid_group):
+        checkpoint()
         srcs = _segment_sources(snap, sid, start, end)
         mem = _mem_parts(snap, sid, start, end, read_fields)
         ranges = [(s.lo, s.hi) for s in srcs]

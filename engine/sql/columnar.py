@@ -283,11 +283,9 @@ and the GIL handoffs around it cost more than the numpy passes (~1 ms per 20,000
 async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | None = None) -> ResultSet:
     """Answer aggregate ``q`` (retention applied; ``sids``: its series, when known) from the
     in-memory tables (the caller checked :func:`rusts.sql.scan.recent_covers`)."""
-    import trio
-
     from rusts.errors import UnknownColumnError
     from rusts.query.executor import select_series
-    from rusts.messages import cpu_limiter
+    from rusts.query.control import offload
     from rusts.memory.recent import scan
     from rusts.sql.runner import _limited
 
@@ -307,7 +305,5 @@ async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | Non
         sid, ts, cols = scan(pieces, which, q.start, q.end, need, ftypes)
         return aggregate_rows(sid, ts, cols, q, ftypes, tag_codes, residual)
 
-    if sum(len(p.ts) for _, p in pieces) <= ROWS_ON_LOOP:
-        return work()
     async with _limited(db):
-        return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+        return await offload(work, small=sum(len(p.ts) for _, p in pieces) <= ROWS_ON_LOOP)

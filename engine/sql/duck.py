@@ -362,15 +362,24 @@ def run_duck(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
     """Run ``sql`` over the registered Arrow ``tables`` (worker thread)."""
     import duckdb
 
+    from rusts.query.control import current
+
     cur = _duck().cursor()
+    ctl = current()
+    # a cancelled or timed-out query interrupts DuckDB at once (from the event loop's thread)
+    unregister = ctl.add_interrupter(cur.interrupt) if ctl is not None else None
     try:
         for name, t in tables.items():
             cur.register(name, t)
         try:
             return cur.sql(sql).to_arrow_table()
         except duckdb.Error as e:
+            if ctl is not None and ctl.cancelled:
+                raise ctl.error() from None
             raise map_duck_error(e) from None
     finally:
+        if unregister is not None:
+            unregister()
         cur.close()
 
 

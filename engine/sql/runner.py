@@ -30,11 +30,10 @@ from contextlib import asynccontextmanager
 import attrs
 import numpy as np
 import sqlglot
-import trio
 from sqlglot import exp
 
 from rusts.errors import QueryError, UnsupportedError
-from rusts.messages import cpu_limiter
+from rusts.query.control import offload
 from rusts.sql.output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
                               to_json)
 from rusts.sql.plancache import PlanCache
@@ -402,7 +401,7 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     planned = _plan(ast, cat, now, names, ext, route)
     if planned is not None:
         if cacheable and not PLAN_CACHE.advance(text):
-            _learn_later(text, now, cat)
+            _learn_later(text, now, cat, getattr(db, "spawn_background", None))
         out = await _run_planned(db, planned, route)
         if out is not None:
             return out
@@ -413,12 +412,11 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
 PLAN_CACHE = PlanCache()
 
 
-def _learn_later(text: str, now: int, cat) -> None:
+def _learn_later(text: str, now: int, cat, spawn=None) -> None:
     """Learn the plan template of ``text`` in the background (a few more plans, ~1 ms each, with
-    the event loop free between them) instead of before answering; outside trio, at once."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:  # not inside trio.run
+    the event loop free between them) instead of before answering, as a task of the database's
+    supervised nursery (``spawn``); without one (outside a running database), at once."""
+    if spawn is None:
         PLAN_CACHE.learn(text, now, cat, _plan_text)
         return
     key = PLAN_CACHE.start_learning(text, now, cat, _plan_text)
@@ -431,7 +429,7 @@ def _learn_later(text: str, now: int, cat) -> None:
         except Exception:  # noqa: BLE001 - learning never fails anything; the shape stays uncached
             log.debug("plan template learning failed", exc_info=True)
 
-    trio.lowlevel.spawn_system_task(job)
+    spawn(job)
 
 
 def _prepare(text: str, params):
@@ -518,29 +516,21 @@ async def _run_planned(db, planned, route: str):
         if rs is None:
             return None
         return attrs.evolve(fast_output(plan, rs), path="vector")
-    rs = await db.query(plan.query)
-    if len(rs.row_group) > 50_000:
-        return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
-    return fast_output(plan, rs)
+    rs = await db.run_query(plan.query)
+    return await offload(lambda: fast_output(plan, rs), small=len(rs.row_group) <= 50_000)
 
 
 @asynccontextmanager
 async def _limited(db):
-    """The database's query concurrency limit and time limit, for the paths that do not go through
-    ``db.query`` (which applies them itself)."""
-    from rusts.errors import QueryCancelled
+    """The time limit of a statement run outside a query worker (tests, tools); inside one, the
+    worker's control already bounds it (:mod:`rusts.query.control`)."""
+    from rusts.query.control import QueryControl, current, under
 
-    limiter = getattr(db, "_query_limiter", None)
-    timeout = _timeout(db)
-    try:
-        with trio.fail_after(timeout):
-            if limiter is None:
-                yield
-            else:
-                async with limiter:
-                    yield
-    except trio.TooSlowError:
-        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
+    if current() is not None:
+        yield
+        return
+    with under(QueryControl(_timeout(db))):
+        yield
 
 
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
@@ -550,15 +540,13 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
 
     With ``empty`` the measurements are registered without rows (describe: names and types only).
     """
-    from rusts.errors import QueryCancelled
     from rusts.sql.duck import plan_general, run_duck, scan_query
     from rusts.sql.scan import scan_table
     from rusts.sql.show import information_schema
 
     plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}), names)
-    timeout = _timeout(db)
-    try:
-        with trio.fail_after(timeout):
+    async with _limited(db):
+        if True:
             tables = {}
             for sc in plan.scans:
                 if empty:
@@ -575,9 +563,7 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
             def work():
                 return run_duck(plan.sql, tables)
 
-            table = await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
-    except trio.TooSlowError:
-        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
+            table = await offload(work)
     return table, plan
 
 
@@ -641,11 +627,8 @@ async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
 async def run_sql_http(db, text: str, t0: float | None = None) -> dict:
     """The ``POST /sql`` JSON body for ``text`` (see docs/sql.md)."""
     t0 = time.perf_counter() if t0 is None else t0
-    out = await execute_sql(db, text)
-    if len(out) > 20_000:
-        return await trio.to_thread.run_sync(
-            lambda: to_json(out, (time.perf_counter() - t0) * 1000), limiter=cpu_limiter())
-    return to_json(out, (time.perf_counter() - t0) * 1000)
+    out = await db.sql(text)  # answered by a query worker
+    return await offload(lambda: to_json(out, (time.perf_counter() - t0) * 1000), small=len(out) <= 20_000)
 
 
 # --------------------------------------------------------------------------- pgwire

@@ -26,11 +26,10 @@ import attrs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import trio
 
 from rusts.query.executor import ResultSet, aggregate_of_nothing, select_series
 from rusts.query.rowset import concat_column
-from rusts.messages import cpu_limiter
+from rusts.query.control import checkpoint, offload
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Query
 from rusts.sql.scan import CACHE, series_columns, series_pieces
@@ -131,6 +130,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     group_tags: list[dict] = []
     series: list[_Series] = []
     for sid in sids.tolist():
+        checkpoint()
         tags = tags_of(int(sid))
         key = tuple(tags.get(k) for k in q.group_by)
         pieces = None
@@ -511,10 +511,8 @@ async def _run(db, snap, sids, q: Query, work):
     from rusts.db import _is_small
     from rusts.sql.runner import _limited
 
-    if _is_small(snap, sids, q):
-        return work()
     async with _limited(db):
-        return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+        return await offload(work, small=_is_small(snap, sids, q))
 
 
 def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, key_desc) -> ResultSet:

@@ -15,8 +15,7 @@ import orjson
 import trio
 
 from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
-from rusts.protocols.http.server import (App, BodyTooLarge, MethodNotAllowed, NotFound, Request,
-                                        Response)
+from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
 
 log = logging.getLogger("rusts.http")
 
@@ -163,7 +162,7 @@ def create_app(db, config=None) -> App:
 
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:
-        return _json({"status": "healthy"})
+        return _json(db.health())
 
     @route("/ready", ("GET",))
     async def ready(req: Request) -> Response:

@@ -19,6 +19,7 @@ import logging
 import re
 import ssl
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 from sqlglot import exp
@@ -84,13 +85,15 @@ class DbBackend:
 
     # ---------------------------------------------------------------- SqlBackend
     async def execute(self, sql: str, params: Sequence[object] | None = None):
-        if self.poller is None:
-            return await self._execute(sql, params)
-        self.poller.begin()
+        _IN_FLIGHT[0] += 1
+        if self.poller is not None:
+            self.poller.begin()
         try:
             return await self._execute(sql, params)
         finally:
-            self.poller.end()
+            _IN_FLIGHT[0] -= 1
+            if self.poller is not None:
+                self.poller.end()
 
     async def _execute(self, sql: str, params: Sequence[object] | None):
         if self._described is not None:
@@ -102,9 +105,9 @@ class DbBackend:
 
         if is_catalog_query(sql):
             return await self._catalog(sql, params)
-        from rusts.sql.runner import execute_sql, to_pg_result
+        from rusts.sql.runner import to_pg_result
 
-        out = await execute_sql(self.db, sql, params)
+        out = await self.db.sql(sql, params)  # answered by a query worker
         return to_pg_result(out)
 
     def _param_types(self, sql: str, given: Sequence[int]) -> list[int]:
@@ -164,9 +167,7 @@ class DbBackend:
         if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
             return types, None  # DELETE / DROP TABLE return no rows
         if not is_catalog_query(sql):
-            from rusts.sql.runner import describe_sql
-
-            _, cols = await describe_sql(self.db, sql)  # names and types without reading data
+            _, cols = await self.db.describe_sql(sql)  # names and types without reading data
             return types, (cols or None)
         params = [None] * len(types) if types else None
         try:
@@ -193,9 +194,15 @@ def _tls_context(cfg) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+_IN_FLIGHT = [0]  # statements being executed, over every session (the drain waits for them)
+
+
+async def serve_postgres(db, config, *, poller=None, shutdown_trigger=None,
+                         task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``. ``poller``:
-    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement."""
+    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement. When
+    ``shutdown_trigger()`` returns, statements in flight finish (at most 5 s), then every session
+    is closed."""
     from rusts.security.auth import verify_token
     from rusts.protocols.pgwire import PgAuth, serve_pgwire
 
@@ -212,6 +219,15 @@ async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATU
                 return False
 
         auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=jwt_ok)
-    await serve_pgwire(lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
-                       max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
-                       task_status=task_status)
+    serving = partial(serve_pgwire, lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
+                      max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg))
+    if shutdown_trigger is None:
+        await serving(task_status=task_status)
+        return
+    async with trio.open_nursery() as nursery:
+        task_status.started(await nursery.start(serving))
+        await shutdown_trigger()
+        with trio.move_on_after(5.0):
+            while _IN_FLIGHT[0]:
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
