@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -139,8 +140,8 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
             cfg["cluster"] = str(path)
             s.config_path.write_text(yaml.safe_dump(cfg))
             servers.append(s)
-        for s in servers:
-            s.start(timeout=60)
+        with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side
+            list(ex.map(lambda s: s.start(timeout=60), servers))
 
         def all_connected():
             for s in servers:
