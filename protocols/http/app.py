@@ -14,8 +14,9 @@ import zlib
 import orjson
 import trio
 
-from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
+from rusts.errors import AuthError, ProtocolError, RustsError
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
+from rusts.storage.damage import answer_extra, collect_missing
 
 log = logging.getLogger("rusts.http")
 
@@ -55,19 +56,16 @@ def create_app(db, config=None) -> App:
     cfg = config or db.config
     max_body = int(cfg.server.max_body_size)
     auth_cfg = cfg.auth
-    open_routes = {"/health", "/ready", "/ping", "/auth/token"}
 
-    def check_auth(req: Request) -> None:
-        if not auth_cfg.enabled or req.path in open_routes:
-            return
-        from rusts.security.auth import verify_http
+    def check_auth(req: Request) -> None:  # 401 / 403; the route -> action table is in authorize
+        from rusts.security.authorize import authorize_http
 
-        verify_http(auth_cfg, req.headers.get("authorization"), req.args)
+        authorize_http(auth_cfg, req.method, req.path, req.headers, req.args, req.body)
 
     def on_error(req: Request, e: BaseException) -> Response:
         if isinstance(e, RustsError):
             headers = None
-            if isinstance(e, OverloadedError):
+            if getattr(e, "retry_after", None) is not None:  # OverloadedError, StorageUnavailableError
                 headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
             if isinstance(e, AuthError):
                 headers = {"WWW-Authenticate": "Bearer"}
@@ -94,8 +92,11 @@ def create_app(db, config=None) -> App:
             data = _gunzip(data, max_body * 10)
         return data
 
+    from rusts.cluster import frontend_of  # cluster mode: writes and queries go to the cluster node
+
     async def do_write(req: Request) -> Response:
-        result = await db.write(body_of(req), precision=req.args.get("precision", "ns"))
+        target = frontend_of(db) or db
+        result = await target.write(body_of(req), precision=req.args.get("precision", "ns"))
         if result.errors:
             errs = [err.to_json() for err in result.errors]
             first = result.errors[0]
@@ -130,8 +131,9 @@ def create_app(db, config=None) -> App:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
-        rs = await db.query(obj)
-        return _json(await rows_json(rs, t0))
+        with collect_missing() as missing:  # damaged blocks are skipped and named in the answer
+            rs = await (frontend_of(db) or db).query(obj)
+        return _json({**await rows_json(rs, t0), **answer_extra(missing)})
 
     @route("/sql", ("POST", "GET"))
     async def sql(req: Request) -> Response:
@@ -153,7 +155,17 @@ def create_app(db, config=None) -> App:
             return error_response(400, "empty SQL query")
         from rusts.sql.runner import run_sql_http
 
-        return _json(await run_sql_http(db, text, t0))
+        if frontend_of(db) is not None:
+            return _json(await frontend_of(db).sql(text, t0))
+        with collect_missing() as missing:
+            out = await run_sql_http(db, text, t0)
+        return _json({**out, **answer_extra(missing)} if missing else out)
+
+    @route("/cluster", ("GET",))
+    async def cluster(req: Request) -> Response:
+        if frontend_of(db) is None:
+            return error_response(404, "this server is not a cluster node (start it with --cluster FILE)")
+        return _json(await frontend_of(db).status())
 
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:
