@@ -205,9 +205,10 @@ class StorageConfig:
     compression: str = _field("default", _enum(COMPRESSION_LEVELS))
     block_rows: int = _field(4096, _positive_int)
     block_duration_secs: int = _field(3600, _non_negative_int)
-    cold_after_hours: int | None = _field(None, _optional(_positive_int))
     max_series: int | None = _field(10000000, _optional(_positive_int))
     max_series_per_measurement: int | None = _field(1000000, _optional(_positive_int))
+    cold_after_hours: int | None = _field(24, _optional(_positive_int))
+    cold_idle_secs: int = _field(20, _non_negative_int)
 
     @property
     def wal_path(self) -> str:
@@ -322,6 +323,7 @@ class QueryConfig:
     max_concurrent: int = _field(16, _positive_int)
     timeout_secs: int | float = _field(30, _positive_number)
     max_rows: int = _field(10000000, _positive_int)
+    memory_limit_mb: int = _field(2048, _positive_int)
     recent_cache_mb: int = _field(128, _non_negative_int)
 
 
@@ -526,9 +528,10 @@ storage:
   compression: default       # none, fast, default, best
   block_rows: 4096           # Points per column block in segments
   block_duration_secs: 3600  # Blocks never cross a multiple of this (0 = off): hourly aggregates need no decoding
-  cold_after_hours: null     # Recompress partitions older than this with the cold codec (null = never)
   max_series: 10000000       # Series in the database; writes creating more are rejected (null = no limit)
   max_series_per_measurement: 1000000  # Series per measurement (null = no limit)
+  cold_after_hours: 24       # Partitions that ended longer ago than this go to the cold tier (null = never)...
+  cold_idle_secs: 20         # ...once no flush has landed in them for this long
 
 auth:
   enabled: false
@@ -566,6 +569,7 @@ query:
   max_concurrent: 16
   timeout_secs: 30
   max_rows: 10000000
+  memory_limit_mb: 2048       # data one query may hold (scans, DuckDB's working memory); beyond: an error
   recent_cache_mb: 128        # flushed data kept in memory for queries over recent windows (0: off)
 """
 

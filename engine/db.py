@@ -453,6 +453,7 @@ class Database:
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()
             self.write_stats["points"] += batch.point_count
+            self.write_stats["values"] += batch.value_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
     def _reader(self, meta):
@@ -512,7 +513,8 @@ class Database:
         from rusts.actors.query_worker import ask
 
         self._check_open()
-        return ask(self._query_send, make, float(self.config.query.timeout_secs))
+        qc = self.config.query
+        return ask(self._query_send, make, float(qc.timeout_secs), int(qc.memory_limit_mb) << 20)
 
     async def query(self, q: Query | dict) -> ResultSet:
         """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`.
@@ -540,12 +542,22 @@ class Database:
         from rusts.actors.query_worker import DescribeSql, JsonQuery, SqlStatement
         from rusts.sql import runner
 
+        max_rows = int(self.config.query.max_rows)
+
+        def bounded(answer):
+            if len(answer) > max_rows:
+                from rusts.errors import QueryLimitError
+
+                raise QueryLimitError(f"query answer has {len(answer)} rows, more than query.max_rows "
+                                      f"({max_rows}): add a LIMIT, narrow the range or aggregate")
+            return answer
+
         async def json_query(req):
-            return await self.run_query(req.query)
+            return bounded(await self.run_query(req.query))
 
         async def sql_statement(req):
-            return await runner.execute_sql(self, req.text, req.params, extra_tables=req.extra_tables,
-                                            now_ns=req.now_ns, route=req.route)
+            return bounded(await runner.execute_sql(self, req.text, req.params, extra_tables=req.extra_tables,
+                                                    now_ns=req.now_ns, route=req.route))
 
         async def describe(req):
             return await runner.describe_sql(self, req.text, extra_tables=req.extra_tables)

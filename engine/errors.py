@@ -71,6 +71,13 @@ class QueryCancelled(RustsError):
     sqlstate = "57014"
 
 
+class QueryLimitError(QueryError):
+    """A query needs more than its limits allow (``query.memory_limit_mb``, ``query.max_rows``)."""
+
+    http_status = 400
+    sqlstate = "53200"
+
+
 class AuthError(RustsError):
     """Missing or wrong credentials."""
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from rusts.errors import QueryCancelled
+from rusts.errors import QueryCancelled, QueryLimitError
 
 _current: contextvars.ContextVar[QueryControl | None] = contextvars.ContextVar("rusts_query_control",
                                                                                 default=None)
@@ -43,10 +43,13 @@ class QueryControl:
         timeout: seconds from now until the query is stopped (``inf``: no limit).
     """
 
-    __slots__ = ("deadline", "timeout", "reason", "_cancelled", "_interrupters", "_lock", "_scopes")
+    __slots__ = ("deadline", "timeout", "reason", "memory_limit", "held", "_cancelled", "_interrupters",
+                 "_lock", "_scopes")
 
-    def __init__(self, timeout: float = math.inf) -> None:
+    def __init__(self, timeout: float = math.inf, memory_limit: int | None = None) -> None:
         self.timeout = float(timeout)
+        self.memory_limit = memory_limit
+        self.held = 0
         self.deadline = trio.current_time() + self.timeout if math.isfinite(self.timeout) else math.inf
         self.reason: str | None = None
         self._cancelled = False
@@ -94,6 +97,15 @@ class QueryControl:
         fn()
         return lambda: None
 
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` of data this query holds (scanned tables, raw rows); past the
+        ``memory_limit`` the query fails with :class:`QueryLimitError` instead of growing."""
+        self.held += int(nbytes)
+        if self.memory_limit is not None and self.held > self.memory_limit:
+            raise QueryLimitError(
+                f"query needs more than its memory limit of {self.memory_limit >> 20} MiB "
+                f"(query.memory_limit_mb): narrow the time range, select fewer columns or aggregate")
+
     def check(self) -> None:
         if self._cancelled:
             raise QueryCancelled(self.reason or "query cancelled")
@@ -117,6 +129,13 @@ def checkpoint() -> None:
     ctl = getattr(_thread, "control", None)
     if ctl is not None and ctl._cancelled:
         raise ctl.error()
+
+
+def charge(nbytes: int) -> None:
+    """Charge ``nbytes`` to the current query's memory budget (no-op outside a query)."""
+    ctl = current()
+    if ctl is not None:
+        ctl.charge(nbytes)
 
 
 def busy_threads() -> int:

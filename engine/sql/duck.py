@@ -420,13 +420,17 @@ def from_arrow(table: pa.Table, measurement: str, tag_names: frozenset | set = f
             kind = KIND_FIELD
         elif pa.types.is_decimal(t):
             kind = KIND_FIELD
-            if t.scale == 0:
+            if t.scale == 0:  # HUGEINT (DuckDB's SUM of integers): exact, as the fast paths
                 try:
                     v, m = _np_of(arr.cast(pa.int64()), 0)
                     pg = "int8"
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
-                    pg = "numeric"
+                    try:
+                        v, m = _np_of(arr.cast(pa.uint64()), 0)
+                        pg = "numeric"
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                        from rusts.query.exact import out_of_range
+                        raise out_of_range() from None
             else:
                 v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
                 pg = "numeric"

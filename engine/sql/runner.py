@@ -254,6 +254,12 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         cols.append(SqlColumn(oc.name, oc.pgtype, oc.kind))
         vals.append(np.asarray(v))
         masks.append(m)
+    shown = {oc.key for oc in plan.outputs if oc.src == "tag"}
+    hidden = [k for k in plan.query.group_by if k not in shown]  # GROUP BY tags not selected
+    for k in hidden:  # carried along HAVING, ORDER BY and LIMIT, then set aside as row tags
+        v, m = _tag_column(rs, k)
+        vals.append(v)
+        masks.append(m)
     if plan.having:
         keep = having_mask(plan.having, rs)
         if not keep.all():
@@ -272,7 +278,11 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         elif lo or hi is not None:
             vals = [v[lo:hi] for v in vals]
             masks = [None if m is None else m[lo:hi] for m in masks]
-    return make_output(cols, vals, masks, plan.query.measurement, path="fast")
+    nc = len(cols)
+    out = make_output(cols, vals[:nc], masks[:nc], plan.query.measurement, path="fast")
+    if hidden:
+        out = attrs.evolve(out, row_tags=tuple(zip(hidden, vals[nc:], masks[nc:])))
+    return out
 
 
 def having_mask(tree: tuple, rs) -> np.ndarray:

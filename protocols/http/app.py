@@ -105,6 +105,12 @@ def create_app(db, config=None) -> App:
     route("/write", ("POST",))(do_write)
     route("/api/v2/write", ("POST",))(do_write)
 
+    @route("/api/v1/write/arrow", ("POST",))
+    async def write_arrow(req: Request) -> Response:  # Arrow IPC batches (rusts-import; docs/import.md)
+        from rusts.importer.arrow_ingest import write_arrow
+
+        return _json(*await write_arrow(db, body_of(req), req.args))
+
     async def rows_json(rs, t0):
         from rusts.query.executor import result_json
         if len(rs) > 20000:

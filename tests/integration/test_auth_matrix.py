@@ -71,6 +71,7 @@ ROUTES = [
     ("GET", "/ping", None, None, None),
     ("POST", "/write", f"cpu,host=a v=2 {T}", None, "write"),
     ("POST", "/api/v2/write", f"cpu,host=b v=3 {T}", None, "write"),
+    ("POST", "/api/v1/write/arrow?measurement=cpu", b"", None, "write"),  # empty body: 400 once allowed
     ("POST", "/query", None, {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}}, "read"),
     ("GET", "/query?q=" + '{"measurement":"cpu","time_range":{"start":0,"end":1}}', None, None, "read"),
     ("POST", "/sql", "SELECT * FROM cpu", None, "read"),
