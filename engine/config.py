@@ -205,10 +205,10 @@ class StorageConfig:
     compression: str = _field("default", _enum(COMPRESSION_LEVELS))
     block_rows: int = _field(4096, _positive_int)
     block_duration_secs: int = _field(3600, _non_negative_int)
-    max_series: int | None = _field(10000000, _optional(_positive_int))
-    max_series_per_measurement: int | None = _field(1000000, _optional(_positive_int))
     cold_after_hours: int | None = _field(24, _optional(_positive_int))
     cold_idle_secs: int = _field(20, _non_negative_int)
+    max_series: int | None = _field(10000000, _optional(_positive_int))
+    max_series_per_measurement: int | None = _field(1000000, _optional(_positive_int))
 
     @property
     def wal_path(self) -> str:
@@ -528,10 +528,10 @@ storage:
   compression: default       # none, fast, default, best
   block_rows: 4096           # Points per column block in segments
   block_duration_secs: 3600  # Blocks never cross a multiple of this (0 = off): hourly aggregates need no decoding
-  max_series: 10000000       # Series in the database; writes creating more are rejected (null = no limit)
-  max_series_per_measurement: 1000000  # Series per measurement (null = no limit)
   cold_after_hours: 24       # Partitions that ended longer ago than this go to the cold tier (null = never)...
   cold_idle_secs: 20         # ...once no flush has landed in them for this long
+  max_series: 10000000       # Series in the database; writes creating more are rejected (null = no limit)
+  max_series_per_measurement: 1000000  # Series per measurement (null = no limit)
 
 auth:
   enabled: false

@@ -129,6 +129,8 @@ def _parse_cached(text: str) -> exp.Expression:
         raise QueryError(f"syntax error{near}: {desc}", position=pos) from None
     except sqlglot.errors.TokenError as e:
         raise QueryError(f"syntax error: {e}") from None
+    except RecursionError:  # sqlglot recurses ~10 frames per nesting level (found by fuzzing)
+        raise QueryError("statement is nested too deeply") from None
     if not stmts:
         raise QueryError("empty query")
     if len(stmts) > 1:

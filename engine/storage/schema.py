@@ -15,8 +15,9 @@ whole (all their fields), because a point is written atomically or not at all.
 Edge case, accepted: if the earliest line of a new field is itself rejected for a conflict on
 another field, the lines that disagreed with it are rejected too and the field stays unregistered.
 
-On disk: ``index_dir/schema.json``, ``{"version": 1, "measurements": {"cpu": {"usage":
-"float"}}}``, rewritten atomically (write a temp file, fsync, rename, fsync the directory) by
+On disk: ``index_dir/schema.json``, ``{"version": 1, "crc32": 123, "measurements": {"cpu":
+{"usage": "float"}}}`` (``crc32``: CRC-32 of the ``measurements`` object as canonical JSON, sorted
+keys, no spaces; files without it are accepted), rewritten atomically (write a temp file, fsync, rename, fsync the directory) by
 :meth:`SchemaRegistry.persist`. A missing file gives an empty registry with ``needs_rebuild``; an
 unreadable one is renamed aside (``schema.json.corrupt``, never deleted), reported in
 ``problems`` and rebuilt by the engine with :meth:`SchemaRegistry.ensure` from segment columns.
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -349,8 +351,8 @@ class SchemaRegistry:
             tmp = path + ".tmp"
             try:
                 os.makedirs(self.index_dir, exist_ok=True)
-                data = json.dumps({"version": 1, "measurements": snapshot}, indent=1,
-                                  ensure_ascii=False).encode("utf-8")
+                data = json.dumps({"version": 1, "crc32": _crc(snapshot), "measurements": snapshot},
+                                  indent=1, ensure_ascii=False).encode("utf-8")
                 with open(tmp, "wb") as fh:
                     fh.write(data)
                     fh.flush()
@@ -363,10 +365,18 @@ class SchemaRegistry:
                 raise StorageError(f"cannot persist schema {path}: {exc}") from exc
 
 
+def _crc(measurements: dict) -> int:
+    """CRC-32 of the canonical JSON of the ``measurements`` object (key order, spacing fixed)."""
+    text = json.dumps(measurements, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def _decode(raw: bytes) -> dict[str, dict[str, FieldType]]:
     doc = json.loads(raw.decode("utf-8"))
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise ValueError("not a version 1 schema file")
+    if "crc32" in doc and doc["crc32"] != _crc(doc["measurements"]):  # older files have none
+        raise ValueError("schema checksum mismatch")
     out: dict[str, dict[str, FieldType]] = {}
     for m, fields in doc["measurements"].items():
         out[str(m)] = {str(f): _NAME_TYPES[t] for f, t in fields.items()}

@@ -14,8 +14,9 @@ import zlib
 import orjson
 import trio
 
-from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
+from rusts.errors import AuthError, ProtocolError, RustsError
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
+from rusts.storage.damage import answer_extra, collect_missing
 
 log = logging.getLogger("rusts.http")
 
@@ -64,7 +65,7 @@ def create_app(db, config=None) -> App:
     def on_error(req: Request, e: BaseException) -> Response:
         if isinstance(e, RustsError):
             headers = None
-            if isinstance(e, OverloadedError):
+            if getattr(e, "retry_after", None) is not None:  # OverloadedError, StorageUnavailableError
                 headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
             if isinstance(e, AuthError):
                 headers = {"WWW-Authenticate": "Bearer"}
@@ -127,8 +128,9 @@ def create_app(db, config=None) -> App:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
-        rs = await db.query(obj)
-        return _json(await rows_json(rs, t0))
+        with collect_missing() as missing:  # damaged blocks are skipped and named in the answer
+            rs = await db.query(obj)
+        return _json({**await rows_json(rs, t0), **answer_extra(missing)})
 
     @route("/sql", ("POST", "GET"))
     async def sql(req: Request) -> Response:
@@ -150,7 +152,9 @@ def create_app(db, config=None) -> App:
             return error_response(400, "empty SQL query")
         from rusts.sql.runner import run_sql_http
 
-        return _json(await run_sql_http(db, text, t0))
+        with collect_missing() as missing:
+            out = await run_sql_http(db, text, t0)
+        return _json({**out, **answer_extra(missing)} if missing else out)
 
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:
