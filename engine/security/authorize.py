@@ -13,6 +13,7 @@ POST /api/v1/write/arrow                    write on the ``measurement`` query p
 GET|POST /query                             read on the query's measurement
 GET|POST /sql                               checked per statement (below)
 GET /stats, /metrics, /retention_policies   read
+GET /cluster                                read
 POST /delete                                admin, or write on the measurement
 DELETE /measurements/<name>                 admin on <name>
 POST|PUT|PATCH|DELETE /retention_policies   admin on every measurement
@@ -57,6 +58,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/sql"): "sql",
     ("GET", "/stats"): READ,
     ("GET", "/metrics"): READ,
+    ("GET", "/cluster"): READ,
     ("GET", "/retention_policies"): READ,
     ("POST", "/retention_policies"): "admin-all",
     ("PUT", "/retention_policies/"): "admin-all",

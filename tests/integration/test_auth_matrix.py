@@ -78,6 +78,7 @@ ROUTES = [
     ("GET", "/sql?q=SELECT%20count(*)%20FROM%20cpu", None, None, "read"),
     ("GET", "/stats", None, None, "read_global"),
     ("GET", "/metrics", None, None, "read_global"),
+    ("GET", "/cluster", None, None, "read_global"),  # 404 (not a cluster node) once allowed
     ("GET", "/retention_policies", None, None, "read_global"),
     ("POST", "/retention_policies", None, POLICY, "admin_all"),
     ("PATCH", "/retention_policies/p1", None, {"duration": "400d"}, "admin_all"),
