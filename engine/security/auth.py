@@ -58,11 +58,6 @@ def check_password(cfg, username: str | None, password: str | None) -> bool:
     return passwords.verify(stored, password)
 
 
-def verify_token(cfg, token: str) -> dict:
-    """The claims of a valid token (:func:`rusts.security.tokens.verify_token`)."""
-    return tokens.verify_token(cfg, token)
-
-
 def token_principal(cfg, token: str) -> Principal:
     return tokens.principal_of(tokens.verify_token(cfg, token))
 
@@ -104,8 +99,3 @@ def _login(cfg, user: str, password: str) -> Principal:
     if password.count(".") == 2 and stored_password(cfg, user) is None:
         return token_principal(cfg, password)  # a token as the password (Grafana, InfluxDB 1 clients)
     raise AuthError("invalid username or password")
-
-
-def verify_http(cfg, header: str | None, args) -> str:
-    """The subject of an HTTP request's credentials, or :class:`AuthError`."""
-    return authenticate_http(cfg, header, args).subject

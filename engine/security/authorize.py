@@ -9,9 +9,11 @@ route                                       needs
 ==========================================  ==============================================
 /health, /ready, /ping, POST /auth/token    nothing (open)
 POST /write, /api/v2/write                  write on every measurement in the body
+POST /api/v1/write/arrow                    write on the ``measurement`` query parameter
 GET|POST /query                             read on the query's measurement
 GET|POST /sql                               checked per statement (below)
 GET /stats, /metrics, /retention_policies   read
+GET /cluster                                read
 POST /delete                                admin, or write on the measurement
 DELETE /measurements/<name>                 admin on <name>
 POST|PUT|PATCH|DELETE /retention_policies   admin on every measurement
@@ -44,16 +46,19 @@ from rusts.security.scopes import ADMIN, READ, SYSTEM, WRITE, Principal, current
 OPEN_ROUTES = frozenset({"/health", "/ready", "/ping", "/auth/token"})
 
 #: (method, path or path prefix ending in "/") -> rule. A rule is an action, or
-#: "write-body" / "query-body" / "delete-body" / "sql" / "admin-path" (the name in the path).
+#: "write-body" / "write-arg" / "query-body" / "delete-body" / "sql" / "admin-path" (the name in
+#: the path) / "admin-all".
 ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/write"): "write-body",
     ("POST", "/api/v2/write"): "write-body",
+    ("POST", "/api/v1/write/arrow"): "write-arg",
     ("GET", "/query"): "query-body",
     ("POST", "/query"): "query-body",
     ("GET", "/sql"): "sql",
     ("POST", "/sql"): "sql",
     ("GET", "/stats"): READ,
     ("GET", "/metrics"): READ,
+    ("GET", "/cluster"): READ,
     ("GET", "/retention_policies"): READ,
     ("POST", "/retention_policies"): "admin-all",
     ("PUT", "/retention_policies/"): "admin-all",
@@ -131,6 +136,10 @@ def authorize_http(cfg, method: str, path: str, headers, args, body: bytes | Non
         if not p.all_measurements:
             for m in body_measurements(_body(headers, body)):
                 require(p, WRITE, m)
+    elif rule == "write-arg":
+        require(p, WRITE)
+        if not p.all_measurements:
+            require(p, WRITE, str(args.get("measurement", "")))
     elif rule == "query-body":
         require(p, READ)
         if not p.all_measurements:

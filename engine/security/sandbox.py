@@ -81,8 +81,8 @@ _LOCK = threading.Lock()
 def refused_functions() -> tuple[frozenset[str], frozenset[str]]:
     """(refused in FROM, refused anywhere): every DuckDB table function and table macro not in
     :data:`ALLOWED_FUNCTIONS`, and of those the ones that are not also a scalar or aggregate
-    function (``glob`` is both: the ``GLOB`` operator stays usable). Read from DuckDB itself, so
-    a new DuckDB's new readers are refused too."""
+    function (``histogram`` is both a table macro and an aggregate: the aggregate stays usable).
+    Read from DuckDB itself, so a new DuckDB's new readers are refused too."""
     with _LOCK:
         con = connect(())
         try:

@@ -71,12 +71,14 @@ ROUTES = [
     ("GET", "/ping", None, None, None),
     ("POST", "/write", f"cpu,host=a v=2 {T}", None, "write"),
     ("POST", "/api/v2/write", f"cpu,host=b v=3 {T}", None, "write"),
+    ("POST", "/api/v1/write/arrow?measurement=cpu", b"", None, "write"),  # empty body: 400 once allowed
     ("POST", "/query", None, {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}}, "read"),
     ("GET", "/query?q=" + '{"measurement":"cpu","time_range":{"start":0,"end":1}}', None, None, "read"),
     ("POST", "/sql", "SELECT * FROM cpu", None, "read"),
     ("GET", "/sql?q=SELECT%20count(*)%20FROM%20cpu", None, None, "read"),
     ("GET", "/stats", None, None, "read_global"),
     ("GET", "/metrics", None, None, "read_global"),
+    ("GET", "/cluster", None, None, "read_global"),  # 404 (not a cluster node) once allowed
     ("GET", "/retention_policies", None, None, "read_global"),
     ("POST", "/retention_policies", None, POLICY, "admin_all"),
     ("PATCH", "/retention_policies/p1", None, {"duration": "400d"}, "admin_all"),
