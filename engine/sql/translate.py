@@ -443,13 +443,22 @@ class Bounds:
 
 
 def conjuncts(cond: exp.Expression | None) -> list[exp.Expression]:
-    if cond is None:
-        return []
-    while isinstance(cond, exp.Paren):
-        cond = cond.this
-    if isinstance(cond, exp.And):
-        return conjuncts(cond.this) + conjuncts(cond.expression)
-    return [cond]
+    """The AND-ed terms of ``cond``, left to right (iterative: a WHERE of thousands of ANDs
+    must not exhaust the stack)."""
+    out: list[exp.Expression] = []
+    stack = [cond]
+    while stack:
+        c = stack.pop()
+        if c is None:
+            continue
+        while isinstance(c, exp.Paren):
+            c = c.this
+        if isinstance(c, exp.And):
+            stack.append(c.expression)
+            stack.append(c.this)
+        else:
+            out.append(c)
+    return out
 
 
 _FLIP = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ,

@@ -15,8 +15,10 @@ Byte layout: ``docs/format/segment.md``. Design:
   and masks are numpy reductions; the reader decodes the selected chunks and scatters them with
   boolean indexing.
 * **Damage is contained.** A chunk failing its CRC raises ``CorruptionError(path, offset)`` for
-  reads touching that chunk only; other series stay readable. A bad header, footer or trailer
-  makes :meth:`SegmentReader.open` fail, and the engine quarantines the file.
+  reads touching that chunk only; other series stay readable. Inside a query
+  (:func:`rusts.storage.damage.collect_missing`) the damaged block reads as empty instead and is
+  reported, so the series' other blocks still answer. A bad header, footer or trailer makes
+  :meth:`SegmentReader.open` fail, and the engine quarantines the file.
 
 Writing is atomic: ``<path>.tmp``, fsync, rename, fsync of the directory.
 """
@@ -36,6 +38,7 @@ import numpy as np
 import zstandard
 
 from rusts import codecs
+from rusts.storage import damage
 from rusts.storage.bloom import BloomFilter
 from rusts.errors import ClosedError, CorruptionError, StorageError
 from rusts.model import Column, FieldType
@@ -558,6 +561,8 @@ class SegmentReader:
         self = cls.__new__(cls)
         self.path = os.fspath(path)
         self._mm = None
+        self.damaged: dict[tuple[int, int], str] = {}  # (sid, block) -> reason (found by a query)
+        self.damage_copy: str | None = None  # quarantine copy made when damage was first found
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError as e:
@@ -1034,22 +1039,43 @@ class SegmentReader:
         else:
             wanted = {f for f in (self._series_fid(c0, c1, name) for name in fields) if f >= 0}
         out = []
+        tolerant = damage.tolerant()
         for blk in sel:
-            rows = int(self._b_rows[blk])
-            t = self._decode(int(self._b_ts_off[blk]), int(self._b_ts_len[blk]), sid, "timestamps")
-            if len(t) != rows or t.dtype != np.int64:
-                raise self._corrupt(f"timestamps chunk of series {sid} block {blk - b0} decodes "
-                                    f"{len(t)} values, expected {rows}", int(self._b_ts_off[blk]))
-            cols = {}
-            cs, ce = int(self._b_chunk_start[blk]), int(self._b_chunk_start[blk + 1])
-            for k, fid in enumerate(self._c_field[cs:ce].tolist()):
-                if wanted is not None and fid not in wanted:
-                    continue
-                ft = self._field_types[fid]
-                v, m = self._read_chunk(cs + k, sid, blk - b0, ft, rows)
-                cols[self._field_names[fid]] = (ft, v, m)
-            out.append((t, cols))
+            if tolerant and (sid, blk - b0) in self.damaged:
+                self._skip_damaged(sid, blk, b0, self.damaged[sid, blk - b0], out, False)
+                continue
+            try:
+                out.append(self._read_block(sid, blk, b0, wanted))
+            except CorruptionError as e:
+                if not tolerant:
+                    raise
+                first = (sid, blk - b0) not in self.damaged
+                self.damaged[sid, blk - b0] = str(e)
+                self._skip_damaged(sid, blk, b0, str(e), out, first)
         return out
+
+    def _skip_damaged(self, sid: int, blk: int, b0: int, reason: str, out: list,
+                      first: bool) -> None:
+        """A damaged block reads as empty (its place in ``out`` is kept) and is reported."""
+        damage.note(self, sid, blk - b0, self.series_key(sid), int(self._b_min[blk]),
+                    int(self._b_max[blk]), reason, first)
+        out.append((np.zeros(0, dtype=np.int64), {}))
+
+    def _read_block(self, sid: int, blk: int, b0: int, wanted) -> tuple[np.ndarray, dict]:
+        rows = int(self._b_rows[blk])
+        t = self._decode(int(self._b_ts_off[blk]), int(self._b_ts_len[blk]), sid, "timestamps")
+        if len(t) != rows or t.dtype != np.int64:
+            raise self._corrupt(f"timestamps chunk of series {sid} block {blk - b0} decodes "
+                                f"{len(t)} values, expected {rows}", int(self._b_ts_off[blk]))
+        cols = {}
+        cs, ce = int(self._b_chunk_start[blk]), int(self._b_chunk_start[blk + 1])
+        for k, fid in enumerate(self._c_field[cs:ce].tolist()):
+            if wanted is not None and fid not in wanted:
+                continue
+            ft = self._field_types[fid]
+            v, m = self._read_chunk(cs + k, sid, blk - b0, ft, rows)
+            cols[self._field_names[fid]] = (ft, v, m)
+        return t, cols
 
     def _read_chunk(self, c: int, sid: int, block: int, ft: FieldType,
                     rows: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -24,7 +24,7 @@ from rusts.protocols.http.routing import App, BodyTooLarge, Request, Response, d
 
 log = logging.getLogger("rusts.http")
 
-HOT_PATHS = frozenset({"/write", "/api/v2/write", "/query", "/sql", "/ping", "/health"})
+HOT_PATHS = frozenset({"/write", "/api/v2/write", "/api/v1/write/arrow", "/query", "/sql", "/ping", "/health"})
 
 _JSON = b"application/json"
 
