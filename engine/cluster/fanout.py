@@ -77,7 +77,7 @@ def query_to_wire(q: Query) -> dict:
             "fields": None if q.fields is None else list(q.fields),
             "aggregations": [[a.function.value, a.field, a.percentile, a.name] for a in q.aggregations],
             "interval": q.interval, "group_by": list(q.group_by), "order": q.order, "limit": q.limit,
-            "offset": q.offset}
+            "offset": q.offset, "predicates": list(q.predicates)}
 
 
 def query_from_wire(d: dict) -> Query:
@@ -87,7 +87,13 @@ def query_from_wire(d: dict) -> Query:
                  tuple(TagFilter(k, TagOp(op), v, tuple(vs)) for k, op, v, vs in d["tag_filters"]),
                  None if d["fields"] is None else tuple(d["fields"]),
                  tuple(Aggregation(AggFunc(f), field, pct, name) for f, field, pct, name in d["aggregations"]),
-                 d["interval"], tuple(d["group_by"]), d["order"], d["limit"], int(d["offset"]))
+                 d["interval"], tuple(d["group_by"]), d["order"], d["limit"], int(d["offset"]),
+                 _tuples(d.get("predicates") or ()))
+
+
+def _tuples(x):
+    """JSON lists back to the tuples of :attr:`Query.predicates` (nested: BETWEEN, AND/OR)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def catalog_answer(dbs: dict, shards: list[int]) -> dict:

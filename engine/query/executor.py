@@ -294,16 +294,10 @@ def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
 def _matching(rs: RowSet, preds, want: int | None, desc: bool, fields) -> RowSet:
     """The rows of ``rs`` satisfying every field predicate (SQL: NULL never matches a comparison),
     at most ``want`` from the wanted end, with only ``fields`` (None: all)."""
-    from rusts.sql.vector import _predicate
-
     n = len(rs)
     keep = np.ones(n, bool)
-    for f, op, value in preds:
-        c = rs.columns.get(f)
-        if c is None:
-            keep &= op == "isnull"
-            continue
-        keep &= _predicate(f, op, value, None, c.values, c.mask, n)
+    for p in preds:
+        keep &= predicate_mask(rs, p)
     idx = np.flatnonzero(keep)
     if want is not None and len(idx) > want:
         idx = idx[len(idx) - want:] if desc else idx[:want]
@@ -317,11 +311,34 @@ def _matching(rs: RowSet, preds, want: int | None, desc: bool, fields) -> RowSet
     return RowSet(rs.timestamps[idx], cols, True)
 
 
+def predicate_mask(rs: RowSet, p: tuple) -> np.ndarray:
+    """Rows of ``rs`` where field predicate ``p`` holds: ``(field, op, value)`` or an AND/OR tree
+    ``("and" | "or", None, (p, ...))`` (SQL: a comparison with NULL is not true)."""
+    from rusts.sql.vector import _predicate
+
+    f, op, value = p
+    n = len(rs)
+    if op is None and f in ("and", "or"):
+        masks = [predicate_mask(rs, q) for q in value]
+        out = masks[0]
+        for m in masks[1:]:
+            out = (out & m) if f == "and" else (out | m)
+        return out
+    c = rs.columns.get(f)
+    if c is None:
+        return np.full(n, op == "isnull")
+    return _predicate(f, op, value, None, c.values, c.mask, n)
+
+
+def _fields_of(p: tuple) -> list[str]:
+    return [x for q in p[2] for x in _fields_of(q)] if p[1] is None and p[0] in ("and", "or") else [p[0]]
+
+
 def _read_filtered(snap: Snapshot, sid: int, q: Query, fields, want: int | None, desc: bool) -> RowSet:
     """:func:`read_series` with the query's field predicates applied; with a limit, blocks are
     read from the wanted end of time, doubling the rows read until enough rows match."""
     preds = q.predicates
-    need = None if fields is None else tuple(dict.fromkeys([*fields, *(p[0] for p in preds)]))
+    need = None if fields is None else tuple(dict.fromkeys([*fields, *(f for p in preds for f in _fields_of(p))]))
     limit = want
     while True:
         rs = read_series(snap, sid, q.start, q.end, need, limit, desc, q.measurement)

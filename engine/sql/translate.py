@@ -563,6 +563,22 @@ def field_predicate(c: exp.Expression, resolve, fields: dict) -> tuple | None:
     return None
 
 
+def predicate_tree(c: exp.Expression, resolve, fields: dict) -> tuple | None:
+    """AND/OR of :func:`field_predicate` predicates as ``("and" | "or", None, (p, ...))``
+    (:func:`rusts.query.executor.predicate_mask` evaluates it), else None."""
+    while isinstance(c, exp.Paren):
+        c = c.this
+    if isinstance(c, (exp.And, exp.Or)):
+        parts = []
+        for side in (c.this, c.expression):
+            p = field_predicate(side, resolve, fields) or predicate_tree(side, resolve, fields)
+            if p is None:
+                return None
+            parts.append(p)
+        return ("and" if isinstance(c, exp.And) else "or", None, tuple(parts))
+    return None
+
+
 def _absorb(c: exp.Expression, b: Bounds, resolve, now_ns: int) -> bool:
     while isinstance(c, exp.Paren):
         c = c.this
@@ -878,7 +894,9 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
         for c in b.rest:
             fp = field_predicate(c, resolve, fields)
             if fp is None:
-                return None
+                fp = predicate_tree(c, resolve, fields)  # AND/OR of them: raw reads only
+                if fp is None:
+                    return None
             residual.append(fp)
 
     # ---- select list
@@ -911,6 +929,8 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     group = sel.args.get("group")
     is_agg = bool(group) or any(kind == "agg" for _, kind, _, _ in items)
+    if is_agg and any(p[0] in ("and", "or") and p[1] is None for p in residual):
+        return None  # the vector path applies plain predicates only
 
     def item_for(node: exp.Expression, order: bool = False):
         """A select item a GROUP BY / ORDER BY expression refers to (ordinal, alias, same text).

@@ -31,8 +31,8 @@ SQL = [
     "GROUP BY hour ORDER BY hour",
     "SELECT time_bucket('10 minutes', time) AS t, host, COUNT(*), MEDIAN(usage) FROM cpu "
     "WHERE time >= '2023-11-15T00:00:00Z' AND time < '2023-11-15T06:00:00Z' GROUP BY t, host ORDER BY t, host",
-    "SELECT time, usage, n FROM cpu WHERE host = 'h2' AND usage >= 0 ORDER BY time DESC LIMIT 20",
-    "SELECT time, host, usage, n, up FROM cpu WHERE n > 100 ORDER BY time, host",
+    "SELECT time, usage, n FROM cpu WHERE host = 'h2' AND dc = 'd0' AND usage >= 0 ORDER BY time DESC LIMIT 20",
+    "SELECT time, host, dc, usage, n, up FROM cpu WHERE n > 100 ORDER BY time, host, dc",
     "SELECT host, dc, COUNT(*) FROM cpu WHERE up AND usage BETWEEN -10 AND 50 GROUP BY host, dc ORDER BY host, dc",
 ]
 JSON = [

@@ -311,6 +311,9 @@ CASES = [
     ("SELECT time, s, i FROM m WHERE host = 'h2' AND s = 'busy' AND b IS NOT NULL ORDER BY time LIMIT 5", None, True),
     ("SELECT time, host, f FROM m WHERE i IS NULL AND host IN ('h3', 'h0')", None, False),
     ("SELECT time, b FROM m WHERE host = 'h4' AND NOT b ORDER BY time DESC LIMIT 3", None, True),
+    ("SELECT time, host, f, i FROM m WHERE (f > 70 OR i < -10) AND (s = 'idle' OR b)", None, False),
+    ("SELECT time, f FROM m WHERE host = 'h0' AND (f IS NULL OR f BETWEEN 40 AND 45) ORDER BY time DESC LIMIT 9",
+     None, True),
 ]
 
 
