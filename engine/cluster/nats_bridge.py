@@ -154,11 +154,22 @@ class NatsLink:
         self.max_payload = int(self.nc.max_payload)
         r = c.nats.stream_replicas
         name = c.cluster_name
-        self.members = await self.js.create_key_value(
-            bucket=f"rusts_{name}_members", history=1, ttl=max(10.0, 5 * c.dead_after_secs), replicas=r)
-        self.meta = await self.js.create_key_value(bucket=f"rusts_{name}_meta", history=1, replicas=r)
+        self.members = await self._bucket(f"rusts_{name}_members", ttl=max(10.0, 5 * c.dead_after_secs),
+                                          replicas=r)
+        self.meta = await self._bucket(f"rusts_{name}_meta", replicas=r)
         for s in range(c.shard_count):
             await self.ensure_stream(s)
+
+    async def _bucket(self, name: str, **params):
+        """Create the KV bucket, or bind the existing one when it has another configuration
+        (another node created it first, or a setting changed since)."""
+        import nats.js.errors
+
+        try:
+            return await self.js.create_key_value(bucket=name, history=1, **params)
+        except nats.js.errors.BadRequestError as e:
+            log.warning("KV bucket %s: %s (using it as it is)", name, e)
+            return await self.js.key_value(name)
 
     async def close(self) -> None:
         if self.nc is not None:
@@ -213,12 +224,20 @@ class NatsLink:
         await asyncio.gather(*(one_shard(idx) for idx in by_shard.values()))
         return out
 
-    async def last_seqs(self) -> dict[int, int]:
-        out = {}
-        for s in range(self.cfg.shard_count):
-            si = await self.js.stream_info(stream_name(self.cfg.cluster_name, s))
-            out[s] = int(si.state.last_seq)
-        return out
+    async def last_seqs(self, timeout: float = 2.0) -> dict[int, int]:
+        """Last sequence of each shard stream (concurrently; a stream that does not answer in
+        ``timeout``, e.g. while its leader is elected, is left out)."""
+        self._check()
+
+        async def one(s: int):
+            try:
+                si = await asyncio.wait_for(self.js.stream_info(stream_name(self.cfg.cluster_name, s)), timeout)
+                return s, int(si.state.last_seq)
+            except Exception:
+                return s, None
+
+        return {s: q for s, q in await asyncio.gather(*(one(s) for s in range(self.cfg.shard_count)))
+                if q is not None}
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
         """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``."""
@@ -290,23 +309,18 @@ class NatsLink:
             return None
         return e.value
 
-    async def kv_items(self, bucket: str) -> dict[str, bytes]:
-        import nats.js.errors
+    async def kv_get_many(self, bucket: str, keys: list[str], timeout: float = 2.0) -> dict[str, bytes]:
+        """The values of ``keys`` (concurrent direct gets; missing or timed-out keys are left
+        out). Listing a bucket's keys would make the server create a consumer each time."""
 
-        kv = getattr(self, bucket)
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
-        out = {}
-        for k in keys:
+        async def one(k: str):
             try:
-                e = await kv.get(k)
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            if e.value:
-                out[k] = e.value
-        return out
+                return k, await asyncio.wait_for(self.kv_get(bucket, k), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                return k, None
+
+        self._check()
+        return {k: v for k, v in await asyncio.gather(*(one(k) for k in keys)) if v}
 
     # ---------------------------------------------------------------- node-to-node requests
     async def serve_requests(self, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
