@@ -88,10 +88,12 @@ class NatsBridge:
             self._thread.join(timeout=5)
             self.loop = None
 
-    async def call(self, fn: Callable[..., Awaitable[Any]], *args, **kwargs) -> Any:
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args, _timeout: float = 30.0, **kwargs) -> Any:
         """Run ``await fn(*args, **kwargs)`` on the asyncio loop; return or raise its outcome.
 
-        NATS failures are raised as :class:`NatsUnavailable`."""
+        NATS failures are raised as :class:`NatsUnavailable`, and so is a call that has not
+        finished after ``_timeout`` seconds (it is cancelled: a client call stuck across a
+        reconnect must not stall its caller for ever)."""
         assert self.loop is not None, "bridge not started"
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
@@ -105,10 +107,15 @@ class NatsBridge:
         fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
         fut.add_done_callback(wake)
         try:
-            await done.wait()
+            with trio.move_on_after(_timeout) as scope:
+                await done.wait()
         except BaseException:
             fut.cancel()
             raise
+        if scope.cancelled_caught:
+            fut.cancel()
+            raise NatsUnavailable(f"NATS call {getattr(fn, '__name__', fn)} did not finish within {_timeout:g}s",
+                                  retry_after=RETRY_AFTER)
         try:
             return fut.result()
         except RustsError:
@@ -240,32 +247,42 @@ class NatsLink:
                 if q is not None}
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
-        """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``."""
+        """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.
+
+        Each subscription gets a consumer of its own name (``apply_<node>_<random>``), created
+        with exactly this configuration; this node's earlier consumers on the stream are
+        deleted first. (Reusing one durable name is not safe: the client binds to an existing
+        consumer of that name without applying the new start sequence, and in a JetStream
+        cluster a just-deleted consumer can still be found for a moment.)"""
+        import uuid
+
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         import nats.js.errors
 
         c = self.cfg
         stream = stream_name(c.cluster_name, shard)
-        durable = f"apply_{c.node_id}"
+        prefix = f"apply_{c.node_id}_"
         old = self.subs.pop(shard, None)
         if old is not None:
             try:
                 await old.unsubscribe()
             except Exception:
                 pass
-        try:
-            await self.js.delete_consumer(stream, durable)
-        except nats.js.errors.NotFoundError:
-            pass
+        for ci in await self.js.consumers_info(stream):
+            if ci.name.startswith(prefix) or ci.name == f"apply_{c.node_id}":
+                try:
+                    await self.js.delete_consumer(stream, ci.name)
+                except nats.js.errors.NotFoundError:
+                    pass
+        name = prefix + uuid.uuid4().hex[:12]
+        common = dict(name=name, durable_name=name, filter_subject=shard_subject(c.cluster_name, shard),
+                      ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
         if start_seq <= 1:
-            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.ALL,
-                                ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
+            cc = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, **common)
         else:
-            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                opt_start_seq=start_seq, ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0,
-                                max_ack_pending=-1)
-        self.subs[shard] = await self.js.pull_subscribe(shard_subject(c.cluster_name, shard),
-                                                        durable=durable, stream=stream, config=cc)
+            cc = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq, **common)
+        await self.js.add_consumer(stream, config=cc)
+        self.subs[shard] = await self.js.pull_subscribe_bind(durable=name, stream=stream)
 
     async def fetch(self, shard: int, batch: int, timeout: float) -> list[tuple[int, bytes, Any]]:
         """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout."""

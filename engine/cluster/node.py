@@ -261,7 +261,8 @@ class ClusterNode:
         if q is not None:
             payload["query"] = query_to_wire(q)
         raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
-                                     dumps(payload), float(self.config.query.timeout_secs))
+                                     dumps(payload), float(self.config.query.timeout_secs),
+                                     _timeout=float(self.config.query.timeout_secs) + 5.0)
         out = orjson.loads(raw)
         if isinstance(out, dict) and "error" in out and "status" in out:
             if out.get("status") == 400:
@@ -370,7 +371,8 @@ class ClusterNode:
             try:
                 last = await self.bridge.call(self.link.last_seqs)
                 await m.refresh_meta()
-            except RustsError:
+            except Exception as e:  # report what is known rather than fail the status page
+                log.warning("cluster: /cluster could not read NATS: %s", e, exc_info=not isinstance(e, RustsError))
                 last = {}
         shards = []
         for s in range(self.cfg.shard_count):

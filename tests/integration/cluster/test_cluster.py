@@ -73,8 +73,8 @@ def wait_converged(nodes, timeout: float, what: str) -> None:
             try:
                 st = httpx.get(n.url + "/cluster", timeout=10).json()
                 print("NODE", n.url, {k: v for k, v in st.items() if k != "shards"})
-                print([(sh["shard"], sh["stream_seq"], [(o["node"], o["applied_seq"]) for o in sh["owners"]])
-                       for sh in st.get("shards", [])])
+                print("NOT CONVERGED", [(sh["shard"], sh["stream_seq"], sh["owners"]) for sh in st.get("shards", [])
+                                        if any(o["lag"] != 0 for o in sh["owners"])])
             except (httpx.HTTPError, ValueError) as e:
                 print("NODE", n.url, "no status:", e)
             print(n.output()[-2500:])
