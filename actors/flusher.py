@@ -25,6 +25,7 @@ async def run_flusher(*, inbox, write_table, on_flushed, checkpoint, stats: dict
     async for req in inbox:
         table = req.table
         delay = 0.1
+        t_fail = None
         while True:
             try:
                 with trio.CancelScope(shield=True):
@@ -33,9 +34,13 @@ async def run_flusher(*, inbox, write_table, on_flushed, checkpoint, stats: dict
             except Exception as e:  # disk full, I/O error: keep the data, retry
                 stats["flush_errors"] = stats.get("flush_errors", 0) + 1
                 stats["last_flush_error"] = str(e)
-                log.error("flush failed, retrying in %.1fs: %s", delay, e)
+                # one line per episode (a full disk would otherwise log every retry)
+                (log.error if t_fail is None else log.debug)("flush failed, retrying with backoff: %s", e)
+                t_fail = trio.current_time() if t_fail is None else t_fail
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if t_fail is not None:
+            log.warning("flush succeeded after failing for %.1fs", trio.current_time() - t_fail)
         stats["flushes"] = stats.get("flushes", 0) + 1
         stats["flushed_points"] = stats.get("flushed_points", 0) + table.points
         on_flushed(table.id)

@@ -127,12 +127,13 @@ async def _answer(req, handler: Handler, stats: WorkerStats) -> None:
         stats.busy -= 1
 
 
-async def ask(send: trio.MemorySendChannel, make: Callable[[Reply, QueryControl], Any], timeout: float) -> Any:
+async def ask(send: trio.MemorySendChannel, make: Callable[[Reply, QueryControl], Any], timeout: float,
+              memory_limit: int | None = None) -> Any:
     """Send the request ``make(reply, control)`` to the workers and await the answer.
 
     If the caller is cancelled (client gone, pgwire CancelRequest), the query is cancelled too:
     a worker running it stops, a request still queued is never run."""
-    ctl = QueryControl(timeout)
+    ctl = QueryControl(timeout, memory_limit)
     reply = Reply()
     try:
         try:

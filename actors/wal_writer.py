@@ -21,8 +21,14 @@ Durability modes:
 * ``none``: no file (``wal`` is None); seqs are still assigned from ``next_seq``.
 
 Failure: the first Wal error that leaves the Wal failed (an fsync error, fsyncgate) poisons the
-actor: that group's and every later :class:`WalAppend` reply fails with ``StorageError`` and is
-never forwarded. A failed ``write()`` that the Wal undid (ENOSPC) fails only its group.
+actor: that group's and every later :class:`WalAppend` reply fails with ``WalFailedError`` (HTTP
+503) and is never forwarded. A failed ``write()`` that the Wal undid (ENOSPC, EIO) fails only its
+group and starts an *unavailable episode*: one WARNING line, then every append is answered at once
+with the same :class:`~rusts.errors.StorageUnavailableError` (``DiskFullError`` for a full disk,
+503 + Retry-After) without touching the disk, except one probe group every
+:data:`PROBE_INTERVAL` seconds that really tries the write. The first group that succeeds ends
+the episode (one INFO line with its length and the writes refused): writes resume within a probe
+interval of space coming back, and a client hammering a full disk costs no I/O and no log spam.
 
 File I/O runs in worker threads under this actor's own ``CapacityLimiter(1)`` and is never
 abandoned on cancellation (an abandoned fsync could still succeed or fail after we answered),
@@ -44,7 +50,8 @@ import time
 import attrs
 import trio
 
-from rusts.errors import ClosedError, ConfigError, StorageError
+from rusts.errors import (ClosedError, ConfigError, StorageError, StorageUnavailableError,
+                          WalFailedError)
 from rusts.messages import Reply
 from rusts.model import WriteBatch
 from rusts.storage.wal import Wal
@@ -54,6 +61,7 @@ log = logging.getLogger("rusts.actors.wal")
 MODES = ("every_write", "periodic", "os_default", "none")
 MAX_GROUP_BYTES = 16 << 20  # stop draining the inbox into one group beyond this much payload
 INLINE_APPEND_BYTES = 512 << 10  # groups up to this size are written from the loop (no fsync modes)
+PROBE_INTERVAL = 0.25  # seconds between real write attempts while the disk is full / failing
 
 
 @attrs.frozen(eq=False)
@@ -114,9 +122,14 @@ class _WalWriter:
     downstream_gone: bool = False
     dirty: bool = False
     held: dict = attrs.field(factory=dict)  # id -> message whose reply we still owe
+    unavailable: StorageUnavailableError | None = None  # the current episode's error
+    unavailable_since: float = 0.0
+    episode_rejected: int = 0
+    probe_at: float = 0.0  # monotonic time of the next real write attempt in an episode
     stats: dict = attrs.field(factory=lambda: {
         "groups": 0, "appends": 0, "max_group": 0, "forwarded": 0, "rejected": 0,
-        "explicit_syncs": 0, "periodic_syncs": 0, "checkpoints": 0})
+        "explicit_syncs": 0, "periodic_syncs": 0, "checkpoints": 0,
+        "unavailable_episodes": 0, "rejected_unavailable": 0})
 
     # -- thread helpers ---------------------------------------------------------------------
 
@@ -153,7 +166,8 @@ class _WalWriter:
         return last
 
     def _poison(self, e: BaseException, what: str) -> StorageError:
-        err = _as_storage_error(e)
+        err = e if isinstance(e, WalFailedError) else WalFailedError(
+            f"WAL failed ({what}): {e}", retry_after=30.0)
         if self.failed is None:
             self.failed = err
             log.error("WAL failed; rejecting all writes until restart",
@@ -196,7 +210,10 @@ class _WalWriter:
         st["appends"] += len(appends)
         st["max_group"] = max(st["max_group"], len(appends))
         if self.failed is not None:
-            self._reject(appends, StorageError(f"WAL is failed: {self.failed}"))
+            self._reject(appends, WalFailedError(f"WAL is failed: {self.failed}", retry_after=30.0))
+            return
+        if self.unavailable is not None and trio.current_time() < self.probe_at:
+            self._refuse(appends)  # in an episode, between probes: no I/O at all
             return
         if self.downstream_gone:
             self._reject(appends, ClosedError("the memtable is gone"))
@@ -213,11 +230,16 @@ class _WalWriter:
             except Exception as e:
                 err = _as_storage_error(e)
                 if getattr(self.wal, "failed", True):
-                    self._poison(e, "append")
+                    self._reject(appends, self._poison(e, "append"))
+                elif isinstance(err, StorageUnavailableError):
+                    self._start_episode(err)
+                    self._refuse(appends)
                 else:
                     log.warning("WAL write failed; group rejected", extra={"error": str(err)})
-                self._reject(appends, err)
+                    self._reject(appends, err)
                 return
+            if self.unavailable is not None:
+                self._end_episode()
             first = last - len(appends) + 1
             if self.mode == "periodic":
                 self.dirty = True
@@ -230,6 +252,37 @@ class _WalWriter:
                 return
             self._release(m)
             st["forwarded"] += 1
+
+    # -- unavailable episodes (full disk, I/O errors the Wal undid) ------------------------
+
+    def _start_episode(self, err: StorageUnavailableError) -> None:
+        self.probe_at = trio.current_time() + PROBE_INTERVAL
+        if self.unavailable is None:
+            self.unavailable = err
+            self.unavailable_since = trio.current_time()
+            self.episode_rejected = 0
+            self.stats["unavailable_episodes"] += 1
+            self._note(str(err), new_episode=True)
+            log.warning("WAL writes refused until the disk accepts them again (503 + Retry-After; "
+                        "retried every %.2fs)", PROBE_INTERVAL, extra={"error": str(err)})
+
+    def _refuse(self, appends: list[WalAppend]) -> None:
+        self.episode_rejected += len(appends)
+        self.stats["rejected_unavailable"] += len(appends)
+        self._note(str(self.unavailable), refused=len(appends))
+        self._reject(appends, self.unavailable)
+
+    def _end_episode(self) -> None:
+        log.warning("WAL writes resumed after %.1fs; %d write(s) were refused meanwhile",
+                    trio.current_time() - self.unavailable_since, self.episode_rejected,
+                    extra={"error": str(self.unavailable)})
+        self.unavailable = None
+        self._note(None)
+
+    def _note(self, error: str | None, **kw) -> None:
+        note = getattr(self.wal, "note_unavailable", None)  # test doubles may lack it
+        if note is not None:
+            note(error, **kw)
 
     async def control(self, msg) -> None:
         if isinstance(msg, WalSync):
@@ -247,7 +300,7 @@ class _WalWriter:
     async def sync_now(self, reply: Reply | None) -> None:
         if self.failed is not None:
             if reply is not None:
-                reply.fail(StorageError(f"WAL is failed: {self.failed}"))
+                reply.fail(WalFailedError(f"WAL is failed: {self.failed}", retry_after=30.0))
             return
         if self.wal is not None:
             self.dirty = False
@@ -300,7 +353,8 @@ class _WalWriter:
         out.update(self.stats)
         out.update(mode=self.mode, last_seq=self._last_seq(),
                    failed=self.failed is not None,
-                   error=None if self.failed is None else str(self.failed))
+                   error=None if self.failed is None else str(self.failed),
+                   unavailable=None if self.unavailable is None else str(self.unavailable))
         return out
 
     # -- shutdown ---------------------------------------------------------------------------
@@ -370,7 +424,10 @@ async def run_wal_writer(wal: Wal | None, *, mode: str, sync_interval_ms: int,
                 try:
                     await w._io(wal.advance, next_seq)
                 except Exception as e:
-                    w._poison(e, "advance")
+                    if getattr(wal, "failed", True):
+                        w._poison(e, "advance")
+                    else:  # full disk: the first append creates the segment
+                        log.warning("WAL advance failed", extra={"error": str(e)})
             if mode == "periodic":
                 nursery.start_soon(w.periodic)
             task_status.started()

@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 import trio
 
+from rusts.storage.damage import problems as damage_problems
 from rusts.errors import ClosedError, CorruptionError, DataDirLockedError, OverloadedError, QueryError
 from rusts.query.executor import ResultSet, Snapshot, execute, select_series
 from rusts.memory.tables import MemtableState, Table
@@ -149,7 +150,13 @@ class Database:
             index_dir.mkdir(parents=True, exist_ok=True)
             self.index = SeriesIndex.open(index_dir)
             self.schema = SchemaRegistry.open(index_dir)
-            schema_empty = not self.schema.measurements()
+            st = self.config.storage  # rusts.security: storage.max_series limits (schema check)
+            self.schema.limit_series(self.index, st.max_series, st.max_series_per_measurement)
+            for part in (self.index, self.schema):  # damage found (and set aside) on open
+                self.problems.extend(getattr(part, "problems", ()))
+                if getattr(part, "needs_rebuild", False) and not part.problems and self.manifest.state.segments:
+                    self.problems.append(f"{part.path} was missing; rebuilt from the segment files")
+            schema_empty = not self.schema.measurements() or getattr(self.schema, "needs_rebuild", False)
             for meta in list(self.manifest.state.segments):
                 path = self.data_dir / "segments" / meta.file
                 try:
@@ -189,7 +196,7 @@ class Database:
             from rusts.storage.walrecord import decode_batch
 
             wal, report = Wal.open(self.wal_dir, segment_max_bytes=int(st.wal_segment_max_mb) << 20,
-                                   quarantine_dir=self.data_dir / "quarantine")
+                                   quarantine_dir=self.data_dir / "quarantine", expect_from=flushed + 1)
             self._wal = wal
             for path, off in report.torn_tail_truncated:
                 self.problems.append(f"WAL {path}: torn tail truncated at offset {off}")
@@ -404,12 +411,14 @@ class Database:
         if len(body) < INLINE_PARSE_BYTES:
             # a few ms at most: cheaper here than a thread hop, which under load waits for the
             # GIL twice (going and coming back), up to the 5 ms switch interval each
-            batch = parse(body, precision=precision, default_time=default_time)
+            batch = parse(body, precision=precision, default_time=default_time,
+                          max_line_bytes=self.config.server.max_line_bytes)
         else:
             # one parse at a time: the parser is mostly Python, so concurrent parses only contend
             # for the GIL (measured: 4 parallel parses were slower than 1)
             batch = await trio.to_thread.run_sync(
-                lambda: parse(body, precision=precision, default_time=default_time), limiter=self._parse_limiter)
+                lambda: parse(body, precision=precision, default_time=default_time,
+                              max_line_bytes=self.config.server.max_line_bytes), limiter=self._parse_limiter)
         lines = None
 
         def original_line(n: int) -> str:
@@ -449,6 +458,7 @@ class Database:
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()
             self.write_stats["points"] += batch.point_count
+            self.write_stats["values"] += batch.value_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
     def _reader(self, meta):
@@ -508,7 +518,8 @@ class Database:
         from rusts.actors.query_worker import ask
 
         self._check_open()
-        return ask(self._query_send, make, float(self.config.query.timeout_secs))
+        qc = self.config.query
+        return ask(self._query_send, make, float(qc.timeout_secs), int(qc.memory_limit_mb) << 20)
 
     async def query(self, q: Query | dict) -> ResultSet:
         """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`.
@@ -536,12 +547,22 @@ class Database:
         from rusts.actors.query_worker import DescribeSql, JsonQuery, SqlStatement
         from rusts.sql import runner
 
+        max_rows = int(self.config.query.max_rows)
+
+        def bounded(answer):
+            if len(answer) > max_rows:
+                from rusts.errors import QueryLimitError
+
+                raise QueryLimitError(f"query answer has {len(answer)} rows, more than query.max_rows "
+                                      f"({max_rows}): add a LIMIT, narrow the range or aggregate")
+            return answer
+
         async def json_query(req):
-            return await self.run_query(req.query)
+            return bounded(await self.run_query(req.query))
 
         async def sql_statement(req):
-            return await runner.execute_sql(self, req.text, req.params, extra_tables=req.extra_tables,
-                                            now_ns=req.now_ns, route=req.route)
+            return bounded(await runner.execute_sql(self, req.text, req.params, extra_tables=req.extra_tables,
+                                                    now_ns=req.now_ns, route=req.route))
 
         async def describe(req):
             return await runner.describe_sql(self, req.text, extra_tables=req.extra_tables)
@@ -673,7 +694,7 @@ class Database:
             "flusher": dict(self.flusher_stats),
             "queries": {**qs, "workers": self.worker_stats.to_json()},
             "lifecycle": self.lifecycle.statistics() if self.lifecycle is not None else {},
-            "problems": list(self.problems),
+            "problems": list(self.problems) + damage_problems(self.readers.values()),
             "uptime_secs": round(time.time() - self.started_at, 3),
         }
 

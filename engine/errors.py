@@ -71,11 +71,31 @@ class QueryCancelled(RustsError):
     sqlstate = "57014"
 
 
+class QueryLimitError(QueryError):
+    """A query needs more than its limits allow (``query.memory_limit_mb``, ``query.max_rows``)."""
+
+    http_status = 400
+    sqlstate = "53200"
+
+
 class AuthError(RustsError):
     """Missing or wrong credentials."""
 
     http_status = 401
     sqlstate = "28P01"
+
+
+class ForbiddenError(RustsError):
+    """Valid credentials that do not allow this action (scope or measurement)."""
+
+    http_status = 403
+    sqlstate = "42501"
+
+
+class SandboxError(QueryError):
+    """SQL that would reach the host (files, network, extensions, settings): refused."""
+
+    sqlstate = "42501"
 
 
 class WriteError(RustsError):
@@ -101,6 +121,34 @@ class StorageError(RustsError):
 
     http_status = 500
     sqlstate = "58030"
+
+
+class StorageUnavailableError(StorageError):
+    """Storage cannot take writes right now (an I/O error); retry after ``retry_after`` seconds.
+
+    HTTP answers 503 with ``Retry-After``; nothing of the rejected write was acknowledged.
+    """
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.details = {"retry_after": retry_after}
+        self.retry_after = retry_after
+
+
+class DiskFullError(StorageUnavailableError):
+    """The disk is full (ENOSPC, EDQUOT): writes are refused until space returns."""
+
+    sqlstate = "53100"
+
+
+class WalFailedError(StorageUnavailableError):
+    """The WAL failed closed (an fsync failed): every write is refused until a restart.
+
+    A failed fsync is never retried (fsyncgate), so nothing more can be made durable in this
+    process; the data acknowledged before the failure is safe and replays at the next start.
+    """
 
 
 class CorruptionError(StorageError):

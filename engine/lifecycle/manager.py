@@ -67,7 +67,8 @@ class Lifecycle:
         return plan(metas, now_ns=time.time_ns() if now_ns is None else now_ns,
                     partition_ns=self.db.partition_ns, max_segments=self.max_segments,
                     cold_after_ns=self.cold_after(), tombstones=ls.tombstones, seq_of=ls.seq_of,
-                    retention_cutoffs=self.cutoffs(now_ns))
+                    retention_cutoffs=self.cutoffs(now_ns),
+                    cold_idle_secs=self.db.config.storage.cold_idle_secs)
 
     async def execute(self, task):
         from rusts.storage.segment import SegmentReader

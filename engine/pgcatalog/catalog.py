@@ -277,6 +277,10 @@ _DUCK_ERRORS = {
 
 
 def _translate_duckdb_error(e: duckdb.Error) -> QueryError:
+    from rusts.security.sandbox import is_permission_error, map_permission_error
+
+    if is_permission_error(e):
+        return map_permission_error(e)
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "unrecognized configuration parameter" in msg:
         return QueryError(msg.split("Error: ", 1)[-1], "42704")

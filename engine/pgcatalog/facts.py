@@ -190,6 +190,9 @@ class _Catalog:
         self.tables_key: object = None
         self.oids: dict[str, int] = {}
         self._create()
+        from rusts.security.sandbox import lock_down
+
+        lock_down(self.conn)  # no client SQL reaches the host's files, network or settings
 
     def _create(self) -> None:
         c = self.conn
@@ -220,8 +223,15 @@ class _Catalog:
         for i, (name, pg) in enumerate(cols):
             duck = _duck_type(pg)
             arrays[name] = pa.array([_coerce(r[i], duck) for r in rows], type=_arrow_type(duck))
-        batch = pa.table(arrays)  # noqa: F841 - read by DuckDB's replacement scan below
-        self.conn.execute(f'INSERT INTO {_schema_name(nsp)}."{rel}" SELECT * FROM batch')
+        self._insert_arrow(f'{_schema_name(nsp)}."{rel}"', pa.table(arrays))
+
+    def _insert_arrow(self, target: str, batch: pa.Table) -> None:
+        # registered explicitly: the sandbox turns DuckDB's replacement scans of Python variables off
+        self.conn.register("__rusts_batch", batch)
+        try:
+            self.conn.execute(f"INSERT INTO {target} SELECT * FROM __rusts_batch")
+        finally:
+            self.conn.unregister("__rusts_batch")
 
     def _insert_dicts(self, nsp: str, rel: str, rows: list[dict[str, Any]]) -> None:
         names = [n for n, _ in _data.RELATIONS[(nsp, rel)][3]]
@@ -301,9 +311,9 @@ class _Catalog:
         self._insert_dicts("information_schema", "tables", itables)
         self._insert_dicts("information_schema", "columns", icols)
         if formats:
-            batch = pa.table({"oid": pa.array([f[0] for f in formats], pa.int64()),  # noqa: F841 - scanned below
-                              "name": pa.array([f[1] for f in formats], pa.string())})
-            self.conn.execute("INSERT INTO pgc.pgx_format_type SELECT * FROM batch")
+            self._insert_arrow("pgc.pgx_format_type",
+                               pa.table({"oid": pa.array([f[0] for f in formats], pa.int64()),
+                                         "name": pa.array([f[1] for f in formats], pa.string())}))
 
     @staticmethod
     def _attributes(relid: int, cols: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:

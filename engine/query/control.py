@@ -27,11 +27,22 @@ from typing import Any
 
 import trio
 
-from rusts.errors import QueryCancelled
+from rusts.errors import QueryCancelled, QueryLimitError
 
 _current: contextvars.ContextVar[QueryControl | None] = contextvars.ContextVar("rusts_query_control",
                                                                                 default=None)
 _thread = threading.local()
+
+INHERITED: list[contextvars.ContextVar] = []
+"""Context variables a query takes from the task that asked for it into the worker that runs it
+(and its threads): e.g. the damaged-block collector of :mod:`rusts.storage.damage`."""
+
+
+def inherit(var: contextvars.ContextVar) -> contextvars.ContextVar:
+    """Register ``var`` to follow queries from the asking task into the query worker."""
+    if var not in INHERITED:
+        INHERITED.append(var)
+    return var
 _running = 0
 _running_lock = threading.Lock()
 
@@ -43,10 +54,15 @@ class QueryControl:
         timeout: seconds from now until the query is stopped (``inf``: no limit).
     """
 
-    __slots__ = ("deadline", "timeout", "reason", "_cancelled", "_interrupters", "_lock", "_scopes")
+    __slots__ = ("deadline", "timeout", "reason", "memory_limit", "held", "inherited", "_cancelled",
+                 "_interrupters", "_lock", "_scopes")
 
-    def __init__(self, timeout: float = math.inf) -> None:
+    def __init__(self, timeout: float = math.inf, memory_limit: int | None = None) -> None:
         self.timeout = float(timeout)
+        self.memory_limit = memory_limit
+        self.held = 0
+        # the asking task's values of the INHERITED context variables
+        self.inherited = [(v, v.get()) for v in INHERITED if v.get(None) is not None]
         self.deadline = trio.current_time() + self.timeout if math.isfinite(self.timeout) else math.inf
         self.reason: str | None = None
         self._cancelled = False
@@ -94,6 +110,15 @@ class QueryControl:
         fn()
         return lambda: None
 
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` of data this query holds (scanned tables, raw rows); past the
+        ``memory_limit`` the query fails with :class:`QueryLimitError` instead of growing."""
+        self.held += int(nbytes)
+        if self.memory_limit is not None and self.held > self.memory_limit:
+            raise QueryLimitError(
+                f"query needs more than its memory limit of {self.memory_limit >> 20} MiB "
+                f"(query.memory_limit_mb): narrow the time range, select fewer columns or aggregate")
+
     def check(self) -> None:
         if self._cancelled:
             raise QueryCancelled(self.reason or "query cancelled")
@@ -119,6 +144,13 @@ def checkpoint() -> None:
         raise ctl.error()
 
 
+def charge(nbytes: int) -> None:
+    """Charge ``nbytes`` to the current query's memory budget (no-op outside a query)."""
+    ctl = current()
+    if ctl is not None:
+        ctl.charge(nbytes)
+
+
 def busy_threads() -> int:
     """Worker threads currently running query work (cancelled ones until they have stopped)."""
     return _running
@@ -129,6 +161,7 @@ def under(ctl: QueryControl):
     """``with under(ctl):`` runs the block as query ``ctl``: :func:`current` in this task, stopped
     (with :class:`QueryCancelled`) by the control's deadline or :meth:`QueryControl.cancel`."""
     token = _current.set(ctl)
+    tokens = [(var, var.set(value)) for var, value in ctl.inherited]
     try:
         with trio.CancelScope(deadline=ctl.deadline) as scope:
             ctl._scopes.append(scope)
@@ -143,6 +176,8 @@ def under(ctl: QueryControl):
                 ctl.timed_out()
             raise ctl.error()
     finally:
+        for var, t in reversed(tokens):
+            var.reset(t)
         _current.reset(token)
 
 

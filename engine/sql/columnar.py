@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rusts.query.exact import checked_sum, int_mean
 from rusts.query.executor import ResultSet, aggregate_of_nothing
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Query
@@ -187,14 +188,18 @@ def _agg(a, kinv: np.ndarray, nk: int, n: int, cols: dict, ftypes: dict, ts, ord
     if v.dtype.kind == "b":
         v = v.astype(np.int64)
     if f in (AggFunc.Sum, AggFunc.Mean):
-        if f == AggFunc.Sum and src in (FieldType.INTEGER, FieldType.UNSIGNED):
-            tot = np.zeros(nk, np.int64)
-            np.add.at(tot, kinv, v.astype(np.int64) if valid is None else np.where(valid, v, 0).astype(np.int64))
-            return Column(FieldType.INTEGER, tot, pmask)
         w = v.astype(np.float64, copy=False)
         if valid is not None:
             w = np.where(valid, w, 0.0)
         tot = np.bincount(kinv, weights=w, minlength=nk)
+        if v.dtype.kind in "iu":  # exact: modulo 2^64, checked against the float sum
+            wrapped = np.zeros(nk, v.dtype)
+            np.add.at(wrapped, kinv, v if valid is None else np.where(valid, v, 0).astype(v.dtype))
+            if f == AggFunc.Sum:
+                ft = src if src in (FieldType.INTEGER, FieldType.UNSIGNED) else FieldType.INTEGER
+                return Column(ft, checked_sum(wrapped, tot, present), pmask)
+            if not (np.abs(tot) >= 2.0**62).any():
+                return Column(FieldType.FLOAT, np.where(present, int_mean(wrapped, cnt), 0.0), pmask)
         if f == AggFunc.Sum:
             return Column(FieldType.FLOAT, tot, pmask)
         with np.errstate(invalid="ignore", divide="ignore"):

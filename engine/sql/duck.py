@@ -47,18 +47,14 @@ _DUCK = None
 
 
 def _duck():
-    """The process-wide in-memory DuckDB database (one cursor per statement)."""
+    """The process-wide in-memory DuckDB database (one cursor per statement), sandboxed
+    (:mod:`rusts.security.sandbox`)."""
     global _DUCK
     with _DB_LOCK:
         if _DUCK is None:
-            import duckdb
+            from rusts.security.sandbox import connect
 
-            con = duckdb.connect(":memory:")
-            try:
-                con.execute("SET TimeZone='UTC'")
-            except Exception:  # ICU not available: timestamps are naive UTC anyway
-                pass
-            _DUCK = con
+            _DUCK = connect()  # external access off, configuration locked (TimeZone UTC)
         return _DUCK
 
 
@@ -335,6 +331,10 @@ def map_duck_error(e: Exception) -> QueryError:
     """A DuckDB exception as the rusts error a client should see (never a 500 for bad SQL)."""
     import duckdb
 
+    from rusts.security.sandbox import is_permission_error, map_permission_error
+
+    if is_permission_error(e):
+        return map_permission_error(e)
     msg = str(e).split("\n")[0]
     for prefix in ("Binder Error: ", "Catalog Error: ", "Parser Error: ", "Conversion Error: ",
                    "Invalid Input Error: ", "Not implemented Error: ", "Out of Range Error: "):
@@ -420,13 +420,17 @@ def from_arrow(table: pa.Table, measurement: str, tag_names: frozenset | set = f
             kind = KIND_FIELD
         elif pa.types.is_decimal(t):
             kind = KIND_FIELD
-            if t.scale == 0:
+            if t.scale == 0:  # HUGEINT (DuckDB's SUM of integers): exact, as the fast paths
                 try:
                     v, m = _np_of(arr.cast(pa.int64()), 0)
                     pg = "int8"
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
-                    pg = "numeric"
+                    try:
+                        v, m = _np_of(arr.cast(pa.uint64()), 0)
+                        pg = "numeric"
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                        from rusts.query.exact import out_of_range
+                        raise out_of_range() from None
             else:
                 v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
                 pg = "numeric"

@@ -129,6 +129,8 @@ def _parse_cached(text: str) -> exp.Expression:
         raise QueryError(f"syntax error{near}: {desc}", position=pos) from None
     except sqlglot.errors.TokenError as e:
         raise QueryError(f"syntax error: {e}") from None
+    except RecursionError:  # sqlglot recurses ~10 frames per nesting level (found by fuzzing)
+        raise QueryError("statement is nested too deeply") from None
     if not stmts:
         raise QueryError("empty query")
     if len(stmts) > 1:
@@ -254,6 +256,12 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         cols.append(SqlColumn(oc.name, oc.pgtype, oc.kind))
         vals.append(np.asarray(v))
         masks.append(m)
+    shown = {oc.key for oc in plan.outputs if oc.src == "tag"}
+    hidden = [k for k in plan.query.group_by if k not in shown]  # GROUP BY tags not selected
+    for k in hidden:  # carried along HAVING, ORDER BY and LIMIT, then set aside as row tags
+        v, m = _tag_column(rs, k)
+        vals.append(v)
+        masks.append(m)
     if plan.having:
         keep = having_mask(plan.having, rs)
         if not keep.all():
@@ -272,7 +280,11 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         elif lo or hi is not None:
             vals = [v[lo:hi] for v in vals]
             masks = [None if m is None else m[lo:hi] for m in masks]
-    return make_output(cols, vals, masks, plan.query.measurement, path="fast")
+    nc = len(cols)
+    out = make_output(cols, vals[:nc], masks[:nc], plan.query.measurement, path="fast")
+    if hidden:
+        out = attrs.evolve(out, row_tags=tuple(zip(hidden, vals[nc:], masks[nc:])))
+    return out
 
 
 def having_mask(tree: tuple, rs) -> np.ndarray:
@@ -380,7 +392,11 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     from rusts.sql.show import is_show, run_show
 
     from rusts.sql.dml import is_dml, run_dml
+    from rusts.security.authorize import authorize_sql
 
+    answer = authorize_sql(db, text)  # SQL sandbox + the caller's scopes (403 / SQLSTATE 42501)
+    if answer is not None:  # SHOW TABLES by a measurement-limited caller
+        return answer
     if is_dml(text):  # DELETE, DROP TABLE, SHOW RETENTION POLICIES
         return await run_dml(db, text, params)
     cat = Catalog.of_db(db)
@@ -603,7 +619,9 @@ async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
     the general path's over empty tables, which name and type every path's answer alike.
     """
     from rusts.sql.show import is_show, run_show
+    from rusts.security.authorize import authorize_sql
 
+    authorize_sql(db, text)
     cat = Catalog.of_db(db)
     if is_show(text):
         out = run_show(text.strip().rstrip(";"), cat, db)
@@ -626,8 +644,12 @@ async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
 
 async def run_sql_http(db, text: str, t0: float | None = None) -> dict:
     """The ``POST /sql`` JSON body for ``text`` (see docs/sql.md)."""
+    from rusts.security.authorize import authorize_sql
+
     t0 = time.perf_counter() if t0 is None else t0
-    out = await db.sql(text)  # answered by a query worker
+    out = authorize_sql(db, text, enforce=True)  # the caller's scopes, in the request's task
+    if out is None:
+        out = await db.sql(text)  # answered by a query worker
     return await offload(lambda: to_json(out, (time.perf_counter() - t0) * 1000), small=len(out) <= 20_000)
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 from rusts.storage.blockcache import ARROW_TYPES as _ARROW_TYPES
 from rusts.storage.blockcache import CACHE, BlockCache, Col, arrow_of, block_columns
 from rusts.query.executor import select_series
-from rusts.query.control import checkpoint, offload
+from rusts.query.control import charge, checkpoint, offload
 from rusts.model import Column, FieldType
 from rusts.query.model import Query
 from rusts.query.rowset import RowSet, concat_column, merge
@@ -281,7 +281,9 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
 
         def recent_work():
             sid, ts, cols = scan(pieces, sids, q.start, q.end, fields, ftypes)
-            return recent_arrow(sid, ts, cols, tags, tag_keys, fdict)
+            table = recent_arrow(sid, ts, cols, tags, tag_keys, fdict)
+            charge(table.nbytes)
+            return table
 
         return await offload(recent_work)
     snap = db.snapshot(sids, q.start, q.end)
@@ -294,6 +296,7 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
             checkpoint()
             ps = series_pieces(snap, int(sid), q.start, q.end, fields, ftypes, cache, q.measurement)
             if ps:
+                charge(sum(len(p.ts) for p in ps) * 8 * (1 + len(fields)))
                 series.append((tags[int(sid)], ps))
         return pieces_table(series, tag_keys, fdict)
 

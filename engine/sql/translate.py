@@ -443,13 +443,22 @@ class Bounds:
 
 
 def conjuncts(cond: exp.Expression | None) -> list[exp.Expression]:
-    if cond is None:
-        return []
-    while isinstance(cond, exp.Paren):
-        cond = cond.this
-    if isinstance(cond, exp.And):
-        return conjuncts(cond.this) + conjuncts(cond.expression)
-    return [cond]
+    """The AND-ed terms of ``cond``, left to right (iterative: a WHERE of thousands of ANDs
+    must not exhaust the stack)."""
+    out: list[exp.Expression] = []
+    stack = [cond]
+    while stack:
+        c = stack.pop()
+        if c is None:
+            continue
+        while isinstance(c, exp.Paren):
+            c = c.this
+        if isinstance(c, exp.And):
+            stack.append(c.expression)
+            stack.append(c.this)
+        else:
+            out.append(c)
+    return out
 
 
 _FLIP = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ,
@@ -928,7 +937,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     outputs: list[OutCol] = []
     if not is_agg:
-        if residual or any(k in ("bucket", "agg") for _, k, _, _ in items):
+        if any(k in ("bucket", "agg") for _, k, _, _ in items):
             return None
         fsel: list[str] = []
         for name, kind, payload, _ in items:
@@ -969,7 +978,8 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
         if limit is False or offset is False:
             return None
         uniq = tuple(dict.fromkeys(fsel))
-        q = Query(m, b.start, b.end, tuple(b.tag_filters), uniq, (), None, (), order, limit, offset or 0)
+        q = Query(m, b.start, b.end, tuple(b.tag_filters), uniq, (), None, (), order, limit, offset or 0,
+                  tuple(residual))  # field predicates: the executor filters rows vectorised
         return FastPlan(q, tuple(outputs))
 
     # ---- aggregate mode

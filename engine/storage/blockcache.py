@@ -193,5 +193,8 @@ def block_columns(reader, sid: int, fields: list[str], blocks: list[int],
                         e = mine[f] = Col(ft, v, None if m is None or m.all() else m)
                 items.append(((path, sid, b, f), e))
             out[k] = (ts, mine)
+        damaged = getattr(reader, "damaged", None)
+        if damaged:  # a damaged block read as empty is reported each time: never cached
+            items = [it for it in items if (sid, it[0][2]) not in damaged]
         cache.put_many(items)
     return out

@@ -15,8 +15,9 @@ whole (all their fields), because a point is written atomically or not at all.
 Edge case, accepted: if the earliest line of a new field is itself rejected for a conflict on
 another field, the lines that disagreed with it are rejected too and the field stays unregistered.
 
-On disk: ``index_dir/schema.json``, ``{"version": 1, "measurements": {"cpu": {"usage":
-"float"}}}``, rewritten atomically (write a temp file, fsync, rename, fsync the directory) by
+On disk: ``index_dir/schema.json``, ``{"version": 1, "crc32": 123, "measurements": {"cpu":
+{"usage": "float"}}}`` (``crc32``: CRC-32 of the ``measurements`` object as canonical JSON, sorted
+keys, no spaces; files without it are accepted), rewritten atomically (write a temp file, fsync, rename, fsync the directory) by
 :meth:`SchemaRegistry.persist`. A missing file gives an empty registry with ``needs_rebuild``; an
 unreadable one is renamed aside (``schema.json.corrupt``, never deleted), reported in
 ``problems`` and rebuilt by the engine with :meth:`SchemaRegistry.ensure` from segment columns.
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -69,6 +71,7 @@ class SchemaRegistry:
         self._dirty = False
         self.generation = 0  # bumped by every change (catalog caches key on it)
         self._lock = threading.Lock()
+        self._limits = None
 
     @property
     def path(self) -> str | None:
@@ -152,6 +155,8 @@ class SchemaRegistry:
             The batch without the conflicting lines, its errors extended with one
             :class:`LineError` per rejected line (sorted by line number).
         """
+        if self._limits is not None:
+            batch = self._limit_series(batch, original_line)
         if batch.has_frames:
             out = self._check_frames(batch)
             if out is not None:
@@ -205,6 +210,58 @@ class SchemaRegistry:
                       for ln in bad.tolist())
         errors.sort(key=lambda e: e.line_number)
         return WriteBatch(tuple(kept), tuple(errors))
+
+    def limit_series(self, index, max_series: int | None, max_per_measurement: int | None) -> None:
+        """Make :meth:`check` reject the lines that would create series beyond ``max_series`` in
+        the database or ``max_per_measurement`` in one measurement (``storage.max_series`` and
+        ``storage.max_series_per_measurement``; None = no limit), counted in ``index``."""
+        self._limits = None if max_series is None and max_per_measurement is None else (
+            index, max_series, max_per_measurement)
+
+    def _limit_series(self, batch: WriteBatch, original_line) -> WriteBatch:
+        """Partial-write semantics: the lines of new series past a limit are rejected with an error
+        naming the limit; every other line stays. Cheap while far from the limits (a bound on the
+        batch's series count); exact (one dict lookup per series key) when close."""
+        index, max_all, max_per = self._limits
+        if batch.has_frames:
+            n = sum(len(f.keys) for f in batch.frames)
+            meas = {m for f in batch.frames for m in set(f.measurements)}
+        else:
+            n = len(batch.series)
+            meas = {s.measurement for s in batch.series}
+        if (max_all is None or len(index) + n <= max_all) and (
+                max_per is None or all(index.measurement_series_count(m) + n <= max_per for m in meas)):
+            return batch
+        series = batch.series
+        get = index.get
+        new = [(int(s.line_numbers.min()), i) for i, s in enumerate(series) if get(s.key) is None]
+        total = len(index)
+        per: dict[str, int] = {}
+        rejected: dict[int, str] = {}
+        for _, i in sorted(new):
+            m = series[i].measurement
+            have = per.get(m)
+            if have is None:
+                have = per[m] = index.measurement_series_count(m)
+            if max_all is not None and total >= max_all:
+                rejected[i] = (f"series limit reached: the database has {total} series "
+                               f"(storage.max_series = {max_all}); this line would create another")
+            elif max_per is not None and have >= max_per:
+                rejected[i] = (f'series limit reached: measurement "{m}" has {have} series '
+                               f"(storage.max_series_per_measurement = {max_per}); this line would "
+                               f"create another")
+            else:
+                total += 1
+                per[m] = have + 1
+        if not rejected:
+            return batch
+        errors = list(batch.errors)
+        for i, msg in rejected.items():
+            errors.extend(LineError(ln, original_line(ln) if original_line else "", msg)
+                          for ln in series[i].line_numbers.tolist())
+        errors.sort(key=lambda e: e.line_number)
+        kept = tuple(s for i, s in enumerate(series) if i not in rejected)
+        return WriteBatch(kept, tuple(errors))
 
     def _check_frames(self, batch: WriteBatch) -> WriteBatch | None:
         """The columnar form's check: one lookup per (frame, measurement, column), no step per
@@ -294,8 +351,8 @@ class SchemaRegistry:
             tmp = path + ".tmp"
             try:
                 os.makedirs(self.index_dir, exist_ok=True)
-                data = json.dumps({"version": 1, "measurements": snapshot}, indent=1,
-                                  ensure_ascii=False).encode("utf-8")
+                data = json.dumps({"version": 1, "crc32": _crc(snapshot), "measurements": snapshot},
+                                  indent=1, ensure_ascii=False).encode("utf-8")
                 with open(tmp, "wb") as fh:
                     fh.write(data)
                     fh.flush()
@@ -308,10 +365,18 @@ class SchemaRegistry:
                 raise StorageError(f"cannot persist schema {path}: {exc}") from exc
 
 
+def _crc(measurements: dict) -> int:
+    """CRC-32 of the canonical JSON of the ``measurements`` object (key order, spacing fixed)."""
+    text = json.dumps(measurements, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def _decode(raw: bytes) -> dict[str, dict[str, FieldType]]:
     doc = json.loads(raw.decode("utf-8"))
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise ValueError("not a version 1 schema file")
+    if "crc32" in doc and doc["crc32"] != _crc(doc["measurements"]):  # older files have none
+        raise ValueError("schema checksum mismatch")
     out: dict[str, dict[str, FieldType]] = {}
     for m, fields in doc["measurements"].items():
         out[str(m)] = {str(f): _NAME_TYPES[t] for f, t in fields.items()}

@@ -27,6 +27,7 @@ Design notes:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -39,7 +40,8 @@ from collections.abc import Iterator
 
 import attrs
 
-from rusts.errors import ClosedError, StorageError
+from rusts.errors import (ClosedError, DiskFullError, StorageError, StorageUnavailableError,
+                          WalFailedError)
 
 log = logging.getLogger("rusts.wal")
 
@@ -52,6 +54,13 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SEGMENT_RE = re.compile(r"^([0-9]{20})\.wal$")
 _ZERO8 = bytes(8)
+
+
+def write_error(e: OSError, what: str) -> StorageUnavailableError:
+    """The error a failed (and undone) write answers: :class:`DiskFullError` for ENOSPC/EDQUOT."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"{what}: disk full ({e.strerror}); retry once space is freed")
+    return StorageUnavailableError(f"{what}: {e}")
 
 
 def segment_name(first_seq: int) -> str:
@@ -222,13 +231,15 @@ class Wal:
         self._closed = False
         self._fd_lock = threading.Lock()  # fd swaps vs. sync_detached's dup
         self._stats = {"appends": 0, "records_appended": 0, "bytes_appended": 0, "syncs": 0,
-                       "rotations": 0, "segments_removed": 0}
+                       "rotations": 0, "segments_removed": 0, "unavailable_episodes": 0,
+                       "rejected_unavailable": 0}
+        self._unavailable: str | None = None
 
     # ------------------------------------------------------------------ opening / recovery
 
     @classmethod
     def open(cls, wal_dir, *, segment_max_bytes: int = 64 << 20, quarantine_dir=None,
-             ops: FileOps | None = None) -> tuple["Wal", RecoveryReport]:
+             ops: FileOps | None = None, expect_from: int | None = None) -> tuple["Wal", RecoveryReport]:
         """Open (creating if needed) the log in ``wal_dir`` and recover it.
 
         Args:
@@ -236,6 +247,8 @@ class Wal:
             segment_max_bytes: size at which appends move to a new segment.
             quarantine_dir: where damaged segments are copied; default ``<wal_dir>/quarantine``.
             ops: file operations (fault injection in tests).
+            expect_from: the first seq the caller needs (flushed seq + 1): records from there on
+                that no segment holds (a deleted segment file) are reported in ``corrupt``.
 
         Returns:
             The open log, positioned to append after the last valid record, and the report.
@@ -248,7 +261,7 @@ class Wal:
             wal_dir, "quarantine")
         wal = cls(wal_dir, segment_max_bytes, qdir, ops or FileOps())
         try:
-            report = wal._recover()
+            report = wal._recover(expect_from)
         except OSError as e:
             wal.close()
             raise StorageError(f"cannot open WAL in {wal_dir}: {e}") from e
@@ -257,7 +270,7 @@ class Wal:
             raise
         return wal, report
 
-    def _recover(self) -> RecoveryReport:
+    def _recover(self, expect_from: int | None = None) -> RecoveryReport:
         if not os.path.isdir(self.dir):
             os.makedirs(self.dir)
             self.ops.fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
@@ -267,9 +280,26 @@ class Wal:
         quarantined: list[str] = []
         total = 0
         prev_last = 0
+        explained = False  # the previous segment was cut short by reported damage
+        need = expect_from or 0
+
+        def gap(a: int, b: int, where: str) -> None:
+            a = max(a, need)
+            if need and a <= b:
+                corrupt.append((self.dir, 0, f"records {a}..{b} are missing {where} (a WAL "
+                                             "segment file was deleted?)"))
+                log.error("WAL records missing", extra={"first": a, "last": b})
+
+        if need > 1 and not names:
+            corrupt.append((self.dir, 0, f"no WAL segment file: any record after {need - 1} "
+                                         "is lost (was the WAL deleted?)"))
+            log.error("WAL segments missing", extra={"dir": self.dir})
         for i, first in enumerate(names):
             path = os.path.join(self.dir, segment_name(first))
             is_last = i == len(names) - 1
+            if first > max(prev_last + 1, 1) and not explained:
+                gap(prev_last + 1 if i else need, first - 1,
+                    f"before {segment_name(first)}")
             with open(path, "rb") as f:
                 data = f.read()
             scan = scan_segment(data, first, is_last=is_last, min_seq=prev_last + 1)
@@ -305,6 +335,7 @@ class Wal:
             self._segments.append(seg)
             total += seg.records
             prev_last = max(prev_last, seg.last_seq)
+            explained = p is not None
         self.last_seq = prev_last
         if self._segments and not self._segments[-1].damaged:
             active = self._segments[-1]
@@ -312,7 +343,13 @@ class Wal:
         else:
             if self._segments:  # damaged, unrepaired: the new segment must sort after it
                 self.last_seq = max(self.last_seq, self._segments[-1].first_seq)
-            self._create_segment(self.last_seq + 1)
+            try:
+                self._create_segment(self.last_seq + 1)
+            except StorageError:
+                if self._failed is not None:
+                    raise
+                # full disk at startup: the log opens without an active segment; the first
+                # append creates it (and fails the same way until space is back)
         return RecoveryReport(torn, corrupt, quarantined, total, self.last_seq)
 
     def _quarantine(self, path: str) -> str:
@@ -344,35 +381,50 @@ class Wal:
     # ------------------------------------------------------------------ segments
 
     def _create_segment(self, first_seq: int) -> None:
-        """Create, fsync and publish (dir fsync) a new active segment; failure fails the Wal."""
+        """Create, fsync and publish (dir fsync) a new active segment.
+
+        A failed create or header write (full disk) is undone and leaves the log without an
+        active segment (``_fd`` None): the next append tries again. A failed fsync fails the Wal.
+        """
         path = os.path.join(self.dir, segment_name(first_seq))
         try:
             fd = self.ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
-            self._fd = fd
-            self._segments.append(_Segment(first_seq, path, 0, 0, first_seq - 1))
+        except OSError as e:
+            raise write_error(e, f"cannot create WAL segment {path}") from e
+        self._fd = fd
+        self._segments.append(_Segment(first_seq, path, 0, 0, first_seq - 1))
+        try:
             self._write_all(MAGIC)
-            self._segments[-1].size = SEGMENT_HEADER_SIZE
-            self._fsync(self.ops.fdatasync, fd, path)
-            self._fsync(self.ops.fsync_dir, self.dir, self.dir)
-        except (OSError, StorageError) as e:
+        except StorageError:
             if self._failed is None:
-                self._failed = StorageError(f"cannot create WAL segment {path}: {e}")
-            raise self._failed from e
+                self._segments.pop()
+                with self._fd_lock:
+                    self._fd = None
+                try:
+                    self.ops.close(fd)
+                    self.ops.unlink(path)
+                except OSError as e2:  # an empty stray file: recovery reads it as a torn header
+                    log.warning("WAL segment could not be removed", extra={"segment": path,
+                                                                          "error": str(e2)})
+            raise
+        self._segments[-1].size = SEGMENT_HEADER_SIZE
+        self._fsync(self.ops.fdatasync, fd, path)
+        self._fsync(self.ops.fsync_dir, self.dir, self.dir)
 
     def _fsync(self, fn, target, what: str) -> None:
         try:
             fn(target)
         except OSError as e:
-            self._failed = StorageError(f"WAL fsync of {what} failed: {e}; the WAL is failed "
-                                        f"until restart")
+            self._failed = WalFailedError(f"WAL fsync of {what} failed: {e}; the WAL is failed "
+                                          f"until restart", retry_after=30.0)
             log.error("WAL fsync failed", extra={"path": what, "error": str(e)})
             raise self._failed from e
         self._stats["syncs"] += 1
 
     def _check(self) -> None:
         if self._failed is not None:
-            raise StorageError(f"WAL is failed: {self._failed.message}")
-        if self._closed or self._fd is None:
+            raise WalFailedError(f"WAL is failed: {self._failed.message}", retry_after=30.0)
+        if self._closed:
             raise ClosedError("WAL is closed")
 
     def _write_all(self, buf: bytes) -> None:
@@ -391,14 +443,17 @@ class Wal:
             try:
                 self.ops.ftruncate(fd, active.size)
             except OSError as e2:
-                self._failed = StorageError(f"WAL write failed ({e}) and the partial write "
-                                            f"could not be removed ({e2})")
+                self._failed = WalFailedError(f"WAL write failed ({e}) and the partial write "
+                                              f"could not be removed ({e2})", retry_after=30.0)
                 raise self._failed from e
-            raise StorageError(f"WAL write failed: {e}") from e
+            raise write_error(e, "WAL write failed") from e
 
     def rotate(self) -> None:
         """Seal the active segment (fsync) and start a new one; no-op if it holds no records."""
         self._check()
+        if self._fd is None:  # a creation failed earlier (full disk): try again
+            self._create_segment(self.last_seq + 1)
+            return
         if self._segments[-1].records == 0:
             return
         self._seal()
@@ -410,7 +465,14 @@ class Wal:
         self._fsync(self.ops.fdatasync, self._fd, active.path)
         with self._fd_lock:
             fd, self._fd = self._fd, None
+        self._close_quietly(fd)
+
+    def _close_quietly(self, fd: int) -> None:
+        """close() after the data is fsynced (or was never written): an error changes nothing."""
+        try:
             self.ops.close(fd)
+        except OSError as e:
+            log.warning("WAL close failed", extra={"error": str(e)})
 
     def advance(self, next_seq: int) -> None:
         """Make the next appended record get a seq of at least ``next_seq``.
@@ -421,13 +483,18 @@ class Wal:
         self._check()
         if next_seq <= self.last_seq + 1:
             return
-        active = self._segments[-1]
-        if active.records == 0:
+        active = self._segments[-1] if self._fd is not None else None
+        if active is None:
+            pass
+        elif active.records == 0:
             with self._fd_lock:
                 fd, self._fd = self._fd, None
-                self.ops.close(fd)
+            self._close_quietly(fd)
             self._segments.pop()
-            self.ops.unlink(active.path)
+            try:
+                self.ops.unlink(active.path)
+            except OSError as e:  # an empty segment below next_seq is valid: keep it
+                log.warning("WAL empty segment not removed", extra={"error": str(e)})
         else:
             self._seal()
         self.last_seq = next_seq - 1
@@ -442,7 +509,7 @@ class Wal:
 
     def fits_active(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more of records would go to the active segment (no rotation)."""
-        if not self._segments:
+        if not self._segments or self._fd is None:
             return False
         active = self._segments[-1]
         return not (active.records and active.size + nbytes + 64 > self.segment_max_bytes)
@@ -466,6 +533,8 @@ class Wal:
         self._check()
         if not payloads:
             return self.last_seq
+        if self._fd is None:  # no active segment: its creation failed (full disk); retry
+            self._create_segment(self.last_seq + 1)
         seq0 = self.last_seq + 1
         buf = b"".join([frame(seq0 + i, p) for i, p in enumerate(payloads)])
         active = self._segments[-1]
@@ -501,6 +570,8 @@ class Wal:
         """
         with self._fd_lock:
             self._check()
+            if self._fd is None:  # no active segment: everything written was fsynced when sealed
+                return
             fd = os.dup(self._fd)
             path = self._segments[-1].path
         try:
@@ -572,6 +643,13 @@ class Wal:
             raise StorageError(f"WAL checkpoint could not remove a segment: {error}") from error
         return [s.path for s in removed]
 
+    def note_unavailable(self, error: str | None, *, new_episode: bool = False,
+                         refused: int = 0) -> None:
+        """The writer's account of a full-disk / I/O-error episode, shown by :meth:`statistics`."""
+        self._unavailable = error
+        self._stats["unavailable_episodes"] += int(new_episode)
+        self._stats["rejected_unavailable"] += refused
+
     def statistics(self) -> dict:
         """Counters and sizes: segments, bytes, first_seq, last_seq, appends, syncs, failed..."""
         segs = self._segments
@@ -584,6 +662,7 @@ class Wal:
             "active_bytes": segs[-1].size if segs else 0,
             "failed": self.failed,
             "error": None if self._failed is None else self._failed.message,
+            "unavailable": self._unavailable,
             **self._stats,
         }
 

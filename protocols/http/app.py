@@ -14,8 +14,9 @@ import zlib
 import orjson
 import trio
 
-from rusts.errors import AuthError, OverloadedError, ProtocolError, RustsError
+from rusts.errors import AuthError, ProtocolError, RustsError
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
+from rusts.storage.damage import answer_extra, collect_missing
 
 log = logging.getLogger("rusts.http")
 
@@ -55,19 +56,16 @@ def create_app(db, config=None) -> App:
     cfg = config or db.config
     max_body = int(cfg.server.max_body_size)
     auth_cfg = cfg.auth
-    open_routes = {"/health", "/ready", "/ping", "/auth/token"}
 
-    def check_auth(req: Request) -> None:
-        if not auth_cfg.enabled or req.path in open_routes:
-            return
-        from rusts.security.auth import verify_http
+    def check_auth(req: Request) -> None:  # 401 / 403; the route -> action table is in authorize
+        from rusts.security.authorize import authorize_http
 
-        verify_http(auth_cfg, req.headers.get("authorization"), req.args)
+        authorize_http(auth_cfg, req.method, req.path, req.headers, req.args, req.body)
 
     def on_error(req: Request, e: BaseException) -> Response:
         if isinstance(e, RustsError):
             headers = None
-            if isinstance(e, OverloadedError):
+            if getattr(e, "retry_after", None) is not None:  # OverloadedError, StorageUnavailableError
                 headers = {"Retry-After": str(max(1, int(round(e.retry_after))))}
             if isinstance(e, AuthError):
                 headers = {"WWW-Authenticate": "Bearer"}
@@ -111,6 +109,12 @@ def create_app(db, config=None) -> App:
     route("/write", ("POST",))(do_write)
     route("/api/v2/write", ("POST",))(do_write)
 
+    @route("/api/v1/write/arrow", ("POST",))
+    async def write_arrow(req: Request) -> Response:  # Arrow IPC batches (rusts-import; docs/import.md)
+        from rusts.importer.arrow_ingest import write_arrow
+
+        return _json(*await write_arrow(db, body_of(req), req.args))
+
     async def rows_json(rs, t0):
         from rusts.query.executor import result_json
         if len(rs) > 20000:
@@ -127,8 +131,9 @@ def create_app(db, config=None) -> App:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
-        rs = await (frontend_of(db) or db).query(obj)
-        return _json(await rows_json(rs, t0))
+        with collect_missing() as missing:  # damaged blocks are skipped and named in the answer
+            rs = await (frontend_of(db) or db).query(obj)
+        return _json({**await rows_json(rs, t0), **answer_extra(missing)})
 
     @route("/sql", ("POST", "GET"))
     async def sql(req: Request) -> Response:
@@ -152,7 +157,9 @@ def create_app(db, config=None) -> App:
 
         if frontend_of(db) is not None:
             return _json(await frontend_of(db).sql(text, t0))
-        return _json(await run_sql_http(db, text, t0))
+        with collect_missing() as missing:
+            out = await run_sql_http(db, text, t0)
+        return _json({**out, **answer_extra(missing)} if missing else out)
 
     @route("/cluster", ("GET",))
     async def cluster(req: Request) -> Response:

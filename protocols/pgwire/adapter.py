@@ -24,7 +24,7 @@ from functools import partial
 import trio
 from sqlglot import exp
 
-from rusts.errors import QueryError, RustsError
+from rusts.errors import AuthError, QueryError, RustsError
 from rusts.messages import cpu_limiter
 
 log = logging.getLogger("rusts.pgserver")
@@ -51,6 +51,7 @@ class DbBackend:
         self.db = db
         self.poller = poller  # rusts.busypoll.BusyPoll (or None): told about each statement
         self.user = startup.get("user", "rusts")
+        self.principal = _principal(db, startup)  # checked per statement (rusts.security.authorize)
         self.database = startup.get("database", "rusts")
         self._described: tuple[str, object] | None = None
 
@@ -64,7 +65,10 @@ class DbBackend:
     def _tables(self) -> dict[str, list[tuple[str, str]]]:
         db = self.db
         out = {}
-        for m in db.measurements():
+        names = db.measurements()
+        if self.principal is not None:
+            names = self.principal.visible(names)  # the catalog shows only readable measurements
+        for m in names:
             cols = [("time", "timestamp")]  # as SQL results type it (UTC values)
             for k in db.index.tag_keys(m):
                 cols.append((k, "text"))
@@ -85,11 +89,14 @@ class DbBackend:
 
     # ---------------------------------------------------------------- SqlBackend
     async def execute(self, sql: str, params: Sequence[object] | None = None):
+        from rusts.security.scopes import acting_as
+
         _IN_FLIGHT[0] += 1
         if self.poller is not None:
             self.poller.begin()
         try:
-            return await self._execute(sql, params)
+            with acting_as(self.principal):
+                return await self._execute(sql, params)
         finally:
             _IN_FLIGHT[0] -= 1
             if self.poller is not None:
@@ -104,9 +111,16 @@ class DbBackend:
         from rusts.pgcatalog.catalog import is_catalog_query
 
         if is_catalog_query(sql):
+            from rusts.security.sandbox import check_text
+
+            check_text(sql)  # no host files/settings through the catalog emulation either
             return await self._catalog(sql, params)
+        from rusts.security.authorize import authorize_sql
         from rusts.sql.runner import to_pg_result
 
+        answer = authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
+        if answer is not None:  # SHOW TABLES for a measurement-limited principal
+            return to_pg_result(answer)
         out = await self.db.sql(sql, params)  # answered by a query worker
         return to_pg_result(out)
 
@@ -167,6 +181,11 @@ class DbBackend:
         if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
             return types, None  # DELETE / DROP TABLE return no rows
         if not is_catalog_query(sql):
+            from rusts.security.authorize import authorize_sql
+            from rusts.security.scopes import acting_as
+
+            with acting_as(self.principal):
+                authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
             _, cols = await self.db.describe_sql(sql)  # names and types without reading data
             return types, (cols or None)
         params = [None] * len(types) if types else None
@@ -186,6 +205,25 @@ class DbBackend:
         return split_statements(sql)
 
 
+def _principal(db, startup: dict):
+    """The session's principal: a token login's (from the password check), else the configured
+    user's; None when auth is off."""
+    from rusts.protocols.pgwire.server import IDENTITY_KEY
+    from rusts.security.auth import user_principal
+    from rusts.security.scopes import Principal
+
+    cfg = getattr(getattr(db, "config", None), "auth", None)
+    if cfg is None or not cfg.enabled:
+        return None
+    ident = startup.get(IDENTITY_KEY)
+    if isinstance(ident, Principal):
+        return ident
+    p = user_principal(cfg, startup.get("user", ""))
+    if p is None:
+        raise AuthError(f'no such user "{startup.get("user", "")}"')
+    return p
+
+
 def _tls_context(cfg) -> ssl.SSLContext | None:
     if not cfg.tls_cert:
         return None
@@ -203,24 +241,24 @@ async def serve_postgres(db, config, *, poller=None, shutdown_trigger=None,
     the server's :class:`rusts.busypoll.BusyPoll`, told about each statement. When
     ``shutdown_trigger()`` returns, statements in flight finish (at most 5 s), then every session
     is closed."""
-    from rusts.security.auth import verify_token
+    from rusts.security.auth import token_principal
     from rusts.protocols.pgwire import PgAuth, serve_pgwire
 
     pg = config.postgres
     auth = None
-    if config.auth.enabled:
+    if config.auth.enabled:  # never trust: SCRAM-SHA-256 for users, or a token as the password
         users = {u.username: u.password for u in config.auth.users}
 
-        def jwt_ok(token: str) -> bool:
+        def token_login(token: str):
             try:
-                verify_token(config.auth, token)
-                return True
+                return token_principal(config.auth, token)
             except RustsError:
-                return False
+                return None
 
-        auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=jwt_ok)
+        auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=token_login)
     serving = partial(serve_pgwire, lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
-                      max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg))
+                      max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
+                      require_tls=pg.require_tls)
     if shutdown_trigger is None:
         await serving(task_status=task_status)
         return

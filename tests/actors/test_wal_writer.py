@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from rusts.actors.wal_writer import (MemtableInsert, WalAppend, WalCheckpoint, WalStats, WalSync,
-                                     run_wal_writer)
-from rusts.errors import ClosedError, ConfigError, StorageError
+from rusts.actors.wal_writer import (PROBE_INTERVAL, MemtableInsert, WalAppend, WalCheckpoint,
+                                     WalStats, WalSync, run_wal_writer)
+from rusts.errors import ClosedError, ConfigError, DiskFullError, StorageError
 from rusts.messages import Reply
 from rusts.model import Column, FieldType, SeriesRows, WriteBatch
 from rusts.storage.wal import FileOps, Wal
@@ -306,6 +306,10 @@ async def test_periodic_fsync_failure_poisons_later_writes(autojump_clock) -> No
     assert [x.seq for x in got] == [1]
 
 
+def stats_of(wal: Wal) -> dict:
+    return wal.statistics()
+
+
 async def test_failed_write_rejects_only_its_group(tmp_path: pathlib.Path) -> None:
     class NoSpaceOnce(FileOps):
         armed = False
@@ -327,9 +331,17 @@ async def test_failed_write_rejects_only_its_group(tmp_path: pathlib.Path) -> No
         NoSpaceOnce.armed = True
         bad = append_msg(1)
         await send.send(bad)
-        with pytest.raises(StorageError):
+        with pytest.raises(DiskFullError) as info:
             await bad.reply.wait()
-        good = append_msg(2)
+        assert info.value.http_status == 503 and info.value.retry_after > 0
+        # within the episode, a write is refused at once without touching the disk
+        soon = append_msg(2)
+        await send.send(soon)
+        with pytest.raises(DiskFullError):
+            await soon.reply.wait()
+        assert stats_of(wal)["appends"] == 0
+        await trio.sleep(PROBE_INTERVAL * 1.2)
+        good = append_msg(3)
         await send.send(good)
         assert await good.reply.wait() == 1  # space is back; no seq was burnt
         await send.aclose()

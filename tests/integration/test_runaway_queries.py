@@ -109,3 +109,48 @@ def test_health_is_degraded_while_queries_hold_every_worker(server_factory):
         assert done == [408]
         time.sleep(0.3)
         assert c.get("/health").json() == {"status": "healthy"}
+
+
+def test_pgwire_cancel_request_stops_the_query(server_factory):
+    import psycopg
+
+    srv = server_factory(postgres={"enabled": True}, query={"timeout_secs": 60}).start()
+    with srv.client() as c:
+        _load(c)
+    conn = psycopg.connect(f"postgresql://rusts@127.0.0.1:{srv.pg_port}/rusts", autocommit=True)
+    errors = []
+
+    def run():
+        try:
+            conn.execute(CROSS)
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)
+    conn.cancel()  # a CancelRequest on a new connection, with the session's key
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], psycopg.errors.QueryCanceled), errors
+    time.sleep(0.5)
+    assert _cpu_after(srv.proc.pid, 1.0) < 0.3
+    assert conn.execute("SELECT COUNT(*) FROM r").fetchone()[0] == 400  # the session goes on
+    conn.close()
+
+
+def test_row_and_memory_limits_give_clear_errors(server_factory):
+    srv = server_factory(query={"max_rows": 100, "memory_limit_mb": 1}).start()
+    with srv.client() as c:
+        _load(c)
+        r = c.post("/sql", content="SELECT * FROM r")
+        assert r.status_code == 400 and "query.max_rows (100)" in r.json()["error"]
+        r = c.post("/query", json={"measurement": "r", "time_range": {"start": 0, "end": 2**62}})
+        assert r.status_code == 400 and "max_rows" in r.json()["error"]
+        assert c.post("/sql", content="SELECT * FROM r LIMIT 50").status_code == 200
+        # 60,000 rows scanned into the general path: over 1 MiB
+        lines = "\n".join(f"big,k=k{i % 7} a={i}.5,b={i}i,c={i}.25 {1_700_000_000_000_000_000 + i}"
+                          for i in range(60_000))
+        assert c.post("/write", content=lines).status_code == 204
+        r = c.post("/sql", content="SELECT SUM(x.a * y.b + x.c) FROM big x JOIN big y ON x.time = y.time")
+        assert r.status_code == 400 and "memory limit" in r.json()["error"], r.text
+        assert c.get("/health").json() == {"status": "healthy"}

@@ -1,0 +1,109 @@
+"""Damaged segment blocks: what a query could not read, and what the operator must know.
+
+A segment block whose chunk fails its checks (CRC, count, length) costs only that block: a
+query that runs inside :func:`collect_missing` gets the series' other blocks, and the collector
+receives one entry per damaged block it skipped (series key, time range, file, reason), which
+the protocol edge puts in the answer (HTTP: a ``missing`` key; see docs/RELIABILITY.md). Outside
+a collector (compaction, tiering, exports) a damaged block still raises
+:class:`~rusts.errors.CorruptionError`, so no background job rewrites a file without the block and
+silently forgets the hole: the damaged file stays in place (and keeps being reported) until an
+operator acts.
+
+The first time a block is found damaged it is logged (ERROR) and recorded on its reader
+(``SegmentReader.damaged``, which ``/stats`` ``problems`` lists), and the first time per file the
+whole segment is copied byte-for-byte to the data directory's ``quarantine/`` folder (the live
+file keeps serving its good blocks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+
+from rusts.query.control import inherit
+
+log = logging.getLogger("rusts.storage.damage")
+
+_COLLECTOR: contextvars.ContextVar[list | None] = contextvars.ContextVar("rusts_missing", default=None)
+inherit(_COLLECTOR)  # a query run by a query worker reports to the collector of the task that asked
+_LOCK = threading.Lock()
+MAX_REPORTED = 100  # entries kept in a query answer (the count is always exact)
+
+
+@contextlib.contextmanager
+def collect_missing() -> Iterator[list[dict]]:
+    """Within this block (and worker threads started from it), reads skip damaged blocks and
+    the yielded list receives one entry per damaged block skipped, without duplicates."""
+    found: list[dict] = []
+    token = _COLLECTOR.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def tolerant() -> bool:
+    """Whether the current read may skip a damaged block (a query inside a collector)."""
+    return _COLLECTOR.get() is not None
+
+
+def note(reader, sid: int, block: int, key: str | None, start: int, end: int, reason: str,
+         first: bool) -> None:
+    """Record a damaged block of ``reader`` (a SegmentReader): in the current query's collector,
+    and the first time (``first``) in the log and the quarantine folder (once per file)."""
+    entry = {"series": key, "start": int(start), "end": int(end),
+             "segment": os.path.basename(reader.path), "block": int(block), "error": reason}
+    found = _COLLECTOR.get()
+    if found is not None and entry not in found:
+        found.append(entry)
+    if not first:
+        return
+    log.error("damaged segment block skipped by queries: %s series %s [%d, %d]: %s",
+              entry["segment"], key, start, end, reason)
+    with _LOCK:
+        copy_needed = not reader.damage_copy
+        reader.damage_copy = reader.damage_copy or "(copying)"
+    if copy_needed:
+        reader.damage_copy = _quarantine_copy(reader.path) or "(copy failed)"
+
+
+def _quarantine_copy(path: str) -> str | None:
+    qdir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "quarantine")
+    dest = os.path.join(qdir, f"{os.path.basename(path)}.{time.time_ns()}.damaged")
+    try:
+        os.makedirs(qdir, exist_ok=True)
+        shutil.copyfile(path, dest)
+    except OSError as e:
+        log.error("could not copy damaged segment %s to quarantine: %s", path, e)
+        return None
+    return dest
+
+
+def problems(readers) -> list[str]:
+    """One line per damaged block the given segment readers met (for ``/stats`` problems)."""
+    out = []
+    for r in list(readers):
+        damaged = getattr(r, "damaged", None)
+        if not damaged:
+            continue
+        copy = os.path.basename(r.damage_copy or "")
+        for (sid, blk), reason in sorted(damaged.items()):
+            out.append(f"segment {os.path.basename(r.path)} block {blk} of series {r.series_key(sid)} is damaged "
+                       f"and skipped by queries (copy in quarantine: {copy}): {reason}")
+    return out
+
+
+def answer_extra(found: list[dict]) -> dict:
+    """The keys a JSON answer gets when blocks were skipped (empty when none were)."""
+    if not found:
+        return {}
+    n = len(found)
+    return {"missing": found[:MAX_REPORTED],
+            "warnings": [f"{n} damaged block(s) could not be read; their time ranges are missing "
+                         f"from this answer (see 'missing')"]}

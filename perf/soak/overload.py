@@ -1,0 +1,137 @@
+"""Overload soak: measure the sustainable ingest rate C, then drive about 3x C plus heavy
+queries, then stop and check the server recovers.
+
+    python perf/soak/overload.py --secs 60 --hard-limit-mb 128
+
+Phase 1 (``--calibrate-secs``): W closed-loop writers (5,000-line batches) measure C (points/s).
+Phase 2 (``--secs``): 3*W writers plus Q clients running whole-range aggregates; answers are
+counted by status, the server's RSS is sampled every 0.2 s. Phase 3: 10 s after the load stops,
+20 writes and 5 queries must all succeed. Prints JSON: C, offered and accepted rates, statuses
+(503/429 are shedding), peak RSS against ``storage.memtable.hard_limit_mb`` (the promise: RSS
+stays under the hard limit plus the stated margin), error rate after the load, 5xx other than 503.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "reliability"))
+from rel_harness import ALL, T0, Server  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Load:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.statuses: dict[str, int] = {}
+        self.points = 0
+        self.seq = 0
+
+    def _count(self, kind: str, status: int, points: int = 0) -> None:
+        with self.lock:
+            self.statuses[f"{kind} {status}"] = self.statuses.get(f"{kind} {status}", 0) + 1
+            if status == 204:
+                self.points += points
+
+    def writer(self, w: int, batch: int = 5000) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            n = 0
+            while not self.stop.is_set():
+                base = (w * 10**9 + n) * 1000
+                body = "\n".join(f"ov,w=w{w},s=s{i % 50} v={i}i {T0 + base + i}" for i in range(batch))
+                n += batch
+                try:
+                    r = c.post("/write", content=body)
+                    self._count("write", r.status_code, batch)
+                    if r.status_code in (429, 503):
+                        time.sleep(float(r.headers.get("retry-after", "1")) / 10)
+                except httpx.HTTPError:
+                    self._count("write", -1)
+
+    def querier(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as c:
+            while not self.stop.is_set():
+                try:
+                    r = c.post("/query", json={"measurement": "ov", "time_range": ALL,
+                                               "aggregation": {"function": "Mean", "field": "v"},
+                                               "group_by": ["s"]})
+                    self._count("query", r.status_code)
+                except httpx.HTTPError:
+                    self._count("query", -1)
+
+
+def run(url: str, writers: int, queriers: int, secs: float, pid: int) -> dict:
+    load = Load(url)
+    threads = [threading.Thread(target=load.writer, args=(w,)) for w in range(writers)]
+    threads += [threading.Thread(target=load.querier) for _ in range(queriers)]
+    for t in threads:
+        t.start()
+    peak = 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < secs:
+        peak = max(peak, rss_mb(pid))
+        time.sleep(0.2)
+    load.stop.set()
+    for t in threads:
+        t.join()
+    return {"points_per_sec": round(load.points / secs), "statuses": load.statuses, "peak_rss_mb": round(peak, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calibrate-secs", type=float, default=15)
+    ap.add_argument("--secs", type=float, default=60)
+    ap.add_argument("--writers", type=int, default=2)
+    ap.add_argument("--queriers", type=int, default=2)
+    ap.add_argument("--hard-limit-mb", type=int, default=128)
+    ap.add_argument("--margin-mb", type=int, default=400, help="stated margin over the hard limit")
+    a = ap.parse_args()
+    root = pathlib.Path(tempfile.mkdtemp(prefix="overload-"))
+    srv = Server(root, storage={"wal_durability": "periodic",
+                                "memtable": {"hard_limit_mb": a.hard_limit_mb, "max_size_mb": 32}})
+    srv.start()
+    try:
+        pid = srv.proc.pid
+        cal = run(srv.url, a.writers, 0, a.calibrate_secs, pid)
+        over = run(srv.url, a.writers * 3, a.queriers, a.secs, pid)
+        time.sleep(10)
+        after = {"write": [], "query": []}
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for i in range(20):
+                after["write"].append(c.post("/write", content=f"ov,w=after v={i}i {T0 + i}").status_code)
+            for _ in range(5):
+                after["query"].append(c.post("/query", json={"measurement": "ov", "time_range": ALL,
+                                                             "aggregation": {"function": "Count", "field": "v"}}).status_code)
+        errors_after = sum(1 for s in after["write"] if s != 204) + sum(1 for s in after["query"] if s != 200)
+        other_5xx = sum(n for k, n in over["statuses"].items() if k.split()[1].startswith("5") and not k.endswith("503"))
+        shed = sum(n for k, n in over["statuses"].items() if k.split()[1] in ("429", "503"))
+        out = {"sustainable_points_per_sec": cal["points_per_sec"], "calibration": cal, "overload": over,
+               "shed_answers": shed, "other_5xx": other_5xx,
+               "hard_limit_mb": a.hard_limit_mb, "margin_mb": a.margin_mb,
+               "rss_within_limit": over["peak_rss_mb"] <= a.hard_limit_mb + a.margin_mb,
+               "errors_10s_after": errors_after}
+    finally:
+        srv.stop()
+    out["all_ok"] = out["rss_within_limit"] and out["errors_10s_after"] == 0 and out["other_5xx"] == 0
+    print(json.dumps(out, indent=1))
+    return 0 if out["all_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
