@@ -109,7 +109,7 @@ class ShardApplier:
                     step = "publish applied"
                     await self._publish_applied()
                 step = "fetch"
-                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, 1.0)
+                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, 1.0, _timeout=15.0)
                 backoff = 0.2
             except RustsError as e:
                 log.info("shard %d: %s: %s; retrying", self.shard, step, e)

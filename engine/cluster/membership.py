@@ -4,7 +4,8 @@
   "shards"}``, rewritten every ``heartbeat_secs``. A node is live while its heartbeat is younger
   than ``dead_after_secs`` (wall clock of the writer; the nodes' clocks are assumed to agree
   within a fraction of that, as NTP gives). The bucket's TTL drops keys of nodes long gone.
-* Bucket ``rusts_<cluster>_meta``: ``shardmap`` (``{"shard": [owner ids]}``), created from
+* Bucket ``rusts_<cluster>_meta`` (read with direct gets of known keys: listing keys would make
+  the server create a consumer each time): ``shardmap`` (``{"shard": [owner ids]}``), created from
   ``cluster.toml`` by the first node to start and authoritative afterwards (every node reads it
   back and refreshes it; a file that disagrees is reported), and ``applied.<shard>.<node>``, the
   sequence each owner has applied (written by the appliers).
@@ -64,8 +65,9 @@ class Membership:
         await node.bridge.call(node.link.kv_put, "members", me.id, value.encode())
 
     async def refresh(self) -> None:
+        """Re-read the members' heartbeats (direct gets of the configured node ids)."""
         node = self.node
-        items = await node.bridge.call(node.link.kv_items, "members")
+        items = await node.bridge.call(node.link.kv_get_many, "members", [n.id for n in self.cfg.nodes])
         members = {}
         for k, v in items.items():
             try:
@@ -73,7 +75,12 @@ class Membership:
             except ValueError:
                 continue
         self.members = members
-        meta = await node.bridge.call(node.link.kv_items, "meta")
+
+    async def refresh_meta(self) -> None:
+        """Re-read the shard map and every owner's applied sequence (for ``/cluster``)."""
+        node = self.node
+        keys = ["shardmap"] + [f"applied.{s}.{o}" for s, owners in self.shard_map.items() for o in owners]
+        meta = await node.bridge.call(node.link.kv_get_many, "meta", keys)
         applied = {}
         for k, v in meta.items():
             if k.startswith("applied."):

@@ -88,10 +88,12 @@ class NatsBridge:
             self._thread.join(timeout=5)
             self.loop = None
 
-    async def call(self, fn: Callable[..., Awaitable[Any]], *args, **kwargs) -> Any:
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args, _timeout: float = 30.0, **kwargs) -> Any:
         """Run ``await fn(*args, **kwargs)`` on the asyncio loop; return or raise its outcome.
 
-        NATS failures are raised as :class:`NatsUnavailable`."""
+        NATS failures are raised as :class:`NatsUnavailable`, and so is a call that has not
+        finished after ``_timeout`` seconds (it is cancelled: a client call stuck across a
+        reconnect must not stall its caller for ever)."""
         assert self.loop is not None, "bridge not started"
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
@@ -105,10 +107,15 @@ class NatsBridge:
         fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
         fut.add_done_callback(wake)
         try:
-            await done.wait()
+            with trio.move_on_after(_timeout) as scope:
+                await done.wait()
         except BaseException:
             fut.cancel()
             raise
+        if scope.cancelled_caught:
+            fut.cancel()
+            raise NatsUnavailable(f"NATS call {getattr(fn, '__name__', fn)} did not finish within {_timeout:g}s",
+                                  retry_after=RETRY_AFTER)
         try:
             return fut.result()
         except RustsError:
@@ -154,11 +161,22 @@ class NatsLink:
         self.max_payload = int(self.nc.max_payload)
         r = c.nats.stream_replicas
         name = c.cluster_name
-        self.members = await self.js.create_key_value(
-            bucket=f"rusts_{name}_members", history=1, ttl=max(10.0, 5 * c.dead_after_secs), replicas=r)
-        self.meta = await self.js.create_key_value(bucket=f"rusts_{name}_meta", history=1, replicas=r)
+        self.members = await self._bucket(f"rusts_{name}_members", ttl=max(10.0, 5 * c.dead_after_secs),
+                                          replicas=r)
+        self.meta = await self._bucket(f"rusts_{name}_meta", replicas=r)
         for s in range(c.shard_count):
             await self.ensure_stream(s)
+
+    async def _bucket(self, name: str, **params):
+        """Create the KV bucket, or bind the existing one when it has another configuration
+        (another node created it first, or a setting changed since)."""
+        import nats.js.errors
+
+        try:
+            return await self.js.create_key_value(bucket=name, history=1, **params)
+        except nats.js.errors.BadRequestError as e:
+            log.warning("KV bucket %s: %s (using it as it is)", name, e)
+            return await self.js.key_value(name)
 
     async def close(self) -> None:
         if self.nc is not None:
@@ -213,40 +231,58 @@ class NatsLink:
         await asyncio.gather(*(one_shard(idx) for idx in by_shard.values()))
         return out
 
-    async def last_seqs(self) -> dict[int, int]:
-        out = {}
-        for s in range(self.cfg.shard_count):
-            si = await self.js.stream_info(stream_name(self.cfg.cluster_name, s))
-            out[s] = int(si.state.last_seq)
-        return out
+    async def last_seqs(self, timeout: float = 2.0) -> dict[int, int]:
+        """Last sequence of each shard stream (concurrently; a stream that does not answer in
+        ``timeout``, e.g. while its leader is elected, is left out)."""
+        self._check()
+
+        async def one(s: int):
+            try:
+                si = await asyncio.wait_for(self.js.stream_info(stream_name(self.cfg.cluster_name, s)), timeout)
+                return s, int(si.state.last_seq)
+            except Exception:
+                return s, None
+
+        return {s: q for s, q in await asyncio.gather(*(one(s) for s in range(self.cfg.shard_count)))
+                if q is not None}
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
-        """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``."""
+        """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.
+
+        Each subscription gets a consumer of its own name (``apply_<node>_<random>``), created
+        with exactly this configuration; this node's earlier consumers on the stream are
+        deleted first. (Reusing one durable name is not safe: the client binds to an existing
+        consumer of that name without applying the new start sequence, and in a JetStream
+        cluster a just-deleted consumer can still be found for a moment.)"""
+        import uuid
+
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         import nats.js.errors
 
         c = self.cfg
         stream = stream_name(c.cluster_name, shard)
-        durable = f"apply_{c.node_id}"
+        prefix = f"apply_{c.node_id}_"
         old = self.subs.pop(shard, None)
         if old is not None:
             try:
                 await old.unsubscribe()
             except Exception:
                 pass
-        try:
-            await self.js.delete_consumer(stream, durable)
-        except nats.js.errors.NotFoundError:
-            pass
+        for ci in await self.js.consumers_info(stream):
+            if ci.name.startswith(prefix) or ci.name == f"apply_{c.node_id}":
+                try:
+                    await self.js.delete_consumer(stream, ci.name)
+                except nats.js.errors.NotFoundError:
+                    pass
+        name = prefix + uuid.uuid4().hex[:12]
+        common = dict(name=name, durable_name=name, filter_subject=shard_subject(c.cluster_name, shard),
+                      ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
         if start_seq <= 1:
-            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.ALL,
-                                ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
+            cc = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, **common)
         else:
-            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                opt_start_seq=start_seq, ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0,
-                                max_ack_pending=-1)
-        self.subs[shard] = await self.js.pull_subscribe(shard_subject(c.cluster_name, shard),
-                                                        durable=durable, stream=stream, config=cc)
+            cc = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq, **common)
+        await self.js.add_consumer(stream, config=cc)
+        self.subs[shard] = await self.js.pull_subscribe_bind(durable=name, stream=stream)
 
     async def fetch(self, shard: int, batch: int, timeout: float) -> list[tuple[int, bytes, Any]]:
         """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout."""
@@ -290,23 +326,18 @@ class NatsLink:
             return None
         return e.value
 
-    async def kv_items(self, bucket: str) -> dict[str, bytes]:
-        import nats.js.errors
+    async def kv_get_many(self, bucket: str, keys: list[str], timeout: float = 2.0) -> dict[str, bytes]:
+        """The values of ``keys`` (concurrent direct gets; missing or timed-out keys are left
+        out). Listing a bucket's keys would make the server create a consumer each time."""
 
-        kv = getattr(self, bucket)
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return {}
-        out = {}
-        for k in keys:
+        async def one(k: str):
             try:
-                e = await kv.get(k)
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            if e.value:
-                out[k] = e.value
-        return out
+                return k, await asyncio.wait_for(self.kv_get(bucket, k), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                return k, None
+
+        self._check()
+        return {k: v for k, v in await asyncio.gather(*(one(k) for k in keys)) if v}
 
     # ---------------------------------------------------------------- node-to-node requests
     async def serve_requests(self, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:

@@ -230,15 +230,20 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ reads
     def _assign(self, shards: list[int], exclude: set[str]) -> dict[str, list[int]]:
+        """One owner per shard: this node when it holds the shard, else a live owner (spread
+        over the shards). Liveness is a hint: when no owner looks live (a stale view while this
+        node's NATS connection fails over), the owners are tried anyway."""
         me = self.cfg.node_id
         plan: dict[str, list[int]] = {}
         for s in shards:
             owners = self.membership.owners(s)
-            live = [o for o in owners if o not in exclude and (o == me or self.membership.live(o))]
-            if me in live and s in self.dbs:
+            cands = [o for o in owners if o not in exclude]
+            live = [o for o in cands if (o == me and s in self.dbs) or self.membership.live(o)]
+            if me in live:
                 pick = me
-            elif live:
-                pick = live[s % len(live)]  # spread the shards of a query over their owners
+            elif live or cands:
+                pool = live or cands
+                pick = pool[s % len(pool)]
             else:
                 raise NoLiveOwner(f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})")
             plan.setdefault(pick, []).append(s)
@@ -256,7 +261,8 @@ class ClusterNode:
         if q is not None:
             payload["query"] = query_to_wire(q)
         raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
-                                     dumps(payload), float(self.config.query.timeout_secs))
+                                     dumps(payload), float(self.config.query.timeout_secs),
+                                     _timeout=float(self.config.query.timeout_secs) + 5.0)
         out = orjson.loads(raw)
         if isinstance(out, dict) and "error" in out and "status" in out:
             if out.get("status") == 400:
@@ -267,12 +273,21 @@ class ClusterNode:
         return out
 
     async def _fan_out(self, op: str, q, shards: list[int]) -> list[dict]:
-        """Ask one live owner per shard (another owner when one fails); their answers."""
+        """Ask one owner per shard; a failing owner's shards go to another owner; when every
+        owner of a shard failed, retry them all (a NATS failover) until the retry window ends."""
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
-        for _attempt in range(len(self.cfg.nodes) + 1):
-            plan = self._assign(todo, failed)
+        deadline = trio.current_time() + min(10.0, float(self.config.query.timeout_secs))
+        while True:
+            try:
+                plan = self._assign(todo, failed)
+            except NoLiveOwner:
+                if trio.current_time() > deadline:
+                    raise
+                failed = set()
+                await trio.sleep(0.25)
+                continue
             results: dict[str, dict] = {}
             errors: dict[str, RustsError] = {}
 
@@ -291,10 +306,9 @@ class ClusterNode:
             if not errors:
                 return parts
             for node_id, e in errors.items():
-                log.warning("cluster: node %s failed a partial query: %s", node_id, e)
+                log.info("cluster: node %s failed a partial query: %s", node_id, e)
             failed |= set(errors)
             todo = [s for nid in errors for s in plan[nid]]
-        raise NoLiveOwner(f"no owner answered for shards {todo}")
 
     async def query(self, qjson):
         """Answer a JSON query (or a :class:`Query`) over the whole cluster; a ResultSet."""
@@ -356,8 +370,9 @@ class ClusterNode:
         if self.nats_connected:
             try:
                 last = await self.bridge.call(self.link.last_seqs)
-                await m.refresh()
-            except RustsError:
+                await m.refresh_meta()
+            except Exception as e:  # report what is known rather than fail the status page
+                log.warning("cluster: /cluster could not read NATS: %s", e, exc_info=not isinstance(e, RustsError))
                 last = {}
         shards = []
         for s in range(self.cfg.shard_count):
@@ -371,8 +386,8 @@ class ClusterNode:
                 owners.append({"node": o, "applied_seq": applied, "lag": lag})
             shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
         out["shards"] = shards
-        out["max_lag"] = max((o["lag"] for sh in shards for o in sh["owners"] if o["lag"] is not None),
-                             default=None)
+        lags = [o["lag"] for sh in shards for o in sh["owners"]]
+        out["max_lag"] = None if not lags or None in lags else max(lags)  # None: not known for all
         return out
 
 

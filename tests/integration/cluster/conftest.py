@@ -138,6 +138,7 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
             cfg = yaml.safe_load(s.config_path.read_text())
             cfg["server"]["port"] = ports[i]
             cfg["cluster"] = str(path)
+            cfg["logging"]["level"] = "info"  # the cluster's progress, for diagnosing a failure
             s.config_path.write_text(yaml.safe_dump(cfg))
             servers.append(s)
         with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side
