@@ -1,7 +1,10 @@
 """``rusts-server``: parse the command line, load the configuration, start the server.
 
 Flags follow the original: ``-c/--config``, ``-d/--data-dir``, ``-H/--host``, ``-p/--port``,
-``--generate-config [PATH]``. A configuration error prints one line
+``--generate-config [PATH]``. Subcommands: ``rusts-server token create --subject S --scope read
+--measurements cpu --expires 1h`` prints a signed token (the config's ``auth.jwt_secret``);
+``rusts-server password [--scheme scram|bcrypt|argon2]`` prints a password hash for ``auth.users``
+(the password is read from stdin). A configuration error prints one line
 ``rusts-server: config error: <message>`` on stderr and exits with status 2, never a traceback:
 operators read that line, not a stack.
 """
@@ -29,7 +32,9 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    p = argparse.ArgumentParser(prog=PROG, description="RusTs time-series database server.")
+    p = argparse.ArgumentParser(prog=PROG, description="RusTs time-series database server.",
+                                epilog=f"Subcommands: '{PROG} token create --help' (mint an access token), "
+                                       f"'{PROG} password --help' (hash a password for auth.users).")
     p.add_argument("-c", "--config", metavar="PATH", default=None,
                    help=f"configuration file (default: {DEFAULT_CONFIG_PATH} if present, "
                         "else built-in defaults)")
@@ -65,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The process exit status: 0 ok, 1 runtime error, 2 usage or configuration error.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:
+        return _token(argv[1:])
+    if argv[:1] == ["password"]:
+        return _password(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -100,6 +110,70 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{PROG}: error: {first}", file=sys.stderr)
         return 1
+
+
+def _token(argv: list[str]) -> int:
+    """``rusts-server token create ...``: print a token signed with the config's secret."""
+    from rusts.config import parse_duration
+    from rusts.security import tokens
+    from rusts.security.scopes import parse_measurements, parse_scopes
+
+    p = argparse.ArgumentParser(prog=f"{PROG} token", description="Mint an access token (JWT, HS256).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create", help="print a new token")
+    c.add_argument("-c", "--config", metavar="PATH", default=None, help="configuration file (its auth.jwt_secret)")
+    c.add_argument("--subject", required=True, help="who the token speaks for (the sub claim)")
+    c.add_argument("--scope", action="append", required=True,
+                   help="read, write or admin (repeat, or comma-separate, for several)")
+    c.add_argument("--measurements", default=None, help="limit to these measurements: cpu,mem or prefixes cpu*")
+    c.add_argument("--expires", default="1h", help="lifetime: 3600, 90m, 12h, 30d (default 1h)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        config = load_config(args.config)
+        scopes = parse_scopes(",".join(args.scope), "--scope")
+        ms = parse_measurements(args.measurements, "--measurements")
+        secs = parse_duration(args.expires, "--expires")
+        auth = config.auth
+        if auth.jwt_secret == tokens.DEFAULT_SECRET or len(auth.jwt_secret.encode()) < tokens.MIN_SECRET_BYTES:
+            raise ConfigError("auth.jwt_secret: set a secret of at least 32 bytes before minting tokens",
+                              key="auth.jwt_secret")
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(tokens.mint(auth, args.subject, scopes, ms, secs)["token"])
+    return 0
+
+
+def _password(argv: list[str]) -> int:
+    """``rusts-server password``: print a hash of the password read from stdin."""
+    p = argparse.ArgumentParser(prog=f"{PROG} password",
+                                description="Hash a password (read from stdin) for auth.users.")
+    p.add_argument("--scheme", choices=("scram", "bcrypt", "argon2"), default="scram",
+                   help="scram (default: pgwire SCRAM logins keep working), bcrypt or argon2")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print(f"{PROG}: error: empty password on stdin", file=sys.stderr)
+        return 2
+    if args.scheme == "scram":
+        from rusts.security.passwords import scram_verifier
+
+        print(scram_verifier(password))
+    elif args.scheme == "bcrypt":
+        import bcrypt
+
+        print(bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt()).decode())
+    else:
+        from argon2 import PasswordHasher
+
+        print(PasswordHasher().hash(password))
+    return 0
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

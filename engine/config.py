@@ -166,6 +166,10 @@ class ServerConfig:
     max_body_size: int = _field(10485760, _positive_int)
     request_timeout_secs: int | float = _field(30, _positive_number)
     busy_poll_us: int = _field(2000, _non_negative_int)
+    max_line_bytes: int = _field(1048576, _positive_int)
+    max_connections: int = _field(1000, _positive_int)
+    tls_cert: str | None = _field(None, _optional(_path))
+    tls_key: str | None = _field(None, _optional(_path))
 
 
 @attrs.frozen
@@ -201,7 +205,10 @@ class StorageConfig:
     compression: str = _field("default", _enum(COMPRESSION_LEVELS))
     block_rows: int = _field(4096, _positive_int)
     block_duration_secs: int = _field(3600, _non_negative_int)
-    cold_after_hours: int | None = _field(None, _optional(_positive_int))
+    cold_after_hours: int | None = _field(24, _optional(_positive_int))
+    cold_idle_secs: int = _field(20, _non_negative_int)
+    max_series: int | None = _field(10000000, _optional(_positive_int))
+    max_series_per_measurement: int | None = _field(1000000, _optional(_positive_int))
 
     @property
     def wal_path(self) -> str:
@@ -213,12 +220,40 @@ class StorageConfig:
         return self.partition_duration_hours * 3600 * 1_000_000_000
 
 
+def _scopes(value: Any, path: str) -> tuple[str, ...]:
+    from rusts.security.scopes import SCOPES, parse_scopes
+
+    got = parse_scopes(value, path)
+    return tuple(s for s in SCOPES if s in got)
+
+
+def _measurements(value: Any, path: str) -> tuple[str, ...]:
+    from rusts.security.scopes import parse_measurements
+
+    return parse_measurements(value, path)
+
+
+def _password(value: Any, path: str) -> str:
+    from rusts.security.passwords import validate
+
+    value = _non_empty_str(value, path)
+    try:
+        validate(value)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}", key=path) from None
+    return value
+
+
 @attrs.frozen
 class User:
-    """A user for pgwire password auth and HTTP basic auth."""
+    """A user for pgwire password auth, HTTP basic auth and ``POST /auth/token``. ``password``:
+    plain, a SCRAM-SHA-256 verifier, or a bcrypt/argon2 hash; ``scopes`` (None = read, write and
+    admin) and ``measurements`` (None = all) limit what the user's logins and tokens may do."""
 
     username: str = _field(None, _non_empty_str)
-    password: str = attrs.field(default=None, repr=False, metadata={"check": _non_empty_str})
+    password: str = attrs.field(default=None, repr=False, metadata={"check": _password})
+    scopes: tuple[str, ...] | None = _field(None, _optional(_scopes))
+    measurements: tuple[str, ...] | None = _field(None, _optional(_measurements))
 
 
 @attrs.frozen
@@ -230,6 +265,9 @@ class AuthConfig:
                                   metadata={"check": _non_empty_str})
     token_expiration_secs: int = _field(3600, _positive_int)
     users: tuple[User, ...] = attrs.field(default=(), repr=False, metadata={"list_of": User})
+    jwt_public_key: str | None = _field(None, _optional(_path))
+    jwt_audience: str | None = _field(None, _optional(_non_empty_str))
+    jwt_issuer: str | None = _field(None, _optional(_non_empty_str))
 
 
 @attrs.frozen
@@ -275,6 +313,7 @@ class PostgresConfig:
     max_connections: int = _field(100, _positive_int)
     tls_cert: str | None = _field(None, _optional(_path))
     tls_key: str | None = _field(None, _optional(_path))
+    require_tls: bool = _field(False, _bool)
 
 
 @attrs.frozen
@@ -284,6 +323,7 @@ class QueryConfig:
     max_concurrent: int = _field(16, _positive_int)
     timeout_secs: int | float = _field(30, _positive_number)
     max_rows: int = _field(10000000, _positive_int)
+    memory_limit_mb: int = _field(2048, _positive_int)
     recent_cache_mb: int = _field(128, _non_negative_int)
 
 
@@ -360,14 +400,19 @@ def _cross_check(obj: Any, path: str) -> None:
     if isinstance(obj, MemtableConfig) and obj.hard_limit_mb < obj.max_size_mb:
         raise ConfigError(f"{p}hard_limit_mb: must be >= max_size_mb ({obj.max_size_mb}), "
                           f"got {obj.hard_limit_mb}", key=f"{p}hard_limit_mb")
-    if isinstance(obj, PostgresConfig) and (obj.tls_cert is None) != (obj.tls_key is None):
+    if isinstance(obj, (PostgresConfig, ServerConfig)) and (obj.tls_cert is None) != (obj.tls_key is None):
         raise ConfigError(f"{p}tls_key: tls_cert and tls_key must be set together",
                           key=f"{p}tls_key")
     if isinstance(obj, RetentionPolicy) and obj.tier_after is not None \
             and obj.tier_after >= obj.duration:
         raise ConfigError(f"{p}tier_after: must be shorter than duration ({obj.duration}s), "
                           f"got {obj.tier_after}s", key=f"{p}tier_after")
+    if isinstance(obj, PostgresConfig) and obj.require_tls and obj.tls_cert is None:
+        raise ConfigError(f"{p}require_tls: needs tls_cert and tls_key", key=f"{p}require_tls")
     if isinstance(obj, AuthConfig):
+        from rusts.security.tokens import check_config
+
+        check_config(obj)  # with auth enabled: no default or short jwt_secret, a readable public key
         seen: set[str] = set()
         for i, u in enumerate(obj.users):
             if u.username in seen:
@@ -462,6 +507,10 @@ server:
   max_body_size: 10485760    # 10MB max request body (larger bodies get 413)
   request_timeout_secs: 30
   busy_poll_us: 2000         # Poll instead of sleeping this long after an answer (0 = off)
+  max_line_bytes: 1048576    # Longer line-protocol lines are rejected (the error quotes 200 bytes)
+  max_connections: 1000      # Open HTTP connections beyond this get 503 and are closed
+  tls_cert: null             # PEM certificate file; set with tls_key to serve HTTPS
+  tls_key: null
 
 storage:
   data_dir: ./data
@@ -479,13 +528,22 @@ storage:
   compression: default       # none, fast, default, best
   block_rows: 4096           # Points per column block in segments
   block_duration_secs: 3600  # Blocks never cross a multiple of this (0 = off): hourly aggregates need no decoding
-  cold_after_hours: null     # Recompress partitions older than this with the cold codec (null = never)
+  cold_after_hours: 24       # Partitions that ended longer ago than this go to the cold tier (null = never)...
+  cold_idle_secs: 20         # ...once no flush has landed in them for this long
+  max_series: 10000000       # Series in the database; writes creating more are rejected (null = no limit)
+  max_series_per_measurement: 1000000  # Series per measurement (null = no limit)
 
 auth:
   enabled: false
-  jwt_secret: change-me-in-production
+  jwt_secret: change-me-in-production  # With enabled: true, set >= 32 random bytes (openssl rand -hex 32)
   token_expiration_secs: 3600
-  users: []                  # [{username: alice, password: secret}] for pgwire and basic auth
+  # [{username, password, scopes, measurements}] for POST /auth/token, basic auth and pgwire.
+  # password: plain, SCRAM-SHA-256$..., $2b$... (bcrypt) or $argon2id$...; scopes: [read, write,
+  # admin] (default all); measurements: [cpu, "mem*"] (default all). See docs/security.md.
+  users: []
+  jwt_public_key: null       # PEM public key file: also accept RS256/ES256/EdDSA tokens minted elsewhere
+  jwt_audience: null         # When set, tokens must carry this aud (and minted tokens do)
+  jwt_issuer: null           # When set, tokens must carry this iss (and minted tokens do)
 
 logging:
   level: info                # trace, debug, info, warn, error
@@ -505,11 +563,13 @@ postgres:
   max_connections: 100
   tls_cert: null             # PEM certificate file; set with tls_key to enable TLS
   tls_key: null
+  require_tls: false         # Refuse clients that do not negotiate TLS (needs tls_cert/tls_key)
 
 query:
   max_concurrent: 16
   timeout_secs: 30
   max_rows: 10000000
+  memory_limit_mb: 2048       # data one query may hold (scans, DuckDB's working memory); beyond: an error
   recent_cache_mb: 128        # flushed data kept in memory for queries over recent windows (0: off)
 """
 

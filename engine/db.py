@@ -34,7 +34,7 @@ from rusts.storage.damage import problems as damage_problems
 from rusts.errors import ClosedError, CorruptionError, DataDirLockedError, OverloadedError, QueryError
 from rusts.query.executor import ResultSet, Snapshot, execute, select_series
 from rusts.memory.tables import MemtableState, Table
-from rusts.messages import Reply, cpu_limiter, run_cpu
+from rusts.messages import Reply, run_cpu
 from rusts.model import LineError, WriteBatch, parse_series_key
 from rusts.query.model import Query, from_json
 
@@ -66,10 +66,6 @@ def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
             if blocks > 4 and not (q.limit is not None and q.limit <= 1000 and not q.is_aggregate):
                 return False
     return True
-
-
-def _partition_of(ts: np.ndarray, dur: int) -> np.ndarray:
-    return ts // dur
 
 
 def _frame_keys(frames) -> list[str]:
@@ -108,10 +104,15 @@ class Database:
         self._lock_fd: int | None = None
         self._wal = None
         self._next_seq = 1
-        self._query_limiter = trio.CapacityLimiter(max(1, config.query.max_concurrent))
         self._parse_limiter = trio.CapacityLimiter(1)
         self.commit_lock = trio.Lock()  # every manifest commit (flush, compaction, sweep, delete)
         self.lifecycle = None
+        from rusts.actors.query_worker import WorkerStats
+
+        self.worker_stats = WorkerStats()
+        self._query_send, self._query_recv = trio.open_memory_channel(4 * max(1, config.query.max_concurrent))
+        self._workers_done = trio.Event()
+        self._background: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ recovery (sync, thread)
     def _lock(self) -> None:
@@ -153,6 +154,8 @@ class Database:
                 self.problems.extend(getattr(part, "problems", ()))
                 if getattr(part, "needs_rebuild", False) and not part.problems and self.manifest.state.segments:
                     self.problems.append(f"{part.path} was missing; rebuilt from the segment files")
+            st = self.config.storage  # rusts.security: storage.max_series limits (schema check)
+            self.schema.limit_series(self.index, st.max_series, st.max_series_per_measurement)
             schema_empty = not self.schema.measurements() or getattr(self.schema, "needs_rebuild", False)
             for meta in list(self.manifest.state.segments):
                 path = self.data_dir / "segments" / meta.file
@@ -227,12 +230,6 @@ class Database:
         st = self.config.storage
         return {"compression": st.compression, "tier": "hot", "block_rows": st.block_rows,
                 "block_time_ns": int(st.block_duration_secs) * 10**9 or None}
-
-    def _build_partitions(self, table: Table) -> dict[int, list]:
-        """Partition -> SeriesData of a table (vectorised; see memtable.table_partitions)."""
-        from rusts.memory.tables import table_partitions
-
-        return table_partitions(table.flush_payload(), self.partition_ns)
 
     def _write_segments(self, parts: dict[int, list]) -> list:
         from rusts.storage.segment import write_segment
@@ -362,8 +359,26 @@ class Database:
                 retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
                 downstream=mem_send, task_status=task_status))
             await nursery.start(self.lifecycle.run)
+            nursery.start_soon(self._run_workers)
+            self._background = nursery
             self.ready = True
             task_status.started()
+
+    def spawn_background(self, job) -> None:
+        """Run ``await job()`` as a task of the database's supervised nursery (work that
+        helps later queries, such as learning a plan template; it must not raise)."""
+        if self._background is None or self.closed:
+            return
+        self._background.start_soon(job)
+
+    async def _run_workers(self) -> None:
+        from rusts.actors.query_worker import run_query_workers
+
+        try:
+            await run_query_workers(inbox=self._query_recv, handlers=self._query_handlers(),
+                                    count=max(1, int(self.config.query.max_concurrent)), stats=self.worker_stats)
+        finally:
+            self._workers_done.set()
 
     async def _shutdown(self) -> None:
         if self.closed:
@@ -371,6 +386,9 @@ class Database:
         self.closed = True
         self.ready = False
         with trio.CancelScope(shield=True):
+            await self._query_send.aclose()  # queued and running queries finish (bounded)
+            with trio.move_on_after(min(10.0, float(self.config.query.timeout_secs))):
+                await self._workers_done.wait()
             await self._wal_send.aclose()
             if self.lifecycle is not None:
                 await self.lifecycle.close()
@@ -393,12 +411,14 @@ class Database:
         if len(body) < INLINE_PARSE_BYTES:
             # a few ms at most: cheaper here than a thread hop, which under load waits for the
             # GIL twice (going and coming back), up to the 5 ms switch interval each
-            batch = parse(body, precision=precision, default_time=default_time)
+            batch = parse(body, precision=precision, default_time=default_time,
+                          max_line_bytes=self.config.server.max_line_bytes)
         else:
             # one parse at a time: the parser is mostly Python, so concurrent parses only contend
             # for the GIL (measured: 4 parallel parses were slower than 1)
             batch = await trio.to_thread.run_sync(
-                lambda: parse(body, precision=precision, default_time=default_time), limiter=self._parse_limiter)
+                lambda: parse(body, precision=precision, default_time=default_time,
+                              max_line_bytes=self.config.server.max_line_bytes), limiter=self._parse_limiter)
         lines = None
 
         def original_line(n: int) -> str:
@@ -438,6 +458,7 @@ class Database:
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()
             self.write_stats["points"] += batch.point_count
+            self.write_stats["values"] += batch.value_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
     def _reader(self, meta):
@@ -492,9 +513,67 @@ class Database:
             out[s] = t
         return out
 
-    async def query(self, q: Query | dict) -> ResultSet:
-        """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`."""
+    # ------------------------------------------------------------------ queries (adapters)
+    def _ask(self, make):
+        from rusts.actors.query_worker import ask
+
         self._check_open()
+        qc = self.config.query
+        return ask(self._query_send, make, float(qc.timeout_secs), int(qc.memory_limit_mb) << 20)
+
+    async def query(self, q: Query | dict) -> ResultSet:
+        """Run a JSON-API query (dict) or a :class:`Query`; returns a columnar :class:`ResultSet`.
+        Answered by a query worker under ``query.timeout_secs``."""
+        from rusts.actors.query_worker import JsonQuery
+
+        return await self._ask(lambda reply, ctl: JsonQuery(q, reply, ctl))
+
+    async def sql(self, text: str, params=None, *, extra_tables=None, route: str = "auto",
+                  now_ns: int | None = None):
+        """Run one SQL statement (see :func:`rusts.sql.runner.execute_sql`); returns its
+        :class:`~rusts.sql.output.SqlOutput`. Answered by a query worker."""
+        from rusts.actors.query_worker import SqlStatement
+
+        return await self._ask(lambda reply, ctl: SqlStatement(text, params, reply, ctl, extra_tables, route, now_ns))
+
+    async def describe_sql(self, text: str, *, extra_tables=None):
+        """Parameter count and result columns of a statement (pgwire Describe)."""
+        from rusts.actors.query_worker import DescribeSql
+
+        return await self._ask(lambda reply, ctl: DescribeSql(text, reply, ctl, extra_tables))
+
+    # ------------------------------------------------------------------ queries (in a worker)
+    def _query_handlers(self) -> dict:
+        from rusts.actors.query_worker import DescribeSql, JsonQuery, SqlStatement
+        from rusts.sql import runner
+
+        max_rows = int(self.config.query.max_rows)
+
+        def bounded(answer):
+            if len(answer) > max_rows:
+                from rusts.errors import QueryLimitError
+
+                raise QueryLimitError(f"query answer has {len(answer)} rows, more than query.max_rows "
+                                      f"({max_rows}): add a LIMIT, narrow the range or aggregate")
+            return answer
+
+        async def json_query(req):
+            return bounded(await self.run_query(req.query))
+
+        async def sql_statement(req):
+            return bounded(await runner.execute_sql(self, req.text, req.params, extra_tables=req.extra_tables,
+                                                    now_ns=req.now_ns, route=req.route))
+
+        async def describe(req):
+            return await runner.describe_sql(self, req.text, extra_tables=req.extra_tables)
+
+        return {JsonQuery: json_query, SqlStatement: sql_statement, DescribeSql: describe}
+
+    async def run_query(self, q: Query | dict) -> ResultSet:
+        """Answer a JSON-API query here (in the calling task: a query worker, or the SQL layer
+        running in one). Adapters call :meth:`query`."""
+        from rusts.query.control import offload
+
         if not isinstance(q, Query):
             q = from_json(q)
         t0 = time.perf_counter()
@@ -505,36 +584,26 @@ class Database:
             if start != q.start:
                 q = attrs.evolve(q, start=start, end=max(q.end, start))
         try:
-            async with self._query_limiter:
-                sids = select_series(self.index, q)
-                field_types = self.schema.fields(q.measurement)
-                snap = self.snapshot(sids, q.start, q.end)
-                tags = self.tags_map(sids)
-                from rusts.query.executor import _check_agg_types
-                from rusts.sql.vector import fits_one_series, one_series, seen_buckets
+            sids = select_series(self.index, q)
+            field_types = self.schema.fields(q.measurement)
+            snap = self.snapshot(sids, q.start, q.end)
+            tags = self.tags_map(sids)
+            from rusts.query.executor import _check_agg_types
+            from rusts.sql.vector import fits_one_series, one_series, seen_buckets
 
-                # one series' buckets: they cut through blocks, so the executor would decode them
-                # all; the vector path's one-series lane does the same with less overhead
-                if q.interval is not None and q.aggregations and fits_one_series(q, sids) \
-                        and all(a.field is None or a.field in field_types for a in q.aggregations) \
-                        and _is_small(snap, sids, q):
-                    _check_agg_types(q, field_types)  # the executor's errors, word for word
-                    rs = seen_buckets(q, one_series(snap, q, int(sids[0]), field_types))
-                elif _is_small(snap, sids, q):
-                    # a few blocks of a few series: cheaper than the hop to a worker thread
-                    rs = execute(snap, q, sids, tags.__getitem__, field_types)
-                else:
-                    with trio.fail_after(self.config.query.timeout_secs):
-                        rs = await trio.to_thread.run_sync(
-                            execute, snap, q, sids, tags.__getitem__, field_types,
-                            limiter=cpu_limiter(), abandon_on_cancel=True)
+            small = _is_small(snap, sids, q)
+            # one series' buckets: they cut through blocks, so the executor would decode them
+            # all; the vector path's one-series lane does the same with less overhead
+            if q.interval is not None and q.aggregations and fits_one_series(q, sids) \
+                    and all(a.field is None or a.field in field_types for a in q.aggregations) and small:
+                _check_agg_types(q, field_types)  # the executor's errors, word for word
+                rs = seen_buckets(q, one_series(snap, q, int(sids[0]), field_types))
+            else:
+                # a few blocks of a few series run inline: cheaper than the hop to a thread
+                rs = await offload(lambda: execute(snap, q, sids, tags.__getitem__, field_types), small=small)
         except QueryError:
             self.query_stats["errors"] += 1
             raise
-        except trio.TooSlowError:
-            self.query_stats["errors"] += 1
-            from rusts.errors import QueryCancelled
-            raise QueryCancelled(f"query exceeded the {self.config.query.timeout_secs}s time limit") from None
         self.query_stats["count"] += 1
         self.query_stats["total_ms"] += (time.perf_counter() - t0) * 1000
         return rs
@@ -572,6 +641,25 @@ class Database:
         self._recent_barrier()
         return await self.lifecycle.drop_measurement(measurement)
 
+    def health(self) -> dict:
+        """``{"status": "healthy"}``, or ``"degraded"`` with the reasons while every query worker
+        is busy or every CPU worker thread is taken (by queries that run, or were cancelled and
+        have not stopped yet)."""
+        from rusts.messages import cpu_limiter
+        from rusts.query.control import busy_threads
+
+        ws = self.worker_stats
+        reasons = []
+        if ws.workers and ws.busy >= ws.workers:
+            reasons.append(f"all {ws.workers} query workers are busy")
+        lim = cpu_limiter()
+        if lim.available_tokens == 0 and busy_threads():
+            reasons.append(f"all {int(lim.total_tokens)} CPU worker threads are busy "
+                           f"({busy_threads()} running queries)")
+        if not reasons:
+            return {"status": "healthy"}
+        return {"status": "degraded", "reasons": reasons, "query_workers": ws.to_json()}
+
     def measurements(self) -> list[str]:
         return sorted(self.index.measurements())
 
@@ -604,7 +692,7 @@ class Database:
             "series": {"count": self.index.series_count, "measurements": len(self.index.measurements())},
             "writes": dict(self.write_stats),
             "flusher": dict(self.flusher_stats),
-            "queries": qs,
+            "queries": {**qs, "workers": self.worker_stats.to_json()},
             "lifecycle": self.lifecycle.statistics() if self.lifecycle is not None else {},
             "problems": list(self.problems) + damage_problems(self.readers.values()),
             "uptime_secs": round(time.time() - self.started_at, 3),

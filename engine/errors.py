@@ -38,13 +38,6 @@ class ProtocolError(RustsError):
     sqlstate = "08P01"
 
 
-class LineProtocolError(ProtocolError):
-    """A line of line protocol cannot be parsed. Carries the 1-based ``line_number``."""
-
-    def __init__(self, message: str, line_number: int = 0) -> None:
-        super().__init__(message, line_number=line_number)
-        self.line_number = line_number
-
 
 class QueryError(RustsError):
     """A query is malformed or asks for something unsupported (client error)."""
@@ -78,11 +71,31 @@ class QueryCancelled(RustsError):
     sqlstate = "57014"
 
 
+class QueryLimitError(QueryError):
+    """A query needs more than its limits allow (``query.memory_limit_mb``, ``query.max_rows``)."""
+
+    http_status = 400
+    sqlstate = "53200"
+
+
 class AuthError(RustsError):
     """Missing or wrong credentials."""
 
     http_status = 401
     sqlstate = "28P01"
+
+
+class ForbiddenError(RustsError):
+    """Valid credentials that do not allow this action (scope or measurement)."""
+
+    http_status = 403
+    sqlstate = "42501"
+
+
+class SandboxError(QueryError):
+    """SQL that would reach the host (files, network, extensions, settings): refused."""
+
+    sqlstate = "42501"
 
 
 class WriteError(RustsError):

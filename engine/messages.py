@@ -45,7 +45,6 @@ class Reply:
 
 
 _cpu_limiter: trio.CapacityLimiter | None = None
-_io_limiter: trio.CapacityLimiter | None = None
 
 
 def cpu_limiter() -> trio.CapacityLimiter:
@@ -55,14 +54,6 @@ def cpu_limiter() -> trio.CapacityLimiter:
         import os
         _cpu_limiter = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
     return _cpu_limiter
-
-
-def io_limiter() -> trio.CapacityLimiter:
-    """Limiter for blocking file I/O other than the WAL (segment writes, manifest)."""
-    global _io_limiter
-    if _io_limiter is None:
-        _io_limiter = trio.CapacityLimiter(4)
-    return _io_limiter
 
 
 async def run_cpu(fn, *args):

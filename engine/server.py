@@ -3,6 +3,11 @@
 ``run(config)`` is what ``rusts-server`` calls. ``serve_http(db, host, port)`` serves the HTTP
 API from inside any trio nursery (embedding: ``await nursery.start(serve_http, db, "127.0.0.1", 0)``
 returns the bound port).
+
+Start order: HTTP first (``/ready`` answers 503 while recovery runs), then the database's actors
+(:func:`rusts.db.running`), then pgwire. Stop order on SIGINT/SIGTERM: stop accepting HTTP and
+pgwire connections and let requests in flight finish (bounded by 5 s), then the database stops:
+queued and running queries finish, the final flush and WAL sync run shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -14,24 +19,11 @@ from functools import partial
 
 import trio
 
+from rusts.protocols.http.serve import serve_http
+
 log = logging.getLogger("rusts.server")
 
-
-async def serve_http(db, host: str, port: int, *, shutdown_trigger=None, busy_poll=None,
-                     task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the HTTP API for ``db``; ``task_status.started(port)`` with the bound port.
-
-    ``busy_poll``: a :class:`rusts.busypoll.BusyPoll` (run by the caller) told about each
-    request. Returns after ``shutdown_trigger()`` returns and requests in flight finish (at most
-    5 s), or when cancelled.
-    """
-    from rusts.protocols.http import server as httpserver
-    from rusts.protocols.http.app import create_app
-
-    await httpserver.serve(create_app(db), host, port,
-                           read_timeout=float(db.config.server.request_timeout_secs),
-                           keep_alive_timeout=75.0, graceful_timeout=5.0, backlog=1024,
-                           shutdown_trigger=shutdown_trigger, poller=busy_poll, task_status=task_status)
+__all__ = ["run", "serve", "serve_http"]
 
 
 async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -51,14 +43,22 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
 
     db = rusts.db.Database(config)
     busy = BusyPoll(config.server.busy_poll_us / 1e6)
+    running_adapters: list[str] = []
+
+    async def adapter(name, fn, task_status=trio.TASK_STATUS_IGNORED):
+        running_adapters.append(name)
+        try:
+            await fn(task_status=task_status)
+        finally:
+            running_adapters.remove(name)
+
     async with trio.open_nursery() as outer:
         outer.start_soon(watch_signals)
         if busy.window > 0:
             outer.start_soon(busy.run)
         # HTTP first, so /ready answers 503 while recovery runs
-        port = await outer.start(lambda task_status: serve_http(
-            db, config.server.host, config.server.port, shutdown_trigger=stop.wait, busy_poll=busy,
-            task_status=task_status))
+        port = await outer.start(adapter, "http", partial(
+            serve_http, db, config.server.host, config.server.port, shutdown_trigger=stop.wait, busy_poll=busy))
         log.info("HTTP listening on %s:%d (recovering)", config.server.host, port)
         async with rusts.db.running(db):
             for p in db.problems:
@@ -66,18 +66,22 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             # what start-up and recovery built lives as long as the server: out of the garbage
             # collector's sight, so its full collections do not walk it (~40 ms pauses otherwise)
             gc.freeze()
-            async with trio.open_nursery() as nursery:
-                pg_port = None
-                if config.postgres.enabled:
-                    from rusts.protocols.pgwire.adapter import serve_postgres
+            pg_port = None
+            if config.postgres.enabled:
+                from rusts.protocols.pgwire.adapter import serve_postgres
 
-                    pg_port = await nursery.start(partial(serve_postgres, db, config, poller=busy))
-                    log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
-                print(f"rusts-server ready: http://{config.server.host}:{port}"
-                      + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)
-                task_status.started(port)
-                await stop.wait()
-                nursery.cancel_scope.cancel()
+                pg_port = await outer.start(adapter, "pgwire", partial(
+                    serve_postgres, db, config, poller=busy, shutdown_trigger=stop.wait))
+                log.info("PostgreSQL wire protocol listening on %s:%d", config.postgres.host, pg_port)
+            print(f"rusts-server ready: http://{config.server.host}:{port}"
+                  + (f" postgres://{config.postgres.host}:{pg_port}" if pg_port else ""), flush=True)
+            task_status.started(port)
+            await stop.wait()
+            # the adapters stop accepting and drain their requests (bounded) before the
+            # database stops (queries finish, final flush, WAL closed)
+            with trio.move_on_after(6.0):
+                while running_adapters:
+                    await trio.sleep(0.02)
         outer.cancel_scope.cancel()
     log.info("shutdown complete")
 

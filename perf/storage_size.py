@@ -50,6 +50,19 @@ def settle(path: str, limit: float, quiet: float = 15.0) -> None:
         time.sleep(1)
 
 
+def wait_cold(c: http.client.HTTPConnection, limit: float) -> float | None:
+    """Seconds until every rusts segment is in the cold tier (the default configuration tiers
+    historical partitions once they have been idle for ``storage.cold_idle_secs``), or None."""
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        c.request("GET", "/stats")
+        tiers = json.loads(c.getresponse().read())["segments"]["bytes_per_tier"]
+        if tiers and set(tiers) == {"cold"}:
+            return round(time.time() - t0, 1)
+        time.sleep(1)
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--targets", default="rusts,victoriametrics,influxdb")
@@ -72,6 +85,7 @@ def main() -> int:
                 c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=600)
                 c.request("POST", "/flush")
                 c.getresponse().read()
+                out["results"]["rusts_cold_after_flush_secs"] = wait_cold(c, a.settle)
             settle(t.data_dir(), a.settle)
             t.stop()
             size = data_bytes(t.data_dir())

@@ -98,7 +98,8 @@ def _partly_expired(meta: SegmentMeta, part_end: int, cutoffs: Mapping[str, int]
 def plan(metas: Sequence[SegmentMeta], *, now_ns: int, partition_ns: int, max_segments: int = 4,
          cold_after_ns: int | None = None, tombstones: Sequence[Tombstone] = (),
          retention_cutoffs: Mapping[str, int] | None = None, seq_of: Callable[[SegmentMeta], int] | None = None,
-         contents: Contents | None = None, settle_ns: int | None = None) -> list[CompactionTask]:
+         contents: Contents | None = None, settle_ns: int | None = None,
+         cold_idle_secs: float = 0.0, now_wall: float | None = None) -> list[CompactionTask]:
     """Decide which partitions to rewrite. Pure: same input, same tasks.
 
     Args:
@@ -115,6 +116,10 @@ def plan(metas: Sequence[SegmentMeta], *, now_ns: int, partition_ns: int, max_se
             decisions (:func:`rusts.lifecycle.policies.measurement_ranges`); None is conservative.
         settle_ns: a partition that ended longer ago than this is merged to one segment
             (default: ``partition_ns // 24``).
+        cold_idle_secs: a partition old enough for the cold tier goes there only once its newest
+            flushed (level 0) segment is this old (wall clock, ``SegmentMeta.created``): cold for
+            writes. Until then it is not merged either (one rewrite, into the cold tier, later).
+        now_wall: the wall clock in seconds (default: ``time.time()``).
 
     Returns:
         At most one task per partition, tombstone/retention tasks first, then merges, then tiering.
@@ -126,6 +131,10 @@ def plan(metas: Sequence[SegmentMeta], *, now_ns: int, partition_ns: int, max_se
     seq = seq_of or (lambda m: 0)
     cutoffs = retention_cutoffs or {}
     settle = partition_ns // 24 if settle_ns is None else settle_ns
+    if now_wall is None:
+        import time
+
+        now_wall = time.time()
     by_part: dict[int, list[tuple[int, int, SegmentMeta]]] = {}
     for i, m in enumerate(metas):
         by_part.setdefault(m.partition, []).append((seq(m), i, m))
@@ -137,7 +146,9 @@ def plan(metas: Sequence[SegmentMeta], *, now_ns: int, partition_ns: int, max_se
         if not segs:
             continue
         part_end = (part + 1) * partition_ns
-        cold = cold_after_ns is not None and part_end <= now_ns - cold_after_ns
+        old = cold_after_ns is not None and part_end <= now_ns - cold_after_ns
+        written = cold_idle_secs > 0 and any(m.level == 0 and m.created > now_wall - cold_idle_secs for m in segs)
+        cold = old and not written
         tier = "cold" if cold else "hot"
         top = max(m.level for m in segs)
         whole_level = top + 1 if len(segs) > 1 else top
@@ -148,7 +159,7 @@ def plan(metas: Sequence[SegmentMeta], *, now_ns: int, partition_ns: int, max_se
             reason = "retention"
         elif cold and (len(segs) > 1 or segs[0].tier != "cold"):
             reason = "tier"
-        elif len(segs) > 3 * max_segments or (len(segs) > 1 and part_end <= now_ns - settle):
+        elif len(segs) > 3 * max_segments or (len(segs) > 1 and part_end <= now_ns - settle and not old):
             reason = "merge"
         if reason is not None:
             if not cold and reason in ("tombstone", "retention") and all(m.tier == "cold" for m in segs):
@@ -195,13 +206,6 @@ class CompactionResult:
     @property
     def segments(self) -> list[SegmentInfo]:
         return [info for _, info in self.outputs]
-
-
-def output_settings(tier: str, compression: str, block_rows: int) -> tuple[str, int]:
-    """(compression, block_rows) used for a tier: cold = Zstd ``best`` and >= 16384-row blocks."""
-    if tier == "cold":
-        return COLD_COMPRESSION, max(block_rows, COLD_BLOCK_ROWS)
-    return compression, block_rows
 
 
 def _measurement_of_key(key: str) -> str:

@@ -67,7 +67,8 @@ class Lifecycle:
         return plan(metas, now_ns=time.time_ns() if now_ns is None else now_ns,
                     partition_ns=self.db.partition_ns, max_segments=self.max_segments,
                     cold_after_ns=self.cold_after(), tombstones=ls.tombstones, seq_of=ls.seq_of,
-                    retention_cutoffs=self.cutoffs(now_ns))
+                    retention_cutoffs=self.cutoffs(now_ns),
+                    cold_idle_secs=self.db.config.storage.cold_idle_secs)
 
     async def execute(self, task):
         from rusts.storage.segment import SegmentReader
@@ -180,7 +181,7 @@ class Lifecycle:
         count = None
         if pred is None:
             q = Query(measurement, start, end, tag_filters, None, (Aggregation(AggFunc.Count),))
-            rows = (await db.query(q)).to_rows()
+            rows = (await db.run_query(q)).to_rows()
             count = int(rows[0]["fields"].get("count") or 0) if rows else 0
         await db.flush()  # every matching point is in a segment older than the tombstone
         series = None

@@ -385,38 +385,14 @@ def scan(pieces: Sequence, sids: np.ndarray | None, start: int, end: int, fields
 
 def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str, sids: np.ndarray,
                      ftypes: dict) -> dict:
-    """Loop thread: the memtable rows of a few series of ``measurement`` as one merged
-    :class:`~rusts.query.rowset.RowSet` each (``{sid: (rowset,)}``, the snapshot's memtable shape).
-
-    Reads the live tables' columnar pieces instead of building per-series views of every chunk
-    written since the last query: the cost is a few numpy passes over the tables, not Python
-    work per series of every write.
-    """
-    from rusts.model import Column
-    from rusts.query.rowset import RowSet
-
-    pieces = []
-    for no, t in enumerate(live_tables):
+    """Loop thread: the memtable rows of a few series of ``measurement`` (``{sid: (rowset, ...)}``,
+    oldest first, the snapshot's memtable shape), sliced from the tables' sealed blocks
+    (:meth:`rusts.memory.tables.Table.seal`): references to a few sorted pieces per series, no
+    pass over the rows (``recent`` and ``ftypes`` are kept for the callers' signature)."""
+    arr = np.asarray(sids, dtype=np.uint64)
+    got: dict[int, list] = {}
+    for t in live_tables:
         if t.points:
-            pieces.extend((no, p) for p in recent._pieces(t, measurement))
-    if not pieces:
-        return {}
-    fields = sorted(ftypes)
-    sid, ts, cols = scan(pieces, sids, MIN_TIME, 2**63 - 1, fields, ftypes)
-    if len(sid) == 0:
-        return {}
-    bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True])
-    out = {}
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        cd = {}
-        for f in fields:
-            v, m = cols[f]
-            mm = None if m is None else m[a:b]
-            if mm is not None:
-                if not mm.any():
-                    continue
-                if mm.all():
-                    mm = None
-            cd[f] = Column(ftypes[f], v[a:b], mm)
-        out[int(sid[a])] = (RowSet(ts[a:b], cd, True),)
-    return out
+            for blk in t.seal().get(measurement, ()):
+                blk.rowsets_of(arr, got)
+    return {sid: tuple(parts) for sid, parts in got.items()}

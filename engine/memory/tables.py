@@ -6,10 +6,12 @@ object per series or per point: a write of a few hundred one-row series (a fleet
 the same handful of Python steps as a write of one series.
 
 Reads keep the per-series shape the executor uses (:meth:`MemtableState.snapshot`: series id ->
-row sets, oldest first). A table turns its chunks into per-series :class:`~rusts.query.rowset.RowSet`
-views lazily, once per chunk, the first time a query snapshots it, so the write path never pays
-for it and a table that is never queried never does. Chunk arrays are immutable, so a snapshot is
-a tuple of references taken in the event loop and merged later in a worker thread.
+row sets, oldest first). A table seals its chunks into per-series sorted, unique
+:class:`~rusts.query.rowset.RowSet` pieces in one numpy pass per batch of writes (every
+:data:`SEAL_ROWS` rows on the write path, and the tail when a query snapshots it), keeping
+O(log rows) pieces per series, so a query after a load of many small writes merges a few pieces
+per series, not one per write. Pieces are immutable, so a snapshot is a tuple of references taken
+in the event loop and merged later in a worker thread.
 
 Flushing does not go through the per-series views either: :func:`table_partitions` sorts all the
 rows of a table by (series, time) with numpy, resolves duplicate timestamps (last write wins per
@@ -110,9 +112,10 @@ class Table:
     min_time: int = 2**63 - 1
     max_time: int = -(2**63)
     frozen: bool = False
-    # per-series views of chunks[:_viewed], built lazily by _view()
-    _series: dict[int, list[RowSet]] = attrs.field(factory=dict)
-    _viewed: int = 0
+    # chunks[:_sealed_upto] as sealed blocks per measurement, oldest first (seal())
+    _sealed: dict[str, list["Sealed"]] = attrs.field(factory=dict)
+    _sealed_upto: int = 0
+    _sealed_points: int = 0
 
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
@@ -140,6 +143,8 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
+        if self.points - self._sealed_points >= SEAL_ROWS:
+            self.seal()  # seal as data arrives: the first query after a load pays only the tail
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -151,25 +156,41 @@ class Table:
         self.insert_frames(frames, np.array(ids, dtype=np.uint64), seq)
 
     # ------------------------------------------------------------------ reads (loop thread)
-    def _view(self) -> dict[int, list[RowSet]]:
-        """Series id -> row sets of every chunk so far (built incrementally, once per chunk)."""
-        chunks = self.chunks
-        if self._viewed < len(chunks):
-            series = self._series
-            for ch in chunks[self._viewed:]:
-                for sid, rs in ch.rowsets():
-                    lst = series.get(sid)
-                    if lst is None:
-                        series[sid] = [rs]
-                    else:
-                        lst.append(rs)
-            self._viewed = len(chunks)
-        return self._series
+    def seal(self) -> dict[str, list["Sealed"]]:
+        """Seal the chunks written since the last call; measurement -> sealed blocks, oldest first.
 
-    @property
-    def series(self) -> dict[int, list[RowSet]]:
-        """Series id -> row sets in arrival order (read-only use)."""
-        return self._view()
+        Loop thread (the memtable is mutated there). The new chunks become one :class:`Sealed`
+        block per measurement in one numpy pass (sorted by series and time, duplicates resolved:
+        last write wins per field, as a flush does), whatever the number of writes: a load of many
+        small writes used to give one object per write and series, and a first query that built
+        and merged a million of them. A measurement's blocks are kept few by merging the newest
+        two while the older is at most twice the newer (sizes halve along the list: O(log rows)
+        blocks, each row merged O(log rows) times)."""
+        chunks = self.chunks
+        if self._sealed_upto < len(chunks):
+            new = chunks[self._sealed_upto:]
+            for m, blk in seal_payload(self.flush_payload(new)).items():
+                lst = self._sealed.setdefault(m, [])
+                lst.append(blk)
+                while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
+                    lst[-2:] = [lst[-2].merged_with(lst[-1])]
+            self._sealed_upto = len(chunks)
+            self._sealed_points = self.points
+        return self._sealed
+
+    def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
+        """Append the sealed row sets of each series of ``sids`` (uint64) to ``out[sid]``."""
+        for blocks in self.seal().values():
+            for blk in blocks:
+                blk.rowsets_of(sids, out)
+
+    def chunks_of(self, sid: int) -> tuple[RowSet, ...]:
+        out: dict[int, list[RowSet]] = {}
+        self.pieces_of(np.array([sid], np.uint64), out)
+        return tuple(out.get(sid, ()))
+
+    def merged(self, sid: int) -> RowSet:
+        return merge(self.chunks_of(sid))
 
     def series_ids(self) -> np.ndarray:
         """The distinct series ids in this table (sorted)."""
@@ -177,14 +198,8 @@ class Table:
             return np.zeros(0, dtype=np.uint64)
         return np.unique(np.concatenate([c.sids for c in self.chunks]))
 
-    def chunks_of(self, sid: int) -> tuple[RowSet, ...]:
-        return tuple(self._view().get(sid, ()))
-
-    def merged(self, sid: int) -> RowSet:
-        return merge(self._view().get(sid, ()))
-
     # ------------------------------------------------------------------ flush
-    def flush_payload(self) -> dict:
+    def flush_payload(self, chunks: Sequence[Chunk] | None = None) -> dict:
         """The table as a few big arrays (cheap to pickle) for :func:`table_partitions`.
 
         ``{"groups": [(measurement names, row measurement codes or None, row series ids,
@@ -194,7 +209,7 @@ class Table:
         """
         by_sig: dict[tuple, list[Chunk]] = {}
         chunk_no: dict[int, int] = {}
-        for i, ch in enumerate(self.chunks):
+        for i, ch in enumerate(self.chunks if chunks is None else chunks):
             chunk_no[id(ch)] = i
             by_sig.setdefault(ch.frame.layout(), []).append(ch)
         groups = []
@@ -230,6 +245,13 @@ class Table:
             flat = np.concatenate(all_sids)
             keys = {int(flat[i]): all_keys[i] for i in first.tolist()}
         return {"groups": groups, "keys": keys}
+
+
+SEAL_ROWS = 32_768
+"""A table seals its unsealed writes (:meth:`Table._view`) once they hold this many rows: a few
+milliseconds of numpy on the write path, amortized, instead of a first query paying for all."""
+
+_WHOLE_TIME = 2**62  # a "partition" holding every timestamp of the year 2116 and before
 
 
 def _counts(starts: list) -> np.ndarray:
@@ -286,6 +308,96 @@ def _dedup_last(sid: np.ndarray, ts: np.ndarray, cols: dict) -> tuple:
     return sid[starts], ts[starts], out
 
 
+@attrs.frozen(eq=False)
+class Sealed:
+    """Rows of one measurement from a run of writes, sorted by (series, time), one row per
+    (series, time) with each field's last written value: an in-memory block. Immutable.
+
+    ``usid`` are the distinct series (sorted), series ``usid[k]`` owns rows
+    ``starts[k]:starts[k + 1]``; ``present[field]`` counts its values per series (None: every row).
+    """
+
+    usid: np.ndarray
+    starts: np.ndarray
+    ts: np.ndarray
+    cols: dict  # field -> (FieldType, values, mask or None)
+    present: dict
+
+    @classmethod
+    def of_rows(cls, sid: np.ndarray, ts: np.ndarray, cols: dict) -> "Sealed":
+        """From rows sorted by (series, time) with unique (series, time) pairs."""
+        n = len(ts)
+        first = np.empty(n, dtype=bool)
+        first[:1] = True
+        np.not_equal(sid[1:], sid[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        present = {name: None if m is None else np.add.reduceat(m.astype(np.int64), starts)
+                   for name, (_, _, m) in cols.items()}
+        return cls(sid[starts], np.append(starts, n), ts, cols, present)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def rowset(self, k: int) -> RowSet:
+        a, b = int(self.starts[k]), int(self.starts[k + 1])
+        cd = {}
+        for name, (ft, v, m) in self.cols.items():
+            pc = self.present[name]
+            if pc is None:
+                cd[name] = Column(ft, v[a:b])
+                continue
+            c = int(pc[k])
+            if c:
+                cd[name] = Column(ft, v[a:b], None if c == b - a else m[a:b])
+        return RowSet(self.ts[a:b], cd, True)
+
+    def rowsets_of(self, sids: np.ndarray, out: dict) -> None:
+        """Append the row set of each of ``sids`` held here to ``out[sid]``."""
+        usid = self.usid
+        if not len(usid) or not len(sids):
+            return
+        if len(sids) <= 64:
+            pos = np.searchsorted(usid, sids)
+            pos[pos >= len(usid)] = 0
+            hit = np.unique(pos[usid[pos] == sids])
+        else:
+            hit = np.flatnonzero(np.isin(usid, sids))
+        for k in hit.tolist():
+            out.setdefault(int(usid[k]), []).append(self.rowset(k))
+
+    def merged_with(self, newer: "Sealed") -> "Sealed":
+        """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
+        n1, n2 = len(self.ts), len(newer.ts)
+        sid = np.concatenate([np.repeat(self.usid, np.diff(self.starts)), np.repeat(newer.usid, np.diff(newer.starts))])
+        ts = np.concatenate([self.ts, newer.ts])
+        cols = {}
+        for name in dict.fromkeys([*self.cols, *newer.cols]):
+            ft = (self.cols.get(name) or newer.cols[name])[0]
+            vals, masks = [], []
+            for blk, n in ((self, n1), (newer, n2)):
+                c = blk.cols.get(name)
+                if c is None:
+                    vals.append(ft.zeros(n))
+                    masks.append(np.zeros(n, bool))
+                else:
+                    vals.append(c[1])
+                    masks.append(c[2])
+            mask = None if all(m is None for m in masks) else np.concatenate(
+                [np.ones(len(v), bool) if m is None else m for v, m in zip(vals, masks)])
+            cols[name] = (ft, np.concatenate(vals), mask)
+        order = np.lexsort((ts, sid))  # stable: this block's rows before newer's on ties
+        if not np.all(order[1:] > order[:-1]):
+            sid, ts = sid[order], ts[order]
+            cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
+        sid, ts, cols = _dedup_last(sid, ts, cols)
+        return Sealed.of_rows(sid, ts, cols)
+
+
+def seal_payload(payload: dict) -> dict[str, Sealed]:
+    """Measurement -> :class:`Sealed` block of the rows of a flush payload."""
+    return {m: Sealed.of_rows(sid, ts, cols) for m, sid, ts, cols in _sorted_rows(payload)}
+
+
 def table_partitions(payload: dict, partition_ns: int) -> dict[int, list]:
     """Partition -> :class:`~rusts.storage.segment.SeriesData` sorted by series id, from a flush payload.
 
@@ -296,57 +408,8 @@ def table_partitions(payload: dict, partition_ns: int) -> dict[int, list]:
     from rusts.storage.segment import SeriesData
 
     keys = payload["keys"]
-    by_meas: dict[str, list] = {}
-    for names, row_meas, row_sid, ts, cols, row_chunk in payload["groups"]:
-        if not len(ts):
-            continue
-        if row_meas is None:
-            by_meas.setdefault(names[0], []).append((row_sid, ts, cols, row_chunk))
-            continue
-        for code, m in enumerate(names):
-            sel = np.flatnonzero(row_meas == code)
-            if len(sel):
-                sub = {n: (t, v[sel], None if k is None else k[sel]) for n, (t, v, k) in cols.items()}
-                by_meas.setdefault(m, []).append((row_sid[sel], ts[sel], sub, row_chunk[sel]))
-
     parts: dict[int, list] = {}
-    for m, pieces in by_meas.items():
-        ftypes: dict[str, int] = {}
-        for _, _, cols, _ in pieces:
-            for n, (t, _, _) in cols.items():
-                ftypes.setdefault(n, t)
-        sid = np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0]
-        ts = np.concatenate([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
-        cols = {}
-        for name, t in ftypes.items():
-            ft = FieldType(t)
-            vals, masks, need = [], [], False
-            for psid, pts, pcols, _ in pieces:
-                c = pcols.get(name)
-                if c is None:
-                    vals.append(np.zeros(len(pts), dtype=ft.dtype) if ft != FieldType.STRING
-                                else np.full(len(pts), "", dtype=object))
-                    masks.append(np.zeros(len(pts), dtype=bool))
-                    need = True
-                else:
-                    v = c[1] if c[1].dtype == ft.dtype else c[1].astype(ft.dtype)
-                    vals.append(v)
-                    masks.append(c[2])
-                    need = need or c[2] is not None
-            values = np.concatenate(vals) if len(vals) > 1 else vals[0]
-            mask = None
-            if need:
-                mask = np.concatenate([np.ones(len(v), dtype=bool) if k is None else k
-                                       for v, k in zip(vals, masks)])
-            cols[name] = (ft, values, mask)
-        if len(pieces) > 1:  # arrival order across groups: by chunk number (stable within one)
-            order = np.lexsort((np.concatenate([p[3] for p in pieces]), ts, sid))
-        else:
-            order = np.lexsort((ts, sid))
-        if not (len(order) < 2 or np.all(order[1:] > order[:-1])):
-            sid, ts = sid[order], ts[order]
-            cols = {n: (t, v[order], None if k is None else k[order]) for n, (t, v, k) in cols.items()}
-        sid, ts, cols = _dedup_last(sid, ts, cols)
+    for m, sid, ts, cols in _sorted_rows(payload):
         p = ts // partition_ns
         if p[0] != p[-1] or not np.all(p == p[0]):
             po = np.argsort(p, kind="stable")  # (partition, series, time)
@@ -384,6 +447,62 @@ def table_partitions(payload: dict, partition_ns: int) -> dict[int, list]:
     return parts
 
 
+def _sorted_rows(payload: dict):
+    """Per measurement of a flush payload: ``(measurement, sid, ts, cols)`` sorted by (series,
+    time), one row per (series, time), each field's last present value (later writes win)."""
+    by_meas: dict[str, list] = {}
+    for names, row_meas, row_sid, ts, cols, row_chunk in payload["groups"]:
+        if not len(ts):
+            continue
+        if row_meas is None:
+            by_meas.setdefault(names[0], []).append((row_sid, ts, cols, row_chunk))
+            continue
+        for code, m in enumerate(names):
+            sel = np.flatnonzero(row_meas == code)
+            if len(sel):
+                sub = {n: (t, v[sel], None if k is None else k[sel]) for n, (t, v, k) in cols.items()}
+                by_meas.setdefault(m, []).append((row_sid[sel], ts[sel], sub, row_chunk[sel]))
+
+    for m, pieces in by_meas.items():
+        ftypes: dict[str, int] = {}
+        for _, _, cols, _ in pieces:
+            for n, (t, _, _) in cols.items():
+                ftypes.setdefault(n, t)
+        sid = np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0]
+        ts = np.concatenate([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
+        cols = {}
+        for name, t in ftypes.items():
+            ft = FieldType(t)
+            vals, masks, need = [], [], False
+            for psid, pts, pcols, _ in pieces:
+                c = pcols.get(name)
+                if c is None:
+                    vals.append(np.zeros(len(pts), dtype=ft.dtype) if ft != FieldType.STRING
+                                else np.full(len(pts), "", dtype=object))
+                    masks.append(np.zeros(len(pts), dtype=bool))
+                    need = True
+                else:
+                    v = c[1] if c[1].dtype == ft.dtype else c[1].astype(ft.dtype)
+                    vals.append(v)
+                    masks.append(c[2])
+                    need = need or c[2] is not None
+            values = np.concatenate(vals) if len(vals) > 1 else vals[0]
+            mask = None
+            if need:
+                mask = np.concatenate([np.ones(len(v), dtype=bool) if k is None else k
+                                       for v, k in zip(vals, masks)])
+            cols[name] = (ft, values, mask)
+        if len(pieces) > 1:  # arrival order across groups: by chunk number (stable within one)
+            order = np.lexsort((np.concatenate([p[3] for p in pieces]), ts, sid))
+        else:
+            order = np.lexsort((ts, sid))
+        if not (len(order) < 2 or np.all(order[1:] > order[:-1])):
+            sid, ts = sid[order], ts[order]
+            cols = {n: (t, v[order], None if k is None else k[order]) for n, (t, v, k) in cols.items()}
+        sid, ts, cols = _dedup_last(sid, ts, cols)
+        yield m, sid, ts, cols
+
+
 @attrs.define(eq=False)
 class MemtableState:
     """Active table plus the frozen tables waiting for (or in) a flush, oldest first."""
@@ -415,29 +534,15 @@ class MemtableState:
     def snapshot(self, sids: Sequence[int]) -> dict[int, tuple[RowSet, ...]]:
         """Row sets per series (oldest first) across all tables; loop-thread only.
 
-        Builds the per-series views of chunks written since the last snapshot (once per chunk).
+        Seals the writes since the last snapshot (:meth:`Table.seal`), then slices each sealed
+        block: a few sorted pieces per series, references only.
         """
-        out: dict[int, tuple[RowSet, ...]] = {}
-        views = [t._view() for t in self.tables() if t.points]
-        if not views:
-            return out
-        if len(views) == 1:
-            get = views[0].get
-            for sid in sids:
-                c = get(int(sid))
-                if c:
-                    out[int(sid)] = tuple(c)
-            return out
-        for sid in sids:
-            sid = int(sid)
-            parts: list[RowSet] = []
-            for v in views:
-                c = v.get(sid)
-                if c:
-                    parts.extend(c)
-            if parts:
-                out[sid] = tuple(parts)
-        return out
+        arr = np.asarray(sids, dtype=np.uint64)
+        got: dict[int, list[RowSet]] = {}
+        for t in self.tables():
+            if t.points:
+                t.pieces_of(arr, got)
+        return {sid: tuple(parts) for sid, parts in got.items()}
 
     def time_bounds(self) -> tuple[int, int]:
         lo, hi = 2**63 - 1, -(2**63)

@@ -23,6 +23,8 @@ import numpy as np
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Aggregation, Query, TagOp
+from rusts.query.control import charge, checkpoint
+from rusts.query.exact import checked_sum, int_dtype, int_mean, min_max_fill, stats_exact
 from rusts.query.rowset import RowSet, concat_column, merge
 
 I64_MIN = -(2**63)
@@ -289,6 +291,46 @@ def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
 
 # --------------------------------------------------------------------------- raw queries
 
+def _matching(rs: RowSet, preds, want: int | None, desc: bool, fields) -> RowSet:
+    """The rows of ``rs`` satisfying every field predicate (SQL: NULL never matches a comparison),
+    at most ``want`` from the wanted end, with only ``fields`` (None: all)."""
+    from rusts.sql.vector import _predicate
+
+    n = len(rs)
+    keep = np.ones(n, bool)
+    for f, op, value in preds:
+        c = rs.columns.get(f)
+        if c is None:
+            keep &= op == "isnull"
+            continue
+        keep &= _predicate(f, op, value, None, c.values, c.mask, n)
+    idx = np.flatnonzero(keep)
+    if want is not None and len(idx) > want:
+        idx = idx[len(idx) - want:] if desc else idx[:want]
+    cols = {}
+    for name, c in rs.columns.items():
+        if fields is not None and name not in fields:
+            continue
+        cc = c.take(idx)
+        if cc.mask is None or cc.mask.any():
+            cols[name] = cc
+    return RowSet(rs.timestamps[idx], cols, True)
+
+
+def _read_filtered(snap: Snapshot, sid: int, q: Query, fields, want: int | None, desc: bool) -> RowSet:
+    """:func:`read_series` with the query's field predicates applied; with a limit, blocks are
+    read from the wanted end of time, doubling the rows read until enough rows match."""
+    preds = q.predicates
+    need = None if fields is None else tuple(dict.fromkeys([*fields, *(p[0] for p in preds)]))
+    limit = want
+    while True:
+        rs = read_series(snap, sid, q.start, q.end, need, limit, desc, q.measurement)
+        out = _matching(rs, preds, want, desc, fields)
+        if want is None or len(out) >= want or limit is None or len(rs) < limit:
+            return out
+        limit *= 4
+
+
 def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
     fields = q.fields
     if fields is not None:
@@ -300,9 +342,14 @@ def execute_raw(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types
     desc = q.order == "Desc"
     results: list[tuple[int, RowSet]] = []
     for gi, sid in enumerate(sids.tolist()):
-        rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
+        checkpoint()
+        if q.predicates:
+            rs = _read_filtered(snap, sid, q, fields, want, desc)
+        else:
+            rs = read_series(snap, sid, q.start, q.end, fields, want, desc, q.measurement)
         if len(rs) == 0:
             continue
+        charge(len(rs) * 8 * (1 + len(rs.columns)))
         if want is not None and len(rs) > want:
             rs = RowSet(*_trim(rs, want, desc))
         results.append((gi, rs))
@@ -383,9 +430,10 @@ class _Acc:
     k_g: list = attrs.field(factory=list)  # distinct (group, bucket) keys of the decoded parts
     k_b: list = attrs.field(factory=list)
 
-    def add_stats(self, g: int, buckets, count, sums, mins, maxs) -> None:
+    def add_stats(self, g: int, buckets, count, sums, mins, maxs, dtype=np.float64) -> None:
         """Statistics rows of blocks (or sub-blocks) of group ``g``; rows without values are
-        skipped (they must not create a bucket)."""
+        skipped (they must not create a bucket). ``dtype``: int64/uint64 for integer fields, whose
+        statistics the caller checked exact (:func:`rusts.query.exact.stats_exact`)."""
         cnt = np.asarray(count, dtype=np.int64)
         keep = cnt > 0
         if not keep.all():
@@ -395,9 +443,9 @@ class _Acc:
         self.st_g.append(np.full(len(cnt), g, np.int64))
         self.st_b.append(buckets)
         self.st_count.append(cnt)
-        self.st_sum.append(np.asarray(sums, dtype=np.float64))
-        self.st_min.append(np.asarray(mins, dtype=np.float64))
-        self.st_max.append(np.asarray(maxs, dtype=np.float64))
+        self.st_sum.append(np.asarray(sums).astype(dtype, copy=False))
+        self.st_min.append(np.asarray(mins).astype(dtype, copy=False))
+        self.st_max.append(np.asarray(maxs).astype(dtype, copy=False))
 
 
 def _bucket(t: np.ndarray, interval: int | None) -> np.ndarray:
@@ -422,7 +470,7 @@ def _check_agg_types(q: Query, field_types: dict) -> None:
 
 
 def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: int, interval: int | None,
-                    g: int, aggs, accs) -> np.ndarray:
+                    g: int, aggs, accs, ftypes: dict) -> np.ndarray:
     """Answer partial blocks from their sub-block statistics (per-interval pre-aggregates of
     blocks spanning several intervals: cold blocks) where they suffice; returns the blocks still
     to decode. A block qualifies when each of its intervals lies outside [start, end) or wholly
@@ -443,6 +491,14 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     if interval is not None:
         inside &= _bucket(lo, interval) == _bucket(hi, interval)
     ok = inside | (hi < start) | (lo >= end)
+    by_field = {fields[0]: first}
+    for f in fields:
+        if int_dtype(ftypes.get(f)) is None:
+            continue
+        st = by_field.get(f)
+        if st is None:
+            st = by_field[f] = sub_stats(sid, f)
+        ok &= stats_exact(st.count, st.sum, st.min, st.max) | ~inside  # inexact: decode the block
     bs = first.block_start
     has = bs[1:] > bs[:-1]
     usable = np.zeros(len(has), dtype=bool)
@@ -455,12 +511,12 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     e = usable[blk] & inside
     if e.any():
         bk = _bucket(lo[e], interval)
-        by_field = {fields[0]: first}
         for a, acc in zip(aggs, accs):
             st = by_field.get(a.field)
             if st is None:
                 st = by_field[a.field] = sub_stats(sid, a.field)
-            acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e])
+            acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e],
+                          int_dtype(ftypes.get(a.field)) or np.float64)
     return pb[~usable[pb]]
 
 
@@ -492,6 +548,8 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
             edge = "first"
 
     need_fields = sorted({a.field for a in aggs if a.field is not None})
+    int_fields = sorted({a.field for a in aggs if a.function != AggFunc.Count
+                         and int_dtype(field_types.get(a.field)) is not None})
     read_fields = need_fields if need_fields else None
     accs = [_Acc() for _ in aggs]
     edge_rows: list[list] = [[] for _ in aggs]
@@ -499,6 +557,7 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
     if count_star and need_fields:
         read_fields = None  # COUNT(*) counts rows with any field: read all
     for sid, g in zip(sid_list, sid_group):
+        checkpoint()
         srcs = _segment_sources(snap, sid, start, end)
         mem = _mem_parts(snap, sid, start, end, read_fields)
         ranges = [(s.lo, s.hi) for s in srcs]
@@ -540,8 +599,8 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                 if pick:
                     decoded.append(_read_segment(s, sid, read_fields, np.array(sorted(pick), np.int64))
                                    .slice_time(start, end))
-            if mem:
-                decoded.append(merge(mem).slice_time(start, end))
+            if mem:  # disjoint in time from each other and the segments (no overlap): no merge
+                decoded.extend(mem) if all(m.sorted_unique for m in mem) else decoded.append(merge(mem))
         elif overlap or not all_stats:
             parts = [_read_segment(s, sid, read_fields, _overlapping_blocks(s.blocks, start, end)) for s in srcs]
             parts.extend(mem)
@@ -556,6 +615,10 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                 full = (bmin >= start) & (bmax < end)
                 if interval is not None:
                     full &= (_bucket(bmin, interval) == _bucket(bmax, interval))
+                fstats = {}
+                for f in int_fields:  # integer statistics beyond 2^53 are inexact: decode
+                    fs = fstats[f] = s.reader.field_stats(sid, f)
+                    full &= stats_exact(fs.count[ov], fs.sum[ov], fs.min[ov], fs.max[ov])
                 fb = ov[full]
                 pb = ov[~full]
                 if len(fb):
@@ -565,14 +628,18 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                             z = np.zeros(len(fb))
                             acc.add_stats(g, bk, bt.rows[fb], z, z, z)
                             continue
-                        fs = s.reader.field_stats(sid, a.field)
-                        acc.add_stats(g, bk, fs.count[fb], fs.sum[fb], fs.min[fb], fs.max[fb])
+                        fs = fstats.get(a.field) or s.reader.field_stats(sid, a.field)
+                        acc.add_stats(g, bk, fs.count[fb], fs.sum[fb], fs.min[fb], fs.max[fb],
+                                      int_dtype(field_types.get(a.field)) or np.float64)
                 if len(pb):
-                    pb = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs)
+                    pb = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs, field_types)
                 if len(pb):
                     decoded.append(_read_segment(s, sid, read_fields, pb).slice_time(start, end))
             if mem:
-                decoded.append(merge(mem).slice_time(start, end))
+                if interval is None and all(m.sorted_unique for m in mem):
+                    decoded.extend(_mem_stats(mem, g, aggs, accs, field_types))
+                else:
+                    decoded.append(merge(mem).slice_time(start, end))
         if edge is not None:
             # one scalar row per (part, aggregate): no per-row numpy work
             for rs in decoded:
@@ -641,6 +708,44 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
             acc.k_g.append(np.unique(gs))
             acc.k_b.append(np.zeros(len(np.unique(gs)), np.int64))
     return _finish(q, aggs, accs, group_tags, field_types)
+
+
+def _mem_stats(mem: list[RowSet], g: int, aggs, accs, field_types) -> list[RowSet]:
+    """Statistics rows (count/sum/min/max) of in-memory pieces that are sorted, unique and
+    disjoint in time from every other source (no merge needed), as if they were blocks: one
+    numpy reduction per piece and field instead of copying and bucketing every value. Returns
+    the pieces to decode instead (integers whose sum could leave the exact range)."""
+    rest = []
+    zero = np.zeros(1, np.int64)
+    for rs in mem:
+        rows = []
+        for a in aggs:
+            if a.field is None:
+                rows.append((zero, np.array([len(rs)]), np.zeros(1), np.zeros(1), np.zeros(1), np.float64))
+                continue
+            c = rs.columns.get(a.field)
+            if c is None:
+                rows.append(None)
+                continue
+            v = c.values if c.mask is None else c.values[c.mask]
+            n = len(v)
+            if n == 0 or a.function == AggFunc.Count:
+                rows.append((zero, np.array([n]), np.zeros(1), np.zeros(1), np.zeros(1), np.float64))
+                continue
+            idt = int_dtype(field_types.get(a.field))
+            mn, mx = v.min(), v.max()
+            if idt is not None and max(abs(int(mn)), abs(int(mx))) * n >= 2**62:
+                rows = False  # its sum might wrap: decode this piece
+                break
+            dt = idt or np.float64
+            rows.append((zero, np.array([n]), np.array([v.sum()], dt), np.array([mn], dt), np.array([mx], dt), dt))
+        if rows is False:
+            rest.append(rs)
+            continue
+        for row, acc in zip(rows, accs):
+            if row is not None:
+                acc.add_stats(g, *row)
+    return rest
 
 
 def aggregate_of_nothing(q: Query, group_tags=None) -> ResultSet:
@@ -724,30 +829,38 @@ def _compute(a: Aggregation, acc: _Acc, key_index, nkeys: int, field_types):
     present = count > 0
     if f == AggFunc.Count:
         return count, None, FieldType.INTEGER
-    numeric_int = src_type in (FieldType.INTEGER, FieldType.UNSIGNED)
+    idt = int_dtype(src_type)  # exact integer arithmetic (rusts.query.exact)
     if f in (AggFunc.Sum, AggFunc.Mean):
         s = np.zeros(nkeys, np.float64)
         if has_st:
-            np.add.at(s, sk, _cat(acc.st_sum))
+            np.add.at(s, sk, _cat(acc.st_sum).astype(np.float64))
         if has_v:
             s += np.bincount(vk, weights=vv.astype(np.float64), minlength=nkeys)
+        if idt is not None:
+            w = np.zeros(nkeys, idt)
+            if has_st:
+                np.add.at(w, sk, _cat(acc.st_sum).astype(idt))
+            if has_v:
+                np.add.at(w, vk, vv.astype(idt))
+            if f == AggFunc.Sum:
+                return checked_sum(w, s, present), present, src_type
+            if not (np.abs(s) >= 2.0**62).any():
+                return int_mean(w, count), present, FieldType.FLOAT
         if f == AggFunc.Sum:
-            if numeric_int:
-                return np.round(s).astype(np.int64), present, FieldType.INTEGER
             return s, present, FieldType.FLOAT
         with np.errstate(invalid="ignore", divide="ignore"):
             return s / np.maximum(count, 1), present, FieldType.FLOAT
     if f in (AggFunc.Min, AggFunc.Max):
-        init = np.inf if f == AggFunc.Min else -np.inf
-        r = np.full(nkeys, init)
+        dt = idt or np.dtype(np.float64)
+        r = np.full(nkeys, min_max_fill(f == AggFunc.Min, dt), dt)
         op = np.minimum if f == AggFunc.Min else np.maximum
         if has_st:
-            op.at(r, sk, _cat(acc.st_min if f == AggFunc.Min else acc.st_max))
+            op.at(r, sk, _cat(acc.st_min if f == AggFunc.Min else acc.st_max).astype(dt))
         if has_v:
-            op.at(r, vk, vv.astype(np.float64))
-        if numeric_int:
-            r = np.where(present, r, 0)
-            return r.astype(np.int64), present, FieldType.INTEGER
+            op.at(r, vk, vv.astype(dt))
+        if idt is not None:
+            r = np.where(present, r, 0).astype(dt)
+            return r, present, src_type
         return r, present, FieldType.FLOAT
     # decoded-only functions
     if not has_v:

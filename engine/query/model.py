@@ -95,6 +95,9 @@ class Query:
     order: str = "Asc"
     limit: int | None = None
     offset: int = 0
+    # field predicates ``(field, op, value)``, ANDed, on raw reads (SQL ``WHERE f >= 0``):
+    # ops = != < <= > >= between isnull notnull (rusts.sql.translate.field_predicate)
+    predicates: tuple = ()
 
     @property
     def is_aggregate(self) -> bool:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rusts.query.exact import checked_sum, int_mean
 from rusts.query.executor import ResultSet, aggregate_of_nothing
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Query
@@ -187,14 +188,18 @@ def _agg(a, kinv: np.ndarray, nk: int, n: int, cols: dict, ftypes: dict, ts, ord
     if v.dtype.kind == "b":
         v = v.astype(np.int64)
     if f in (AggFunc.Sum, AggFunc.Mean):
-        if f == AggFunc.Sum and src in (FieldType.INTEGER, FieldType.UNSIGNED):
-            tot = np.zeros(nk, np.int64)
-            np.add.at(tot, kinv, v.astype(np.int64) if valid is None else np.where(valid, v, 0).astype(np.int64))
-            return Column(FieldType.INTEGER, tot, pmask)
         w = v.astype(np.float64, copy=False)
         if valid is not None:
             w = np.where(valid, w, 0.0)
         tot = np.bincount(kinv, weights=w, minlength=nk)
+        if v.dtype.kind in "iu":  # exact: modulo 2^64, checked against the float sum
+            wrapped = np.zeros(nk, v.dtype)
+            np.add.at(wrapped, kinv, v if valid is None else np.where(valid, v, 0).astype(v.dtype))
+            if f == AggFunc.Sum:
+                ft = src if src in (FieldType.INTEGER, FieldType.UNSIGNED) else FieldType.INTEGER
+                return Column(ft, checked_sum(wrapped, tot, present), pmask)
+            if not (np.abs(tot) >= 2.0**62).any():
+                return Column(FieldType.FLOAT, np.where(present, int_mean(wrapped, cnt), 0.0), pmask)
         if f == AggFunc.Sum:
             return Column(FieldType.FLOAT, tot, pmask)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -283,11 +288,9 @@ and the GIL handoffs around it cost more than the numpy passes (~1 ms per 20,000
 async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | None = None) -> ResultSet:
     """Answer aggregate ``q`` (retention applied; ``sids``: its series, when known) from the
     in-memory tables (the caller checked :func:`rusts.sql.scan.recent_covers`)."""
-    import trio
-
     from rusts.errors import UnknownColumnError
     from rusts.query.executor import select_series
-    from rusts.messages import cpu_limiter
+    from rusts.query.control import offload
     from rusts.memory.recent import scan
     from rusts.sql.runner import _limited
 
@@ -307,7 +310,5 @@ async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | Non
         sid, ts, cols = scan(pieces, which, q.start, q.end, need, ftypes)
         return aggregate_rows(sid, ts, cols, q, ftypes, tag_codes, residual)
 
-    if sum(len(p.ts) for _, p in pieces) <= ROWS_ON_LOOP:
-        return work()
     async with _limited(db):
-        return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+        return await offload(work, small=sum(len(p.ts) for _, p in pieces) <= ROWS_ON_LOOP)

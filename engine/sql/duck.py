@@ -47,18 +47,14 @@ _DUCK = None
 
 
 def _duck():
-    """The process-wide in-memory DuckDB database (one cursor per statement)."""
+    """The process-wide in-memory DuckDB database (one cursor per statement), sandboxed
+    (:mod:`rusts.security.sandbox`)."""
     global _DUCK
     with _DB_LOCK:
         if _DUCK is None:
-            import duckdb
+            from rusts.security.sandbox import connect
 
-            con = duckdb.connect(":memory:")
-            try:
-                con.execute("SET TimeZone='UTC'")
-            except Exception:  # ICU not available: timestamps are naive UTC anyway
-                pass
-            _DUCK = con
+            _DUCK = connect()  # external access off, configuration locked (TimeZone UTC)
         return _DUCK
 
 
@@ -335,6 +331,10 @@ def map_duck_error(e: Exception) -> QueryError:
     """A DuckDB exception as the rusts error a client should see (never a 500 for bad SQL)."""
     import duckdb
 
+    from rusts.security.sandbox import is_permission_error, map_permission_error
+
+    if is_permission_error(e):
+        return map_permission_error(e)
     msg = str(e).split("\n")[0]
     for prefix in ("Binder Error: ", "Catalog Error: ", "Parser Error: ", "Conversion Error: ",
                    "Invalid Input Error: ", "Not implemented Error: ", "Out of Range Error: "):
@@ -362,15 +362,24 @@ def run_duck(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
     """Run ``sql`` over the registered Arrow ``tables`` (worker thread)."""
     import duckdb
 
+    from rusts.query.control import current
+
     cur = _duck().cursor()
+    ctl = current()
+    # a cancelled or timed-out query interrupts DuckDB at once (from the event loop's thread)
+    unregister = ctl.add_interrupter(cur.interrupt) if ctl is not None else None
     try:
         for name, t in tables.items():
             cur.register(name, t)
         try:
             return cur.sql(sql).to_arrow_table()
         except duckdb.Error as e:
+            if ctl is not None and ctl.cancelled:
+                raise ctl.error() from None
             raise map_duck_error(e) from None
     finally:
+        if unregister is not None:
+            unregister()
         cur.close()
 
 
@@ -411,13 +420,17 @@ def from_arrow(table: pa.Table, measurement: str, tag_names: frozenset | set = f
             kind = KIND_FIELD
         elif pa.types.is_decimal(t):
             kind = KIND_FIELD
-            if t.scale == 0:
+            if t.scale == 0:  # HUGEINT (DuckDB's SUM of integers): exact, as the fast paths
                 try:
                     v, m = _np_of(arr.cast(pa.int64()), 0)
                     pg = "int8"
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
-                    pg = "numeric"
+                    try:
+                        v, m = _np_of(arr.cast(pa.uint64()), 0)
+                        pg = "numeric"
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                        from rusts.query.exact import out_of_range
+                        raise out_of_range() from None
             else:
                 v, m = _np_of(arr.cast(pa.float64(), safe=False), 0.0)
                 pg = "numeric"

@@ -30,7 +30,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from rusts.errors import QueryError, UnsupportedError
 from rusts.query.model import MAX_TIME, MIN_TIME
-from rusts.sql.output import SqlOutput, make_output
+from rusts.sql.output import KIND_FIELD, KIND_TIME, SqlOutput, make_output
 from rusts.sql.translate import analyze_where, column_resolver, eval_interval, eval_time, single_table
 
 
@@ -179,11 +179,70 @@ async def run_with_extensions(db, cat, ast: exp.Expression, now_ns: int, ext: Ex
     if gap is None:
         if ext is not None and ext.fill:
             raise QueryError("FILL needs a SELECT with time_bucket(...) in GROUP BY")
+        ast, names, hidden = with_group_tags(ast, names)
         table, plan = await run_general(db, cat, ast, now_ns, extra_tables, names)
-        return from_arrow(table, plan.measurement, plan.tag_names)
+        out = from_arrow(table, plan.measurement, plan.tag_names)
+        return split_group_tags(aggregated_times(out, ast), hidden, plan.tag_names)
     table, plan = await run_general(db, cat, gap.inner, now_ns, extra_tables)
     out = from_arrow(table, plan.measurement, plan.tag_names)
     return fill_gaps(out, gap)
+
+
+HIDDEN_TAG = "__group_tag__"
+
+
+def with_group_tags(ast: exp.Expression, names: list[str] | None):
+    """``ast`` with each GROUP BY column that is not selected appended as a hidden output item
+    (``SELECT AVG(usage) FROM cpu GROUP BY host`` also returns host), so that each JSON row can
+    say which group it is (:func:`split_group_tags`). Returns ``(ast, names, hidden names)``."""
+    if not isinstance(ast, exp.Select) or ast.args.get("distinct") or not ast.args.get("group"):
+        return ast, names, ()
+    items = ast.expressions
+    if any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+           for e in items):
+        return ast, names, ()
+    shown = {e.alias_or_name for e in items}
+    extra = []
+    for g in ast.args["group"].expressions:
+        if isinstance(g, exp.Column) and g.name not in shown and all(g.name != k for k, _ in extra):
+            extra.append((g.name, g))
+    if not extra:
+        return ast, names, ()
+    ast = ast.copy()
+    hidden = []
+    for k, g in extra:
+        ast.append("expressions", exp.alias_(g.copy(), HIDDEN_TAG + k, quoted=True))
+        hidden.append(HIDDEN_TAG + k)
+    if names is not None:
+        names = list(names) + hidden
+    return ast, names, tuple(hidden)
+
+
+def aggregated_times(out: SqlOutput, ast: exp.Expression) -> SqlOutput:
+    """Timestamp columns that are aggregates (``MIN(time)``, ``MAX(time)``) are values, not the
+    row's time: they go to ``fields`` (the row ``timestamp`` is a selected time or bucket)."""
+    if not isinstance(ast, exp.Select) or len(ast.expressions) != len(out.columns):
+        return out
+    cols = list(out.columns)
+    changed = False
+    for i, (e, c) in enumerate(zip(ast.expressions, cols)):
+        if c.kind == KIND_TIME and isinstance(e.unalias(), exp.AggFunc):
+            cols[i] = attrs.evolve(c, kind=KIND_FIELD)
+            changed = True
+    return attrs.evolve(out, columns=tuple(cols)) if changed else out
+
+
+def split_group_tags(out: SqlOutput, hidden, tag_names) -> SqlOutput:
+    """Move the hidden GROUP BY columns of :func:`with_group_tags` out of the columns into
+    ``row_tags`` (tag columns only)."""
+    if not hidden:
+        return out
+    keep = [i for i, c in enumerate(out.columns) if c.name not in hidden]
+    tags = tuple((c.name[len(HIDDEN_TAG):], out.values[i], out.masks[i]) for i, c in enumerate(out.columns)
+                 if c.name in hidden and c.type == "text" and c.name[len(HIDDEN_TAG):] in tag_names)
+    return attrs.evolve(out, columns=tuple(out.columns[i] for i in keep),
+                        values=tuple(out.values[i] for i in keep), masks=tuple(out.masks[i] for i in keep),
+                        row_tags=tags)
 
 
 # --------------------------------------------------------------------------- gap filling

@@ -47,6 +47,9 @@ class SqlOutput:
     measurement: str = ""
     show: bool = False
     path: str = ""  # which executor answered: "fast", "duckdb" or "show" (tests, EXPLAIN-like logs)
+    # GROUP BY tag keys that are not output columns: ((key, values, mask), ...). They go to each
+    # JSON row's ``tags`` (the original's shape), never to the columns (pgwire does not see them).
+    row_tags: tuple = ()
 
     def __len__(self) -> int:
         return len(self.values[0]) if self.values else 0
@@ -136,12 +139,20 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     tag_idx = [i for i, c in enumerate(out.columns) if c.kind == KIND_TAG]
     fld_idx = [i for i, c in enumerate(out.columns) if i != ts_idx and c.kind != KIND_TAG]
     ts = lists[ts_idx] if ts_idx is not None else itertools.repeat(None, n)
-    if not tag_idx and len(fld_idx) == 1 and not nones[fld_idx[0]]:  # one value per row (trends)
+    tag_names = [out.columns[i].name for i in tag_idx]
+    tag_lists = [lists[i] for i in tag_idx]
+    tag_none = any(nones[i] for i in tag_idx)
+    for key, v, m in out.row_tags:
+        if key not in tag_names:
+            lst, none = _json_list(v, m)
+            tag_names.append(key)
+            tag_lists.append(lst)
+            tag_none = tag_none or none
+    if not tag_names and len(fld_idx) == 1 and not nones[fld_idx[0]]:  # one value per row (trends)
         k, none = out.columns[fld_idx[0]].name, {}
         rows = [{"timestamp": t, "tags": none, "fields": {k: x}} for t, x in zip(ts, lists[fld_idx[0]])]
     else:
-        tags = _dicts([out.columns[i].name for i in tag_idx], [lists[i] for i in tag_idx],
-                      any(nones[i] for i in tag_idx), n)
+        tags = _dicts(tag_names, tag_lists, tag_none, n)
         fields = _dicts([out.columns[i].name for i in fld_idx], [lists[i] for i in fld_idx],
                         any(nones[i] for i in fld_idx), n)
         rows = [{"timestamp": t, "tags": tg, "fields": f} for t, tg, f in zip(ts, tags, fields)]

@@ -30,11 +30,10 @@ from contextlib import asynccontextmanager
 import attrs
 import numpy as np
 import sqlglot
-import trio
 from sqlglot import exp
 
 from rusts.errors import QueryError, UnsupportedError
-from rusts.messages import cpu_limiter
+from rusts.query.control import offload
 from rusts.sql.output import (KIND_FIELD, KIND_TAG, KIND_TIME, SqlColumn, SqlOutput, make_output,
                               to_json)
 from rusts.sql.plancache import PlanCache
@@ -257,6 +256,12 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         cols.append(SqlColumn(oc.name, oc.pgtype, oc.kind))
         vals.append(np.asarray(v))
         masks.append(m)
+    shown = {oc.key for oc in plan.outputs if oc.src == "tag"}
+    hidden = [k for k in plan.query.group_by if k not in shown]  # GROUP BY tags not selected
+    for k in hidden:  # carried along HAVING, ORDER BY and LIMIT, then set aside as row tags
+        v, m = _tag_column(rs, k)
+        vals.append(v)
+        masks.append(m)
     if plan.having:
         keep = having_mask(plan.having, rs)
         if not keep.all():
@@ -275,7 +280,11 @@ def fast_output(plan: FastPlan, rs) -> SqlOutput:
         elif lo or hi is not None:
             vals = [v[lo:hi] for v in vals]
             masks = [None if m is None else m[lo:hi] for m in masks]
-    return make_output(cols, vals, masks, plan.query.measurement, path="fast")
+    nc = len(cols)
+    out = make_output(cols, vals[:nc], masks[:nc], plan.query.measurement, path="fast")
+    if hidden:
+        out = attrs.evolve(out, row_tags=tuple(zip(hidden, vals[nc:], masks[nc:])))
+    return out
 
 
 def having_mask(tree: tuple, rs) -> np.ndarray:
@@ -383,7 +392,11 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     from rusts.sql.show import is_show, run_show
 
     from rusts.sql.dml import is_dml, run_dml
+    from rusts.security.authorize import authorize_sql
 
+    answer = authorize_sql(db, text)  # SQL sandbox + the caller's scopes (403 / SQLSTATE 42501)
+    if answer is not None:  # SHOW TABLES by a measurement-limited caller
+        return answer
     if is_dml(text):  # DELETE, DROP TABLE, SHOW RETENTION POLICIES
         return await run_dml(db, text, params)
     cat = Catalog.of_db(db)
@@ -404,7 +417,7 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
     planned = _plan(ast, cat, now, names, ext, route)
     if planned is not None:
         if cacheable and not PLAN_CACHE.advance(text):
-            _learn_later(text, now, cat)
+            _learn_later(text, now, cat, getattr(db, "spawn_background", None))
         out = await _run_planned(db, planned, route)
         if out is not None:
             return out
@@ -415,12 +428,11 @@ async def execute_sql(db, text: str, params: Sequence | None = None, *,
 PLAN_CACHE = PlanCache()
 
 
-def _learn_later(text: str, now: int, cat) -> None:
+def _learn_later(text: str, now: int, cat, spawn=None) -> None:
     """Learn the plan template of ``text`` in the background (a few more plans, ~1 ms each, with
-    the event loop free between them) instead of before answering; outside trio, at once."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:  # not inside trio.run
+    the event loop free between them) instead of before answering, as a task of the database's
+    supervised nursery (``spawn``); without one (outside a running database), at once."""
+    if spawn is None:
         PLAN_CACHE.learn(text, now, cat, _plan_text)
         return
     key = PLAN_CACHE.start_learning(text, now, cat, _plan_text)
@@ -433,7 +445,7 @@ def _learn_later(text: str, now: int, cat) -> None:
         except Exception:  # noqa: BLE001 - learning never fails anything; the shape stays uncached
             log.debug("plan template learning failed", exc_info=True)
 
-    trio.lowlevel.spawn_system_task(job)
+    spawn(job)
 
 
 def _prepare(text: str, params):
@@ -520,29 +532,21 @@ async def _run_planned(db, planned, route: str):
         if rs is None:
             return None
         return attrs.evolve(fast_output(plan, rs), path="vector")
-    rs = await db.query(plan.query)
-    if len(rs.row_group) > 50_000:
-        return await trio.to_thread.run_sync(fast_output, plan, rs, limiter=cpu_limiter())
-    return fast_output(plan, rs)
+    rs = await db.run_query(plan.query)
+    return await offload(lambda: fast_output(plan, rs), small=len(rs.row_group) <= 50_000)
 
 
 @asynccontextmanager
 async def _limited(db):
-    """The database's query concurrency limit and time limit, for the paths that do not go through
-    ``db.query`` (which applies them itself)."""
-    from rusts.errors import QueryCancelled
+    """The time limit of a statement run outside a query worker (tests, tools); inside one, the
+    worker's control already bounds it (:mod:`rusts.query.control`)."""
+    from rusts.query.control import QueryControl, current, under
 
-    limiter = getattr(db, "_query_limiter", None)
-    timeout = _timeout(db)
-    try:
-        with trio.fail_after(timeout):
-            if limiter is None:
-                yield
-            else:
-                async with limiter:
-                    yield
-    except trio.TooSlowError:
-        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
+    if current() is not None:
+        yield
+        return
+    with under(QueryControl(_timeout(db))):
+        yield
 
 
 async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
@@ -552,15 +556,13 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
 
     With ``empty`` the measurements are registered without rows (describe: names and types only).
     """
-    from rusts.errors import QueryCancelled
     from rusts.sql.duck import plan_general, run_duck, scan_query
     from rusts.sql.scan import scan_table
     from rusts.sql.show import information_schema
 
     plan = plan_general(ast, cat, now_ns, dict(extra_tables or {}), names)
-    timeout = _timeout(db)
-    try:
-        with trio.fail_after(timeout):
+    async with _limited(db):
+        if True:
             tables = {}
             for sc in plan.scans:
                 if empty:
@@ -577,9 +579,7 @@ async def run_general(db, cat: Catalog, ast: exp.Expression, now_ns: int,
             def work():
                 return run_duck(plan.sql, tables)
 
-            table = await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
-    except trio.TooSlowError:
-        raise QueryCancelled(f"query exceeded the {timeout}s time limit") from None
+            table = await offload(work)
     return table, plan
 
 
@@ -619,7 +619,9 @@ async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
     the general path's over empty tables, which name and type every path's answer alike.
     """
     from rusts.sql.show import is_show, run_show
+    from rusts.security.authorize import authorize_sql
 
+    authorize_sql(db, text)
     cat = Catalog.of_db(db)
     if is_show(text):
         out = run_show(text.strip().rstrip(";"), cat, db)
@@ -642,12 +644,13 @@ async def describe_sql(db, text: str, *, extra_tables: Mapping | None = None
 
 async def run_sql_http(db, text: str, t0: float | None = None) -> dict:
     """The ``POST /sql`` JSON body for ``text`` (see docs/sql.md)."""
+    from rusts.security.authorize import authorize_sql
+
     t0 = time.perf_counter() if t0 is None else t0
-    out = await execute_sql(db, text)
-    if len(out) > 20_000:
-        return await trio.to_thread.run_sync(
-            lambda: to_json(out, (time.perf_counter() - t0) * 1000), limiter=cpu_limiter())
-    return to_json(out, (time.perf_counter() - t0) * 1000)
+    out = authorize_sql(db, text, enforce=True)  # the caller's scopes, in the request's task
+    if out is None:
+        out = await db.sql(text)  # answered by a query worker
+    return await offload(lambda: to_json(out, (time.perf_counter() - t0) * 1000), small=len(out) <= 20_000)
 
 
 # --------------------------------------------------------------------------- pgwire

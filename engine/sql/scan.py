@@ -15,12 +15,11 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pyarrow as pa
-import trio
 
 from rusts.storage.blockcache import ARROW_TYPES as _ARROW_TYPES
 from rusts.storage.blockcache import CACHE, BlockCache, Col, arrow_of, block_columns
 from rusts.query.executor import select_series
-from rusts.messages import cpu_limiter
+from rusts.query.control import charge, checkpoint, offload
 from rusts.model import Column, FieldType
 from rusts.query.model import Query
 from rusts.query.rowset import RowSet, concat_column, merge
@@ -282,9 +281,11 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
 
         def recent_work():
             sid, ts, cols = scan(pieces, sids, q.start, q.end, fields, ftypes)
-            return recent_arrow(sid, ts, cols, tags, tag_keys, fdict)
+            table = recent_arrow(sid, ts, cols, tags, tag_keys, fdict)
+            charge(table.nbytes)
+            return table
 
-        return await trio.to_thread.run_sync(recent_work, limiter=cpu_limiter(), abandon_on_cancel=True)
+        return await offload(recent_work)
     snap = db.snapshot(sids, q.start, q.end)
     tags = db.tags_map(sids)
     fdict = {f: ftypes[f] for f in fields}
@@ -292,12 +293,14 @@ async def scan_table(db, q: Query, tag_keys: list[str], cache: BlockCache = CACH
     def work():
         series = []
         for sid in sids.tolist():
+            checkpoint()
             ps = series_pieces(snap, int(sid), q.start, q.end, fields, ftypes, cache, q.measurement)
             if ps:
+                charge(sum(len(p.ts) for p in ps) * 8 * (1 + len(fields)))
                 series.append((tags[int(sid)], ps))
         return pieces_table(series, tag_keys, fdict)
 
-    return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+    return await offload(work)
 
 
 def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: dict[str, FieldType],

@@ -937,7 +937,7 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     outputs: list[OutCol] = []
     if not is_agg:
-        if residual or any(k in ("bucket", "agg") for _, k, _, _ in items):
+        if any(k in ("bucket", "agg") for _, k, _, _ in items):
             return None
         fsel: list[str] = []
         for name, kind, payload, _ in items:
@@ -978,7 +978,8 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
         if limit is False or offset is False:
             return None
         uniq = tuple(dict.fromkeys(fsel))
-        q = Query(m, b.start, b.end, tuple(b.tag_filters), uniq, (), None, (), order, limit, offset or 0)
+        q = Query(m, b.start, b.end, tuple(b.tag_filters), uniq, (), None, (), order, limit, offset or 0,
+                  tuple(residual))  # field predicates: the executor filters rows vectorised
         return FastPlan(q, tuple(outputs))
 
     # ---- aggregate mode

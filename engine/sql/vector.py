@@ -26,11 +26,11 @@ import attrs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import trio
 
+from rusts.query.exact import checked_sum, int_mean
 from rusts.query.executor import ResultSet, aggregate_of_nothing, select_series
 from rusts.query.rowset import concat_column
-from rusts.messages import cpu_limiter
+from rusts.query.control import checkpoint, offload
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Query
 from rusts.sql.scan import CACHE, series_columns, series_pieces
@@ -131,6 +131,7 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
     group_tags: list[dict] = []
     series: list[_Series] = []
     for sid in sids.tolist():
+        checkpoint()
         tags = tags_of(int(sid))
         key = tuple(tags.get(k) for k in q.group_by)
         pieces = None
@@ -287,7 +288,10 @@ def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
     if f in (AggFunc.Sum, AggFunc.Mean):
         if v is not None and v.dtype.kind == "b":
             v = v.astype(np.int64)
-        lst.append({"n": cnt, "sum": _red_masked(np.add, v, m, 0, starts, ends)})
+        part = {"n": cnt, "sum": _red_masked(np.add, v, m, 0, starts, ends)}  # integers: modulo 2^64
+        if v is not None and v.dtype.kind in "iu":  # which multiple of 2^64 (rusts.query.exact)
+            part["fsum"] = _red_masked(np.add, v.astype(np.float64), m, 0.0, starts, ends)
+        lst.append(part)
     elif f in (AggFunc.Min, AggFunc.Max):
         ufunc, fill = min_max(f, v.dtype)
         lst.append({"n": cnt, "v": _red_masked(ufunc, v, m, fill, starts, ends)})
@@ -367,9 +371,14 @@ def _one_partial(a, part: dict, ftypes) -> Column:
     mask = None if present.all() else present
     if f in (AggFunc.Sum, AggFunc.Mean):
         sums = part["sum"]
+        if "fsum" in part:  # integers: exact (rusts.query.exact)
+            exact = checked_sum(sums, part["fsum"], present) if f == AggFunc.Sum or \
+                (np.abs(part["fsum"]) >= 2.0**62).any() else sums
+            if f == AggFunc.Sum:
+                ft = src if src in (FieldType.INTEGER, FieldType.UNSIGNED) else FieldType.INTEGER
+                return Column(ft, np.where(present, exact, 0).astype(exact.dtype), mask)
+            return Column(FieldType.FLOAT, np.where(present, int_mean(exact, n), 0.0), mask)
         if f == AggFunc.Sum:
-            if src in (FieldType.INTEGER, FieldType.UNSIGNED):
-                return Column(FieldType.INTEGER, sums.astype(np.int64), mask)
             return Column(FieldType.FLOAT, sums.astype(np.float64), mask)
         with np.errstate(invalid="ignore", divide="ignore"):
             return Column(FieldType.FLOAT, np.where(present, sums / np.maximum(n, 1), 0.0), mask)
@@ -393,10 +402,16 @@ def _finish_agg(a, parts, kinv, nk, spans, series, ftypes) -> Column:
         return Column(FieldType.INTEGER, n, None)
     if f in (AggFunc.Sum, AggFunc.Mean):
         sums = _cat(parts, "sum")
-        if src in (FieldType.INTEGER, FieldType.UNSIGNED) and f == AggFunc.Sum:
-            out = np.zeros(nk, np.int64)
-            np.add.at(out, kinv, sums.astype(np.int64))
-            return Column(FieldType.INTEGER, out, None if present.all() else present)
+        if parts and "fsum" in parts[0]:  # integers (and booleans): exact, rusts.query.exact
+            out = np.zeros(nk, sums.dtype)
+            np.add.at(out, kinv, sums)
+            approx = np.bincount(kinv, weights=_cat(parts, "fsum"), minlength=nk)
+            if f == AggFunc.Sum:
+                ft = src if src in (FieldType.INTEGER, FieldType.UNSIGNED) else FieldType.INTEGER
+                return Column(ft, checked_sum(out, approx, present), None if present.all() else present)
+            if not (np.abs(approx) >= 2.0**62).any():
+                return Column(FieldType.FLOAT, np.where(present, int_mean(out, n), 0.0),
+                              None if present.all() else present)
         tot = np.bincount(kinv, weights=sums.astype(np.float64), minlength=nk)
         if f == AggFunc.Sum:
             return Column(FieldType.FLOAT, tot, None if present.all() else present)
@@ -511,10 +526,8 @@ async def _run(db, snap, sids, q: Query, work):
     from rusts.db import _is_small
     from rusts.sql.runner import _limited
 
-    if _is_small(snap, sids, q):
-        return work()
     async with _limited(db):
-        return await trio.to_thread.run_sync(work, limiter=cpu_limiter(), abandon_on_cancel=True)
+        return await offload(work, small=_is_small(snap, sids, q))
 
 
 def latest_rows(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict, keys, key_desc) -> ResultSet:

@@ -564,6 +564,11 @@ class SeriesIndex:
         """Measurement names with at least one series, sorted."""
         return sorted(self._meas)
 
+    def measurement_series_count(self, measurement: str) -> int:
+        """Series of ``measurement`` (no array built: the write path's limit check)."""
+        meas = self._meas.get(measurement)
+        return 0 if meas is None else len(meas.sids)
+
     def series_of(self, measurement: str) -> np.ndarray:
         """Sorted ids of every series of ``measurement`` (read-only array)."""
         meas = self._meas.get(measurement)

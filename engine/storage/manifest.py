@@ -11,7 +11,7 @@ the manifest references; ``*.tmp`` files are deleted too. That sweep runs only a
 any writer starts, because a running flush has renamed-but-uncommitted files.
 
 All methods do blocking I/O: callers in the event loop run them in a thread
-(``rusts.messages.io_limiter``). Commits are serialised by a lock.
+(worker threads). Commits are serialised by a lock.
 """
 
 from __future__ import annotations

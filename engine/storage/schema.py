@@ -71,6 +71,7 @@ class SchemaRegistry:
         self._dirty = False
         self.generation = 0  # bumped by every change (catalog caches key on it)
         self._lock = threading.Lock()
+        self._limits = None
 
     @property
     def path(self) -> str | None:
@@ -154,6 +155,8 @@ class SchemaRegistry:
             The batch without the conflicting lines, its errors extended with one
             :class:`LineError` per rejected line (sorted by line number).
         """
+        if self._limits is not None:
+            batch = self._limit_series(batch, original_line)
         if batch.has_frames:
             out = self._check_frames(batch)
             if out is not None:
@@ -207,6 +210,58 @@ class SchemaRegistry:
                       for ln in bad.tolist())
         errors.sort(key=lambda e: e.line_number)
         return WriteBatch(tuple(kept), tuple(errors))
+
+    def limit_series(self, index, max_series: int | None, max_per_measurement: int | None) -> None:
+        """Make :meth:`check` reject the lines that would create series beyond ``max_series`` in
+        the database or ``max_per_measurement`` in one measurement (``storage.max_series`` and
+        ``storage.max_series_per_measurement``; None = no limit), counted in ``index``."""
+        self._limits = None if max_series is None and max_per_measurement is None else (
+            index, max_series, max_per_measurement)
+
+    def _limit_series(self, batch: WriteBatch, original_line) -> WriteBatch:
+        """Partial-write semantics: the lines of new series past a limit are rejected with an error
+        naming the limit; every other line stays. Cheap while far from the limits (a bound on the
+        batch's series count); exact (one dict lookup per series key) when close."""
+        index, max_all, max_per = self._limits
+        if batch.has_frames:
+            n = sum(len(f.keys) for f in batch.frames)
+            meas = {m for f in batch.frames for m in set(f.measurements)}
+        else:
+            n = len(batch.series)
+            meas = {s.measurement for s in batch.series}
+        if (max_all is None or len(index) + n <= max_all) and (
+                max_per is None or all(index.measurement_series_count(m) + n <= max_per for m in meas)):
+            return batch
+        series = batch.series
+        get = index.get
+        new = [(int(s.line_numbers.min()), i) for i, s in enumerate(series) if get(s.key) is None]
+        total = len(index)
+        per: dict[str, int] = {}
+        rejected: dict[int, str] = {}
+        for _, i in sorted(new):
+            m = series[i].measurement
+            have = per.get(m)
+            if have is None:
+                have = per[m] = index.measurement_series_count(m)
+            if max_all is not None and total >= max_all:
+                rejected[i] = (f"series limit reached: the database has {total} series "
+                               f"(storage.max_series = {max_all}); this line would create another")
+            elif max_per is not None and have >= max_per:
+                rejected[i] = (f'series limit reached: measurement "{m}" has {have} series '
+                               f"(storage.max_series_per_measurement = {max_per}); this line would "
+                               f"create another")
+            else:
+                total += 1
+                per[m] = have + 1
+        if not rejected:
+            return batch
+        errors = list(batch.errors)
+        for i, msg in rejected.items():
+            errors.extend(LineError(ln, original_line(ln) if original_line else "", msg)
+                          for ln in series[i].line_numbers.tolist())
+        errors.sort(key=lambda e: e.line_number)
+        kept = tuple(s for i, s in enumerate(series) if i not in rejected)
+        return WriteBatch(kept, tuple(errors))
 
     def _check_frames(self, batch: WriteBatch) -> WriteBatch | None:
         """The columnar form's check: one lookup per (frame, measurement, column), no step per

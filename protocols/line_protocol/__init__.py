@@ -65,7 +65,14 @@ def _now(multiplier: int) -> int:
     return now - now % multiplier  # 1.x truncates the server time to the precision
 
 
-def parse(body: bytes, *, precision: str = "ns", default_time: int | None = None) -> WriteBatch:
+MAX_LINE_BYTES = 1 << 20
+"""Default longest line (``server.max_line_bytes``); longer lines are rejected, quoted in part."""
+QUOTE_BYTES = 200
+"""How much of a too-long line its error quotes."""
+
+
+def parse(body: bytes, *, precision: str = "ns", default_time: int | None = None,
+          max_line_bytes: int | None = MAX_LINE_BYTES) -> WriteBatch:
     """Parse a whole line protocol request body.
 
     Args:
@@ -73,6 +80,8 @@ def parse(body: bytes, *, precision: str = "ns", default_time: int | None = None
         precision: Unit of the timestamps in ``body``; a key of :data:`PRECISIONS`.
         default_time: Nanoseconds given to lines without a timestamp. None means the current
             time (read once), truncated to ``precision``.
+        max_line_bytes: Longer lines are rejected (a LineError quoting their first 200 bytes);
+            None: no limit.
 
     Returns:
         One SeriesRows per distinct series, plus a LineError per rejected line.
@@ -83,7 +92,7 @@ def parse(body: bytes, *, precision: str = "ns", default_time: int | None = None
     mult = _multiplier(precision)
     if default_time is None:
         default_time = _now(mult)
-    return _parse_body(bytes(body), mult, int(default_time), 1, {})
+    return _parse_body(bytes(body), mult, int(default_time), 1, {}, max_line_bytes=max_line_bytes)
 
 
 class LineProtocolParser:
@@ -97,7 +106,9 @@ class LineProtocolParser:
         ProtocolError: ``precision`` is unknown.
     """
 
-    def __init__(self, *, precision: str = "ns", default_time: int | None = None) -> None:
+    def __init__(self, *, precision: str = "ns", default_time: int | None = None,
+                 max_line_bytes: int | None = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line_bytes
         self._mult = _multiplier(precision)
         self._default = _now(self._mult) if default_time is None else int(default_time)
         self._buf = bytearray()
@@ -131,7 +142,8 @@ class LineProtocolParser:
         return self._parse(buf) if buf else WriteBatch(())
 
     def _parse(self, chunk: bytes) -> WriteBatch:
-        batch = _parse_body(chunk, self._mult, self._default, self._line, self._registry)
+        batch = _parse_body(chunk, self._mult, self._default, self._line, self._registry,
+                            max_line_bytes=self._max_line)
         self._line += chunk.count(b"\n")
         return batch
 
@@ -227,8 +239,44 @@ SMALL_BODY = 2048
 30 Arrow kernel calls, 1-2 ms) is higher than parsing a few lines byte by byte."""
 
 
+def _cut_long_lines(body: bytes, first_line: int, limit: int) -> tuple[bytes, list[LineError]]:
+    """Blank out the physical lines longer than ``limit`` bytes (line numbers stay) and give each
+    an error quoting only its first :data:`QUOTE_BYTES` bytes."""
+    nl = np.flatnonzero(np.frombuffer(body, np.uint8) == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(body)]))
+    long = np.flatnonzero(ends - starts > limit)
+    if not len(long):
+        return body, []
+    parts, errors, pos = [], [], 0
+    for i in long.tolist():
+        s, e = int(starts[i]), int(ends[i])
+        parts.append(body[pos:s])
+        pos = e
+        head = ex.decode(body[s:s + QUOTE_BYTES])
+        errors.append(LineError(first_line + i, head + "...",
+                                f"line too long: {e - s} bytes (server.max_line_bytes = {limit}); "
+                                f"it starts with '{head}'"))
+    parts.append(body[pos:])
+    return b"".join(parts), errors
+
+
 def _parse_body(body: bytes, mult: int, default_time: int, first_line: int,
-                registry: dict, fast_path: bool | None = None) -> WriteBatch:
+                registry: dict, fast_path: bool | None = None,
+                max_line_bytes: int | None = None) -> WriteBatch:
+    if max_line_bytes is not None and len(body) > max_line_bytes:
+        body, too_long = _cut_long_lines(body, first_line, max_line_bytes)
+        if too_long:
+            batch = _parse_body(body, mult, default_time, first_line, registry, fast_path)
+            errors = sorted(list(batch.errors) + too_long, key=lambda e: e.line_number)
+            if batch.has_frames:
+                return WriteBatch.from_frames(batch.frames, errors)
+            return WriteBatch(batch.series, errors)
+    return _parse_body_limited(body, mult, default_time, first_line, registry, fast_path)
+
+
+def _parse_body_limited(body: bytes, mult: int, default_time: int, first_line: int,
+                        registry: dict, fast_path: bool | None = None) -> WriteBatch:
     """Parse ``body`` whose first line has number ``first_line``.
 
     ``registry`` maps (measurement, field) -> FieldType seen so far and is updated.

@@ -19,11 +19,12 @@ import logging
 import re
 import ssl
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 from sqlglot import exp
 
-from rusts.errors import QueryError, RustsError
+from rusts.errors import AuthError, QueryError, RustsError
 from rusts.messages import cpu_limiter
 
 log = logging.getLogger("rusts.pgserver")
@@ -50,6 +51,7 @@ class DbBackend:
         self.db = db
         self.poller = poller  # rusts.busypoll.BusyPoll (or None): told about each statement
         self.user = startup.get("user", "rusts")
+        self.principal = _principal(db, startup)  # checked per statement (rusts.security.authorize)
         self.database = startup.get("database", "rusts")
         self._described: tuple[str, object] | None = None
 
@@ -63,7 +65,10 @@ class DbBackend:
     def _tables(self) -> dict[str, list[tuple[str, str]]]:
         db = self.db
         out = {}
-        for m in db.measurements():
+        names = db.measurements()
+        if self.principal is not None:
+            names = self.principal.visible(names)  # the catalog shows only readable measurements
+        for m in names:
             cols = [("time", "timestamp")]  # as SQL results type it (UTC values)
             for k in db.index.tag_keys(m):
                 cols.append((k, "text"))
@@ -84,13 +89,18 @@ class DbBackend:
 
     # ---------------------------------------------------------------- SqlBackend
     async def execute(self, sql: str, params: Sequence[object] | None = None):
-        if self.poller is None:
-            return await self._execute(sql, params)
-        self.poller.begin()
+        from rusts.security.scopes import acting_as
+
+        _IN_FLIGHT[0] += 1
+        if self.poller is not None:
+            self.poller.begin()
         try:
-            return await self._execute(sql, params)
+            with acting_as(self.principal):
+                return await self._execute(sql, params)
         finally:
-            self.poller.end()
+            _IN_FLIGHT[0] -= 1
+            if self.poller is not None:
+                self.poller.end()
 
     async def _execute(self, sql: str, params: Sequence[object] | None):
         if self._described is not None:
@@ -101,10 +111,17 @@ class DbBackend:
         from rusts.pgcatalog.catalog import is_catalog_query
 
         if is_catalog_query(sql):
-            return await self._catalog(sql, params)
-        from rusts.sql.runner import execute_sql, to_pg_result
+            from rusts.security.sandbox import check_text
 
-        out = await execute_sql(self.db, sql, params)
+            check_text(sql)  # no host files/settings through the catalog emulation either
+            return await self._catalog(sql, params)
+        from rusts.security.authorize import authorize_sql
+        from rusts.sql.runner import to_pg_result
+
+        answer = authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
+        if answer is not None:  # SHOW TABLES for a measurement-limited principal
+            return to_pg_result(answer)
+        out = await self.db.sql(sql, params)  # answered by a query worker
         return to_pg_result(out)
 
     def _param_types(self, sql: str, given: Sequence[int]) -> list[int]:
@@ -164,9 +181,12 @@ class DbBackend:
         if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
             return types, None  # DELETE / DROP TABLE return no rows
         if not is_catalog_query(sql):
-            from rusts.sql.runner import describe_sql
+            from rusts.security.authorize import authorize_sql
+            from rusts.security.scopes import acting_as
 
-            _, cols = await describe_sql(self.db, sql)  # names and types without reading data
+            with acting_as(self.principal):
+                authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
+            _, cols = await self.db.describe_sql(sql)  # names and types without reading data
             return types, (cols or None)
         params = [None] * len(types) if types else None
         try:
@@ -185,6 +205,25 @@ class DbBackend:
         return split_statements(sql)
 
 
+def _principal(db, startup: dict):
+    """The session's principal: a token login's (from the password check), else the configured
+    user's; None when auth is off."""
+    from rusts.protocols.pgwire.server import IDENTITY_KEY
+    from rusts.security.auth import user_principal
+    from rusts.security.scopes import Principal
+
+    cfg = getattr(getattr(db, "config", None), "auth", None)
+    if cfg is None or not cfg.enabled:
+        return None
+    ident = startup.get(IDENTITY_KEY)
+    if isinstance(ident, Principal):
+        return ident
+    p = user_principal(cfg, startup.get("user", ""))
+    if p is None:
+        raise AuthError(f'no such user "{startup.get("user", "")}"')
+    return p
+
+
 def _tls_context(cfg) -> ssl.SSLContext | None:
     if not cfg.tls_cert:
         return None
@@ -193,25 +232,40 @@ def _tls_context(cfg) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_postgres(db, config, *, poller=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+_IN_FLIGHT = [0]  # statements being executed, over every session (the drain waits for them)
+
+
+async def serve_postgres(db, config, *, poller=None, shutdown_trigger=None,
+                         task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve pgwire for ``db`` on ``config.postgres``; ``task_status.started(port)``. ``poller``:
-    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement."""
-    from rusts.security.auth import verify_token
+    the server's :class:`rusts.busypoll.BusyPoll`, told about each statement. When
+    ``shutdown_trigger()`` returns, statements in flight finish (at most 5 s), then every session
+    is closed."""
+    from rusts.security.auth import token_principal
     from rusts.protocols.pgwire import PgAuth, serve_pgwire
 
     pg = config.postgres
     auth = None
-    if config.auth.enabled:
+    if config.auth.enabled:  # never trust: SCRAM-SHA-256 for users, or a token as the password
         users = {u.username: u.password for u in config.auth.users}
 
-        def jwt_ok(token: str) -> bool:
+        def token_login(token: str):
             try:
-                verify_token(config.auth, token)
-                return True
+                return token_principal(config.auth, token)
             except RustsError:
-                return False
+                return None
 
-        auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=jwt_ok)
-    await serve_pgwire(lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
-                       max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
-                       task_status=task_status)
+        auth = PgAuth(users=users, method="scram-sha-256", jwt_verifier=token_login)
+    serving = partial(serve_pgwire, lambda startup: DbBackend(db, startup, poller), host=pg.host, port=pg.port,
+                      max_connections=pg.max_connections, auth=auth, tls_context=_tls_context(pg),
+                      require_tls=pg.require_tls)
+    if shutdown_trigger is None:
+        await serving(task_status=task_status)
+        return
+    async with trio.open_nursery() as nursery:
+        task_status.started(await nursery.start(serving))
+        await shutdown_trigger()
+        with trio.move_on_after(5.0):
+            while _IN_FLIGHT[0]:
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()

@@ -19,7 +19,6 @@ A text-format parameter of unspecified type stays ``str``.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -76,9 +75,11 @@ class PgAuth:
     """Authentication settings of the pgwire server.
 
     Attributes:
-        users: user name -> cleartext password.
+        users: user name -> stored password (cleartext, SCRAM-SHA-256 verifier, bcrypt or argon2
+            hash; :mod:`rusts.security.passwords`).
         method: "scram-sha-256" (default) or "password" (cleartext, use with TLS).
-        jwt_verifier: when set, a password for which it returns True is accepted (a JWT). A JWT
+        jwt_verifier: when set, a password for which it returns a truthy value (the token's
+            identity, handed to the backend factory) is accepted (a JWT). A JWT
             cannot travel inside SCRAM, so with method "scram-sha-256" users that are not in
             ``users`` are asked for a cleartext password instead, to be checked as a JWT.
     """
@@ -89,30 +90,48 @@ class PgAuth:
     jwt_verifier: Callable[[str], bool] | None = None
     _scram_cache: dict[str, ScramCredentials] = attrs.field(factory=dict, init=False, repr=False)
 
-    def check_password(self, user: str, password: str) -> bool:
-        """True when ``password`` is the user's password or a JWT the verifier accepts."""
+    def check_password(self, user: str, password: str) -> object:
+        """True when ``password`` is the user's password; for a JWT the verifier accepts, what
+        the verifier returned (truthy: the token's identity); else False."""
+        from rusts.security.passwords import verify
+
         expected = self.users.get(user)
-        if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
-            return True
+        if expected is not None:
+            return verify(expected, password)
         if self.jwt_verifier is not None and password:
             try:
-                return bool(self.jwt_verifier(password))
+                return self.jwt_verifier(password) or False
             except Exception:  # a verifier that raises rejects the token
                 return False
         return False
 
     def scram_credentials(self, user: str) -> ScramCredentials | None:
-        """Stored SCRAM credentials for a known user (derived once, then cached)."""
+        """Stored SCRAM credentials for a known user (derived once from a plain password, or
+        the configured SCRAM verifier), then cached."""
+        from rusts.security.passwords import kind, parse_scram
+
         password = self.users.get(user)
         if password is None:
             return None
         creds = self._scram_cache.get(user)
         if creds is None:
-            creds = self._scram_cache[user] = make_credentials(password)
+            k = kind(password)
+            if k == "scram":
+                creds = parse_scram(password)
+            elif k == "plain":
+                creds = make_credentials(password)
+            else:
+                return None
+            self._scram_cache[user] = creds
         return creds
 
     def uses_scram(self, user: str) -> bool:
-        """Whether this user authenticates with SCRAM (else cleartext password)."""
+        """Whether this user authenticates with SCRAM (else cleartext password): users whose
+        password is stored as a bcrypt/argon2 hash cannot, nor can token logins."""
         if self.method != "scram-sha-256":
             return False
-        return user in self.users or self.jwt_verifier is None
+        if user in self.users:
+            from rusts.security.passwords import kind
+
+            return kind(self.users[user]) in ("plain", "scram")
+        return self.jwt_verifier is None

@@ -43,6 +43,7 @@ from .connection import NEED_DATA, PgServerConnection
 log = logging.getLogger("rusts.protocols.pgwire")
 
 SERVER_VERSION = "15.0 (rusts)"
+IDENTITY_KEY = "rusts.identity"
 RECEIVE_SIZE = 1 << 16
 
 
@@ -81,13 +82,19 @@ class PgServer:
         startup_timeout: seconds a client has to finish startup and authentication.
         max_message_size: largest frontend message accepted.
         chunk_rows: rows per DataRow batch when streaming results.
+        require_tls: refuse (FATAL 28000) a session that did not negotiate TLS first.
+
+    The backend factory's startup dict carries, under :data:`IDENTITY_KEY`, what the password
+    check returned for a token login (see :meth:`PgAuth.check_password`); a client-sent parameter
+    of that name is dropped.
     """
 
     def __init__(self, backend_factory: Callable[[dict], SqlBackend], *, max_connections: int = 100,
                  auth: PgAuth | None = None, tls_context: ssl.SSLContext | None = None,
                  startup_timeout: float = 60.0, max_message_size: int = MAX_MESSAGE_SIZE,
-                 chunk_rows: int = 4096) -> None:
+                 chunk_rows: int = 4096, require_tls: bool = False) -> None:
         self.backend_factory = backend_factory
+        self.require_tls = require_tls
         self.max_connections = max_connections
         self.auth = auth
         self.tls_context = tls_context
@@ -163,6 +170,8 @@ class _ConnectionHandler:
         self.stream = stream
         self.conn = PgServerConnection(server.max_message_size)
         self.pid: int | None = None
+        self.tls = False
+        self.identity: object = None
 
     def release(self) -> None:
         if self.pid is not None:
@@ -232,6 +241,7 @@ class _ConnectionHandler:
                 if ctx is not None:
                     self.stream = trio.SSLStream(self.stream, ctx, server_side=True)
                     await self.stream.do_handshake()
+                    self.tls = True
             elif isinstance(ev, m.GSSENCRequest):
                 await self.send_event(m.GSSENCResponse())
             elif isinstance(ev, m.CancelRequest):
@@ -240,6 +250,9 @@ class _ConnectionHandler:
             elif isinstance(ev, m.StartupMessage):
                 break
         server = self.server
+        if server.require_tls and not self.tls:
+            await self.fatal("28000", "TLS required: this server refuses unencrypted connections "
+                                      "(connect with sslmode=require)")
         if len(server.sessions) >= server.max_connections:
             server._rejected += 1
             await self.fatal("53300", "sorry, too many clients already")
@@ -263,7 +276,10 @@ class _ConnectionHandler:
 
     async def _open_backend(self, params: dict[str, str]) -> SqlBackend:
         try:
-            backend = self.server.backend_factory(dict(params))
+            startup = {k: v for k, v in params.items() if k != IDENTITY_KEY}
+            if self.identity is not None:
+                startup[IDENTITY_KEY] = self.identity
+            backend = self.server.backend_factory(startup)
         except RustsError as exc:
             await self.fatal(exc.sqlstate, str(exc))
         except Exception as exc:  # noqa: BLE001
@@ -316,20 +332,23 @@ class _ConnectionHandler:
             return
         await self.send_event(m.AuthenticationCleartextPassword())
         ev = await self.next_event()
-        if not isinstance(ev, m.PasswordMessage) or not auth.check_password(user, ev.password):
+        ok = auth.check_password(user, ev.password) if isinstance(ev, m.PasswordMessage) else False
+        if not ok:
             await self.fatal("28P01", failed)
+        if ok is not True:
+            self.identity = ok  # what the token verifier returned (the token's principal)
 
 
 async def serve_pgwire(backend_factory: Callable[[dict], SqlBackend], *, host: str | None = "127.0.0.1",
                        port: int = 5432, max_connections: int = 100, auth: PgAuth | None = None,
                        tls_context: ssl.SSLContext | None = None, startup_timeout: float = 60.0,
                        max_message_size: int = MAX_MESSAGE_SIZE, chunk_rows: int = 4096,
-                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+                       require_tls: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the PostgreSQL wire protocol until cancelled (see :class:`PgServer` for arguments).
 
     ``task_status.started(port)`` reports the bound port (useful with ``port=0``).
     """
     server = PgServer(backend_factory, max_connections=max_connections, auth=auth,
                       tls_context=tls_context, startup_timeout=startup_timeout,
-                      max_message_size=max_message_size, chunk_rows=chunk_rows)
+                      max_message_size=max_message_size, chunk_rows=chunk_rows, require_tls=require_tls)
     await server.serve(host, port, task_status=task_status)

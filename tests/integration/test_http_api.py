@@ -135,7 +135,7 @@ def test_write_errors(server_factory):
 
 
 def test_auth_enabled(server_factory):
-    srv = server_factory(auth={"enabled": True, "jwt_secret": "s3cret-for-tests",
+    srv = server_factory(auth={"enabled": True, "jwt_secret": "s3cret-for-tests-0123456789abcdef-xyz",
                                "users": [{"username": "ann", "password": "pw1"}]}).start()
     with srv.client() as c:
         assert c.get("/health").status_code == 200

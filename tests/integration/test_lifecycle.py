@@ -140,7 +140,8 @@ async def test_ingest_with_small_flushes_stays_bounded_and_answers_stay_exact(tm
     ref = Reference()
     start = 1_700_000_000 * 10**9 // HOUR * HOUR
     end = start + 6 * HOUR
-    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none") as db:
+    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none",
+                             cold_after_hours=None) as db:
         lc = Lifecycle(db)
         stats: dict = {}
         for i in range(72):  # 6 partitions, a flush every 5 simulated minutes
@@ -174,7 +175,8 @@ async def test_ingest_with_small_flushes_stays_bounded_and_answers_stay_exact(tm
         segs_before = {m.file for m in db.manifest.state.segments}
 
     # restart: the same files, the same answers (both tiers read transparently)
-    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none") as db:
+    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none",
+                             cold_after_hours=None) as db:
         assert {m.file for m in db.manifest.state.segments} == segs_before
         assert await query_raw(db, start, end) == ref.raw(start, end)
         on_disk = {p.name for p in db.manifest.segments_dir.iterdir()}
@@ -185,7 +187,8 @@ async def test_retention_drops_whole_partitions_and_compaction_makes_a_delete_ph
     rng = np.random.default_rng(5)
     ref = Reference()
     start = 1_700_000_000 * 10**9 // HOUR * HOUR
-    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none") as db:
+    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none",
+                             cold_after_hours=None) as db:
         for i in range(4):  # 4 partitions, one flush each
             await db.write(ref.write_lines(rng, start + i * HOUR, 12, 5 * MIN))
             await db.flush()
@@ -220,7 +223,8 @@ async def test_retention_drops_whole_partitions_and_compaction_makes_a_delete_ph
 
 async def test_a_flush_between_two_merges_of_one_pass_keeps_last_write_wins(tmp_path):
     start = 1_700_000_000 * 10**9 // HOUR * HOUR
-    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none") as db:
+    async with rusts.db.open(tmp_path / "data", partition_duration_hours=1, wal_durability="none",
+                             cold_after_hours=None) as db:
         lc = Lifecycle(db)
         lc.now_ns = start + 30 * MIN
         for i in range(16):  # 16 flushes -> 4 level-1 segments after the L0 run merges

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -443,3 +444,18 @@ def test_inputs_gone_meanwhile_abort_without_commit(tmp_path):
 def test_task_defaults():
     t = CompactionTask(1, (), "hot", "merge")
     assert t.whole and t.level == 1
+
+
+def test_cold_tier_waits_until_the_partition_is_cold_for_writes():
+    """Old enough for the cold tier, but a flush landed in it 5 s ago: neither tiered nor merged
+    yet (one rewrite later, into the cold tier); once idle, tiered whole; a late write into a
+    cold partition makes it hot again until it is idle again."""
+    segs = [attrs.evolve(M("a", 2), created=1000.0), attrs.evolve(M("b", 2), created=1095.0)]
+    kw = dict(now_ns=NOW, partition_ns=DAY, cold_after_ns=DAY, cold_idle_secs=20)
+    assert plan(segs, now_wall=1100.0, **kw) == []
+    (t,) = plan(segs, now_wall=1116.0, **kw)
+    assert (t.reason, t.tier, t.whole) == ("tier", "cold", True)
+    late = [attrs.evolve(M("c", 2, level=3, tier="cold"), created=500.0), attrs.evolve(M("d", 2), created=1095.0)]
+    assert plan(late, now_wall=1100.0, **kw) == []
+    (t,) = plan(late, now_wall=1200.0, **kw)
+    assert (t.reason, t.tier, [m.file for m in t.inputs]) == ("tier", "cold", ["c", "d"])

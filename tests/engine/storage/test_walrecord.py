@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -161,20 +160,6 @@ def test_random_byte_flips_never_crash_otherwise() -> None:
             decode_batch(bytes(b))
         except CorruptionError:
             pass
-
-
-def test_speed_5000_lines_10_floats() -> None:
-    n = 5000
-    rng = np.random.default_rng(0)
-    cols = {f"f{i}": Column(FieldType.FLOAT, rng.random(n)) for i in range(10)}
-    batch = WriteBatch((SeriesRows("m", (("h", "x"),), np.arange(n, dtype=np.int64), cols,
-                                   np.arange(1, n + 1)),))
-    best = float("inf")
-    for _ in range(20):
-        t0 = time.perf_counter()
-        decode_batch(encode_batch(batch))
-        best = min(best, time.perf_counter() - t0)
-    assert best < 0.005, f"encode+decode took {best * 1e3:.2f} ms"
 
 
 # Bytes written by format version 1; they must keep decoding to the same batch (and encoding

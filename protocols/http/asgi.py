@@ -1,0 +1,186 @@
+"""The HTTP API as an ASGI application: a quart-trio app, served by hypercorn (:mod:`.serve`).
+
+Every route of the API's :class:`~rusts.protocols.http.routing.App` is a Quart view. The hot
+routes (writes, queries, SQL, ``/ping``, ``/health``) are answered one layer further out by
+:class:`HotRoutes`, a plain ASGI callable in front of Quart, because Quart's per-request work
+(request and response objects, context locals, signals) costs more than these routes' own work
+(figures in docs/ARCHITECTURE.md, "Departures"). Both layers call the same handlers through
+:func:`~rusts.protocols.http.routing.dispatch`, so a route answers identically either way.
+
+A handler whose client disconnects is cancelled: its query worker stops the query
+(:mod:`rusts.query.control`).
+
+Embedding: ``create_asgi_app(db)`` returns the ASGI app; mount it in another ASGI server, or serve
+it with :func:`rusts.protocols.http.serve.serve_http` inside a trio nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from rusts.protocols.http.routing import App, BodyTooLarge, Request, Response, dispatch
+
+log = logging.getLogger("rusts.http")
+
+HOT_PATHS = frozenset({"/write", "/api/v2/write", "/api/v1/write/arrow", "/query", "/sql", "/ping", "/health"})
+
+_JSON = b"application/json"
+
+
+def _headers_of(scope) -> dict:
+    out: dict = {}
+    for k, v in scope["headers"]:
+        name = k.decode("latin-1").lower()
+        val = v.decode("latin-1")
+        out[name] = f"{out[name]}, {val}" if name in out else val
+    return out
+
+
+def _response_headers(resp: Response, head: bool) -> list:
+    hs = []
+    if resp.content_type is not None:
+        hs.append((b"content-type", resp.content_type.encode("latin-1")))
+    if resp.headers:
+        for k, v in resp.headers.items():
+            hs.append((k.lower().encode("latin-1"), str(v).encode("latin-1")))
+    if resp.status not in (204, 304):
+        hs.append((b"content-length", str(len(resp.body)).encode()))
+    return hs
+
+
+def _too_large(api: App) -> Response:
+    return api.on_error(Request("POST", "", "", {}), BodyTooLarge())
+
+
+async def _read_body(receive, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds ``limit`` bytes."""
+    chunks = bytearray()
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise trio.BrokenResourceError("client disconnected")
+        chunks += msg.get("body", b"")
+        if len(chunks) > limit:
+            return None
+        if not msg.get("more_body", False):
+            return bytes(chunks)
+
+
+async def answer(api: App, scope, receive, send) -> None:
+    """Serve one HTTP request of ``api`` as a plain ASGI exchange."""
+    headers = _headers_of(scope)
+    method = scope["method"]
+    cl = headers.get("content-length")
+    if cl is not None and cl.isascii() and cl.isdigit() and int(cl) > api.max_body:
+        resp = _too_large(api)
+    else:
+        try:
+            body = await _read_body(receive, api.max_body)
+        except trio.BrokenResourceError:
+            return
+        if body is None:
+            resp = _too_large(api)
+        else:
+            req = Request(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body)
+            resp = None
+            async with trio.open_nursery() as nursery:
+
+                async def watch_disconnect():
+                    while True:
+                        msg = await receive()
+                        if msg["type"] == "http.disconnect":
+                            nursery.cancel_scope.cancel()  # the handler's query stops too
+                            return
+
+                nursery.start_soon(watch_disconnect)
+                resp = await dispatch(api, req)
+                nursery.cancel_scope.cancel()
+            if resp is None:
+                return  # the client went away
+    await send({"type": "http.response.start", "status": resp.status,
+                "headers": _response_headers(resp, method == "HEAD")})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else resp.body})
+
+
+class HotRoutes:
+    """ASGI middleware: answers the hot paths itself, passes everything else to ``inner``;
+    ``poller`` (:class:`rusts.busypoll.BusyPoll` or None) is told about every request."""
+
+    def __init__(self, api: App, inner, poller=None, hot=HOT_PATHS) -> None:
+        self.api = api
+        self.inner = inner
+        self.poller = poller
+        self.hot = hot
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        poller = self.poller
+        if poller is not None:
+            poller.begin()
+        try:
+            if scope["path"] in self.hot:
+                await answer(self.api, scope, receive, send)
+            else:
+                await self.inner(scope, receive, send)
+        finally:
+            if poller is not None:
+                poller.end()
+
+
+def create_asgi_app(db, config=None, *, poller=None):
+    """The quart-trio app serving ``db``'s HTTP API (hot routes answered in front of Quart)."""
+    from rusts.protocols.http.app import create_app
+
+    return asgi_app_for(create_app(db, config), poller=poller)
+
+
+def asgi_app_for(api: App, *, poller=None, hot=HOT_PATHS):
+    """The quart-trio app serving the routes of ``api``; paths in ``hot`` are answered by
+    :class:`HotRoutes` in front of Quart."""
+    from quart import Response as QuartResponse
+    from quart import request
+    from quart_trio import QuartTrio
+    from werkzeug.exceptions import HTTPException
+
+    app = QuartTrio("rusts")
+    app.config["MAX_CONTENT_LENGTH"] = api.max_body
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
+    def to_quart(resp: Response) -> QuartResponse:
+        out = QuartResponse(resp.body, status=resp.status, content_type=resp.content_type)
+        if resp.headers:
+            for k, v in resp.headers.items():
+                out.headers[k] = str(v)
+        return out
+
+    async def view(**params):
+        body = await request.get_data(cache=False)
+        qs = request.query_string.decode("latin-1")
+        headers: dict = {}
+        for k, v in request.headers.items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        req = Request(request.method, request.path, qs, headers, body)
+        return to_quart(await dispatch(api, req))
+
+    for path, methods in api.route_table():
+        rule = path.replace("<", "<string:") if "<" in path else path
+        app.add_url_rule(rule, endpoint=f"{path}:{','.join(methods)}", view_func=view, methods=methods)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(e: HTTPException):
+        req = Request(request.method, request.path, "", {})
+        if e.code == 413:
+            return to_quart(_too_large(api))
+        from rusts.protocols.http.routing import MethodNotAllowed, NotFound
+
+        err = NotFound() if e.code == 404 else MethodNotAllowed() if e.code == 405 else e
+        if err is e:
+            return to_quart(Response(e.code or 500, f'{{"error": "{e.name}"}}'.encode(), "application/json"))
+        return to_quart(api.on_error(req, err))
+
+    app.asgi_app = HotRoutes(api, app.asgi_app, poller, hot)
+    return app

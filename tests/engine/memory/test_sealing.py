@@ -1,0 +1,46 @@
+"""Memtable sealing: many small writes become a few sorted pieces per series (a query after a
+load of small writes merges O(log rows) pieces, not one per write), with last write wins."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from rusts.memory.tables import MemtableState, Table
+from rusts.protocols.line_protocol import parse
+from rusts.query.rowset import merge
+
+T0 = 1_700_000_000_000_000_000
+
+
+def test_small_writes_seal_into_few_pieces_with_last_write_wins():
+    rng = random.Random(3)
+    t = Table(1)
+    st = MemtableState(t)
+    truth: dict[tuple[int, int], dict] = {}
+    for seq in range(1, 400):
+        lines = []
+        for _ in range(rng.randint(1, 12)):
+            h, ts = rng.randrange(5), T0 + rng.randrange(300) * 10**9
+            fields = {k: rng.randint(0, 999) for k in ("a", "b") if rng.random() < 0.7} or {"a": 1}
+            truth.setdefault((h, ts), {}).update(fields)
+            lines.append(f"m,h={h} " + ",".join(f"{k}={v}i" for k, v in fields.items()) + f" {ts}")
+        b = parse("\n".join(lines).encode())
+        sids = [int(k.split("=")[1]) + 1 for f in b.frames for k in f.keys]
+        t.insert_frames(b.frames, np.array(sids, dtype=np.uint64), seq)
+        if seq % 50 == 0:  # queries now and then, as a dashboard would
+            st.snapshot(np.arange(1, 6, dtype=np.uint64))
+    snap = st.snapshot(np.arange(1, 6, dtype=np.uint64))
+    for h in range(5):
+        pieces = snap[h + 1]
+        rows = sum(len(p) for p in pieces)
+        assert len(pieces) <= 2 + int(np.log2(max(rows, 1))), len(pieces)
+        rs = merge(pieces)
+        want = sorted((ts, f) for (hh, ts), f in truth.items() if hh == h)
+        assert rs.timestamps.tolist() == [ts for ts, _ in want]
+        for k in ("a", "b"):
+            c = rs.columns[k]
+            got = [int(v) if (c.mask is None or m) else None
+                   for v, m in zip(c.values.tolist(), c.mask.tolist() if c.mask is not None else [True] * len(rs))]
+            assert got == [f.get(k) for _, f in want], (h, k)
