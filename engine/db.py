@@ -150,12 +150,12 @@ class Database:
             index_dir.mkdir(parents=True, exist_ok=True)
             self.index = SeriesIndex.open(index_dir)
             self.schema = SchemaRegistry.open(index_dir)
+            st = self.config.storage  # rusts.security: storage.max_series limits (schema check)
+            self.schema.limit_series(self.index, st.max_series, st.max_series_per_measurement)
             for part in (self.index, self.schema):  # damage found (and set aside) on open
                 self.problems.extend(getattr(part, "problems", ()))
                 if getattr(part, "needs_rebuild", False) and not part.problems and self.manifest.state.segments:
                     self.problems.append(f"{part.path} was missing; rebuilt from the segment files")
-            st = self.config.storage  # rusts.security: storage.max_series limits (schema check)
-            self.schema.limit_series(self.index, st.max_series, st.max_series_per_measurement)
             schema_empty = not self.schema.measurements() or getattr(self.schema, "needs_rebuild", False)
             for meta in list(self.manifest.state.segments):
                 path = self.data_dir / "segments" / meta.file

@@ -27,12 +27,22 @@ from typing import Any
 
 import trio
 
-from rusts.storage import damage
 from rusts.errors import QueryCancelled, QueryLimitError
 
 _current: contextvars.ContextVar[QueryControl | None] = contextvars.ContextVar("rusts_query_control",
                                                                                 default=None)
 _thread = threading.local()
+
+INHERITED: list[contextvars.ContextVar] = []
+"""Context variables a query takes from the task that asked for it into the worker that runs it
+(and its threads): e.g. the damaged-block collector of :mod:`rusts.storage.damage`."""
+
+
+def inherit(var: contextvars.ContextVar) -> contextvars.ContextVar:
+    """Register ``var`` to follow queries from the asking task into the query worker."""
+    if var not in INHERITED:
+        INHERITED.append(var)
+    return var
 _running = 0
 _running_lock = threading.Lock()
 
@@ -44,20 +54,21 @@ class QueryControl:
         timeout: seconds from now until the query is stopped (``inf``: no limit).
     """
 
-    __slots__ = ("deadline", "timeout", "reason", "memory_limit", "held", "_cancelled", "_interrupters",
-                 "_lock", "_scopes", "missing")
+    __slots__ = ("deadline", "timeout", "reason", "memory_limit", "held", "inherited", "_cancelled",
+                 "_interrupters", "_lock", "_scopes")
 
     def __init__(self, timeout: float = math.inf, memory_limit: int | None = None) -> None:
         self.timeout = float(timeout)
         self.memory_limit = memory_limit
         self.held = 0
+        # the asking task's values of the INHERITED context variables
+        self.inherited = [(v, v.get()) for v in INHERITED if v.get(None) is not None]
         self.deadline = trio.current_time() + self.timeout if math.isfinite(self.timeout) else math.inf
         self.reason: str | None = None
         self._cancelled = False
         self._interrupters: list[Callable[[], Any]] = []
         self._scopes: list[trio.CancelScope] = []
         self._lock = threading.Lock()
-        self.missing = damage.current()  # the requester's damaged-block collector (HTTP routes)
 
     @property
     def cancelled(self) -> bool:
@@ -150,7 +161,7 @@ def under(ctl: QueryControl):
     """``with under(ctl):`` runs the block as query ``ctl``: :func:`current` in this task, stopped
     (with :class:`QueryCancelled`) by the control's deadline or :meth:`QueryControl.cancel`."""
     token = _current.set(ctl)
-    dtoken = damage.use(ctl.missing)
+    tokens = [(var, var.set(value)) for var, value in ctl.inherited]
     try:
         with trio.CancelScope(deadline=ctl.deadline) as scope:
             ctl._scopes.append(scope)
@@ -165,7 +176,8 @@ def under(ctl: QueryControl):
                 ctl.timed_out()
             raise ctl.error()
     finally:
-        damage.unuse(dtoken)
+        for var, t in reversed(tokens):
+            var.reset(t)
         _current.reset(token)
 
 

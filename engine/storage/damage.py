@@ -26,9 +26,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+from rusts.query.control import inherit
+
 log = logging.getLogger("rusts.storage.damage")
 
 _COLLECTOR: contextvars.ContextVar[list | None] = contextvars.ContextVar("rusts_missing", default=None)
+inherit(_COLLECTOR)  # a query run by a query worker reports to the collector of the task that asked
 _LOCK = threading.Lock()
 MAX_REPORTED = 100  # entries kept in a query answer (the count is always exact)
 

@@ -15,8 +15,8 @@ import orjson
 import trio
 
 from rusts.errors import AuthError, ProtocolError, RustsError
-from rusts.storage.damage import answer_extra, collect_missing
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
+from rusts.storage.damage import answer_extra, collect_missing
 
 log = logging.getLogger("rusts.http")
 
