@@ -48,22 +48,6 @@ def collect_missing() -> Iterator[list[dict]]:
         _COLLECTOR.reset(token)
 
 
-def current() -> list | None:
-    """The collector of the running query (None outside :func:`collect_missing`); a query handed
-    to a worker task carries it there (``QueryControl.missing``) and :func:`use` reinstates it."""
-    return _COLLECTOR.get()
-
-
-def use(found: list | None) -> contextvars.Token:
-    """Make ``found`` (from :func:`current`, possibly None) the current collector; returns the
-    token for :func:`unuse`."""
-    return _COLLECTOR.set(found)
-
-
-def unuse(token: contextvars.Token) -> None:
-    _COLLECTOR.reset(token)
-
-
 def tolerant() -> bool:
     """Whether the current read may skip a damaged block (a query inside a collector)."""
     return _COLLECTOR.get() is not None
