@@ -25,6 +25,11 @@ case "$cmd" in
         if ! command -v psql >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             (apt-get update -qq && apt-get install -y -qq postgresql-client) >/dev/null 2>&1 || true
         fi
+        # the cluster tests start real NATS JetStream servers (tests/integration/cluster)
+        if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] && [ "$(id -u)" = 0 ] \
+                && command -v apt-get >/dev/null; then
+            (apt-get update -qq && apt-get install -y -qq nats-server) >/dev/null 2>&1 || true
+        fi
         .venv/bin/ruff check --quiet engine actors protocols codecs tests perf
         exec .venv/bin/python -m pytest -q -p no:randomly "$@"
         ;;

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--data-dir", metavar="DIR", help="data directory (overrides config)")
     p.add_argument("-H", "--host", help="HTTP bind address (overrides config)")
     p.add_argument("-p", "--port", type=int, help="HTTP port (overrides config)")
+    p.add_argument("--cluster", metavar="FILE", help="run as a cluster node described by FILE "
+                   "(cluster.toml, docs/cluster.md); overrides the config's cluster key")
     p.add_argument("--generate-config", nargs="?", const=DEFAULT_CONFIG_PATH, metavar="PATH",
                    help=f"write the default configuration to PATH (default {DEFAULT_CONFIG_PATH}) "
                         "and exit")
@@ -85,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides={
             "data_dir": args.data_dir, "host": args.host, "port": args.port})
+        if args.cluster or config.cluster:
+            import attrs
+            from rusts.cluster.config import check_node_config
+
+            config = attrs.evolve(config, cluster=args.cluster or config.cluster)
+            check_node_config(config)  # a bad cluster.toml stops here, naming the key
     except ConfigError as exc:
         print(f"{PROG}: config error: {exc}", file=sys.stderr)
         return 2

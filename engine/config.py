@@ -339,6 +339,7 @@ class Config:
         default=(), metadata={"list_of": RetentionPolicy})
     postgres: PostgresConfig = _section(PostgresConfig)
     query: QueryConfig = _section(QueryConfig)
+    cluster: str | None = _field(None, _optional(_path), "cluster.toml of this node (docs/cluster.md)")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every setting, without ``jwt_secret`` or passwords."""
@@ -571,6 +572,8 @@ query:
   max_rows: 10000000
   memory_limit_mb: 2048       # data one query may hold (scans, DuckDB's working memory); beyond: an error
   recent_cache_mb: 128        # flushed data kept in memory for queries over recent windows (0: off)
+
+cluster: null                # this node's cluster.toml (docs/cluster.md); same as --cluster FILE
 """
 
 

@@ -66,6 +66,15 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             # what start-up and recovery built lives as long as the server: out of the garbage
             # collector's sight, so its full collections do not walk it (~40 ms pauses otherwise)
             gc.freeze()
+            node = trio.CancelScope()
+            if config.cluster:  # this server is a cluster node (rusts.cluster, docs/cluster.md)
+                from rusts.cluster import run_cluster_node
+
+                async def cluster_node(task_status=trio.TASK_STATUS_IGNORED):
+                    with node:
+                        await run_cluster_node(db, config, task_status=task_status)
+
+                await outer.start(cluster_node)
             pg_port = None
             if config.postgres.enabled:
                 from rusts.protocols.pgwire.adapter import serve_postgres
@@ -82,6 +91,7 @@ async def serve(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
             with trio.move_on_after(6.0):
                 while running_adapters:
                     await trio.sleep(0.02)
+            node.cancel()  # the cluster node stops applying before the database closes
         outer.cancel_scope.cancel()
     log.info("shutdown complete")
 

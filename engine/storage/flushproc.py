@@ -1,6 +1,6 @@
 """Memtable flushes encoded in a worker process, so they do not hold this process's GIL.
 
-Encoding a segment is Python work per series and block (``segment._Writer.add_series`` and the
+Encoding a segment is Python work per series and block (``segment_writer._Writer.add_series`` and the
 codecs). A flush of a fleet's memtable (thousands of series with a few rows each) takes seconds
 of CPU; in a worker *thread* it holds the GIL for most of that time, and every write and query
 that arrives meanwhile waits for it (each wake-up of the event loop waits for the GIL switch

@@ -92,8 +92,11 @@ def create_app(db, config=None) -> App:
             data = _gunzip(data, max_body * 10)
         return data
 
+    from rusts.cluster import frontend_of  # cluster mode: writes and queries go to the cluster node
+
     async def do_write(req: Request) -> Response:
-        result = await db.write(body_of(req), precision=req.args.get("precision", "ns"))
+        target = frontend_of(db) or db
+        result = await target.write(body_of(req), precision=req.args.get("precision", "ns"))
         if result.errors:
             errs = [err.to_json() for err in result.errors]
             first = result.errors[0]
@@ -129,7 +132,7 @@ def create_app(db, config=None) -> App:
         except (ValueError, UnicodeDecodeError) as e:
             return error_response(400, f"invalid JSON: {e}")
         with collect_missing() as missing:  # damaged blocks are skipped and named in the answer
-            rs = await db.query(obj)
+            rs = await (frontend_of(db) or db).query(obj)
         return _json({**await rows_json(rs, t0), **answer_extra(missing)})
 
     @route("/sql", ("POST", "GET"))
@@ -152,9 +155,17 @@ def create_app(db, config=None) -> App:
             return error_response(400, "empty SQL query")
         from rusts.sql.runner import run_sql_http
 
+        if frontend_of(db) is not None:
+            return _json(await frontend_of(db).sql(text, t0))
         with collect_missing() as missing:
             out = await run_sql_http(db, text, t0)
         return _json({**out, **answer_extra(missing)} if missing else out)
+
+    @route("/cluster", ("GET",))
+    async def cluster(req: Request) -> Response:
+        if frontend_of(db) is None:
+            return error_response(404, "this server is not a cluster node (start it with --cluster FILE)")
+        return _json(await frontend_of(db).status())
 
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:

@@ -68,6 +68,27 @@ async def _read_body(receive, limit: int) -> bytes | None:
             return bytes(chunks)
 
 
+_INSTANT = frozenset({"/ping", "/health"})
+
+
+async def _dispatch_watched(api: App, req: Request, receive) -> Response | None:
+    """``dispatch`` cancelled when the client disconnects (None then): its query stops too."""
+    resp = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch_disconnect():
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch_disconnect)
+        resp = await dispatch(api, req)
+        nursery.cancel_scope.cancel()
+    return resp
+
+
 async def answer(api: App, scope, receive, send) -> None:
     """Serve one HTTP request of ``api`` as a plain ASGI exchange."""
     headers = _headers_of(scope)
@@ -85,18 +106,10 @@ async def answer(api: App, scope, receive, send) -> None:
         else:
             req = Request(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body)
             resp = None
-            async with trio.open_nursery() as nursery:
-
-                async def watch_disconnect():
-                    while True:
-                        msg = await receive()
-                        if msg["type"] == "http.disconnect":
-                            nursery.cancel_scope.cancel()  # the handler's query stops too
-                            return
-
-                nursery.start_soon(watch_disconnect)
+            if req.path in _INSTANT:  # answered at once: no disconnect watcher (a task per request)
                 resp = await dispatch(api, req)
-                nursery.cancel_scope.cancel()
+            else:
+                resp = await _dispatch_watched(api, req, receive)
             if resp is None:
                 return  # the client went away
     await send({"type": "http.response.start", "status": resp.status,

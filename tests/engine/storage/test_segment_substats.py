@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rusts.storage.segment as segment
+import rusts.storage.segment_format as segment_format
+import rusts.storage.segment_writer as segment_writer
 from rusts.errors import CorruptionError, StorageError
 from rusts.model import Column, FieldType
 from rusts.storage.segment import SegmentReader, SeriesData, write_segment
@@ -179,40 +180,40 @@ def _series():
 
 
 def _col(values):
-    return segment._codec_column(np.asarray(values, np.float64), "default", "hot")
+    return segment_writer._codec_column(np.asarray(values, np.float64), "default", "hot")
 
 
 CORRUPTIONS = {
-    "missing section": lambda secs: secs.pop(segment.SUB_MAX),
-    "meta size": lambda secs: secs.__setitem__(segment.SUB_META, secs[segment.SUB_META][:16]),
+    "missing section": lambda secs: secs.pop(segment_format.SUB_MAX),
+    "meta size": lambda secs: secs.__setitem__(segment_format.SUB_META, secs[segment_format.SUB_META][:16]),
     "zero interval": lambda secs: secs.__setitem__(
-        segment.SUB_META, struct.pack("<QQQ", 0, *struct.unpack("<QQQ", secs[segment.SUB_META])[1:])),
+        segment_format.SUB_META, struct.pack("<QQQ", 0, *struct.unpack("<QQQ", secs[segment_format.SUB_META])[1:])),
     "block entry count": lambda secs: secs.__setitem__(
-        segment.SUB_META, struct.pack("<QQQ", HOUR, 1, struct.unpack("<QQQ", secs[segment.SUB_META])[2])),
-    "time not aligned": lambda secs: secs[segment.SUB_TIME].__setitem__(0, secs[segment.SUB_TIME][0] + 1),
-    "time order": lambda secs: secs[segment.SUB_TIME].__setitem__(1, secs[segment.SUB_TIME][0]),
-    "rows": lambda secs: secs[segment.SUB_ROWS].__setitem__(0, secs[segment.SUB_ROWS][0] + 1),
-    "count over rows": lambda secs: secs[segment.SUB_COUNT].__setitem__(0, 10**6),
-    "count vs chunk": lambda secs: secs[segment.SUB_COUNT].__setitem__(
-        0, max(0, int(secs[segment.SUB_COUNT][0]) - 1)),
-    "column too short": lambda secs: secs.__setitem__(segment.SUB_SUM, _col([1.0])),
-    "column trailing bytes": lambda secs: secs.__setitem__(segment.SUB_MIN, secs[segment.SUB_MIN] + b"x"),
+        segment_format.SUB_META, struct.pack("<QQQ", HOUR, 1, struct.unpack("<QQQ", secs[segment_format.SUB_META])[2])),
+    "time not aligned": lambda secs: secs[segment_format.SUB_TIME].__setitem__(0, secs[segment_format.SUB_TIME][0] + 1),
+    "time order": lambda secs: secs[segment_format.SUB_TIME].__setitem__(1, secs[segment_format.SUB_TIME][0]),
+    "rows": lambda secs: secs[segment_format.SUB_ROWS].__setitem__(0, secs[segment_format.SUB_ROWS][0] + 1),
+    "count over rows": lambda secs: secs[segment_format.SUB_COUNT].__setitem__(0, 10**6),
+    "count vs chunk": lambda secs: secs[segment_format.SUB_COUNT].__setitem__(
+        0, max(0, int(secs[segment_format.SUB_COUNT][0]) - 1)),
+    "column too short": lambda secs: secs.__setitem__(segment_format.SUB_SUM, _col([1.0])),
+    "column trailing bytes": lambda secs: secs.__setitem__(segment_format.SUB_MIN, secs[segment_format.SUB_MIN] + b"x"),
     "column block crc": lambda secs: secs.__setitem__(
-        segment.SUB_MAX, secs[segment.SUB_MAX][:-1] + bytes([secs[segment.SUB_MAX][-1] ^ 1])),
-    "column truncated": lambda secs: secs.__setitem__(segment.SUB_SUM, secs[segment.SUB_SUM][:6]),
+        segment_format.SUB_MAX, secs[segment_format.SUB_MAX][:-1] + bytes([secs[segment_format.SUB_MAX][-1] ^ 1])),
+    "column truncated": lambda secs: secs.__setitem__(segment_format.SUB_SUM, secs[segment_format.SUB_SUM][:6]),
 }
 
 
 @pytest.mark.parametrize("what", sorted(CORRUPTIONS))
 def test_inconsistent_sub_sections_fail_open(tmp_path, monkeypatch, what):
-    real = segment._Writer._sub_sections
+    real = segment_writer._Writer._sub_sections
 
     def bad(self):
         secs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in real(self).items()}
         CORRUPTIONS[what](secs)
         return secs
 
-    monkeypatch.setattr(segment._Writer, "_sub_sections", bad)
+    monkeypatch.setattr(segment_writer._Writer, "_sub_sections", bad)
     write_segment(tmp_path / "bad.seg", _series(), stats_interval_ns=HOUR // 6)
     with pytest.raises(CorruptionError):
         # the codec columns are checked when first used; everything else on open

@@ -1,0 +1,153 @@
+"""Shard appliers: each owned shard's JetStream stream applied into that shard's local database.
+
+Each shard a node owns (primary or replica) has its own :class:`rusts.db.Database` under
+``<data_dir>/cluster/shard-<k>/`` so a query for a set of shards reads exactly those shards, and a
+shard can be dropped or rebuilt alone. One trio task per shard pulls batches from a durable
+JetStream pull consumer and applies them with ``db.write_batch`` in stream order.
+
+Applied sequence, crash consistency (docs/cluster.md, "Apply"):
+
+1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written);
+2. make the WAL durable: with ``wal_durability: every_write`` it already is; otherwise one WAL
+   fsync for the whole batch (:func:`_sync_wal`);
+3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file, fsync,
+   rename, fsync of the directory;
+4. acknowledge ``a..b`` to JetStream and publish ``b`` to the metadata KV (Sync-mode writers and
+   ``/cluster`` lag read it there).
+
+So the recorded sequence never runs ahead of durable data: a crash between 1 and 3 leaves a
+sequence that is too low, and restart re-applies those messages, which is harmless because
+applying is idempotent (last write wins per series, timestamp and field, and messages are
+applied in stream order; redeliveries at or below the recorded sequence are skipped). The
+local file, not the consumer's ack floor, is authoritative: on start the consumer is recreated
+to deliver from ``seq + 1``, so a wiped shard directory replays its stream from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import trio
+
+from rusts.errors import CorruptionError, OverloadedError, RustsError
+
+log = logging.getLogger("rusts.cluster.apply")
+
+FETCH_BATCH = 256
+APPLIED_FILE = "applied.json"
+
+
+def read_applied(shard_dir: Path) -> int:
+    try:
+        with open(shard_dir / APPLIED_FILE, "rb") as fh:
+            return int(json.loads(fh.read())["seq"])
+    except FileNotFoundError:
+        return 0
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptionError(f"{shard_dir / APPLIED_FILE}: unreadable applied sequence: {e}") from None
+
+
+def write_applied(shard_dir: Path, seq: int) -> None:
+    """Atomically replace the shard's applied sequence (fsynced file and directory)."""
+    tmp = shard_dir / (APPLIED_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, json.dumps({"seq": int(seq)}).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, shard_dir / APPLIED_FILE)
+    dfd = os.open(shard_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+async def _sync_wal(db) -> None:
+    """fsync the shard database's WAL (everything written so far becomes durable)."""
+    if db.config.storage.wal_durability == "every_write":
+        return
+    from rusts.actors.wal_writer import WalSync
+    from rusts.messages import Reply
+
+    reply = Reply()
+    await db._wal_send.send(WalSync(reply))  # (a public Database.sync_wal() would be nicer)
+    await reply.wait()
+
+
+class ShardApplier:
+    """Applies one shard's stream into its database; ``applied`` is the recorded sequence."""
+
+    def __init__(self, shard: int, db, shard_dir: Path, bridge, link, node_id: str) -> None:
+        self.shard = shard
+        self.db = db
+        self.dir = shard_dir
+        self.bridge = bridge
+        self.link = link
+        self.node_id = node_id
+        self.applied = read_applied(shard_dir)
+        self.errors = 0
+        self.subscribed = False
+
+    async def _subscribe(self) -> None:
+        await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
+        self.subscribed = True
+
+    async def run(self) -> None:
+        from rusts.storage.walrecord import decode_batch
+
+        backoff = 0.2
+        while True:
+            step = "subscribe"
+            try:
+                if not self.subscribed:
+                    await self._subscribe()
+                    step = "publish applied"
+                    await self._publish_applied()
+                step = "fetch"
+                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, 1.0)
+                backoff = 0.2
+            except RustsError as e:
+                log.info("shard %d: %s: %s; retrying", self.shard, step, e)
+                self.subscribed = False
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if not msgs:
+                continue
+            applied_any = False
+            for seq, data, _m in msgs:
+                if seq <= self.applied:  # a redelivery of something already applied
+                    continue
+                try:
+                    batch = decode_batch(data)
+                except CorruptionError as e:
+                    self.errors += 1
+                    log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
+                else:
+                    while True:
+                        try:
+                            res = await self.db.write_batch(batch)
+                            break
+                        except OverloadedError:  # the shard's memtable is full: wait for the flusher
+                            await trio.sleep(0.5)
+                    if res.errors:
+                        self.errors += len(res.errors)
+                self.applied = seq
+                applied_any = True
+            if applied_any:
+                await _sync_wal(self.db)
+                await trio.to_thread.run_sync(write_applied, self.dir, self.applied)
+            try:
+                await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
+                await self._publish_applied()
+            except RustsError:
+                self.subscribed = False
+
+    async def _publish_applied(self) -> None:
+        await self.bridge.call(self.link.kv_put, "meta", f"applied.{self.shard}.{self.node_id}",
+                               str(self.applied).encode())

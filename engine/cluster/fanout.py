@@ -1,0 +1,284 @@
+"""Cluster reads: one live owner per shard answers a partial result, the coordinator merges it.
+
+Owner side (:func:`partial_answer`): for the shards asked, each shard's database runs
+
+* for ``Count``/``Sum``/``Mean``/``Min``/``Max``: one engine aggregate per field with the query's
+  filters, interval and group-by, asking for the mergeable states (count, sum, min, max) per
+  (group, bucket), computed by the engine from block statistics where it can;
+* for ``First``/``Last``/``StdDev``/``Variance``/``Median``/``Percentile``: the raw values with
+  their timestamps (exact answers; the cost grows with the rows: documented);
+* for raw queries: the rows, with ``limit + offset`` pushed down.
+
+Coordinator side (:func:`merge_aggregate`, :func:`merge_raw`): the partial states feed the
+executor's own accumulators (:class:`rusts.query.executor._Acc`) and its final step
+(``_finish``/``_compute``), so the merged answer has the single-node semantics: the same
+grouping (tag value ``""`` for a missing tag), bucket alignment, types (integer sums stay
+integers), masks, ordering, ``limit``/``offset`` and empty-answer rule. Float sums are added in
+another order than on one node, so they may differ in the last bits.
+
+Raw rows are ordered by time, ties by series (sorted tag values); a single node breaks ties by
+its internal series id, which no user can see or rely on.
+
+Wire format (NATS request/reply, orjson): ``{"query": <JSON query>, "shards": [...]}`` ->
+``{"field_types": {...}, "stats": [...], "values": [...], "raw": [...]}`` or ``{"error", "status"}``.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from rusts.errors import QueryError
+from rusts.model import Column, FieldType
+from rusts.query.model import AggFunc, Aggregation, Query, from_json
+
+_STATS_FUNCS = (AggFunc.Count, AggFunc.Sum, AggFunc.Mean, AggFunc.Min, AggFunc.Max)
+
+
+def _col_json(c: Column) -> dict:
+    v = c.values
+    return {"type": int(c.type), "values": v.tolist() if v.dtype == object else v,
+            "mask": None if c.mask is None else c.mask}
+
+
+def _col_of(d: dict) -> Column:
+    ft = FieldType(d["type"])
+    vals = np.array(d["values"], dtype=ft.dtype) if ft != FieldType.STRING else \
+        np.array(d["values"], dtype=object)
+    mask = None if d["mask"] is None else np.array(d["mask"], dtype=bool)
+    return Column(ft, vals, mask)
+
+
+def _gkeys(rs, group_by: tuple[str, ...]) -> list[list[str]]:
+    """The group-by tag values of every group of ``rs`` (per group, not per row)."""
+    return [[t.get(k, "") for k in group_by] for t in rs.group_tags]
+
+
+def _stats_plan(q: Query) -> dict[str | None, list[AggFunc]]:
+    """field -> engine functions whose per-key results are the mergeable states needed."""
+    plan: dict[str | None, list[AggFunc]] = {}
+    for a in q.aggregations:
+        if a.function not in _STATS_FUNCS:
+            continue
+        fs = plan.setdefault(a.field, [AggFunc.Count])
+        extra = {AggFunc.Sum: [AggFunc.Sum], AggFunc.Mean: [AggFunc.Sum], AggFunc.Min: [AggFunc.Min],
+                 AggFunc.Max: [AggFunc.Max]}.get(a.function, [])
+        for f in extra:
+            if f not in fs:
+                fs.append(f)
+    return plan
+
+
+def query_to_wire(q: Query) -> dict:
+    """``q`` as JSON for the owners (every field of the query model, unlike the JSON API, which
+    has one aggregate function per query: SQL plans carry several, with their output names)."""
+    return {"measurement": q.measurement, "start": q.start, "end": q.end,
+            "tag_filters": [[t.key, t.op.value, t.value, list(t.values)] for t in q.tag_filters],
+            "fields": None if q.fields is None else list(q.fields),
+            "aggregations": [[a.function.value, a.field, a.percentile, a.name] for a in q.aggregations],
+            "interval": q.interval, "group_by": list(q.group_by), "order": q.order, "limit": q.limit,
+            "offset": q.offset}
+
+
+def query_from_wire(d: dict) -> Query:
+    from rusts.query.model import TagFilter, TagOp
+
+    return Query(d["measurement"], int(d["start"]), int(d["end"]),
+                 tuple(TagFilter(k, TagOp(op), v, tuple(vs)) for k, op, v, vs in d["tag_filters"]),
+                 None if d["fields"] is None else tuple(d["fields"]),
+                 tuple(Aggregation(AggFunc(f), field, pct, name) for f, field, pct, name in d["aggregations"]),
+                 d["interval"], tuple(d["group_by"]), d["order"], d["limit"], int(d["offset"]))
+
+
+def catalog_answer(dbs: dict, shards: list[int]) -> dict:
+    """``{measurement: {"tags": [...], "fields": {name: type}}}`` of ``shards``."""
+    from rusts.sql.translate import db_tag_keys
+
+    out: dict = {}
+    for s in shards:
+        db = dbs[s]
+        for m in db.measurements():
+            e = out.setdefault(m, {"tags": set(), "fields": {}})
+            e["tags"].update(db_tag_keys(db, m))
+            e["fields"].update({k: int(v) for k, v in db.schema.fields(m).items()})
+    return {m: {"tags": sorted(e["tags"]), "fields": e["fields"]} for m, e in out.items()}
+
+
+def merge_catalog(parts: list[dict]):
+    """The SQL :class:`~rusts.sql.translate.Catalog` of the whole cluster."""
+    from rusts.sql.translate import Catalog
+
+    tables: dict[str, tuple[set, dict]] = {}
+    for p in parts:
+        for m, e in p.items():
+            tags, fields = tables.setdefault(m, (set(), {}))
+            tags.update(e["tags"])
+            for k, v in e["fields"].items():
+                fields.setdefault(k, FieldType(v))
+    return Catalog.of_dicts({m: (sorted(t), f) for m, (t, f) in tables.items()})
+
+
+async def partial_answer(dbs: dict, qjson, shards: list[int]) -> dict:
+    """This owner's partial answer over ``shards`` (each in ``dbs``) of a query: a
+    :class:`Query`, its wire form (:func:`query_to_wire`) or a JSON API body."""
+    if isinstance(qjson, Query):
+        q = qjson
+    elif isinstance(qjson, dict) and "aggregations" in qjson and "start" in qjson:
+        q = query_from_wire(qjson)
+    else:
+        q = from_json(qjson)
+    out: dict = {"field_types": {}, "stats": [], "values": [], "raw": []}
+    value_fields = sorted({a.field for a in q.aggregations
+                           if a.function not in _STATS_FUNCS and a.field is not None})
+    plan = _stats_plan(q) if q.is_aggregate else {}
+    for s in shards:
+        db = dbs[s]
+        if not db.index.measurements() or q.measurement not in db.index.measurements():
+            continue
+        fts = db.schema.fields(q.measurement)
+        out["field_types"].update({k: int(v) for k, v in fts.items()})
+        if not q.is_aggregate:
+            want = None if q.limit is None else q.limit + q.offset
+            rs = await db.query(attrs.evolve(q, limit=want, offset=0))
+            if len(rs):
+                out["raw"].append({"ts": rs.timestamps, "group": rs.row_group, "tags": rs.group_tags,
+                                   "cols": {n: _col_json(rs.fields[n]) for n in rs.field_order}})
+            continue
+        for field, funcs in plan.items():
+            if field is not None and field not in fts:
+                continue
+            aggs = tuple(Aggregation(f, field, None, f"p{i}") for i, f in enumerate(funcs))
+            sub = attrs.evolve(q, aggregations=aggs, order="Asc", limit=None, offset=0)
+            rs = await db.query(sub)
+            if not len(rs):
+                continue
+            cnt = rs.fields["p0"].values
+            keep = cnt > 0
+            if not keep.any():
+                continue
+            entry = {"field": field, "gkeys": _gkeys(rs, q.group_by), "group": rs.row_group[keep],
+                     "bucket": (rs.timestamps[keep] if rs.timestamps is not None
+                                else np.zeros(int(keep.sum()), np.int64)),
+                     "count": cnt[keep]}
+            for i, f in enumerate(funcs[1:], 1):
+                entry[f.value.lower()] = rs.fields[f"p{i}"].values[keep].astype(np.float64)
+            out["stats"].append(entry)
+        for field in value_fields:
+            if field not in fts:
+                continue
+            sub = attrs.evolve(q, aggregations=(), interval=None, group_by=(), fields=(field,),
+                               order="Asc", limit=None, offset=0)
+            rs = await db.query(sub)
+            if not len(rs):
+                continue
+            c = rs.fields[field]
+            keep = np.ones(len(rs), bool) if c.mask is None else c.mask
+            out["values"].append({"field": field, "gkeys": _gkeys(rs, q.group_by),
+                                  "group": rs.row_group[keep], "ts": rs.timestamps[keep],
+                                  "v": _col_json(Column(c.type, c.values[keep]))})
+    return out
+
+
+def merge_aggregate(q: Query, parts: list[dict]):
+    """The final aggregate :class:`~rusts.query.executor.ResultSet` of ``q`` from owners' parts."""
+    from rusts.query.executor import _Acc, _bucket, _check_agg_types, _finish
+
+    field_types = {}
+    for p in parts:
+        field_types.update({k: FieldType(v) for k, v in p["field_types"].items()})
+    _check_agg_types(q, field_types)
+    # every group key seen, sorted like the executor sorts them
+    keys = set()
+    for p in parts:
+        for e in p["stats"] + p["values"]:
+            keys.update(tuple(k) for k in e["gkeys"])
+    uniq = sorted(keys) if q.group_by else [()]
+    gmap = {k: i for i, k in enumerate(uniq)}
+    group_tags = [dict(zip(q.group_by, k)) for k in uniq]
+
+    def gidx(e) -> np.ndarray:
+        local = np.array([gmap[tuple(k)] for k in e["gkeys"]] or [0], dtype=np.int64)
+        return local[np.asarray(e["group"], dtype=np.int64)]
+
+    accs = [_Acc() for _ in q.aggregations]
+    for p in parts:
+        for e in p["stats"]:
+            g = gidx(e)
+            b = np.asarray(e["bucket"], dtype=np.int64)
+            cnt = np.asarray(e["count"], dtype=np.int64)
+            n = len(cnt)
+            for a, acc in zip(q.aggregations, accs):
+                if a.function not in _STATS_FUNCS or a.field != e["field"]:
+                    continue
+                acc.st_g.append(g)
+                acc.st_b.append(b)
+                acc.st_count.append(cnt)
+                acc.st_sum.append(np.asarray(e.get("sum", np.zeros(n)), dtype=np.float64))
+                acc.st_min.append(np.asarray(e.get("min", np.zeros(n)), dtype=np.float64))
+                acc.st_max.append(np.asarray(e.get("max", np.zeros(n)), dtype=np.float64))
+        for e in p["values"]:
+            g = gidx(e)
+            t = np.asarray(e["ts"], dtype=np.int64)
+            b = _bucket(t, q.interval)
+            v = _col_of(e["v"]).values
+            for a, acc in zip(q.aggregations, accs):
+                if a.function in _STATS_FUNCS or a.field != e["field"]:
+                    continue
+                acc.v_g.append(g)
+                acc.v_b.append(b)
+                acc.v_t.append(t)
+                acc.v_v.append(v)
+                acc.k_g.append(g)
+                acc.k_b.append(b)
+    return _finish(q, q.aggregations, accs, group_tags, field_types)
+
+
+def merge_raw(q: Query, parts: list[dict]):
+    """The raw-rows :class:`~rusts.query.executor.ResultSet` of ``q`` from owners' parts."""
+    from rusts.query.executor import ResultSet
+    from rusts.query.rowset import concat_column
+
+    field_types = {}
+    for p in parts:
+        field_types.update({k: FieldType(v) for k, v in p["field_types"].items()})
+    raws = [r for p in parts for r in p["raw"]]
+    if q.fields is not None:
+        for f in q.fields:
+            if field_types and f not in field_types:
+                raise QueryError(f'unknown field "{f}" in measurement "{q.measurement}"', sqlstate="42703")
+        names = list(q.fields)
+    else:
+        names = sorted({n for r in raws for n in r["cols"]})
+    if not raws:
+        return ResultSet(q.measurement, np.empty(0, np.int64), np.empty(0, np.int64), [], {}, names, False,
+                         {n: field_types[n] for n in names if n in field_types})
+    # series identity across shards: the sorted tag items
+    series: dict[tuple, int] = {}
+    for r in raws:
+        for t in r["tags"]:
+            series.setdefault(tuple(sorted(t.items())), 0)
+    order_keys = sorted(series)
+    for i, k in enumerate(order_keys):
+        series[k] = i
+    group_tags = [dict(k) for k in order_keys]
+    ts = np.concatenate([np.asarray(r["ts"], dtype=np.int64) for r in raws])
+    grp = np.concatenate([np.array([series[tuple(sorted(t.items()))] for t in r["tags"]] or [0],
+                                   dtype=np.int64)[np.asarray(r["group"], dtype=np.int64)] for r in raws])
+    lengths = [len(r["ts"]) for r in raws]
+    cols = {}
+    for n in names:
+        ft = field_types.get(n)
+        if ft is None:
+            continue
+        cols[n] = concat_column([_col_of(r["cols"][n]) if n in r["cols"] else None for r in raws], lengths, ft)
+    names = [n for n in names if n in cols]
+    order = np.lexsort((grp, -ts)) if q.order == "Desc" else np.lexsort((grp, ts))
+    hi = None if q.limit is None else q.offset + q.limit
+    order = order[q.offset:hi]
+    cols = {n: c.take(order) for n, c in cols.items()}
+    return ResultSet(q.measurement, ts[order], grp[order], group_tags, cols, names, False,
+                     {n: field_types[n] for n in names})
+
+
+def merge(q: Query, parts: list[dict]):
+    return merge_aggregate(q, parts) if q.is_aggregate else merge_raw(q, parts)

@@ -1,0 +1,332 @@
+"""NATS (JetStream) from trio: nats-py runs on its own asyncio loop in a dedicated thread.
+
+Choice: a dedicated asyncio thread rather than trio-asyncio. nats-py is written for asyncio
+and keeps background tasks (reader, flusher, ping, reconnect) alive between calls; running them on
+a real asyncio loop in their own thread is how the library is tested upstream, keeps the trio
+loop free of asyncio's scheduling, and costs one thread hop per call (a ``call_soon_threadsafe``
+and a ``run_sync_soon`` back), which is small next to a network round trip. Every nats object
+lives and is touched only in that thread: trio code calls :meth:`NatsBridge.call` with a
+coroutine function of :class:`NatsLink` and awaits its result. Cancelling the trio side cancels
+the asyncio future.
+
+Errors: anything the NATS side raises while the servers are unreachable (no servers, timeouts,
+connection closed or reconnecting, no responders) comes back as
+:class:`rusts.errors.OverloadedError` (HTTP 503 with Retry-After); the HTTP layer never sees a
+nats exception or a traceback.
+
+Names: shard ``k`` of cluster ``c`` is the stream ``RUSTS_c_k`` with the subject ``rusts.c.s.k``;
+metadata lives in the KV buckets ``rusts_c_members`` (heartbeats) and ``rusts_c_meta`` (shard
+map, applied sequences); node-to-node query requests go to the subject ``rusts.c.q.<node_id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from rusts.errors import OverloadedError, RustsError
+
+log = logging.getLogger("rusts.cluster.nats")
+
+RETRY_AFTER = 2.0
+
+
+def stream_name(cluster: str, shard: int) -> str:
+    return f"RUSTS_{cluster}_{shard}"
+
+
+def shard_subject(cluster: str, shard: int) -> str:
+    return f"rusts.{cluster}.s.{shard}"
+
+
+def query_subject(cluster: str, node_id: str) -> str:
+    return f"rusts.{cluster}.q.{node_id}"
+
+
+def _is_nats_error(e: BaseException) -> bool:
+    import nats.errors
+
+    return isinstance(e, (nats.errors.Error, asyncio.TimeoutError, ConnectionError, OSError))
+
+
+class NatsUnavailable(OverloadedError):
+    """The NATS servers cannot be reached (or did not answer in time): retry later."""
+
+
+class NatsBridge:
+    """An asyncio event loop in a daemon thread, called from trio."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="rusts-nats", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self) -> None:
+        if self.loop is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+            self.loop = None
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args, **kwargs) -> Any:
+        """Run ``await fn(*args, **kwargs)`` on the asyncio loop; return or raise its outcome.
+
+        NATS failures are raised as :class:`NatsUnavailable`."""
+        assert self.loop is not None, "bridge not started"
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_f) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass
+
+        fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
+        fut.add_done_callback(wake)
+        try:
+            await done.wait()
+        except BaseException:
+            fut.cancel()
+            raise
+        try:
+            return fut.result()
+        except RustsError:
+            raise
+        except Exception as e:
+            if _is_nats_error(e):
+                raise NatsUnavailable(f"NATS unavailable: {type(e).__name__}: {e}".rstrip(": "),
+                                      retry_after=RETRY_AFTER) from None
+            raise
+
+    def submit(self, fn: Callable[..., Awaitable[Any]], *args) -> None:
+        """Start ``fn(*args)`` on the asyncio loop without waiting (fire and forget)."""
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+
+
+class NatsLink:
+    """The NATS side of one node: connection, JetStream streams and KV buckets (asyncio only)."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.nc = None
+        self.js = None
+        self.members = None
+        self.meta = None
+        self.subs: dict[int, Any] = {}
+        self._ensured: set[int] = set()
+        self.max_payload = 1 << 20
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def connect(self) -> None:
+        import nats
+
+        c = self.cfg
+        self.nc = await nats.connect(
+            servers=list(c.nats.servers), connect_timeout=c.nats.connect_timeout_secs,
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            name=f"rusts-{c.cluster_name}-{c.node_id}")
+        self.js = self.nc.jetstream(timeout=c.nats.publish_timeout_secs)
+        self.max_payload = int(self.nc.max_payload)
+        r = c.nats.stream_replicas
+        name = c.cluster_name
+        self.members = await self.js.create_key_value(
+            bucket=f"rusts_{name}_members", history=1, ttl=max(10.0, 5 * c.dead_after_secs), replicas=r)
+        self.meta = await self.js.create_key_value(bucket=f"rusts_{name}_meta", history=1, replicas=r)
+        for s in range(c.shard_count):
+            await self.ensure_stream(s)
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 3)
+            except Exception:
+                pass
+            self.nc = None
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise NatsUnavailable("NATS is unreachable (cluster write log unavailable)",
+                                  retry_after=RETRY_AFTER)
+
+    async def ensure_stream(self, shard: int) -> None:
+        from nats.js.api import StorageType, StreamConfig
+        import nats.js.errors
+
+        c = self.cfg
+        cfg = StreamConfig(name=stream_name(c.cluster_name, shard),
+                           subjects=[shard_subject(c.cluster_name, shard)],
+                           num_replicas=c.nats.stream_replicas, storage=StorageType.FILE,
+                           duplicate_window=120.0)
+        try:
+            await self.js.add_stream(cfg)
+        except nats.js.errors.BadRequestError as e:  # exists with another config: keep it
+            log.warning("stream %s: %s", cfg.name, e)
+        self._ensured.add(shard)
+
+    # ---------------------------------------------------------------- write log
+    async def publish(self, shard: int, payload: bytes, msg_id: str) -> int:
+        """Publish one shard message; returns its stream sequence (the JetStream ack)."""
+        self._check()
+        ack = await self.js.publish(shard_subject(self.cfg.cluster_name, shard), payload,
+                                    headers={"Nats-Msg-Id": msg_id})
+        return int(ack.seq)
+
+    async def publish_many(self, items: list[tuple[int, bytes, str]]) -> list[int]:
+        """Publish several shard messages: shards concurrently, each shard's messages one after
+        the other (so a shard's stream keeps their order); their stream sequences, in order."""
+        self._check()
+        by_shard: dict[int, list[int]] = {}
+        for k, (s, _, _) in enumerate(items):
+            by_shard.setdefault(s, []).append(k)
+        out = [0] * len(items)
+
+        async def one_shard(idx: list[int]) -> None:
+            for k in idx:
+                s, p, i = items[k]
+                out[k] = await self.publish(s, p, i)
+
+        await asyncio.gather(*(one_shard(idx) for idx in by_shard.values()))
+        return out
+
+    async def last_seqs(self) -> dict[int, int]:
+        out = {}
+        for s in range(self.cfg.shard_count):
+            si = await self.js.stream_info(stream_name(self.cfg.cluster_name, s))
+            out[s] = int(si.state.last_seq)
+        return out
+
+    async def subscribe_shard(self, shard: int, start_seq: int) -> None:
+        """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        import nats.js.errors
+
+        c = self.cfg
+        stream = stream_name(c.cluster_name, shard)
+        durable = f"apply_{c.node_id}"
+        old = self.subs.pop(shard, None)
+        if old is not None:
+            try:
+                await old.unsubscribe()
+            except Exception:
+                pass
+        try:
+            await self.js.delete_consumer(stream, durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        if start_seq <= 1:
+            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.ALL,
+                                ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
+        else:
+            cc = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                opt_start_seq=start_seq, ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0,
+                                max_ack_pending=-1)
+        self.subs[shard] = await self.js.pull_subscribe(shard_subject(c.cluster_name, shard),
+                                                        durable=durable, stream=stream, config=cc)
+
+    async def fetch(self, shard: int, batch: int, timeout: float) -> list[tuple[int, bytes, Any]]:
+        """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout."""
+        import nats.errors
+
+        sub = self.subs.get(shard)
+        if sub is None or not self.connected:
+            await asyncio.sleep(timeout)
+            return []
+        try:
+            msgs = await sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing new within the timeout
+            return []
+        return [(int(m.metadata.sequence.stream), m.data, m) for m in msgs]
+
+    async def ack(self, msgs: list) -> None:
+        for m in msgs:
+            await m.ack()
+
+    # ---------------------------------------------------------------- key-value metadata
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> None:
+        self._check()
+        await getattr(self, bucket).put(key, value)
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> bool:
+        """Create ``key`` unless it exists; True when this call created it."""
+        import nats.js.errors
+
+        try:
+            await getattr(self, bucket).create(key, value)
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+
+    async def kv_get(self, bucket: str, key: str) -> bytes | None:
+        import nats.js.errors
+
+        try:
+            e = await getattr(self, bucket).get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return e.value
+
+    async def kv_items(self, bucket: str) -> dict[str, bytes]:
+        import nats.js.errors
+
+        kv = getattr(self, bucket)
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            return {}
+        out = {}
+        for k in keys:
+            try:
+                e = await kv.get(k)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if e.value:
+                out[k] = e.value
+        return out
+
+    # ---------------------------------------------------------------- node-to-node requests
+    async def serve_requests(self, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """Answer requests on ``subject`` with ``await handler(payload)`` (runs on this loop)."""
+
+        async def on_msg(msg) -> None:
+            try:
+                reply = await handler(msg.data)
+            except Exception as e:  # never leave a requester waiting for a timeout
+                import orjson
+
+                reply = orjson.dumps({"error": f"{type(e).__name__}: {e}", "status": 500})
+            try:
+                await msg.respond(reply)
+            except Exception as e:
+                log.warning("cannot answer a cluster request: %s", e)
+
+        await self.nc.subscribe(subject, cb=on_msg)
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        self._check()
+        msg = await self.nc.request(subject, payload, timeout=timeout)
+        return msg.data

@@ -1,0 +1,385 @@
+"""One cluster node: its NATS link, owned shard databases, appliers, membership and frontend.
+
+:func:`run_cluster_node` is what ``rusts-server`` starts in its nursery when a ``cluster.toml`` is
+configured; the HTTP app finds the node with :func:`frontend_of` and sends writes, JSON queries,
+SQL and ``/cluster`` to it. The node starts without NATS (writes get 503 until it connects) and
+keeps reconnecting; it never stops the server because NATS is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import attrs
+import numpy as np
+import orjson
+import trio
+
+from rusts.errors import QueryError, RustsError
+
+log = logging.getLogger("rusts.cluster")
+
+_NODES: dict[int, "ClusterNode"] = {}
+
+
+class _Starting:
+    """Stands for a configured node that is not running yet (its shard databases are opening):
+    every request gets 503 rather than reaching the server's local, non-cluster database."""
+
+    async def _refuse(self, *args, **kwargs):
+        from rusts.errors import OverloadedError
+
+        raise OverloadedError("the cluster node is starting; retry shortly", retry_after=1.0)
+
+    write = query = sql = status = _refuse
+
+
+def frontend_of(db) -> "ClusterNode | _Starting | None":
+    """The cluster node serving ``db``'s HTTP API, or None when the server is not clustered."""
+    node = _NODES.get(id(db)) if _NODES else None
+    if node is None and getattr(getattr(db, "config", None), "cluster", None):
+        return _Starting()
+    return node
+
+
+def _default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+def dumps(obj) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+
+
+class NoLiveOwner(RustsError):
+    http_status = 503
+
+
+class ClusterNode:
+    def __init__(self, cfg, config, db) -> None:
+        from rusts.cluster.membership import Membership
+        from rusts.cluster.nats_bridge import NatsBridge, NatsLink
+        from rusts.cluster.sharding import Sharder
+        from rusts.cluster.writer import ClusterWriter
+
+        self.cfg = cfg
+        self.config = config
+        self.main_db = db
+        self.bridge = NatsBridge()
+        self.link = NatsLink(cfg)
+        self.sharder = Sharder(cfg.sharding_strategy, cfg.shard_count, cfg.time_bucket_ns)
+        self.membership = Membership(self)
+        self.writer = ClusterWriter(self)
+        self.dbs: dict[int, object] = {}
+        self.appliers: dict = {}
+        self.outbox = None
+        self.connected_once = False
+        self.root = Path(config.storage.data_dir) / "cluster"
+
+    # ------------------------------------------------------------------ state
+    @property
+    def nats_connected(self) -> bool:
+        return self.link.connected
+
+    @property
+    def max_payload(self) -> int:
+        return self.link.max_payload
+
+    def _shard_config(self, shard: int):
+        st = self.config.storage
+        return attrs.evolve(self.config, storage=attrs.evolve(
+            st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None))
+
+    # ------------------------------------------------------------------ running
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        import rusts.db
+        from rusts.cluster.applier import ShardApplier
+
+        self.bridge.start()
+        req_send, req_recv = trio.open_memory_channel(float("inf"))
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._req_send = req_send
+        try:
+            async with AsyncExitStack() as stack:
+                for s in self.cfg.this_node.owned:
+                    sdb = rusts.db.Database(self._shard_config(s))
+                    self.dbs[s] = await stack.enter_async_context(rusts.db.running(sdb))
+                    self.appliers[s] = ShardApplier(s, sdb, Path(sdb.data_dir), self.bridge, self.link,
+                                                    self.cfg.node_id)
+                if self.cfg.replication_mode == "Async":
+                    from rusts.cluster.outbox import Outbox
+
+                    self.outbox = await trio.to_thread.run_sync(Outbox, self.root / "outbox",
+                                                                self.cfg.outbox_max_bytes)
+                    stack.callback(self.outbox.close)
+                _NODES[id(self.main_db)] = self
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._connect_loop, nursery)
+                        nursery.start_soon(self._serve_requests, req_recv, nursery)
+                        if self.outbox is not None:
+                            nursery.start_soon(self.outbox.run, self.writer._publish)
+                        task_status.started()
+                finally:
+                    _NODES.pop(id(self.main_db), None)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.bridge.call(self.link.close)
+                except Exception:
+                    pass
+            self.bridge.stop()
+
+    async def _connect_loop(self, nursery) -> None:
+        while True:
+            try:
+                await self.bridge.call(self.link.connect)
+                await self.membership.bootstrap_shard_map()
+                await self.bridge.call(self.link.serve_requests, self._query_subject(), self._on_request)
+                break
+            except RustsError as e:
+                log.info("cluster: waiting for NATS (%s)", e)
+                await self.bridge.call(self.link.close)
+                await trio.sleep(1.0)
+        self.connected_once = True
+        log.info("cluster: node %s connected to NATS", self.cfg.node_id)
+        await self.membership.heartbeat_once()
+        nursery.start_soon(self.membership.run)
+        for a in self.appliers.values():
+            nursery.start_soon(a.run)
+
+    def _query_subject(self) -> str:
+        from rusts.cluster.nats_bridge import query_subject
+
+        return query_subject(self.cfg.cluster_name, self.cfg.node_id)
+
+    async def _on_request(self, payload: bytes) -> bytes:
+        """(asyncio side) hand a partial-query request to trio and await the answer."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def deliver(data: bytes) -> None:
+            def put():
+                if not fut.done():
+                    fut.set_result(data)
+            loop.call_soon_threadsafe(put)
+
+        self._trio_token.run_sync_soon(self._req_send.send_nowait, (payload, deliver))
+        return await fut
+
+    async def _serve_requests(self, recv, nursery) -> None:
+        async for payload, deliver in recv:
+            nursery.start_soon(self._answer, payload, deliver)
+
+    async def _answer(self, payload: bytes, deliver) -> None:
+        from rusts.cluster.fanout import partial_answer
+
+        try:
+            req = orjson.loads(payload)
+            shards = [int(s) for s in req["shards"]]
+            missing = [s for s in shards if s not in self.dbs]
+            if missing:
+                raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]}")
+            if req.get("op") == "catalog":
+                from rusts.cluster.fanout import catalog_answer
+
+                out = dumps(catalog_answer(self.dbs, shards))
+            else:
+                out = dumps(await partial_answer(self.dbs, req["query"], shards))
+        except RustsError as e:
+            out = dumps({"error": str(e), "status": e.http_status})
+        except Exception as e:  # a bug: report it to the coordinator rather than time out
+            log.exception("cluster: partial query failed")
+            out = dumps({"error": f"internal error on node {self.cfg.node_id}: {type(e).__name__}: {e}",
+                         "status": 500})
+        deliver(out)
+
+    # ------------------------------------------------------------------ writes
+    async def write(self, body: bytes, precision: str = "ns"):
+        return await self.writer.write(body, precision)
+
+    async def wait_applied(self, want: dict[int, int], timeout: float) -> None:
+        """Sync mode: wait until every owner of each shard applied at least ``want[shard]``."""
+        from rusts.cluster.writer import SyncTimeout
+
+        deadline = trio.current_time() + timeout
+        pending = {(s, o): q for s, q in want.items() for o in self.membership.owners(s)}
+        while pending:
+            for (s, o), q in list(pending.items()):
+                if o == self.cfg.node_id and s in self.appliers:
+                    got = self.appliers[s].applied
+                else:
+                    raw = await self.bridge.call(self.link.kv_get, "meta", f"applied.{s}.{o}")
+                    got = int(raw) if raw else 0
+                if got >= q:
+                    del pending[(s, o)]
+            if not pending:
+                return
+            if trio.current_time() > deadline:
+                (s, o), q = next(iter(pending.items()))
+                raise SyncTimeout(f"Sync write: the log holds it, but node {o} has not applied shard {s} "
+                                  f"(sequence {q}) within {timeout:g}s")
+            await trio.sleep(0.02)
+
+    # ------------------------------------------------------------------ reads
+    def _assign(self, shards: list[int], exclude: set[str]) -> dict[str, list[int]]:
+        me = self.cfg.node_id
+        plan: dict[str, list[int]] = {}
+        for s in shards:
+            owners = self.membership.owners(s)
+            live = [o for o in owners if o not in exclude and (o == me or self.membership.live(o))]
+            if me in live and s in self.dbs:
+                pick = me
+            elif live:
+                pick = live[s % len(live)]  # spread the shards of a query over their owners
+            else:
+                raise NoLiveOwner(f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})")
+            plan.setdefault(pick, []).append(s)
+        return plan
+
+    async def _partial(self, node_id: str, op: str, q, shards: list[int]) -> dict:
+        from rusts.cluster.fanout import catalog_answer, partial_answer, query_to_wire
+        from rusts.cluster.nats_bridge import query_subject
+
+        if node_id == self.cfg.node_id:
+            if op == "catalog":
+                return catalog_answer(self.dbs, shards)
+            return await partial_answer(self.dbs, q, shards)
+        payload = {"op": op, "shards": shards}
+        if q is not None:
+            payload["query"] = query_to_wire(q)
+        raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
+                                     dumps(payload), float(self.config.query.timeout_secs))
+        out = orjson.loads(raw)
+        if isinstance(out, dict) and "error" in out and "status" in out:
+            if out.get("status") == 400:
+                raise QueryError(out["error"])
+            if out.get("status") == 503:
+                raise NoLiveOwner(out["error"])
+            raise RustsError(out["error"])
+        return out
+
+    async def _fan_out(self, op: str, q, shards: list[int]) -> list[dict]:
+        """Ask one live owner per shard (another owner when one fails); their answers."""
+        parts: list[dict] = []
+        failed: set[str] = set()
+        todo = shards
+        for _attempt in range(len(self.cfg.nodes) + 1):
+            plan = self._assign(todo, failed)
+            results: dict[str, dict] = {}
+            errors: dict[str, RustsError] = {}
+
+            async def one(node_id: str, ss: list[int]) -> None:
+                try:
+                    results[node_id] = await self._partial(node_id, op, q, ss)
+                except QueryError:
+                    raise
+                except RustsError as e:  # unreachable or failing owner: try another one
+                    errors[node_id] = e
+
+            async with trio.open_nursery() as n:
+                for node_id, ss in plan.items():
+                    n.start_soon(one, node_id, ss)
+            parts.extend(results.values())
+            if not errors:
+                return parts
+            for node_id, e in errors.items():
+                log.warning("cluster: node %s failed a partial query: %s", node_id, e)
+            failed |= set(errors)
+            todo = [s for nid in errors for s in plan[nid]]
+        raise NoLiveOwner(f"no owner answered for shards {todo}")
+
+    async def query(self, qjson):
+        """Answer a JSON query (or a :class:`Query`) over the whole cluster; a ResultSet."""
+        from rusts.cluster.fanout import merge
+        from rusts.query.model import Query, from_json
+
+        q = qjson if isinstance(qjson, Query) else from_json(qjson)
+        shards = self.sharder.shards_for(q.measurement, q.start, q.end)
+        parts = await self._fan_out("query", q, shards)
+        if len(parts) > 1 or any(len(p.get("raw", ())) > 4 for p in parts):
+            return await trio.to_thread.run_sync(merge, q, parts)
+        return merge(q, parts)
+
+    async def sql(self, text: str, t0: float) -> dict:
+        """``POST /sql`` in cluster mode: single-table SELECTs that the query model expresses
+        (the fast path of rusts.sql) run distributed; anything else is refused with a 4xx."""
+        from rusts.cluster.fanout import merge_catalog
+        from rusts.errors import UnsupportedError
+        from rusts.sql.dml import is_dml
+        from rusts.sql.output import to_json
+        from rusts.sql.runner import _prepare, fast_output
+        from rusts.sql.show import is_show
+        from rusts.sql.translate import plan_fast
+
+        if is_dml(text) or is_show(text):
+            raise UnsupportedError("this statement is not supported in cluster mode yet (docs/cluster.md)",
+                                   sqlstate="0A000")
+        now = time.time_ns()
+        _, ext, ast, names = _prepare(text, None)
+        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count))))
+        plan = None if ext is not None else plan_fast(ast, cat, now, names, allow_residual=False)
+        if plan is None:
+            raise UnsupportedError(
+                "this SQL statement is not supported in cluster mode yet: cluster mode answers "
+                "single-table SELECTs with time and tag filters, GROUP BY tags and time_bucket, "
+                "aggregates, ORDER BY and LIMIT (docs/cluster.md)", sqlstate="0A000")
+        rs = await self.query(plan.query)
+        return to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000)
+
+    # ------------------------------------------------------------------ status
+    async def status(self) -> dict:
+        m = self.membership
+        now = time.time()
+        out = {"node_id": self.cfg.node_id, "cluster_name": self.cfg.cluster_name,
+               "replication_mode": self.cfg.replication_mode,
+               "replication_factor": self.cfg.replication_factor,
+               "sharding_strategy": self.cfg.sharding_strategy, "shard_count": self.cfg.shard_count,
+               "nats_connected": self.nats_connected, "shard_map_source": m.map_source,
+               "outbox": None if self.outbox is None else {"messages": len(self.outbox.pending),
+                                                           "bytes": self.outbox.bytes,
+                                                           "published_seq": self.outbox.published},
+               "writes": dict(self.writer.stats)}
+        out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
+                           self.nats_connected or m.live(n.id),
+                           "heartbeat_age_secs": (round(now - float(m.members[n.id]["ts"]), 3)
+                                                  if n.id in m.members else None)}
+                          for n in self.cfg.nodes]
+        last = {}
+        if self.nats_connected:
+            try:
+                last = await self.bridge.call(self.link.last_seqs)
+                await m.refresh()
+            except RustsError:
+                last = {}
+        shards = []
+        for s in range(self.cfg.shard_count):
+            owners = []
+            for o in m.owners(s):
+                if o == self.cfg.node_id and s in self.appliers:
+                    applied = self.appliers[s].applied
+                else:
+                    applied = m.applied.get((s, o))
+                lag = None if applied is None or s not in last else max(0, last[s] - applied)
+                owners.append({"node": o, "applied_seq": applied, "lag": lag})
+            shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
+        out["shards"] = shards
+        out["max_lag"] = max((o["lag"] for sh in shards for o in sh["owners"] if o["lag"] is not None),
+                             default=None)
+        return out
+
+
+async def run_cluster_node(db, config, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Start the cluster node of ``config.cluster`` for the server's database ``db``."""
+    from rusts.cluster.config import load_cluster_config
+
+    cfg = load_cluster_config(config.cluster)
+    node = ClusterNode(cfg, config, db)
+    await node.run(task_status=task_status)

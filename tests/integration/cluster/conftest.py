@@ -1,0 +1,159 @@
+"""Real processes for cluster tests: a NATS JetStream cluster (nats-server) and rusts nodes."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+NATS_BIN = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsCluster:
+    """``n`` nats-server processes with JetStream, routed into one cluster on loopback ports."""
+
+    def __init__(self, root: pathlib.Path, n: int = 3) -> None:
+        self.root = root
+        self.n = n
+        self.ports = [free_port() for _ in range(n)]
+        self.cluster_ports = [free_port() for _ in range(n)]
+        self.procs: list[subprocess.Popen | None] = [None] * n
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.ports]
+
+    def _conf(self, i: int) -> pathlib.Path:
+        d = self.root / f"nats{i}"
+        d.mkdir(exist_ok=True)
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports) if j != i)
+        text = (f'port: {self.ports[i]}\nhost: 127.0.0.1\nserver_name: "n{i}"\nmax_payload: 8MB\n'
+                f'jetstream {{ store_dir: "{d}" }}\n')
+        if self.n > 1:
+            text += (f'cluster {{ name: "rusts-test", listen: "127.0.0.1:{self.cluster_ports[i]}", '
+                     f'routes: [{routes}] }}\n')
+        conf = d / "nats.conf"
+        conf.write_text(text)
+        return conf
+
+    def start(self, i: int | None = None) -> "NatsCluster":
+        for k in ([i] if i is not None else range(self.n)):
+            log = open(self.root / f"nats{k}.log", "ab")
+            self.procs[k] = subprocess.Popen([NATS_BIN, "-c", str(self._conf(k))], stdout=log,
+                                             stderr=subprocess.STDOUT)
+        for k in ([i] if i is not None else range(self.n)):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.ports[k]), 0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        return self
+
+    def stop(self, i: int | None = None) -> None:
+        for k in ([i] if i is not None else range(self.n)):
+            p = self.procs[k]
+            if p is not None:
+                p.kill()
+                p.wait()
+                self.procs[k] = None
+
+
+def cluster_toml(node_id: str, nodes: list[tuple[str, int, list[int], list[int]]], nats_urls: list[str], *,
+                 mode: str = "Quorum", rf: int = 2, shards: int = 16, strategy: str = "BySeries",
+                 replicas: int | None = None, extra: str = "") -> str:
+    lines = [f'node_id = "{node_id}"', 'cluster_name = "test"', f'replication_mode = "{mode}"',
+             f"replication_factor = {rf}", f"shard_count = {shards}", f'sharding_strategy = "{strategy}"',
+             extra, ""]
+    for nid, port, prim, reps in nodes:
+        lines += ["[[nodes]]", f'id = "{nid}"', f'address = "127.0.0.1:{port}"', f"shards = {prim}",
+                  f"replica_shards = {reps}", ""]
+    lines += ["[nats]", "servers = [" + ", ".join(f'"{u}"' for u in nats_urls) + "]"]
+    if replicas is not None:
+        lines.append(f"replicas = {replicas}")
+    return "\n".join(lines) + "\n"
+
+
+def three_node_layout(shards: int = 16) -> list[tuple[list[int], list[int]]]:
+    """RF 2 over three nodes: node i is primary of a third of the shards and replica of the
+    previous node's third."""
+    thirds = [[s for s in range(shards) if s % 3 == i] for i in range(3)]
+    return [(thirds[i], thirds[(i - 1) % 3]) for i in range(3)]
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except httpx.HTTPError as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    nc = NatsCluster(tmp_path / "nats", 3)
+    nc.root.mkdir()
+    nc.start()
+    yield nc
+    nc.stop()
+
+
+@pytest.fixture
+def rusts_cluster(tmp_path, nats_cluster, server_factory):
+    """Three rusts nodes (RF 2, 16 shards, BySeries, Quorum) on the 3-server NATS cluster."""
+
+    def make(mode: str = "Quorum", strategy: str = "BySeries", extra: str = ""):
+        layout = three_node_layout(16)
+        ports = [free_port() for _ in range(3)]
+        servers = []
+        for i in range(3):
+            s = server_factory()
+            s.port = ports[i]
+            s.url = f"http://127.0.0.1:{ports[i]}"
+            nodes = [(f"node{j}", ports[j], layout[j][0], layout[j][1]) for j in range(3)]
+            path = s.root / "cluster.toml"
+            path.write_text(cluster_toml(f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy,
+                                        extra=extra))
+            import yaml
+
+            cfg = yaml.safe_load(s.config_path.read_text())
+            cfg["server"]["port"] = ports[i]
+            cfg["cluster"] = str(path)
+            s.config_path.write_text(yaml.safe_dump(cfg))
+            servers.append(s)
+        with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side
+            list(ex.map(lambda s: s.start(timeout=60), servers))
+
+        def all_connected():
+            for s in servers:
+                r = httpx.get(s.url + "/cluster", timeout=5)
+                if r.status_code != 200:
+                    return False
+                st = r.json()
+                if not st["nats_connected"] or not all(m["live"] for m in st["members"]):
+                    return False
+            return True
+
+        wait_until(all_connected, 60, "every node connected and live")
+        return servers
+
+    return make

@@ -1,0 +1,236 @@
+"""The cluster with real processes: a 3-server NATS JetStream cluster and 3 rusts nodes (RF 2, 16
+shards). Every answer is compared with a single rusts-server loaded with the same data."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+BIN_DIR = pathlib.Path(sys.executable).parent
+
+HOUR = 3_600_000_000_000
+
+QUERIES = [
+    {},
+    {"limit": 40, "offset": 5, "order": "Desc"},
+    {"fields": ["usage"], "tag_filters": [{"key": "dc", "op": "Eq", "value": "d2"}]},
+    {"aggregation": {"function": "Count"}},
+    {"aggregation": {"function": "Sum", "field": "n"}, "group_by": ["dc"]},
+    {"aggregation": {"function": "Mean", "field": "usage", "interval_nanos": HOUR}, "group_by": ["host"]},
+    {"aggregation": {"function": "Min", "field": "usage"}, "group_by": ["host", "dc"]},
+    {"aggregation": {"function": "Max", "field": "n", "interval_nanos": 2 * HOUR}},
+    {"aggregation": {"function": "First", "field": "usage"}, "group_by": ["dc"]},
+    {"aggregation": {"function": "Last", "field": "n", "interval_nanos": 3 * HOUR}},
+    {"aggregation": {"function": "Median", "field": "usage"}, "group_by": ["dc"]},
+]
+
+
+def wait_until(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except httpx.HTTPError as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+SQL = [
+    "SELECT count(*) FROM cpu",
+    "SELECT host, avg(usage) AS a, max(n) FROM cpu GROUP BY host ORDER BY host",
+    "SELECT time_bucket('1 hour', time) AS t, dc, sum(n), min(usage) FROM cpu "
+    "WHERE time >= 3600000000000 AND dc <> 'd0' GROUP BY t, dc ORDER BY t, dc",
+    "SELECT time, host, usage FROM cpu WHERE host = 'h3' ORDER BY time DESC LIMIT 17",
+]
+
+
+def sql_answers(url: str) -> list:
+    out = []
+    for text in SQL:
+        r = httpx.post(url + "/sql", content=text, timeout=30)
+        assert r.status_code == 200, (text, r.text)
+        out.append(r.json()["results"])
+    return out
+
+
+def batch(k: int, rows: int = 400) -> str:
+    """Batch ``k``: ``rows`` points over 24 series, unique timestamps, values on a 0.25 grid."""
+    out = []
+    for j in range(rows):
+        i = k * rows + j
+        out.append(f"cpu,host=h{i % 8},dc=d{i % 3} usage={(i * 37) % 400 / 4},n={i % 50}i "
+                   f"{i * 10_000_000_000 + 7}")
+    return "\n".join(out)
+
+
+def write(url: str, body: str) -> None:
+    r = httpx.post(url + "/write", content=body, timeout=30)
+    assert r.status_code == 204, r.text
+
+
+def answers(url: str) -> list:
+    out = []
+    for extra in QUERIES:
+        q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, **extra}
+        r = httpx.post(url + "/query", json=q, timeout=30)
+        assert r.status_code == 200, (extra, r.text)
+        out.append(r.json()["results"])
+    return out
+
+
+def converged(servers) -> bool:
+    for s in servers:
+        r = httpx.get(s.url + "/cluster", timeout=5)
+        if r.status_code != 200:  # 503 while a restarted node opens its shards
+            return False
+        st = r.json()
+        if st["max_lag"] != 0 or any(o["applied_seq"] is None for sh in st["shards"] for o in sh["owners"]):
+            return False
+    return True
+
+
+def test_writes_and_queries_through_any_node_equal_a_single_node(rusts_cluster, server):
+    nodes = rusts_cluster()
+    for k in range(6):
+        body = batch(k)
+        write(nodes[k % 3].url, body)  # any node accepts writes
+        write(server.url, body)
+    wait_until(lambda: converged(nodes), 60, "every owner applied every shard")
+    want = answers(server.url)
+    assert sum(len(r) for r in want) > 100
+    for n in nodes:  # any node answers, equal to the single node
+        assert answers(n.url) == want
+
+    st = httpx.get(nodes[1].url + "/cluster").json()
+    assert [m["id"] for m in st["members"]] == ["node0", "node1", "node2"]
+    assert all(m["live"] for m in st["members"])
+    assert len(st["shards"]) == 16 and all(len(sh["owners"]) == 2 for sh in st["shards"])
+    assert sum(sh["stream_seq"] for sh in st["shards"]) >= 6 * 16 * 0.5  # one message per shard touched
+    want_sql = sql_answers(server.url)
+    assert all(want_sql)
+    for n in nodes:
+        assert sql_answers(n.url) == want_sql
+    # SQL beyond the query model (joins, subqueries, DuckDB's general path) is not distributed
+    # yet: a clear 4xx, never a wrong answer from one node's shards
+    r = httpx.post(nodes[0].url + "/sql", content="SELECT a.host FROM cpu a JOIN cpu b ON a.time = b.time")
+    assert r.status_code == 400 and "not supported in cluster mode" in r.json()["error"]
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_node_during_ingest_then_restart_converges(rusts_cluster, server):
+    nodes = rusts_cluster()
+    victim = nodes[1]
+    for k in range(10):
+        if k == 3:
+            victim.proc.send_signal(signal.SIGKILL)  # mid-ingest, no shutdown at all
+            victim.proc.wait()
+            victim.proc = None
+            victim.log.close()
+        body = batch(k)
+        write(nodes[(k % 2) * 2].url, body)  # the two live nodes keep accepting writes
+        write(server.url, body)
+    want = answers(server.url)
+    # every shard still has a live owner: complete answers while node1 is down
+    wait_until(lambda: all(r == w for r, w in zip(answers(nodes[0].url), want)), 60,
+               "complete answers with node1 down")
+    victim.start(timeout=60)
+    wait_until(lambda: converged(nodes), 90, "the restarted node to catch up (lag 0)")
+    for n in nodes:
+        assert answers(n.url) == want
+
+
+def test_sync_write_is_readable_on_every_owner_at_once_and_503_when_nats_is_down(rusts_cluster, nats_cluster):
+    nodes = rusts_cluster(mode="Sync")
+    write(nodes[0].url, batch(0, 200))
+    q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, "aggregation": {"function": "Count"}}
+    # no waiting: Sync acknowledged only after every owner applied its shards
+    for n in nodes:
+        st = httpx.get(n.url + "/cluster").json()
+        assert st["max_lag"] == 0
+        assert httpx.post(n.url + "/query", json=q).json()["results"][0]["fields"]["count"] == 200
+
+    nats_cluster.stop()
+    r = httpx.post(nodes[1].url + "/write", content=batch(1, 10), timeout=30)
+    assert r.status_code == 503, r.text
+    assert "NATS" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
+    assert httpx.get(nodes[1].url + "/health").status_code == 200  # the server itself stays up
+
+
+def test_a_wiped_node_rebuilds_from_the_stream(rusts_cluster, server):
+    nodes = rusts_cluster(strategy="Composite")
+    for k in range(3):
+        write(nodes[k].url, batch(k))
+        write(server.url, batch(k))
+    wait_until(lambda: converged(nodes), 60, "every owner applied every shard")
+    victim = nodes[2]
+    victim.kill()
+    shutil.rmtree(victim.data_dir)  # disk lost: nothing of its shards is left
+    victim.start(timeout=60)
+    wait_until(lambda: converged(nodes), 90, "the wiped node to rebuild (lag 0)")
+    st = httpx.get(victim.url + "/cluster").json()
+    mine = [o["applied_seq"] for sh in st["shards"] for o in sh["owners"] if o["node"] == "node2"]
+    assert mine and all(a == sh["stream_seq"] for sh in st["shards"] for a in
+                        [o["applied_seq"] for o in sh["owners"] if o["node"] == "node2"])
+    assert answers(victim.url) == answers(server.url)
+
+
+@pytest.mark.slow
+def test_async_writes_are_kept_by_the_accepting_node_through_a_nats_outage_and_its_crash(
+        rusts_cluster, nats_cluster, server):
+    nodes = rusts_cluster(mode="Async", extra="outbox_max_bytes = 150000")
+    nats_cluster.stop()
+    accepted, refused = [], None
+    for k in range(40):
+        r = httpx.post(nodes[0].url + "/write", content=batch(k), timeout=30)
+        if r.status_code == 503:
+            refused = r
+            break
+        assert r.status_code == 204, r.text
+        accepted.append(batch(k))
+    # the outbox is bounded: once full, 503 with Retry-After instead of unbounded memory
+    assert refused is not None and len(accepted) >= 1
+    assert "outbox is full" in refused.json()["error"] and int(refused.headers["retry-after"]) >= 1
+    nodes[0].proc.send_signal(signal.SIGKILL)  # the only copy of those writes is its outbox
+    nodes[0].proc.wait()
+    nodes[0].proc = None
+    nodes[0].log.close()
+    nats_cluster.start()
+    nodes[0].start(timeout=60)
+    for body in accepted:
+        write(server.url, body)
+    try:
+        wait_until(lambda: converged(nodes) and httpx.get(nodes[0].url + "/cluster").json()["outbox"]["messages"] == 0,
+                   90, "the outbox to drain and every owner to apply it")
+    except AssertionError:
+        import json
+        for n in nodes:
+            st = httpx.get(n.url + "/cluster").json()
+            print("NODE", n.url, json.dumps({k: v for k, v in st.items() if k != "shards"}))
+            print([(sh["shard"], sh["stream_seq"], [(o["node"], o["applied_seq"]) for o in sh["owners"]]) for sh in st["shards"]])
+            print(n.output()[-3000:])
+        raise
+    want = answers(server.url)
+    for n in nodes:
+        assert answers(n.url) == want
+
+
+def test_a_bad_cluster_file_refuses_to_start_naming_the_key(tmp_path):
+    p = tmp_path / "cluster.toml"
+    p.write_text('node_id = "a"\nreplication_factor = 2\nshard_count = 2\n'
+                 '[[nodes]]\nid = "a"\naddress = "127.0.0.1:1"\nshards = [0, 1]\n')
+    r = subprocess.run([str(BIN_DIR / "rusts-server"), "--cluster", str(p), "-d", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "replication_factor: 2 exceeds the node count 1" in r.stderr
+    assert "Traceback" not in r.stderr
