@@ -15,12 +15,16 @@ import argparse
 import json
 import pathlib
 import random
+import signal
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "reliability"))
 from rel_harness import History, Server, crash_cycle, verify  # noqa: E402
+
+
+STOP = []  # set by SIGTERM: finish the current mode with the kills done so far, skip the rest
 
 
 def soak(mode: str, kills: int, seed: int, verify_every: int) -> dict:
@@ -32,7 +36,11 @@ def soak(mode: str, kills: int, seed: int, verify_every: int) -> dict:
     failed_starts = 0
     checks = []
     t0 = time.time()
+    done = 0
     for i in range(kills):
+        if STOP:
+            break
+        done += 1
         try:
             crash_cycle(srv, hist, rng, min_secs=0.05, max_secs=2.0)
         except RuntimeError as e:  # the server did not start or answer /ready
@@ -45,7 +53,7 @@ def soak(mode: str, kills: int, seed: int, verify_every: int) -> dict:
             checks.append({k: out[k] for k in ("lost", "duplicates", "wrong_values", "invented")})
     out = verify(srv, hist)
     srv.stop()
-    out.update(mode=mode, kills=kills, failed_restarts=failed_starts, seconds=round(time.time() - t0, 1),
+    out.update(mode=mode, kills=done, failed_restarts=failed_starts, seconds=round(time.time() - t0, 1),
                intermediate_checks_failed=sum(1 for c in checks if any(c.values()) and
                                               (c["lost"] == 0 or mode != "none")))
     out["problems"] = out["problems"][:5]
@@ -56,10 +64,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--modes", default="every_write,periodic,os_default,none")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)  # SIGTERM: stop early, report what was done
     ap.add_argument("--verify-every", type=int, default=25)
     a = ap.parse_args()
-    runs = [soak(m, a.kills, a.seed, a.verify_every) for m in a.modes.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
+    runs = []
+    for m in a.modes.split(","):
+        if STOP:
+            break
+        runs.append(soak(m, a.kills, a.seed, a.verify_every))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each mode as soon as it is done
     ok = all(r["duplicates"] == 0 and r["wrong_values"] == 0 and r["invented"] == 0
              and r["refused_present"] == 0 and r["deleted_rows_back"] == 0 and r["failed_restarts"] == 0
              and not r["unexpected_answers"] and (r["lost"] == 0 or r["mode"] == "none") for r in runs)

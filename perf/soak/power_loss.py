@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--modes", default="every_write,periodic")
     ap.add_argument("--workloads", type=int, default=4, help="recorded workloads per mode")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-secs", type=float, default=0, help="stop early after this long (0: never)")
     a = ap.parse_args()
     modes = a.modes.split(",")
     root = pathlib.Path(tempfile.mkdtemp(prefix="powerloss-"))
@@ -46,6 +47,9 @@ def main() -> int:
             m["events"] += rec.count
             rng = random.Random(f"{a.seed}-{mode}-{w}")
             for i in range(per_workload):
+                if a.max_secs and time.time() - t0 > a.max_secs:
+                    out["stopped_early"] = True
+                    break
                 k = rng.randrange(rec.count + 1)
                 d = root / "state"
                 rec.crash_state(k, rng, d)

@@ -96,7 +96,7 @@ def _ingest(url: str, hist: History, stop, w: int, start: int, batch: int) -> No
 
 def _not_yet_written(r) -> bool:
     """A 400 naming an unknown measurement/field/table: the query ran before the first write."""
-    return r.status_code == 400 and "unknown" in r.text.lower() or "does not exist" in r.text
+    return r.status_code == 400 and ("unknown" in r.text.lower() or "does not exist" in r.text)
 
 
 def _chaos(url: str, hist: History, stop, rng, dl_base: int) -> None:

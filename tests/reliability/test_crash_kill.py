@@ -23,7 +23,7 @@ import pytest
 
 from rel_harness import History, crash_cycle, verify
 
-KILLS = {"every_write": 3, "periodic": 2, "os_default": 2, "none": 1}
+KILLS = {"every_write": 3, "periodic": 2, "os_default": 1, "none": 1}
 
 
 @pytest.mark.parametrize("mode", list(KILLS))
