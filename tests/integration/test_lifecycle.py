@@ -247,7 +247,8 @@ async def test_a_flush_between_two_merges_of_one_pass_keeps_last_write_wins(tmp_
 async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(tmp_path, monkeypatch):
     """Cold blocks span a day; hourly (and coarser) aggregates come from their per-hour
     statistics without decoding, and every aggregate equals the answer of the hot layout."""
-    import rusts.query.executor as executor
+    import rusts.query.aggregate as aggregate
+    import rusts.query.reading as reading
 
     rng = np.random.default_rng(11)
     day = 24 * HOUR
@@ -286,13 +287,14 @@ async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(
         await lc.compact()
         assert {m.tier for m in db.manifest.state.segments} == {"cold"}
         decoded_tiers = []
-        real = executor._read_segment
+        real = reading._read_segment
 
         def spy(src, sid, fields, blocks):
             decoded_tiers.append(src.reader.tier)
             return real(src, sid, fields, blocks)
 
-        monkeypatch.setattr(executor, "_read_segment", spy)
+        for mod in (reading, aggregate):  # every module that decodes segment blocks
+            monkeypatch.setattr(mod, "_read_segment", spy)
         cold = await answers(db)
         assert cold.keys() == hot.keys()
         for k in hot:
