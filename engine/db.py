@@ -112,6 +112,9 @@ class Database:
         self.worker_stats = WorkerStats()
         self._query_send, self._query_recv = trio.open_memory_channel(4 * max(1, config.query.max_concurrent))
         self._workers_done = trio.Event()
+        from rusts.sql.duck import configure
+
+        configure(int(config.query.memory_limit_mb))  # DuckDB's share of the query memory limit
         self._background: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ recovery (sync, thread)

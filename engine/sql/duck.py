@@ -46,6 +46,17 @@ _DB_LOCK = threading.Lock()
 _DUCK = None
 
 
+_MEMORY_LIMIT_MB: int | None = None
+
+
+def configure(memory_limit_mb: int | None) -> None:
+    """DuckDB's working-memory limit (``query.memory_limit_mb``: past it a statement fails with
+    an out-of-memory error instead of the process growing). Takes effect when the process-wide
+    connection is made (the first general-path statement); the configuration is locked after."""
+    global _MEMORY_LIMIT_MB
+    _MEMORY_LIMIT_MB = memory_limit_mb
+
+
 def _duck():
     """The process-wide in-memory DuckDB database (one cursor per statement), sandboxed
     (:mod:`rusts.security.sandbox`)."""
@@ -54,7 +65,10 @@ def _duck():
         if _DUCK is None:
             from rusts.security.sandbox import connect
 
-            _DUCK = connect()  # external access off, configuration locked (TimeZone UTC)
+            settings = [("TimeZone", "'UTC'")]
+            if _MEMORY_LIMIT_MB:
+                settings.append(("memory_limit", f"'{int(_MEMORY_LIMIT_MB)}MB'"))
+            _DUCK = connect(tuple(settings))  # external access off, configuration locked
         return _DUCK
 
 
@@ -335,6 +349,11 @@ def map_duck_error(e: Exception) -> QueryError:
 
     if is_permission_error(e):
         return map_permission_error(e)
+    if isinstance(e, duckdb.OutOfMemoryException):
+        from rusts.errors import QueryLimitError
+
+        return QueryLimitError("query needs more working memory than query.memory_limit_mb allows: "
+                               "narrow the time range, select fewer columns or aggregate")
     msg = str(e).split("\n")[0]
     for prefix in ("Binder Error: ", "Catalog Error: ", "Parser Error: ", "Conversion Error: ",
                    "Invalid Input Error: ", "Not implemented Error: ", "Out of Range Error: "):

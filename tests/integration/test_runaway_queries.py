@@ -153,4 +153,8 @@ def test_row_and_memory_limits_give_clear_errors(server_factory):
         assert c.post("/write", content=lines).status_code == 204
         r = c.post("/sql", content="SELECT SUM(x.a * y.b + x.c) FROM big x JOIN big y ON x.time = y.time")
         assert r.status_code == 400 and "memory limit" in r.json()["error"], r.text
+        # a small scan whose DuckDB working set is large: DuckDB's own limit (1 MB here)
+        r = c.post("/sql", content="SELECT COUNT(*) FROM (SELECT DISTINCT a.v * 1000 + b.v AS x, "
+                                   "repeat('y', 64) AS pad FROM r a, r b) t")
+        assert r.status_code == 400 and "memory" in r.json()["error"], r.text
         assert c.get("/health").json() == {"status": "healthy"}
