@@ -17,6 +17,7 @@ it with :func:`rusts.protocols.http.serve.serve_http` inside a trio nursery.
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -89,19 +90,25 @@ async def _dispatch_watched(api: App, req: Request, receive) -> Response | None:
     return resp
 
 
-async def answer(api: App, scope, receive, send) -> None:
-    """Serve one HTTP request of ``api`` as a plain ASGI exchange."""
+async def answer(api: App, scope, receive, send, body_timeout: float = math.inf) -> None:
+    """Serve one HTTP request of ``api`` as a plain ASGI exchange; a body not received whole
+    within ``body_timeout`` seconds is answered 408."""
     headers = _headers_of(scope)
     method = scope["method"]
     cl = headers.get("content-length")
     if cl is not None and cl.isascii() and cl.isdigit() and int(cl) > api.max_body:
         resp = _too_large(api)
     else:
+        body = b""
         try:
-            body = await _read_body(receive, api.max_body)
+            with trio.move_on_after(body_timeout) as cs:
+                body = await _read_body(receive, api.max_body)
         except trio.BrokenResourceError:
             return
-        if body is None:
+        if cs.cancelled_caught:
+            resp = Response(408, b'{"error": "request body not received within server.request_timeout_secs"}',
+                            "application/json", {"Connection": "close"})
+        elif body is None:
             resp = _too_large(api)
         else:
             req = Request(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body)
@@ -121,11 +128,12 @@ class HotRoutes:
     """ASGI middleware: answers the hot paths itself, passes everything else to ``inner``;
     ``poller`` (:class:`rusts.busypoll.BusyPoll` or None) is told about every request."""
 
-    def __init__(self, api: App, inner, poller=None, hot=HOT_PATHS) -> None:
+    def __init__(self, api: App, inner, poller=None, hot=HOT_PATHS, body_timeout: float = math.inf) -> None:
         self.api = api
         self.inner = inner
         self.poller = poller
         self.hot = hot
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -135,7 +143,7 @@ class HotRoutes:
             poller.begin()
         try:
             if scope["path"] in self.hot:
-                await answer(self.api, scope, receive, send)
+                await answer(self.api, scope, receive, send, self.body_timeout)
             else:
                 await self.inner(scope, receive, send)
         finally:
@@ -143,14 +151,14 @@ class HotRoutes:
                 poller.end()
 
 
-def create_asgi_app(db, config=None, *, poller=None):
+def create_asgi_app(db, config=None, *, poller=None, body_timeout: float = math.inf):
     """The quart-trio app serving ``db``'s HTTP API (hot routes answered in front of Quart)."""
     from rusts.protocols.http.app import create_app
 
-    return asgi_app_for(create_app(db, config), poller=poller)
+    return asgi_app_for(create_app(db, config), poller=poller, body_timeout=body_timeout)
 
 
-def asgi_app_for(api: App, *, poller=None, hot=HOT_PATHS):
+def asgi_app_for(api: App, *, poller=None, hot=HOT_PATHS, body_timeout: float = math.inf):
     """The quart-trio app serving the routes of ``api``; paths in ``hot`` are answered by
     :class:`HotRoutes` in front of Quart."""
     from quart import Response as QuartResponse
@@ -161,6 +169,8 @@ def asgi_app_for(api: App, *, poller=None, hot=HOT_PATHS):
     app = QuartTrio("rusts")
     app.config["MAX_CONTENT_LENGTH"] = api.max_body
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    if math.isfinite(body_timeout):
+        app.config["BODY_TIMEOUT"] = body_timeout
 
     def to_quart(resp: Response) -> QuartResponse:
         out = QuartResponse(resp.body, status=resp.status, content_type=resp.content_type)
@@ -195,5 +205,5 @@ def asgi_app_for(api: App, *, poller=None, hot=HOT_PATHS):
             return to_quart(Response(e.code or 500, f'{{"error": "{e.name}"}}'.encode(), "application/json"))
         return to_quart(api.on_error(req, err))
 
-    app.asgi_app = HotRoutes(api, app.asgi_app, poller, hot)
+    app.asgi_app = HotRoutes(api, app.asgi_app, poller, hot, body_timeout)
     return app

@@ -5,8 +5,9 @@ configuration and are hypercorn's:
 
 * ``server.max_body_size``: larger bodies get 413 (checked on Content-Length before reading, and
   while reading chunked bodies);
-* ``server.request_timeout_secs``: hypercorn's ``read_timeout``, the longest silence while a
-  request (head or body) is being read; a connection silent that long is closed;
+* ``server.request_timeout_secs``: a request head must arrive whole within it (counted from its
+  first byte: a client trickling a head is closed), and so must a body (408); a request being
+  answered has no such deadline (``query.timeout_secs`` bounds queries);
 * keep-alive connections idle for 75 s are closed; a request head over 64 KiB is refused;
 * ``server.max_connections``: connections beyond it are answered 503 (with Retry-After) and
   closed at once instead of being served;
@@ -14,7 +15,8 @@ configuration and are hypercorn's:
 
 The serving loop is hypercorn's :func:`hypercorn.trio.run.worker_serve` shape (lifespan, then a
 server nursery with a graceful deadline), with the connection cap in front of its per-connection
-``TCPServer``: hypercorn has no connection limit of its own.
+``TCPServer``: hypercorn has no connection limit of its own, and its ``read_timeout`` also cuts
+off requests that take long to answer.
 """
 
 from __future__ import annotations
@@ -58,16 +60,17 @@ async def serve_http(db, host: str, port: int, *, shutdown_trigger=None, busy_po
     ``shutdown_trigger()`` returns and requests in flight finish (at most 5 s), or when cancelled."""
     from rusts.protocols.http.asgi import create_asgi_app
 
-    app = create_asgi_app(db, poller=busy_poll)
+    app = create_asgi_app(db, poller=busy_poll, body_timeout=float(db.config.server.request_timeout_secs))
     cfg = hypercorn_config(db.config.server, host, port)
     max_conn = getattr(db.config.server, "max_connections", None)
-    await serve_asgi(app, cfg, max_connections=max_conn, shutdown_trigger=shutdown_trigger,
-                     task_status=task_status)
+    await serve_asgi(app, cfg, max_connections=max_conn, head_timeout=float(db.config.server.request_timeout_secs),
+                     shutdown_trigger=shutdown_trigger, task_status=task_status)
 
 
-async def serve_asgi(app, config, *, max_connections: int | None = None, shutdown_trigger=None,
-                     task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """hypercorn's trio worker loop for ``app`` with a connection cap; started with the port."""
+async def serve_asgi(app, config, *, max_connections: int | None = None, head_timeout: float | None = None,
+                     shutdown_trigger=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """hypercorn's trio worker loop for ``app`` with a connection cap and a whole-head deadline
+    (``head_timeout``, default ``config.read_timeout``); ``task_status.started(port)``."""
     from hypercorn.trio.lifespan import Lifespan
     from hypercorn.trio.statsd import StatsdLogger
     from hypercorn.trio.tcp_server import TCPServer
@@ -75,17 +78,20 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, shutdow
     from hypercorn.typing import ConnectionState
     from hypercorn.utils import wrap_app
 
+    head_timeout = head_timeout if head_timeout is not None else (config.read_timeout or math.inf)
+    # hypercorn's read_timeout also runs while a request is answered (a long query or flush
+    # would be cut off): the connections below apply the deadline to request heads only
+    config.read_timeout = None
     config.set_statsd_logger_class(StatsdLogger)
-    asgi = wrap_app(app, config.wsgi_max_body_size, None)
+    tracker = _Tracker()
+    asgi = wrap_app(tracker.wrap(app), config.wsgi_max_body_size, None)
     state: dict = {}
     lifespan = Lifespan(asgi, config, state)
     context = WorkerContext(None)
-    open_conns = 0
     limit = max_connections if max_connections else math.inf
 
     async def handle(stream) -> None:
-        nonlocal open_conns
-        if open_conns >= limit:
+        if tracker.open >= limit:
             try:
                 with trio.move_on_after(1.0):
                     await stream.send_all(_busy_answer())
@@ -93,57 +99,11 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, shutdow
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             return
-        open_conns += 1
-        counted = _Counted(stream)
+        conn = _Connection(stream, tracker, head_timeout)
         try:
-            await TCPServer(asgi, config, context, ConnectionState(state.copy()), counted)
+            await TCPServer(asgi, config, context, ConnectionState(state.copy()), conn)
         finally:
-            counted.release()
-
-    def released() -> None:
-        nonlocal open_conns
-        open_conns -= 1
-
-    class _Counted:
-        """The stream, counted as open until the client's EOF or the close (hypercorn keeps the
-        connection task alive until its keep-alive timer ends, after the socket is gone)."""
-
-        def __init__(self, inner) -> None:
-            self._inner = inner
-            self._counted = True
-
-        def release(self) -> None:
-            if self._counted:
-                self._counted = False
-                released()
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        async def receive_some(self, max_bytes=None):
-            try:
-                data = await self._inner.receive_some(max_bytes)
-            except BaseException:
-                # read_timeout (a Cancelled here, TooSlowError outside) or the connection's end:
-                # close the socket now, as hypercorn would only when its keep-alive timer ends,
-                # so a stalled client sees the close at once
-                await self._close_now()
-                raise
-            if not data:
-                await self._close_now()
-            return data
-
-        async def _close_now(self) -> None:
-            self.release()
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._inner.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
-
-        async def aclose(self) -> None:
-            self.release()
-            await self._inner.aclose()
+            conn.release()
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
@@ -180,3 +140,109 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, shutdow
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+class _Tracker:
+    """Open connections, and the HTTP requests started and in flight per client address (as the
+    ASGI scope names it), so a connection knows when its client's head became a request."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.busy: dict[tuple, int] = {}
+        self.started: dict[tuple, int] = {}
+
+    def wrap(self, app):
+        async def tracked(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            peer = tuple((scope.get("client") or ())[:2])
+            self.started[peer] = self.started.get(peer, 0) + 1
+            self.busy[peer] = self.busy.get(peer, 0) + 1
+            try:
+                await app(scope, receive, send)
+            finally:
+                n = self.busy[peer] - 1
+                if n:
+                    self.busy[peer] = n
+                else:
+                    del self.busy[peer]
+        return tracked
+
+
+class _Connection:
+    """A client's stream as hypercorn's ``TCPServer`` sees it, plus what hypercorn lacks:
+
+    * it counts as open (``server.max_connections``) until the client's EOF or the close;
+    * a request head must arrive whole within ``head_timeout`` of its first byte (a client that
+      trickles a head byte by byte is closed), while an idle keep-alive connection waits for
+      hypercorn's keep-alive timer and a request being answered has no deadline here;
+    * the socket closes as soon as the connection ends (hypercorn kept it until its keep-alive
+      timer ended)."""
+
+    def __init__(self, inner, tracker: _Tracker, head_timeout: float) -> None:
+        self._inner = inner
+        self._tracker = tracker
+        self._head_timeout = head_timeout
+        self._head_since: float | None = None
+        self._counted = True
+        tracker.open += 1
+        try:
+            sock = inner.socket if hasattr(inner, "socket") else inner.transport_stream.socket
+            self._peer = tuple(sock.getpeername()[:2])
+        except (AttributeError, OSError):
+            self._peer = ()
+        self._seen = tracker.started.get(self._peer, 0)
+
+    def release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._tracker.open -= 1
+            if not self._tracker.busy.get(self._peer):
+                self._tracker.started.pop(self._peer, None)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def _answering(self) -> bool:
+        """Whether the head received so far became a request (which resets the head clock)."""
+        started = self._tracker.started.get(self._peer, 0)
+        if started != self._seen:
+            self._seen = started
+            self._head_since = None
+        return bool(self._tracker.busy.get(self._peer))
+
+    async def receive_some(self, max_bytes=None):
+        try:
+            while True:
+                if self._answering() or self._head_since is None:
+                    data = await self._inner.receive_some(max_bytes)
+                    break
+                with trio.move_on_at(self._head_since + self._head_timeout) as cs:
+                    data = await self._inner.receive_some(max_bytes)
+                if not cs.cancelled_caught:
+                    break
+                if self._answering():
+                    continue  # the head completed meanwhile: no deadline while it is answered
+                log.info("closing a connection whose request head took over %gs", self._head_timeout)
+                data = b""
+                break
+        except BaseException:
+            await self._close_now()  # the connection's end: the socket closes now
+            raise
+        if not data:
+            await self._close_now()
+        elif self._head_since is None and not self._answering():
+            self._head_since = trio.current_time()
+        return data
+
+    async def _close_now(self) -> None:
+        self.release()
+        with trio.CancelScope(shield=True):
+            try:
+                await self._inner.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def aclose(self) -> None:
+        self.release()
+        await self._inner.aclose()

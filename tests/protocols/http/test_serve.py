@@ -15,7 +15,7 @@ from rusts.protocols.http.asgi import asgi_app_for
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Response
 from rusts.protocols.http.serve import serve_asgi
 
-HOT = frozenset({"/echo", "/args", "/slow", "/boom", "/nope"})
+HOT = frozenset({"/echo", "/args", "/slow", "/slower", "/boom", "/nope"})
 
 
 @pytest.fixture(params=["quart", "hot"])
@@ -43,6 +43,11 @@ def make_app(max_body: int = 1000) -> App:
     async def slow(req):
         await trio.sleep(0.3)
         return Response(200, b"done")
+
+    @app.route("/slower", ("GET",))
+    async def slower(req):
+        await trio.sleep(1.2)  # longer than the head/body deadline (0.5 s): still answered
+        return Response(200, b"late")
 
     @app.route("/items/<name>", ("DELETE",))
     async def item(req, name):
@@ -81,7 +86,7 @@ async def with_server(fn, layer="quart", max_connections=None, **kw):
     from rusts.protocols.http.serve import hypercorn_config
 
     stop = trio.Event()
-    app = asgi_app_for(make_app(**kw), hot=HOT if layer == "hot" else frozenset())
+    app = asgi_app_for(make_app(**kw), hot=HOT if layer == "hot" else frozenset(), body_timeout=0.5)
     cfg = hypercorn_config(SimpleNamespace(request_timeout_secs=0.5), "127.0.0.1", 0)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(lambda task_status: serve_asgi(
@@ -177,16 +182,51 @@ async def read_response_head(stream, buf):
     return int(lines[0].split()[1]), {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}, b""
 
 
-async def test_a_stalled_body_closes_the_connection(layer):
+async def test_a_stalled_body_gets_408_or_a_close(layer):
     async def run(port, stop):
         s = await trio.open_tcp_stream("127.0.0.1", port)
         await s.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        with trio.fail_after(5):  # read_timeout is 0.5 s: the connection is closed
-            assert await s.receive_some(100) == b""
+        with trio.fail_after(5):  # the body deadline is 0.5 s
+            got = await s.receive_some(1000)
+        assert got == b"" or got.startswith(b"HTTP/1.1 408"), got
         # and the server goes on serving others
         s2 = await trio.open_tcp_stream("127.0.0.1", port)
         await s2.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
         assert (await read_response(s2, bytearray()))[2] == b"z"
+    await with_server(run, layer)
+
+
+async def test_a_trickled_head_is_closed_at_its_deadline(layer):
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        head = b"GET /args HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 40 + b"\r\n\r\n"
+        closed_after = None
+        t0 = trio.current_time()
+        with trio.fail_after(5):
+            for i in range(len(head)):  # one byte every 50 ms: 3 s for the head
+                try:
+                    await s.send_all(head[i:i + 1])
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    closed_after = trio.current_time() - t0
+                    break
+                with trio.move_on_after(0.05):
+                    if await s.receive_some(100) == b"":
+                        closed_after = trio.current_time() - t0
+                        break
+        assert closed_after is not None and closed_after < 2.0
+    await with_server(run, layer)
+
+
+async def test_a_request_answered_slowly_is_not_cut_off(layer):
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(b"GET /slower HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(5):
+            st, _, body = await read_response(s, bytearray())
+        assert (st, body) == (200, b"late")
+        # the keep-alive connection then serves another request
+        await s.send_all(b"GET /args?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(s, bytearray()))[0] == 200
     await with_server(run, layer)
 
 
