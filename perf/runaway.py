@@ -5,7 +5,8 @@
 Starts rusts-server with ``query.timeout_secs`` = --timeout, loads a small table, then sends --n
 statements that would run for minutes (a 4-way self cross join in DuckDB), one at a time.
 For each: the 408 answer's delay after the limit, then how long until the server process's CPU use
-falls below 10% of a core (sampled from /proc every 10 ms). Prints JSON with p50/p99/max.
+falls below 10% of a core (sampled from /proc every 10 ms), then the latency of a small query.
+Prints JSON with p50/p99/max.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def main() -> int:
         lines = "\n".join(f"r,k=x v={i}i {1_700_000_000_000_000_000 + i}" for i in range(400))
         c.request("POST", "/write", body=lines.encode())
         c.getresponse().read()
-        answer_late, release = [], []
+        answer_late, release, small = [], [], []
         for _ in range(args.n):
             t = time.monotonic()
             c.request("POST", "/sql", body=CROSS.encode())
@@ -96,6 +97,12 @@ def main() -> int:
             assert r.status == 408, r.status
             answer_late.append(time.monotonic() - t - args.timeout)
             release.append(released_after(proc.pid))
+            t = time.monotonic()  # a small query right after: answered at once
+            c.request("POST", "/sql", body=b"SELECT COUNT(*) FROM r")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+            small.append(time.monotonic() - t)
             time.sleep(0.2)
         print(json.dumps({
             "n": args.n, "timeout_secs": args.timeout,
@@ -103,6 +110,8 @@ def main() -> int:
                                       "max": pct(answer_late, 100)},
             "cpu_released_after_answer_ms": {"p50": pct(release, 50), "p99": pct(release, 99),
                                              "max": pct(release, 100)},
+            "small_query_after_release_ms": {"p50": pct(small, 50), "p99": pct(small, 99),
+                                             "max": pct(small, 100)},
         }, indent=1))
     finally:
         proc.terminate()
