@@ -200,17 +200,47 @@ class Access:
     kind: str  # select, show_tables, show_from, delete, drop, read
     tables: tuple[tuple[str, bool], ...] = ()
     info_schema: bool = False
+    template_safe: bool = False  # no literal stands where a table is named (see statement_access)
 
 
 _SHOW_TABLES = re.compile(r"^\s*SHOW\s+(TABLES|MEASUREMENTS)\s*;?\s*$", re.I)
 _SHOW_RP = re.compile(r"^\s*show\s+retention\s+policies\b", re.I)
 
 
-@functools.lru_cache(maxsize=4096)
+_TEMPLATES: dict[str, Access] = {}
+_MAX_TEMPLATES = 4096
+
+
 def statement_access(text: str) -> Access:
-    """Analyse one statement's text (cached by text). Raises :class:`SandboxError` for statements
-    that would reach the host, and the executor's own error (same parser) for statements it would
-    refuse anyway: nothing this analysis does not understand gets through."""
+    """Analyse one statement's text. Raises :class:`SandboxError` for statements that would reach
+    the host, and the executor's own error (same parser) for statements it would refuse anyway:
+    nothing this analysis does not understand gets through.
+
+    Cached by text, and by template: statements that differ only in their literals (dashboards,
+    TSBS: new hosts and windows each time) call the same functions and read the same tables, so
+    the first one's analysis (a sqlglot parse, ~0.7 ms) serves the others, unless a string
+    stands where a table is named (``FROM 'cpu'``), which is never cached by template."""
+    from rusts.sql.plancache import PlanCache, literals
+
+    lits = literals(text)
+    if not lits:
+        return _statement_access(text)
+    key = PlanCache._key(text, lits)
+    acc = _TEMPLATES.get(key)
+    if acc is None:
+        acc = _statement_access(text)
+        # a table named by a string (sqlglot reads FROM 'x' as a quoted name) must not template
+        strings = {lit.value for lit in lits if lit.kind == "s"}
+        if acc.template_safe and not any(name in strings for name, _ in acc.tables):
+            if len(_TEMPLATES) >= _MAX_TEMPLATES:
+                _TEMPLATES.clear()
+            _TEMPLATES[key] = acc
+    return acc
+
+
+@functools.lru_cache(maxsize=4096)
+def _statement_access(text: str) -> Access:
+    """The analysis behind :func:`statement_access` (cached by text)."""
     from rusts.security.sandbox import check_statement, check_tokens
     from rusts.sql.dml import is_dml
     from rusts.sql.show import is_show
@@ -251,6 +281,8 @@ def statement_access(text: str) -> Access:
     check_statement(ast)
     ctes = {c.alias_or_name.lower() for c in ast.find_all(exp.CTE)}
     tables, info = [], False
+    safe = all(isinstance(t.this, exp.Identifier) and t.find(exp.Literal) is None
+               for t in ast.find_all(exp.Table))
     for t in ast.find_all(exp.Table):
         if not isinstance(t.this, exp.Identifier):
             continue
@@ -262,7 +294,7 @@ def statement_access(text: str) -> Access:
             info = True
             continue
         tables.append(_name(t))
-    return Access("select", tuple(dict.fromkeys(tables)), info)
+    return Access("select", tuple(dict.fromkeys(tables)), info, safe)
 
 
 def _name(t: exp.Table) -> tuple[str, bool]:

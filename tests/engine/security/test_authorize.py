@@ -139,3 +139,26 @@ async def test_statements_the_analysis_cannot_read_are_refused_not_passed(db):
         with acting_as(READ_CPU), pytest.raises(QueryError):
             authorize_sql(db, sql, enforce=True)
     assert "mem" in db.measurements()
+
+
+def test_statements_differing_in_literals_share_one_analysis():
+    import rusts.security.authorize as az
+
+    a = statement_access("SELECT MAX(usage) FROM cpu WHERE host = 'h1' AND time >= '2016-01-01' LIMIT 5")
+    assert a.template_safe and a.tables == (("cpu", False),)
+    az._statement_access.cache_clear()
+    b = statement_access("SELECT MAX(usage) FROM cpu WHERE host = 'h2' AND time >= '2016-01-02' LIMIT 7")
+    assert b == a and az._statement_access.cache_info().misses == 0  # served by the template
+    # a refused function is refused whatever its literal
+    for path in ("/etc/passwd", "/etc/shadow"):
+        with pytest.raises(SandboxError):
+            statement_access(f"SELECT * FROM read_csv('{path}')")
+
+
+def test_a_string_where_a_table_is_named_is_never_cached_by_template():
+    import rusts.security.authorize as az
+
+    assert statement_access("SELECT * FROM 'cpu' WHERE host = 'a'").tables == (("cpu", True),)
+    # the same shape with another string names another table: analysed on its own
+    assert statement_access("SELECT * FROM 'secret' WHERE host = 'b'").tables == (("secret", True),)
+    assert not any(acc.tables == (("cpu", True),) for acc in az._TEMPLATES.values())
