@@ -26,6 +26,9 @@ def test_https_when_a_certificate_is_configured(tmp_path):
     try:
         httpx.get = lambda url, **kw: real_get(url, verify=trust, **kw)  # Server.start polls /ready
         srv.start()
+    except BaseException:
+        srv.kill()  # a server that never became ready is not left running
+        raise
     finally:
         httpx.get = real_get
     try:
