@@ -100,9 +100,10 @@ class Server:
 def server_factory(tmp_path):
     servers = []
 
-    def make(**overrides) -> Server:
-        root = tmp_path / f"srv{len(servers)}"
-        root.mkdir()
+    def make(root: pathlib.Path | None = None, **overrides) -> Server:
+        if root is None:
+            root = tmp_path / f"srv{len(servers)}"
+            root.mkdir()
         s = Server(root, **overrides)
         servers.append(s)
         return s

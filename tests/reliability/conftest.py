@@ -11,25 +11,12 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from rel_harness import Server  # noqa: E402
+import rel_harness  # noqa: E402
+
+_server_fixtures = sys.modules[rel_harness.Server.__module__]
 
 
-@pytest.fixture
-def server_factory(tmp_path):
-    servers = []
-
-    def make(root: pathlib.Path | None = None, **overrides) -> Server:
-        if root is None:
-            root = tmp_path / f"srv{len(servers)}"
-            root.mkdir()
-        s = Server(root, **overrides)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        if s.proc is not None:
-            s.kill()
+server_factory = _server_fixtures.server_factory  # the integration suite's, shared
 
 
 @pytest.fixture
