@@ -389,10 +389,7 @@ def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str
     oldest first, the snapshot's memtable shape), sliced from the tables' sealed blocks
     (:meth:`rusts.memory.tables.Table.seal`): references to a few sorted pieces per series, no
     pass over the rows (``recent`` and ``ftypes`` are kept for the callers' signature)."""
-    arr = np.asarray(sids, dtype=np.uint64)
-    got: dict[int, list] = {}
-    for t in live_tables:
-        if t.points:
-            for blk in t.seal().get(measurement, ()):
-                blk.rowsets_of(arr, got)
-    return {sid: tuple(parts) for sid, parts in got.items()}
+    from rusts.memory.tables import MemView
+
+    blocks = [blk for t in live_tables if t.points for blk in t.seal().get(measurement, ())]
+    return MemView(blocks, sids)

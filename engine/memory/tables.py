@@ -22,7 +22,7 @@ function of :meth:`Table.flush_payload`, so it can run in a worker thread or ano
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -338,32 +338,62 @@ class Sealed:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def rowset(self, k: int) -> RowSet:
+    def rowset(self, k: int, fields=None, lo: int = 0, hi: int | None = None) -> RowSet:
+        """Rows ``lo:hi`` of series ``usid[k]`` (views), the ``fields`` asked (None: all);
+        fields without a value there are left out."""
         a, b = int(self.starts[k]), int(self.starts[k + 1])
+        n = b - a
+        hi = n if hi is None else hi
+        whole = lo == 0 and hi == n
+        a, b = a + lo, a + hi
         cd = {}
-        for name, (ft, v, m) in self.cols.items():
+        cols = self.cols
+        for name in (cols if fields is None else fields):
+            col = cols.get(name)
+            if col is None:
+                continue
+            ft, v, m = col
             pc = self.present[name]
             if pc is None:
                 cd[name] = Column(ft, v[a:b])
                 continue
             c = int(pc[k])
-            if c:
-                cd[name] = Column(ft, v[a:b], None if c == b - a else m[a:b])
+            if not c:
+                continue
+            if whole:
+                cd[name] = Column(ft, v[a:b], None if c == n else m[a:b])
+                continue
+            mk = m[a:b]
+            if mk.all():
+                cd[name] = Column(ft, v[a:b])
+            elif mk.any():
+                cd[name] = Column(ft, v[a:b], mk)
         return RowSet(self.ts[a:b], cd, True)
+
+    def hits(self, sids: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`usid` of those of ``sids`` (uint64) held here."""
+        usid = self.usid
+        if not len(usid) or not len(sids):
+            return np.zeros(0, np.int64)
+        if len(sids) <= 64:
+            pos = np.searchsorted(usid, sids)
+            pos[pos >= len(usid)] = 0
+            return np.unique(pos[usid[pos] == sids])
+        return np.flatnonzero(np.isin(usid, sids))
 
     def rowsets_of(self, sids: np.ndarray, out: dict) -> None:
         """Append the row set of each of ``sids`` held here to ``out[sid]``."""
         usid = self.usid
-        if not len(usid) or not len(sids):
-            return
-        if len(sids) <= 64:
-            pos = np.searchsorted(usid, sids)
-            pos[pos >= len(usid)] = 0
-            hit = np.unique(pos[usid[pos] == sids])
-        else:
-            hit = np.flatnonzero(np.isin(usid, sids))
-        for k in hit.tolist():
+        for k in self.hits(sids).tolist():
             out.setdefault(int(usid[k]), []).append(self.rowset(k))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this block's arrays (strings counted as references)."""
+        n = self.usid.nbytes + self.starts.nbytes + self.ts.nbytes
+        for _, v, m in self.cols.values():
+            n += v.nbytes + (0 if m is None else m.nbytes)
+        return n
 
     def merged_with(self, newer: "Sealed") -> "Sealed":
         """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
@@ -391,6 +421,78 @@ class Sealed:
             cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
         sid, ts, cols = _dedup_last(sid, ts, cols)
         return Sealed.of_rows(sid, ts, cols)
+
+
+class SealedSlice:
+    """The rows of one series in one sealed block, as a snapshot hands them out: a
+    :class:`~rusts.query.rowset.RowSet` whose columns are made when read (:meth:`select`), so a
+    snapshot costs no Python work per field (a query reads a few fields of many)."""
+
+    __slots__ = ("blk", "k", "timestamps")
+    sorted_unique = True
+
+    def __init__(self, blk: Sealed, k: int) -> None:
+        self.blk = blk
+        self.k = k
+        self.timestamps = blk.ts[int(blk.starts[k]):int(blk.starts[k + 1])]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def columns(self) -> dict:
+        return self.blk.rowset(self.k).columns
+
+    def select(self, fields) -> RowSet:
+        return self.blk.rowset(self.k, fields)
+
+    def rows(self, fields, start: int, end: int) -> RowSet | None:
+        """The rows in [start, end) with ``fields`` (None: all); None when there are none."""
+        ts = self.timestamps
+        n = len(ts)
+        if not n or ts[0] >= end or ts[-1] < start:
+            return None
+        lo = int(ts.searchsorted(start)) if ts[0] < start else 0
+        hi = int(ts.searchsorted(end)) if ts[-1] >= end else n
+        return self.blk.rowset(self.k, fields, lo, hi) if lo < hi else None
+
+    def slice_time(self, start: int, end: int) -> RowSet:
+        return self.rows(None, start, end) or RowSet(self.timestamps[:0], {}, True)
+
+
+class MemView(Mapping):
+    """Series id -> its :class:`SealedSlice` pieces (oldest first): the memtable part of a query's
+    snapshot. The sealed blocks are captured (immutable) in the loop; which series sit where is
+    worked out on first use, in whatever thread reads it, one vectorised lookup per block."""
+
+    def __init__(self, blocks: Sequence[Sealed], sids: np.ndarray) -> None:
+        self.blocks = tuple(blocks)
+        self.sids = np.asarray(sids, dtype=np.uint64)
+        self._map: dict | None = None
+
+    def _index(self) -> dict:
+        m = self._map
+        if m is None:
+            got: dict[int, list] = {}
+            for blk in self.blocks:
+                usid = blk.usid
+                for k in blk.hits(self.sids).tolist():
+                    got.setdefault(int(usid[k]), []).append(SealedSlice(blk, k))
+            m = self._map = {sid: tuple(v) for sid, v in got.items()}
+        return m
+
+    def __getitem__(self, sid: int):
+        return self._index()[sid]
+
+    def __iter__(self):
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def rows(self) -> int:
+        """Rows of the snapshot's series held here."""
+        return sum(len(p) for parts in self._index().values() for p in parts)
 
 
 def seal_payload(payload: dict) -> dict[str, Sealed]:
@@ -534,15 +636,25 @@ class MemtableState:
     def snapshot(self, sids: Sequence[int]) -> dict[int, tuple[RowSet, ...]]:
         """Row sets per series (oldest first) across all tables; loop-thread only.
 
-        Seals the writes since the last snapshot (:meth:`Table.seal`), then slices each sealed
-        block: a few sorted pieces per series, references only.
+        Seals the writes since the last snapshot (:meth:`Table.seal`) and captures the sealed
+        blocks (:class:`MemView`): which rows belong to which series is found when the query
+        reads them, in its worker thread, and only the fields it reads are sliced.
         """
-        arr = np.asarray(sids, dtype=np.uint64)
-        got: dict[int, list[RowSet]] = {}
+        return MemView(self.sealed_blocks(), sids)
+
+    def sealed_blocks(self, measurement: str | None = None) -> list[Sealed]:
+        """Loop thread: every sealed block (of ``measurement``, or all), oldest table first,
+        after sealing the writes since the last call."""
+        out: list[Sealed] = []
         for t in self.tables():
             if t.points:
-                t.pieces_of(arr, got)
-        return {sid: tuple(parts) for sid, parts in got.items()}
+                sealed = t.seal()
+                if measurement is None:
+                    for blocks in sealed.values():
+                        out.extend(blocks)
+                else:
+                    out.extend(sealed.get(measurement, ()))
+        return out
 
     def time_bounds(self) -> tuple[int, int]:
         lo, hi = 2**63 - 1, -(2**63)

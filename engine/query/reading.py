@@ -105,6 +105,12 @@ def _segment_sources(snap: Snapshot, sid: int, start: int, end: int) -> list[_Se
 def _mem_parts(snap: Snapshot, sid: int, start: int, end: int, fields) -> list[RowSet]:
     parts = []
     for chunk in snap.memtable.get(sid, ()):
+        rows = getattr(chunk, "rows", None)
+        if rows is not None:  # a sealed slice: sorted, sliced by binary search, fields on demand
+            rs = rows(fields, start, end)
+            if rs is not None:
+                parts.append(rs)
+            continue
         ts = chunk.timestamps
         sel = (ts >= start) & (ts < end)
         if not sel.any():

@@ -121,7 +121,8 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
                 if p is not None:
                     seg.append(p)
     mem = _mem_pieces(snap, sid, start, end, fields, ftypes)
-    simple = all(len(m.timestamps) < 2 or bool(np.all(m.timestamps[1:] > m.timestamps[:-1])) for m in mem)
+    simple = all(m.sorted_unique or len(m.timestamps) < 2 or bool(np.all(m.timestamps[1:] > m.timestamps[:-1]))
+                 for m in mem)
     if simple:
         pieces = seg + [_piece_of_rowset(m, fields, ftypes) for m in mem]
         order = sorted(range(len(pieces)), key=lambda i: int(pieces[i].ts[0]))
