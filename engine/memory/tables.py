@@ -44,6 +44,14 @@ def _frame_nbytes(f: Frame) -> int:
     return n
 
 
+def _frame_arrays(f: Frame):
+    yield f.timestamps
+    for c in f.columns.values():
+        yield c.values
+        if c.mask is not None:
+            yield c.mask
+
+
 class Chunk:
     """One write's rows in one table: a :class:`Frame` plus the id of each of its series."""
 
@@ -104,7 +112,7 @@ class Table:
     id: int
     chunks: list[Chunk] = attrs.field(factory=list)
     points: int = 0
-    bytes: int = 0
+    raw_bytes: int = 0  # the writes' arrays (chunks)
     values: int = 0
     created: float = attrs.field(factory=time.monotonic)
     first_seq: int = 0
@@ -116,6 +124,16 @@ class Table:
     _sealed: dict[str, list["Sealed"]] = attrs.field(factory=dict)
     _sealed_upto: int = 0
     _sealed_points: int = 0
+    _sealed_bytes: int = 0
+    _block_bytes: dict = attrs.field(factory=dict)  # id(sealed block) -> bytes it adds
+    view_bytes: int = 0  # columnar views of this table built for queries (rusts.memory.recent)
+
+    @property
+    def bytes(self) -> int:
+        """Memory the table holds: its writes, their sealed copy (:meth:`seal`) and the columnar
+        views queries built of it (:mod:`rusts.memory.recent`), which the memtable limits
+        (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
+        return self.raw_bytes + self._sealed_bytes + self.view_bytes
 
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
@@ -131,7 +149,7 @@ class Table:
             self.chunks.append(Chunk(f, sids[pos:pos + ns], seq))
             pos += ns
             self.points += n
-            self.bytes += _frame_nbytes(f)
+            self.raw_bytes += _frame_nbytes(f)
             for c in f.columns.values():
                 self.values += n if c.mask is None else int(np.count_nonzero(c.mask))
             ts = f.timestamps
@@ -169,13 +187,22 @@ class Table:
         chunks = self.chunks
         if self._sealed_upto < len(chunks):
             new = chunks[self._sealed_upto:]
+            sizes = self._block_bytes
+            # arrays a block shares with the writes (one sorted write) are not a second copy
+            shared = {id(a) for ch in new for a in _frame_arrays(ch.frame)}
             for m, blk in seal_payload(self.flush_payload(new)).items():
                 lst = self._sealed.setdefault(m, [])
                 lst.append(blk)
+                sizes[id(blk)] = blk.own_nbytes(shared)
                 while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
-                    lst[-2:] = [lst[-2].merged_with(lst[-1])]
+                    merged = lst[-2].merged_with(lst[-1])
+                    sizes.pop(id(lst[-2]), None)
+                    sizes.pop(id(lst[-1]), None)
+                    lst[-2:] = [merged]
+                    sizes[id(merged)] = merged.own_nbytes(())
             self._sealed_upto = len(chunks)
             self._sealed_points = self.points
+            self._sealed_bytes = sum(sizes.values())
         return self._sealed
 
     def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
@@ -387,12 +414,13 @@ class Sealed:
         for k in self.hits(sids).tolist():
             out.setdefault(int(usid[k]), []).append(self.rowset(k))
 
-    @property
-    def nbytes(self) -> int:
-        """Memory held by this block's arrays (strings counted as references)."""
-        n = self.usid.nbytes + self.starts.nbytes + self.ts.nbytes
-        for _, v, m in self.cols.values():
-            n += v.nbytes + (0 if m is None else m.nbytes)
+    def own_nbytes(self, shared) -> int:
+        """Memory held by this block's arrays but those whose id is in ``shared`` (strings
+        counted as references: the string objects are the writes')."""
+        n = 0
+        for a in (self.usid, self.starts, self.ts, *(x for _, v, m in self.cols.values() for x in (v, m))):
+            if a is not None and id(a) not in shared and id(a.base) not in shared:
+                n += a.nbytes
         return n
 
     def merged_with(self, newer: "Sealed") -> "Sealed":
