@@ -136,13 +136,14 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
 
 def series_columns(snap, sid: int, start: int, end: int, fields: list[str],
                    ftypes: dict[str, FieldType], cache: BlockCache = CACHE,
-                   measurement: str | None = None) -> tuple[np.ndarray, dict] | None:
+                   measurement: str | None = None, prune=None) -> tuple[np.ndarray, dict] | None:
     """Rows of one series in [start, end) as one timestamp array and ``{field: Column or None}``
     (None: no value in the range); None when the series has no row there.
 
     The common case - no pending delete of the series, no memtable rows, segments apart in time -
     concatenates the cached blocks and slices them, with no per-block objects; anything else goes
-    through :func:`series_pieces`.
+    through :func:`series_pieces`. ``prune(reader, sid, lo, hi)`` (:func:`rusts.sql.vector.block_filter`)
+    may rule blocks out in the common case (the caller filters rows by the same predicates).
     """
     simple = not snap.memtable.get(sid) and not (
         measurement is not None and getattr(snap, "tombstones", None) is not None
@@ -165,7 +166,12 @@ def series_columns(snap, sid: int, start: int, end: int, fields: list[str],
     if not spans:
         return None
     r, lo, hi = spans[0]
-    blocks = block_columns(r, sid, fields, list(range(lo, hi)), cache)
+    wanted = list(range(lo, hi))
+    if prune is not None:  # one source: a block without a matching row changes nothing
+        wanted = [b for b, k in zip(wanted, prune(r, sid, lo, hi).tolist()) if k]
+        if not wanted:
+            return None
+    blocks = block_columns(r, sid, fields, wanted, cache)
     if len(blocks) == 1:
         ts, cols = blocks[0]
         cols = {f: cols.get(f) for f in fields}
