@@ -320,8 +320,10 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
             t = int(tomb.timestamps[-1])
             tomb = tomb.slice_time(t, t + 1)
         return tomb
-    parts: list[RowSet] = []
-    for r in snap.segments:  # oldest first: merge order is write order
+    from rusts.query.reading import mem_part
+
+    cands: list = []  # (newest time in range, its row(s)), oldest source first: write order
+    for r in snap.segments:
         if r.max_time < start or r.min_time >= end:
             continue
         lo, hi = r.block_span(sid, start, end)
@@ -329,10 +331,25 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
             p = _block_pieces(r, sid, fields, [b], cache)[0].slice(start, end)
             if p is not None:
                 t = int(p.ts[-1])
-                parts.append(_rowset_of_piece(p.slice(t, t + 1), fields, ftypes))
+                cands.append((t, lambda p=p, t=t: _rowset_of_piece(p.slice(t, t + 1), fields, ftypes)))
                 break
-    parts.extend(_mem_pieces(snap, sid, start, end, fields, ftypes))
-    rs = merge(parts)
+    for chunk in snap.memtable.get(sid, ()):
+        if chunk.sorted_unique:  # only its newest row in range can be the answer's
+            ts = chunk.timestamps
+            hi = int(ts.searchsorted(end))
+            if hi == 0 or ts[hi - 1] < start:
+                continue
+            t = int(ts[hi - 1])
+            cands.append((t, lambda c=chunk, t=t: mem_part(c, t, t + 1, fields)))
+        else:
+            rs = mem_part(chunk, start, end, fields)
+            if rs is not None:
+                cands.append((int(rs.timestamps.max()), lambda rs=rs: rs))
+    if not cands:
+        return RowSet(np.empty(0, np.int64), {}, True)
+    newest = max(t for t, _ in cands)
+    parts = [make() for t, make in cands if t == newest]  # (other sources' rows are older)
+    rs = parts[0] if len(parts) == 1 and parts[0].sorted_unique else merge(parts)
     if len(rs) > 1:
         t = int(rs.timestamps[-1])
         rs = rs.slice_time(t, t + 1)
