@@ -235,6 +235,19 @@ CASES = [
     ("SELECT COUNT(*), MAX(f) FROM m WHERE time > '2030-01-01'", None, False),
     ("SELECT host, COUNT(*) FROM m WHERE time > '2030-01-01' GROUP BY host", None, False),
     ("SELECT COUNT(*) FROM m WHERE host = 'nosuch'", None, False),
+    # ---- the newest buckets only (ORDER BY bucket DESC LIMIT: the range is narrowed, then widened)
+    ("SELECT time_bucket('1 minute', time) AS bk, MAX(f) FROM m WHERE time < '{}' GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 5".format(ts(MID)),
+     f"SELECT {TB.format('1 minute')} AS bk, MAX(f) FROM m WHERE time < {rts(MID)} GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 5", True),
+    ("SELECT time_bucket('2 minutes', time) AS bk, COUNT(*), AVG(i) FROM m WHERE f > 85 OR i > 97 GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 3 OFFSET 2",
+     f"SELECT {TB.format('2 minutes')} AS bk, COUNT(*), AVG(i) FROM m WHERE f > 85 OR i > 97 GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 3 OFFSET 2", True),
+    ("SELECT time_bucket('10 minutes', time) AS bk, host, MIN(f) FROM m WHERE host IN ('h0', 'h3') GROUP BY bk, host "
+     "ORDER BY bk DESC LIMIT 4",
+     f"SELECT {TB.format('10 minutes')} AS bk, host, MIN(f) FROM m WHERE host IN ('h0', 'h3') GROUP BY bk, host "
+     "ORDER BY bk DESC, host LIMIT 4", False),
     # ---- value predicates in aggregates (vector and columnar paths): AND/OR trees, BETWEEN, IS NOT NULL
     ("SELECT host, COUNT(*), AVG(f), MAX(i) FROM m WHERE f > 70 OR i < -10 GROUP BY host", None, False),
     ("SELECT time_bucket('10 minutes', time) AS bk, COUNT(f), SUM(i) FROM m "

@@ -101,3 +101,9 @@ async def test_value_predicates_in_aggregates_skip_blocks_by_their_min_max(tmp_p
             want = [len(ks), float(min(ks)) if ks else None, 2**60 + max(ks) if ks else None]
             assert [col[0] for col in out.to_pylists()] == want, where
             assert sum(len(b) for b in asked) <= most, (where, asked)  # of 8 blocks
+        # the newest buckets only: ORDER BY bucket DESC LIMIT reads the newest block
+        asked.clear()
+        out = await execute_sql(db, "SELECT time_bucket('1 minute', time) AS b, MAX(v) FROM m "
+                                    "GROUP BY b ORDER BY b DESC LIMIT 3")
+        assert out.to_pylists()[1] == [2047.0, 2019.0, 1959.0]  # (T0 is 20 s past a minute)
+        assert sum(len(b) for b in asked) <= 1, asked
