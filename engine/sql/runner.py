@@ -507,7 +507,9 @@ def _newest_buckets(plan) -> int | None:
 
 def _newest_time(db) -> int:
     """An upper bound of every stored timestamp (segments and memtables)."""
-    newest = max((m.max_time for m in db.manifest.state.segments), default=-(2**63))
+    keeper = getattr(db, "segments", None)  # the segment keeper's current view (or the manifest)
+    metas = keeper.view.state.segments if keeper is not None else db.manifest.state.segments
+    newest = max((m.max_time for m in metas), default=-(2**63))
     return max(newest, db.state.time_bounds()[1])
 
 
