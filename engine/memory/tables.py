@@ -125,7 +125,6 @@ class Table:
     _sealed_upto: int = 0
     _sealed_points: int = 0
     _sealed_bytes: int = 0
-    _block_bytes: dict = attrs.field(factory=dict)  # id(sealed block) -> bytes it adds
     view_bytes: int = 0  # columnar views of this table built for queries (rusts.memory.recent)
 
     @property
@@ -135,8 +134,10 @@ class Table:
         (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
         return self.raw_bytes + self._sealed_bytes + self.view_bytes
 
-    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
-        """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
+    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
+        """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
+        ``seal`` (the default), enough new rows are sealed at once; the memtable actor passes
+        False and seals off the event loop (:meth:`seal_job`)."""
         assert not self.frozen
         pos = 0
         sids = np.asarray(sids, dtype=np.uint64)
@@ -161,8 +162,12 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
-        if self.points - self._sealed_points >= SEAL_ROWS:
+        if seal and self.needs_seal():
             self.seal()  # seal as data arrives: the first query after a load pays only the tail
+
+    def needs_seal(self) -> bool:
+        """Whether enough rows arrived since the last seal to seal them now."""
+        return self.points - self._sealed_points >= SEAL_ROWS
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -184,26 +189,48 @@ class Table:
         and merged a million of them. A measurement's blocks are kept few by merging the newest
         two while the older is at most twice the newer (sizes halve along the list: O(log rows)
         blocks, each row merged O(log rows) times)."""
-        chunks = self.chunks
-        if self._sealed_upto < len(chunks):
-            new = chunks[self._sealed_upto:]
-            sizes = self._block_bytes
+        job = self.seal_job()
+        if job is not None:
+            token, compute = job
+            self.install_sealed(token, compute())
+        return self._sealed
+
+    def seal_job(self):
+        """The next :meth:`seal` split in two: ``(token, compute)``, or None when all is sealed.
+        ``compute()`` is pure over immutable inputs (the new chunks and the current blocks), so
+        it may run in a worker thread; :meth:`install_sealed` then publishes its result in the
+        loop thread, unless the table was sealed meanwhile (by a query)."""
+        start, upto = self._sealed_upto, len(self.chunks)
+        if start >= upto:
+            return None
+        new = self.chunks[start:upto]
+        base = {m: tuple(lst) for m, lst in self._sealed.items()}
+        flush_payload = self.flush_payload
+
+        def compute() -> dict[str, list["Sealed"]]:
+            out = {m: list(lst) for m, lst in base.items()}
             # arrays a block shares with the writes (one sorted write) are not a second copy
             shared = {id(a) for ch in new for a in _frame_arrays(ch.frame)}
-            for m, blk in seal_payload(self.flush_payload(new)).items():
-                lst = self._sealed.setdefault(m, [])
+            for m, blk in seal_payload(flush_payload(new)).items():
+                lst = out.setdefault(m, [])
+                blk.count_bytes(shared)
                 lst.append(blk)
-                sizes[id(blk)] = blk.own_nbytes(shared)
                 while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
                     merged = lst[-2].merged_with(lst[-1])
-                    sizes.pop(id(lst[-2]), None)
-                    sizes.pop(id(lst[-1]), None)
+                    merged.count_bytes(())
                     lst[-2:] = [merged]
-                    sizes[id(merged)] = merged.own_nbytes(())
-            self._sealed_upto = len(chunks)
-            self._sealed_points = self.points
-            self._sealed_bytes = sum(sizes.values())
-        return self._sealed
+            return out
+
+        return (start, upto, self.points), compute
+
+    def install_sealed(self, token, sealed: dict[str, list["Sealed"]]) -> bool:
+        """Publish a :meth:`seal_job` result (loop thread); False if it is stale."""
+        start, upto, points = token
+        if self._sealed_upto != start:
+            return False
+        self._sealed, self._sealed_upto, self._sealed_points = sealed, upto, points
+        self._sealed_bytes = sum(blk.own_bytes for lst in sealed.values() for blk in lst)
+        return True
 
     def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
         """Append the sealed row sets of each series of ``sids`` (uint64) to ``out[sid]``."""
@@ -349,6 +376,11 @@ class Sealed:
     ts: np.ndarray
     cols: dict  # field -> (FieldType, values, mask or None)
     present: dict
+    own_bytes: int = attrs.field(default=0, eq=False)  # memory it adds to its writes' (count_bytes)
+
+    def count_bytes(self, shared) -> None:
+        """Record :meth:`own_nbytes` (once, when the block is made: before anyone reads it)."""
+        object.__setattr__(self, "own_bytes", self.own_nbytes(shared))
 
     @classmethod
     def of_rows(cls, sid: np.ndarray, ts: np.ndarray, cols: dict) -> "Sealed":
