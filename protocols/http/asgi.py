@@ -8,7 +8,8 @@ routes (writes, queries, SQL, ``/ping``, ``/health``) are answered one layer fur
 :func:`~rusts.protocols.http.routing.dispatch`, so a route answers identically either way.
 
 A handler whose client disconnects is cancelled: its query worker stops the query
-(:mod:`rusts.query.control`).
+(:mod:`rusts.query.control`). Under our serving loop the connection cancels it (scope extension
+``rusts.cancel_on_disconnect``); under another ASGI server a task listens for ``http.disconnect``.
 
 Embedding: ``create_asgi_app(db)`` returns the ASGI app; mount it in another ASGI server, or serve
 it with :func:`rusts.protocols.http.serve.serve_http` inside a trio nursery.
