@@ -393,6 +393,5 @@ def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str
     got: dict[int, list] = {}
     for t in live_tables:
         if t.points:
-            for blk in t.seal().get(measurement, ()):
-                blk.rowsets_of(arr, got)
+            t.pieces_of(arr, got, measurement)
     return {sid: tuple(parts) for sid, parts in got.items()}
