@@ -158,7 +158,8 @@ class Lifecycle:
             async with db.commit_lock:
                 cur = db.manifest.state
                 ls = LifecycleState.from_extra(cur.extra).without(gone)
-                await trio.to_thread.run_sync(lambda: db.manifest.commit(remove=gone, extra=ls.to_extra(cur.extra)))
+                await trio.to_thread.run_sync(lambda: db.manifest.commit(  # two generations: see compaction
+                    remove=gone, extra=ls.to_extra(cur.extra), survive_fallback=True))
                 for m in gone:
                     db.readers.pop(m.file, None)
             await trio.to_thread.run_sync(delete_segment_files, db.manifest, gone)
@@ -193,7 +194,9 @@ class Lifecycle:
             cur = db.manifest.state
             ls, stone = LifecycleState.from_extra(cur.extra).with_tombstone(
                 measurement, start, end, series=series, field_predicate=pred)
-            await trio.to_thread.run_sync(lambda: db.manifest.commit(extra=ls.to_extra(cur.extra)))
+            # in two manifest generations: a fallback from a damaged newest one keeps the delete
+            await trio.to_thread.run_sync(lambda: db.manifest.commit(extra=ls.to_extra(cur.extra),
+                                                                     survive_fallback=True))
         self.delete_stats["deletes"] += 1
         if count:
             self.delete_stats["points_deleted"] += count
