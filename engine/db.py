@@ -192,7 +192,9 @@ class Database:
         st = self.config.storage
         flushed = self.manifest.state.flushed_seq
         last = flushed
-        if st.wal_durability == "none":
+        from rusts.storage.wal import has_records
+
+        if st.wal_durability == "none" and not has_records(self.wal_dir):
             self._wal = None
         else:
             from rusts.storage.wal import Wal
@@ -223,6 +225,9 @@ class Database:
             last = max(last, wal.last_seq)
             if replayed:
                 log.info("replayed %d points from the WAL", replayed)
+            if st.wal_durability == "none":  # an earlier run's records replayed; none are logged now
+                wal.close()
+                self._wal = None
         self._next_seq = last + 1
         # rows already in segments are only readable from segments
         for meta in self.manifest.state.segments:
