@@ -76,6 +76,90 @@ class Load:
                     self._count("query", -1)
 
 
+def slow_clients(host: str, port: int, url: str, idle: int, trickle: int, secs: float) -> dict:
+    """``idle`` connections that never send a byte, ``trickle`` clients sending a request head one
+    byte every 0.2 s and ``trickle`` sending a body that way, while a probe writes and queries on
+    fresh connections every 0.1 s: the probe must be answered (never 503 for want of a slot)."""
+    import socket
+
+    stop = threading.Event()
+    socks: list[socket.socket] = []
+    refused = 0
+    for _ in range(idle):
+        try:
+            socks.append(socket.create_connection((host, port), timeout=5))
+        except OSError:
+            refused += 1
+    closed_by_server: dict[str, dict[str, int]] = {"head": {}, "body": {}}  # how each ended
+    answers: dict[str, int] = {}
+
+    def trickler(kind: str) -> None:
+        head = b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n"
+        body = b"ov,w=slow v=1i 1\n" * 235
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, port), timeout=5) as c:
+                    c.settimeout(0.2)
+                    if kind == "body":
+                        c.sendall(head)
+                    for b in (head if kind == "head" else body):
+                        if stop.is_set():
+                            return
+                        c.sendall(bytes([b]))
+                        try:
+                            got = c.recv(4096)
+                        except TimeoutError:
+                            continue
+                        if not got or got.startswith(b"HTTP/1.1 "):
+                            k = "closed" if not got else got[9:12].decode()
+                            closed_by_server[kind][k] = closed_by_server[kind].get(k, 0) + 1
+                            break
+            except OSError as e:
+                k = type(e).__name__
+                closed_by_server[kind][k] = closed_by_server[kind].get(k, 0) + 1
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=trickler, args=(k,)) for k in ("head", "body") for _ in range(trickle)]
+    for t in threads:
+        t.start()
+    lat = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < secs:
+        t = time.monotonic()
+        try:
+            with httpx.Client(base_url=url, timeout=30) as c:  # a fresh connection each time
+                w = c.post("/write", content=f"ov,w=probe v=1i {T0 + int(t * 1e6)}").status_code
+                q = c.post("/query", json={"measurement": "ov", "time_range": ALL,
+                                           "aggregation": {"function": "Count", "field": "v"}}).status_code
+        except httpx.HTTPError as e:
+            w = q = type(e).__name__
+        lat.append(time.monotonic() - t)
+        for k in (f"write {w}", f"query {q}"):
+            answers[k] = answers.get(k, 0) + 1
+        time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join()
+    still_open = 0
+    for s in socks:
+        try:
+            s.setblocking(False)
+            s.recv(65536)  # an answer (503) or EOF: the server dealt with it
+        except BlockingIOError:
+            still_open += 1
+        except OSError:
+            pass
+        s.close()
+    lat.sort()
+    ok = sum(n for k, n in answers.items() if k in ("write 204", "query 200"))
+    return {"idle_connections": idle - refused, "idle_refused_at_connect": refused,
+            "idle_still_open_after": still_open, "trickle_clients": 2 * trickle,
+            "trickled_connections_ended": closed_by_server, "probe_answers": answers,
+            "probe_ok": ok, "probe_total": 2 * len(lat),
+            "probe_secs_p50": round(lat[len(lat) // 2], 3) if lat else None,
+            "probe_secs_max": round(lat[-1], 3) if lat else None}
+
+
 def run(url: str, writers: int, queriers: int, secs: float, pid: int) -> dict:
     load = Load(url)
     threads = [threading.Thread(target=load.writer, args=(w,)) for w in range(writers)]
@@ -101,6 +185,10 @@ def main() -> int:
     ap.add_argument("--queriers", type=int, default=2)
     ap.add_argument("--hard-limit-mb", type=int, default=128)
     ap.add_argument("--margin-mb", type=int, default=400, help="stated margin over the hard limit")
+    ap.add_argument("--idle", type=int, default=2000, help="idle connections in the slow-client phase")
+    ap.add_argument("--trickle", type=int, default=20, help="head and body tricklers each")
+    ap.add_argument("--slow-secs", type=float, default=20)
+    ap.add_argument("--only-slow", action="store_true", help="skip the ingest overload phases")
     a = ap.parse_args()
     root = pathlib.Path(tempfile.mkdtemp(prefix="overload-"))
     srv = Server(root, storage={"wal_durability": "periodic",
@@ -108,6 +196,10 @@ def main() -> int:
     srv.start()
     try:
         pid = srv.proc.pid
+        slow = slow_clients("127.0.0.1", srv.port, srv.url, a.idle, a.trickle, a.slow_secs)
+        if a.only_slow:
+            print(json.dumps({"slow_clients": slow}, indent=1))
+            return 0 if slow["probe_ok"] == slow["probe_total"] else 1
         cal = run(srv.url, a.writers, 0, a.calibrate_secs, pid)
         over = run(srv.url, a.writers * 3, a.queriers, a.secs, pid)
         time.sleep(10)
@@ -125,10 +217,11 @@ def main() -> int:
                "shed_answers": shed, "other_5xx": other_5xx,
                "hard_limit_mb": a.hard_limit_mb, "margin_mb": a.margin_mb,
                "rss_within_limit": over["peak_rss_mb"] <= a.hard_limit_mb + a.margin_mb,
-               "errors_10s_after": errors_after}
+               "errors_10s_after": errors_after, "slow_clients": slow}
     finally:
         srv.stop()
-    out["all_ok"] = out["rss_within_limit"] and out["errors_10s_after"] == 0 and out["other_5xx"] == 0
+    out["all_ok"] = (out["rss_within_limit"] and out["errors_10s_after"] == 0 and out["other_5xx"] == 0
+                     and slow["probe_ok"] == slow["probe_total"])
     print(json.dumps(out, indent=1))
     return 0 if out["all_ok"] else 1
 
