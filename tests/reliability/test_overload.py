@@ -57,3 +57,49 @@ def test_idle_and_trickling_connections_do_not_lock_clients_out(server_factory) 
             t.join()
         for s in idle:
             s.close()
+
+
+def test_writes_queued_behind_a_slow_parser_are_shed_not_left_to_time_out(tmp_path, monkeypatch) -> None:
+    """Writes arrive faster than they can be parsed: once the queue makes a write wait longer
+    than the budget, new arrivals are refused at once (OverloadedError: 503 + Retry-After)
+    instead of queueing until clients time out; the queued ones are all stored; when the queue
+    has drained, writes are taken again."""
+    import pytest
+    import trio
+
+    import rusts
+    from rusts.errors import OverloadedError
+    from rusts.protocols import line_protocol
+
+    real = line_protocol.parse
+
+    def slow(*a, **k):
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    def body(k: int) -> str:  # large enough to be parsed in a thread
+        return "\n".join(f"ov,k=k{k} v={i}i {T0 + i}" for i in range(6000))
+
+    async def run() -> None:
+        async with rusts.open(tmp_path, wal_durability="none") as db:
+            monkeypatch.setattr(line_protocol, "parse", slow)
+            done = []
+
+            async def write(k: int) -> None:
+                done.append((await db.write(body(k))).points)
+
+            async with trio.open_nursery() as n:
+                for k in range(12):  # about 6 s of parsing queued at once
+                    n.start_soon(write, k)
+                await trio.sleep(4)  # the parse starting now waited about 4 s
+                with pytest.raises(OverloadedError) as e:
+                    await db.write(body(99))
+                assert e.value.http_status == 503 and e.value.retry_after > 0
+            assert done == [6000] * 12  # every queued write was stored
+            assert (await db.write(body(100))).points == 6000  # drained: taken again
+            monkeypatch.setattr(line_protocol, "parse", real)
+            rows = (await db.query({"measurement": "ov", "time_range": {"start": 0, "end": 2**63 - 1},
+                                    "aggregation": {"function": "Count", "field": "v"}})).to_rows()
+            assert rows[0]["fields"]["count_v"] == 13 * 6000
+
+    trio.run(run)
