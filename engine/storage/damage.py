@@ -107,3 +107,17 @@ def answer_extra(found: list[dict]) -> dict:
     return {"missing": found[:MAX_REPORTED],
             "warnings": [f"{n} damaged block(s) could not be read; their time ranges are missing "
                          f"from this answer (see 'missing')"]}
+
+
+def missing_notice(found: list[dict], limit: int = 10) -> str:
+    """The pgwire notice text for skipped blocks: each series and time range missing (the first
+    ``limit``; the count is exact), in RFC 3339 and in nanoseconds."""
+    def ts(ns: int) -> str:
+        sec, frac = divmod(int(ns), 10**9)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+    parts = [f"{e['series']} from {ts(e['start'])} to {ts(e['end'])} ({e['start']}..{e['end']} ns, "
+             f"segment {e['segment']} block {e['block']})" for e in found[:limit]]
+    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
+    return (f"{len(found)} damaged block(s) could not be read; these time ranges are missing from "
+            f"this answer (inclusive): {'; '.join(parts)}{more}")
