@@ -116,6 +116,9 @@ class Table:
     _sealed: dict[str, list["Sealed"]] = attrs.field(factory=dict)
     _sealed_upto: int = 0
     _sealed_points: int = 0
+    # rows between seals on the write path (None: SEAL_ROWS); a bulk load that nothing queries
+    # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
+    seal_rows: int | None = None
 
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
@@ -143,7 +146,7 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
-        if self.points - self._sealed_points >= SEAL_ROWS:
+        if self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows):
             self.seal()  # seal as data arrives: the first query after a load pays only the tail
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
@@ -511,6 +514,12 @@ class MemtableState:
     immutables: list[Table] = attrs.field(factory=list)
     next_id: int = 2
     rotations: int = 0
+    seal_rows: int | None = None  # given to each new table (Table.seal_rows)
+
+    def set_seal_rows(self, rows: int | None) -> None:
+        """Rows between seals on the write path for the active table and the next ones."""
+        self.seal_rows = rows
+        self.active.seal_rows = rows
 
     def rotate(self) -> Table | None:
         """Freeze the active table (if it holds data) and start a new one."""
@@ -519,7 +528,7 @@ class MemtableState:
         t = self.active
         t.frozen = True
         self.immutables.append(t)
-        self.active = Table(self.next_id)
+        self.active = Table(self.next_id, seal_rows=self.seal_rows)
         self.next_id += 1
         self.rotations += 1
         return t
