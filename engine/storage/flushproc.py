@@ -39,6 +39,10 @@ log = logging.getLogger("rusts.flushproc")
 
 PROCESS_MIN_SERIES = 1000
 """Tables with at least this many series chunks (series x writes) use the worker process."""
+PROCESS_MIN_POINTS = 50_000
+"""...and so do tables of at least this many points (encoding them takes a few hundred ms of
+Python work at least, pickling their arrays a few ms): a bulk load of few series must not hold
+the server's GIL against its writes while a table is encoded."""
 
 _LEN = struct.Struct("<Q")
 _lock = threading.Lock()  # one request at a time; guards _proc
@@ -71,13 +75,13 @@ def configure(*, mode: str | None = None, workers: int = 1) -> tuple[str | None,
     return prev
 
 
-def use_process(series_chunks: int) -> bool:
+def use_process(series_chunks: int, points: int = 0) -> bool:
     m = mode()
     if m in ("never", "0", "no", "off") or _failures >= 3:
         return False
     if m in ("always", "1", "yes", "on"):
         return True
-    return series_chunks >= PROCESS_MIN_SERIES
+    return series_chunks >= PROCESS_MIN_SERIES or points >= PROCESS_MIN_POINTS
 
 
 def write_partitions_parts(payload, partition_ns: int) -> dict:
