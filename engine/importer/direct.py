@@ -75,6 +75,7 @@ async def run_direct(opts, cfg, stats, progress, *, dedup_column=None, state=Non
                          memtable_max_size_mb=memtable_mb, memtable_hard_limit_mb=2 * memtable_mb,
                          memtable_max_age_secs=10**9)
         prev = flushproc.configure(mode="always", workers=workers or default_workers())
+        flushproc.prestart()
         try:
             async with ctx as db:
                 db.state.set_seal_rows(2**62)

@@ -305,6 +305,26 @@ def _compact(paths, out, kwargs):
 _CALLS = {"compact": _compact}
 
 
+def prestart() -> None:
+    """Start the worker processes now (they import the encoder, ~0.5 s each, while the caller
+    reads its first data) instead of at the first flush."""
+    global _proc
+    if mode() in ("never", "0", "no", "off"):
+        return
+    with _lock:
+        if _proc is None or _proc.poll() is not None:
+            _proc = _start()
+            import atexit
+
+            atexit.register(shutdown)
+    with _extra_lock:
+        extra = list(_extra)
+    for w in extra:
+        with w.lock:
+            if w.proc is None or w.proc.poll() is not None:
+                w.proc = _start()
+
+
 class _Extra:
     """A second (third, ...) worker process for :func:`run_in_process`'s shares (configure)."""
 
