@@ -126,15 +126,16 @@ class Hint:
     instead of every candidate: blocks of one column usually share their best codec, and on
     the ~1,000-value blocks of hourly time-aligned blocks the search is most of the encoding.
 
-    The choice is kept when the block's size is within 5 % (plus 16 bytes) of the size per
-    value the last full search found, and every :data:`REPLAN` blocks the full search runs
-    again; otherwise (a different codec would be needed, an exception in ALP, CONST) the
-    block gets the full search, and the hint follows it. The cold tier never uses hints (it
-    keeps the exact smallest codec). The format is unchanged: only the choice.
+    The choice is kept when the block's size per value is not above what the last full search
+    found (DELTA_ZERORUN is sized too when at least 1/8 of the deltas are zero: a gauge sitting
+    at a bound), and every :data:`REPLAN` blocks the full search runs again; otherwise (a
+    different codec would be needed, an exception in ALP, CONST) the block gets the full
+    search, and the hint follows it. The cold tier never uses hints (it keeps the exact
+    smallest codec). The format is unchanged: only the choice.
     """
 
     REPLAN = 16
-    MARGIN = 1.05
+    MARGIN = 1.0
     __slots__ = ("_kind", "_tree", "_per_value", "_left")
 
     def __init__(self) -> None:
@@ -151,7 +152,7 @@ class Hint:
         return self._tree
 
     def accept(self, size: int, n: int) -> bool:
-        return size <= self._per_value * n * self.MARGIN + 16
+        return size <= self._per_value * n * self.MARGIN
 
     def remember(self, kind: str, tree, size: int, n: int) -> None:
         self._kind, self._tree, self._per_value, self._left = kind, tree, size / max(n, 1), self.REPLAN

@@ -316,6 +316,10 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
             p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
             return p
     want = None if only is None else only[0]
+    # many repeated values (a gauge sitting at a bound): DELTA_ZERORUN may be far smaller than
+    # the hinted codec, whatever its size per value, so it is sized too
+    zr = (want is None or want == T.DELTA_ZERORUN
+          or (mode == TOP and n >= 64 and 8 * (n - 1 - int(np.count_nonzero(u[1:] != u[:-1]))) >= n))
     for_size = 8 * n
     if mode != TIMESTAMPS and (want is None or want in _VALUE_TAGS):
         vref, span = _range(u, signed) if known is None else known
@@ -328,7 +332,7 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
             g, cw, size = rp
             p.consider(T.FOR_RADIX, size, partial(_build_radix, u, vref, span, g, cw))
     d = None
-    if n >= 2 and mode != NESTED and (want is None or want in _DELTA_TAGS):
+    if n >= 2 and mode != NESTED and (want is None or want in _DELTA_TAGS or zr):
         d = u[1:] - u[:-1]
         dref, dspan = _range(d, True)
         w = dspan.bit_length()
@@ -342,8 +346,8 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
             if w2 <= _bits.MAX_PACK_WIDTH:
                 p.consider(T.DOD_FOR, 25 + _bits.packed_size(n, w2),
                            partial(_build_dod_for, u, d, dd, ref2, w2))
-        if n >= 3 and mode == TOP and p.size > 64 and (want is None or want == T.DELTA_ZERORUN):
-            _consider_zerorun(p, u, d, dref, dspan, only)
+        if n >= 3 and mode == TOP and p.size > 64 and zr:
+            _consider_zerorun(p, u, d, dref, dspan, only if want == T.DELTA_ZERORUN else None)
     if want is not None and want not in (T.ZIGZAG_RICE, T.ZIGZAG_VARINT, T.DELTA_ZIGZAG_VARINT):
         return p
     z = None

@@ -30,7 +30,9 @@ def test_hinted_blocks_take_the_previous_codec_and_stay_within_a_few_percent_of_
     rng = np.random.default_rng(5)
     cases = [_decimal_blocks(rng), [rng.integers(1, 266, 1200) for _ in range(40)],
              [np.cumsum(rng.integers(1, 10**9, 1200)) for _ in range(40)],  # timestamps-like
-             [rng.random(1200) for _ in range(40)]]  # full-precision floats: no ALP
+             [rng.random(1200) for _ in range(40)],  # full-precision floats: no ALP
+             # a 2-decimal random walk clipped at 0 and 100: some blocks sit at a bound
+             np.split(np.round(np.clip(50 + np.cumsum(rng.normal(0, 3, 48_000)), 0, 100), 2), 40)]
     for blocks in cases:
         hint = Hint()
         full = sum(len(encode(b)) for b in blocks)
