@@ -7,10 +7,11 @@ the new segment list, until nothing is left or ``max_tasks_per_pass`` tasks ran.
 every task keeps the plan true to the manifest even when a flush or the retention sweeper changed
 it meanwhile.
 
-``execute_task`` belongs to the Database: it writes the new segments in a worker thread, commits
-the manifest once (add new, remove old), swaps readers and unlinks the old files. It runs
-shielded from cancellation so a shutdown never interrupts it between the commit and the reader
-swap; a shutdown therefore waits for at most one task. A failed task is logged and counted, and
+``execute_task`` belongs to the Database's lifecycle: a big task's new segments are written in
+the worker process, then a ``Replace`` message asks the segment keeper (the manifest's one owner)
+to commit them (add new, remove old), swap the readers and unlink the old files; a small task is
+run by the keeper itself. It runs shielded from cancellation so a shutdown never abandons a
+written task before its commit; a shutdown therefore waits for at most one task. A failed task is logged and counted, and
 the pass ends (retried at the next interval): the old segments stay live, nothing is lost.
 """
 

@@ -1,8 +1,9 @@
 """The flusher actor: turns frozen memtables into published segment files, in order.
 
 For each :class:`~rusts.actors.memtable.FlushRequest` it awaits ``write_table(table)`` (which
-encodes one segment per time partition in a worker thread, persists the series index and schema,
-and commits the manifest with the table's last WAL sequence), then tells the memtable the table
+encodes one segment per time partition in a worker thread or the worker process, persists the
+series index and schema, and has the segment keeper commit the manifest with the table's last WAL
+sequence and publish the new readers), then tells the memtable the table
 can be dropped and the WAL what is now durable elsewhere. A failed flush is retried with backoff
 and logged; the table stays queryable in memory meanwhile, so no acknowledged point is lost.
 """

@@ -2,8 +2,8 @@
 
 It calls ``sweep()`` once at start and then every ``interval_secs`` (and at once when poked with
 :class:`SweepNow`, e.g. after a policy change over HTTP). ``sweep`` belongs to the Database: it
-computes the cutoffs from the policy store, drops wholly expired segments with one manifest commit
-and pokes the compactor for partially expired partitions. A failing sweep is logged and counted;
+computes the cutoffs from the policy store, asks the segment keeper to drop wholly expired
+segments (one ``Drop`` message, one manifest commit) and pokes the compactor for partially expired partitions. A failing sweep is logged and counted;
 the next interval tries again. Queries never depend on the sweeper: they filter expired rows
 themselves, so a late or failed sweep costs disk space, never correctness.
 """

@@ -96,7 +96,7 @@ class Database:
         self.closed = False
         self.started_at = time.time()
         self.problems: list[str] = []
-        self.readers: dict[str, Any] = {}  # segment file -> SegmentReader
+        self.segments = None  # SegmentKeeperClient: the manifest and readers' owner, after recovery
         self.flusher_stats: dict[str, Any] = {}
         self.query_stats = {"count": 0, "errors": 0, "total_ms": 0.0}
         self.write_stats = {"requests": 0, "points": 0, "values": 0, "rejected_lines": 0}
@@ -105,7 +105,6 @@ class Database:
         self._wal = None
         self._next_seq = 1
         self._parse_limiter = trio.CapacityLimiter(1)
-        self.commit_lock = trio.Lock()  # every manifest commit (flush, compaction, sweep, delete)
         self.lifecycle = None
         from rusts.actors.query_worker import WorkerStats
 
@@ -146,6 +145,7 @@ class Database:
         from rusts.storage.segment import SegmentReader
 
         self._lock()
+        readers: dict[str, Any] = {}  # segment file -> SegmentReader, handed to the keeper
         try:
             self.manifest, problems = Manifest.load(self.data_dir)
             self.problems.extend(problems)
@@ -170,7 +170,7 @@ class Database:
                     log.error(msg)
                     self.problems.append(msg)
                     continue
-                self.readers[meta.file] = r
+                readers[meta.file] = r
                 keys = r.series_keys()
                 missing = [(sid, k) for sid, k in keys.items() if self.index.get(k) is None]
                 if missing:
@@ -181,7 +181,13 @@ class Database:
                         for f, ft in r.field_types(sid).items():
                             self.schema.ensure(m, f, ft)
             self._replay_wal()
+            from rusts.actors.segment_keeper import SegmentKeeper, SegmentKeeperClient
             from rusts.lifecycle.manager import Lifecycle
+
+            keeper = SegmentKeeper(self.manifest, readers, measurement_of=self.index.measurement_of)
+            self._keeper_send, self._keeper_recv = trio.open_memory_channel(64)
+            self._keeper = keeper
+            self.segments = SegmentKeeperClient(self._keeper_send, keeper)
 
             self.lifecycle = Lifecycle(self)
         except BaseException:
@@ -279,8 +285,6 @@ class Database:
         from rusts.storage.segment import SegmentReader
 
         metas = await self._encode_table(table)
-        from rusts.lifecycle.tombstones import LifecycleState
-
         # the index log and schema file are fsynced in a worker thread, not on the event loop
         # (index.persist swaps its pending list under a lock; the schema snapshot is taken here)
         schema_snap = self.schema.take_snapshot()
@@ -292,24 +296,11 @@ class Database:
                 self.schema._dirty = True
             raise
 
-        def commit():
-            cur = self.manifest.state
-            ls = LifecycleState.from_extra(cur.extra).with_flush([m.file for m in metas])
-            self.manifest.commit(add=metas, flushed_seq=table.last_seq, extra=ls.to_extra(cur.extra))
-
         # open the new segments before the commit (off the loop: a footer of thousands of
-        # series takes tens of ms to read); published in the same step as the commit
+        # series takes tens of ms to read); the keeper publishes them with the commit
         readers = await trio.to_thread.run_sync(
             lambda: [SegmentReader.open(self.manifest.path_of(m)) for m in metas])
-        async with self.commit_lock:
-            try:
-                await trio.to_thread.run_sync(commit)
-            except BaseException:
-                for r in readers:
-                    r.close()
-                raise
-            for m, r in zip(metas, readers):
-                self.readers[m.file] = r
+        await self.segments.publish(metas, readers, table.last_seq)
 
     def _on_flushed(self, table_id: int) -> None:
         for t in self.state.immutables:
@@ -324,9 +315,8 @@ class Database:
     async def _run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         import rusts.protocols.line_protocol  # noqa: F401  (import now, not on the first write)
 
-        from rusts.actors.flusher import run_flusher
-        from rusts.actors.memtable import FlushRequest, MemtableLimits, run_memtable
-        from rusts.actors.wal_writer import WalCheckpoint, run_wal_writer
+        from rusts.actors.memtable import FlushRequest, MemtableLimits
+        from rusts.actors.wal_writer import WalCheckpoint
 
         st = self.config.storage
         wal_send, wal_recv = trio.open_memory_channel(1024)
@@ -350,22 +340,42 @@ class Database:
         def resolve(batch: WriteBatch):
             return self.index.lookup_or_create(_frame_keys(batch.frames))
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: run_flusher(
-                inbox=fl_recv, write_table=lambda t: self._write_table(t), on_flushed=self._on_flushed,
-                checkpoint=checkpoint, stats=self.flusher_stats, task_status=task_status))
-            await nursery.start(lambda task_status: run_memtable(
-                self.state, limits=limits, resolve_sids=resolve, inbox=mem_recv, flusher=fl_send,
-                task_status=task_status))
-            await nursery.start(lambda task_status: run_wal_writer(
-                self._wal, mode=st.wal_durability, sync_interval_ms=int(st.wal_sync_interval_ms),
-                retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
-                downstream=mem_send, task_status=task_status))
-            await nursery.start(self.lifecycle.run)
-            nursery.start_soon(self._run_workers)
-            self._background = nursery
-            self.ready = True
+        from rusts.actors.segment_keeper import run_segment_keeper
+
+        async with trio.open_nursery() as outer:
+            # the keeper starts first and stops last: it outlives every task that commits
+            await outer.start(run_segment_keeper, self._keeper, self._keeper_recv)
+            await outer.start(self._run_actors, fl_send, fl_recv, wal_recv, mem_send, mem_recv,
+                              checkpoint, limits, resolve)
             task_status.started()
+
+    async def _run_actors(self, fl_send, fl_recv, wal_recv, mem_send, mem_recv, checkpoint, limits,
+                          resolve, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from rusts.actors.flusher import run_flusher
+        from rusts.actors.memtable import run_memtable
+        from rusts.actors.wal_writer import run_wal_writer
+
+        st = self.config.storage
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: run_flusher(
+                    inbox=fl_recv, write_table=lambda t: self._write_table(t), on_flushed=self._on_flushed,
+                    checkpoint=checkpoint, stats=self.flusher_stats, task_status=task_status))
+                await nursery.start(lambda task_status: run_memtable(
+                    self.state, limits=limits, resolve_sids=resolve, inbox=mem_recv, flusher=fl_send,
+                    task_status=task_status))
+                await nursery.start(lambda task_status: run_wal_writer(
+                    self._wal, mode=st.wal_durability, sync_interval_ms=int(st.wal_sync_interval_ms),
+                    retention_secs=st.wal_retention_secs, next_seq=self._next_seq, inbox=wal_recv,
+                    downstream=mem_send, task_status=task_status))
+                await nursery.start(self.lifecycle.run)
+                nursery.start_soon(self._run_workers)
+                self._background = nursery
+                self.ready = True
+                task_status.started()
+        finally:
+            # every task that commits has ended: the segment keeper may stop now
+            await self._keeper_send.aclose()
 
     def spawn_background(self, job) -> None:
         """Run ``await job()`` as a task of the database's supervised nursery (work that
@@ -464,24 +474,30 @@ class Database:
             self.write_stats["values"] += batch.value_count
         return WriteResult(batch.point_count, tuple(batch.errors))
 
-    def _reader(self, meta):
-        r = self.readers.get(meta.file)
-        if r is None:  # committed by a worker thread a moment ago: open it now
+    @property
+    def readers(self):
+        """The open segment readers by file (read-only; owned by the segment keeper)."""
+        return self.segments.view.readers
+
+    def _reader(self, view, meta):
+        r = view.readers.get(meta.file)
+        if r is None:  # the keeper could not open it (logged): this query meets the error
             from rusts.storage.segment import SegmentReader
 
-            r = self.readers[meta.file] = SegmentReader.open(self.manifest.path_of(meta))
+            r = SegmentReader.open(self.manifest.path_of(meta))
         return r
 
     def snapshot(self, sids: np.ndarray, start: int, end: int) -> Snapshot:
         """Consistent read view, taken synchronously (no await) in the loop: segments in age
-        order (older first, so newer writes win), their lifecycle sequences, live tombstones."""
-        ls, stones = self.lifecycle.state()
-        st = self.manifest.state
+        order (older first, so newer writes win), their lifecycle sequences, live tombstones.
+        The segments and their readers come from one :class:`SegmentView` of the keeper."""
+        view = self.segments.view
+        ls, stones = self.lifecycle.state(view.state)
         segs, seqs = [], []
-        for meta in ls.age_order(st.segments):
+        for meta in ls.age_order(view.state.segments):
             if meta.max_time < start or meta.min_time >= end:
                 continue
-            segs.append(self._reader(meta))
+            segs.append(self._reader(view, meta))
             seqs.append(ls.seq_of(meta))
         return Snapshot(tuple(segs), self._memtable_snapshot(sids), tuple(seqs), stones)
 
@@ -670,7 +686,7 @@ class Database:
         if not hasattr(self, "manifest") or not hasattr(self, "_wal_send"):
             return {"ready": False, "problems": list(self.problems),
                     "uptime_secs": round(time.time() - self.started_at, 3)}
-        segs = self.manifest.state.segments
+        segs = self.segments.view.state.segments
         parts: dict[int, dict] = {}
         for m in segs:
             p = parts.setdefault(m.partition, {"partition": m.partition, "segments": 0, "bytes": 0,

@@ -361,7 +361,7 @@ def compact_and_commit(manifest: Manifest, task: CompactionTask, *, readers: Map
     Steps: open the inputs (or use ``readers``), write the outputs, commit once (add the new,
     remove the old, update the lifecycle state in ``extra``). Unlinking the old files is left to
     the caller (:func:`delete_segment_files`), once no query holds their readers. The caller must
-    serialise manifest commits (the Database's commit lock): the ``extra`` is derived from the
+    serialise manifest commits (the segment keeper does): the ``extra`` is derived from the
     state read here.
 
     Raises:
@@ -415,7 +415,7 @@ def compact_files(paths: Sequence[str], out: tuple[str, str], **kwargs) -> Compa
 
 
 def commit_compaction(manifest: Manifest, task: CompactionTask, result: CompactionResult) -> Outcome:
-    """Commit the outputs of ``task`` (blocking; under the Database's commit lock): replace its
+    """Commit the outputs of ``task`` (blocking; run by the segment keeper): replace its
     inputs with them in one manifest commit. If an input is no longer live (a retention sweep or
     a drop ran meanwhile), the outputs are deleted and :class:`StorageError` raised."""
     live = {m.file for m in manifest.state.segments}

@@ -1,9 +1,9 @@
 """The Database's side of the data lifecycle: compaction and tiering tasks, the retention sweep,
 deletes by predicate and dropping measurements (design: docs/lifecycle.md).
 
-Every manifest commit takes ``db.commit_lock``: ``Manifest.commit(extra=...)`` replaces the
-lifecycle state wholesale, so reading the state, deriving the new one and committing must not
-interleave with another commit (flush, compaction, sweep, delete).
+This module decides what to do; it never changes the manifest or the readers itself. Every
+commit is a message to the segment keeper (:mod:`rusts.actors.segment_keeper`), which applies
+commits one at a time and derives the new lifecycle state from the state it owns.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import trio
 
-from rusts.lifecycle.compaction import compact_and_commit, delete_segment_files, plan
+from rusts.lifecycle.compaction import plan
 from rusts.errors import QueryError
 from rusts.query.model import Aggregation, AggFunc, Query, TagFilter
 from rusts.lifecycle.policies import PolicyStore, cold_after_ns, cutoffs, expired_partitions
@@ -42,9 +42,10 @@ class Lifecycle:
         self._cache: tuple[int, LifecycleState, TombstoneSet | None] | None = None
 
     # ------------------------------------------------------------------ state
-    def state(self) -> tuple[LifecycleState, TombstoneSet | None]:
-        """Lifecycle state of the current manifest version (cached per version)."""
-        st = self.db.manifest.state
+    def state(self, st=None) -> tuple[LifecycleState, TombstoneSet | None]:
+        """Lifecycle state of manifest state ``st`` (default: the keeper's current view), cached
+        per version."""
+        st = self.db.segments.view.state if st is None else st
         if self._cache is None or self._cache[0] != st.version:
             ls = LifecycleState.from_extra(st.extra)
             self._cache = (st.version, ls, TombstoneSet(ls.tombstones) if ls.tombstones else None)
@@ -71,27 +72,21 @@ class Lifecycle:
                     cold_idle_secs=self.db.config.storage.cold_idle_secs)
 
     async def execute(self, task):
-        from rusts.storage.segment import SegmentReader
-
+        """Run one compaction task: big ones are merged and encoded in the worker process,
+        outside the keeper (flushes keep committing, the event loop keeps the GIL), then committed
+        by the keeper, which re-checks the inputs and the tombstones; small ones are run by the
+        keeper itself."""
         db = self.db
-        readers = {m.file: db.readers[m.file] for m in task.inputs if m.file in db.readers}
         st = db.config.storage
         cuts = self.cutoffs()
         block_time_ns = int(st.block_duration_secs) * 10**9 or None
-
-        def compact_locked():  # the whole task in a thread, under the commit lock
-            return trio.to_thread.run_sync(lambda: compact_and_commit(
-                db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
-                retention_cutoffs=cuts, compression=st.compression, block_rows=st.block_rows,
-                block_time_ns=block_time_ns))
-
+        result, seen = None, ()
         if self._use_worker(task):
-            # merge + encode in the worker process, outside the commit lock: flushes keep
-            # committing and the event loop keeps the GIL; the commit re-checks the inputs
             from rusts.storage import flushproc
-            from rusts.lifecycle.compaction import commit_compaction, compact_files, remove_outputs
+            from rusts.lifecycle.compaction import compact_files
 
             ls, _ = self.state()
+            seen = ls.tombstones
             paths = [str(db.manifest.path_of(m)) for m in task.inputs]
             out = db.manifest.new_segment_path(task.partition)
             kwargs = dict(tier=task.tier, compression=st.compression, block_rows=st.block_rows,
@@ -99,24 +94,9 @@ class Lifecycle:
                           reader_seqs=[ls.seq_of(m) for m in task.inputs], block_time_ns=block_time_ns)
             result = await trio.to_thread.run_sync(lambda: flushproc.call_in_process(
                 "compact", (paths, out, kwargs), lambda: compact_files(paths, out, **kwargs)))
-        else:
-            result = None
-        async with db.commit_lock:
-            if result is None:
-                outcome = await compact_locked()
-            elif task.whole and ls.tombstones != self.state()[0].tombstones:
-                # a delete or a compaction changed the tombstones meanwhile: redo it locked
-                remove_outputs(result)
-                outcome = await compact_locked()
-            else:
-                outcome = await trio.to_thread.run_sync(lambda: commit_compaction(db.manifest, task, result))
-            for m in outcome.added:
-                db.readers[m.file] = await trio.to_thread.run_sync(SegmentReader.open, db.manifest.path_of(m))
-            for m in outcome.removed:
-                db.readers.pop(m.file, None)  # not closed: a running query may still hold it
-        # the files are unlinked; an open reader's mmap stays valid until the query drops it
-        await trio.to_thread.run_sync(delete_segment_files, db.manifest, outcome.removed)
-        return outcome
+        return await db.segments.replace(task, result, seen=seen, retention_cutoffs=cuts,
+                                         compression=st.compression, block_rows=st.block_rows,
+                                         block_time_ns=block_time_ns)
 
     def _use_worker(self, task) -> bool:
         """Compactions of many series or many points go to the worker process, where their
@@ -153,16 +133,9 @@ class Lifecycle:
     # ------------------------------------------------------------------ retention
     async def sweep(self) -> int:
         db = self.db
-        gone = expired_partitions(db.manifest.state.segments, self.cutoffs())
+        gone = expired_partitions(db.segments.view.state.segments, self.cutoffs())
         if gone:
-            async with db.commit_lock:
-                cur = db.manifest.state
-                ls = LifecycleState.from_extra(cur.extra).without(gone)
-                await trio.to_thread.run_sync(lambda: db.manifest.commit(remove=gone, extra=ls.to_extra(cur.extra)))
-                for m in gone:
-                    db.readers.pop(m.file, None)
-            await trio.to_thread.run_sync(delete_segment_files, db.manifest, gone)
-            self.retention_stats["partitions_dropped"] += len(gone)
+            self.retention_stats["partitions_dropped"] += await db.segments.drop(gone)
         self.retention_stats["runs"] += 1
         self.retention_stats["last_run_at"] = time.time()
         self.poke_compactor()  # partly expired partitions are rewritten by compaction
@@ -189,11 +162,7 @@ class Lifecycle:
             series = select_series(db.index, Query(measurement, start, end, tag_filters)).tolist()
             if not series:
                 return {"measurement": measurement, "points_deleted": 0, "tombstone_id": None}
-        async with db.commit_lock:
-            cur = db.manifest.state
-            ls, stone = LifecycleState.from_extra(cur.extra).with_tombstone(
-                measurement, start, end, series=series, field_predicate=pred)
-            await trio.to_thread.run_sync(lambda: db.manifest.commit(extra=ls.to_extra(cur.extra)))
+        stone = await db.segments.tombstone(measurement, start, end, series=series, field_predicate=pred)
         self.delete_stats["deletes"] += 1
         if count:
             self.delete_stats["points_deleted"] += count
@@ -224,7 +193,7 @@ class Lifecycle:
         self._compact_send, self._sweep_send = c_send, s_send
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: run_compactor(
-                interval_secs=self.compaction_interval_secs, get_metas=lambda: self.db.manifest.state.segments,
+                interval_secs=self.compaction_interval_secs, get_metas=lambda: self.db.segments.view.state.segments,
                 plan_fn=self.plan, execute_task=self.execute, inbox=c_recv, stats=self.compaction_stats,
                 task_status=task_status))
             await nursery.start(lambda task_status: run_retention_sweeper(

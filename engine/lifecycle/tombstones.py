@@ -361,7 +361,7 @@ class LifecycleState:
     """Sequence numbers and tombstones, kept in ``manifest.state.extra``.
 
     Immutable; every ``with_*`` method returns a new state. The Database computes the new state
-    and commits it with the manifest change it belongs to, holding its commit lock so that no two
+    and commits it with the manifest change it belongs to, serialised by the segment keeper so that no two
     commits derive their ``extra`` from the same old state.
     """
 

@@ -120,8 +120,10 @@ class Table:
     # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
     seal_rows: int | None = None
 
-    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
-        """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
+    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
+        """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
+        ``seal`` (the default), enough new rows are sealed at once; the memtable actor passes
+        False and seals off the event loop (:meth:`seal_job`)."""
         assert not self.frozen
         pos = 0
         sids = np.asarray(sids, dtype=np.uint64)
@@ -146,8 +148,12 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
-        if self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows):
+        if seal and self.needs_seal():
             self.seal()  # seal as data arrives: the first query after a load pays only the tail
+
+    def needs_seal(self) -> bool:
+        """Whether enough rows arrived since the last seal to seal them now."""
+        return self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows)
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -169,17 +175,42 @@ class Table:
         and merged a million of them. A measurement's blocks are kept few by merging the newest
         two while the older is at most twice the newer (sizes halve along the list: O(log rows)
         blocks, each row merged O(log rows) times)."""
-        chunks = self.chunks
-        if self._sealed_upto < len(chunks):
-            new = chunks[self._sealed_upto:]
-            for m, blk in seal_payload(self.flush_payload(new)).items():
-                lst = self._sealed.setdefault(m, [])
+        job = self.seal_job()
+        if job is not None:
+            token, compute = job
+            self.install_sealed(token, compute())
+        return self._sealed
+
+    def seal_job(self):
+        """The next :meth:`seal` split in two: ``(token, compute)``, or None when all is sealed.
+        ``compute()`` is pure over immutable inputs (the new chunks and the current blocks), so
+        it may run in a worker thread; :meth:`install_sealed` then publishes its result in the
+        loop thread, unless the table was sealed meanwhile (by a query)."""
+        start, upto = self._sealed_upto, len(self.chunks)
+        if start >= upto:
+            return None
+        new = self.chunks[start:upto]
+        base = {m: tuple(lst) for m, lst in self._sealed.items()}
+        flush_payload = self.flush_payload
+
+        def compute() -> dict[str, list["Sealed"]]:
+            out = {m: list(lst) for m, lst in base.items()}
+            for m, blk in seal_payload(flush_payload(new)).items():
+                lst = out.setdefault(m, [])
                 lst.append(blk)
                 while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
                     lst[-2:] = [lst[-2].merged_with(lst[-1])]
-            self._sealed_upto = len(chunks)
-            self._sealed_points = self.points
-        return self._sealed
+            return out
+
+        return (start, upto, self.points), compute
+
+    def install_sealed(self, token, sealed: dict[str, list["Sealed"]]) -> bool:
+        """Publish a :meth:`seal_job` result (loop thread); False if it is stale."""
+        start, upto, points = token
+        if self._sealed_upto != start:
+            return False
+        self._sealed, self._sealed_upto, self._sealed_points = sealed, upto, points
+        return True
 
     def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
         """Append the sealed row sets of each series of ``sids`` (uint64) to ``out[sid]``."""

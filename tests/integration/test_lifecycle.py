@@ -1,22 +1,20 @@
 """Lifecycle pieces driven through the real Database: compaction under ingest, tiering, retention,
 physical deletes, restart. Queries must match a numpy reference at every step.
 
-The Database does not start the compactor or sweeper itself yet, so this module runs their logic
-the way ``docs/lifecycle.md`` prescribes: ``compact_and_commit`` in a worker thread, then the
-reader swap, then ``delete_segment_files``.
+The Database's own compactor and sweeper run on timers; this module drives their decisions
+itself (a simulated clock, chosen policies) and commits through the Database's segment keeper,
+as they do.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import trio
 
 import rusts.db
 from rusts.actors.compactor import compaction_pass
-from rusts.lifecycle.compaction import compact_and_commit, delete_segment_files, plan
+from rusts.lifecycle.compaction import plan
 from rusts.lifecycle.policies import cutoffs, expired_partitions, make_policy
-from rusts.storage.segment import SegmentReader
 from rusts.lifecycle.tombstones import LifecycleState, field_predicate_json
 
 HOUR = 3_600 * 10**9
@@ -32,7 +30,6 @@ class Lifecycle:
         self.db = db
         self.cold_after_ns = cold_after_ns
         self.policies = list(policies)
-        self.lock = trio.Lock()
         self.max_segments_after_pass = 0
         self.now_ns = 0
 
@@ -53,18 +50,10 @@ class Lifecycle:
 
     async def execute(self, task):
         db = self.db
-        readers = {m.file: db.readers[m.file] for m in task.inputs}
         st = db.config.storage
-        async with self.lock:
-            outcome = await trio.to_thread.run_sync(lambda: compact_and_commit(
-                db.manifest, task, readers=readers, index_measurement_of=db.index.measurement_of,
-                retention_cutoffs=self.cutoffs(), compression=st.compression, block_rows=st.block_rows))
-        for m in outcome.added:
-            db.readers[m.file] = SegmentReader.open(db.manifest.path_of(m))
-        for m in outcome.removed:
-            db.readers.pop(m.file, None)  # not closed: a running query may still hold it
-        delete_segment_files(db.manifest, outcome.removed)
-        return outcome
+        return await db.segments.replace(task, None, retention_cutoffs=self.cutoffs(),
+                                         compression=st.compression, block_rows=st.block_rows,
+                                         block_time_ns=None)
 
     async def compact(self, stats=None):
         return await compaction_pass(get_metas=lambda: self.db.manifest.state.segments, plan_fn=self.plan,
@@ -73,15 +62,7 @@ class Lifecycle:
     async def sweep(self):
         db = self.db
         gone = expired_partitions(db.manifest.state.segments, self.cutoffs())
-        if gone:
-            async with self.lock:
-                cur = db.manifest.state
-                ls = LifecycleState.from_extra(cur.extra).without(gone)
-                await trio.to_thread.run_sync(lambda: db.manifest.commit(remove=gone, extra=ls.to_extra(cur.extra)))
-            for m in gone:
-                db.readers.pop(m.file, None)
-            delete_segment_files(db.manifest, gone)
-        return len(gone)
+        return await db.segments.drop(gone) if gone else 0
 
 
 class Reference:
@@ -204,11 +185,8 @@ async def test_retention_drops_whole_partitions_and_compaction_makes_a_delete_ph
         # DELETE FROM cpu WHERE host = 'a' AND time in the third hour AND x > 50, made physical
         sid_a = int(db.index.get("cpu,host=a"))
         t_lo, t_hi = start + 2 * HOUR, start + 3 * HOUR
-        async with lc.lock:
-            cur = db.manifest.state
-            ls, stone = LifecycleState.from_extra(cur.extra).with_tombstone(
-                "cpu", t_lo, t_hi, [sid_a], field_predicate_json([{"field": "x", "op": ">", "value": 50}]))
-            db.manifest.commit(extra=ls.to_extra(cur.extra))
+        await db.segments.tombstone("cpu", t_lo, t_hi, series=[sid_a], field_predicate=field_predicate_json(
+            [{"field": "x", "op": ">", "value": 50}]))
         lc.policies = []
         stats: dict = {}
         await lc.compact(stats)

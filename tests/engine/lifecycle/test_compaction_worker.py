@@ -1,4 +1,4 @@
-"""Compaction in the worker process, outside the commit lock: answers are the same before and
+"""Compaction in the worker process, outside the segment keeper: answers are the same before and
 after, a delete that lands while the worker merges is still honoured, and a task whose inputs
 vanished meanwhile commits nothing and leaves no file behind."""
 

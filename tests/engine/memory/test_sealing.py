@@ -44,3 +44,21 @@ def test_small_writes_seal_into_few_pieces_with_last_write_wins():
             got = [int(v) if (c.mask is None or m) else None
                    for v, m in zip(c.values.tolist(), c.mask.tolist() if c.mask is not None else [True] * len(rs))]
             assert got == [f.get(k) for _, f in want], (h, k)
+
+
+def _write(t: Table, seq: int, n: int, t0: int) -> None:
+    b = parse("\n".join(f"m,h=1 a={i}i {t0 + i}" for i in range(n)).encode())
+    t.insert_frames(b.frames, np.array([1], dtype=np.uint64), seq, seal=False)
+
+
+def test_a_seal_job_done_off_the_loop_is_installed_unless_a_query_sealed_first():
+    t = Table(1)
+    _write(t, 1, 100, T0)
+    token, compute = t.seal_job()
+    _write(t, 2, 50, T0 + 1000)  # arrives while the job runs: not part of it
+    assert t.install_sealed(token, compute())
+    assert sum(len(b) for b in t._sealed["m"]) == 100 and t.needs_seal() is False
+    token2, compute2 = t.seal_job()  # the 50 new rows
+    t.seal()  # a query sealed them first
+    assert not t.install_sealed(token2, compute2())  # stale: dropped, nothing sealed twice
+    assert sum(len(b) for b in t._sealed["m"]) == 150 and t.seal_job() is None

@@ -263,3 +263,33 @@ async def test_connections_beyond_the_cap_get_503(layer):
                 break
         assert (st, body) == (200, b"q")
     await with_server(run, layer, max_connections=2)
+
+
+async def test_a_response_leaves_in_one_send_and_a_closing_one_before_the_eof(layer, monkeypatch):
+    """hypercorn writes a head, a body and an end of message; the client gets one send (one
+    packet with TCP_NODELAY). A response that closes the connection is sent whole before the EOF."""
+    sent: list[bytes] = []
+    real = trio.SocketStream.send_all
+
+    async def counting(self, data):
+        sent.append(bytes(data))
+        await real(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting)
+
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        buf = bytearray()
+        for body in (b"hello", b"world!"):
+            sent.clear()
+            await s.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            st, h, got = await read_response(s, buf)
+            assert (st, got) == (200, body)
+            answers = [d for d in sent if d.startswith(b"HTTP/1.1")]
+            assert len(answers) == 1 and answers[0].endswith(body)  # head and body together
+        await s.send_all(b"GET /args?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        st, h, got = await read_response(s, buf)
+        assert st == 200 and json.loads(got) == {"a": "1"}
+        assert await s.receive_some(100) == b""  # then the EOF
+        await s.aclose()
+    await with_server(run, layer)
