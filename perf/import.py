@@ -98,13 +98,22 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
 
-    def count(self, measurement: str) -> int:
+    def count(self, measurement: str) -> int | str:
+        """The stored rows (or the last error, after retrying for a few minutes: a server still
+        compacting a 10M-row import may answer 408/503 for a while)."""
         import urllib.request
 
         body = json.dumps({"query": f'SELECT count(*) FROM "{measurement}"'}).encode()
-        req = urllib.request.Request(self.url + "/sql", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return json.loads(r.read())["results"][0]["fields"]["count(*)"]
+        last = ""
+        for _ in range(30):
+            req = urllib.request.Request(self.url + "/sql", body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    return json.loads(r.read())["results"][0]["fields"]["count(*)"]
+            except OSError as e:
+                last = f"{type(e).__name__}: {e}"
+                time.sleep(5)
+        return last
 
     def flush(self) -> None:
         import urllib.request
@@ -113,7 +122,11 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(600)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.log.close()
 
 
