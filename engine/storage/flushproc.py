@@ -311,18 +311,21 @@ def prestart() -> None:
     global _proc
     if mode() in ("never", "0", "no", "off"):
         return
-    with _lock:
-        if _proc is None or _proc.poll() is not None:
-            _proc = _start()
-            import atexit
+    try:
+        with _lock:
+            if _proc is None or _proc.poll() is not None:
+                _proc = _start()
+                import atexit
 
-            atexit.register(shutdown)
-    with _extra_lock:
-        extra = list(_extra)
-    for w in extra:
-        with w.lock:
-            if w.proc is None or w.proc.poll() is not None:
-                w.proc = _start()
+                atexit.register(shutdown)
+        with _extra_lock:
+            extra = list(_extra)
+        for w in extra:
+            with w.lock:
+                if w.proc is None or w.proc.poll() is not None:
+                    w.proc = _start()
+    except OSError as e:  # the first flush tries again (and falls back to this process)
+        log.warning("cannot start a flush worker process: %s", e)
 
 
 class _Extra:
