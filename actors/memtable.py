@@ -92,7 +92,7 @@ async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_
                 kind = type(msg).__name__
                 if kind == "MemtableInsert":
                     try:
-                        sids = resolve_sids(msg.batch)
+                        sids = msg.sids if msg.sids is not None else resolve_sids(msg.batch)
                         state.active.insert_frames(msg.batch.frames, sids, msg.seq, seal=False)
                     except BaseException as e:  # never leave a writer hanging
                         msg.reply.fail(e)

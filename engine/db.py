@@ -458,7 +458,7 @@ class Database:
         self.write_stats["requests"] += 1
         self.write_stats["rejected_lines"] += len(batch.errors)
         if batch.point_count:
-            self.index.lookup_or_create(_frame_keys(batch.frames))
+            sids = self.index.lookup_or_create(_frame_keys(batch.frames))
             if self._wal is not None:
                 from rusts.storage.walrecord import encode_batch
                 payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)
@@ -466,7 +466,7 @@ class Database:
                 payload = b""
             reply = Reply()
             try:
-                await self._wal_send.send(WalAppend(batch, payload, reply))
+                await self._wal_send.send(WalAppend(batch, payload, reply, sids))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()

@@ -21,6 +21,7 @@ off requests that take long to answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -160,6 +161,11 @@ class _Tracker:
             self.started[peer] = self.started.get(peer, 0) + 1
             self.busy[peer] = self.busy.get(peer, 0) + 1
             conn = self.conns.get(peer)
+            if conn is not None:
+                from rusts.protocols.http.asgi import DISCONNECT_EXTENSION
+
+                scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                                 DISCONNECT_EXTENSION: conn.cancel_on_disconnect}}
             try:
                 await app(scope, receive, send if conn is None else conn.coalescing(send))
             finally:
@@ -195,6 +201,7 @@ class _Connection:
         self._corked = False
         self._pending = bytearray()
         self._send_lock = trio.Lock()
+        self._on_disconnect: set = set()
         tracker.open += 1
         try:
             sock = inner.socket if hasattr(inner, "socket") else inner.transport_stream.socket
@@ -213,6 +220,21 @@ class _Connection:
                 del self._tracker.conns[self._peer]
             if not self._tracker.busy.get(self._peer):
                 self._tracker.started.pop(self._peer, None)
+
+    @contextlib.contextmanager
+    def cancel_on_disconnect(self, scope: trio.CancelScope):
+        """``with conn.cancel_on_disconnect(cs):`` cancels ``cs`` if the client goes away meanwhile."""
+        if not self._counted:  # gone already
+            scope.cancel()
+        self._on_disconnect.add(scope)
+        try:
+            yield scope
+        finally:
+            self._on_disconnect.discard(scope)
+
+    def _disconnected(self) -> None:
+        for scope in list(self._on_disconnect):
+            scope.cancel()
 
     # ------------------------------------------------------------------ one send per response
     def coalescing(self, send):
@@ -299,6 +321,7 @@ class _Connection:
 
     async def _close_now(self) -> None:
         self.release()
+        self._disconnected()
         await self.uncork()
         with trio.CancelScope(shield=True):
             try:

@@ -142,3 +142,13 @@ async def test_big_inserts_are_sealed_in_the_background_without_a_query():
         rows = state.snapshot([7])[7]
         assert sum(len(r) for r in rows) == SEAL_ROWS + 10
         await send.aclose()
+
+
+async def test_series_ids_resolved_by_the_writer_are_not_looked_up_again():
+    async with trio.open_nursery() as n:
+        state, send, _ = await start(n)  # its resolver answers 7
+        r = Reply()
+        await send.send(MemtableInsert(batch(3), 1, r, np.array([42], dtype=np.uint64)))
+        assert await r.wait() == 1
+        assert sum(len(x) for x in state.snapshot([42])[42]) == 3 and not state.snapshot([7]).get(7)
+        await send.aclose()
