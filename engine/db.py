@@ -275,7 +275,7 @@ class Database:
         from rusts.storage import flushproc
         from rusts.memory.tables import partitions_of
 
-        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks)):
+        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks), table.points):
             return await run_cpu(lambda: self._write_segments(
                 flushproc.write_partitions_parts(table.flush_payload(), self.partition_ns)))
 

@@ -134,6 +134,10 @@ class Table:
         (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
         return self.raw_bytes + self._sealed_bytes + self.view_bytes
 
+    # rows between seals on the write path (None: SEAL_ROWS); a bulk load that nothing queries
+    # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
+    seal_rows: int | None = None
+
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
         ``seal`` (the default), enough new rows are sealed at once; the memtable actor passes
@@ -167,7 +171,7 @@ class Table:
 
     def needs_seal(self) -> bool:
         """Whether enough rows arrived since the last seal to seal them now."""
-        return self.points - self._sealed_points >= SEAL_ROWS
+        return self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows)
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -746,6 +750,12 @@ class MemtableState:
     immutables: list[Table] = attrs.field(factory=list)
     next_id: int = 2
     rotations: int = 0
+    seal_rows: int | None = None  # given to each new table (Table.seal_rows)
+
+    def set_seal_rows(self, rows: int | None) -> None:
+        """Rows between seals on the write path for the active table and the next ones."""
+        self.seal_rows = rows
+        self.active.seal_rows = rows
 
     def rotate(self) -> Table | None:
         """Freeze the active table (if it holds data) and start a new one."""
@@ -754,7 +764,7 @@ class MemtableState:
         t = self.active
         t.frozen = True
         self.immutables.append(t)
-        self.active = Table(self.next_id)
+        self.active = Table(self.next_id, seal_rows=self.seal_rows)
         self.next_id += 1
         self.rotations += 1
         return t
