@@ -82,7 +82,8 @@ async def _sync_wal(db) -> None:
 class ShardApplier:
     """Applies one shard's stream into its database; ``applied`` is the recorded sequence."""
 
-    def __init__(self, shard: int, db, shard_dir: Path, bridge, link, node_id: str) -> None:
+    def __init__(self, shard: int, db, shard_dir: Path, bridge, link, node_id: str, schema=None) -> None:
+        self.schema = schema  # rusts.cluster.schema.ClusterSchema: the cluster's field types
         self.shard = shard
         self.db = db
         self.dir = shard_dir
@@ -119,16 +120,27 @@ class ShardApplier:
                 continue
             if not msgs:
                 continue
-            applied_any = False
+            decoded = []
             for seq, data, _m in msgs:
                 if seq <= self.applied:  # a redelivery of something already applied
                     continue
                 try:
-                    batch = decode_batch(data)
+                    decoded.append((seq, decode_batch(data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
-                else:
+                    decoded.append((seq, None))
+            if self.schema is not None:
+                try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
+                    await self.schema.seed(self.db, [b for _, b in decoded if b is not None])
+                except RustsError as e:
+                    log.info("shard %d: schema: %s; retrying", self.shard, e)
+                    self.subscribed = False  # unacked: delivered again after resubscribing
+                    await trio.sleep(backoff)
+                    continue
+            applied_any = False
+            for seq, batch in decoded:
+                if batch is not None:
                     while True:
                         try:
                             res = await self.db.write_batch(batch)

@@ -77,6 +77,8 @@ class ClusterConfig:
     """Sync mode: how long a write waits for every owner to apply it."""
     heartbeat_secs: float = 1.0
     dead_after_secs: float = 3.0
+    partial_results: bool = False
+    """Queries answer without the shards that have no live owner (flagged) instead of 503."""
 
     @property
     def this_node(self) -> NodeConfig:
@@ -157,7 +159,7 @@ def _shard_list(v: Any, key: str, shard_count: int) -> tuple[int, ...]:
 
 _TOP = {"node_id", "cluster_name", "replication_mode", "replication_factor", "shard_count",
         "sharding_strategy", "nodes", "nats", "outbox_max_bytes", "sync_timeout_secs",
-        "heartbeat_secs", "dead_after_secs"}
+        "heartbeat_secs", "dead_after_secs", "partial_results"}
 _NODE = {"id", "address", "shards", "replica_shards", "tags"}
 _NATS = {"servers", "replicas", "connect_timeout_secs", "publish_timeout_secs"}
 
@@ -250,13 +252,16 @@ def cluster_from_dict(data: Any) -> ClusterConfig:
     dead = _number(data.get("dead_after_secs", 3.0), "dead_after_secs")
     if dead <= hb:
         raise _err("dead_after_secs", f"must exceed heartbeat_secs ({hb}), got {dead}")
+    partial = data.get("partial_results", False)
+    if not isinstance(partial, bool):
+        raise _err("partial_results", f"expected true or false, got {partial!r}")
     return ClusterConfig(
         node_id=node_id, nodes=tuple(nodes), cluster_name=cluster_name, replication_mode=mode,
         replication_factor=rf, shard_count=shard_count, sharding_strategy=strategy,
         time_bucket_ns=bucket, nats=nats,
         outbox_max_bytes=_int(data.get("outbox_max_bytes", 64 << 20), "outbox_max_bytes", minimum=1),
         sync_timeout_secs=_number(data.get("sync_timeout_secs", 10.0), "sync_timeout_secs"),
-        heartbeat_secs=hb, dead_after_secs=dead)
+        heartbeat_secs=hb, dead_after_secs=dead, partial_results=partial)
 
 
 def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:

@@ -317,6 +317,16 @@ class NatsLink:
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
 
+    async def kv_create_many(self, bucket: str, items: list[tuple[str, bytes]],
+                             timeout: float = 5.0) -> dict[str, bool]:
+        """Create each key unless it exists (concurrently); key -> True when this call created it."""
+        self._check()
+
+        async def one(k: str, v: bytes):
+            return k, await asyncio.wait_for(self.kv_create(bucket, k, v), timeout)
+
+        return dict(await asyncio.gather(*(one(k, v) for k, v in items)))
+
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
         import nats.js.errors
 

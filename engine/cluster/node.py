@@ -66,6 +66,7 @@ class ClusterNode:
     def __init__(self, cfg, config, db) -> None:
         from rusts.cluster.membership import Membership
         from rusts.cluster.nats_bridge import NatsBridge, NatsLink
+        from rusts.cluster.schema import ClusterSchema
         from rusts.cluster.sharding import Sharder
         from rusts.cluster.writer import ClusterWriter
 
@@ -77,6 +78,7 @@ class ClusterNode:
         self.sharder = Sharder(cfg.sharding_strategy, cfg.shard_count, cfg.time_bucket_ns)
         self.membership = Membership(self)
         self.writer = ClusterWriter(self)
+        self.schema = ClusterSchema(self.bridge, self.link)
         self.dbs: dict[int, object] = {}
         self.appliers: dict = {}
         self.outbox = None
@@ -112,7 +114,7 @@ class ClusterNode:
                     sdb = rusts.db.Database(self._shard_config(s))
                     self.dbs[s] = await stack.enter_async_context(rusts.db.running(sdb))
                     self.appliers[s] = ShardApplier(s, sdb, Path(sdb.data_dir), self.bridge, self.link,
-                                                    self.cfg.node_id)
+                                                    self.cfg.node_id, self.schema)
                 if self.cfg.replication_mode == "Async":
                     from rusts.cluster.outbox import Outbox
 
@@ -229,10 +231,12 @@ class ClusterNode:
             await trio.sleep(0.02)
 
     # ------------------------------------------------------------------ reads
-    def _assign(self, shards: list[int], exclude: set[str]) -> dict[str, list[int]]:
+    def _assign(self, shards: list[int], exclude: set[str],
+                missing: dict[int, str] | None = None) -> dict[str, list[int]]:
         """One owner per shard: this node when it holds the shard, else a live owner (spread
         over the shards). Liveness is a hint: when no owner looks live (a stale view while this
-        node's NATS connection fails over), the owners are tried anyway."""
+        node's NATS connection fails over), the owners are tried anyway; unless ``missing`` is
+        given (partial results allowed): then such a shard goes into it, with the reason."""
         me = self.cfg.node_id
         plan: dict[str, list[int]] = {}
         for s in shards:
@@ -241,11 +245,15 @@ class ClusterNode:
             live = [o for o in cands if (o == me and s in self.dbs) or self.membership.live(o)]
             if me in live:
                 pick = me
-            elif live or cands:
+            elif live or (cands and missing is None):
                 pool = live or cands
                 pick = pool[s % len(pool)]
             else:
-                raise NoLiveOwner(f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})")
+                why = f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})"
+                if missing is None:
+                    raise NoLiveOwner(why)
+                missing[s] = why
+                continue
             plan.setdefault(pick, []).append(s)
         return plan
 
@@ -272,16 +280,18 @@ class ClusterNode:
             raise RustsError(out["error"])
         return out
 
-    async def _fan_out(self, op: str, q, shards: list[int]) -> list[dict]:
+    async def _fan_out(self, op: str, q, shards: list[int], missing: dict[int, str] | None = None) -> list[dict]:
         """Ask one owner per shard; a failing owner's shards go to another owner; when every
-        owner of a shard failed, retry them all (a NATS failover) until the retry window ends."""
+        owner of a shard failed, retry them all (a NATS failover) until the retry window ends.
+        With ``missing`` (partial results allowed) there is no retry window: a shard whose
+        owners are all dead or failed goes into ``missing`` and the others are answered."""
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
         deadline = trio.current_time() + min(10.0, float(self.config.query.timeout_secs))
         while True:
             try:
-                plan = self._assign(todo, failed)
+                plan = self._assign(todo, failed, missing)
             except NoLiveOwner:
                 if trio.current_time() > deadline:
                     raise
@@ -303,7 +313,7 @@ class ClusterNode:
                 for node_id, ss in plan.items():
                     n.start_soon(one, node_id, ss)
             parts.extend(results.values())
-            if not errors:
+            if not errors or not plan:
                 return parts
             for node_id, e in errors.items():
                 log.info("cluster: node %s failed a partial query: %s", node_id, e)
@@ -315,9 +325,21 @@ class ClusterNode:
         from rusts.cluster.fanout import merge
         from rusts.query.model import Query, from_json
 
+        partial = self.cfg.partial_results
+        if isinstance(qjson, dict) and "partial" in qjson:  # per-request override of partial_results
+            qjson = dict(qjson)
+            partial = qjson.pop("partial")
+            if not isinstance(partial, bool):
+                raise QueryError(f'"partial" must be true or false, got {partial!r}')
         q = qjson if isinstance(qjson, Query) else from_json(qjson)
         shards = self.sharder.shards_for(q.measurement, q.start, q.end)
-        parts = await self._fan_out("query", q, shards)
+        missing: dict[int, str] | None = {} if partial else None
+        parts = await self._fan_out("query", q, shards, missing)
+        if missing:
+            from rusts.storage.damage import report_missing
+
+            for s, why in sorted(missing.items()):
+                report_missing({"shard": s, "error": why})
         if len(parts) > 1 or any(len(p.get("raw", ())) > 4 for p in parts):
             return await trio.to_thread.run_sync(merge, q, parts)
         return merge(q, parts)
@@ -338,15 +360,19 @@ class ClusterNode:
                                    sqlstate="0A000")
         now = time.time_ns()
         _, ext, ast, names = _prepare(text, None)
-        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count))))
+        cat_missing = {} if self.cfg.partial_results else None
+        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count)), cat_missing))
         plan = None if ext is not None else plan_fast(ast, cat, now, names, allow_residual=False)
         if plan is None:
             raise UnsupportedError(
                 "this SQL statement is not supported in cluster mode yet: cluster mode answers "
                 "single-table SELECTs with time and tag filters, GROUP BY tags and time_bucket, "
                 "aggregates, ORDER BY and LIMIT (docs/cluster.md)", sqlstate="0A000")
-        rs = await self.query(plan.query)
-        return to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000)
+        from rusts.storage.damage import answer_extra, collect_missing
+
+        with collect_missing() as found:  # shards without a live owner (partial_results = true)
+            rs = await self.query(plan.query)
+        return {**to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000), **answer_extra(found)}
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:
@@ -360,7 +386,8 @@ class ClusterNode:
                "outbox": None if self.outbox is None else {"messages": len(self.outbox.pending),
                                                            "bytes": self.outbox.bytes,
                                                            "published_seq": self.outbox.published},
-               "writes": dict(self.writer.stats)}
+               "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
+               "schema_fields": len(self.schema.known)}
         out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
                            self.nats_connected or m.live(n.id),
                            "heartbeat_age_secs": (round(now - float(m.members[n.id]["ts"]), 3)

@@ -62,6 +62,19 @@ def encode_chunks(batch: WriteBatch, limit: int) -> list[bytes]:
     return [p for half in _halves(batch) for p in encode_chunks(half, limit)]
 
 
+def _line_getter(body: bytes):
+    """Line ``n`` (1-based) of ``body``, for error reports (split only when asked)."""
+    lines = None
+
+    def original_line(n: int) -> str:
+        nonlocal lines
+        if lines is None:
+            lines = body.split(b"\n")
+        return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
+
+    return original_line
+
+
 class ClusterWriter:
     def __init__(self, node) -> None:
         self.node = node
@@ -77,6 +90,9 @@ class ClusterWriter:
             batch = parse(body, precision=precision)
         else:
             batch = await trio.to_thread.run_sync(lambda: parse(body, precision=precision))
+        if batch.point_count:  # the cluster-wide field types (rusts.cluster.schema)
+            batch = await node.schema.check(batch, _line_getter(body),
+                                            provisional=self.cfg.replication_mode == "Async")
         if batch.point_count:
             limit = max(1024, node.max_payload - PAYLOAD_HEADROOM)
             parts = node.sharder.split(batch)

@@ -99,11 +99,29 @@ def problems(readers) -> list[str]:
     return out
 
 
+def report_missing(entry: dict) -> bool:
+    """Add ``entry`` (e.g. a cluster shard with no live owner: ``{"shard": k, "error": ...}``)
+    to the current query's collector; False when the query runs outside one."""
+    found = _COLLECTOR.get()
+    if found is None:
+        return False
+    found.append(entry)
+    return True
+
+
 def answer_extra(found: list[dict]) -> dict:
-    """The keys a JSON answer gets when blocks were skipped (empty when none were)."""
+    """The keys a JSON answer gets when blocks (or cluster shards) were skipped (empty when none were)."""
     if not found:
         return {}
-    n = len(found)
-    return {"missing": found[:MAX_REPORTED],
-            "warnings": [f"{n} damaged block(s) could not be read; their time ranges are missing "
-                         f"from this answer (see 'missing')"]}
+    shards = sorted({e["shard"] for e in found if "shard" in e})
+    blocks = [e for e in found if "shard" not in e]
+    out: dict = {"missing": (blocks + [e for e in found if "shard" in e])[:MAX_REPORTED], "warnings": []}
+    if blocks:
+        out["warnings"].append(f"{len(blocks)} damaged block(s) could not be read; their time ranges are "
+                               f"missing from this answer (see 'missing')")
+    if shards:  # cluster mode, partial results allowed (docs/cluster.md)
+        out["partial"] = True
+        out["missing_shards"] = shards
+        out["warnings"].append(f"partial answer: shard(s) {', '.join(map(str, shards))} had no live owner; "
+                               f"their data is missing from this answer")
+    return out

@@ -143,6 +143,59 @@ def test_writes_and_queries_through_any_node_equal_a_single_node(rusts_cluster, 
     r = httpx.post(nodes[0].url + "/sql", content="SELECT a.host FROM cpu a JOIN cpu b ON a.time = b.time")
     assert r.status_code == 400 and "not supported in cluster mode" in r.json()["error"]
 
+    check_schema_agreement(nodes, server)
+    check_partial_results(nodes, server)
+
+
+def check_schema_agreement(nodes, server) -> None:
+    """A field's type is decided once for the cluster: a conflicting line gets the single node's
+    400 on every node (whichever shard its series lands on), the other lines are stored."""
+    bodies = ["cpu,host=h1,dc=d1 usage=7i 5\ncpu,host=zz,dc=d9 n=3i 6",  # usage is float: line 1 refused
+              "mem,host=a free=1i 1",  # a new field, decided by the first write...
+              "mem,host=b free=2.5 2\nmem,host=c used=4i 3"]  # ...whichever node the next one reaches
+    for k, body in enumerate(bodies):
+        want = httpx.post(server.url + "/write", content=body, timeout=30)
+        for i, n in enumerate(nodes):
+            if body.startswith("mem,host=a") and i:
+                continue  # written once (through node0)
+            got = httpx.post(n.url + "/write", content=body, timeout=30)
+            assert (got.status_code, got.content) == (want.status_code, want.content), (k, n.url)
+    assert want.status_code == 400 and "already exists as type integer" in want.json()["error"]
+    wait_converged(nodes, 60, "the writes around the conflicts applied")
+    for m in ("cpu", "mem"):
+        q = {"measurement": m, "time_range": {"start": 0, "end": 2**62}}
+        want = httpx.post(server.url + "/query", json=q).json()["results"]
+        for n in nodes:
+            assert httpx.post(n.url + "/query", json=q).json()["results"] == want
+
+
+def check_partial_results(nodes, server) -> None:
+    """Both owners of a third of the shards down: a query fails naming a shard, or with
+    ``"partial": true`` answers exactly the data of the other shards and lists the missing ones."""
+    from rusts.cluster.sharding import hash_strings
+    from rusts.model import series_key
+
+    for n in nodes[1:]:  # node1 and node2 both own the shards s % 3 == 1 (three_node_layout)
+        n.kill()
+    lost = [s for s in range(16) if s % 3 == 1]
+    q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62},
+         "aggregation": {"function": "Count"}, "group_by": ["host", "dc"]}
+    # default (partial_results = false): after the failover window, 503 naming a lost shard
+    r = httpx.post(nodes[0].url + "/query", json=q, timeout=30)
+    assert r.status_code == 503 and "has no live owner" in r.json()["error"]
+    assert int(r.json()["error"].split()[1]) in lost
+    r = httpx.post(nodes[0].url + "/query", json={**q, "partial": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["partial"] is True and got["missing_shards"] == lost and got["warnings"]
+    full = httpx.post(server.url + "/query", json=q).json()["results"]
+
+    def shard_of(tags: dict) -> int:  # BySeries: xxh64 of the canonical series key (docs/cluster.md)
+        return int(hash_strings([series_key("cpu", tuple(sorted(tags.items())))])[0] % 16)
+
+    want = [g for g in full if shard_of(g["tags"]) not in lost]
+    assert 0 < len(want) < len(full) and got["results"] == want
+
 
 def write_retrying(url: str, body: str, timeout: float = 60) -> int:
     """POST until 204, retrying after 503 (what a client does with Retry-After); the 503 count."""
