@@ -78,6 +78,7 @@ def test_nats_replicas_default_to_three_with_three_servers():
     ({"colour": 1}, "colour", "unknown key"),
     ({"nats": {"servers": []}}, "nats.servers", "non-empty list"),
     ({"nats": {"servers": ["nats://a:1"], "replicas": 3}}, "nats.replicas", "exceeds the number"),
+    ({"partial_results": "yes"}, "partial_results", "expected true or false"),
 ])
 def test_mistakes_are_refused_naming_the_key(change, key, words):
     with pytest.raises(ConfigError) as ei:
