@@ -33,6 +33,7 @@ from pathlib import Path
 import trio
 
 from rusts.errors import CorruptionError, OverloadedError, RustsError
+from rusts.model import WriteBatch
 
 log = logging.getLogger("rusts.cluster.apply")
 
@@ -121,8 +122,12 @@ class ShardApplier:
             if not msgs:
                 continue
             decoded = []
-            for seq, data, _m in msgs:
+            for seq, data, m in msgs:
                 if seq <= self.applied:  # a redelivery of something already applied
+                    continue
+                op = self.link.op_of(m)
+                if op is not None:  # a delete or drop, in log order with the writes
+                    decoded.append((seq, (op, data)))
                     continue
                 try:
                     decoded.append((seq, decode_batch(data)))
@@ -132,7 +137,7 @@ class ShardApplier:
                     decoded.append((seq, None))
             if self.schema is not None:
                 try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
-                    await self.schema.seed(self.db, [b for _, b in decoded if b is not None])
+                    await self.schema.seed(self.db, [b for _, b in decoded if isinstance(b, WriteBatch)])
                 except RustsError as e:
                     log.info("shard %d: schema: %s; retrying", self.shard, e)
                     self.subscribed = False  # unacked: delivered again after resubscribing
@@ -140,7 +145,9 @@ class ShardApplier:
                     continue
             applied_any = False
             for seq, batch in decoded:
-                if batch is not None:
+                if isinstance(batch, tuple):
+                    await self._apply_op(seq, *batch)
+                elif batch is not None:
                     while True:
                         try:
                             res = await self.db.write_batch(batch)
@@ -159,6 +166,25 @@ class ShardApplier:
                 await self._publish_applied()
             except RustsError:
                 self.subscribed = False
+
+    async def _apply_op(self, seq: int, op: str, data: bytes) -> None:
+        """Apply a logged delete or drop (rusts.cluster.writer.ClusterWriter.log_op)."""
+        from rusts.cluster.fanout import query_from_wire
+
+        try:
+            body = json.loads(data)
+            if op == "delete":
+                q = query_from_wire(body["query"])
+                await self.db.delete(q.measurement, q.start, q.end, q.tag_filters,
+                                     tuple(body.get("field_predicates") or ()))
+            elif op == "drop":
+                if body["measurement"] in self.db.measurements():
+                    await self.db.drop_measurement(body["measurement"])
+            else:
+                raise ValueError(f"unknown operation {op!r}")
+        except (RustsError, ValueError, KeyError, TypeError) as e:
+            self.errors += 1
+            log.error("shard %d: message %d (%s) not applied: %s", self.shard, seq, op, e)
 
     async def _publish_applied(self) -> None:
         await self.bridge.call(self.link.kv_put, "meta", f"applied.{self.shard}.{self.node_id}",

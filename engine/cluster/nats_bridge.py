@@ -34,6 +34,7 @@ from rusts.errors import OverloadedError, RustsError
 log = logging.getLogger("rusts.cluster.nats")
 
 RETRY_AFTER = 2.0
+OP_HEADER = "Rusts-Op"
 
 
 def stream_name(cluster: str, shard: int) -> str:
@@ -207,11 +208,14 @@ class NatsLink:
         self._ensured.add(shard)
 
     # ---------------------------------------------------------------- write log
-    async def publish(self, shard: int, payload: bytes, msg_id: str) -> int:
-        """Publish one shard message; returns its stream sequence (the JetStream ack)."""
+    async def publish(self, shard: int, payload: bytes, msg_id: str, op: str | None = None) -> int:
+        """Publish one shard message; returns its stream sequence (the JetStream ack). ``op``
+        (header ``Rusts-Op``) marks a message that is not rows: ``delete`` or ``drop``."""
         self._check()
-        ack = await self.js.publish(shard_subject(self.cfg.cluster_name, shard), payload,
-                                    headers={"Nats-Msg-Id": msg_id})
+        headers = {"Nats-Msg-Id": msg_id}
+        if op is not None:
+            headers[OP_HEADER] = op
+        ack = await self.js.publish(shard_subject(self.cfg.cluster_name, shard), payload, headers=headers)
         return int(ack.seq)
 
     async def publish_many(self, items: list[tuple[int, bytes, str]]) -> list[int]:
@@ -219,14 +223,13 @@ class NatsLink:
         the other (so a shard's stream keeps their order); their stream sequences, in order."""
         self._check()
         by_shard: dict[int, list[int]] = {}
-        for k, (s, _, _) in enumerate(items):
+        for k, (s, *_) in enumerate(items):
             by_shard.setdefault(s, []).append(k)
         out = [0] * len(items)
 
         async def one_shard(idx: list[int]) -> None:
             for k in idx:
-                s, p, i = items[k]
-                out[k] = await self.publish(s, p, i)
+                out[k] = await self.publish(*items[k])
 
         await asyncio.gather(*(one_shard(idx) for idx in by_shard.values()))
         return out
@@ -297,6 +300,12 @@ class NatsLink:
         except (nats.errors.TimeoutError, TimeoutError):  # nothing new within the timeout
             return []
         return [(int(m.metadata.sequence.stream), m.data, m) for m in msgs]
+
+    @staticmethod
+    def op_of(msg) -> str | None:
+        """The ``Rusts-Op`` header of a fetched message (None: a rows message)."""
+        h = getattr(msg, "headers", None)
+        return h.get(OP_HEADER) if h else None
 
     async def ack(self, msgs: list) -> None:
         for m in msgs:

@@ -35,7 +35,7 @@ class _Starting:
 
         raise OverloadedError("the cluster node is starting; retry shortly", retry_after=1.0)
 
-    write = query = sql = status = _refuse
+    write = query = sql = sql_output = catalog = pg_tables = delete = drop_measurement = status = _refuse
 
 
 def frontend_of(db) -> "ClusterNode | _Starting | None":
@@ -193,6 +193,10 @@ class ClusterNode:
                 from rusts.cluster.fanout import catalog_answer
 
                 out = dumps(catalog_answer(self.dbs, shards))
+            elif req.get("op") == "tag_values":
+                from rusts.cluster.fanout import tag_values_answer
+
+                out = dumps(tag_values_answer(self.dbs, shards, req["measurement"]))
             else:
                 out = dumps(await partial_answer(self.dbs, req["query"], shards))
         except RustsError as e:
@@ -261,12 +265,18 @@ class ClusterNode:
         from rusts.cluster.fanout import catalog_answer, partial_answer, query_to_wire
         from rusts.cluster.nats_bridge import query_subject
 
+        from rusts.cluster.fanout import tag_values_answer
+
         if node_id == self.cfg.node_id:
             if op == "catalog":
                 return catalog_answer(self.dbs, shards)
+            if op == "tag_values":
+                return tag_values_answer(self.dbs, shards, q)
             return await partial_answer(self.dbs, q, shards)
         payload = {"op": op, "shards": shards}
-        if q is not None:
+        if op == "tag_values":
+            payload["measurement"] = q
+        elif q is not None:
             payload["query"] = query_to_wire(q)
         raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
                                      dumps(payload), float(self.config.query.timeout_secs),
@@ -345,34 +355,46 @@ class ClusterNode:
         return merge(q, parts)
 
     async def sql(self, text: str, t0: float) -> dict:
-        """``POST /sql`` in cluster mode: single-table SELECTs that the query model expresses
-        (the fast path of rusts.sql) run distributed; anything else is refused with a 4xx."""
+        """``POST /sql`` in cluster mode (rusts.cluster.sqlfront)."""
+        from rusts.cluster.sqlfront import sql_json
+
+        return await sql_json(self, text, t0)
+
+    async def sql_output(self, text: str, params=None):
+        """A statement over the whole cluster, as an SqlOutput (pgwire)."""
+        from rusts.cluster.sqlfront import sql_output
+
+        out, _missing = await sql_output(self, text, params)
+        return out
+
+    async def catalog(self, partial: bool | None = None):
+        """The SQL catalog of the whole cluster (merged from one owner per shard)."""
         from rusts.cluster.fanout import merge_catalog
-        from rusts.errors import UnsupportedError
-        from rusts.sql.dml import is_dml
-        from rusts.sql.output import to_json
-        from rusts.sql.runner import _prepare, fast_output
-        from rusts.sql.show import is_show
-        from rusts.sql.translate import plan_fast
 
-        if is_dml(text) or is_show(text):
-            raise UnsupportedError("this statement is not supported in cluster mode yet (docs/cluster.md)",
-                                   sqlstate="0A000")
-        now = time.time_ns()
-        _, ext, ast, names = _prepare(text, None)
-        cat_missing = {} if self.cfg.partial_results else None
-        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count)), cat_missing))
-        plan = None if ext is not None else plan_fast(ast, cat, now, names, allow_residual=False)
-        if plan is None:
-            raise UnsupportedError(
-                "this SQL statement is not supported in cluster mode yet: cluster mode answers "
-                "single-table SELECTs with time and tag filters, GROUP BY tags and time_bucket, "
-                "aggregates, ORDER BY and LIMIT (docs/cluster.md)", sqlstate="0A000")
-        from rusts.storage.damage import answer_extra, collect_missing
+        partial = self.cfg.partial_results if partial is None else partial
+        return merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count)),
+                                                 {} if partial else None))
 
-        with collect_missing() as found:  # shards without a live owner (partial_results = true)
-            rs = await self.query(plan.query)
-        return {**to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000), **answer_extra(found)}
+    async def pg_tables(self, principal=None) -> dict[str, list[tuple[str, str]]]:
+        """pgwire's catalog emulation input (``\\d`` etc.): the cluster's tables and columns."""
+        cat = await self.catalog()
+        names = cat.measurements()
+        if principal is not None:
+            names = principal.visible(names)
+        return {m: [("time", "timestamp")] + [(k, "text") for k in cat.tag_keys(m)]
+                + [(f, ft.sql_name) for f, ft in sorted(cat.fields(m).items())] for m in names}
+
+    async def delete(self, measurement: str, start: int = -(2**63), end: int = 2**63 - 1,
+                     tag_filters=(), field_predicates=()) -> dict:
+        """Delete points cluster-wide (rusts.cluster.sqlfront.cluster_delete)."""
+        from rusts.cluster.sqlfront import cluster_delete
+
+        return await cluster_delete(self, measurement, start, end, tuple(tag_filters), tuple(field_predicates))
+
+    async def drop_measurement(self, measurement: str) -> dict:
+        from rusts.cluster.sqlfront import cluster_drop
+
+        return await cluster_drop(self, measurement)
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:

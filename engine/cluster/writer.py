@@ -121,6 +121,19 @@ class ClusterWriter:
                 want[s] = max(want.get(s, 0), q)
             await node.wait_applied(want, self.cfg.sync_timeout_secs)
 
+    async def log_op(self, op: str, body: dict, shards: list[int]) -> None:
+        """Put a delete or drop (``op``) into the logs of ``shards``, ordered with the writes
+        before it; acknowledged like a write (``Async``: published at once, not via the outbox,
+        so it needs NATS)."""
+        import orjson
+
+        rid = uuid.uuid4().hex
+        payload = orjson.dumps(body)
+        items = [(s, payload, f"{self.cfg.node_id}-{rid}-{s}-op", op) for s in shards]
+        seqs = await self._publish(items)
+        if self.cfg.replication_mode == "Sync":
+            await self.node.wait_applied({s: q for (s, *_), q in zip(items, seqs)}, self.cfg.sync_timeout_secs)
+
     async def _publish(self, items) -> list[int]:
         node = self.node
         try:
@@ -131,5 +144,5 @@ class ClusterWriter:
             # one retry with the same message ids: JetStream stores each id once
             seqs = await node.bridge.call(node.link.publish_many, items)
         self.stats["messages"] += len(items)
-        self.stats["bytes"] += sum(len(p) for _, p, _ in items)
+        self.stats["bytes"] += sum(len(it[1]) for it in items)
         return seqs

@@ -139,6 +139,7 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
             cfg["server"]["port"] = ports[i]
             cfg["cluster"] = str(path)
             cfg["logging"]["level"] = "info"  # the cluster's progress, for diagnosing a failure
+            cfg["postgres"]["enabled"] = True  # pgwire answers over the cluster too
             s.config_path.write_text(yaml.safe_dump(cfg))
             servers.append(s)
         with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side

@@ -144,7 +144,66 @@ def test_writes_and_queries_through_any_node_equal_a_single_node(rusts_cluster, 
     assert r.status_code == 400 and "not supported in cluster mode" in r.json()["error"]
 
     check_schema_agreement(nodes, server)
+    check_show_pgwire_and_deletes(nodes, server)
     check_partial_results(nodes, server)
+
+
+SHOW = ["SHOW MEASUREMENTS", "SHOW TABLES", "SHOW TAG KEYS FROM cpu", "SHOW FIELD KEYS FROM cpu",
+        "SHOW COLUMNS FROM mem", "SHOW TAG VALUES FROM cpu WITH KEY = 'host'",
+        "SHOW TAG VALUES FROM cpu WITH KEY IN ('dc', 'host')"]
+
+
+def check_show_pgwire_and_deletes(nodes, server) -> None:
+    """SHOW, pgwire, and deletes (SQL DELETE, POST /delete, DROP, DELETE /measurements) through
+    any node equal the single node; deletes reach every owner through the shard logs."""
+    import psycopg
+
+    def sql(url, text):
+        r = httpx.post(url + "/sql", content=text, timeout=30)
+        return r.status_code, {k: v for k, v in r.json().items() if k not in ("elapsed_ms", "execution_time_ms")}
+
+    for text in SHOW:
+        want = sql(server.url, text)
+        assert want[0] == 200 and want[1]["results"], text
+        for n in nodes:
+            assert sql(n.url, text) == want, (text, n.url)
+    # pgwire on a cluster node: the simple and the extended protocol, catalog included
+    hosts = sql(server.url, "SELECT host, count(*) AS c FROM cpu GROUP BY host ORDER BY host")[1]["results"]
+    with psycopg.connect(f"postgresql://rusts@127.0.0.1:{nodes[2].pg_port}/rusts", autocommit=True) as c:
+        got = c.execute("SELECT host, count(*) AS c FROM cpu GROUP BY host ORDER BY host").fetchall()
+        assert got == [(r["tags"]["host"], r["fields"]["c"]) for r in hosts]
+        assert c.execute("SELECT count(*) FROM cpu WHERE host = %s", ["h3"]).fetchone()[0] == \
+            next(r["fields"]["c"] for r in hosts if r["tags"]["host"] == "h3")
+        assert sorted(r[0] for r in c.execute("SHOW TABLES").fetchall()) == ["cpu", "mem"]
+        tables = c.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()
+        assert ("cpu",) in tables and ("mem",) in tables
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("SELECT a.host FROM cpu a JOIN cpu b ON a.time = b.time")
+
+    deletes = [("sql", "DELETE FROM cpu WHERE host = 'h2' AND time < 20000000000000"),
+               ("http", {"measurement": "cpu", "time_range": {"start": 0, "end": 5_000_000_000_000},
+                         "tag_filters": [{"key": "dc", "op": "Eq", "value": "d1"}]}),
+               ("sql", "DELETE FROM cpu WHERE n > 45"),
+               ("drop", "mem")]
+    for k, (kind, what) in enumerate(deletes):
+        urls = [server.url, nodes[k % 3].url]
+        if kind == "sql":
+            got = [sql(u, what) for u in urls]
+        elif kind == "http":
+            got = [(r.status_code, r.json()) for r in (httpx.post(u + "/delete", json=what, timeout=30)
+                                                       for u in urls)]
+            got = [(st, {**b, "tombstone_id": None}) for st, b in got]
+        else:
+            got = [(r.status_code, {**r.json(), "tombstone_id": None})
+                   for r in (httpx.delete(u + f"/measurements/{what}", timeout=30) for u in urls)]
+        assert got[0][0] == 200 and got[1] == got[0], (kind, what, got)
+    assert sql(nodes[1].url, "DROP TABLE nope") == sql(server.url, "DROP TABLE nope")  # unknown: refused alike
+    wait_converged(nodes, 60, "every owner applied the deletes")
+    want = answers(server.url)
+    for n in nodes:
+        assert answers(n.url) == want
+    assert sql(nodes[0].url, "SHOW MEASUREMENTS")[1]["results"] == \
+        sql(server.url, "SHOW MEASUREMENTS")[1]["results"]
 
 
 def check_schema_agreement(nodes, server) -> None:
