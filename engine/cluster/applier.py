@@ -41,22 +41,25 @@ FETCH_BATCH = 256
 APPLIED_FILE = "applied.json"
 
 
-def read_applied(shard_dir: Path) -> int:
+def read_applied(shard_dir: Path) -> tuple[int, int]:
+    """``(applied sequence, messages missed)``: missed > 0 when the stream had already dropped
+    messages this shard never applied (retention), so its data is incomplete."""
     try:
         with open(shard_dir / APPLIED_FILE, "rb") as fh:
-            return int(json.loads(fh.read())["seq"])
+            d = json.loads(fh.read())
+            return int(d["seq"]), int(d.get("missed", 0))
     except FileNotFoundError:
-        return 0
+        return 0, 0
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptionError(f"{shard_dir / APPLIED_FILE}: unreadable applied sequence: {e}") from None
 
 
-def write_applied(shard_dir: Path, seq: int) -> None:
+def write_applied(shard_dir: Path, seq: int, missed: int = 0) -> None:
     """Atomically replace the shard's applied sequence (fsynced file and directory)."""
     tmp = shard_dir / (APPLIED_FILE + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, json.dumps({"seq": int(seq)}).encode())
+        os.write(fd, json.dumps({"seq": int(seq), "missed": int(missed)} if missed else {"seq": int(seq)}).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -91,11 +94,29 @@ class ShardApplier:
         self.bridge = bridge
         self.link = link
         self.node_id = node_id
-        self.applied = read_applied(shard_dir)
+        self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
         self.subscribed = False
 
+    @property
+    def complete(self) -> bool:
+        """False once the stream dropped messages this shard never applied: its data has a hole,
+        so this node does not answer queries for the shard (another owner does; docs/cluster.md)."""
+        return self.missed == 0
+
+    def _note_missed(self, first: int) -> None:
+        n = first - 1 - self.applied
+        self.missed += n
+        log.error("shard %d: the stream continues at %d but this node applied only up to %d: %d message(s) "
+                  "lost here; the shard is not served by this node (rebuild it: docs/cluster.md)",
+                  self.shard, first, self.applied, n)
+        self.applied = first - 1
+
     async def _subscribe(self) -> None:
+        first = await self.bridge.call(self.link.first_seq, self.shard)
+        if first > self.applied + 1:  # retention dropped what this shard still needed
+            self._note_missed(first)
+            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         self.subscribed = True
 
@@ -120,6 +141,12 @@ class ShardApplier:
                 backoff = min(backoff * 2, 2.0)
                 continue
             if not msgs:
+                continue
+            new = [seq for seq, _, _ in msgs if seq > self.applied]
+            if new and min(new) > self.applied + 1:
+                # a hole: retention dropped messages, or a redelivery out of order; resubscribing
+                # from applied + 1 tells which (the stream's first sequence is checked there)
+                self.subscribed = False
                 continue
             decoded = []
             for seq, data, m in msgs:
@@ -160,7 +187,7 @@ class ShardApplier:
                 applied_any = True
             if applied_any:
                 await _sync_wal(self.db)
-                await trio.to_thread.run_sync(write_applied, self.dir, self.applied)
+                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
             try:
                 await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
                 await self._publish_applied()

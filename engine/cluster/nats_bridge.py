@@ -157,7 +157,7 @@ class NatsLink:
         self.nc = await nats.connect(
             servers=list(c.nats.servers), connect_timeout=c.nats.connect_timeout_secs,
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            name=f"rusts-{c.cluster_name}-{c.node_id}")
+            name=f"rusts-{c.cluster_name}-{c.node_id}", **c.nats.connect_options())
         self.js = self.nc.jetstream(timeout=c.nats.publish_timeout_secs)
         self.max_payload = int(self.nc.max_payload)
         r = c.nats.stream_replicas
@@ -200,11 +200,15 @@ class NatsLink:
         cfg = StreamConfig(name=stream_name(c.cluster_name, shard),
                            subjects=[shard_subject(c.cluster_name, shard)],
                            num_replicas=c.nats.stream_replicas, storage=StorageType.FILE,
-                           duplicate_window=120.0)
+                           duplicate_window=120.0, max_age=c.nats.max_age_secs or None,
+                           max_bytes=c.nats.max_bytes)
         try:
             await self.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError as e:  # exists with another config: keep it
-            log.warning("stream %s: %s", cfg.name, e)
+        except nats.js.errors.BadRequestError:  # exists with another config (limits changed)
+            try:
+                await self.js.update_stream(cfg)
+            except nats.js.errors.BadRequestError as e:  # e.g. replicas of a running stream: keep it
+                log.warning("stream %s: %s", cfg.name, e)
         self._ensured.add(shard)
 
     # ---------------------------------------------------------------- write log
@@ -248,6 +252,12 @@ class NatsLink:
 
         return {s: q for s, q in await asyncio.gather(*(one(s) for s in range(self.cfg.shard_count)))
                 if q is not None}
+
+    async def first_seq(self, shard: int) -> int:
+        """The first sequence the shard's stream still holds (retention drops older ones)."""
+        self._check()
+        si = await self.js.stream_info(stream_name(self.cfg.cluster_name, shard))
+        return int(si.state.first_seq)
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
         """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.

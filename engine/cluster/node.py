@@ -186,9 +186,10 @@ class ClusterNode:
         try:
             req = orjson.loads(payload)
             shards = [int(s) for s in req["shards"]]
-            missing = [s for s in shards if s not in self.dbs]
+            missing = [s for s in shards if not self.serves(s)]
             if missing:
-                raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]}")
+                raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]} "
+                                  f"(or its copy is incomplete)")
             if req.get("op") == "catalog":
                 from rusts.cluster.fanout import catalog_answer
 
@@ -206,6 +207,11 @@ class ClusterNode:
             out = dumps({"error": f"internal error on node {self.cfg.node_id}: {type(e).__name__}: {e}",
                          "status": 500})
         deliver(out)
+
+    def serves(self, shard: int) -> bool:
+        """Whether this node answers queries for ``shard``: it holds it, and its copy has no hole
+        (the stream never dropped messages it had not applied)."""
+        return shard in self.dbs and self.appliers[shard].complete
 
     # ------------------------------------------------------------------ writes
     async def write(self, body: bytes, precision: str = "ns"):
@@ -246,7 +252,7 @@ class ClusterNode:
         for s in shards:
             owners = self.membership.owners(s)
             cands = [o for o in owners if o not in exclude]
-            live = [o for o in cands if (o == me and s in self.dbs) or self.membership.live(o)]
+            live = [o for o in cands if (o == me and self.serves(s)) or (o != me and self.membership.live(o))]
             if me in live:
                 pick = me
             elif live or (cands and missing is None):
@@ -268,6 +274,8 @@ class ClusterNode:
         from rusts.cluster.fanout import tag_values_answer
 
         if node_id == self.cfg.node_id:
+            if not all(self.serves(s) for s in shards):
+                raise NoLiveOwner(f"node {node_id}'s copy of a shard of {shards} is incomplete")
             if op == "catalog":
                 return catalog_answer(self.dbs, shards)
             if op == "tag_values":
@@ -432,7 +440,10 @@ class ClusterNode:
                 else:
                     applied = m.applied.get((s, o))
                 lag = None if applied is None or s not in last else max(0, last[s] - applied)
-                owners.append({"node": o, "applied_seq": applied, "lag": lag})
+                entry = {"node": o, "applied_seq": applied, "lag": lag}
+                if o == self.cfg.node_id and s in self.appliers and not self.appliers[s].complete:
+                    entry["missed"] = self.appliers[s].missed  # incomplete copy: not served
+                owners.append(entry)
             shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
         out["shards"] = shards
         lags = [o["lag"] for sh in shards for o in sh["owners"]]
