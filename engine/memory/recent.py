@@ -415,5 +415,5 @@ def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str
     pass over the rows (``recent`` and ``ftypes`` are kept for the callers' signature)."""
     from rusts.memory.tables import MemView
 
-    blocks = [blk for t in live_tables if t.points for blk in t.seal().get(measurement, ())]
-    return MemView(blocks, sids)
+    parts = [p for t in live_tables if t.points for p in t.query_parts(measurement)]
+    return MemView(parts, sids)

@@ -134,6 +134,10 @@ class Table:
         (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
         return self.raw_bytes + self._sealed_bytes + self.view_bytes
 
+    # rows between seals on the write path (None: SEAL_ROWS); a bulk load that nothing queries
+    # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
+    seal_rows: int | None = None
+
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
         ``seal`` (the default), enough new rows are sealed at once; the memtable actor passes
@@ -167,7 +171,7 @@ class Table:
 
     def needs_seal(self) -> bool:
         """Whether enough rows arrived since the last seal to seal them now."""
-        return self.points - self._sealed_points >= SEAL_ROWS
+        return self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows)
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -232,11 +236,50 @@ class Table:
         self._sealed_bytes = sum(blk.own_bytes for lst in sealed.values() for blk in lst)
         return True
 
-    def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
-        """Append the sealed row sets of each series of ``sids`` (uint64) to ``out[sid]``."""
-        for blocks in self.seal().values():
+    def query_parts(self, measurement: str | None = None) -> list:
+        """Loop thread: what a query's :class:`MemView` reads of this table, oldest first: the
+        sealed blocks (of ``measurement``, or all), then the writes not sealed yet as an
+        :class:`UnsealedTail`. A few unsealed writes are handed over as they are and sorted by
+        the reader, for the series it reads only: sealing a big write here held the event loop
+        (a 10 MiB write: 20 to 130 ms) while the memtable actor seals it in a worker thread
+        anyway. Many small ones are sealed first (a query never sorts more than
+        :data:`DIRECT_TAIL_CHUNKS` writes)."""
+        tail = self.chunks[self._sealed_upto:]
+        if len(tail) > DIRECT_TAIL_CHUNKS:
+            self.seal()
+            tail = ()
+        if measurement is None:
+            parts: list = [blk for blocks in self._sealed.values() for blk in blocks]
+        else:
+            parts = list(self._sealed.get(measurement, ()))
+        if tail:
+            parts.append(UnsealedTail(tuple(tail), measurement))
+        return parts
+
+    def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]], measurement: str | None = None) -> None:
+        """Append the row sets of each series of ``sids`` (uint64) to ``out[sid]``, oldest first:
+        slices of the sealed blocks (of ``measurement`` only, when given), then the writes not
+        sealed yet. A few unsealed writes are read as they are: sealing a big one here would hold
+        the event loop (a 10 MiB write: 20 to 100 ms) while the memtable actor seals it in a
+        worker thread anyway; many small ones are sealed first, so a query never merges more
+        than :data:`DIRECT_TAIL_CHUNKS` extra pieces per series."""
+        tail = self.chunks[self._sealed_upto:]
+        if len(tail) > DIRECT_TAIL_CHUNKS:
+            self.seal()
+            tail = ()
+        groups = self._sealed.values() if measurement is None else (self._sealed.get(measurement, ()),)
+        for blocks in groups:
             for blk in blocks:
                 blk.rowsets_of(sids, out)
+        for ch in tail:
+            if measurement is not None and measurement not in ch.frame.measurements:
+                continue
+            if not np.isin(ch.sids, sids).any():
+                continue
+            wanted = set(sids.tolist())
+            for sid, rs in ch.rowsets():
+                if sid in wanted:
+                    out.setdefault(sid, []).append(rs)
 
     def chunks_of(self, sid: int) -> tuple[RowSet, ...]:
         out: dict[int, list[RowSet]] = {}
@@ -302,6 +345,7 @@ class Table:
 
 
 SEAL_ROWS = 32_768
+DIRECT_TAIL_CHUNKS = 8  # unsealed writes a query reads as they are (Table.pieces_of)
 """A table seals its unsealed writes (:meth:`Table._view`) once they hold this many rows: a few
 milliseconds of numpy on the write path, amortized, instead of a first query paying for all."""
 
@@ -520,15 +564,48 @@ class SealedSlice:
         return self.rows(None, start, end) or RowSet(self.timestamps[:0], {}, True)
 
 
+@attrs.frozen(eq=False)
+class UnsealedTail:
+    """Writes a table has not sealed yet (immutable chunks), as a query's snapshot captures them;
+    sealed by the reader (:meth:`blocks`) for the series it reads only."""
+
+    chunks: tuple[Chunk, ...]
+    measurement: str | None = None
+
+    def blocks(self, sids: np.ndarray) -> list[Sealed]:
+        mine = [c for c in self.chunks
+                if (self.measurement is None or self.measurement in c.frame.measurements)
+                and np.isin(c.sids, sids).any()]
+        if not mine:
+            return []
+        sealed = seal_payload(Table.flush_payload(None, mine))
+        if self.measurement is not None:
+            return [sealed[self.measurement]] if self.measurement in sealed else []
+        return list(sealed.values())
+
+
 class MemView(Mapping):
     """Series id -> its :class:`SealedSlice` pieces (oldest first): the memtable part of a query's
-    snapshot. The sealed blocks are captured (immutable) in the loop; which series sit where is
-    worked out on first use, in whatever thread reads it, one vectorised lookup per block."""
+    snapshot. The sealed blocks (and unsealed tails, :class:`UnsealedTail`) are captured
+    (immutable) in the loop; which series sit where is worked out on first use, in whatever
+    thread reads it, one vectorised lookup per block."""
 
-    def __init__(self, blocks: Sequence[Sealed], sids: np.ndarray) -> None:
-        self.blocks = tuple(blocks)
+    def __init__(self, parts: Sequence, sids: np.ndarray) -> None:
         self.sids = np.asarray(sids, dtype=np.uint64)
+        self.parts = tuple(parts)
         self._map: dict | None = None
+
+    @property
+    def blocks(self) -> tuple[Sealed, ...]:
+        """The sealed blocks to read, the tails sealed (for this view's series) on first use."""
+        out: list[Sealed] = []
+        for p in self.parts:
+            if isinstance(p, UnsealedTail):
+                out.extend(p.blocks(self.sids))
+            else:
+                out.append(p)
+        self.parts = tuple(out)  # sealed once per view
+        return self.parts
 
     def _index(self) -> dict:
         m = self._map
@@ -673,6 +750,12 @@ class MemtableState:
     immutables: list[Table] = attrs.field(factory=list)
     next_id: int = 2
     rotations: int = 0
+    seal_rows: int | None = None  # given to each new table (Table.seal_rows)
+
+    def set_seal_rows(self, rows: int | None) -> None:
+        """Rows between seals on the write path for the active table and the next ones."""
+        self.seal_rows = rows
+        self.active.seal_rows = rows
 
     def rotate(self) -> Table | None:
         """Freeze the active table (if it holds data) and start a new one."""
@@ -681,7 +764,7 @@ class MemtableState:
         t = self.active
         t.frozen = True
         self.immutables.append(t)
-        self.active = Table(self.next_id)
+        self.active = Table(self.next_id, seal_rows=self.seal_rows)
         self.next_id += 1
         self.rotations += 1
         return t
@@ -700,7 +783,7 @@ class MemtableState:
         blocks (:class:`MemView`): which rows belong to which series is found when the query
         reads them, in its worker thread, and only the fields it reads are sliced.
         """
-        return MemView(self.sealed_blocks(), sids)
+        return MemView([p for t in self.tables() if t.points for p in t.query_parts()], sids)
 
     def sealed_blocks(self, measurement: str | None = None) -> list[Sealed]:
         """Loop thread: every sealed block (of ``measurement``, or all), oldest table first,

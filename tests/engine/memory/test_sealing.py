@@ -64,6 +64,25 @@ def test_a_seal_job_done_off_the_loop_is_installed_unless_a_query_sealed_first()
     assert sum(len(b) for b in t._sealed["m"]) == 150 and t.seal_job() is None
 
 
+def test_a_query_reads_a_few_unsealed_writes_as_they_are_and_seals_many():
+    from rusts.memory.tables import DIRECT_TAIL_CHUNKS
+
+    t = Table(1)
+    st = MemtableState(t)
+    _write(t, 1, 100, T0)
+    t.seal()
+    _write(t, 2, 5000, T0 + 50)  # one big write, overlapping the sealed rows: it wins where it overlaps
+    snap = st.snapshot(np.array([1], dtype=np.uint64))
+    assert t._sealed_upto == 1  # read as it is, not sealed by the query
+    rs = merge(snap[1])
+    assert len(rs) == 5050 and rs.columns["a"].values[:52].tolist() == list(range(50)) + [0, 1]
+    for seq in range(3, 3 + DIRECT_TAIL_CHUNKS):
+        _write(t, seq, 3, T0 + 10_000 + 10 * seq)
+    snap = st.snapshot(np.array([1], dtype=np.uint64))
+    assert t._sealed_upto == len(t.chunks)  # many small writes: sealed first
+    assert len(merge(snap[1])) == 5050 + 3 * DIRECT_TAIL_CHUNKS
+
+
 def _lp(rng: random.Random, seq: int, hosts: int = 50, steps: int = 10) -> bytes:
     t0 = T0 + seq * steps * 10**9
     return "\n".join(f"cpu,host=h{h} a={rng.random()},b={rng.random()},c={rng.randint(0, 99)}i {t0 + s * 10**9}"
