@@ -11,7 +11,7 @@ drifts by tens of percent within minutes. Benchmarks:
 
 * ``ingest``: perf/ingest.py, TSBS cpu-only (100 hosts x 6 h), 1 and 4 connections: values/s;
 * ``trips``: perf/query.py, the 44-query trips suite on 250,000 rows: average and max ms;
-* ``tsbs``: perf/tsbs_queries.py (rusts only, 100 hosts x 6 h): SQL and JSON median ms per type;
+* ``tsbs``: perf/tsbs_queries.py (rusts only, 100 hosts x 24 h): SQL and JSON median ms per type;
 * ``simulator``: each build's server under ``rusts-simulator benchmark`` (this build's client),
   1,000 devices for 60 s: write and query p50/p99, errors;
 * ``http``: perf/http_cost.py --compare: /ping and one-row SQL p50/p99, and the 10 MiB write delay.
@@ -63,7 +63,7 @@ def trips(venv: pathlib.Path) -> dict:
 
 
 def tsbs(venv: pathlib.Path) -> dict:
-    r = run_json([str(venv / "python"), str(HERE / "tsbs_queries.py"), "--targets", "rusts", "--hours", "6",
+    r = run_json([str(venv / "python"), str(HERE / "tsbs_queries.py"), "--targets", "rusts", "--hours", "24",
                   "--n", "20"])
     return {f"tsbs_{k.replace(':', '_')}_ms": v["median_ms"] for k, v in r["results"]["rusts"].items()
             if isinstance(v, dict) and "median_ms" in v}

@@ -21,11 +21,13 @@ import ssl
 from collections.abc import Sequence
 from functools import partial
 
+import attrs
 import trio
 from sqlglot import exp
 
 from rusts.errors import AuthError, QueryError, RustsError
 from rusts.messages import cpu_limiter
+from rusts.storage.damage import collect_missing, missing_notice
 
 log = logging.getLogger("rusts.pgserver")
 
@@ -98,8 +100,10 @@ class DbBackend:
         if self.poller is not None:
             self.poller.begin()
         try:
-            with acting_as(self.principal):
-                return await self._execute(sql, params)
+            # damaged blocks are skipped and named in a notice (HTTP: the answer's "missing")
+            with acting_as(self.principal), collect_missing() as missing:
+                result = await self._execute(sql, params)
+            return attrs.evolve(result, notices=(*result.notices, missing_notice(missing))) if missing else result
         finally:
             _IN_FLIGHT[0] -= 1
             if self.poller is not None:

@@ -15,7 +15,8 @@ from rusts.protocols.http.asgi import asgi_app_for
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Response
 from rusts.protocols.http.serve import serve_asgi
 
-HOT = frozenset({"/echo", "/args", "/slow", "/slower", "/boom", "/nope"})
+HOT = frozenset({"/echo", "/args", "/slow", "/slower", "/boom", "/nope", "/forever"})
+CANCELLED: list[str] = []  # /forever handlers that were cancelled
 
 
 @pytest.fixture(params=["quart", "hot"])
@@ -48,6 +49,14 @@ def make_app(max_body: int = 1000) -> App:
     async def slower(req):
         await trio.sleep(1.2)  # longer than the head/body deadline (0.5 s): still answered
         return Response(200, b"late")
+
+    @app.route("/forever", ("GET",))
+    async def forever(req):
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            CANCELLED.append(req.args.get("id", ""))
+            raise
 
     @app.route("/items/<name>", ("DELETE",))
     async def item(req, name):
@@ -210,7 +219,11 @@ async def test_a_trickled_head_is_closed_at_its_deadline(layer):
                     closed_after = trio.current_time() - t0
                     break
                 with trio.move_on_after(0.05):
-                    if await s.receive_some(100) == b"":
+                    try:
+                        got = await s.receive_some(100)
+                    except (trio.BrokenResourceError, OSError):  # closed with our bytes unread: RST
+                        got = b""
+                    if got == b"":
                         closed_after = trio.current_time() - t0
                         break
         assert closed_after is not None and closed_after < 2.0
@@ -249,6 +262,8 @@ async def test_graceful_shutdown_finishes_requests_in_flight(layer):
 async def test_connections_beyond_the_cap_get_503(layer):
     async def run(port, stop):
         held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        for h in held:  # busy: a request head begun (an idle connection would make room)
+            await h.send_all(b"POST /echo HTTP/1.1\r\n")
         await trio.sleep(0.1)
         extra = await trio.open_tcp_stream("127.0.0.1", port)
         st, h, body = await read_response(extra, bytearray())
@@ -293,3 +308,59 @@ async def test_a_response_leaves_in_one_send_and_a_closing_one_before_the_eof(la
         assert await s.receive_some(100) == b""  # then the EOF
         await s.aclose()
     await with_server(run, layer)
+
+
+async def test_a_request_whose_client_goes_away_is_cancelled():
+    """Served by our loop, the connection cancels the hot route's handler when the client closes."""
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(b"GET /forever?id=served HTTP/1.1\r\nHost: x\r\n\r\n")
+        await trio.sleep(0.2)
+        await s.aclose()
+        with trio.fail_after(5):
+            while "served" not in CANCELLED:
+                await trio.sleep(0.02)
+    await with_server(run, "hot")
+
+
+async def test_under_another_asgi_server_a_disconnect_still_cancels_the_handler():
+    """Mounted in another ASGI server (no extension of ours), http.disconnect cancels it."""
+    app = asgi_app_for(make_app(), hot=HOT)
+    sent: list = []
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await trio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/forever", "raw_path": b"/forever", "query_string": b"id=mounted",
+             "root_path": "", "headers": [(b"host", b"x")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    with trio.fail_after(5):
+        await app(scope, receive, send)
+    assert "mounted" in CANCELLED and sent == []
+
+
+async def test_idle_connections_at_the_cap_make_room(layer):
+    """Connections that never send a byte (or keep-alive ones between requests) must not lock
+    clients out: at the cap the one idle the longest is closed and the newcomer is served."""
+    async def run(port, stop):
+        idle = []
+        for _ in range(2):
+            idle.append(await trio.open_tcp_stream("127.0.0.1", port))
+            await trio.sleep(0.05)
+        for _ in range(3):  # each newcomer evicts the connection idle the longest
+            s = await trio.open_tcp_stream("127.0.0.1", port)
+            await s.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nq")
+            st, _, body = await read_response(s, bytearray())
+            assert (st, body) == (200, b"q")
+            idle.append(s)  # idle between requests now
+        with trio.fail_after(5):
+            assert await idle[0].receive_some(10) == b""  # the oldest idle one was closed
+            assert await idle[1].receive_some(10) == b""
+    await with_server(run, layer, max_connections=2)
