@@ -182,7 +182,8 @@ class SegmentKeeper:
         def commit():
             cur = self.manifest.state
             ls = LifecycleState.from_extra(cur.extra).without(gone)
-            return self._commit(remove=gone, extra=ls.to_extra(cur.extra))
+            # two manifest generations: a fallback from a damaged newest one names no unlinked file
+            return self._commit(remove=gone, extra=ls.to_extra(cur.extra), survive_fallback=True)
 
         await trio.to_thread.run_sync(commit)
         self._swap(removed=[m.file for m in gone])
@@ -194,7 +195,8 @@ class SegmentKeeper:
             cur = self.manifest.state
             ls, stone = LifecycleState.from_extra(cur.extra).with_tombstone(
                 msg.measurement, msg.start, msg.end, series=msg.series, field_predicate=msg.field_predicate)
-            self._commit(extra=ls.to_extra(cur.extra))
+            # two manifest generations: a fallback from a damaged newest one keeps the delete
+            self._commit(extra=ls.to_extra(cur.extra), survive_fallback=True)
             return stone
 
         stone = await trio.to_thread.run_sync(commit)

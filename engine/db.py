@@ -42,6 +42,9 @@ log = logging.getLogger("rusts.db")
 
 HOUR_NS = 3_600_000_000_000
 INLINE_PARSE_BYTES = 128 << 10
+#: a write arriving while others queue for the parser, and the last parse waited longer than
+#: this, is shed (503 + Retry-After) instead of queued: clients back off rather than time out
+PARSE_WAIT_BUDGET_SECS = 2.0
 """Bodies shorter than this are parsed on the event loop (a 78 KB, 384-line fleet report takes
 about 2.5 ms); longer ones in a worker thread."""
 
@@ -105,6 +108,7 @@ class Database:
         self._wal = None
         self._next_seq = 1
         self._parse_limiter = trio.CapacityLimiter(1)
+        self._parse_wait = 0.0  # how long the last large parse waited for the parser
         self.lifecycle = None
         from rusts.actors.query_worker import WorkerStats
 
@@ -198,7 +202,9 @@ class Database:
         st = self.config.storage
         flushed = self.manifest.state.flushed_seq
         last = flushed
-        if st.wal_durability == "none":
+        from rusts.storage.wal import has_records
+
+        if st.wal_durability == "none" and not has_records(self.wal_dir):
             self._wal = None
         else:
             from rusts.storage.wal import Wal
@@ -229,6 +235,9 @@ class Database:
             last = max(last, wal.last_seq)
             if replayed:
                 log.info("replayed %d points from the WAL", replayed)
+            if st.wal_durability == "none":  # an earlier run's records replayed; none are logged now
+                wal.close()
+                self._wal = None
         self._next_seq = last + 1
         # rows already in segments are only readable from segments
         for meta in self.manifest.state.segments:
@@ -429,9 +438,16 @@ class Database:
         else:
             # one parse at a time: the parser is mostly Python, so concurrent parses only contend
             # for the GIL (measured: 4 parallel parses were slower than 1)
-            batch = await trio.to_thread.run_sync(
-                lambda: parse(body, precision=precision, default_time=default_time,
-                              max_line_bytes=self.config.server.max_line_bytes), limiter=self._parse_limiter)
+            if self._parse_wait > PARSE_WAIT_BUDGET_SECS and self._parse_limiter.statistics().tasks_waiting:
+                raise OverloadedError("writes are queued for the parser: the server is behind; retry later")
+            queued = time.monotonic()
+
+            def job():
+                self._parse_wait = time.monotonic() - queued
+                return parse(body, precision=precision, default_time=default_time,
+                             max_line_bytes=self.config.server.max_line_bytes)
+
+            batch = await trio.to_thread.run_sync(job, limiter=self._parse_limiter)
         lines = None
 
         def original_line(n: int) -> str:

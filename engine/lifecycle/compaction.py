@@ -431,7 +431,8 @@ def commit_compaction(manifest: Manifest, task: CompactionTask, result: Compacti
         live_after = [m for m in cur.segments if m.file not in names] + list(added)
         ls = ls.with_replaced([m.file for m in task.inputs], [m.file for m in added], result.output_seq,
                               live=live_after)
-        manifest.commit(add=added, remove=task.inputs, extra=ls.to_extra(cur.extra))
+        # two generations: a fallback from a damaged newest one must not name the unlinked inputs
+        manifest.commit(add=added, remove=task.inputs, extra=ls.to_extra(cur.extra), survive_fallback=True)
     except BaseException:
         remove_outputs(result)
         raise

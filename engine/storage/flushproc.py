@@ -13,7 +13,8 @@ length-prefixed pickles over its stdin/stdout, not ``multiprocessing``: the ``sp
 ``forkserver`` methods re-import the parent's ``__main__``, which would re-run any embedding
 script without an ``if __name__ == "__main__"`` guard, and ``fork`` is unsafe in a threaded
 process. The worker exits when its stdin closes (this process ended) and on its own when its
-parent dies (a watchdog thread: a SIGKILLed server must not leave it writing). A file it was
+parent dies (a watchdog thread: a SIGKILLed server must not leave it writing), or quietly when
+its reply meets a closed pipe (the parent died during the request). A file it was
 still writing then is an orphan that the next recovery removes (the manifest never listed it).
 
 Small tables are flushed in a thread (:func:`use_process`): for a few hundred series the pickling
@@ -427,12 +428,23 @@ def _serve(ppid: int) -> None:
         except Exception as e:  # noqa: BLE001 - sent back to the flusher, which retries
             reply = ("err", e)
         try:
-            _send(out, reply)
-        except (pickle.PickleError, TypeError, AttributeError):
-            _send(out, ("err", f"{type(reply[1]).__name__}: {reply[1]}"))
+            try:
+                _send(out, reply)
+            except (pickle.PickleError, TypeError, AttributeError):
+                _send(out, ("err", f"{type(reply[1]).__name__}: {reply[1]}"))
+        except OSError:
+            # the server is gone (SIGKILLed mid-request): nobody reads the reply. End quietly;
+            # os._exit, not return: the interpreter's exit would flush the reply pipe's buffer
+            # again and print a BrokenPipeError into the server's log.
+            os._exit(0)
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the server shuts down and closes
+    # this worker's stdin; a KeyboardInterrupt here would only print a traceback into its log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from rusts import malloc
 
     malloc.tune()

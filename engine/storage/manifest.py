@@ -70,12 +70,17 @@ class ManifestState:
     segments: tuple[SegmentMeta, ...]
     flushed_seq: int
     extra: Mapping = attrs.field(factory=dict)
+    #: the first of the two generations of a commit that must survive a fallback; the second
+    #: (identical, without the flag) was not written yet when this one was read
+    copy_pending: bool = False
 
 
 
 def _serialise(state: ManifestState) -> bytes:
     body = {"format": FORMAT, "version": state.version, "flushed_seq": state.flushed_seq,
             "segments": [s.to_json() for s in state.segments], "extra": state.extra}
+    if state.copy_pending:
+        body["copy_pending"] = True
     try:
         text = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
@@ -101,7 +106,8 @@ def _parse(data: bytes, path: Path) -> ManifestState:
                                   path=str(path))
         return ManifestState(version=int(body["version"]),
                              segments=tuple(SegmentMeta.from_json(s) for s in body["segments"]),
-                             flushed_seq=int(body["flushed_seq"]), extra=dict(body.get("extra") or {}))
+                             flushed_seq=int(body["flushed_seq"]), extra=dict(body.get("extra") or {}),
+                             copy_pending=body.get("copy_pending") is True)
     except CorruptionError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -183,6 +189,14 @@ class Manifest:
         m = cls(data_dir, state)
         # the next generation must be above every name seen, including quarantined ones
         top = gens[0][0]
+        if state.copy_pending and not fell_back:
+            # complete the pair before sweeping: until then the older generation may still name
+            # files the newest has replaced (the inputs of a compaction)
+            problems.append(f"manifest generation {state.version} was the first of a pair (a crash "
+                            "between its two writes); wrote its copy")
+            top += 1
+            state = attrs.evolve(state, version=top, copy_pending=False)
+            m._commit_state(state)
         referenced = {s.file for s in state.segments}
         for name in seg_files:
             if name in referenced:
@@ -195,8 +209,10 @@ class Manifest:
                 problems.append(f"segment {name} is not in the fallback manifest; moved to {dest}")
             else:
                 p.unlink()
-                problems.append(f"removed orphan segment {name} (not in the manifest; its data is "
-                                "still in the WAL or in the segments it was compacted from)")
+                problems.append(f"removed orphan segment {name} (not in the manifest: a flush or "
+                                "compaction that did not commit; a compaction's data is still in its "
+                                "inputs, a flush's in the WAL, except in WAL mode none, where points "
+                                "not yet flushed are lost in a crash)")
             m._next_file = max(m._next_file, _file_number(name) + 1)
         present = set(seg_files)
         missing = [s for s in state.segments if s.file not in present]
@@ -205,20 +221,31 @@ class Manifest:
                             f"({s.point_count} points lost); removed from the manifest")
         if missing or fell_back:
             gone = {s.file for s in missing}
-            m._commit_state(ManifestState(top + 1, tuple(s for s in state.segments
-                                                          if s.file not in gone),
-                                          state.flushed_seq, state.extra))
+            fixed = ManifestState(top + 1, tuple(s for s in state.segments if s.file not in gone),
+                                  state.flushed_seq, state.extra)
+            if fell_back:  # the damaged generation is gone: two good ones again, as after a commit
+                m._commit_state(attrs.evolve(fixed, copy_pending=True))
+                fixed = attrs.evolve(fixed, version=top + 2)
+            m._commit_state(fixed)
         _fsync_dir(segments_dir)
         return m, problems
 
     # ------------------------------------------------------------------ commit
     def commit(self, *, add: Iterable[SegmentMeta] = (), remove: Iterable[SegmentMeta | str] = (),
-               flushed_seq: int | None = None, extra: Mapping | None = None) -> ManifestState:
+               flushed_seq: int | None = None, extra: Mapping | None = None,
+               survive_fallback: bool = False) -> ManifestState:
         """Atomically publish a new state: ``remove`` (metas or file names) out, ``add`` in.
 
         ``flushed_seq`` / ``extra`` replace the current values when given. Raises
         :class:`StorageError` (state unchanged) if a file to remove is absent, a file to add is
         already present, or the write fails.
+
+        ``survive_fallback`` (a delete's tombstone; a commit after which files are unlinked:
+        compaction, retention, quarantine): the state is written as two consecutive
+        generations, so that the generation a load falls back to when the newest is damaged
+        holds it too (``docs/format/manifest.md``). If only the second write fails, the commit
+        has happened (the first is durable, flagged ``copy_pending``) and is returned; the next
+        commit, or the next load, restores the pair.
         """
         add = tuple(add)
         remove_names = {r if isinstance(r, str) else r.file for r in remove}
@@ -238,8 +265,16 @@ class Manifest:
                 version=cur.version + 1, segments=tuple(kept) + add,
                 flushed_seq=cur.flushed_seq if flushed_seq is None else int(flushed_seq),
                 extra=cur.extra if extra is None else dict(extra))
-            self._commit_state(new)
-            return new
+            if survive_fallback:
+                first = attrs.evolve(new, copy_pending=True)
+                self._commit_state(first)
+                try:
+                    self._commit_state(attrs.evolve(new, version=new.version + 1))
+                except StorageError:
+                    return first
+            else:
+                self._commit_state(new)
+            return self.state
 
     def _commit_state(self, new: ManifestState) -> None:
         self._write(new)
@@ -313,7 +348,7 @@ class Manifest:
             pass
         _fsync_dir(self.quarantine_dir)
         if any(s.file == meta.file for s in self.state.segments):
-            self.commit(remove=[meta.file])
+            self.commit(remove=[meta.file], survive_fallback=True)
         return str(dest)
 
 

@@ -74,6 +74,16 @@ def frame(seq: int, payload: bytes) -> bytes:
     return head + _U32.pack(zlib.crc32(head)) + payload
 
 
+def has_records(wal_dir: str | os.PathLike) -> bool:
+    """Whether ``wal_dir`` holds a non-empty WAL segment (a database opened in mode ``none``
+    still replays what an earlier run in another mode logged)."""
+    try:
+        with os.scandir(wal_dir) as it:
+            return any(e.name.endswith(".wal") and e.stat().st_size > 0 for e in it)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 class FileOps:
     """The file system calls the WAL makes; tests subclass this to inject faults."""
 

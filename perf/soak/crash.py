@@ -27,11 +27,12 @@ from rel_harness import History, Server, crash_cycle, verify  # noqa: E402
 STOP = []  # set by SIGTERM: finish the current mode with the kills done so far, skip the rest
 
 
-def soak(mode: str, kills: int, seed: int, verify_every: int) -> dict:
+def soak(mode: str, kills: int, seed: int, verify_every: int, start_timeout: float) -> dict:
     rng = random.Random(f"{seed}-{mode}")
     root = pathlib.Path(tempfile.mkdtemp(prefix=f"crash-{mode}-"))
     srv = Server(root, storage={"wal_durability": mode, "wal_sync_interval_ms": 100,
                                 "memtable": {"max_points": 2000, "max_age_secs": 1}})
+    srv.start_timeout = start_timeout
     hist = History()
     failed_starts = 0
     checks = []
@@ -57,6 +58,10 @@ def soak(mode: str, kills: int, seed: int, verify_every: int) -> dict:
                intermediate_checks_failed=sum(1 for c in checks if any(c.values()) and
                                               (c["lost"] == 0 or mode != "none")))
     out["problems"] = out["problems"][:5]
+    st = sorted(hist.start_secs)
+    if st:  # a start that fails the timeout is not in here: it counts in failed_restarts
+        out["start_to_ready_secs"] = {"median": round(st[len(st) // 2], 1), "max": round(st[-1], 1),
+                                      "over_30s": sum(1 for x in st if x > 30)}
     return out
 
 
@@ -66,13 +71,15 @@ def main() -> int:
     ap.add_argument("--modes", default="every_write,periodic,os_default,none")
     ap.add_argument("--seed", type=int, default=1)  # SIGTERM: stop early, report what was done
     ap.add_argument("--verify-every", type=int, default=25)
+    ap.add_argument("--start-timeout", type=float, default=120.0,
+                    help="seconds a restart may take to answer /ready before it counts as failed")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
     runs = []
     for m in a.modes.split(","):
         if STOP:
             break
-        runs.append(soak(m, a.kills, a.seed, a.verify_every))
+        runs.append(soak(m, a.kills, a.seed, a.verify_every, a.start_timeout))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each mode as soon as it is done
     ok = all(r["duplicates"] == 0 and r["wrong_values"] == 0 and r["invented"] == 0
              and r["refused_present"] == 0 and r["deleted_rows_back"] == 0 and r["failed_restarts"] == 0

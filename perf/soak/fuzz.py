@@ -17,11 +17,15 @@ import argparse
 import json
 import pathlib
 import random
+import signal
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "reliability"))
 import rel_fuzz  # noqa: E402
+
+
+STOP = []  # set by SIGTERM: the running target stops and reports the cases done
 
 
 def run_mutation(target: str, cases: int, seed: int) -> dict:
@@ -30,7 +34,11 @@ def run_mutation(target: str, cases: int, seed: int) -> dict:
     rng = random.Random(f"{seed}-{target}")
     crashes, hangs, slowest, examples = 0, 0, 0.0, []
     t0 = time.perf_counter()
+    done = 0
     for i in range(cases):
+        if STOP:
+            break
+        done += 1
         r = rng.random()
         if r < 0.8:
             data = rel_fuzz.mutate(rng.choice(corpus), rng, n=rng.choice((1, 2, 4, 8, 16)))
@@ -50,8 +58,8 @@ def run_mutation(target: str, cases: int, seed: int) -> dict:
             if len(examples) < 5:
                 examples.append({"input": data.hex(), "error": f"took {dt:.2f}s"})
     secs = time.perf_counter() - t0
-    return {"target": target, "engine": "mutation", "cases": cases, "crashes": crashes, "hangs": hangs,
-            "slowest_ms": round(slowest * 1000, 1), "cases_per_sec": round(cases / secs),
+    return {"target": target, "engine": "mutation", "cases": done, "crashes": crashes, "hangs": hangs,
+            "slowest_ms": round(slowest * 1000, 1), "cases_per_sec": round(done / max(secs, 1e-9)),
             "seconds": round(secs, 1), "examples": examples}
 
 
@@ -77,11 +85,17 @@ def main() -> int:
     ap.add_argument("--engine", default="mutation", choices=("mutation", "atheris"))
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
     targets = list(rel_fuzz.TARGETS) if a.target == "all" else [a.target]
     if a.engine == "atheris":
         run_atheris(targets[0], a.cases)  # libFuzzer prints its own report; exits non-zero on a crash
         return 0
-    runs = [run_mutation(t, a.cases, a.seed) for t in targets]
+    runs = []
+    for t in targets:
+        if STOP:
+            break
+        runs.append(run_mutation(t, a.cases, a.seed))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each target as soon as it is done
     ok = all(r["crashes"] == 0 and r["hangs"] == 0 for r in runs)
     print(json.dumps({"runs": runs, "all_ok": ok}, indent=1))
     return 0 if ok else 1

@@ -3,6 +3,9 @@ check simulated power-cut states (tests/reliability/rel_powerloss.py: unsynced w
 renames not durable, any subset of dirty pages persisted, torn and zero-filled tails).
 
     python perf/soak/power_loss.py --states 20000
+    python perf/soak/power_loss.py --states 10000 --modes periodic --max-secs 3600   # one mode
+
+SIGTERM (or --max-secs) stops early and still prints the figures of the states checked.
 
 Prints JSON: states checked per mode, failed opens, wrong answers (wrong / invented / duplicate /
 deleted-back rows), acknowledged points lost (every_write; periodic: covered by a WAL fsync),
@@ -16,6 +19,7 @@ import json
 import pathlib
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +38,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-secs", type=float, default=0, help="stop early after this long (0: never)")
     a = ap.parse_args()
+    stop = []  # SIGTERM: stop early and report what was checked
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     modes = a.modes.split(",")
     root = pathlib.Path(tempfile.mkdtemp(prefix="powerloss-"))
     out = {"modes": {}, "failures": []}
@@ -43,11 +49,13 @@ def main() -> int:
         m = out["modes"].setdefault(mode, {"states": 0, "failed_opens": 0, "wrong_answers": 0,
                                            "acknowledged_lost": 0, "events": 0})
         for w in range(a.workloads):
+            if out.get("stopped_early"):
+                break
             rec, log = pl.record(root / f"{mode}-{w}" / "live", mode)
             m["events"] += rec.count
             rng = random.Random(f"{a.seed}-{mode}-{w}")
             for i in range(per_workload):
-                if a.max_secs and time.time() - t0 > a.max_secs:
+                if stop or (a.max_secs and time.time() - t0 > a.max_secs):
                     out["stopped_early"] = True
                     break
                 k = rng.randrange(rec.count + 1)

@@ -9,8 +9,10 @@ configuration and are hypercorn's:
   first byte: a client trickling a head is closed), and so must a body (408); a request being
   answered has no such deadline (``query.timeout_secs`` bounds queries);
 * keep-alive connections idle for 75 s are closed; a request head over 64 KiB is refused;
-* ``server.max_connections``: connections beyond it are answered 503 (with Retry-After) and
-  closed at once instead of being served;
+* ``server.max_connections``: at the cap, the connection idle the longest (no request in flight,
+  no request head begun: a fresh connection that sent nothing, or a keep-alive one between
+  requests) is closed to make room, so idle connections never lock others out; only when every
+  connection is busy is a new one answered 503 (with Retry-After) and closed at once;
 * ``server.tls_cert`` / ``server.tls_key``: HTTPS (hypercorn's TLS).
 
 The serving loop is hypercorn's :func:`hypercorn.trio.run.worker_serve` shape (lifespan, then a
@@ -92,7 +94,7 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, head_ti
     limit = max_connections if max_connections else math.inf
 
     async def handle(stream) -> None:
-        if tracker.open >= limit:
+        if tracker.open >= limit and not tracker.evict_idle():
             try:
                 with trio.move_on_after(1.0):
                     await stream.send_all(_busy_answer())
@@ -152,6 +154,20 @@ class _Tracker:
         self.busy: dict[tuple, int] = {}
         self.started: dict[tuple, int] = {}
         self.conns: dict[tuple, _Connection] = {}
+        self.idle: dict["_Connection", float] = {}  # waiting for a request head's first byte, since
+
+    def evict_idle(self) -> bool:
+        """Close the connection idle the longest to make room for a new one (HTTP lets a server
+        close an idle connection at any time); False when none is idle."""
+        idle = [c for c in self.idle if not self.busy.get(c._peer)]  # no request in flight
+        if not idle:
+            return False
+        conn = min(idle, key=self.idle.__getitem__)
+        del self.idle[conn]
+        conn.release()  # its slot is the new connection's now; its receive ends as an EOF
+        conn._evicted = True
+        conn._idle_scope.cancel()
+        return True
 
     def wrap(self, app):
         async def tracked(scope, receive, send):
@@ -202,6 +218,8 @@ class _Connection:
         self._pending = bytearray()
         self._send_lock = trio.Lock()
         self._on_disconnect: set = set()
+        self._idle_scope = trio.CancelScope()
+        self._evicted = False
         tracker.open += 1
         try:
             sock = inner.socket if hasattr(inner, "socket") else inner.transport_stream.socket
@@ -299,7 +317,15 @@ class _Connection:
         try:
             while True:
                 if self._answering() or self._head_since is None:
-                    data = await self._inner.receive_some(max_bytes)
+                    with trio.CancelScope() as self._idle_scope:
+                        # no head begun: evictable whenever no request is in flight either
+                        self._tracker.idle[self] = trio.current_time()
+                        try:
+                            data = await self._inner.receive_some(max_bytes)
+                        finally:
+                            self._tracker.idle.pop(self, None)
+                    if self._evicted:
+                        data = b""  # evicted: the connection ends
                     break
                 with trio.move_on_at(self._head_since + self._head_timeout) as cs:
                     data = await self._inner.receive_some(max_bytes)

@@ -246,11 +246,16 @@ class PgSession:
             self._transaction_control(kind, stmt)
             return
         result = await self._execute(stmt, None)
+        self._notices(result)
         if result.columns:
             formats = (0,) * len(result.columns)
             self._emit(m.RowDescription(_fields(result.columns, formats)))
             await self._stream(result, 0, result.row_count, formats)
         self._emit(m.CommandComplete(result.command_tag))
+
+    def _notices(self, result: SqlResult) -> None:
+        for text in getattr(result, "notices", ()):  # e.g. damaged blocks missing from the answer
+            self._emit(m.NoticeResponse("01000", text, "WARNING"))
 
     def _transaction_control(self, kind: str, sql: str = "") -> None:
         if kind == "deallocate":
@@ -382,6 +387,7 @@ class PgSession:
             return
         if portal.result is None:
             portal.result = await self._execute(stmt.sql, portal.params)
+            self._notices(portal.result)
         result = portal.result
         if not result.columns:
             self._emit(m.CommandComplete(result.command_tag))

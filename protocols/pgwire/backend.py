@@ -40,11 +40,14 @@ class SqlResult:
             (NULL). Timestamp columns are int64 ns since the Unix epoch (an object array with
             None when nulls exist). Float NaN is a value, not NULL.
         command_tag: e.g. "SELECT 3", "SET", "SHOW".
+        notices: messages sent as NoticeResponse (severity WARNING, SQLSTATE 01000) before the
+            rows, e.g. the time ranges of damaged blocks missing from the answer.
     """
 
     columns: tuple[tuple[str, str], ...]
     arrays: tuple[np.ndarray, ...]
     command_tag: str
+    notices: tuple[str, ...] = ()
 
     @property
     def row_count(self) -> int:

@@ -60,6 +60,7 @@ class History:
         self.dl_written: list[tuple[int, int]] = []  # [start, end) ranges written before their delete
         self.errors: list[str] = []      # unexpected answers (5xx other than 503, bad query answers)
         self.kill_times: list[float] = []
+        self.start_secs: list[float] = []  # seconds from each (re)start to /ready
 
     def record(self, seqs: range, outcome: str) -> None:
         import time as _t
@@ -143,7 +144,9 @@ def crash_cycle(srv, hist: History, rng, *, writers: int = 3, batch: int = 50,
     import threading
     import time as _t
 
-    srv.start()
+    t0 = _t.monotonic()
+    srv.start(timeout=getattr(srv, "start_timeout", 30.0))
+    hist.start_secs.append(_t.monotonic() - t0)
     stop = threading.Event()
     base = (max(hist.ok | hist.refused | hist.unknown, default=0) // 1_000_000 + 1) * 1_000_000
     threads = [threading.Thread(target=_ingest, args=(srv.url, hist, stop, w, base + w * 100_000, batch))
@@ -163,7 +166,7 @@ def verify(srv, hist: History) -> dict:
     """Restart, read everything back, compare with the history. Returns the figures."""
     import httpx
 
-    srv.start()
+    srv.start(timeout=getattr(srv, "start_timeout", 30.0))
     with httpx.Client(base_url=srv.url, timeout=120) as c:
         r = c.post("/query", json={"measurement": "ck", "time_range": ALL, "fields": ["seq"]})
         assert r.status_code == 200 or _not_yet_written(r), r.text  # (mode none: maybe nothing)

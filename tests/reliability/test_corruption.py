@@ -149,7 +149,7 @@ def test_http_answers_the_good_blocks_and_names_the_missing_range(server_factory
     file is in quarantine/. (It used to answer 500 "block CRC mismatch" for the whole series.)"""
     from rusts.storage.segment import SegmentReader
 
-    srv = server_factory(storage={"block_rows": 100}).start()
+    srv = server_factory(storage={"block_rows": 100}, postgres={"enabled": True}).start()
     with srv.client() as c:
         body = "\n".join(f"blk,h=a v={i}i {T0 + i * S}" for i in range(2000))
         assert c.post("/write", content=body).status_code == 204
@@ -183,3 +183,55 @@ def test_http_answers_the_good_blocks_and_names_the_missing_range(server_factory
     assert any("damaged" in p for p in problems), problems
     assert any(p.name.endswith(".damaged") for p in (srv.data_dir / "quarantine").iterdir())
     assert "damaged segment block" in srv.output()
+    # pgwire: the good rows and a WARNING notice naming the missing range (it used to answer an
+    # ErrorResponse for the whole statement); simple and extended query protocol
+    import psycopg
+
+    notices = []
+    with psycopg.connect(f"postgresql://rusts@127.0.0.1:{srv.pg_port}/rusts", autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
+        for prepare in (False, True):
+            got = conn.execute("SELECT time, v FROM blk ORDER BY time", prepare=prepare).fetchall()
+            assert [v for _, v in got] == [i for i in range(2000) if not lo <= T0 + i * S <= hi]
+    assert len(notices) == 2, notices
+    sev, code, msg = notices[0]
+    assert sev == "WARNING" and code == "01000"
+    assert "blk,h=a" in msg and f"{lo}..{hi}" in msg and "missing from this answer" in msg
+
+
+@pytest.mark.parametrize("when,action", [("live", "flip"), ("live", "delete"), ("closed", "flip")])
+def test_damaged_newest_manifest_never_undoes_a_delete(tmp_path, when: str, action: str) -> None:
+    """The load falls back to the previous manifest generation when the newest is damaged. The
+    tombstone of an acknowledged DELETE must be in that generation too (``live``: a copy of the
+    directory right after the DELETE answered; the deleted points used to come back), and after
+    the compaction that makes the delete physical (``closed``) the fallback must not name the
+    compaction's unlinked inputs (every row of the series used to be lost)."""
+    d = tmp_path / "data"
+    snap = tmp_path / "snap"
+
+    async def run() -> None:
+        async with rusts.open(d, block_rows=50, wal_durability="every_write") as db:
+            await db.write(_body(0, 300))
+            await db.flush()
+            await db.delete("cor", T0 + 100 * S, T0 + 200 * S)
+            if when == "live":  # before the compactor runs: the tombstone is the newest change
+                shutil.copytree(d, snap)
+        if when == "closed":
+            shutil.copytree(d, snap)
+        (snap / "LOCK").unlink(missing_ok=True)
+        newest = sorted(snap.glob("MANIFEST-*"))[-1]
+        if action == "delete":
+            newest.unlink()
+        else:
+            raw = bytearray(newest.read_bytes())
+            raw[len(raw) // 2] ^= 0x04
+            newest.write_bytes(bytes(raw))
+        async with rusts.open(snap, block_rows=50, wal_durability="every_write") as db:
+            rows = (await db.query({"measurement": "cor", "time_range": {"start": 0, "end": 2**63 - 1}})).to_rows()
+            problems = db.statistics()["problems"]
+        times = {r["timestamp"] for r in rows}
+        assert not any(T0 + 100 * S <= t < T0 + 200 * S for t in times), "deleted points came back"
+        assert len(rows) == 3 * 200, problems
+        assert any("falling back" in p for p in problems) or action == "delete", problems
+
+    trio.run(run)

@@ -36,6 +36,43 @@ def test_messages_round_trip_with_out_of_band_buffers():
     rf.close()
 
 
+def test_worker_whose_server_died_exits_without_a_traceback(tmp_path):
+    """A SIGKILLed server leaves its flush worker mid-request: the reply hits a closed pipe. The
+    worker must end quietly (its stderr is the server's log), not print a BrokenPipeError."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "rusts.storage.flushproc", str(os.getpid())],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the server is gone: nobody reads the reply
+    _send(p.stdin, ("call", "compact", ([str(tmp_path / "missing.seg")], str(tmp_path / "out.seg"), {})))
+    p.stdin.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_worker_ignores_ctrl_c_and_ends_when_its_server_closes_the_pipe():
+    """Ctrl-C reaches the server's whole process group; the worker leaves shutting down to its
+    server (which closes the pipe) instead of printing a KeyboardInterrupt traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "rusts.storage.flushproc", str(os.getpid())],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _send(p.stdin, ("call", "compact", ([], "/nonexistent/out.seg", {})))
+    assert _recv(p.stdout)[0] in ("ok", "err")  # it is up and serving
+    p.send_signal(signal.SIGINT)
+    _send(p.stdin, ("call", "compact", ([], "/nonexistent/out.seg", {})))
+    assert _recv(p.stdout)[0] in ("ok", "err")  # still serving after the signal
+    p.stdin.close()
+    err = p.stderr.read().decode()
+    p.stdout.close()
+    assert p.wait(timeout=60) == 0
+    assert "Traceback" not in err, err
+
+
 def _payload(ts, sid):
     n = len(ts)
     cols = {"a": (0, np.arange(n, dtype=np.float64), None), "s": (3, np.array(["x"] * n, dtype=object), None)}

@@ -127,7 +127,9 @@ def test_corrupt_newest_generation_falls_back(data_dir):
     # b is not deleted in fallback mode: moved to quarantine with the bad manifest
     q = data_dir / "quarantine"
     assert (q / b.file).exists() and (q / "MANIFEST-000000000002").exists()
-    assert m2.state.version == 3  # a new generation supersedes the damaged one
+    assert m2.state.version == 4  # two new generations supersede the damaged one
+    assert sorted(p.name for p in data_dir.glob("MANIFEST-*")) == ["MANIFEST-000000000003",
+                                                                    "MANIFEST-000000000004"]
     assert len(problems) == 2
     assert Manifest.load(data_dir)[0].state == m2.state
 
@@ -182,3 +184,46 @@ def test_new_segment_paths_unique_across_reload(data_dir):
     m.commit(add=[a])
     m2, _ = Manifest.load(data_dir)
     assert m2.new_segment_path(7)[0] not in names | {a.file}
+
+
+def test_commit_that_must_survive_fallback_is_in_both_kept_generations(data_dir):
+    m, _ = Manifest.load(data_dir)
+    m.commit(flushed_seq=1)
+    st = m.commit(extra={"tombstones": [1]}, survive_fallback=True)
+    assert st.version == 3 and not st.copy_pending
+    gens = sorted(p.name for p in data_dir.glob("MANIFEST-*"))
+    assert gens == ["MANIFEST-000000000002", "MANIFEST-000000000003"]
+    # the newest generation damaged: the fallback still holds the change
+    newest = data_dir / gens[-1]
+    raw = bytearray(newest.read_bytes())
+    raw[5] ^= 0x20
+    newest.write_bytes(bytes(raw))
+    m2, problems = Manifest.load(data_dir)
+    assert m2.state.extra == {"tombstones": [1]} and any("falling back" in p for p in problems)
+    # ... and the same if the newest is deleted instead
+    (data_dir / f"MANIFEST-{m2.state.version:012d}").unlink()
+    assert Manifest.load(data_dir)[0].state.extra == {"tombstones": [1]}
+
+
+def test_crash_between_the_two_writes_is_completed_at_load(data_dir, monkeypatch):
+    m, _ = Manifest.load(data_dir)
+    m.commit(flushed_seq=1)
+    real, calls = Manifest._write, []
+
+    def write_once(self, state):
+        calls.append(state.version)
+        if len(calls) > 1:
+            raise StorageError("disk gone")
+        real(self, state)
+
+    monkeypatch.setattr(Manifest, "_write", write_once)
+    # the change is committed (the first write is durable): no error, the copy is owed
+    st = m.commit(extra={"tombstones": [1]}, survive_fallback=True)
+    assert st.version == 2 and st.copy_pending and m.state == st
+    monkeypatch.setattr(Manifest, "_write", real)
+    assert "copy_pending" in (data_dir / "MANIFEST-000000000002").read_text()
+    m2, problems = Manifest.load(data_dir)
+    assert m2.state.version == 3 and m2.state.extra == {"tombstones": [1]} and not m2.state.copy_pending
+    assert any("wrote its copy" in p for p in problems)
+    assert "copy_pending" not in (data_dir / "MANIFEST-000000000003").read_text()
+    assert "tombstones" in (data_dir / "MANIFEST-000000000002").read_text()  # the fallback has it
