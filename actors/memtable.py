@@ -8,6 +8,11 @@ need a second sender on this inbox, which would keep it open at shutdown). Rotat
 :meth:`MemtableState.snapshot` in the event loop thread (chunks are immutable arrays).
 When the inbox closes, the active table is rotated and the flusher channel closed, so shutdown
 flushes everything.
+
+Sealing (turning new chunks into sorted, query-ready blocks, :meth:`Table.seal_job`) runs in a
+worker thread, one at a time, and is installed in the loop thread: done inline it held the loop
+for 5 to 23 ms after a 10 MiB write (150k rows merged into the blocks already sealed), and every
+request on the server waited that long. A query that comes first seals what it needs itself.
 """
 
 from __future__ import annotations
@@ -64,6 +69,21 @@ async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_
             if a.points and time.monotonic() - a.created >= limits.max_age_secs:
                 await rotate("age")
 
+    sealing = False
+    seal_limiter = trio.CapacityLimiter(1)
+
+    async def seal_off_loop(table: Table) -> None:
+        nonlocal sealing
+        try:
+            while table.needs_seal():
+                job = table.seal_job()
+                if job is None:
+                    break
+                token, compute = job
+                table.install_sealed(token, await trio.to_thread.run_sync(compute, limiter=seal_limiter))
+        finally:
+            sealing = False
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(age_timer)
         task_status.started()
@@ -72,13 +92,16 @@ async def run_memtable(state: MemtableState, *, limits: MemtableLimits, resolve_
                 kind = type(msg).__name__
                 if kind == "MemtableInsert":
                     try:
-                        sids = resolve_sids(msg.batch)
-                        state.active.insert_frames(msg.batch.frames, sids, msg.seq)
+                        sids = msg.sids if msg.sids is not None else resolve_sids(msg.batch)
+                        state.active.insert_frames(msg.batch.frames, sids, msg.seq, seal=False)
                     except BaseException as e:  # never leave a writer hanging
                         msg.reply.fail(e)
                         raise
                     msg.reply.set(msg.seq)
                     a = state.active
+                    if not sealing and a.needs_seal():
+                        sealing = True
+                        nursery.start_soon(seal_off_loop, a)
                     if a.points >= limits.max_points:
                         await rotate("points")
                     elif a.bytes >= limits.max_bytes:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import Any
 
 import attrs
 import trio
@@ -66,20 +67,25 @@ PROBE_INTERVAL = 0.25  # seconds between real write attempts while the disk is f
 
 @attrs.frozen(eq=False)
 class WalAppend:
-    """A write to log. ``payload`` is ``encode_batch(batch)``; ``reply`` gets the seq."""
+    """A write to log. ``payload`` is ``encode_batch(batch)``; ``reply`` gets the seq. ``sids``
+    (one series id per series of ``batch.frames``) travel on to the memtable, so each key is
+    looked up once per write."""
 
     batch: WriteBatch
     payload: bytes
     reply: Reply
+    sids: Any = None
 
 
 @attrs.frozen(eq=False)
 class MemtableInsert:
-    """To the memtable: insert ``batch`` as of ``seq`` and resolve ``reply``."""
+    """To the memtable: insert ``batch`` as of ``seq`` and resolve ``reply``; ``sids`` as
+    resolved by the writer (None: the memtable resolves them)."""
 
     batch: WriteBatch
     seq: int
     reply: Reply
+    sids: Any = None
 
 
 @attrs.frozen
@@ -245,7 +251,7 @@ class _WalWriter:
                 self.dirty = True
         for i, m in enumerate(appends):
             try:
-                await self.downstream.send(MemtableInsert(m.batch, first + i, m.reply))
+                await self.downstream.send(MemtableInsert(m.batch, first + i, m.reply, m.sids))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.downstream_gone = True
                 self._reject(appends[i:], ClosedError("the memtable is gone"))

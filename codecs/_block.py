@@ -120,8 +120,46 @@ def _wrap(payload: bytes, compression: str, tier: str) -> tuple[int, bytes]:
     return Wrap.NONE, payload
 
 
+class Hint:
+    """What the encoder chose for the previous block of one column, so that the next block of
+    the same column (the segment writer keeps one per series and field) sizes that codec only,
+    instead of every candidate: blocks of one column usually share their best codec, and on
+    the ~1,000-value blocks of hourly time-aligned blocks the search is most of the encoding.
+
+    The choice is kept when the block's size per value is not above what the last full search
+    found (DELTA_ZERORUN is sized too when at least 1/8 of the deltas are zero: a gauge sitting
+    at a bound), and every :data:`REPLAN` blocks the full search runs again; otherwise (a
+    different codec would be needed, an exception in ALP, CONST) the block gets the full
+    search, and the hint follows it. The cold tier never uses hints (it keeps the exact
+    smallest codec). The format is unchanged: only the choice.
+    """
+
+    REPLAN = 16
+    MARGIN = 1.0
+    __slots__ = ("_kind", "_tree", "_per_value", "_left")
+
+    def __init__(self) -> None:
+        self._kind: str | None = None
+        self._tree = None
+        self._per_value = 0.0
+        self._left = 0
+
+    def tree(self, kind: str, n: int):
+        """The remembered choice for a block of ``n`` values of ``kind``, or None (search)."""
+        if self._tree is None or self._kind != kind or self._left <= 0:
+            return None
+        self._left -= 1
+        return self._tree
+
+    def accept(self, size: int, n: int) -> bool:
+        return size <= self._per_value * n * self.MARGIN
+
+    def remember(self, kind: str, tree, size: int, n: int) -> None:
+        self._kind, self._tree, self._per_value, self._left = kind, tree, size / max(n, 1), self.REPLAN
+
+
 def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "default",
-           tier: str = "hot", codec: int | None = None) -> bytes:
+           tier: str = "hot", codec: int | None = None, hint: Hint | None = None) -> bytes:
     """Encode one block of values into a framed, self-describing, checksummed byte string.
 
     Args:
@@ -132,6 +170,8 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
         tier: ``"hot"`` (LZ4 wrapper) or ``"cold"`` (Zstd wrapper).
         codec: force this :class:`~rusts.codecs.Tag` instead of choosing the smallest (tests,
             benchmarks).
+        hint: a :class:`Hint` kept for one column across its blocks: the encoder tries the
+            codec of the column's previous block first (ignored on the cold tier).
 
     Returns:
         The block bytes; :func:`decode` gives back the exact values and dtype.
@@ -154,7 +194,8 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
     vtype = _type_of(values, timestamps)
     token = _ints.EXACT.set(True) if tier == "cold" else None
     try:
-        tag, payload = _encode_payload(values, vtype, timestamps, codec)
+        tag, payload = _encode_payload(values, vtype, timestamps, codec,
+                                       None if token is not None else hint)
     finally:
         if token is not None:
             _ints.EXACT.reset(token)
@@ -170,16 +211,17 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
     return block + _U32.pack(zlib.crc32(block))
 
 
-def _encode_payload(values: np.ndarray, vtype: int, timestamps: bool, codec: int | None) -> tuple[int, bytes]:
+def _encode_payload(values: np.ndarray, vtype: int, timestamps: bool, codec: int | None,
+                    hint: Hint | None = None) -> tuple[int, bytes]:
     """(tag, payload) of the smallest codec (or of ``codec``)."""
     if codec is not None:
         tag, payload = _encode_as(codec, vtype, values)
     elif vtype == TYPE_FLOAT:
-        tag, payload = _floats.encode(values.astype(np.float64, copy=False))
+        tag, payload = _floats.encode(values.astype(np.float64, copy=False), hint)
     elif vtype in (TYPE_INT, TYPE_UINT):
         dt = np.int64 if vtype == TYPE_INT else np.uint64
         u = np.ascontiguousarray(values.astype(dt, copy=False)).view(np.uint64)
-        tag, payload = _ints.encode(u, signed=vtype == TYPE_INT, timestamps=timestamps)
+        tag, payload = _ints.encode(u, signed=vtype == TYPE_INT, timestamps=timestamps, hint=hint)
     elif vtype == TYPE_BOOL:
         tag, payload = _bools.encode(values)
     else:

@@ -101,7 +101,7 @@ def _alp_exponent(f: np.ndarray, bits: np.ndarray) -> int | None:
     return e
 
 
-def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
+def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None, trees: list | None = None) -> bytes | None:
     """The ALP payload :func:`alp_exponent` and :func:`alp_encode` give, found faster.
 
     A 32-value probe (every 8th value of the 256-value sample) tries every exponent in one
@@ -111,7 +111,8 @@ def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
     probe, a subset of the sample), so that search is skipped; else it decides.
 
     ``rival()``: the size ALP must beat, asked only when a block has exceptions (8 bytes each
-    at least): when it cannot win, the integer planning is skipped.
+    at least): when it cannot win, the integer planning is skipped. ``trees``: see
+    :func:`_alp_payload`.
     """
     n = len(f)
     step = max(1, n // _SAMPLE)
@@ -121,7 +122,7 @@ def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
     if bad[e] * 4 > len(range(0, n, pstep)):
         return None
     if bad[e] == 0:
-        payload, nexc = _alp_payload(f, bits, e, False, rival)
+        payload, nexc = _alp_payload(f, bits, e, False, rival, trees)
         if nexc == 0:
             return payload
         e_sample = _alp_exponent(f, bits)
@@ -129,7 +130,7 @@ def _alp_best(f: np.ndarray, bits: np.ndarray, rival=None) -> bytes | None:
             return payload
     else:
         e_sample = _alp_exponent(f, bits)
-    return None if e_sample is None else _alp_payload(f, bits, e_sample, False, rival)[0]
+    return None if e_sample is None else _alp_payload(f, bits, e_sample, False, rival, trees)[0]
 
 
 def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) -> bytes | None:
@@ -139,9 +140,10 @@ def alp_encode(f: np.ndarray, bits: np.ndarray, e: int, *, force: bool = False) 
 
 
 def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool,
-                 rival=None) -> tuple[bytes | None, int]:
+                 rival=None, trees: list | None = None) -> tuple[bytes | None, int]:
     """(ALP payload or None, number of exceptions); None also when ``rival()`` is smaller
-    than any payload with that many exceptions."""
+    than any payload with that many exceptions. A payload made appends ``(e, integer plan
+    tree, exceptions)`` to ``trees`` (the hint of the next block: :func:`encode`)."""
     n = len(f)
     ok, r = _alp_ok(f, bits, _POW10[e])
     nexc = n - int(np.count_nonzero(ok))
@@ -160,7 +162,10 @@ def _alp_payload(f: np.ndarray, bits: np.ndarray, e: int, force: bool,
     else:
         ints = r.astype(np.int64)
         head = _ALP_HDR.pack(e, 0)
-    return head + _ints.encode_sub(ints.view(np.uint64), signed=True), nexc
+    ip = _ints.sub_plan(ints.view(np.uint64), signed=True)
+    if trees is not None:
+        trees.append((e, ip.tree, nexc))
+    return head + bytes((ip.tag,)) + ip.build(), nexc
 
 
 def alp_decode(payload, n: int) -> np.ndarray:
@@ -298,8 +303,28 @@ def _encode_small(f: np.ndarray, bits: np.ndarray) -> tuple[int, bytes]:
     return T.RAW, bits.astype("<u8", copy=False).tobytes()
 
 
-def encode(f: np.ndarray) -> tuple[int, bytes]:
-    """Encode float64 values with the smallest float codec. Returns (tag, payload)."""
+def _hinted_alp(f: np.ndarray, bits: np.ndarray, tree: tuple, hint) -> bytes | None:
+    """The ALP payload with the exponent and integer codec of ``tree`` (an earlier block's
+    choice), when every value is exact at that exponent and the size is within the hint's
+    margin; else None."""
+    e, itree = tree
+    with _quiet():
+        ok, r = _alp_ok(f, bits, _POW10[e])
+    if not np.logical_and.reduce(ok):
+        return None
+    ip = _ints.sub_plan(r.astype(np.int64).view(np.uint64), signed=True, only=itree)
+    if not hint.accept(6 + ip.size, len(f)):
+        return None
+    return _ALP_HDR.pack(e, 0) + bytes((ip.tag,)) + ip.build()
+
+
+def encode(f: np.ndarray, hint=None) -> tuple[int, bytes]:
+    """Encode float64 values with the smallest float codec. Returns (tag, payload).
+
+    ``hint`` (rusts.codecs.Hint, optional): the column's earlier choice; when it was ALP with
+    no exception, this block tries the same exponent and integer codec first (sizing only
+    that one) and keeps them when they fit within the hint's margin.
+    """
     f = np.ascontiguousarray(f, dtype=np.float64)
     bits = f.view(np.uint64)
     n = len(f)
@@ -309,6 +334,14 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         return _encode_small(f, bits)
     if bits[0] == bits[-1] and np.logical_and.reduce(bits == bits[0]):
         return T.CONST, bits[:1].astype("<u8").tobytes()
+    trees: list | None = None
+    if hint is not None:
+        tree = hint.tree("alp", n)
+        if tree is not None:
+            got = _hinted_alp(f, bits, tree, hint)
+            if got is not None:
+                return T.ALP, got
+        trees = []
     best_tag, best = T.RAW, None
     best_size = 8 * n
     gorilla: list = []  # computed once, when ALP asks (exceptions) or after it
@@ -320,7 +353,7 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         return gorilla[0].size if gorilla[0] is not None else 8 * n
 
     with _quiet():
-        p = _alp_best(f, bits, gorilla_size)
+        p = _alp_best(f, bits, gorilla_size, trees)
     if p is not None and len(p) < best_size:
         best_tag, best, best_size = T.ALP, p, len(p)
     if not gorilla and best_size > 4 + (n + 7) // 8:  # else Gorilla's bound already loses
@@ -331,6 +364,11 @@ def encode(f: np.ndarray) -> tuple[int, bytes]:
         best_tag, best, best_size = T.GORILLA, gorilla[0].build(), gorilla[0].size
     if best is None:
         best = bits.astype("<u8", copy=False).tobytes()
+    if hint is not None:
+        if best_tag == T.ALP and trees and trees[-1][2] == 0:
+            hint.remember("alp", trees[-1][:2], best_size, n)
+        else:
+            hint.remember("alp", None, best_size, n)
     return best_tag, best
 
 

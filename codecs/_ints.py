@@ -226,20 +226,23 @@ EXACT = contextvars.ContextVar("rusts_codecs_exact", default=False)
 
 
 class _Plan:
-    """The cheapest candidate seen so far and how to build it."""
+    """The cheapest candidate seen so far and how to build it; ``tree`` names the choice (the
+    tag, and for DELTA_ZERORUN the trees of its two sub-blocks) for :func:`plan`'s ``only``."""
 
-    __slots__ = ("tag", "size", "cost", "build", "penalty")
+    __slots__ = ("tag", "size", "cost", "build", "penalty", "tree")
 
     def __init__(self, n: int, u: np.ndarray) -> None:
         self.tag, self.size, self.cost = T.RAW, 8 * n, 8 * n
         self.build = partial(_raw, u)
         self.penalty = _NO_PENALTIES if EXACT.get() else _PENALTY
+        self.tree: tuple = (T.RAW,)
 
-    def consider(self, tag: int, size: int, build) -> None:
+    def consider(self, tag: int, size: int, build, tree: tuple | None = None) -> None:
         factor, extra = self.penalty.get(tag, _NO_PENALTY)
         cost = size * factor + extra
         if cost < self.cost:
             self.tag, self.size, self.cost, self.build = tag, size, cost, build
+            self.tree = (tag,) if tree is None else tree
 
 
 SMALL = 16  # blocks of at most this many values take the small-block rule (small_payload)
@@ -284,14 +287,23 @@ def _small_plan(p: _Plan, u: np.ndarray, signed: bool, mode: int) -> _Plan:
         p.tag, payload = got
         p.size = p.cost = len(payload)
         p.build = partial(bytes, payload)
+        p.tree = (p.tag,)
     return p
 
 
-def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None = None) -> _Plan:
+_VALUE_TAGS = frozenset((T.FOR, T.FOR_RADIX, T.ZIGZAG_RICE, T.ZIGZAG_VARINT))
+_DELTA_TAGS = frozenset((T.DELTA_FOR, T.DOD_FOR, T.DELTA_ZERORUN, T.DELTA_ZIGZAG_VARINT))
+
+
+def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None = None,
+         only: tuple | None = None) -> _Plan:
     """Choose the smallest integer codec for ``u`` (uint64 words).
 
     ``known``: ``(reference, span)`` of ``u`` (as :func:`_range` gives them), when the caller
     already has them; a non-zero span also rules out CONST.
+    ``only``: a plan's ``tree`` (of an earlier block of the same column): size only that codec
+    (and CONST, and the small-block rule), not every candidate; the result may then be RAW when
+    the codec does not fit these values. The caller judges it (rusts.codecs.Hint).
     """
     n = len(u)
     p = _Plan(n, u)
@@ -303,39 +315,52 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
         if u[0] == u[-1] and _all(u == u[0]):
             p.consider(T.CONST, 8, partial(_U64.pack, int(u[0])))
             return p
+    want = None if only is None else only[0]
+    # many repeated values (a gauge sitting at a bound): DELTA_ZERORUN may be far smaller than
+    # the hinted codec, whatever its size per value, so it is sized too
+    zr = (want is None or want == T.DELTA_ZERORUN
+          or (mode == TOP and n >= 64 and 8 * (n - 1 - int(np.count_nonzero(u[1:] != u[:-1]))) >= n))
     for_size = 8 * n
-    if mode != TIMESTAMPS:
+    if mode != TIMESTAMPS and (want is None or want in _VALUE_TAGS):
         vref, span = _range(u, signed) if known is None else known
         w = span.bit_length()
         for_size = 9 + _bits.packed_size(n, w)
-        p.consider(T.FOR, for_size, partial(_build_for, u, vref, w))
-        rp = _radix_plan(n, span)
+        if want is None or want == T.FOR:
+            p.consider(T.FOR, for_size, partial(_build_for, u, vref, w))
+        rp = _radix_plan(n, span) if want is None or want == T.FOR_RADIX else None
         if rp is not None:
             g, cw, size = rp
             p.consider(T.FOR_RADIX, size, partial(_build_radix, u, vref, span, g, cw))
     d = None
-    if n >= 2 and mode != NESTED:
+    if n >= 2 and mode != NESTED and (want is None or want in _DELTA_TAGS or zr):
         d = u[1:] - u[:-1]
         dref, dspan = _range(d, True)
         w = dspan.bit_length()
-        if w <= _bits.MAX_PACK_WIDTH:
+        if w <= _bits.MAX_PACK_WIDTH and (want is None or want == T.DELTA_FOR):
             p.consider(T.DELTA_FOR, 17 + _bits.packed_size(n, w),
                        partial(_build_delta_for, u, d, dref, w))
-        if n >= 3 and p.size > 25 and not _dod_hopeless(d, n, p.cost):
+        if (n >= 3 and p.size > 25 and (want is None or want == T.DOD_FOR)
+                and not _dod_hopeless(d, n, p.cost)):
             dd = d[1:] - d[:-1]
             ref2, w2 = _range_width(dd, True)
             if w2 <= _bits.MAX_PACK_WIDTH:
                 p.consider(T.DOD_FOR, 25 + _bits.packed_size(n, w2),
                            partial(_build_dod_for, u, d, dd, ref2, w2))
-        if n >= 3 and mode == TOP and p.size > 64:
-            _consider_zerorun(p, u, d, dref, dspan)
+        if n >= 3 and mode == TOP and p.size > 64 and zr:
+            _consider_zerorun(p, u, d, dref, dspan, only if want == T.DELTA_ZERORUN else None)
+    if want is not None and want not in (T.ZIGZAG_RICE, T.ZIGZAG_VARINT, T.DELTA_ZIGZAG_VARINT):
+        return p
     z = None
     # When a delta codec already halves plain bit-packing the values are sequential, and an
     # entropy code of the raw values (Rice, varint) will not win: skip computing it.
     raw_codes = mode != TIMESTAMPS and not (d is not None and 2 * p.size <= for_size)
     if mode == NESTED and n < _NESTED_FULL and p.penalty is _PENALTY:  # the cold tier weighs all
         return p
-    if raw_codes and p.size > 16:
+    if want is not None:
+        raw_codes = mode != TIMESTAMPS
+        if want != T.ZIGZAG_RICE:
+            raw_codes = raw_codes and want == T.ZIGZAG_VARINT
+    if raw_codes and p.size > 16 and (want is None or want == T.ZIGZAG_RICE):
         z = _bits.zigzag(u)
         zmax = None
         if signed and mode != TIMESTAMPS:  # the largest zigzag is at an end of the range
@@ -346,12 +371,13 @@ def plan(u: np.ndarray, signed: bool, mode: int, known: tuple[int, int] | None =
         if rp is not None:
             k, size = rp
             p.consider(T.ZIGZAG_RICE, size, partial(_build_rice, z, k))
-    if p.size > n + (n >> 1):  # a varint takes a byte a value at least: look above 12 bits
-        if raw_codes:
+    if p.size > n + (n >> 1) and (want is None or want != T.ZIGZAG_RICE):  # a varint takes
+        # a byte a value at least: look above 12 bits
+        if raw_codes and want != T.DELTA_ZIGZAG_VARINT:
             if z is None:
                 z = _bits.zigzag(u)
             p.consider(T.ZIGZAG_VARINT, _bits.varint_size(z), partial(_bits.varint_encode, z))
-        if d is not None:
+        if d is not None and want != T.ZIGZAG_VARINT:
             zd = np.empty(n, dtype=np.uint64)
             zd[0] = u[0]
             zd[1:] = d
@@ -422,7 +448,8 @@ def _dod_hopeless(d: np.ndarray, n: int, cost: float) -> bool:
     return 25 + _bits.packed_size(n, span.bit_length()) >= cost
 
 
-def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray, dref: int, dspan: int) -> None:
+def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray, dref: int, dspan: int,
+                      only: tuple | None = None) -> None:
     nzm = d != 0
     if _all(nzm):
         runs = np.array([len(d)], dtype=np.uint64)
@@ -436,10 +463,12 @@ def _consider_zerorun(p: _Plan, u: np.ndarray, d: np.ndarray, dref: int, dspan: 
         lo = dref - (1 << 64) if dref >> 63 else dref
         # zero strictly inside the deltas' range: dropping the zeros keeps the range
         known = (dref, dspan) if lo < 0 < lo + dspan else None
-    rplan = plan(runs, False, NESTED)
-    zplan = plan(nz, True, NESTED, known)
+    sub = only[1:] if only is not None and len(only) == 3 else (None, None)
+    rplan = plan(runs, False, NESTED, None, sub[0])
+    zplan = plan(nz, True, NESTED, known, sub[1])
     size = 16 + 1 + rplan.size + 1 + zplan.size
-    p.consider(T.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan))
+    p.consider(T.DELTA_ZERORUN, size, partial(_build_zerorun, int(u[0]), len(runs), rplan, zplan),
+               (T.DELTA_ZERORUN, rplan.tree, zplan.tree))
 
 
 def _build_zerorun(first: int, nruns: int, rplan: "_Plan", zplan: "_Plan") -> bytes:
@@ -494,11 +523,30 @@ def _build_rice(z: np.ndarray, k: int) -> bytes:
             + np.packbits(bits, bitorder="little").tobytes())
 
 
-def encode(u: np.ndarray, *, signed: bool = True, timestamps: bool = False) -> tuple[int, bytes]:
-    """Encode uint64 words with the smallest integer codec. Returns (tag, payload)."""
+def encode(u: np.ndarray, *, signed: bool = True, timestamps: bool = False, hint=None) -> tuple[int, bytes]:
+    """Encode uint64 words with the smallest integer codec (or as ``hint`` says: rusts.codecs.Hint).
+    Returns (tag, payload)."""
     u = np.ascontiguousarray(u, dtype=np.uint64)
-    p = plan(u, signed, TIMESTAMPS if timestamps else TOP)
+    mode = TIMESTAMPS if timestamps else TOP
+    if hint is None:
+        p = plan(u, signed, mode)
+        return p.tag, p.build()
+    p = hinted_plan(hint, "int", u, lambda only: plan(u, signed, mode, None, only))
     return p.tag, p.build()
+
+
+def hinted_plan(hint, kind: str, u: np.ndarray, make):
+    """``make(only)`` with ``hint``'s earlier choice for this column when it has one and the
+    result is within its size margin; else ``make(None)`` (every candidate), remembered."""
+    n = len(u)
+    tree = hint.tree(kind, n)
+    if tree is not None:
+        p = make(tree)
+        if hint.accept(p.size, n):
+            return p
+    p = make(None)
+    hint.remember(kind, p.tree, p.size, n)
+    return p
 
 
 def encode_as(tag: int, u: np.ndarray, *, signed: bool = True) -> bytes:
@@ -717,10 +765,15 @@ _ARANGE = np.arange(16385, dtype=np.int64)
 _ARANGE.flags.writeable = False
 
 
-def encode_sub(u: np.ndarray, *, signed: bool = True, mode: int = TOP) -> bytes:
-    """A sub-block: tag byte + payload of the smallest integer codec."""
-    p = plan(np.ascontiguousarray(u, dtype=np.uint64), signed, mode)
+def encode_sub(u: np.ndarray, *, signed: bool = True, mode: int = TOP, only: tuple | None = None) -> bytes:
+    """A sub-block: tag byte + payload of the smallest integer codec (``only``: see :func:`plan`)."""
+    p = plan(np.ascontiguousarray(u, dtype=np.uint64), signed, mode, None, only)
     return bytes((p.tag,)) + p.build()
+
+
+def sub_plan(u: np.ndarray, *, signed: bool = True, mode: int = TOP, only: tuple | None = None) -> _Plan:
+    """The plan of :func:`encode_sub` (its ``tree``, ``size``; ``bytes((p.tag,)) + p.build()``)."""
+    return plan(np.ascontiguousarray(u, dtype=np.uint64), signed, mode, None, only)
 
 
 def decode_sub(buf, n: int, *, nested: bool = False) -> np.ndarray:

@@ -275,7 +275,7 @@ class Database:
         from rusts.storage import flushproc
         from rusts.memory.tables import partitions_of
 
-        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks)):
+        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks), table.points):
             return await run_cpu(lambda: self._write_segments(
                 flushproc.write_partitions_parts(table.flush_payload(), self.partition_ns)))
 
@@ -474,7 +474,7 @@ class Database:
         self.write_stats["requests"] += 1
         self.write_stats["rejected_lines"] += len(batch.errors)
         if batch.point_count:
-            self.index.lookup_or_create(_frame_keys(batch.frames))
+            sids = self.index.lookup_or_create(_frame_keys(batch.frames))
             if self._wal is not None:
                 from rusts.storage.walrecord import encode_batch
                 payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)
@@ -482,7 +482,7 @@ class Database:
                 payload = b""
             reply = Reply()
             try:
-                await self._wal_send.send(WalAppend(batch, payload, reply))
+                await self._wal_send.send(WalAppend(batch, payload, reply, sids))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise ClosedError("the database is shutting down") from None
             await reply.wait()

@@ -10,9 +10,11 @@ NYC file) to a Parquet file, then
 Prints one JSON object: rows/s and values/s of each mode (the importer's own clock: REST until
 the server acknowledged the last batch, direct until the last segment is written), the server's
 CPU per row (REST: while acknowledging, and including the flush to segments forced afterwards),
-the importer's peak RSS, and the stored row counts.
+the CPU per row of the importer (with its encoding worker processes) and the importer's peak
+RSS, and the stored row counts.
 
-    python perf/import.py [--rows 1250000] [--repeat 1] [--batch-size 10000] [--concurrency 2] [--modes rest,direct]
+    python perf/import.py [--rows 1250000] [--repeat 1] [--batch-size 10000] [--concurrency 2]
+                          [--modes rest,direct] [--workers N] [--parquet FILE]
 """
 
 from __future__ import annotations
@@ -60,9 +62,18 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        parts = fh.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and of its live descendants (the server's flush worker process)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            parts = fh.read().rsplit(")", 1)[1].split()
+        total = (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                total += sum(cpu_seconds(int(c)) for c in fh.read().split())
+    except OSError:  # the process ended meanwhile
+        pass
+    return total
 
 
 class Server:
@@ -87,13 +98,22 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
 
-    def count(self, measurement: str) -> int:
+    def count(self, measurement: str) -> int | str:
+        """The stored rows (or the last error, after retrying for a few minutes: a server still
+        compacting a 10M-row import may answer 408/503 for a while)."""
         import urllib.request
 
         body = json.dumps({"query": f'SELECT count(*) FROM "{measurement}"'}).encode()
-        req = urllib.request.Request(self.url + "/sql", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return json.loads(r.read())["results"][0]["fields"]["count(*)"]
+        last = ""
+        for _ in range(30):
+            req = urllib.request.Request(self.url + "/sql", body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    return json.loads(r.read())["results"][0]["fields"]["count(*)"]
+            except OSError as e:
+                last = f"{type(e).__name__}: {e}"
+                time.sleep(5)
+        return last
 
     def flush(self) -> None:
         import urllib.request
@@ -102,13 +122,21 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(600)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.log.close()
 
 
-def run_import(args: list[str]) -> tuple[dict, float]:
-    """(the importer's JSON summary, its peak RSS in MiB: VmHWM, sampled until it exits; the
-    rusage of a child would count this script's pages shared before exec)."""
+def run_import(args: list[str]) -> tuple[dict, float, float]:
+    """(the importer's JSON summary, its peak RSS in MiB: VmHWM, sampled until it exits (the
+    rusage of a child would count this script's pages shared before exec), its CPU seconds with
+    its worker processes')."""
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([str(BIN / "rusts-import"), *args, "-q", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     peak = [0]
@@ -130,7 +158,9 @@ def run_import(args: list[str]) -> tuple[dict, float]:
     t.join()
     if proc.returncode != 0:
         raise RuntimeError(f"rusts-import failed: {err.decode()}")
-    return json.loads(out.decode().strip().splitlines()[-1]), peak[0] / 1024
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    return json.loads(out.decode().strip().splitlines()[-1]), peak[0] / 1024, cpu
 
 
 def main() -> None:
@@ -139,6 +169,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--modes", default="rest,direct")
+    ap.add_argument("--workers", type=int, default=0, help="direct: rusts-import --workers (default: its own)")
+    ap.add_argument("--parquet", help="reuse this Parquet file (written first if missing)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="write the rows this many times (30 days apart): --repeat 8 makes 10M rows")
     a = ap.parse_args()
@@ -147,9 +179,10 @@ def main() -> None:
                  "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="rusts-import-perf-") as tmp:
         root = pathlib.Path(tmp)
-        path = root / "trips.parquet"
+        path = pathlib.Path(a.parquet) if a.parquet else root / "trips.parquet"
         t0 = time.perf_counter()
-        write_parquet(path, a.rows, a.repeat)
+        if not path.exists():
+            write_parquet(path, a.rows, a.repeat)
         out["parquet_mb"] = round(path.stat().st_size / 2**20, 1)
         out["generate_secs"] = round(time.perf_counter() - t0, 2)
         common = ["parquet", str(path), "-m", "trips", "--tags", ",".join(trips.TAGS), "-b", str(a.batch_size)]
@@ -157,7 +190,7 @@ def main() -> None:
             srv = Server(root, root / "rest-data")
             try:
                 cpu0 = cpu_seconds(srv.proc.pid)
-                s, rss = run_import(common + ["-s", srv.url, "--concurrency", str(a.concurrency)])
+                s, rss, icpu = run_import(common + ["-s", srv.url, "--concurrency", str(a.concurrency)])
                 cpu = cpu_seconds(srv.proc.pid) - cpu0
                 t0 = time.perf_counter()
                 try:
@@ -172,14 +205,18 @@ def main() -> None:
                                "server_cpu_us_per_row": round(cpu / total * 1e6, 3),
                                "then_flush_secs": None if flush_secs is None else round(flush_secs, 2),
                                "server_cpu_us_per_row_with_flush": round(cpu_all / total * 1e6, 3),
+                               "importer_cpu_us_per_row": round(icpu / total * 1e6, 3),
                                "importer_peak_rss_mb": round(rss, 1), "stored_rows": srv.count("trips")}
             finally:
                 srv.stop()
         if "direct" in a.modes:
             data = root / "direct-data"
-            s, rss = run_import(common + ["--direct", "--data-dir", str(data)])
+            extra = ["--workers", str(a.workers)] if a.workers else []
+            s, rss, icpu = run_import(common + ["--direct", "--data-dir", str(data), *extra])
             out["direct"] = {"rows_per_sec": s["rows_per_sec"], "values_per_sec": s["values_per_sec"],
-                             "seconds": s["seconds"], "importer_peak_rss_mb": round(rss, 1)}
+                             "seconds": s["seconds"], "final_flush_secs": s.get("final_flush_secs"),
+                             "cpu_us_per_row": round(icpu / total * 1e6, 3),
+                             "importer_peak_rss_mb": round(rss, 1)}
             srv = Server(root, data)
             try:
                 out["direct"]["stored_rows"] = srv.count("trips")

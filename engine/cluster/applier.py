@@ -33,6 +33,7 @@ from pathlib import Path
 import trio
 
 from rusts.errors import CorruptionError, OverloadedError, RustsError
+from rusts.model import WriteBatch
 
 log = logging.getLogger("rusts.cluster.apply")
 
@@ -40,22 +41,25 @@ FETCH_BATCH = 256
 APPLIED_FILE = "applied.json"
 
 
-def read_applied(shard_dir: Path) -> int:
+def read_applied(shard_dir: Path) -> tuple[int, int]:
+    """``(applied sequence, messages missed)``: missed > 0 when the stream had already dropped
+    messages this shard never applied (retention), so its data is incomplete."""
     try:
         with open(shard_dir / APPLIED_FILE, "rb") as fh:
-            return int(json.loads(fh.read())["seq"])
+            d = json.loads(fh.read())
+            return int(d["seq"]), int(d.get("missed", 0))
     except FileNotFoundError:
-        return 0
+        return 0, 0
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptionError(f"{shard_dir / APPLIED_FILE}: unreadable applied sequence: {e}") from None
 
 
-def write_applied(shard_dir: Path, seq: int) -> None:
+def write_applied(shard_dir: Path, seq: int, missed: int = 0) -> None:
     """Atomically replace the shard's applied sequence (fsynced file and directory)."""
     tmp = shard_dir / (APPLIED_FILE + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, json.dumps({"seq": int(seq)}).encode())
+        os.write(fd, json.dumps({"seq": int(seq), "missed": int(missed)} if missed else {"seq": int(seq)}).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -82,18 +86,37 @@ async def _sync_wal(db) -> None:
 class ShardApplier:
     """Applies one shard's stream into its database; ``applied`` is the recorded sequence."""
 
-    def __init__(self, shard: int, db, shard_dir: Path, bridge, link, node_id: str) -> None:
+    def __init__(self, shard: int, db, shard_dir: Path, bridge, link, node_id: str, schema=None) -> None:
+        self.schema = schema  # rusts.cluster.schema.ClusterSchema: the cluster's field types
         self.shard = shard
         self.db = db
         self.dir = shard_dir
         self.bridge = bridge
         self.link = link
         self.node_id = node_id
-        self.applied = read_applied(shard_dir)
+        self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
         self.subscribed = False
 
+    @property
+    def complete(self) -> bool:
+        """False once the stream dropped messages this shard never applied: its data has a hole,
+        so this node does not answer queries for the shard (another owner does; docs/cluster.md)."""
+        return self.missed == 0
+
+    def _note_missed(self, first: int) -> None:
+        n = first - 1 - self.applied
+        self.missed += n
+        log.error("shard %d: the stream continues at %d but this node applied only up to %d: %d message(s) "
+                  "lost here; the shard is not served by this node (rebuild it: docs/cluster.md)",
+                  self.shard, first, self.applied, n)
+        self.applied = first - 1
+
     async def _subscribe(self) -> None:
+        first = await self.bridge.call(self.link.first_seq, self.shard)
+        if first > self.applied + 1:  # retention dropped what this shard still needed
+            self._note_missed(first)
+            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         self.subscribed = True
 
@@ -119,16 +142,39 @@ class ShardApplier:
                 continue
             if not msgs:
                 continue
-            applied_any = False
-            for seq, data, _m in msgs:
+            new = [seq for seq, _, _ in msgs if seq > self.applied]
+            if new and min(new) > self.applied + 1:
+                # a hole: retention dropped messages, or a redelivery out of order; resubscribing
+                # from applied + 1 tells which (the stream's first sequence is checked there)
+                self.subscribed = False
+                continue
+            decoded = []
+            for seq, data, m in msgs:
                 if seq <= self.applied:  # a redelivery of something already applied
                     continue
+                op = self.link.op_of(m)
+                if op is not None:  # a delete or drop, in log order with the writes
+                    decoded.append((seq, (op, data)))
+                    continue
                 try:
-                    batch = decode_batch(data)
+                    decoded.append((seq, decode_batch(data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
-                else:
+                    decoded.append((seq, None))
+            if self.schema is not None:
+                try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
+                    await self.schema.seed(self.db, [b for _, b in decoded if isinstance(b, WriteBatch)])
+                except RustsError as e:
+                    log.info("shard %d: schema: %s; retrying", self.shard, e)
+                    self.subscribed = False  # unacked: delivered again after resubscribing
+                    await trio.sleep(backoff)
+                    continue
+            applied_any = False
+            for seq, batch in decoded:
+                if isinstance(batch, tuple):
+                    await self._apply_op(seq, *batch)
+                elif batch is not None:
                     while True:
                         try:
                             res = await self.db.write_batch(batch)
@@ -141,12 +187,31 @@ class ShardApplier:
                 applied_any = True
             if applied_any:
                 await _sync_wal(self.db)
-                await trio.to_thread.run_sync(write_applied, self.dir, self.applied)
+                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
             try:
                 await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
                 await self._publish_applied()
             except RustsError:
                 self.subscribed = False
+
+    async def _apply_op(self, seq: int, op: str, data: bytes) -> None:
+        """Apply a logged delete or drop (rusts.cluster.writer.ClusterWriter.log_op)."""
+        from rusts.cluster.fanout import query_from_wire
+
+        try:
+            body = json.loads(data)
+            if op == "delete":
+                q = query_from_wire(body["query"])
+                await self.db.delete(q.measurement, q.start, q.end, q.tag_filters,
+                                     tuple(body.get("field_predicates") or ()))
+            elif op == "drop":
+                if body["measurement"] in self.db.measurements():
+                    await self.db.drop_measurement(body["measurement"])
+            else:
+                raise ValueError(f"unknown operation {op!r}")
+        except (RustsError, ValueError, KeyError, TypeError) as e:
+            self.errors += 1
+            log.error("shard %d: message %d (%s) not applied: %s", self.shard, seq, op, e)
 
     async def _publish_applied(self) -> None:
         await self.bridge.call(self.link.kv_put, "meta", f"applied.{self.shard}.{self.node_id}",

@@ -52,6 +52,44 @@ class NatsConfig:
     are three or more servers, else 1)."""
     connect_timeout_secs: float = 2.0
     publish_timeout_secs: float = 5.0
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkeys_seed: str | None = None
+    """Path of an NKEY seed file (the server lists the public key under authorization users)."""
+    credentials: str | None = None
+    """Path of a .creds file (JWT + NKEY seed; decentralised auth)."""
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_age_secs: float = 0.0
+    """Stream retention: messages older than this are dropped (0: kept)."""
+    max_bytes: int = -1
+    """Stream retention: the oldest messages of a shard stream are dropped beyond this (-1: no limit)."""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)
+
+    def connect_options(self) -> dict:
+        """Keyword arguments of ``nats.connect`` for the credentials and TLS configured."""
+        out: dict = {}
+        if self.user is not None:
+            out.update(user=self.user, password=self.password)
+        if self.token is not None:
+            out["token"] = self.token
+        if self.nkeys_seed is not None:
+            out["nkeys_seed"] = self.nkeys_seed
+        if self.credentials is not None:
+            out["user_credentials"] = self.credentials
+        if self.tls:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            out["tls"] = ctx
+        return out
 
     @property
     def stream_replicas(self) -> int:
@@ -77,6 +115,8 @@ class ClusterConfig:
     """Sync mode: how long a write waits for every owner to apply it."""
     heartbeat_secs: float = 1.0
     dead_after_secs: float = 3.0
+    partial_results: bool = False
+    """Queries answer without the shards that have no live owner (flagged) instead of 503."""
 
     @property
     def this_node(self) -> NodeConfig:
@@ -157,9 +197,10 @@ def _shard_list(v: Any, key: str, shard_count: int) -> tuple[int, ...]:
 
 _TOP = {"node_id", "cluster_name", "replication_mode", "replication_factor", "shard_count",
         "sharding_strategy", "nodes", "nats", "outbox_max_bytes", "sync_timeout_secs",
-        "heartbeat_secs", "dead_after_secs"}
+        "heartbeat_secs", "dead_after_secs", "partial_results"}
 _NODE = {"id", "address", "shards", "replica_shards", "tags"}
-_NATS = {"servers", "replicas", "connect_timeout_secs", "publish_timeout_secs"}
+_NATS = {"servers", "replicas", "connect_timeout_secs", "publish_timeout_secs", "user", "password", "token",
+         "nkeys_seed", "credentials", "tls_ca", "tls_cert", "tls_key", "max_age_secs", "max_bytes"}
 
 
 def cluster_from_dict(data: Any) -> ClusterConfig:
@@ -243,20 +284,45 @@ def cluster_from_dict(data: Any) -> ClusterConfig:
             raise _err("nats.replicas", f"JetStream allows at most 5 replicas, got {replicas}")
         if replicas > len(servers):
             raise _err("nats.replicas", f"{replicas} exceeds the number of nats.servers ({len(servers)})")
+    auth = {k: raw_nats.get(k) for k in ("user", "password", "token", "nkeys_seed", "credentials",
+                                           "tls_ca", "tls_cert", "tls_key")}
+    for k, v in auth.items():
+        if v is not None and (not isinstance(v, str) or not v):
+            raise _err(f"nats.{k}", f"expected a non-empty string, got {v!r}")
+    if (auth["user"] is None) != (auth["password"] is None):
+        raise _err("nats.password" if auth["user"] else "nats.user", "user and password go together")
+    given = [k for k in ("user", "token", "nkeys_seed", "credentials") if auth[k] is not None]
+    if len(given) > 1:
+        raise _err(f"nats.{given[1]}", f"choose one way to authenticate (also given: nats.{given[0]})")
+    if (auth["tls_cert"] is None) != (auth["tls_key"] is None):
+        raise _err("nats.tls_key" if auth["tls_cert"] else "nats.tls_cert", "tls_cert and tls_key go together")
+    for k in ("nkeys_seed", "credentials", "tls_ca", "tls_cert", "tls_key"):
+        if auth[k] is not None and not os.path.isfile(auth[k]):
+            raise _err(f"nats.{k}", f"no such file: {auth[k]}")
+    max_age = raw_nats.get("max_age_secs", 0)
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age < 0:
+        raise _err("nats.max_age_secs", f"expected seconds >= 0 (0: no limit), got {max_age!r}")
+    max_bytes = raw_nats.get("max_bytes", -1)
+    if max_bytes != -1:
+        max_bytes = _int(max_bytes, "nats.max_bytes", minimum=1 << 20)
     nats = NatsConfig(tuple(servers), replicas,
                       _number(raw_nats.get("connect_timeout_secs", 2.0), "nats.connect_timeout_secs"),
-                      _number(raw_nats.get("publish_timeout_secs", 5.0), "nats.publish_timeout_secs"))
+                      _number(raw_nats.get("publish_timeout_secs", 5.0), "nats.publish_timeout_secs"),
+                      **auth, max_age_secs=float(max_age), max_bytes=int(max_bytes))
     hb = _number(data.get("heartbeat_secs", 1.0), "heartbeat_secs")
     dead = _number(data.get("dead_after_secs", 3.0), "dead_after_secs")
     if dead <= hb:
         raise _err("dead_after_secs", f"must exceed heartbeat_secs ({hb}), got {dead}")
+    partial = data.get("partial_results", False)
+    if not isinstance(partial, bool):
+        raise _err("partial_results", f"expected true or false, got {partial!r}")
     return ClusterConfig(
         node_id=node_id, nodes=tuple(nodes), cluster_name=cluster_name, replication_mode=mode,
         replication_factor=rf, shard_count=shard_count, sharding_strategy=strategy,
         time_bucket_ns=bucket, nats=nats,
         outbox_max_bytes=_int(data.get("outbox_max_bytes", 64 << 20), "outbox_max_bytes", minimum=1),
         sync_timeout_secs=_number(data.get("sync_timeout_secs", 10.0), "sync_timeout_secs"),
-        heartbeat_secs=hb, dead_after_secs=dead)
+        heartbeat_secs=hb, dead_after_secs=dead, partial_results=partial)
 
 
 def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:

@@ -110,6 +110,26 @@ def catalog_answer(dbs: dict, shards: list[int]) -> dict:
     return {m: {"tags": sorted(e["tags"]), "fields": e["fields"]} for m, e in out.items()}
 
 
+def tag_values_answer(dbs: dict, shards: list[int], measurement: str) -> dict[str, list[str]]:
+    """``{tag key: sorted distinct values}`` of ``measurement`` over ``shards``."""
+    out: dict[str, set] = {}
+    for s in shards:
+        idx = dbs[s].index
+        if measurement not in idx.measurements():
+            continue
+        for k in idx.tag_keys(measurement):
+            out.setdefault(k, set()).update(idx.tag_values(measurement, k))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def merge_tag_values(parts: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, set] = {}
+    for p in parts:
+        for k, vs in p.items():
+            out.setdefault(k, set()).update(vs)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def merge_catalog(parts: list[dict]):
     """The SQL :class:`~rusts.sql.translate.Catalog` of the whole cluster."""
     from rusts.sql.translate import Catalog

@@ -34,6 +34,7 @@ from rusts.errors import OverloadedError, RustsError
 log = logging.getLogger("rusts.cluster.nats")
 
 RETRY_AFTER = 2.0
+OP_HEADER = "Rusts-Op"
 
 
 def stream_name(cluster: str, shard: int) -> str:
@@ -156,7 +157,7 @@ class NatsLink:
         self.nc = await nats.connect(
             servers=list(c.nats.servers), connect_timeout=c.nats.connect_timeout_secs,
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            name=f"rusts-{c.cluster_name}-{c.node_id}")
+            name=f"rusts-{c.cluster_name}-{c.node_id}", **c.nats.connect_options())
         self.js = self.nc.jetstream(timeout=c.nats.publish_timeout_secs)
         self.max_payload = int(self.nc.max_payload)
         r = c.nats.stream_replicas
@@ -199,19 +200,26 @@ class NatsLink:
         cfg = StreamConfig(name=stream_name(c.cluster_name, shard),
                            subjects=[shard_subject(c.cluster_name, shard)],
                            num_replicas=c.nats.stream_replicas, storage=StorageType.FILE,
-                           duplicate_window=120.0)
+                           duplicate_window=120.0, max_age=c.nats.max_age_secs or None,
+                           max_bytes=c.nats.max_bytes)
         try:
             await self.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError as e:  # exists with another config: keep it
-            log.warning("stream %s: %s", cfg.name, e)
+        except nats.js.errors.BadRequestError:  # exists with another config (limits changed)
+            try:
+                await self.js.update_stream(cfg)
+            except nats.js.errors.BadRequestError as e:  # e.g. replicas of a running stream: keep it
+                log.warning("stream %s: %s", cfg.name, e)
         self._ensured.add(shard)
 
     # ---------------------------------------------------------------- write log
-    async def publish(self, shard: int, payload: bytes, msg_id: str) -> int:
-        """Publish one shard message; returns its stream sequence (the JetStream ack)."""
+    async def publish(self, shard: int, payload: bytes, msg_id: str, op: str | None = None) -> int:
+        """Publish one shard message; returns its stream sequence (the JetStream ack). ``op``
+        (header ``Rusts-Op``) marks a message that is not rows: ``delete`` or ``drop``."""
         self._check()
-        ack = await self.js.publish(shard_subject(self.cfg.cluster_name, shard), payload,
-                                    headers={"Nats-Msg-Id": msg_id})
+        headers = {"Nats-Msg-Id": msg_id}
+        if op is not None:
+            headers[OP_HEADER] = op
+        ack = await self.js.publish(shard_subject(self.cfg.cluster_name, shard), payload, headers=headers)
         return int(ack.seq)
 
     async def publish_many(self, items: list[tuple[int, bytes, str]]) -> list[int]:
@@ -219,14 +227,13 @@ class NatsLink:
         the other (so a shard's stream keeps their order); their stream sequences, in order."""
         self._check()
         by_shard: dict[int, list[int]] = {}
-        for k, (s, _, _) in enumerate(items):
+        for k, (s, *_) in enumerate(items):
             by_shard.setdefault(s, []).append(k)
         out = [0] * len(items)
 
         async def one_shard(idx: list[int]) -> None:
             for k in idx:
-                s, p, i = items[k]
-                out[k] = await self.publish(s, p, i)
+                out[k] = await self.publish(*items[k])
 
         await asyncio.gather(*(one_shard(idx) for idx in by_shard.values()))
         return out
@@ -245,6 +252,12 @@ class NatsLink:
 
         return {s: q for s, q in await asyncio.gather(*(one(s) for s in range(self.cfg.shard_count)))
                 if q is not None}
+
+    async def first_seq(self, shard: int) -> int:
+        """The first sequence the shard's stream still holds (retention drops older ones)."""
+        self._check()
+        si = await self.js.stream_info(stream_name(self.cfg.cluster_name, shard))
+        return int(si.state.first_seq)
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
         """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.
@@ -298,6 +311,12 @@ class NatsLink:
             return []
         return [(int(m.metadata.sequence.stream), m.data, m) for m in msgs]
 
+    @staticmethod
+    def op_of(msg) -> str | None:
+        """The ``Rusts-Op`` header of a fetched message (None: a rows message)."""
+        h = getattr(msg, "headers", None)
+        return h.get(OP_HEADER) if h else None
+
     async def ack(self, msgs: list) -> None:
         for m in msgs:
             await m.ack()
@@ -316,6 +335,16 @@ class NatsLink:
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
+
+    async def kv_create_many(self, bucket: str, items: list[tuple[str, bytes]],
+                             timeout: float = 5.0) -> dict[str, bool]:
+        """Create each key unless it exists (concurrently); key -> True when this call created it."""
+        self._check()
+
+        async def one(k: str, v: bytes):
+            return k, await asyncio.wait_for(self.kv_create(bucket, k, v), timeout)
+
+        return dict(await asyncio.gather(*(one(k, v) for k, v in items)))
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
         import nats.js.errors

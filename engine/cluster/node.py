@@ -35,7 +35,7 @@ class _Starting:
 
         raise OverloadedError("the cluster node is starting; retry shortly", retry_after=1.0)
 
-    write = query = sql = status = _refuse
+    write = query = sql = sql_output = catalog = pg_tables = delete = drop_measurement = status = _refuse
 
 
 def frontend_of(db) -> "ClusterNode | _Starting | None":
@@ -66,6 +66,7 @@ class ClusterNode:
     def __init__(self, cfg, config, db) -> None:
         from rusts.cluster.membership import Membership
         from rusts.cluster.nats_bridge import NatsBridge, NatsLink
+        from rusts.cluster.schema import ClusterSchema
         from rusts.cluster.sharding import Sharder
         from rusts.cluster.writer import ClusterWriter
 
@@ -77,6 +78,7 @@ class ClusterNode:
         self.sharder = Sharder(cfg.sharding_strategy, cfg.shard_count, cfg.time_bucket_ns)
         self.membership = Membership(self)
         self.writer = ClusterWriter(self)
+        self.schema = ClusterSchema(self.bridge, self.link)
         self.dbs: dict[int, object] = {}
         self.appliers: dict = {}
         self.outbox = None
@@ -112,7 +114,7 @@ class ClusterNode:
                     sdb = rusts.db.Database(self._shard_config(s))
                     self.dbs[s] = await stack.enter_async_context(rusts.db.running(sdb))
                     self.appliers[s] = ShardApplier(s, sdb, Path(sdb.data_dir), self.bridge, self.link,
-                                                    self.cfg.node_id)
+                                                    self.cfg.node_id, self.schema)
                 if self.cfg.replication_mode == "Async":
                     from rusts.cluster.outbox import Outbox
 
@@ -184,13 +186,18 @@ class ClusterNode:
         try:
             req = orjson.loads(payload)
             shards = [int(s) for s in req["shards"]]
-            missing = [s for s in shards if s not in self.dbs]
+            missing = [s for s in shards if not self.serves(s)]
             if missing:
-                raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]}")
+                raise NoLiveOwner(f"node {self.cfg.node_id} does not hold shard {missing[0]} "
+                                  f"(or its copy is incomplete)")
             if req.get("op") == "catalog":
                 from rusts.cluster.fanout import catalog_answer
 
                 out = dumps(catalog_answer(self.dbs, shards))
+            elif req.get("op") == "tag_values":
+                from rusts.cluster.fanout import tag_values_answer
+
+                out = dumps(tag_values_answer(self.dbs, shards, req["measurement"]))
             else:
                 out = dumps(await partial_answer(self.dbs, req["query"], shards))
         except RustsError as e:
@@ -200,6 +207,11 @@ class ClusterNode:
             out = dumps({"error": f"internal error on node {self.cfg.node_id}: {type(e).__name__}: {e}",
                          "status": 500})
         deliver(out)
+
+    def serves(self, shard: int) -> bool:
+        """Whether this node answers queries for ``shard``: it holds it, and its copy has no hole
+        (the stream never dropped messages it had not applied)."""
+        return shard in self.dbs and self.appliers[shard].complete
 
     # ------------------------------------------------------------------ writes
     async def write(self, body: bytes, precision: str = "ns"):
@@ -229,23 +241,29 @@ class ClusterNode:
             await trio.sleep(0.02)
 
     # ------------------------------------------------------------------ reads
-    def _assign(self, shards: list[int], exclude: set[str]) -> dict[str, list[int]]:
+    def _assign(self, shards: list[int], exclude: set[str],
+                missing: dict[int, str] | None = None) -> dict[str, list[int]]:
         """One owner per shard: this node when it holds the shard, else a live owner (spread
         over the shards). Liveness is a hint: when no owner looks live (a stale view while this
-        node's NATS connection fails over), the owners are tried anyway."""
+        node's NATS connection fails over), the owners are tried anyway; unless ``missing`` is
+        given (partial results allowed): then such a shard goes into it, with the reason."""
         me = self.cfg.node_id
         plan: dict[str, list[int]] = {}
         for s in shards:
             owners = self.membership.owners(s)
             cands = [o for o in owners if o not in exclude]
-            live = [o for o in cands if (o == me and s in self.dbs) or self.membership.live(o)]
+            live = [o for o in cands if (o == me and self.serves(s)) or (o != me and self.membership.live(o))]
             if me in live:
                 pick = me
-            elif live or cands:
+            elif live or (cands and missing is None):
                 pool = live or cands
                 pick = pool[s % len(pool)]
             else:
-                raise NoLiveOwner(f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})")
+                why = f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})"
+                if missing is None:
+                    raise NoLiveOwner(why)
+                missing[s] = why
+                continue
             plan.setdefault(pick, []).append(s)
         return plan
 
@@ -253,12 +271,20 @@ class ClusterNode:
         from rusts.cluster.fanout import catalog_answer, partial_answer, query_to_wire
         from rusts.cluster.nats_bridge import query_subject
 
+        from rusts.cluster.fanout import tag_values_answer
+
         if node_id == self.cfg.node_id:
+            if not all(self.serves(s) for s in shards):
+                raise NoLiveOwner(f"node {node_id}'s copy of a shard of {shards} is incomplete")
             if op == "catalog":
                 return catalog_answer(self.dbs, shards)
+            if op == "tag_values":
+                return tag_values_answer(self.dbs, shards, q)
             return await partial_answer(self.dbs, q, shards)
         payload = {"op": op, "shards": shards}
-        if q is not None:
+        if op == "tag_values":
+            payload["measurement"] = q
+        elif q is not None:
             payload["query"] = query_to_wire(q)
         raw = await self.bridge.call(self.link.request, query_subject(self.cfg.cluster_name, node_id),
                                      dumps(payload), float(self.config.query.timeout_secs),
@@ -272,16 +298,18 @@ class ClusterNode:
             raise RustsError(out["error"])
         return out
 
-    async def _fan_out(self, op: str, q, shards: list[int]) -> list[dict]:
+    async def _fan_out(self, op: str, q, shards: list[int], missing: dict[int, str] | None = None) -> list[dict]:
         """Ask one owner per shard; a failing owner's shards go to another owner; when every
-        owner of a shard failed, retry them all (a NATS failover) until the retry window ends."""
+        owner of a shard failed, retry them all (a NATS failover) until the retry window ends.
+        With ``missing`` (partial results allowed) there is no retry window: a shard whose
+        owners are all dead or failed goes into ``missing`` and the others are answered."""
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
         deadline = trio.current_time() + min(10.0, float(self.config.query.timeout_secs))
         while True:
             try:
-                plan = self._assign(todo, failed)
+                plan = self._assign(todo, failed, missing)
             except NoLiveOwner:
                 if trio.current_time() > deadline:
                     raise
@@ -303,7 +331,7 @@ class ClusterNode:
                 for node_id, ss in plan.items():
                     n.start_soon(one, node_id, ss)
             parts.extend(results.values())
-            if not errors:
+            if not errors or not plan:
                 return parts
             for node_id, e in errors.items():
                 log.info("cluster: node %s failed a partial query: %s", node_id, e)
@@ -315,38 +343,66 @@ class ClusterNode:
         from rusts.cluster.fanout import merge
         from rusts.query.model import Query, from_json
 
+        partial = self.cfg.partial_results
+        if isinstance(qjson, dict) and "partial" in qjson:  # per-request override of partial_results
+            qjson = dict(qjson)
+            partial = qjson.pop("partial")
+            if not isinstance(partial, bool):
+                raise QueryError(f'"partial" must be true or false, got {partial!r}')
         q = qjson if isinstance(qjson, Query) else from_json(qjson)
         shards = self.sharder.shards_for(q.measurement, q.start, q.end)
-        parts = await self._fan_out("query", q, shards)
+        missing: dict[int, str] | None = {} if partial else None
+        parts = await self._fan_out("query", q, shards, missing)
+        if missing:
+            from rusts.storage.damage import report_missing
+
+            for s, why in sorted(missing.items()):
+                report_missing({"shard": s, "error": why})
         if len(parts) > 1 or any(len(p.get("raw", ())) > 4 for p in parts):
             return await trio.to_thread.run_sync(merge, q, parts)
         return merge(q, parts)
 
     async def sql(self, text: str, t0: float) -> dict:
-        """``POST /sql`` in cluster mode: single-table SELECTs that the query model expresses
-        (the fast path of rusts.sql) run distributed; anything else is refused with a 4xx."""
-        from rusts.cluster.fanout import merge_catalog
-        from rusts.errors import UnsupportedError
-        from rusts.sql.dml import is_dml
-        from rusts.sql.output import to_json
-        from rusts.sql.runner import _prepare, fast_output
-        from rusts.sql.show import is_show
-        from rusts.sql.translate import plan_fast
+        """``POST /sql`` in cluster mode (rusts.cluster.sqlfront)."""
+        from rusts.cluster.sqlfront import sql_json
 
-        if is_dml(text) or is_show(text):
-            raise UnsupportedError("this statement is not supported in cluster mode yet (docs/cluster.md)",
-                                   sqlstate="0A000")
-        now = time.time_ns()
-        _, ext, ast, names = _prepare(text, None)
-        cat = merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count))))
-        plan = None if ext is not None else plan_fast(ast, cat, now, names, allow_residual=False)
-        if plan is None:
-            raise UnsupportedError(
-                "this SQL statement is not supported in cluster mode yet: cluster mode answers "
-                "single-table SELECTs with time and tag filters, GROUP BY tags and time_bucket, "
-                "aggregates, ORDER BY and LIMIT (docs/cluster.md)", sqlstate="0A000")
-        rs = await self.query(plan.query)
-        return to_json(fast_output(plan, rs), (time.perf_counter() - t0) * 1000)
+        return await sql_json(self, text, t0)
+
+    async def sql_output(self, text: str, params=None):
+        """A statement over the whole cluster, as an SqlOutput (pgwire)."""
+        from rusts.cluster.sqlfront import sql_output
+
+        out, _missing = await sql_output(self, text, params)
+        return out
+
+    async def catalog(self, partial: bool | None = None):
+        """The SQL catalog of the whole cluster (merged from one owner per shard)."""
+        from rusts.cluster.fanout import merge_catalog
+
+        partial = self.cfg.partial_results if partial is None else partial
+        return merge_catalog(await self._fan_out("catalog", None, list(range(self.cfg.shard_count)),
+                                                 {} if partial else None))
+
+    async def pg_tables(self, principal=None) -> dict[str, list[tuple[str, str]]]:
+        """pgwire's catalog emulation input (``\\d`` etc.): the cluster's tables and columns."""
+        cat = await self.catalog()
+        names = cat.measurements()
+        if principal is not None:
+            names = principal.visible(names)
+        return {m: [("time", "timestamp")] + [(k, "text") for k in cat.tag_keys(m)]
+                + [(f, ft.sql_name) for f, ft in sorted(cat.fields(m).items())] for m in names}
+
+    async def delete(self, measurement: str, start: int = -(2**63), end: int = 2**63 - 1,
+                     tag_filters=(), field_predicates=()) -> dict:
+        """Delete points cluster-wide (rusts.cluster.sqlfront.cluster_delete)."""
+        from rusts.cluster.sqlfront import cluster_delete
+
+        return await cluster_delete(self, measurement, start, end, tuple(tag_filters), tuple(field_predicates))
+
+    async def drop_measurement(self, measurement: str) -> dict:
+        from rusts.cluster.sqlfront import cluster_drop
+
+        return await cluster_drop(self, measurement)
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:
@@ -360,7 +416,8 @@ class ClusterNode:
                "outbox": None if self.outbox is None else {"messages": len(self.outbox.pending),
                                                            "bytes": self.outbox.bytes,
                                                            "published_seq": self.outbox.published},
-               "writes": dict(self.writer.stats)}
+               "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
+               "schema_fields": len(self.schema.known)}
         out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
                            self.nats_connected or m.live(n.id),
                            "heartbeat_age_secs": (round(now - float(m.members[n.id]["ts"]), 3)
@@ -383,7 +440,10 @@ class ClusterNode:
                 else:
                     applied = m.applied.get((s, o))
                 lag = None if applied is None or s not in last else max(0, last[s] - applied)
-                owners.append({"node": o, "applied_seq": applied, "lag": lag})
+                entry = {"node": o, "applied_seq": applied, "lag": lag}
+                if o == self.cfg.node_id and s in self.appliers and not self.appliers[s].complete:
+                    entry["missed"] = self.appliers[s].missed  # incomplete copy: not served
+                owners.append(entry)
             shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
         out["shards"] = shards
         lags = [o["lag"] for sh in shards for o in sh["owners"]]

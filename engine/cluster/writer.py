@@ -62,6 +62,19 @@ def encode_chunks(batch: WriteBatch, limit: int) -> list[bytes]:
     return [p for half in _halves(batch) for p in encode_chunks(half, limit)]
 
 
+def _line_getter(body: bytes):
+    """Line ``n`` (1-based) of ``body``, for error reports (split only when asked)."""
+    lines = None
+
+    def original_line(n: int) -> str:
+        nonlocal lines
+        if lines is None:
+            lines = body.split(b"\n")
+        return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
+
+    return original_line
+
+
 class ClusterWriter:
     def __init__(self, node) -> None:
         self.node = node
@@ -77,6 +90,9 @@ class ClusterWriter:
             batch = parse(body, precision=precision)
         else:
             batch = await trio.to_thread.run_sync(lambda: parse(body, precision=precision))
+        if batch.point_count:  # the cluster-wide field types (rusts.cluster.schema)
+            batch = await node.schema.check(batch, _line_getter(body),
+                                            provisional=self.cfg.replication_mode == "Async")
         if batch.point_count:
             limit = max(1024, node.max_payload - PAYLOAD_HEADROOM)
             parts = node.sharder.split(batch)
@@ -105,6 +121,19 @@ class ClusterWriter:
                 want[s] = max(want.get(s, 0), q)
             await node.wait_applied(want, self.cfg.sync_timeout_secs)
 
+    async def log_op(self, op: str, body: dict, shards: list[int]) -> None:
+        """Put a delete or drop (``op``) into the logs of ``shards``, ordered with the writes
+        before it; acknowledged like a write (``Async``: published at once, not via the outbox,
+        so it needs NATS)."""
+        import orjson
+
+        rid = uuid.uuid4().hex
+        payload = orjson.dumps(body)
+        items = [(s, payload, f"{self.cfg.node_id}-{rid}-{s}-op", op) for s in shards]
+        seqs = await self._publish(items)
+        if self.cfg.replication_mode == "Sync":
+            await self.node.wait_applied({s: q for (s, *_), q in zip(items, seqs)}, self.cfg.sync_timeout_secs)
+
     async def _publish(self, items) -> list[int]:
         node = self.node
         try:
@@ -115,5 +144,5 @@ class ClusterWriter:
             # one retry with the same message ids: JetStream stores each id once
             seqs = await node.bridge.call(node.link.publish_many, items)
         self.stats["messages"] += len(items)
-        self.stats["bytes"] += sum(len(p) for _, p, _ in items)
+        self.stats["bytes"] += sum(len(it[1]) for it in items)
         return seqs

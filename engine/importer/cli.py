@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--direct --resume: flush and record progress every N rows (default: 1000000)")
         s.add_argument("--memtable-mb", type=int, default=64,
                        help="--direct: memtable size; the importer holds about 4x this (default: 64)")
+        s.add_argument("--workers", type=int, default=None,
+                       help="--direct: processes encoding segments in parallel (default: CPUs, at most 4)")
         s.add_argument("--delimiter", default=",", help="CSV field delimiter (default: ,)")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         s.add_argument("--progress-interval", type=float, default=None,
@@ -178,6 +180,8 @@ def run(argv=None) -> int:
         raise ImportInputError("--concurrency must be at least 1")
     if args.memtable_mb < 8:
         raise ImportInputError("--memtable-mb must be at least 8")
+    if args.workers is not None and args.workers < 1:
+        raise ImportInputError("--workers must be at least 1")
     files = tuple(expand(args.files))
     opts = Options(kind=args.format, files=files, measurement=args.measurement,
                    timestamp_column=args.timestamp_column, tags=_csv_list(args.tags),
@@ -213,7 +217,7 @@ def run(argv=None) -> int:
 
         finished = trio.run(lambda: run_direct(
             opts, cfg, stats, progress, dedup_column=args.dedup_column, state=state,
-            checkpoint_rows=args.checkpoint_rows, memtable_mb=args.memtable_mb))
+            checkpoint_rows=args.checkpoint_rows, memtable_mb=args.memtable_mb, workers=args.workers))
     else:
         from rusts.importer.rest import RestTarget, run_rest
 

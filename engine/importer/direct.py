@@ -14,6 +14,7 @@ position after each flush, so a re-run continues from there.
 
 from __future__ import annotations
 
+import os
 import signal
 
 import trio
@@ -49,11 +50,20 @@ async def load_keys_direct(db, measurement: str, column: str):
     return KeySet(column, vals if mask is None else vals[mask])
 
 
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 async def run_direct(opts, cfg, stats, progress, *, dedup_column=None, state=None,
-                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 64) -> bool:
-    """Import into the data directory of ``cfg``; returns False when interrupted."""
+                     checkpoint_rows: int = 1_000_000, memtable_mb: int = 64,
+                     workers: int | None = None) -> bool:
+    """Import into the data directory of ``cfg``; returns False when interrupted.
+
+    Flushes are encoded in ``workers`` processes (rusts.storage.flushproc), a flush's time
+    partitions split between them; the memtables are not sealed as they fill (nothing queries)."""
     import rusts
     from rusts.errors import DataDirLockedError
+    from rusts.storage import flushproc
 
     import attrs
 
@@ -64,8 +74,14 @@ async def run_direct(opts, cfg, stats, progress, *, dedup_column=None, state=Non
         ctx = rusts.open(config=cfg, wal_durability="none", memtable_max_points=mem_points,
                          memtable_max_size_mb=memtable_mb, memtable_hard_limit_mb=2 * memtable_mb,
                          memtable_max_age_secs=10**9)
-        async with ctx as db:
-            return await _import(db, opts, stats, progress, dedup_column, state, checkpoint_rows)
+        prev = flushproc.configure(mode="always", workers=workers or default_workers())
+        flushproc.prestart()
+        try:
+            async with ctx as db:
+                db.state.set_seal_rows(2**62)
+                return await _import(db, opts, stats, progress, dedup_column, state, checkpoint_rows)
+        finally:
+            flushproc.configure(mode=prev[0], workers=prev[1])
     except DataDirLockedError as e:
         raise TargetError(f"{e}: stop rusts-server first, or import through it without --direct") from None
 

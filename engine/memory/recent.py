@@ -41,6 +41,13 @@ class _Piece:
     rank: np.ndarray  # int64 per row: write order within the table (chunk number, row in chunk)
     by_sid: tuple | None = None  # (row order by series, distinct series, their first position); lazy
 
+    @property
+    def nbytes(self) -> int:
+        n = self.sid.nbytes + self.ts.nbytes + self.rank.nbytes
+        for _, v, m in self.cols.values():
+            n += v.nbytes + (0 if m is None else m.nbytes)
+        return n
+
     def rows_of(self, sids: np.ndarray) -> np.ndarray:
         """Row numbers (ascending) of the series ``sids`` (sorted uint64): a binary search per
         series in the piece's series index (built on first use) instead of a pass over all rows."""
@@ -66,6 +73,7 @@ class _Piece:
 class _TableView:
     consumed: int = 0  # chunks already turned into pieces
     pieces: dict = attrs.field(factory=dict)  # measurement -> list[_Piece]
+    nbytes: int = 0  # memory of the pieces (counted in their table's bytes)
 
 
 _ROW_BITS = 24
@@ -140,6 +148,7 @@ class RecentData:
         self.floor = floor
         self.barrier_seq = 0  # tables whose first write is at or before this never enter
         self._views: dict[int, _TableView] = {}
+        self._sizes: dict[int, int] = {}  # id(table) -> bytes counted for it (table + its views)
 
     # ------------------------------------------------------------------ admission
     def raise_floor(self, t: int) -> None:
@@ -155,10 +164,16 @@ class RecentData:
             self._views.pop(id(table), None)
             return
         self.tables.append(table)
+        self._sizes[id(table)] = table.bytes
         self.bytes += table.bytes
+        self._evict()
+
+    def _evict(self) -> None:
+        """Forget the oldest tables while the memory held (tables, their sealed copies and the
+        columnar views built for queries) is above ``query.recent_cache_mb``."""
         while self.tables and self.bytes > self.max_bytes:
             old = self.tables.pop(0)
-            self.bytes -= old.bytes
+            self.bytes -= self._sizes.pop(id(old), 0)
             self.raise_floor(old.max_time)
             self._views.pop(id(old), None)
 
@@ -168,9 +183,11 @@ class RecentData:
         for t in [*self.tables, *live_tables]:
             if t.points:
                 self.raise_floor(t.max_time)
+            t.view_bytes = 0  # (its views are dropped below)
         self.tables.clear()
         self.bytes = 0
         self._views.clear()
+        self._sizes.clear()
 
     def statistics(self) -> dict:
         return {"tables": len(self.tables), "bytes": self.bytes,
@@ -198,6 +215,12 @@ class RecentData:
                     # again every few writes, and rebuilt its series index each time).
                     while len(lst) > 1 and len(lst[-2].ts) <= 2 * len(lst[-1].ts):
                         lst[-2:] = [_merge_pieces(lst[-2:])]
+            nb = sum(p.nbytes for ps in view.pieces.values() for p in ps)
+            delta, view.nbytes = nb - view.nbytes, nb
+            table.view_bytes += delta  # a live table: counted by the memtable limits
+            if id(table) in self._sizes:  # a kept table: by query.recent_cache_mb
+                self.bytes += delta
+                self._sizes[id(table)] += delta
         return view.pieces.get(measurement, [])
 
     def pieces(self, live_tables: Sequence, measurement: str, start: int, end: int) -> list:
@@ -214,6 +237,7 @@ class RecentData:
             for p in self._pieces(t, measurement):
                 if p.max_time >= start and p.min_time < end:
                     out.append((no, p))
+        self._evict()  # (views grew: later queries may find less in memory, this one has it)
         return out
 
     def rows_in(self, live_tables: Sequence, start: int, end: int) -> int:
@@ -229,7 +253,7 @@ class RecentData:
         return int(n)
 
     def forget(self, table) -> None:
-        self._views.pop(id(table), None)
+        self._views.pop(id(table), None)  # (a live table's views: not counted in self.bytes)
 
 
 def _merge_pieces(ps: list[_Piece]) -> _Piece:
@@ -389,10 +413,7 @@ def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str
     oldest first, the snapshot's memtable shape), sliced from the tables' sealed blocks
     (:meth:`rusts.memory.tables.Table.seal`): references to a few sorted pieces per series, no
     pass over the rows (``recent`` and ``ftypes`` are kept for the callers' signature)."""
-    arr = np.asarray(sids, dtype=np.uint64)
-    got: dict[int, list] = {}
-    for t in live_tables:
-        if t.points:
-            for blk in t.seal().get(measurement, ()):
-                blk.rowsets_of(arr, got)
-    return {sid: tuple(parts) for sid, parts in got.items()}
+    from rusts.memory.tables import MemView
+
+    parts = [p for t in live_tables if t.points for p in t.query_parts(measurement)]
+    return MemView(parts, sids)

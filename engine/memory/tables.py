@@ -22,7 +22,7 @@ function of :meth:`Table.flush_payload`, so it can run in a worker thread or ano
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -42,6 +42,14 @@ def _frame_nbytes(f: Frame) -> int:
         if c.mask is not None:
             n += c.mask.nbytes
     return n
+
+
+def _frame_arrays(f: Frame):
+    yield f.timestamps
+    for c in f.columns.values():
+        yield c.values
+        if c.mask is not None:
+            yield c.mask
 
 
 class Chunk:
@@ -104,7 +112,7 @@ class Table:
     id: int
     chunks: list[Chunk] = attrs.field(factory=list)
     points: int = 0
-    bytes: int = 0
+    raw_bytes: int = 0  # the writes' arrays (chunks)
     values: int = 0
     created: float = attrs.field(factory=time.monotonic)
     first_seq: int = 0
@@ -116,9 +124,24 @@ class Table:
     _sealed: dict[str, list["Sealed"]] = attrs.field(factory=dict)
     _sealed_upto: int = 0
     _sealed_points: int = 0
+    _sealed_bytes: int = 0
+    view_bytes: int = 0  # columnar views of this table built for queries (rusts.memory.recent)
 
-    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int) -> None:
-        """Append a write: ``sids`` has one id per series of ``frames``, in frame order."""
+    @property
+    def bytes(self) -> int:
+        """Memory the table holds: its writes, their sealed copy (:meth:`seal`) and the columnar
+        views queries built of it (:mod:`rusts.memory.recent`), which the memtable limits
+        (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
+        return self.raw_bytes + self._sealed_bytes + self.view_bytes
+
+    # rows between seals on the write path (None: SEAL_ROWS); a bulk load that nothing queries
+    # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
+    seal_rows: int | None = None
+
+    def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
+        """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
+        ``seal`` (the default), enough new rows are sealed at once; the memtable actor passes
+        False and seals off the event loop (:meth:`seal_job`)."""
         assert not self.frozen
         pos = 0
         sids = np.asarray(sids, dtype=np.uint64)
@@ -131,7 +154,7 @@ class Table:
             self.chunks.append(Chunk(f, sids[pos:pos + ns], seq))
             pos += ns
             self.points += n
-            self.bytes += _frame_nbytes(f)
+            self.raw_bytes += _frame_nbytes(f)
             for c in f.columns.values():
                 self.values += n if c.mask is None else int(np.count_nonzero(c.mask))
             ts = f.timestamps
@@ -143,8 +166,12 @@ class Table:
         if self.first_seq == 0:
             self.first_seq = seq
         self.last_seq = max(self.last_seq, seq)
-        if self.points - self._sealed_points >= SEAL_ROWS:
+        if seal and self.needs_seal():
             self.seal()  # seal as data arrives: the first query after a load pays only the tail
+
+    def needs_seal(self) -> bool:
+        """Whether enough rows arrived since the last seal to seal them now."""
+        return self.points - self._sealed_points >= (SEAL_ROWS if self.seal_rows is None else self.seal_rows)
 
     def insert(self, sids: Sequence[int], batch_series: Sequence[SeriesRows], seq: int) -> None:
         """Per-series form of :meth:`insert_frames` (``sids`` aligned with ``batch_series``)."""
@@ -166,23 +193,93 @@ class Table:
         and merged a million of them. A measurement's blocks are kept few by merging the newest
         two while the older is at most twice the newer (sizes halve along the list: O(log rows)
         blocks, each row merged O(log rows) times)."""
-        chunks = self.chunks
-        if self._sealed_upto < len(chunks):
-            new = chunks[self._sealed_upto:]
-            for m, blk in seal_payload(self.flush_payload(new)).items():
-                lst = self._sealed.setdefault(m, [])
-                lst.append(blk)
-                while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
-                    lst[-2:] = [lst[-2].merged_with(lst[-1])]
-            self._sealed_upto = len(chunks)
-            self._sealed_points = self.points
+        job = self.seal_job()
+        if job is not None:
+            token, compute = job
+            self.install_sealed(token, compute())
         return self._sealed
 
-    def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]]) -> None:
-        """Append the sealed row sets of each series of ``sids`` (uint64) to ``out[sid]``."""
-        for blocks in self.seal().values():
+    def seal_job(self):
+        """The next :meth:`seal` split in two: ``(token, compute)``, or None when all is sealed.
+        ``compute()`` is pure over immutable inputs (the new chunks and the current blocks), so
+        it may run in a worker thread; :meth:`install_sealed` then publishes its result in the
+        loop thread, unless the table was sealed meanwhile (by a query)."""
+        start, upto = self._sealed_upto, len(self.chunks)
+        if start >= upto:
+            return None
+        new = self.chunks[start:upto]
+        base = {m: tuple(lst) for m, lst in self._sealed.items()}
+        flush_payload = self.flush_payload
+
+        def compute() -> dict[str, list["Sealed"]]:
+            out = {m: list(lst) for m, lst in base.items()}
+            # arrays a block shares with the writes (one sorted write) are not a second copy
+            shared = {id(a) for ch in new for a in _frame_arrays(ch.frame)}
+            for m, blk in seal_payload(flush_payload(new)).items():
+                lst = out.setdefault(m, [])
+                blk.count_bytes(shared)
+                lst.append(blk)
+                while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
+                    merged = lst[-2].merged_with(lst[-1])
+                    merged.count_bytes(())
+                    lst[-2:] = [merged]
+            return out
+
+        return (start, upto, self.points), compute
+
+    def install_sealed(self, token, sealed: dict[str, list["Sealed"]]) -> bool:
+        """Publish a :meth:`seal_job` result (loop thread); False if it is stale."""
+        start, upto, points = token
+        if self._sealed_upto != start:
+            return False
+        self._sealed, self._sealed_upto, self._sealed_points = sealed, upto, points
+        self._sealed_bytes = sum(blk.own_bytes for lst in sealed.values() for blk in lst)
+        return True
+
+    def query_parts(self, measurement: str | None = None) -> list:
+        """Loop thread: what a query's :class:`MemView` reads of this table, oldest first: the
+        sealed blocks (of ``measurement``, or all), then the writes not sealed yet as an
+        :class:`UnsealedTail`. A few unsealed writes are handed over as they are and sorted by
+        the reader, for the series it reads only: sealing a big write here held the event loop
+        (a 10 MiB write: 20 to 130 ms) while the memtable actor seals it in a worker thread
+        anyway. Many small ones are sealed first (a query never sorts more than
+        :data:`DIRECT_TAIL_CHUNKS` writes)."""
+        tail = self.chunks[self._sealed_upto:]
+        if len(tail) > DIRECT_TAIL_CHUNKS:
+            self.seal()
+            tail = ()
+        if measurement is None:
+            parts: list = [blk for blocks in self._sealed.values() for blk in blocks]
+        else:
+            parts = list(self._sealed.get(measurement, ()))
+        if tail:
+            parts.append(UnsealedTail(tuple(tail), measurement))
+        return parts
+
+    def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]], measurement: str | None = None) -> None:
+        """Append the row sets of each series of ``sids`` (uint64) to ``out[sid]``, oldest first:
+        slices of the sealed blocks (of ``measurement`` only, when given), then the writes not
+        sealed yet. A few unsealed writes are read as they are: sealing a big one here would hold
+        the event loop (a 10 MiB write: 20 to 100 ms) while the memtable actor seals it in a
+        worker thread anyway; many small ones are sealed first, so a query never merges more
+        than :data:`DIRECT_TAIL_CHUNKS` extra pieces per series."""
+        tail = self.chunks[self._sealed_upto:]
+        if len(tail) > DIRECT_TAIL_CHUNKS:
+            self.seal()
+            tail = ()
+        groups = self._sealed.values() if measurement is None else (self._sealed.get(measurement, ()),)
+        for blocks in groups:
             for blk in blocks:
                 blk.rowsets_of(sids, out)
+        for ch in tail:
+            if measurement is not None and measurement not in ch.frame.measurements:
+                continue
+            if not np.isin(ch.sids, sids).any():
+                continue
+            wanted = set(sids.tolist())
+            for sid, rs in ch.rowsets():
+                if sid in wanted:
+                    out.setdefault(sid, []).append(rs)
 
     def chunks_of(self, sid: int) -> tuple[RowSet, ...]:
         out: dict[int, list[RowSet]] = {}
@@ -248,6 +345,7 @@ class Table:
 
 
 SEAL_ROWS = 32_768
+DIRECT_TAIL_CHUNKS = 8  # unsealed writes a query reads as they are (Table.pieces_of)
 """A table seals its unsealed writes (:meth:`Table._view`) once they hold this many rows: a few
 milliseconds of numpy on the write path, amortized, instead of a first query paying for all."""
 
@@ -322,6 +420,11 @@ class Sealed:
     ts: np.ndarray
     cols: dict  # field -> (FieldType, values, mask or None)
     present: dict
+    own_bytes: int = attrs.field(default=0, eq=False)  # memory it adds to its writes' (count_bytes)
+
+    def count_bytes(self, shared) -> None:
+        """Record :meth:`own_nbytes` (once, when the block is made: before anyone reads it)."""
+        object.__setattr__(self, "own_bytes", self.own_nbytes(shared))
 
     @classmethod
     def of_rows(cls, sid: np.ndarray, ts: np.ndarray, cols: dict) -> "Sealed":
@@ -338,32 +441,63 @@ class Sealed:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def rowset(self, k: int) -> RowSet:
+    def rowset(self, k: int, fields=None, lo: int = 0, hi: int | None = None) -> RowSet:
+        """Rows ``lo:hi`` of series ``usid[k]`` (views), the ``fields`` asked (None: all);
+        fields without a value there are left out."""
         a, b = int(self.starts[k]), int(self.starts[k + 1])
+        n = b - a
+        hi = n if hi is None else hi
+        whole = lo == 0 and hi == n
+        a, b = a + lo, a + hi
         cd = {}
-        for name, (ft, v, m) in self.cols.items():
+        cols = self.cols
+        for name in (cols if fields is None else fields):
+            col = cols.get(name)
+            if col is None:
+                continue
+            ft, v, m = col
             pc = self.present[name]
             if pc is None:
                 cd[name] = Column(ft, v[a:b])
                 continue
             c = int(pc[k])
-            if c:
-                cd[name] = Column(ft, v[a:b], None if c == b - a else m[a:b])
+            if not c:
+                continue
+            if whole:
+                cd[name] = Column(ft, v[a:b], None if c == n else m[a:b])
+                continue
+            mk = m[a:b]
+            if mk.all():
+                cd[name] = Column(ft, v[a:b])
+            elif mk.any():
+                cd[name] = Column(ft, v[a:b], mk)
         return RowSet(self.ts[a:b], cd, True)
+
+    def hits(self, sids: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`usid` of those of ``sids`` (uint64) held here."""
+        usid = self.usid
+        if not len(usid) or not len(sids):
+            return np.zeros(0, np.int64)
+        if len(sids) <= 64:
+            pos = np.searchsorted(usid, sids)
+            pos[pos >= len(usid)] = 0
+            return np.unique(pos[usid[pos] == sids])
+        return np.flatnonzero(np.isin(usid, sids))
 
     def rowsets_of(self, sids: np.ndarray, out: dict) -> None:
         """Append the row set of each of ``sids`` held here to ``out[sid]``."""
         usid = self.usid
-        if not len(usid) or not len(sids):
-            return
-        if len(sids) <= 64:
-            pos = np.searchsorted(usid, sids)
-            pos[pos >= len(usid)] = 0
-            hit = np.unique(pos[usid[pos] == sids])
-        else:
-            hit = np.flatnonzero(np.isin(usid, sids))
-        for k in hit.tolist():
+        for k in self.hits(sids).tolist():
             out.setdefault(int(usid[k]), []).append(self.rowset(k))
+
+    def own_nbytes(self, shared) -> int:
+        """Memory held by this block's arrays but those whose id is in ``shared`` (strings
+        counted as references: the string objects are the writes')."""
+        n = 0
+        for a in (self.usid, self.starts, self.ts, *(x for _, v, m in self.cols.values() for x in (v, m))):
+            if a is not None and id(a) not in shared and id(a.base) not in shared:
+                n += a.nbytes
+        return n
 
     def merged_with(self, newer: "Sealed") -> "Sealed":
         """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
@@ -391,6 +525,111 @@ class Sealed:
             cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
         sid, ts, cols = _dedup_last(sid, ts, cols)
         return Sealed.of_rows(sid, ts, cols)
+
+
+class SealedSlice:
+    """The rows of one series in one sealed block, as a snapshot hands them out: a
+    :class:`~rusts.query.rowset.RowSet` whose columns are made when read (:meth:`select`), so a
+    snapshot costs no Python work per field (a query reads a few fields of many)."""
+
+    __slots__ = ("blk", "k", "timestamps")
+    sorted_unique = True
+
+    def __init__(self, blk: Sealed, k: int) -> None:
+        self.blk = blk
+        self.k = k
+        self.timestamps = blk.ts[int(blk.starts[k]):int(blk.starts[k + 1])]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def columns(self) -> dict:
+        return self.blk.rowset(self.k).columns
+
+    def select(self, fields) -> RowSet:
+        return self.blk.rowset(self.k, fields)
+
+    def rows(self, fields, start: int, end: int) -> RowSet | None:
+        """The rows in [start, end) with ``fields`` (None: all); None when there are none."""
+        ts = self.timestamps
+        n = len(ts)
+        if not n or ts[0] >= end or ts[-1] < start:
+            return None
+        lo = int(ts.searchsorted(start)) if ts[0] < start else 0
+        hi = int(ts.searchsorted(end)) if ts[-1] >= end else n
+        return self.blk.rowset(self.k, fields, lo, hi) if lo < hi else None
+
+    def slice_time(self, start: int, end: int) -> RowSet:
+        return self.rows(None, start, end) or RowSet(self.timestamps[:0], {}, True)
+
+
+@attrs.frozen(eq=False)
+class UnsealedTail:
+    """Writes a table has not sealed yet (immutable chunks), as a query's snapshot captures them;
+    sealed by the reader (:meth:`blocks`) for the series it reads only."""
+
+    chunks: tuple[Chunk, ...]
+    measurement: str | None = None
+
+    def blocks(self, sids: np.ndarray) -> list[Sealed]:
+        mine = [c for c in self.chunks
+                if (self.measurement is None or self.measurement in c.frame.measurements)
+                and np.isin(c.sids, sids).any()]
+        if not mine:
+            return []
+        sealed = seal_payload(Table.flush_payload(None, mine))
+        if self.measurement is not None:
+            return [sealed[self.measurement]] if self.measurement in sealed else []
+        return list(sealed.values())
+
+
+class MemView(Mapping):
+    """Series id -> its :class:`SealedSlice` pieces (oldest first): the memtable part of a query's
+    snapshot. The sealed blocks (and unsealed tails, :class:`UnsealedTail`) are captured
+    (immutable) in the loop; which series sit where is worked out on first use, in whatever
+    thread reads it, one vectorised lookup per block."""
+
+    def __init__(self, parts: Sequence, sids: np.ndarray) -> None:
+        self.sids = np.asarray(sids, dtype=np.uint64)
+        self.parts = tuple(parts)
+        self._map: dict | None = None
+
+    @property
+    def blocks(self) -> tuple[Sealed, ...]:
+        """The sealed blocks to read, the tails sealed (for this view's series) on first use."""
+        out: list[Sealed] = []
+        for p in self.parts:
+            if isinstance(p, UnsealedTail):
+                out.extend(p.blocks(self.sids))
+            else:
+                out.append(p)
+        self.parts = tuple(out)  # sealed once per view
+        return self.parts
+
+    def _index(self) -> dict:
+        m = self._map
+        if m is None:
+            got: dict[int, list] = {}
+            for blk in self.blocks:
+                usid = blk.usid
+                for k in blk.hits(self.sids).tolist():
+                    got.setdefault(int(usid[k]), []).append(SealedSlice(blk, k))
+            m = self._map = {sid: tuple(v) for sid, v in got.items()}
+        return m
+
+    def __getitem__(self, sid: int):
+        return self._index()[sid]
+
+    def __iter__(self):
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def rows(self) -> int:
+        """Rows of the snapshot's series held here."""
+        return sum(len(p) for parts in self._index().values() for p in parts)
 
 
 def seal_payload(payload: dict) -> dict[str, Sealed]:
@@ -511,6 +750,12 @@ class MemtableState:
     immutables: list[Table] = attrs.field(factory=list)
     next_id: int = 2
     rotations: int = 0
+    seal_rows: int | None = None  # given to each new table (Table.seal_rows)
+
+    def set_seal_rows(self, rows: int | None) -> None:
+        """Rows between seals on the write path for the active table and the next ones."""
+        self.seal_rows = rows
+        self.active.seal_rows = rows
 
     def rotate(self) -> Table | None:
         """Freeze the active table (if it holds data) and start a new one."""
@@ -519,7 +764,7 @@ class MemtableState:
         t = self.active
         t.frozen = True
         self.immutables.append(t)
-        self.active = Table(self.next_id)
+        self.active = Table(self.next_id, seal_rows=self.seal_rows)
         self.next_id += 1
         self.rotations += 1
         return t
@@ -534,15 +779,25 @@ class MemtableState:
     def snapshot(self, sids: Sequence[int]) -> dict[int, tuple[RowSet, ...]]:
         """Row sets per series (oldest first) across all tables; loop-thread only.
 
-        Seals the writes since the last snapshot (:meth:`Table.seal`), then slices each sealed
-        block: a few sorted pieces per series, references only.
+        Seals the writes since the last snapshot (:meth:`Table.seal`) and captures the sealed
+        blocks (:class:`MemView`): which rows belong to which series is found when the query
+        reads them, in its worker thread, and only the fields it reads are sliced.
         """
-        arr = np.asarray(sids, dtype=np.uint64)
-        got: dict[int, list[RowSet]] = {}
+        return MemView([p for t in self.tables() if t.points for p in t.query_parts()], sids)
+
+    def sealed_blocks(self, measurement: str | None = None) -> list[Sealed]:
+        """Loop thread: every sealed block (of ``measurement``, or all), oldest table first,
+        after sealing the writes since the last call."""
+        out: list[Sealed] = []
         for t in self.tables():
             if t.points:
-                t.pieces_of(arr, got)
-        return {sid: tuple(parts) for sid, parts in got.items()}
+                sealed = t.seal()
+                if measurement is None:
+                    for blocks in sealed.values():
+                        out.extend(blocks)
+                else:
+                    out.extend(sealed.get(measurement, ()))
+        return out
 
     def time_bounds(self) -> tuple[int, int]:
         lo, hi = 2**63 - 1, -(2**63)

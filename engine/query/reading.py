@@ -105,21 +105,32 @@ def _segment_sources(snap: Snapshot, sid: int, start: int, end: int) -> list[_Se
 def _mem_parts(snap: Snapshot, sid: int, start: int, end: int, fields) -> list[RowSet]:
     parts = []
     for chunk in snap.memtable.get(sid, ()):
-        ts = chunk.timestamps
-        sel = (ts >= start) & (ts < end)
-        if not sel.any():
-            continue
-        rs = chunk.select(fields)
-        if not sel.all():
-            idx = np.flatnonzero(sel)
-            cols = {}
-            for n, c in rs.columns.items():
-                cc = c.take(idx)
-                if cc.mask is None or cc.mask.any():
-                    cols[n] = cc
-            rs = RowSet(ts[idx], cols, rs.sorted_unique)
-        parts.append(rs)
+        rs = mem_part(chunk, start, end, fields)
+        if rs is not None:
+            parts.append(rs)
     return parts
+
+
+def mem_part(chunk, start: int, end: int, fields) -> RowSet | None:
+    """The rows of one memtable piece of a snapshot in [start, end), ``fields`` only (None: all);
+    None when there are none."""
+    rows = getattr(chunk, "rows", None)
+    if rows is not None:  # a sealed slice: sorted, sliced by binary search, fields on demand
+        return rows(fields, start, end)
+    ts = chunk.timestamps
+    sel = (ts >= start) & (ts < end)
+    if not sel.any():
+        return None
+    rs = chunk.select(fields)
+    if not sel.all():
+        idx = np.flatnonzero(sel)
+        cols = {}
+        for n, c in rs.columns.items():
+            cc = c.take(idx)
+            if cc.mask is None or cc.mask.any():
+                cols[n] = cc
+        rs = RowSet(ts[idx], cols, rs.sorted_unique)
+    return rs
 
 
 def _overlapping_blocks(bt, start: int, end: int) -> np.ndarray:

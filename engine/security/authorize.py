@@ -230,7 +230,7 @@ def statement_access(text: str) -> Access:
     if acc is None:
         acc = _statement_access(text)
         # a table named by a string (sqlglot reads FROM 'x' as a quoted name) must not template
-        strings = {lit.value for lit in lits if lit.kind == "s"}
+        strings = {lit.text[1:-1].replace("''", "'") for lit in lits if lit.kind in ("s", "t")}
         if acc.template_safe and not any(name in strings for name, _ in acc.tables):
             if len(_TEMPLATES) >= _MAX_TEMPLATES:
                 _TEMPLATES.clear()

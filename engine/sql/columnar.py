@@ -38,13 +38,16 @@ from rusts.query.model import AggFunc, Query
 __all__ = ["aggregate_rows", "run_recent_aggregate"]
 
 def _residual_mask(residual, cols: dict, n: int) -> np.ndarray | None:
-    """Rows satisfying every ``(field, op, value)`` predicate (NULL never matches a comparison)."""
-    from rusts.sql.vector import _and, _predicate
+    """Rows satisfying every predicate, plain or an AND/OR tree (NULL never matches a comparison)."""
+    from rusts.sql.vector import _and, tree_mask
+
+    def column(f):
+        v, valid = cols[f]
+        return v, valid, None
 
     keep = None
-    for field, op, value in residual:
-        v, valid = cols[field]
-        keep = _and(keep, _predicate(field, op, value, None, v, valid, n))
+    for p in residual:
+        keep = _and(keep, tree_mask(p, column, n))
     return keep
 
 
@@ -297,7 +300,9 @@ async def run_recent_aggregate(db, q: Query, residual=(), sids: np.ndarray | Non
     if sids is None:
         sids = select_series(db.index, q)
     ftypes = db.schema.fields(q.measurement)
-    need = sorted({a.field for a in q.aggregations if a.field is not None} | {r[0] for r in residual})
+    from rusts.sql.vector import residual_fields
+
+    need = sorted({a.field for a in q.aggregations if a.field is not None} | set(residual_fields(residual)))
     for f in need:
         if f not in ftypes:
             raise UnknownColumnError(f'column "{f}" does not exist')

@@ -148,7 +148,7 @@ class FastPlan:
     limit: int | None = None
     offset: int = 0
     post_slice: bool = False
-    residual: tuple = ()  # field predicates (field, op, value) only the vector path applies
+    residual: tuple = ()  # field predicates (field, op, value) or AND/OR trees of them: the vector path
     having: tuple = ()  # HAVING as a predicate tree over the answer (:func:`having_mask`)
 
 
@@ -281,8 +281,6 @@ def plan_fast(sel: exp.Expression, cat: Catalog, now_ns: int, names: Sequence[st
 
     group = sel.args.get("group")
     is_agg = bool(group) or any(kind == "agg" for _, kind, _, _ in items)
-    if is_agg and any(p[0] in ("and", "or") and p[1] is None for p in residual):
-        return None  # the vector path applies plain predicates only
 
     def item_for(node: exp.Expression, order: bool = False):
         """A select item a GROUP BY / ORDER BY expression refers to (ordinal, alias, same text).

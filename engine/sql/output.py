@@ -88,14 +88,17 @@ def make_output(columns, values, masks, measurement: str = "", show: bool = Fals
                      path or ("show" if show else ""))
 
 
-def _json_list(v: np.ndarray, m: np.ndarray | None) -> tuple[list, bool]:
-    """A column as JSON values (NULL, NaN and infinities as None) and whether any is None."""
+def _json_list(v: np.ndarray, m: np.ndarray | None, text: bool = False) -> tuple[list, bool]:
+    """A column as JSON values (NULL, NaN and infinities as None) and whether any is None
+    (``text``: a column of strings, which cannot hold a NaN)."""
     lst = v.tolist()
     none = False
     if v.dtype.kind == "f":
         if len(v) and not np.isfinite(v).all():
             lst = [x if math.isfinite(x) else None for x in lst]
             none = True
+    elif v.dtype == object and text:
+        none = None in lst  # (a scan in C, where the check below is a Python step per value)
     elif v.dtype == object:
         lst = [None if (isinstance(x, float) and not math.isfinite(x)) else x for x in lst]
         none = True  # (maybe): rows drop their None entries
@@ -117,6 +120,25 @@ def _dicts(names: list[str], lists: list[list], none: bool, n: int) -> list[dict
     return [dict(zip(names, r)) for r in zip(*lists)]
 
 
+def _shared_dicts(names: list[str], lists: list[list], none: bool, n: int) -> list[dict] | itertools.repeat:
+    """:func:`_dicts` for tags: rows with the same values share one dict (a series' rows all
+    carry its tags; building a dict per row was most of a large raw answer's cost)."""
+    if not names:
+        return itertools.repeat({}, n)
+    cache: dict = {}
+    get = cache.get
+    out = []
+    try:
+        for r in zip(*lists):
+            d = get(r)
+            if d is None:
+                d = cache[r] = {k: x for k, x in zip(names, r) if x is not None} if none else dict(zip(names, r))
+            out.append(d)
+    except TypeError:  # an unhashable value: one dict per row
+        return _dicts(names, lists, none, n)
+    return out
+
+
 def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     """The ``/sql`` response body: ``/query``-shaped rows plus ``columns`` in select order.
 
@@ -126,8 +148,8 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     """
     n = len(out)
     lists, nones = [], []
-    for v, m in zip(out.values, out.masks):
-        lst, none = _json_list(v, m)
+    for c, v, m in zip(out.columns, out.values, out.masks):
+        lst, none = _json_list(v, m, c.type == "text")
         lists.append(lst)
         nones.append(none)
     if out.show:
@@ -144,7 +166,7 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
     tag_none = any(nones[i] for i in tag_idx)
     for key, v, m in out.row_tags:
         if key not in tag_names:
-            lst, none = _json_list(v, m)
+            lst, none = _json_list(v, m, True)  # (tag values: strings)
             tag_names.append(key)
             tag_lists.append(lst)
             tag_none = tag_none or none
@@ -152,7 +174,7 @@ def to_json(out: SqlOutput, elapsed_ms: float) -> dict:
         k, none = out.columns[fld_idx[0]].name, {}
         rows = [{"timestamp": t, "tags": none, "fields": {k: x}} for t, x in zip(ts, lists[fld_idx[0]])]
     else:
-        tags = _dicts(tag_names, tag_lists, tag_none, n)
+        tags = _shared_dicts(tag_names, tag_lists, tag_none, n)
         fields = _dicts([out.columns[i].name for i in fld_idx], [lists[i] for i in fld_idx],
                         any(nones[i] for i in fld_idx), n)
         rows = [{"timestamp": t, "tags": tg, "fields": f} for t, tg, f in zip(ts, tags, fields)]

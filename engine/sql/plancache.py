@@ -40,6 +40,9 @@ import threading
 from typing import Any, Callable, NamedTuple
 
 import attrs
+import numpy as np
+
+from rusts.sql.literals import _ISO, parse_time_text
 
 # Quoted identifiers (skipped), string literals, numbers, and things that make a statement
 # uncacheable (comments, $-parameters, dollar quoting).
@@ -66,13 +69,31 @@ class _Mismatch(Exception):
 class Literal(NamedTuple):
     start: int
     end: int
-    kind: str  # "s" | "i" | "f"
+    kind: str  # "s" | "t" (a string that reads as an ISO-8601 time; value in ns) | "i" | "f"
     text: str
     value: Any
 
 
-def literals(text: str) -> list[Literal] | None:
-    """The literals of ``text`` in order, or None when the statement must not be cached."""
+def _time_text(s: str) -> int | None:
+    """ns of a string literal written as an ISO-8601 date/time (TSBS and Grafana send
+    ``time >= '2016-01-01 05:23:00'``), else None: such a literal is a number-like parameter."""
+    if not _ISO.match(s):
+        return None
+    ns = parse_time_text(s)
+    return ns if ns is not None and _TIME_RANGE[0] <= ns <= _TIME_RANGE[1] else None
+
+
+_TIME_RANGE = (-(2**62), 2**62)  # (years 1823-2116: renders back as a 4-digit year)
+
+
+def literals(text: str) -> tuple[Literal, ...] | None:
+    """The literals of ``text`` in order, or None when the statement must not be cached
+    (memoised: the authorisation, the lookup and the learning of one statement all ask)."""
+    return _literals(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _literals(text: str) -> tuple[Literal, ...] | None:
     out = []
     for m in _TOKEN.finditer(text):
         kind = m.lastgroup
@@ -85,19 +106,26 @@ def literals(text: str) -> list[Literal] | None:
             # a prefixed string (E'..', B'..', X'..', U&'..') is not a plain literal
             if m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_&"):
                 return None
-            out.append(Literal(m.start(), m.end(), "s", raw, raw[1:-1].replace("''", "'")))
+            value = raw[1:-1].replace("''", "'")
+            ns = _time_text(value)
+            if ns is None:
+                out.append(Literal(m.start(), m.end(), "s", raw, value))
+            else:
+                out.append(Literal(m.start(), m.end(), "t", raw, ns))
         elif any(c in raw for c in ".eE"):
             out.append(Literal(m.start(), m.end(), "f", raw, float(raw)))
         else:
             out.append(Literal(m.start(), m.end(), "i", raw, int(raw)))
         if len(out) > _MAX_LITERALS:
             return None
-    return out
+    return tuple(out)
 
 
 def _render(kind: str, value) -> str:
     if kind == "s":
         return "'" + value.replace("'", "''") + "'"
+    if kind == "t":  # naive UTC with the nanoseconds (what parse_time_text reads back)
+        return "'" + str(np.datetime64(int(value), "ns")).replace("T", " ") + "'"
     if kind == "f":
         return repr(float(value))
     return str(int(value))
@@ -502,7 +530,7 @@ class PlanCache:
         for i, lit in enumerate(lits):
             if lit.kind == "s":
                 sentinel = lit.value + "\x01" + str(i)
-            elif lit.kind == "i":
+            elif lit.kind in ("i", "t"):
                 sentinel = lit.value + _INT_SENTINEL
             else:
                 sentinel = lit.value + 1.25

@@ -492,9 +492,56 @@ def _recent_columnar(db, q, sids, route: str) -> bool:
     return len(sids) > 32 and recent_covers(db, q, cost_check=True)
 
 
-async def _run_planned(db, planned, route: str):
+def _newest_buckets(plan) -> int | None:
+    """For ``... GROUP BY <time bucket> ORDER BY <bucket> DESC LIMIT k`` (tag groups allowed, no
+    HAVING): how many rows the answer keeps (k + OFFSET); else None."""
+    q = plan.query
+    if (q.interval is None or plan.limit is None or plan.having or len(plan.sort) != 1
+            or not plan.sort[0][1]):
+        return None
+    idx = plan.sort[0][0]
+    if idx >= len(plan.outputs) or plan.outputs[idx].src != "time":
+        return None
+    return plan.limit + plan.offset
+
+
+def _newest_time(db) -> int:
+    """An upper bound of every stored timestamp (segments and memtables)."""
+    keeper = getattr(db, "segments", None)  # the segment keeper's current view (or the manifest)
+    metas = keeper.view.state.segments if keeper is not None else db.manifest.state.segments
+    newest = max((m.max_time for m in metas), default=-(2**63))
+    return max(newest, db.state.time_bounds()[1])
+
+
+async def _run_newest(db, plan, route: str, want: int):
+    """The newest buckets only: the range is narrowed to the last ``want`` buckets before the end
+    (of the range or of the data) and widened fourfold until the answer has ``want`` rows or the
+    range is the statement's own. Buckets are whole within the narrowed range (its start is a
+    bucket boundary), so the rows kept are the ones the whole range gives, read from the newest
+    blocks only (``ORDER BY minute DESC LIMIT 5`` over a day read every block before)."""
+    q = plan.query
+    iv = q.interval
+    end = min(q.end, _newest_time(db) + 1)
+    span = max(want, 1) * iv
+    while True:
+        lo = end - 1 - span
+        lo -= lo % iv
+        if lo <= q.start:
+            return await _run_planned(db, ("fast", plan), route, narrow=False)
+        out = await _run_planned(db, ("fast", attrs.evolve(plan, query=attrs.evolve(q, start=lo))), route,
+                                 narrow=False)
+        if out is None or len(out) >= plan.limit:
+            return out
+        span *= 4
+
+
+async def _run_planned(db, planned, route: str, narrow: bool = True):
     """Answer a fast-path plan; None when it turns out to need the general path."""
     kind, plan = planned
+    if narrow and kind == "fast":
+        want = _newest_buckets(plan)
+        if want is not None and want > 0:
+            return await _run_newest(db, plan, route, want)
     prepared = None
     if kind == "fast":
         from rusts.query.executor import select_series

@@ -121,7 +121,8 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
                 if p is not None:
                     seg.append(p)
     mem = _mem_pieces(snap, sid, start, end, fields, ftypes)
-    simple = all(len(m.timestamps) < 2 or bool(np.all(m.timestamps[1:] > m.timestamps[:-1])) for m in mem)
+    simple = all(m.sorted_unique or len(m.timestamps) < 2 or bool(np.all(m.timestamps[1:] > m.timestamps[:-1]))
+                 for m in mem)
     if simple:
         pieces = seg + [_piece_of_rowset(m, fields, ftypes) for m in mem]
         order = sorted(range(len(pieces)), key=lambda i: int(pieces[i].ts[0]))
@@ -135,13 +136,14 @@ def series_pieces(snap, sid: int, start: int, end: int, fields: list[str],
 
 def series_columns(snap, sid: int, start: int, end: int, fields: list[str],
                    ftypes: dict[str, FieldType], cache: BlockCache = CACHE,
-                   measurement: str | None = None) -> tuple[np.ndarray, dict] | None:
+                   measurement: str | None = None, prune=None) -> tuple[np.ndarray, dict] | None:
     """Rows of one series in [start, end) as one timestamp array and ``{field: Column or None}``
     (None: no value in the range); None when the series has no row there.
 
     The common case - no pending delete of the series, no memtable rows, segments apart in time -
     concatenates the cached blocks and slices them, with no per-block objects; anything else goes
-    through :func:`series_pieces`.
+    through :func:`series_pieces`. ``prune(reader, sid, lo, hi)`` (:func:`rusts.sql.vector.block_filter`)
+    may rule blocks out in the common case (the caller filters rows by the same predicates).
     """
     simple = not snap.memtable.get(sid) and not (
         measurement is not None and getattr(snap, "tombstones", None) is not None
@@ -164,7 +166,12 @@ def series_columns(snap, sid: int, start: int, end: int, fields: list[str],
     if not spans:
         return None
     r, lo, hi = spans[0]
-    blocks = block_columns(r, sid, fields, list(range(lo, hi)), cache)
+    wanted = list(range(lo, hi))
+    if prune is not None:  # one source: a block without a matching row changes nothing
+        wanted = [b for b, k in zip(wanted, prune(r, sid, lo, hi).tolist()) if k]
+        if not wanted:
+            return None
+    blocks = block_columns(r, sid, fields, wanted, cache)
     if len(blocks) == 1:
         ts, cols = blocks[0]
         cols = {f: cols.get(f) for f in fields}
@@ -313,8 +320,10 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
             t = int(tomb.timestamps[-1])
             tomb = tomb.slice_time(t, t + 1)
         return tomb
-    parts: list[RowSet] = []
-    for r in snap.segments:  # oldest first: merge order is write order
+    from rusts.query.reading import mem_part
+
+    cands: list = []  # (newest time in range, its row(s)), oldest source first: write order
+    for r in snap.segments:
         if r.max_time < start or r.min_time >= end:
             continue
         lo, hi = r.block_span(sid, start, end)
@@ -322,10 +331,25 @@ def last_row(snap, sid: int, start: int, end: int, fields: list[str], ftypes: di
             p = _block_pieces(r, sid, fields, [b], cache)[0].slice(start, end)
             if p is not None:
                 t = int(p.ts[-1])
-                parts.append(_rowset_of_piece(p.slice(t, t + 1), fields, ftypes))
+                cands.append((t, lambda p=p, t=t: _rowset_of_piece(p.slice(t, t + 1), fields, ftypes)))
                 break
-    parts.extend(_mem_pieces(snap, sid, start, end, fields, ftypes))
-    rs = merge(parts)
+    for chunk in snap.memtable.get(sid, ()):
+        if chunk.sorted_unique:  # only its newest row in range can be the answer's
+            ts = chunk.timestamps
+            hi = int(ts.searchsorted(end))
+            if hi == 0 or ts[hi - 1] < start:
+                continue
+            t = int(ts[hi - 1])
+            cands.append((t, lambda c=chunk, t=t: mem_part(c, t, t + 1, fields)))
+        else:
+            rs = mem_part(chunk, start, end, fields)
+            if rs is not None:
+                cands.append((int(rs.timestamps.max()), lambda rs=rs: rs))
+    if not cands:
+        return RowSet(np.empty(0, np.int64), {}, True)
+    newest = max(t for t, _ in cands)
+    parts = [make() for t, make in cands if t == newest]  # (other sources' rows are older)
+    rs = parts[0] if len(parts) == 1 and parts[0].sorted_unique else merge(parts)
     if len(rs) > 1:
         t = int(rs.timestamps[-1])
         rs = rs.slice_time(t, t + 1)

@@ -117,15 +117,112 @@ def _predicate(field: str, op: str, value, ch, vals, valid, n: int) -> np.ndarra
     return m if valid is None else (m & valid)
 
 
+def residual_fields(residual) -> list[str]:
+    """The fields the residual predicates read (AND/OR trees flattened)."""
+    out: list[str] = []
+    for p in residual:
+        if p[1] is None and p[0] in ("and", "or"):
+            out.extend(residual_fields(p[2]))
+        else:
+            out.append(p[0])
+    return out
+
+
+def tree_mask(p: tuple, column, n: int) -> np.ndarray:
+    """Rows where predicate ``p`` holds: ``(field, op, value)`` or an AND/OR tree
+    ``("and" | "or", None, (p, ...))``; ``column(field)`` gives ``(values, valid, Arrow chunked
+    column or None)``. Only AND and OR combine leaves, so "true" composes without tracking
+    unknowns (a comparison with NULL is never true)."""
+    f, op, value = p
+    if op is None and f in ("and", "or"):
+        out = tree_mask(value[0], column, n)
+        for q in value[1:]:
+            m = tree_mask(q, column, n)
+            out = (out & m) if f == "and" else (out | m)
+        return out
+    vals, valid, ch = column(f)
+    return _predicate(f, op, value, ch, vals, valid, n)
+
+
+_PRUNE_OPS = {">", ">=", "<", "<=", "=", "between", "notnull"}
+
+
+def block_filter(residual, ftypes: dict[str, FieldType]):
+    """A function ``(reader, sid, lo, hi) -> keep`` saying which segment blocks ``lo..hi-1`` of a
+    series may hold a row the residual predicates accept, from the blocks' min/max statistics
+    (a block whose maximum is 50 has no row with ``usage > 90``); None when no predicate can
+    prune. Conservative: float statistics of integers are widened by one step, a block with
+    values but NaN statistics is kept."""
+
+    def prunable(p) -> bool:
+        if p[1] is None and p[0] in ("and", "or"):
+            sub = [prunable(q) for q in p[2]]
+            return all(sub) if p[0] == "or" else any(sub)
+        return p[1] in _PRUNE_OPS and ftypes.get(p[0]) in (FieldType.FLOAT, FieldType.INTEGER, FieldType.UNSIGNED)
+
+    preds = [p for p in residual if prunable(p)]
+    if not preds:
+        return None
+
+    def keep(reader, sid: int, lo: int, hi: int) -> np.ndarray:
+        stats: dict = {}
+
+        def of(f):
+            got = stats.get(f)
+            if got is None:
+                fs = reader.field_stats(sid, f)
+                mn, mx, cnt = fs.min[lo:hi], fs.max[lo:hi], fs.count[lo:hi]
+                if ftypes[f] != FieldType.FLOAT:
+                    mn, mx = np.nextafter(mn, -np.inf), np.nextafter(mx, np.inf)
+                got = stats[f] = (mn, mx, cnt > 0, (cnt > 0) & (np.isnan(mn) | np.isnan(mx)))
+            return got
+
+        def may(p) -> np.ndarray:
+            f, op, v = p
+            if op is None and f in ("and", "or"):
+                parts = [may(q) for q in v if prunable(q)] if f == "and" else [may(q) for q in v]
+                out = parts[0]
+                for m in parts[1:]:
+                    out = (out & m) if f == "and" else (out | m)
+                return out
+            mn, mx, has, unknown = of(f)
+            with np.errstate(invalid="ignore"):
+                if op == ">":
+                    m = mx > v
+                elif op == ">=":
+                    m = mx >= v
+                elif op == "<":
+                    m = mn < v
+                elif op == "<=":
+                    m = mn <= v
+                elif op == "=":
+                    m = (mn <= v) & (mx >= v)
+                elif op == "between":
+                    m = (mx >= v[0]) & (mn <= v[1])
+                else:  # notnull
+                    m = has.copy()
+            return m | unknown
+
+        out = may(preds[0])
+        for p in preds[1:]:
+            out = out & may(p)
+        return out
+
+    return keep
+
+
 def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, FieldType],
               residual=(), cache=CACHE) -> ResultSet:
-    """Run the aggregate query ``q`` (plus ``residual`` field predicates) over the scan."""
+    """Run the aggregate query ``q`` (plus ``residual`` field predicates: plain or AND/OR trees)
+    over the scan; segment blocks the predicates rule out by their min/max are not read."""
     aggs = q.aggregations
     iv = q.interval
-    need = sorted({a.field for a in aggs if a.field is not None} | {r[0] for r in residual})
+    pfields = residual_fields(residual)
+    need = sorted({a.field for a in aggs if a.field is not None} | set(pfields))
     need = [f for f in need if f in ftypes]
     strings = {f for f in need if ftypes[f] == FieldType.STRING}
-    string_preds = any(r[0] in strings for r in residual)
+    string_preds = any(f in strings for f in pfields)
+    prune = block_filter(residual, ftypes) if residual else None
     need_ts = iv is not None or any(a.function in (AggFunc.First, AggFunc.Last) for a in aggs)
     group_keys: dict[tuple, int] = {}
     group_tags: list[dict] = []
@@ -143,16 +240,21 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
             ts = np.concatenate([p.ts for p in pieces]) if len(pieces) > 1 else pieces[0].ts
             cols = {f: concat_column([p.cols.get(f) for p in pieces], lengths, ftypes[f]) for f in need}
         else:
-            got = series_columns(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement)
+            got = series_columns(snap, int(sid), q.start, q.end, need, ftypes, cache, q.measurement, prune)
             if got is None:
                 continue
             ts, cols = got
         n = len(ts)
         vals, valid = _arrays(cols, need, ftypes, n)
         keep = None
-        for field, op, value in residual:
-            ch = _chunked(pieces, field, ftypes[field]) if field in strings else None
-            keep = _and(keep, _predicate(field, op, value, ch, vals[field], valid[field], n))
+
+        def column(f, vals=vals, valid=valid, pieces=pieces):
+            if f not in vals:  # a field this measurement does not have: NULL everywhere
+                return np.zeros(n), np.zeros(n, bool), None
+            return vals[f], valid[f], (_chunked(pieces, f, ftypes[f]) if f in strings else None)
+
+        for p in residual:
+            keep = _and(keep, tree_mask(p, column, n))
         if keep is not None and not keep.any():
             continue
         gid = group_keys.get(key)

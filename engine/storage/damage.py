@@ -99,14 +99,32 @@ def problems(readers) -> list[str]:
     return out
 
 
+def report_missing(entry: dict) -> bool:
+    """Add ``entry`` (e.g. a cluster shard with no live owner: ``{"shard": k, "error": ...}``)
+    to the current query's collector; False when the query runs outside one."""
+    found = _COLLECTOR.get()
+    if found is None:
+        return False
+    found.append(entry)
+    return True
+
+
 def answer_extra(found: list[dict]) -> dict:
-    """The keys a JSON answer gets when blocks were skipped (empty when none were)."""
+    """The keys a JSON answer gets when blocks (or cluster shards) were skipped (empty when none were)."""
     if not found:
         return {}
-    n = len(found)
-    return {"missing": found[:MAX_REPORTED],
-            "warnings": [f"{n} damaged block(s) could not be read; their time ranges are missing "
-                         f"from this answer (see 'missing')"]}
+    shards = sorted({e["shard"] for e in found if "shard" in e})
+    blocks = [e for e in found if "shard" not in e]
+    out: dict = {"missing": (blocks + [e for e in found if "shard" in e])[:MAX_REPORTED], "warnings": []}
+    if blocks:
+        out["warnings"].append(f"{len(blocks)} damaged block(s) could not be read; their time ranges are "
+                               f"missing from this answer (see 'missing')")
+    if shards:  # cluster mode, partial results allowed (docs/cluster.md)
+        out["partial"] = True
+        out["missing_shards"] = shards
+        out["warnings"].append(f"partial answer: shard(s) {', '.join(map(str, shards))} had no live owner; "
+                               f"their data is missing from this answer")
+    return out
 
 
 def missing_notice(found: list[dict], limit: int = 10) -> str:
@@ -116,8 +134,14 @@ def missing_notice(found: list[dict], limit: int = 10) -> str:
         sec, frac = divmod(int(ns), 10**9)
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
+    shards = sorted({e["shard"] for e in found if "shard" in e})
+    found = [e for e in found if "shard" not in e]  # cluster shards are named apart
     parts = [f"{e['series']} from {ts(e['start'])} to {ts(e['end'])} ({e['start']}..{e['end']} ns, "
              f"segment {e['segment']} block {e['block']})" for e in found[:limit]]
     more = f"; and {len(found) - limit} more" if len(found) > limit else ""
-    return (f"{len(found)} damaged block(s) could not be read; these time ranges are missing from "
-            f"this answer (inclusive): {'; '.join(parts)}{more}")
+    text = (f"{len(found)} damaged block(s) could not be read; these time ranges are missing from "
+            f"this answer (inclusive): {'; '.join(parts)}{more}") if found else ""
+    if shards:
+        text += ("; " if text else "") + (f"partial answer: shard(s) {', '.join(map(str, shards))} had no "
+                                           f"live owner; their data is missing from this answer")
+    return text

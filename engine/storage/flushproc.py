@@ -20,6 +20,10 @@ still writing then is an orphan that the next recovery removes (the manifest nev
 Small tables are flushed in a thread (:func:`use_process`): for a few hundred series the pickling
 and the process hop cost more than they save. ``RUSTS_FLUSH_PROCESS`` overrides: ``always``,
 ``never`` or ``auto`` (default). If the worker dies, the flush runs in this process instead.
+
+:func:`configure` lets an embedding program (``rusts-import --direct``) use several worker
+processes: a flush spanning several time partitions is then split by partition, each worker
+encoding its share in parallel (a server keeps one, leaving the other cores to queries).
 """
 
 from __future__ import annotations
@@ -36,24 +40,49 @@ log = logging.getLogger("rusts.flushproc")
 
 PROCESS_MIN_SERIES = 1000
 """Tables with at least this many series chunks (series x writes) use the worker process."""
+PROCESS_MIN_POINTS = 50_000
+"""...and so do tables of at least this many points (encoding them takes a few hundred ms of
+Python work at least, pickling their arrays a few ms): a bulk load of few series must not hold
+the server's GIL against its writes while a table is encoded."""
 
 _LEN = struct.Struct("<Q")
 _lock = threading.Lock()  # one request at a time; guards _proc
 _proc: subprocess.Popen | None = None
 _failures = 0
+_mode_override: str | None = None
+_extra: list["_Extra"] = []  # workers 2..n (configure); the first is _proc
+_extra_lock = threading.Lock()
 
 
 def mode() -> str:
+    if _mode_override is not None:
+        return _mode_override
     return os.environ.get("RUSTS_FLUSH_PROCESS", "auto").strip().lower() or "auto"
 
 
-def use_process(series_chunks: int) -> bool:
+def configure(*, mode: str | None = None, workers: int = 1) -> tuple[str | None, int]:
+    """Set this process's flush mode (``always``/``never``/``auto``; None: from
+    ``RUSTS_FLUSH_PROCESS``) and how many worker processes a multi-partition flush is split
+    across. Returns the previous ``(mode, workers)`` so that a caller can restore them."""
+    global _mode_override
+    with _extra_lock:
+        prev = (_mode_override, 1 + len(_extra))
+        _mode_override = mode
+        want = max(1, int(workers)) - 1
+        while len(_extra) > want:
+            _extra.pop().stop()
+        while len(_extra) < want:
+            _extra.append(_Extra())
+    return prev
+
+
+def use_process(series_chunks: int, points: int = 0) -> bool:
     m = mode()
     if m in ("never", "0", "no", "off") or _failures >= 3:
         return False
     if m in ("always", "1", "yes", "on"):
         return True
-    return series_chunks >= PROCESS_MIN_SERIES
+    return series_chunks >= PROCESS_MIN_SERIES or points >= PROCESS_MIN_POINTS
 
 
 def write_partitions_parts(payload, partition_ns: int) -> dict:
@@ -143,13 +172,86 @@ def _stop_locked() -> None:
 
 
 def run_in_process(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
-    """Blocking (call from a worker thread): :func:`write_partitions` in the worker process.
+    """Blocking (call from a worker thread): :func:`write_partitions` in the worker process(es).
 
-    Raises what the worker raised (e.g. StorageError); if the worker died, the flush runs in
+    With several workers (:func:`configure`) and several partitions, the partitions are split
+    into one share per worker (balanced by rows) and encoded in parallel.
+    Raises what a worker raised (e.g. StorageError); if a worker died, its share runs in
     this process instead and the worker is restarted next time.
     """
-    return _request((payload, partition_ns, paths, options),
-                    lambda: write_partitions(payload, partition_ns, paths, options), "the flush")
+    with _extra_lock:
+        extra = list(_extra)
+    shares = split_partitions(payload, partition_ns, sorted(paths), 1 + len(extra)) if extra else None
+    if not shares or len(shares) < 2:
+        return _request((payload, partition_ns, paths, options),
+                        lambda: write_partitions(payload, partition_ns, paths, options), "the flush")
+    results: list = [None] * len(shares)
+    errors: list = []
+
+    def one(i: int) -> None:
+        sub, parts = shares[i]
+        sp = {p: paths[p] for p in parts}
+        req = (sub, partition_ns, sp, options)
+        fallback = lambda: write_partitions(sub, partition_ns, sp, options)  # noqa: E731
+        try:
+            results[i] = (_request(req, fallback, "the flush") if i == 0
+                          else extra[i - 1].request(req, fallback))
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after every share ended
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(1, len(shares))]
+    for t in threads:
+        t.start()
+    one(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    out: dict = {}
+    for r in results:
+        out.update(r)
+    return out
+
+
+def split_partitions(payload, partition_ns: int, parts: list[int], n: int) -> list | None:
+    """Up to ``n`` shares ``(payload of its rows, its partitions)`` of a flush payload, its
+    partitions in contiguous runs balanced by row count; None when there is one partition."""
+    import numpy as np
+
+    if n < 2 or len(parts) < 2:
+        return None
+    codes = [(ts // partition_ns) for _, _, _, ts, _, _ in payload["groups"]]
+    cnt = {p: 0 for p in parts}
+    for c in codes:
+        u, k = np.unique(c, return_counts=True)
+        for p, m in zip(u.tolist(), k.tolist()):
+            cnt[p] = cnt.get(p, 0) + m
+    total = sum(cnt.values())
+    runs: list[list[int]] = [[]]
+    acc = 0
+    for p in parts:
+        if runs[-1] and acc >= total * len(runs) / n and len(runs) < n:
+            runs.append([])
+        runs[-1].append(p)
+        acc += cnt[p]
+    if len(runs) < 2:
+        return None
+    shares = []
+    for run in runs:
+        lo, hi = run[0], run[-1]
+        groups = []
+        for (names, row_meas, row_sid, ts, cols, row_chunk), c in zip(payload["groups"], codes):
+            sel = (c >= lo) & (c <= hi)
+            if not sel.any():
+                continue
+            if sel.all():
+                groups.append((names, row_meas, row_sid, ts, cols, row_chunk))
+                continue
+            sub = {k: (t, v[sel], None if m is None else m[sel]) for k, (t, v, m) in cols.items()}
+            groups.append((names, None if row_meas is None else row_meas[sel], row_sid[sel], ts[sel],
+                           sub, row_chunk[sel]))
+        shares.append(({"groups": groups, "keys": payload["keys"]}, run))
+    return shares
 
 
 def call_in_process(name: str, args: tuple, fallback):
@@ -204,14 +306,95 @@ def _compact(paths, out, kwargs):
 _CALLS = {"compact": _compact}
 
 
+def prestart() -> None:
+    """Start the worker processes now (they import the encoder, ~0.5 s each, while the caller
+    reads its first data) instead of at the first flush."""
+    global _proc
+    if mode() in ("never", "0", "no", "off"):
+        return
+    try:
+        with _lock:
+            if _proc is None or _proc.poll() is not None:
+                _proc = _start()
+                import atexit
+
+                atexit.register(shutdown)
+        with _extra_lock:
+            extra = list(_extra)
+        for w in extra:
+            with w.lock:
+                if w.proc is None or w.proc.poll() is not None:
+                    w.proc = _start()
+    except OSError as e:  # the first flush tries again (and falls back to this process)
+        log.warning("cannot start a flush worker process: %s", e)
+
+
+class _Extra:
+    """A second (third, ...) worker process for :func:`run_in_process`'s shares (configure)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.failures = 0
+
+    def request(self, req, fallback):
+        with self.lock:
+            status = None
+            if self.failures < 3:
+                try:
+                    if self.proc is None or self.proc.poll() is not None:
+                        self.proc = _start()
+                    _send(self.proc.stdin, req)
+                    status, result = _recv(self.proc.stdout)
+                except (OSError, EOFError, pickle.PickleError) as e:
+                    self.failures += 1
+                    log.error("worker process failed (%s); running the flush in this process", e)
+                    self._stop_locked(kill=True)
+                    status = None
+        if status is None:
+            return fallback()
+        if status == "ok":
+            return result
+        if isinstance(result, BaseException):
+            raise result
+        from rusts.errors import StorageError
+
+        raise StorageError(f"worker process: {result}")
+
+    def _stop_locked(self, kill: bool = False) -> None:
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        try:
+            if kill:
+                p.kill()
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+    def stop(self) -> None:
+        with self.lock:
+            self._stop_locked()
+
+
 def running() -> bool:
     return _proc is not None and _proc.poll() is None
 
 
 def shutdown() -> None:
-    """Stop the worker process (tests, exit); the next flush starts a new one."""
+    """Stop the worker processes (tests, exit); the next flush starts new ones."""
     with _lock:
         _stop_locked()
+    with _extra_lock:
+        extra = list(_extra)
+    for w in extra:
+        w.stop()
 
 
 # ------------------------------------------------------------------------------- worker side

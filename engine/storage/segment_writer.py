@@ -128,8 +128,9 @@ class _Writer:
         self.offset += len(data)
         return off
 
-    def encode(self, values: np.ndarray, timestamps: bool = False) -> bytes:
-        return codecs.encode(values, timestamps=timestamps, compression=self.compression, tier=self.tier)
+    def encode(self, values: np.ndarray, timestamps: bool = False, hint: codecs.Hint | None = None) -> bytes:
+        return codecs.encode(values, timestamps=timestamps, compression=self.compression, tier=self.tier,
+                             hint=hint)
 
     def add_series(self, s: SeriesData, block_rows: int, block_time_ns: int | None = None) -> None:
         ts = np.ascontiguousarray(s.timestamps, dtype=np.int64)
@@ -151,21 +152,23 @@ class _Writer:
             if mask is not None and not mask.any():
                 continue
             fid = self.fields.setdefault((name, int(ft)), len(self.fields))
-            cols.append((fid, ft, values, mask))
+            cols.append((fid, ft, values, mask, codecs.Hint()))
         cols.sort(key=lambda c: c[0])
         self.sids.append(int(s.series_id))
         self.keys.append(s.key.encode())
+        # one codec hint per column of the series: a block tries its column's previous codec first
+        ts_hint = codecs.Hint()
         for a, b in _block_bounds(ts, block_rows, block_time_ns):
             rows = b - a
             block_ts = ts[a:b]
-            data = self.encode(block_ts, True)
+            data = self.encode(block_ts, True, ts_hint)
             self.b_ts_off.append(self.put(data))
             self.b_ts_len.append(len(data))
             self.b_min.append(int(block_ts[0]))
             self.b_max.append(int(block_ts[-1]))
             self.b_rows.append(rows)
             sub = self._block_subs(block_ts)
-            for fid, ft, values, mask in cols:
+            for fid, ft, values, mask, hint in cols:
                 v = values[a:b]
                 head = b""
                 m = None
@@ -184,7 +187,7 @@ class _Writer:
                     count = rows
                 if sub is not None:
                     self._chunk_subs(ft, v, m, sub)
-                data = self.encode(v)
+                data = self.encode(v, hint=hint)
                 if len(head) + len(data) > _U32_MAX:
                     raise StorageError("segment chunk larger than 4 GiB")
                 sm, mn, mx = _stats(ft, v)

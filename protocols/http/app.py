@@ -210,12 +210,12 @@ def create_app(db, config=None) -> App:
         ff = obj.get("field_filters") or []
         if not isinstance(ff, list):
             raise ProtocolError("field_filters must be a list of {field, op, value}")
-        out = await db.delete(q.measurement, q.start, q.end, q.tag_filters, tuple(ff))
+        out = await (frontend_of(db) or db).delete(q.measurement, q.start, q.end, q.tag_filters, tuple(ff))
         return _json(out)
 
     @route("/measurements/<name>", ("DELETE",))
     async def drop_measurement(req: Request, name: str) -> Response:
-        return _json(await db.drop_measurement(name))
+        return _json(await (frontend_of(db) or db).drop_measurement(name))
 
     def policies(status: int = 200) -> Response:
         return _json({"retention_policies": db.lifecycle.policies.to_json()}, status)

@@ -8,7 +8,8 @@ routes (writes, queries, SQL, ``/ping``, ``/health``) are answered one layer fur
 :func:`~rusts.protocols.http.routing.dispatch`, so a route answers identically either way.
 
 A handler whose client disconnects is cancelled: its query worker stops the query
-(:mod:`rusts.query.control`).
+(:mod:`rusts.query.control`). Under our serving loop the connection cancels it (scope extension
+``rusts.cancel_on_disconnect``); under another ASGI server a task listens for ``http.disconnect``.
 
 Embedding: ``create_asgi_app(db)`` returns the ASGI app; mount it in another ASGI server, or serve
 it with :func:`rusts.protocols.http.serve.serve_http` inside a trio nursery.
@@ -28,6 +29,10 @@ log = logging.getLogger("rusts.http")
 HOT_PATHS = frozenset({"/write", "/api/v2/write", "/api/v1/write/arrow", "/query", "/sql", "/ping", "/health"})
 
 _JSON = b"application/json"
+
+# ASGI scope extension set by rusts.protocols.http.serve: ``with watch(cancel_scope):`` cancels the
+# scope when the client disconnects, without a task per request listening for http.disconnect
+DISCONNECT_EXTENSION = "rusts.cancel_on_disconnect"
 
 
 def _headers_of(scope) -> dict:
@@ -113,8 +118,12 @@ async def answer(api: App, scope, receive, send, body_timeout: float = math.inf)
         else:
             req = Request(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body)
             resp = None
+            watch = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
             if req.path in _INSTANT:  # answered at once: no disconnect watcher (a task per request)
                 resp = await dispatch(api, req)
+            elif watch is not None:  # the server cancels the scope when the client goes away
+                with trio.CancelScope() as cs, watch(cs):
+                    resp = await dispatch(api, req)
             else:
                 resp = await _dispatch_watched(api, req, receive)
             if resp is None:

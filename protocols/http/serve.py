@@ -23,6 +23,7 @@ off requests that take long to answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -152,6 +153,7 @@ class _Tracker:
         self.open = 0
         self.busy: dict[tuple, int] = {}
         self.started: dict[tuple, int] = {}
+        self.conns: dict[tuple, _Connection] = {}
         self.idle: dict["_Connection", float] = {}  # waiting for a request head's first byte, since
 
     def evict_idle(self) -> bool:
@@ -174,9 +176,17 @@ class _Tracker:
             peer = tuple((scope.get("client") or ())[:2])
             self.started[peer] = self.started.get(peer, 0) + 1
             self.busy[peer] = self.busy.get(peer, 0) + 1
+            conn = self.conns.get(peer)
+            if conn is not None:
+                from rusts.protocols.http.asgi import DISCONNECT_EXTENSION
+
+                scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                                 DISCONNECT_EXTENSION: conn.cancel_on_disconnect}}
             try:
-                await app(scope, receive, send)
+                await app(scope, receive, send if conn is None else conn.coalescing(send))
             finally:
+                if conn is not None:
+                    await conn.uncork()
                 n = self.busy[peer] - 1
                 if n:
                     self.busy[peer] = n
@@ -193,7 +203,10 @@ class _Connection:
       trickles a head byte by byte is closed), while an idle keep-alive connection waits for
       hypercorn's keep-alive timer and a request being answered has no deadline here;
     * the socket closes as soon as the connection ends (hypercorn kept it until its keep-alive
-      timer ended)."""
+      timer ended);
+    * a response's head and body leave in one ``send`` (hypercorn writes the status line and
+      headers, the body and the end of the message separately: three system calls and, with
+      TCP_NODELAY, three packets per response, the largest part of a small answer's cost)."""
 
     def __init__(self, inner, tracker: _Tracker, head_timeout: float) -> None:
         self._inner = inner
@@ -201,6 +214,10 @@ class _Connection:
         self._head_timeout = head_timeout
         self._head_since: float | None = None
         self._counted = True
+        self._corked = False
+        self._pending = bytearray()
+        self._send_lock = trio.Lock()
+        self._on_disconnect: set = set()
         self._idle_scope = trio.CancelScope()
         self._evicted = False
         tracker.open += 1
@@ -210,13 +227,80 @@ class _Connection:
         except (AttributeError, OSError):
             self._peer = ()
         self._seen = tracker.started.get(self._peer, 0)
+        if self._peer:
+            tracker.conns[self._peer] = self
 
     def release(self) -> None:
         if self._counted:
             self._counted = False
             self._tracker.open -= 1
+            if self._tracker.conns.get(self._peer) is self:
+                del self._tracker.conns[self._peer]
             if not self._tracker.busy.get(self._peer):
                 self._tracker.started.pop(self._peer, None)
+
+    @contextlib.contextmanager
+    def cancel_on_disconnect(self, scope: trio.CancelScope):
+        """``with conn.cancel_on_disconnect(cs):`` cancels ``cs`` if the client goes away meanwhile."""
+        if not self._counted:  # gone already
+            scope.cancel()
+        self._on_disconnect.add(scope)
+        try:
+            yield scope
+        finally:
+            self._on_disconnect.discard(scope)
+
+    def _disconnected(self) -> None:
+        for scope in list(self._on_disconnect):
+            scope.cancel()
+
+    # ------------------------------------------------------------------ one send per response
+    def coalescing(self, send):
+        """The ASGI ``send`` of a request on this connection: from the response's start to each
+        of its body messages, what hypercorn writes is gathered and sent at once."""
+        async def send_coalesced(message):
+            kind = message["type"]
+            if kind == "http.response.start":
+                self._corked = True
+            await send(message)
+            if kind == "http.response.body":
+                await self.uncork()
+        return send_coalesced
+
+    async def send_all(self, data) -> None:
+        if self._corked:
+            self._pending += data
+        else:
+            async with self._send_lock:
+                await self._flush()
+                await self._inner.send_all(data)
+
+    async def _flush(self) -> None:
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            await self._inner.send_all(data)
+
+    async def uncork(self) -> None:
+        """Send what was gathered (shielded, as hypercorn's own sends are); a client that has gone
+        is noticed by the connection's reader."""
+        self._corked = False
+        if not self._pending:
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                async with self._send_lock:
+                    await self._flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def send_eof(self) -> None:
+        """Shielded: hypercorn half-closes after a "connection: close" answer from the request's
+        task, whose scope the framework may already have cancelled (the client then waited for
+        the EOF until the server stopped)."""
+        await self.uncork()  # a response ending with "connection: close" leaves before the EOF
+        with trio.CancelScope(shield=True):
+            await self._inner.send_eof()
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -263,6 +347,8 @@ class _Connection:
 
     async def _close_now(self) -> None:
         self.release()
+        self._disconnected()
+        await self.uncork()
         with trio.CancelScope(shield=True):
             try:
                 await self._inner.aclose()
@@ -271,4 +357,5 @@ class _Connection:
 
     async def aclose(self) -> None:
         self.release()
+        await self.uncork()
         await self._inner.aclose()

@@ -83,7 +83,10 @@ class DbBackend:
         from rusts.pgcatalog.catalog import run_catalog_query
         from rusts.protocols.pgwire import result_from_rows
 
-        tables = self._tables()
+        from rusts.cluster import frontend_of
+
+        fe = frontend_of(self.db)  # cluster mode: the cluster's tables (rusts.cluster.sqlfront)
+        tables = self._tables() if fe is None else await fe.pg_tables(self.principal)
         cols, rows = await trio.to_thread.run_sync(
             lambda: run_catalog_query(sql, tables, database=self.database, user=self.user, params=params),
             limiter=cpu_limiter())
@@ -125,7 +128,10 @@ class DbBackend:
         answer = authorize_sql(self.db, sql, enforce=True)  # the caller's scopes, here (not in the worker)
         if answer is not None:  # SHOW TABLES for a measurement-limited principal
             return to_pg_result(answer)
-        out = await self.db.sql(sql, params)  # answered by a query worker
+        from rusts.cluster import frontend_of
+
+        fe = frontend_of(self.db)  # cluster mode: fan-out and merge (rusts.cluster.sqlfront)
+        out = await (self.db.sql(sql, params) if fe is None else fe.sql_output(sql, params))
         return to_pg_result(out)
 
     def _param_types(self, sql: str, given: Sequence[int]) -> list[int]:
@@ -184,7 +190,9 @@ class DbBackend:
 
         if is_dml(sql) and not sql.lstrip().lower().startswith("show"):
             return types, None  # DELETE / DROP TABLE return no rows
-        if not is_catalog_query(sql):
+        from rusts.cluster import frontend_of
+
+        if not is_catalog_query(sql) and frontend_of(self.db) is None:
             from rusts.security.authorize import authorize_sql
             from rusts.security.scopes import acting_as
 
@@ -193,6 +201,10 @@ class DbBackend:
             _, cols = await self.db.describe_sql(sql)  # names and types without reading data
             return types, (cols or None)
         params = [None] * len(types) if types else None
+        if frontend_of(self.db) is not None:
+            from rusts.cluster.sqlfront import describe_params
+
+            params = describe_params(types)
         try:
             result = await self.execute(sql, params)
         except QueryError:

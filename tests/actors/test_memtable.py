@@ -126,3 +126,29 @@ async def test_a_failing_insert_fails_its_writer_and_the_actor():
         assert "index broken" in str(e)
     else:
         raise AssertionError("the writer must get the error")
+
+
+async def test_big_inserts_are_sealed_in_the_background_without_a_query():
+    from rusts.memory.tables import SEAL_ROWS
+
+    async with trio.open_nursery() as n:
+        state, send, _ = await start(n)
+        await insert(send, batch(SEAL_ROWS + 10), 1)
+        table = state.active
+        with trio.fail_after(10):
+            while table._sealed_upto == 0:  # sealed by the actor's worker thread, not by a reader
+                await trio.sleep(0.01)
+        assert sum(len(b) for b in table._sealed["m"]) == SEAL_ROWS + 10
+        rows = state.snapshot([7])[7]
+        assert sum(len(r) for r in rows) == SEAL_ROWS + 10
+        await send.aclose()
+
+
+async def test_series_ids_resolved_by_the_writer_are_not_looked_up_again():
+    async with trio.open_nursery() as n:
+        state, send, _ = await start(n)  # its resolver answers 7
+        r = Reply()
+        await send.send(MemtableInsert(batch(3), 1, r, np.array([42], dtype=np.uint64)))
+        assert await r.wait() == 1
+        assert sum(len(x) for x in state.snapshot([42])[42]) == 3 and not state.snapshot([7]).get(7)
+        await send.aclose()

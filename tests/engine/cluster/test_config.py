@@ -78,6 +78,13 @@ def test_nats_replicas_default_to_three_with_three_servers():
     ({"colour": 1}, "colour", "unknown key"),
     ({"nats": {"servers": []}}, "nats.servers", "non-empty list"),
     ({"nats": {"servers": ["nats://a:1"], "replicas": 3}}, "nats.replicas", "exceeds the number"),
+    ({"partial_results": "yes"}, "partial_results", "expected true or false"),
+    ({"nats": {"user": "rusts"}}, "nats.password", "user and password go together"),
+    ({"nats": {"user": "u", "password": "p", "token": "t"}}, "nats.token", "choose one way"),
+    ({"nats": {"nkeys_seed": "/nonexistent/seed.nk"}}, "nats.nkeys_seed", "no such file"),
+    ({"nats": {"tls_cert": "/etc/hostname"}}, "nats.tls_key", "go together"),
+    ({"nats": {"max_age_secs": -1}}, "nats.max_age_secs", "expected seconds >= 0"),
+    ({"nats": {"max_bytes": 1000}}, "nats.max_bytes", "expected an integer >= 1048576"),
 ])
 def test_mistakes_are_refused_naming_the_key(change, key, words):
     with pytest.raises(ConfigError) as ei:
@@ -118,3 +125,15 @@ def test_file_errors_name_the_file(tmp_path):
     p.write_text(ORIGINAL_EXAMPLE.replace('node_id = "node1"', 'node_id = "node9"'))
     with pytest.raises(ConfigError, match=f"^{p}: node_id: 'node9'"):
         load_cluster_config(p)
+
+
+def test_nats_credentials_and_retention_reach_the_client_and_the_streams(tmp_path):
+    seed = tmp_path / "node.nk"
+    seed.write_text("SUAEXAMPLE")
+    cfg = cluster_from_dict(_base(nats={"servers": ["nats://h:4222"], "nkeys_seed": str(seed),
+                                        "max_age_secs": 86400, "max_bytes": 1 << 30}))
+    assert cfg.nats.connect_options() == {"nkeys_seed": str(seed)}
+    assert (cfg.nats.max_age_secs, cfg.nats.max_bytes) == (86400.0, 1 << 30)
+    cfg = cluster_from_dict(_base(nats={"user": "rusts", "password": "s3cret"}))
+    assert cfg.nats.connect_options() == {"user": "rusts", "password": "s3cret"}
+    assert cluster_from_dict(_base()).nats.connect_options() == {}

@@ -44,3 +44,79 @@ def test_small_writes_seal_into_few_pieces_with_last_write_wins():
             got = [int(v) if (c.mask is None or m) else None
                    for v, m in zip(c.values.tolist(), c.mask.tolist() if c.mask is not None else [True] * len(rs))]
             assert got == [f.get(k) for _, f in want], (h, k)
+
+
+def _write(t: Table, seq: int, n: int, t0: int) -> None:
+    b = parse("\n".join(f"m,h=1 a={i}i {t0 + i}" for i in range(n)).encode())
+    t.insert_frames(b.frames, np.array([1], dtype=np.uint64), seq, seal=False)
+
+
+def test_a_seal_job_done_off_the_loop_is_installed_unless_a_query_sealed_first():
+    t = Table(1)
+    _write(t, 1, 100, T0)
+    token, compute = t.seal_job()
+    _write(t, 2, 50, T0 + 1000)  # arrives while the job runs: not part of it
+    assert t.install_sealed(token, compute())
+    assert sum(len(b) for b in t._sealed["m"]) == 100 and t.needs_seal() is False
+    token2, compute2 = t.seal_job()  # the 50 new rows
+    t.seal()  # a query sealed them first
+    assert not t.install_sealed(token2, compute2())  # stale: dropped, nothing sealed twice
+    assert sum(len(b) for b in t._sealed["m"]) == 150 and t.seal_job() is None
+
+
+def test_a_query_reads_a_few_unsealed_writes_as_they_are_and_seals_many():
+    from rusts.memory.tables import DIRECT_TAIL_CHUNKS
+
+    t = Table(1)
+    st = MemtableState(t)
+    _write(t, 1, 100, T0)
+    t.seal()
+    _write(t, 2, 5000, T0 + 50)  # one big write, overlapping the sealed rows: it wins where it overlaps
+    snap = st.snapshot(np.array([1], dtype=np.uint64))
+    assert t._sealed_upto == 1  # read as it is, not sealed by the query
+    rs = merge(snap[1])
+    assert len(rs) == 5050 and rs.columns["a"].values[:52].tolist() == list(range(50)) + [0, 1]
+    for seq in range(3, 3 + DIRECT_TAIL_CHUNKS):
+        _write(t, seq, 3, T0 + 10_000 + 10 * seq)
+    snap = st.snapshot(np.array([1], dtype=np.uint64))
+    assert t._sealed_upto == len(t.chunks)  # many small writes: sealed first
+    assert len(merge(snap[1])) == 5050 + 3 * DIRECT_TAIL_CHUNKS
+
+
+def _lp(rng: random.Random, seq: int, hosts: int = 50, steps: int = 10) -> bytes:
+    t0 = T0 + seq * steps * 10**9
+    return "\n".join(f"cpu,host=h{h} a={rng.random()},b={rng.random()},c={rng.randint(0, 99)}i {t0 + s * 10**9}"
+                     for s in range(steps) for h in range(hosts)).encode()
+
+
+def test_table_bytes_count_the_sealed_copy_and_query_views():
+    """``storage.memtable`` limits compare against ``Table.bytes``: it must follow the memory the
+    table really holds (the writes, their sealed sorted copy, the columnar views queries build),
+    measured here with tracemalloc (numpy reports its buffers to it)."""
+    import gc
+    import tracemalloc
+
+    from rusts.memory.recent import RecentData
+
+    rng = random.Random(5)
+    bodies = [parse(_lp(rng, seq)) for seq in range(120)]  # 60,000 rows, parsed beforehand
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        t = Table(1)
+        for seq, b in enumerate(bodies, 1):
+            sids = np.array([int(k.split("=")[1][1:]) + 1 for f in b.frames for k in f.keys], np.uint64)
+            t.insert_frames(b.frames, sids, seq)
+        t.seal()
+        recent = RecentData(1 << 30)
+        recent.pieces([t], "cpu", T0, T0 + 10**18)  # a many-series query's columnar views
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    del bodies
+    # the writes' arrays were allocated before tracing: add what the table counts for them
+    real = held + t.raw_bytes
+    assert 0.8 * real <= t.bytes <= 1.3 * real, (t.bytes, real, t.raw_bytes)
+    assert t.bytes > 2.5 * t.raw_bytes  # the sealed copy and the views are counted

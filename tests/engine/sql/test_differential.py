@@ -235,7 +235,27 @@ CASES = [
     ("SELECT COUNT(*), MAX(f) FROM m WHERE time > '2030-01-01'", None, False),
     ("SELECT host, COUNT(*) FROM m WHERE time > '2030-01-01' GROUP BY host", None, False),
     ("SELECT COUNT(*) FROM m WHERE host = 'nosuch'", None, False),
-    # ---- HAVING on the fast paths: aggregates of the select list or hidden ones, tags, 3-valued logic
+    # ---- the newest buckets only (ORDER BY bucket DESC LIMIT: the range is narrowed, then widened)
+    ("SELECT time_bucket('1 minute', time) AS bk, MAX(f) FROM m WHERE time < '{}' GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 5".format(ts(MID)),
+     f"SELECT {TB.format('1 minute')} AS bk, MAX(f) FROM m WHERE time < {rts(MID)} GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 5", True),
+    ("SELECT time_bucket('2 minutes', time) AS bk, COUNT(*), AVG(i) FROM m WHERE f > 85 OR i > 97 GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 3 OFFSET 2",
+     f"SELECT {TB.format('2 minutes')} AS bk, COUNT(*), AVG(i) FROM m WHERE f > 85 OR i > 97 GROUP BY bk "
+     "ORDER BY bk DESC LIMIT 3 OFFSET 2", True),
+    ("SELECT time_bucket('10 minutes', time) AS bk, host, MIN(f) FROM m WHERE host IN ('h0', 'h3') GROUP BY bk, host "
+     "ORDER BY bk DESC LIMIT 4",
+     f"SELECT {TB.format('10 minutes')} AS bk, host, MIN(f) FROM m WHERE host IN ('h0', 'h3') GROUP BY bk, host "
+     "ORDER BY bk DESC, host LIMIT 4", False),
+    # ---- value predicates in aggregates (vector and columnar paths): AND/OR trees, BETWEEN, IS NOT NULL
+    ("SELECT host, COUNT(*), AVG(f), MAX(i) FROM m WHERE f > 70 OR i < -10 GROUP BY host", None, False),
+    ("SELECT time_bucket('10 minutes', time) AS bk, COUNT(f), SUM(i) FROM m "
+     "WHERE (f BETWEEN 20 AND 40 OR i >= 90) AND s IS NOT NULL GROUP BY bk ORDER BY bk",
+     f"SELECT {TB.format('10 minutes')} AS bk, COUNT(f), SUM(i) FROM m "
+     "WHERE (f BETWEEN 20 AND 40 OR i >= 90) AND s IS NOT NULL GROUP BY bk ORDER BY bk", True),
+    ("SELECT MIN(f), MAX(f), COUNT(*) FROM m WHERE host = 'h2' AND (f = 50.5 OR (i > 50 AND b) OR s = 'busy')",
+     None, False),
     ("SELECT host, COUNT(*) AS n FROM m GROUP BY host HAVING COUNT(*) > 240 ORDER BY host", None, True),
     ("SELECT host, AVG(f) AS a FROM m GROUP BY host HAVING AVG(f) > 50 OR MIN(i) < -19 ORDER BY a DESC", None, True),
     ("SELECT region, MAX(f) FROM m GROUP BY region HAVING NOT (MAX(f) < 100) AND region != 'us'", None, False),

@@ -96,6 +96,29 @@ def test_common_shapes_are_cached():
     assert got[1].query.start == later - 5 * 60 * 10**9 + 1
 
 
+def test_iso_time_literals_are_parameters():
+    """TSBS and Grafana write windows as ISO strings; every new window must hit the template
+    (a miss re-plans and re-learns: ~20 ms a statement), with the new window's bounds."""
+    cache = PlanCache()
+    shape = ("SELECT time_bucket('1 minute', time) AS minute, MAX(usage) FROM cpu WHERE host IN ({h}) "
+             "AND time >= {a} AND time < {b} GROUP BY minute ORDER BY minute")
+    learned(cache, shape.format(h="'host_1'", a="'2016-01-01 00:10:00'", b="'2016-01-01 01:10:00'"))
+    for a, b, start in [("'2016-01-01 07:31:00'", "'2016-01-01T08:31:00Z'", 1451633460 * 10**9),
+                        ("'2016-01-01 07:31:00.5'", "'2016-01-02'", 1451633460 * 10**9 + 5 * 10**8),
+                        ("'2016-01-01 09:31:00+02:00'", "'2016-01-02'", 1451633460 * 10**9)]:
+        text = shape.format(h="'host_9'", a=a, b=b)
+        got, _ = cache.lookup(text, NOW, cat())
+        assert got is not None and got == _plan_text(text, NOW, cat())
+        assert got[1].query.start == start
+    # a date-like string compared with a tag is a tag value: the cached plan keeps it as text
+    tag = "SELECT MAX(usage) FROM cpu WHERE host = {h} AND time >= {a}"
+    learned(cache, tag.format(h="'2016-01-01'", a="'2016-01-01'"))
+    text = tag.format(h="'2017-05-05'", a="'2016-01-03'")
+    got, _ = cache.lookup(text, NOW, cat())
+    assert got is None or got == _plan_text(text, NOW, cat())
+    assert _plan_text(text, NOW, cat())[1].query.tag_filters[0].value == "2017-05-05"
+
+
 def test_non_parameter_literals_stay_in_the_key():
     cache = PlanCache()
     learned(cache, "SELECT time_bucket('1 minute', time) AS b, MAX(usage) FROM cpu GROUP BY b")
@@ -118,6 +141,8 @@ def test_schema_change_invalidates():
 def test_literal_tokenizer():
     lits = literals("""SELECT "a 1", x FROM "t'" WHERE s = 'it''s' AND n >= 42 AND f < 1.5e3 AND host_2 = 'x'""")
     assert [(lit.kind, lit.value) for lit in lits] == [("s", "it's"), ("i", 42), ("f", 1500.0), ("s", "x")]
+    lits = literals("SELECT 1 FROM t WHERE time >= '2016-01-01 00:00:01' AND s = '2016-13-01'")
+    assert [(lit.kind, lit.value) for lit in lits] == [("i", 1), ("t", 1451606401 * 10**9), ("s", "2016-13-01")]
     assert literals("SELECT 1 -- comment") is None
     assert literals("SELECT $1") is None
     assert literals("SELECT E'\\n'") is None

@@ -72,3 +72,38 @@ async def test_series_columns_equal_the_piece_merge(tmp_path, seed, random_lines
                     if c is not None:
                         assert list(c.values[mask]) == list(values[present])
         assert checked > 50
+
+
+async def test_value_predicates_in_aggregates_skip_blocks_by_their_min_max(tmp_path, monkeypatch):
+    """``WHERE v > 1900 OR v < 50`` over a series whose blocks hold v in [0, 256), [256, 512)...:
+    the vector path decodes only the blocks whose min/max allow a match, and the answer is the
+    one over every row (integers included: their float statistics are widened, never trusted to
+    the last unit)."""
+    import rusts.sql.scan
+    from rusts.sql.runner import execute_sql
+
+    asked = []
+    real = rusts.sql.scan.block_columns
+    monkeypatch.setattr(rusts.sql.scan, "block_columns",
+                        lambda r, sid, fields, blocks, *a: asked.append(list(blocks)) or real(r, sid, fields, blocks, *a))
+    async with rusts.open(tmp_path / "d", wal_durability="none", block_rows=256) as db:
+        n = 2048
+        await db.write("\n".join(f"m,host=a v={k},i={2**60 + k}i {T0 + k * S}" for k in range(n)).encode())
+        await db.flush()
+        for where, match, most in [("v > 1900 OR v < 50", lambda k: k > 1900 or k < 50, 2),
+                                   ("v BETWEEN 700 AND 710 AND v IS NOT NULL", lambda k: 700 <= k <= 710, 1),
+                                   # (2^60 + k in float64: steps of 256, so a neighbour block may stay)
+                                   (f"i >= {2**60 + 1023} AND i <= {2**60 + 1024}", lambda k: k in (1023, 1024), 4),
+                                   ("v = 511.5 OR v > 5000", lambda k: False, 0)]:
+            asked.clear()
+            out = await execute_sql(db, f"SELECT COUNT(*), MIN(v), MAX(i) FROM m WHERE {where}")
+            ks = [k for k in range(n) if match(k)]
+            want = [len(ks), float(min(ks)) if ks else None, 2**60 + max(ks) if ks else None]
+            assert [col[0] for col in out.to_pylists()] == want, where
+            assert sum(len(b) for b in asked) <= most, (where, asked)  # of 8 blocks
+        # the newest buckets only: ORDER BY bucket DESC LIMIT reads the newest block
+        asked.clear()
+        out = await execute_sql(db, "SELECT time_bucket('1 minute', time) AS b, MAX(v) FROM m "
+                                    "GROUP BY b ORDER BY b DESC LIMIT 3")
+        assert out.to_pylists()[1] == [2047.0, 2019.0, 1959.0]  # (T0 is 20 s past a minute)
+        assert sum(len(b) for b in asked) <= 1, asked

@@ -71,3 +71,54 @@ def test_worker_ignores_ctrl_c_and_ends_when_its_server_closes_the_pipe():
     p.stdout.close()
     assert p.wait(timeout=60) == 0
     assert "Traceback" not in err, err
+
+
+def _payload(ts, sid):
+    n = len(ts)
+    cols = {"a": (0, np.arange(n, dtype=np.float64), None), "s": (3, np.array(["x"] * n, dtype=object), None)}
+    return {"groups": [(["m"], None, np.asarray(sid, np.uint64), np.asarray(ts, np.int64), cols,
+                        np.zeros(n, np.int64))], "keys": {1: "m,h=1", 2: "m,h=2"}}
+
+
+def test_a_flush_is_split_by_partition_into_balanced_shares_that_cover_every_row():
+    from rusts.storage.flushproc import split_partitions
+
+    day = 100
+    ts = np.concatenate([np.arange(0, 100, 2), np.arange(100, 400, 3)])  # partitions 0..3, 50 + 100 rows
+    sid = np.where(np.arange(len(ts)) % 2 == 0, 1, 2)
+    pl = _payload(ts, sid)
+    assert split_partitions(pl, day, [0], 2) is None  # one partition: nothing to split
+    shares = split_partitions(pl, day, [0, 1, 2, 3], 2)
+    assert [parts for _, parts in shares] == [[0, 1], [2, 3]]  # contiguous runs, 84 and 66 rows
+    got = np.concatenate([sh["groups"][0][3] for sh, _ in shares])
+    assert np.array_equal(got, ts)  # every row once, with its own values
+    a = np.concatenate([sh["groups"][0][4]["a"][1] for sh, _ in shares])
+    assert np.array_equal(a, np.arange(len(ts), dtype=np.float64))
+    for sh, parts in shares:
+        g = sh["groups"][0]
+        assert set((g[3] // day).tolist()) <= set(parts) and len(g[2]) == len(g[3]) == len(g[4]["s"][1])
+    assert len(split_partitions(pl, day, [0, 1, 2, 3], 8)) == 4  # at most one share per partition
+
+
+async def test_two_worker_processes_encode_the_partitions_of_a_flush(tmp_path):
+    import rusts
+    from rusts.storage import flushproc
+
+    t0, day = 1_700_006_400 * 10**9, 86_400 * 10**9
+    body = "\n".join(f"m,h=h{i % 5} a={i},s=\"v{i}\" {t0 + (i % 4) * day + i}" for i in range(2000))
+    q = {"measurement": "m", "time_range": {"start": 0, "end": 2**63 - 1}}
+    prev = flushproc.configure(mode="always", workers=2)
+    try:
+        async with rusts.open(tmp_path / "d") as db:
+            await db.write(body)
+            before = (await db.query(q)).to_rows()
+            await db.flush()
+            assert db.statistics()["segments"]["count"] == 4
+            pids = {w.proc.pid for w in flushproc._extra if w.proc is not None}
+            assert len(pids) == 1 and flushproc.running()  # both workers took a share
+        async with rusts.open(tmp_path / "d") as db:
+            assert (await db.query(q)).to_rows() == before and len(before) == 2000
+    finally:
+        flushproc.configure(mode=prev[0], workers=prev[1])
+        flushproc.shutdown()
+    assert not flushproc._extra

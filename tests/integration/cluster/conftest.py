@@ -24,9 +24,10 @@ def free_port() -> int:
 class NatsCluster:
     """``n`` nats-server processes with JetStream, routed into one cluster on loopback ports."""
 
-    def __init__(self, root: pathlib.Path, n: int = 3) -> None:
+    def __init__(self, root: pathlib.Path, n: int = 3, extra_conf: str = "") -> None:
         self.root = root
         self.n = n
+        self.extra_conf = extra_conf  # e.g. an authorization block
         self.ports = [free_port() for _ in range(n)]
         self.cluster_ports = [free_port() for _ in range(n)]
         self.procs: list[subprocess.Popen | None] = [None] * n
@@ -40,7 +41,7 @@ class NatsCluster:
         d.mkdir(exist_ok=True)
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports) if j != i)
         text = (f'port: {self.ports[i]}\nhost: 127.0.0.1\nserver_name: "n{i}"\nmax_payload: 8MB\n'
-                f'jetstream {{ store_dir: "{d}" }}\n')
+                f'jetstream {{ store_dir: "{d}" }}\n' + self.extra_conf)
         if self.n > 1:
             text += (f'cluster {{ name: "rusts-test", listen: "127.0.0.1:{self.cluster_ports[i]}", '
                      f'routes: [{routes}] }}\n')
@@ -108,6 +109,24 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def cluster_node(server_factory, port: int, toml: str):
+    """A rusts Server (not started) configured as a cluster node with ``toml`` on ``port``."""
+    import yaml
+
+    s = server_factory()
+    s.port = port
+    s.url = f"http://127.0.0.1:{port}"
+    path = s.root / "cluster.toml"
+    path.write_text(toml)
+    cfg = yaml.safe_load(s.config_path.read_text())
+    cfg["server"]["port"] = port
+    cfg["cluster"] = str(path)
+    cfg["logging"]["level"] = "info"  # the cluster's progress, for diagnosing a failure
+    cfg["postgres"]["enabled"] = True  # pgwire answers over the cluster too
+    s.config_path.write_text(yaml.safe_dump(cfg))
+    return s
+
+
 @pytest.fixture
 def nats_cluster(tmp_path):
     nc = NatsCluster(tmp_path / "nats", 3)
@@ -126,21 +145,9 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
         ports = [free_port() for _ in range(3)]
         servers = []
         for i in range(3):
-            s = server_factory()
-            s.port = ports[i]
-            s.url = f"http://127.0.0.1:{ports[i]}"
             nodes = [(f"node{j}", ports[j], layout[j][0], layout[j][1]) for j in range(3)]
-            path = s.root / "cluster.toml"
-            path.write_text(cluster_toml(f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy,
-                                        extra=extra))
-            import yaml
-
-            cfg = yaml.safe_load(s.config_path.read_text())
-            cfg["server"]["port"] = ports[i]
-            cfg["cluster"] = str(path)
-            cfg["logging"]["level"] = "info"  # the cluster's progress, for diagnosing a failure
-            s.config_path.write_text(yaml.safe_dump(cfg))
-            servers.append(s)
+            servers.append(cluster_node(server_factory, ports[i], cluster_toml(
+                f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy, extra=extra)))
         with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side
             list(ex.map(lambda s: s.start(timeout=60), servers))
 

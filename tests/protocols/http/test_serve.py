@@ -15,7 +15,8 @@ from rusts.protocols.http.asgi import asgi_app_for
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Response
 from rusts.protocols.http.serve import serve_asgi
 
-HOT = frozenset({"/echo", "/args", "/slow", "/slower", "/boom", "/nope"})
+HOT = frozenset({"/echo", "/args", "/slow", "/slower", "/boom", "/nope", "/forever"})
+CANCELLED: list[str] = []  # /forever handlers that were cancelled
 
 
 @pytest.fixture(params=["quart", "hot"])
@@ -48,6 +49,14 @@ def make_app(max_body: int = 1000) -> App:
     async def slower(req):
         await trio.sleep(1.2)  # longer than the head/body deadline (0.5 s): still answered
         return Response(200, b"late")
+
+    @app.route("/forever", ("GET",))
+    async def forever(req):
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            CANCELLED.append(req.args.get("id", ""))
+            raise
 
     @app.route("/items/<name>", ("DELETE",))
     async def item(req, name):
@@ -269,6 +278,72 @@ async def test_connections_beyond_the_cap_get_503(layer):
                 break
         assert (st, body) == (200, b"q")
     await with_server(run, layer, max_connections=2)
+
+
+async def test_a_response_leaves_in_one_send_and_a_closing_one_before_the_eof(layer, monkeypatch):
+    """hypercorn writes a head, a body and an end of message; the client gets one send (one
+    packet with TCP_NODELAY). A response that closes the connection is sent whole before the EOF."""
+    sent: list[bytes] = []
+    real = trio.SocketStream.send_all
+
+    async def counting(self, data):
+        sent.append(bytes(data))
+        await real(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting)
+
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        buf = bytearray()
+        for body in (b"hello", b"world!"):
+            sent.clear()
+            await s.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            st, h, got = await read_response(s, buf)
+            assert (st, got) == (200, body)
+            answers = [d for d in sent if d.startswith(b"HTTP/1.1")]
+            assert len(answers) == 1 and answers[0].endswith(body)  # head and body together
+        await s.send_all(b"GET /args?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        st, h, got = await read_response(s, buf)
+        assert st == 200 and json.loads(got) == {"a": "1"}
+        assert await s.receive_some(100) == b""  # then the EOF
+        await s.aclose()
+    await with_server(run, layer)
+
+
+async def test_a_request_whose_client_goes_away_is_cancelled():
+    """Served by our loop, the connection cancels the hot route's handler when the client closes."""
+    async def run(port, stop):
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(b"GET /forever?id=served HTTP/1.1\r\nHost: x\r\n\r\n")
+        await trio.sleep(0.2)
+        await s.aclose()
+        with trio.fail_after(5):
+            while "served" not in CANCELLED:
+                await trio.sleep(0.02)
+    await with_server(run, "hot")
+
+
+async def test_under_another_asgi_server_a_disconnect_still_cancels_the_handler():
+    """Mounted in another ASGI server (no extension of ours), http.disconnect cancels it."""
+    app = asgi_app_for(make_app(), hot=HOT)
+    sent: list = []
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await trio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/forever", "raw_path": b"/forever", "query_string": b"id=mounted",
+             "root_path": "", "headers": [(b"host", b"x")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    with trio.fail_after(5):
+        await app(scope, receive, send)
+    assert "mounted" in CANCELLED and sent == []
 
 
 async def test_idle_connections_at_the_cap_make_room(layer):

@@ -1,8 +1,8 @@
 """pgwire benchmarks (not collected by pytest). Prints one JSON line per figure.
 
-    python tests/protocols/pgwire/bench_pgwire.py latency      # asyncpg one-row query latency
-    python tests/protocols/pgwire/bench_pgwire.py big          # 1M rows to psycopg + server RSS
-    python tests/protocols/pgwire/bench_pgwire.py concurrent --seconds 30 --clients 100
+    python perf/pgwire_protocol.py latency      # asyncpg one-row query latency
+    python perf/pgwire_protocol.py big          # 1M rows to psycopg + server RSS
+    python perf/pgwire_protocol.py concurrent --seconds 30 --clients 100
 
 The server runs in a child process (``serve``) with a backend that answers ``select 1`` and
 ``select rows N`` (time timestamptz, value float8, id int8) from precomputed numpy arrays.
