@@ -111,12 +111,16 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--mode", default="Quorum")
     ap.add_argument("--strategy", default="BySeries")
+    ap.add_argument("--nats-replicas", type=int, default=3, help="[nats] replicas of the shard streams")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
+                    "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
     args = ap.parse_args()
     bodies = tsbs.batches(tsbs.generate(args.hosts, args.hours), 5000)
     n_values = sum(b.count(b"\n") + (not b.endswith(b"\n")) for b in bodies) * 10
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="rusts-cluster-perf-"))
     procs: list[subprocess.Popen] = []
     out: dict = {"values": n_values, "bodies": len(bodies), "mode": args.mode, "strategy": args.strategy,
+                 "nats_replicas": args.nats_replicas,
                  "machine": f"{os.cpu_count()} cpus"}
     try:
         # single node
@@ -156,7 +160,8 @@ def main() -> int:
             ct.write_text(f'node_id = "node{i}"\ncluster_name = "perf"\nreplication_mode = "{args.mode}"\n'
                           f'replication_factor = 2\nshard_count = 16\nsharding_strategy = "{args.strategy}"\n\n'
                           + nodes + "[nats]\nservers = ["
-                          + ", ".join(f'"nats://127.0.0.1:{p}"' for p in nports) + "]\n")
+                          + ", ".join(f'"nats://127.0.0.1:{p}"' for p in nports) + "]\n"
+                          + f"replicas = {args.nats_replicas}\n")
             rusts.append(start_rusts(root, ports[i], ct))
         procs += rusts
         deadline = time.monotonic() + 120
@@ -170,6 +175,16 @@ def main() -> int:
         i0 = total_cpu(pids)
         time.sleep(5.0)
         idle_per_sec = (total_cpu(pids) - i0) / 5.0
+        spies = []
+        if args.profile:
+            pdir = pathlib.Path(args.profile)
+            pdir.mkdir(parents=True, exist_ok=True)
+            spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+            spies = [subprocess.Popen([spy, "record", "-p", str(p.pid), "-r", "100", "--gil", "--nonblocking", "-f", "raw",
+                                       "-o", str(pdir / f"node{i}.txt")], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) for i, p in enumerate(rusts)]
+            time.sleep(1.0)
+        by_proc0 = {p.pid: total_cpu([p.pid]) for p in procs if p.poll() is None}
         c0 = total_cpu(pids)
         t0 = time.perf_counter()
         wall = ingest(ports, bodies)
@@ -177,6 +192,12 @@ def main() -> int:
             time.sleep(0.05)
         converge = time.perf_counter() - t0
         cl_cpu = total_cpu(pids) - c0
+        out["cluster_cpu_secs_by_process"] = {
+            ("nats" if p in nats else "rusts") + str(i % 3): round(total_cpu([p.pid]) - by_proc0[p.pid], 3)
+            for i, p in enumerate(procs) if p.pid in by_proc0 and p in nats + rusts}
+        for sp in spies:
+            sp.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            sp.wait(timeout=30)
         busy = cl_cpu - idle_per_sec * converge
         out["cluster"] = {"ack_secs": round(wall, 3), "converged_secs": round(converge, 3),
                           "cpu_secs": round(cl_cpu, 3),

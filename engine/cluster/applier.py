@@ -10,10 +10,11 @@ Applied sequence, crash consistency (docs/cluster.md, "Apply"):
 1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written);
 2. make the WAL durable: with ``wal_durability: every_write`` it already is; otherwise one WAL
    fsync for the whole batch (:func:`_sync_wal`);
-3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file, fsync,
-   rename, fsync of the directory;
-4. acknowledge ``a..b`` to JetStream and publish ``b`` to the metadata KV (Sync-mode writers and
-   ``/cluster`` lag read it there).
+3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file and rename,
+   not fsynced (losing it only makes the sequence older; fsynced when it records a missed count);
+4. acknowledge ``a..b`` to JetStream (one cumulative ack) and publish ``b`` to the metadata KV
+   (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync mode, else at most every
+   ``PUBLISH_EVERY`` seconds).
 
 So the recorded sequence never runs ahead of durable data: a crash between 1 and 3 leaves a
 sequence that is too low, and restart re-applies those messages, which is harmless because
@@ -38,6 +39,8 @@ from rusts.model import WriteBatch
 log = logging.getLogger("rusts.cluster.apply")
 
 FETCH_BATCH = 256
+FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
+PUBLISH_EVERY = 0.25
 APPLIED_FILE = "applied.json"
 
 
@@ -51,24 +54,32 @@ def read_applied(shard_dir: Path) -> tuple[int, int]:
     except FileNotFoundError:
         return 0, 0
     except (ValueError, KeyError, TypeError) as e:
-        raise CorruptionError(f"{shard_dir / APPLIED_FILE}: unreadable applied sequence: {e}") from None
+        # e.g. empty after a power loss (the file is not fsynced): replaying the whole stream is
+        # correct (idempotent), and a stream that dropped its start is then detected as missed
+        log.warning("%s: unreadable applied sequence (%s); replaying the shard's stream", shard_dir / APPLIED_FILE, e)
+        return 0, 0
 
 
-def write_applied(shard_dir: Path, seq: int, missed: int = 0) -> None:
-    """Atomically replace the shard's applied sequence (fsynced file and directory)."""
+def write_applied(shard_dir: Path, seq: int, missed: int = 0, durable: bool = False) -> None:
+    """Replace the shard's applied sequence (temporary file, rename). Not fsynced unless
+    ``durable``: it is written after the data it covers is durable, so losing it in a power
+    failure only makes the sequence older, and re-applying is idempotent. A missed count (an
+    incomplete copy must stay known) is written durably."""
     tmp = shard_dir / (APPLIED_FILE + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, json.dumps({"seq": int(seq), "missed": int(missed)} if missed else {"seq": int(seq)}).encode())
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, shard_dir / APPLIED_FILE)
-    dfd = os.open(shard_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if durable:
+        dfd = os.open(shard_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 async def _sync_wal(db) -> None:
@@ -97,6 +108,12 @@ class ShardApplier:
         self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
         self.subscribed = False
+        # the applied sequence in the KV (a replicated write in NATS): at most every
+        # PUBLISH_EVERY seconds (the node publishes the tail), at once when ``eager`` (Sync mode
+        # writers wait for it)
+        self.eager = False
+        self.published = -1
+        self._published_at = -1e9
 
     @property
     def complete(self) -> bool:
@@ -116,7 +133,7 @@ class ShardApplier:
         first = await self.bridge.call(self.link.first_seq, self.shard)
         if first > self.applied + 1:  # retention dropped what this shard still needed
             self._note_missed(first)
-            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
+            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         self.subscribed = True
 
@@ -132,7 +149,7 @@ class ShardApplier:
                     step = "publish applied"
                     await self._publish_applied()
                 step = "fetch"
-                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, 1.0, _timeout=15.0)
+                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, FETCH_WAIT, _timeout=FETCH_WAIT + 15.0)
                 backoff = 0.2
             except RustsError as e:
                 log.info("shard %d: %s: %s; retrying", self.shard, step, e)
@@ -187,12 +204,24 @@ class ShardApplier:
                 applied_any = True
             if applied_any:
                 await _sync_wal(self.db)
-                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed)
+                if self.missed:
+                    await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
+                else:  # a small write and a rename: cheaper inline than a thread hop
+                    write_applied(self.dir, self.applied)
             try:
                 await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
-                await self._publish_applied()
+                if self.eager or trio.current_time() - self._published_at >= PUBLISH_EVERY:
+                    await self._publish_applied()
             except RustsError:
                 self.subscribed = False
+
+    async def publish_if_behind(self) -> None:
+        """Publish the applied sequence when the KV has an older one (the throttled tail)."""
+        if self.subscribed and self.published != self.applied:
+            try:
+                await self._publish_applied()
+            except RustsError as e:
+                log.debug("shard %d: publish applied: %s", self.shard, e)
 
     async def _apply_op(self, seq: int, op: str, data: bytes) -> None:
         """Apply a logged delete or drop (rusts.cluster.writer.ClusterWriter.log_op)."""
@@ -214,5 +243,8 @@ class ShardApplier:
             log.error("shard %d: message %d (%s) not applied: %s", self.shard, seq, op, e)
 
     async def _publish_applied(self) -> None:
+        applied = self.applied
+        self._published_at = trio.current_time()
         await self.bridge.call(self.link.kv_put, "meta", f"applied.{self.shard}.{self.node_id}",
-                               str(self.applied).encode())
+                               str(applied).encode())
+        self.published = applied

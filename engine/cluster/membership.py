@@ -97,4 +97,4 @@ class Membership:
                 await self.refresh()
             except RustsError as e:
                 log.debug("membership: %s", e)
-            await trio.sleep(min(self.cfg.heartbeat_secs, 0.5))
+            await trio.sleep(self.cfg.heartbeat_secs)

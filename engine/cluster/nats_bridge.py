@@ -289,7 +289,7 @@ class NatsLink:
                     pass
         name = prefix + uuid.uuid4().hex[:12]
         common = dict(name=name, durable_name=name, filter_subject=shard_subject(c.cluster_name, shard),
-                      ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=-1)
+                      ack_policy=AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1)
         if start_seq <= 1:
             cc = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, **common)
         else:
@@ -318,8 +318,10 @@ class NatsLink:
         return h.get(OP_HEADER) if h else None
 
     async def ack(self, msgs: list) -> None:
-        for m in msgs:
-            await m.ack()
+        """Acknowledge ``msgs`` (in stream order): the consumer acks cumulatively (AckPolicy.ALL),
+        so one ack of the last one covers the batch."""
+        if msgs:
+            await msgs[-1].ack()
 
     # ---------------------------------------------------------------- key-value metadata
     async def kv_put(self, bucket: str, key: str, value: bytes) -> None:

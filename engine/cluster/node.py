@@ -155,7 +155,18 @@ class ClusterNode:
         await self.membership.heartbeat_once()
         nursery.start_soon(self.membership.run)
         for a in self.appliers.values():
+            a.eager = self.cfg.replication_mode == "Sync"
             nursery.start_soon(a.run)
+        nursery.start_soon(self._publish_applied_loop)
+
+    async def _publish_applied_loop(self) -> None:
+        """The tail of the appliers' throttled applied-sequence publishing (rusts.cluster.applier)."""
+        from rusts.cluster.applier import PUBLISH_EVERY
+
+        while True:
+            await trio.sleep(PUBLISH_EVERY)
+            for a in self.appliers.values():
+                await a.publish_if_behind()
 
     def _query_subject(self) -> str:
         from rusts.cluster.nats_bridge import query_subject
