@@ -13,7 +13,7 @@ from sqlglot import exp
 from rusts.model import FieldType
 from rusts.query.model import MAX_TIME, MIN_TIME, TagFilter, TagOp
 from rusts.sql.output import KIND_FIELD, KIND_TAG, KIND_TIME
-from rusts.sql.literals import eval_time
+from rusts.sql.literals import CalendarInterval, eval_time
 
 
 # --------------------------------------------------------------------------- WHERE analysis
@@ -188,7 +188,10 @@ def _absorb(c: exp.Expression, b: Bounds, resolve, now_ns: int) -> bool:
             return False
         kind, name = r
         if kind == KIND_TIME:
-            t = eval_time(right, now_ns)
+            try:
+                t = eval_time(right, now_ns)
+            except CalendarInterval:  # now() - interval '1 year': no fixed length; DuckDB's
+                return False  # calendar arithmetic applies it (the general path)
             if t is None:
                 return False
             if cls is exp.EQ:

@@ -28,11 +28,11 @@ import rel_fuzz  # noqa: E402
 STOP = []  # set by SIGTERM: the running target stops and reports the cases done
 
 
-def run_mutation(target: str, cases: int, seed: int) -> dict:
+def run_mutation(target: str, cases: int, seed: int, skip: int = 0) -> dict:
     fn, _ = rel_fuzz.TARGETS[target]
     corpus = rel_fuzz.seeds(target)
     rng = random.Random(f"{seed}-{target}")
-    crashes, hangs, slowest, examples = 0, 0, 0.0, []
+    crashes, hangs, slowest, examples, crash_examples = 0, 0, 0.0, [], []
     t0 = time.perf_counter()
     done = 0
     for i in range(cases):
@@ -44,23 +44,27 @@ def run_mutation(target: str, cases: int, seed: int) -> dict:
             data = rel_fuzz.mutate(rng.choice(corpus), rng, n=rng.choice((1, 2, 4, 8, 16)))
         else:
             data = rng.randbytes(rng.randint(0, 300))
+        if i < skip:  # replaying a slice of the seeded sequence: generate, do not run
+            done -= 1
+            continue
         t = time.perf_counter()
         try:
             fn(data)
         except Exception as e:  # noqa: BLE001 - a crash is any non-RustsError
             crashes += 1
-            if len(examples) < 5:
-                examples.append({"input": data.hex(), "error": repr(e)[:300]})
+            if len(crash_examples) < 5:  # kept apart: slow cases must not crowd them out
+                crash_examples.append({"case": i, "input": data.hex(), "error": repr(e)[:300]})
+                print(json.dumps(crash_examples[-1]), file=sys.stderr, flush=True)
         dt = time.perf_counter() - t
         slowest = max(slowest, dt)
         if dt > 1.0:
             hangs += 1
             if len(examples) < 5:
-                examples.append({"input": data.hex(), "error": f"took {dt:.2f}s"})
+                examples.append({"case": i, "input": data.hex(), "error": f"took {dt:.2f}s"})
     secs = time.perf_counter() - t0
     return {"target": target, "engine": "mutation", "cases": done, "crashes": crashes, "hangs": hangs,
             "slowest_ms": round(slowest * 1000, 1), "cases_per_sec": round(done / max(secs, 1e-9)),
-            "seconds": round(secs, 1), "examples": examples}
+            "seconds": round(secs, 1), "crash_examples": crash_examples, "slow_examples": examples}
 
 
 def run_atheris(target: str, cases: int) -> None:
@@ -84,6 +88,8 @@ def main() -> int:
     ap.add_argument("--target", default="all", help=f"one of {', '.join(rel_fuzz.TARGETS)} or all")
     ap.add_argument("--engine", default="mutation", choices=("mutation", "atheris"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip", type=int, default=0,
+                    help="replay: run only cases from this index on (the sequence is the same)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
     targets = list(rel_fuzz.TARGETS) if a.target == "all" else [a.target]
@@ -94,7 +100,7 @@ def main() -> int:
     for t in targets:
         if STOP:
             break
-        runs.append(run_mutation(t, a.cases, a.seed))
+        runs.append(run_mutation(t, a.cases, a.seed, a.skip))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each target as soon as it is done
     ok = all(r["crashes"] == 0 and r["hangs"] == 0 for r in runs)
     print(json.dumps({"runs": runs, "all_ok": ok}, indent=1))

@@ -204,6 +204,8 @@ def main() -> int:
     ap.add_argument("--secs", type=float, default=60)
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--queriers", type=int, default=2)
+    ap.add_argument("--overload-writers", type=int, default=0,
+                    help="writer connections in the overload phase (default 3 x --writers)")
     ap.add_argument("--hard-limit-mb", type=int, default=128)
     ap.add_argument("--max-size-mb", type=int, default=32, help="storage.memtable.max_size_mb (flush size)")
     ap.add_argument("--recent-cache-mb", type=int, default=64, help="query.recent_cache_mb")
@@ -230,7 +232,7 @@ def main() -> int:
             print(json.dumps({"slow_clients": slow}, indent=1))
             return 0 if slow["probe_ok"] == slow["probe_total"] else 1
         cal = run(srv.url, a.writers, 0, a.calibrate_secs, pid)
-        over = run(srv.url, a.writers * 3, a.queriers, a.secs, pid)
+        over = run(srv.url, a.overload_writers or a.writers * 3, a.queriers, a.secs, pid)
         time.sleep(10)
         after = {"write": [], "query": []}
         with httpx.Client(base_url=srv.url, timeout=30) as c:

@@ -59,3 +59,29 @@ def test_deeply_nested_sql_is_a_clean_error() -> None:
         parse_sql("SELECT " + "(" * 300 + "1" + ")" * 300)
     fn, _ = TARGETS["sql"]
     fn(("SELECT * FROM cpu WHERE " + " AND ".join(["usage > 1"] * 3000)).encode())
+
+
+def test_calendar_interval_in_a_time_bound_is_answered() -> None:
+    """Found by the mutation fuzzer: ``time > now() - interval '1 year'`` (months and years have
+    no fixed length) escaped the WHERE analysis as a raw CalendarInterval exception (HTTP 500);
+    now the time bound is left to DuckDB's calendar arithmetic and the right rows come back."""
+    import tempfile
+    import time
+
+    import trio
+
+    import rusts
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            async with rusts.open(d) as db:
+                now = time.time_ns()
+                day = 86400 * 10**9
+                await db.write(f"cpu,host=a usage=1 {now - 10**9}\ncpu,host=a usage=2 {now - 400 * day}\n"
+                               f"cpu,host=b usage=3 {now - 20 * 365 * day}")
+                out = await db.sql("SELECT usage FROM cpu WHERE host = 'a' AND time > now() - interval '1 year'")
+                assert out.values[0].tolist() == [1.0]
+                out = await db.sql("SELECT count(*) FROM cpu WHERE time > now() - interval '10 years'")
+                assert out.values[0].tolist() == [2]
+
+    trio.run(run)
