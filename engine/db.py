@@ -379,12 +379,23 @@ class Database:
                     downstream=mem_send, task_status=task_status))
                 await nursery.start(self.lifecycle.run)
                 nursery.start_soon(self._run_workers)
+                nursery.start_soon(self._warm_up)
                 self._background = nursery
                 self.ready = True
                 task_status.started()
         finally:
             # every task that commits has ended: the segment keeper may stop now
             await self._keeper_send.aclose()
+
+    async def _warm_up(self) -> None:
+        """Load DuckDB and the SQL sandbox's list of refused functions in a worker thread at start:
+        done by the first SQL statement instead, it held the event loop for about a second."""
+        from rusts.security.sandbox import refused_functions
+
+        try:
+            await trio.to_thread.run_sync(refused_functions)
+        except Exception as e:  # noqa: BLE001 - the first statement will try again and report
+            log.warning("SQL warm-up failed: %s", e)
 
     def spawn_background(self, job) -> None:
         """Run ``await job()`` as a task of the database's supervised nursery (work that
