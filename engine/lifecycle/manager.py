@@ -120,6 +120,20 @@ class Lifecycle:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
+    async def compact_now(self) -> dict:
+        """Run a compaction pass now and wait for it: the pass in flight (if any) ends first.
+        Returns the pass summary (``tasks``, ``failed``, ``backlog``)."""
+        from rusts.actors.compactor import CompactNow
+        from rusts.errors import ClosedError
+        from rusts.messages import Reply
+
+        reply = Reply()
+        try:
+            await self._compact_send.send(CompactNow(reply))
+        except (AttributeError, trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ClosedError("the compactor is not running") from None
+        return await reply.wait()
+
     def poke_sweeper(self) -> None:
         from rusts.actors.retention import SweepNow
         from rusts.messages import Reply
