@@ -436,7 +436,7 @@ class Database:
     async def write(self, data: bytes | str, *, precision: str = "ns",
                     default_time: int | None = None) -> WriteResult:
         """Write line protocol. Returns the points stored and per-line errors (partial write)."""
-        from rusts.protocols.line_protocol import parse
+        from rusts.protocols.line_protocol import line_getter, parse
 
         self._check_open()
         self._check_overload()
@@ -459,15 +459,7 @@ class Database:
                              max_line_bytes=self.config.server.max_line_bytes)
 
             batch = await trio.to_thread.run_sync(job, limiter=self._parse_limiter)
-        lines = None
-
-        def original_line(n: int) -> str:
-            nonlocal lines
-            if lines is None:
-                lines = body.split(b"\n")
-            return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
-
-        return await self.write_batch(batch, original_line)
+        return await self.write_batch(batch, line_getter(body))
 
     def _check_overload(self) -> None:
         hard = int(self.config.storage.memtable.hard_limit_mb) * 1024 * 1024

@@ -62,19 +62,6 @@ def encode_chunks(batch: WriteBatch, limit: int) -> list[bytes]:
     return [p for half in _halves(batch) for p in encode_chunks(half, limit)]
 
 
-def _line_getter(body: bytes):
-    """Line ``n`` (1-based) of ``body``, for error reports (split only when asked)."""
-    lines = None
-
-    def original_line(n: int) -> str:
-        nonlocal lines
-        if lines is None:
-            lines = body.split(b"\n")
-        return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
-
-    return original_line
-
-
 class ClusterWriter:
     def __init__(self, node) -> None:
         self.node = node
@@ -83,7 +70,7 @@ class ClusterWriter:
 
     async def write(self, body: bytes, precision: str = "ns"):
         from rusts.db import WriteResult
-        from rusts.protocols.line_protocol import parse
+        from rusts.protocols.line_protocol import line_getter, parse
 
         node = self.node
         if len(body) < INLINE_PARSE_BYTES:
@@ -91,7 +78,7 @@ class ClusterWriter:
         else:
             batch = await trio.to_thread.run_sync(lambda: parse(body, precision=precision))
         if batch.point_count:  # the cluster-wide field types (rusts.cluster.schema)
-            batch = await node.schema.check(batch, _line_getter(body),
+            batch = await node.schema.check(batch, line_getter(body),
                                             provisional=self.cfg.replication_mode == "Async")
         if batch.point_count:
             limit = max(1024, node.max_payload - PAYLOAD_HEADROOM)

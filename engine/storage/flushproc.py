@@ -267,6 +267,7 @@ def _request(req, fallback, what: str):
     """Send ``req`` to the worker (started if needed) and return its answer; ``fallback()`` here
     when the worker cannot be used (it is restarted next time)."""
     global _proc, _failures
+    result = None
     with _lock:
         try:
             if _proc is None or _proc.poll() is not None:
@@ -286,6 +287,12 @@ def _request(req, fallback, what: str):
                 pass
             _stop_locked()
             status = None
+    return _answer(status, result, fallback)
+
+
+def _answer(status, result, fallback):
+    """A worker's reply: its result, its exception raised, or ``fallback()`` when there was none
+    (the worker failed and the work runs in this process)."""
     if status is None:
         return fallback()
     if status == "ok":
@@ -339,7 +346,7 @@ class _Extra:
 
     def request(self, req, fallback):
         with self.lock:
-            status = None
+            status = result = None
             if self.failures < 3:
                 try:
                     if self.proc is None or self.proc.poll() is not None:
@@ -351,15 +358,7 @@ class _Extra:
                     log.error("worker process failed (%s); running the flush in this process", e)
                     self._stop_locked(kill=True)
                     status = None
-        if status is None:
-            return fallback()
-        if status == "ok":
-            return result
-        if isinstance(result, BaseException):
-            raise result
-        from rusts.errors import StorageError
-
-        raise StorageError(f"worker process: {result}")
+        return _answer(status, result, fallback)
 
     def _stop_locked(self, kill: bool = False) -> None:
         p, self.proc = self.proc, None

@@ -36,7 +36,7 @@ from rusts.protocols.line_protocol import exact as ex
 from rusts.protocols.line_protocol import fast
 from rusts.protocols.line_protocol.pieces import Piece, assemble
 
-__all__ = ["PRECISIONS", "LineProtocolParser", "parse"]
+__all__ = ["PRECISIONS", "LineProtocolParser", "line_getter", "parse"]
 
 _log = logging.getLogger(__name__)
 _CONTENT = re.compile(rb"[^ \t\x00\n]")
@@ -50,6 +50,20 @@ PRECISIONS = MappingProxyType({
     "h": 3_600_000_000_000,
 })
 """Precision name -> nanoseconds per unit."""
+
+
+def line_getter(body: bytes):
+    """``original_line(n)``: line ``n`` (1-based) of ``body``, for error reports (the body is
+    split only when a report asks)."""
+    lines = None
+
+    def original_line(n: int) -> str:
+        nonlocal lines
+        if lines is None:
+            lines = body.split(b"\n")
+        return lines[n - 1].decode("utf-8", "replace").rstrip("\r") if 0 < n <= len(lines) else ""
+
+    return original_line
 
 
 def _multiplier(precision: str) -> int:
