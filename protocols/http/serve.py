@@ -300,7 +300,8 @@ class _Connection:
         the EOF until the server stopped)."""
         await self.uncork()  # a response ending with "connection: close" leaves before the EOF
         with trio.CancelScope(shield=True):
-            await self._inner.send_eof()
+            async with self._send_lock:  # hypercorn's reader may be sending an error meanwhile
+                await self._inner.send_eof()
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.protocols.http.test_serve import read_response, with_server
@@ -44,6 +44,8 @@ class _Tracebacks(logging.Handler):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(heads(), min_size=1, max_size=4))
+# found by CI: an HTTP/1.0 answer's EOF raced the error answer to the bytes sent after it
+@example([b"POST /echo HTTP/1.1\r\n\r\n", b"GET / HTTP/1.0\r\n\r\nabc"])
 def test_every_head_gets_an_answer_or_a_clean_close(batch):
     tb = _Tracebacks()
     root = logging.getLogger()
