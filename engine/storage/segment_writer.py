@@ -158,17 +158,21 @@ class _Writer:
         self.keys.append(s.key.encode())
         # one codec hint per column of the series: a block tries its column's previous codec first
         ts_hint = codecs.Hint()
-        for a, b in _block_bounds(ts, block_rows, block_time_ns):
+        bounds = _block_bounds(ts, block_rows, block_time_ns)
+        pre_ts, pre = self._batch_encode(ts, bounds, cols)
+        for bi, (a, b) in enumerate(bounds):
             rows = b - a
             block_ts = ts[a:b]
-            data = self.encode(block_ts, True, ts_hint)
+            data = pre_ts[bi] if pre_ts is not None and pre_ts[bi] is not None else None
+            if data is None:
+                data = self.encode(block_ts, True, ts_hint)
             self.b_ts_off.append(self.put(data))
             self.b_ts_len.append(len(data))
             self.b_min.append(int(block_ts[0]))
             self.b_max.append(int(block_ts[-1]))
             self.b_rows.append(rows)
             sub = self._block_subs(block_ts)
-            for fid, ft, values, mask, hint in cols:
+            for ci, (fid, ft, values, mask, hint) in enumerate(cols):
                 v = values[a:b]
                 head = b""
                 m = None
@@ -187,7 +191,10 @@ class _Writer:
                     count = rows
                 if sub is not None:
                     self._chunk_subs(ft, v, m, sub)
-                data = self.encode(v, hint=hint)
+                got = pre[ci]
+                data = got[bi] if got is not None else None
+                if data is None:
+                    data = self.encode(v, hint=hint)
                 if len(head) + len(data) > _U32_MAX:
                     raise StorageError("segment chunk larger than 4 GiB")
                 sm, mn, mx = _stats(ft, v)
@@ -205,6 +212,33 @@ class _Writer:
             self.b_sub_start.append(self.n_sub)
             self.points += rows
         self.series_block_start.append(len(self.b_rows))
+
+    def _batch_encode(self, ts: np.ndarray, bounds: list[tuple[int, int]], cols: list):
+        """The blocks of the series' timestamps and numeric columns encoded in one vectorised
+        pass per column (rusts.codecs.encode_blocks, booleans excepted; hot tier only: the cold tier searches every
+        codec per block). Returns (timestamp blocks or None, per column: blocks or None); a None
+        block is left to the per-block encoder."""
+        if self.tier != "hot" or len(bounds) < 2:
+            return None, [None] * len(cols)
+        edges = np.empty(len(bounds) + 1, np.int64)
+        edges[:-1] = [a for a, _ in bounds]
+        edges[-1] = len(ts)
+        pre_ts = codecs.encode_blocks(ts, edges, vtype=int(FieldType.INTEGER), timestamps=True,
+                                      compression=self.compression, tier=self.tier)
+        pre = []
+        for _, ft, values, mask, _ in cols:
+            if ft == FieldType.BOOLEAN:
+                pre.append(None)
+                continue
+            if mask is None:
+                pre.append(codecs.encode_blocks(values, edges, vtype=int(ft), compression=self.compression,
+                                                tier=self.tier))
+                continue
+            present = np.zeros(len(mask) + 1, np.int64)  # the blocks of the present values
+            np.cumsum(mask, out=present[1:])
+            pre.append(codecs.encode_blocks(values[mask], present[edges], vtype=int(ft),
+                                            compression=self.compression, tier=self.tier))
+        return pre_ts, pre
 
     def _block_subs(self, block_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Record the block entries of a block spanning several statistics intervals; returns

@@ -1,0 +1,492 @@
+"""Many blocks of one column encoded in one vectorised pass (``rusts.codecs.encode_blocks``).
+
+The segment writer cuts a column into hundreds of blocks (hourly, time-aligned: ~1,000 values
+each), and :func:`rusts.codecs.encode` spends most of its time on per-block numpy calls, not on
+the values. Here the values of every block are one concatenated array with block offsets, and
+each step (ranges, bit widths, Rice parameters and sizes, run lengths, bit packing, the unary
+streams) is one numpy call over all blocks; only the final framing (header, LZ4/Zstd wrapper,
+CRC) is per block. The blocks are ordinary codec blocks (docs/format/codecs.md): every reader
+decodes them with :func:`rusts.codecs.decode`.
+
+The codecs used are a subset, chosen per block by exact size:
+
+* timestamps: DELTA_FOR (CONST when every value is equal);
+* integers: CONST, FOR, FOR_RADIX, ZIGZAG_RICE, DELTA_ZERORUN (its runs and non-zero deltas sub-blocks
+  FOR / ZIGZAG_RICE / CONST) when at least 1/8 of the deltas are zero;
+* floats: CONST, or ALP without exceptions at the column's exponent (its integers as above);
+* strings of a column with at most 64 distinct values: CONST, STR_DICT (indices as above).
+
+A block this subset does not fit (floats needing exceptions or another exponent, a column type
+without a batch path, tiny blocks) is returned as None: the caller encodes it with
+:func:`rusts.codecs.encode`. Rice codes compete without the per-block planner's decode-speed
+margin: here they replace the delta-zero-run trees with Rice sub-blocks the planner picks on
+such data, at the same decode cost.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+import zlib
+
+import numpy as np
+
+from rusts.codecs import _bits
+from rusts.codecs._block import _HDR, _SMALL, _U32, _wrap, COMPRESSION_LEVELS, TIERS
+from rusts.codecs._ints import _radix_plan
+from rusts.codecs._floats import _ALP_HDR, _POW10, _alp_ok
+from rusts.codecs._format import TYPE_FLOAT, TYPE_INT, TYPE_STRING, TYPE_UINT, Tag as T, Wrap
+from rusts.codecs._strings import _DICT_HDR, _utf8 as _sutf8, section as _section
+from rusts.errors import CodecError
+
+_FOR_HDR = struct.Struct("<QB")
+_DFOR_HDR = struct.Struct("<QQB")
+_ZR_HDR = struct.Struct("<QII")
+_RADIX_HDR = struct.Struct("<QQB")
+_U64 = struct.Struct("<Q")
+_M64 = (1 << 64) - 1
+MIN_BLOCK = 64  # smaller blocks go to the per-block encoder (its small-block rules)
+
+
+def _packed_sizes(n: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`rusts.codecs._bits.packed_size` of every (count, width) pair."""
+    lanes = np.where(n >= _bits.PAD_LANES_FROM, -(-n // 64), n // 64)
+    tail = np.where(n >= _bits.PAD_LANES_FROM, 0, n % 64)
+    return lanes * w * 8 + ((tail * w + 7) >> 3)
+
+
+def pack_many(u: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> list[bytes]:
+    """:func:`rusts.codecs._bits.pack` of ``u[starts[i]:ends[i]]`` at ``width`` bits, for every
+    i, the lanes of all blocks packed as one matrix."""
+    k = len(starts)
+    if width == 0:
+        return [b""] * k
+    n = ends - starts
+    lanes = np.where(n >= _bits.PAD_LANES_FROM, -(-n // 64), n // 64)
+    full = np.minimum(lanes * 64, n)  # values in lanes (the rest is a tail)
+    col0 = np.zeros(k + 1, np.int64)
+    np.cumsum(lanes, out=col0[1:])
+    total = int(col0[-1])
+    out: list[bytes] = []
+    words = None
+    if total:
+        # every block's lane values, zero-padded to 64 * lanes, back to back (block-major);
+        # then each block's (64, lanes) matrix is copied into its columns
+        seg = np.repeat(np.arange(k), full)
+        first = np.zeros(k + 1, np.int64)
+        np.cumsum(full, out=first[1:])
+        flat = np.zeros(64 * total, dtype=np.uint64)
+        src = np.arange(int(first[-1]), dtype=np.int64)
+        src += (starts - first[:-1])[seg]
+        dest = src + (64 * col0[:-1] - starts)[seg]
+        flat[dest] = u[src]
+        v = np.empty((64, total), dtype=np.uint64)
+        for i in np.flatnonzero(lanes).tolist():
+            a, b = int(col0[i]), int(col0[i + 1])
+            v[:, a:b] = flat[64 * a:64 * b].reshape(64, b - a)
+        _, _, straddle, slots = _bits._lane_plan(width)
+        shift = ((np.arange(64, dtype=np.uint64) * np.uint64(width)) & np.uint64(63))[:, None]
+        nst = len(straddle)
+        rows = np.empty((65 + nst, total), dtype=np.uint64)
+        np.left_shift(v, shift, out=rows[:64])
+        if nst:
+            np.right_shift(v[straddle], np.uint64(64) - shift[straddle], out=rows[64:64 + nst])
+        rows[64 + nst] = 0
+        words = np.bitwise_or.reduce(rows[slots], axis=1).astype("<u8", copy=False)
+    for i in range(k):
+        a, b = int(col0[i]), int(col0[i + 1])
+        body = words[:, a:b].tobytes() if b > a else b""
+        t = int(n[i] - full[i])
+        if t:
+            s = int(starts[i] + full[i])
+            body += _bits.pack_small(u[s:s + t].tolist(), t, width)
+        out.append(body)
+    return out
+
+
+class _Ints:
+    """Integer sub-blocks (tag byte + payload) for many blocks of one integer column."""
+
+    def __init__(self, u: np.ndarray, starts: np.ndarray, signed: bool, top: bool) -> None:
+        self.u = np.ascontiguousarray(u, dtype=np.uint64)
+        self.starts = starts  # B + 1 offsets, every block non-empty
+        self.signed = signed
+        self.top = top  # DELTA_ZERORUN allowed (not inside another one)
+
+    def build(self) -> list[bytes | None]:
+        u, st = self.u, self.starts
+        a = st[:-1]
+        n = np.diff(st)
+        k = len(n)
+        if self.signed:
+            s = u.view(np.int64)
+            lo = np.minimum.reduceat(s, a).view(np.uint64)
+            hi = np.maximum.reduceat(s, a).view(np.uint64)
+        else:
+            lo = np.minimum.reduceat(u, a)
+            hi = np.maximum.reduceat(u, a)
+        span = hi - lo
+        self._span = span
+        width = _bits.bit_length(span)
+        size = np.where(span == 0, 8, 9 + _packed_sizes(n, width))
+        kind = np.where(span == 0, 0, 1)  # 0 CONST, 1 FOR, 2 RICE, 3 ZERORUN
+        seg = np.repeat(np.arange(k), n)
+        z = _bits.zigzag(u)
+        zf = np.add.reduceat(z.astype(np.float64), a)
+        zmax = np.maximum.reduceat(z, a)
+        mean = zf / n
+        k0 = np.where(mean >= 1, np.floor(np.log2(np.maximum(mean, 1.0))), 0).astype(np.int64)
+        exact = zmax.astype(np.float64) < float((1 << 62)) / n
+        rice_ok = exact & (k0 <= 56) & (span > 0)
+        rice_k = np.zeros(k, np.int64)
+        rice_size = np.full(k, np.iinfo(np.int64).max)
+        if rice_ok.any():
+            for cand in (k0 - 1, k0):
+                c = np.maximum(cand, 0)
+                q = np.add.reduceat((z >> c[seg].astype(np.uint64)).view(np.int64), a)
+                sz = 1 + _packed_sizes(n, c) + (q + n + 7) // 8
+                better = rice_ok & (q <= 64 * n) & (sz < rice_size)
+                rice_size = np.where(better, sz, rice_size)
+                rice_k = np.where(better, c, rice_k)
+        use_rice = (rice_size < size) & (kind == 1)
+        size = np.where(use_rice, rice_size, size)
+        kind = np.where(use_rice, 2, kind)
+        radix: dict[int, tuple[int, int, int]] = {}
+        small = np.flatnonzero((span > 0) & (span < (1 << 20)) & (n >= 64) & (kind != 0))
+        for i in small.tolist():
+            rp = _radix_plan(int(n[i]), int(span[i]))
+            if rp is not None and rp[2] < size[i]:
+                radix[i] = rp
+                size[i] = rp[2]
+                kind[i] = 4
+        zr: dict[int, bytes] = {}
+        if self.top:
+            zr = self._zerorun(seg, n, kind, size)
+            for i, body in zr.items():
+                kind[i] = 3
+        out: list[bytes | None] = [None] * k
+        for i in np.flatnonzero(kind == 0).tolist():
+            out[i] = bytes((T.CONST,)) + _U64.pack(int(lo[i]))
+        d = u - lo[seg] if (kind == 1).any() else u
+        for w in np.unique(width[kind == 1]).tolist():
+            sel = np.flatnonzero((kind == 1) & (width == w))
+            bodies = pack_many(d, a[sel], st[1:][sel], w)
+            for i, body in zip(sel.tolist(), bodies):
+                out[i] = bytes((T.FOR,)) + _FOR_HDR.pack(int(lo[i]), w) + body
+        if (kind == 2).any():
+            self._rice(out, np.flatnonzero(kind == 2), z, seg, n, rice_k)
+        if radix:
+            self._radix(out, radix, lo, seg, n)
+        for i, body in zr.items():
+            out[i] = body
+        return out
+
+    def _rice(self, out: list, sel: np.ndarray, z: np.ndarray, seg: np.ndarray, n: np.ndarray,
+              rk: np.ndarray) -> None:
+        # the chosen blocks' values, concatenated
+        take = np.isin(seg, sel) if len(sel) < len(n) else np.ones(len(z), bool)
+        zz = z[take]
+        sseg = seg[take]
+        kv = rk[sseg].astype(np.uint64)
+        q = (zz >> kv).view(np.int64)
+        cnt = n[sel]
+        bst = np.zeros(len(sel) + 1, np.int64)
+        np.cumsum(cnt, out=bst[1:])
+        ends = np.cumsum(q + 1)
+        before = np.zeros(len(sel), np.int64)
+        before[1:] = ends[bst[1:-1] - 1]
+        nbits = ends[bst[1:] - 1] - before
+        nbytes = (nbits + 7) // 8
+        boff = np.zeros(len(sel) + 1, np.int64)
+        np.cumsum(nbytes, out=boff[1:])
+        local = np.repeat(np.arange(len(sel)), cnt)
+        bits = np.ones(int(boff[-1]) * 8, dtype=np.uint8)
+        bits[ends - before[local] - 1 + 8 * boff[:-1][local]] = 0
+        unary = np.packbits(bits, bitorder="little").tobytes()
+        rem = zz & ((np.uint64(1) << kv) - np.uint64(1))
+        ks = rk[sel]
+        bodies: dict[int, bytes] = {}
+        for kk in np.unique(ks).tolist():
+            pick = np.flatnonzero(ks == kk)
+            for j, body in zip(pick.tolist(), pack_many(rem, bst[pick], bst[pick + 1], kk)):
+                bodies[j] = body
+        for j, i in enumerate(sel.tolist()):
+            out[i] = (bytes((T.ZIGZAG_RICE, rk[i])) + bodies[j]
+                      + unary[int(boff[j]):int(boff[j + 1])])
+
+    def _radix(self, out: list, radix: dict, lo: np.ndarray, seg: np.ndarray, n: np.ndarray) -> None:
+        """FOR_RADIX bodies, the blocks of one (radix, group) computed together."""
+        u, a = self.u, self.starts[:-1]
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, (g, cw, _) in radix.items():
+            r = int(self._span[i]) + 1
+            groups.setdefault((r, g, cw), []).append(i)
+        for (r, g, cw), idx in groups.items():
+            sel = np.array(idx, np.int64)
+            cnt = n[sel]
+            m = -(-cnt // g)
+            moff = np.zeros(len(sel) + 1, np.int64)
+            np.cumsum(m, out=moff[1:])
+            digits = np.zeros(int(moff[-1]) * g, np.uint64)
+            vst = np.zeros(len(sel) + 1, np.int64)
+            np.cumsum(cnt, out=vst[1:])
+            local = np.repeat(np.arange(len(sel)), cnt)
+            src = np.arange(int(vst[-1]), dtype=np.int64) + (a[sel] - vst[:-1])[local]
+            dest = np.arange(int(vst[-1]), dtype=np.int64) + (g * moff[:-1] - vst[:-1])[local]
+            digits[dest] = u[src] - lo[sel][local]
+            digits = digits.reshape(-1, g)
+            code = digits[:, g - 1].copy()
+            rr = np.uint64(r)
+            for j in range(g - 2, -1, -1):
+                code *= rr
+                code += digits[:, j]
+            for j, body in enumerate(pack_many(code, moff[:-1], moff[1:], cw)):
+                i = idx[j]
+                out[i] = bytes((T.FOR_RADIX,)) + _RADIX_HDR.pack(int(lo[i]), r, g) + body
+
+    def _zerorun(self, seg, n, kind, size) -> dict[int, bytes]:
+        """DELTA_ZERORUN bodies of the blocks where it is smaller than ``size``."""
+        u, st = self.u, self.starts
+        a = st[:-1]
+        d = np.empty(len(u), np.uint64)
+        d[0] = 0
+        np.subtract(u[1:], u[:-1], out=d[1:])
+        first = np.zeros(len(u), bool)
+        first[a] = True
+        zero = (d == 0) & ~first
+        nz_blocks = np.add.reduceat(zero.astype(np.int64), a)
+        cand = (kind != 0) & (n >= 2) & (nz_blocks * 8 >= n - 1) & (nz_blocks < n - 1)
+        if not cand.any():
+            return {}
+        sel = np.flatnonzero(cand)
+        take = np.isin(seg, sel)
+        dd, zz, ff, sseg = d[take], zero[take], first[take], seg[take]
+        # runs over the deltas (the block's first value has none): alternating non-zero / zero
+        # runs, a non-zero run first (possibly empty)
+        keep = ~ff
+        dd, zz, sseg = dd[keep], zz[keep], sseg[keep]
+        m = len(zz)
+        bstart = np.ones(m, bool)
+        bstart[1:] = sseg[1:] != sseg[:-1]
+        change = bstart.copy()
+        change[1:] |= zz[1:] != zz[:-1]
+        rstart = np.flatnonzero(change)
+        rlen = np.diff(np.append(rstart, m))
+        rseg = sseg[rstart]
+        rzero = zz[rstart]
+        lead = bstart[rstart] & rzero  # block starting with a zero run: an empty run first
+        nr = len(rstart) + int(lead.sum())
+        runs = np.zeros(nr, np.uint64)
+        pos = np.arange(len(rstart)) + np.cumsum(lead)
+        runs[pos] = rlen.astype(np.uint64)
+        run_seg = np.empty(nr, np.int64)
+        run_seg[pos] = rseg
+        run_seg[pos[lead] - 1] = rseg[lead]
+        rcount = np.bincount(np.searchsorted(sel, run_seg), minlength=len(sel))
+        rst = np.zeros(len(sel) + 1, np.int64)
+        np.cumsum(rcount, out=rst[1:])
+        nzv = dd[~zz]
+        nzseg = sseg[~zz]
+        ncount = np.bincount(np.searchsorted(sel, nzseg), minlength=len(sel))
+        if (ncount == 0).any() or (rcount == 0).any():
+            return {}
+        nst = np.zeros(len(sel) + 1, np.int64)
+        np.cumsum(ncount, out=nst[1:])
+        rsub = _Ints(runs, rst, signed=False, top=False).build()
+        nsub = _Ints(nzv, nst, signed=True, top=False).build()
+        out = {}
+        for j, i in enumerate(sel.tolist()):
+            r, z = rsub[j], nsub[j]
+            if r is None or z is None:
+                continue
+            if 16 + len(r) + len(z) < size[i]:
+                out[i] = (bytes((T.DELTA_ZERORUN,)) + _ZR_HDR.pack(int(u[a[i]]), int(rcount[j]), len(r))
+                          + r + z)
+        return out
+
+
+def _frame(tag: int, vtype: int, n: int, payload: bytes, compression: str, tier: str) -> bytes:
+    if n <= _SMALL:
+        wrap, body = Wrap.NONE, payload
+    else:
+        wrap, body = _wrap(payload, compression, tier)
+    if wrap == Wrap.NONE:
+        head = _HDR.pack(tag, vtype, n)
+    else:
+        head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
+    block = head + body
+    return block + _U32.pack(zlib.crc32(block))
+
+
+def _timestamps(u: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
+    a = st[:-1]
+    n = np.diff(st)
+    k = len(n)
+    d = np.empty(len(u), np.uint64)
+    d[0] = 0
+    np.subtract(u[1:], u[:-1], out=d[1:])
+    d[a] = 0
+    ds = d.view(np.int64)
+    big = np.iinfo(np.int64).max
+    # min/max delta of each block, over its deltas only (slot 0 excluded)
+    dmask = np.ones(len(u), bool)
+    dmask[a] = False
+    lo = np.minimum.reduceat(np.where(dmask, ds, big), a)
+    hi = np.maximum.reduceat(np.where(dmask, ds, -big - 1), a)
+    single = n == 1
+    lo = np.where(single, 0, lo).view(np.uint64)
+    hi = np.where(single, 0, hi).view(np.uint64)
+    width = _bits.bit_length(hi - lo)
+    seg = np.repeat(np.arange(k), n)
+    slots = d - lo[seg]
+    slots[a] = 0
+    out: list = [None] * k
+    for w in np.unique(width).tolist():
+        if w > 64:
+            continue
+        sel = np.flatnonzero(width == w)
+        for i, body in zip(sel.tolist(), pack_many(slots, a[sel], st[1:][sel], w)):
+            out[i] = (T.DELTA_FOR, _DFOR_HDR.pack(int(u[a[i]]), int(lo[i]), w) + body)
+    return out
+
+
+def _floats(f: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
+    a = st[:-1]
+    n = np.diff(st)
+    k = len(n)
+    bits = f.view(np.uint64)
+    out: list = [None] * k
+    same = np.minimum.reduceat(bits, a) == np.maximum.reduceat(bits, a)
+    # the column's exponent: the smallest that makes a strided sample exact
+    sample = f[:: max(1, len(f) // 512)]
+    e = None
+    with np.errstate(all="ignore"):
+        for cand in range(0, 11):
+            ok, _ = _alp_ok(sample, sample.view(np.uint64), _POW10[cand])
+            if ok.all():
+                e = cand
+                break
+        alp = np.zeros(k, bool)
+        if e is not None:
+            ok, r = _alp_ok(f, bits, _POW10[e])
+            alp = np.logical_and.reduceat(ok, a) & ~same
+    for i in np.flatnonzero(same).tolist():
+        out[i] = (T.CONST, bits[a[i]:a[i] + 1].astype("<u8").tobytes())
+    if alp.any():
+        sel = np.flatnonzero(alp)
+        take = np.repeat(alp, n)
+        ints = r[take].astype(np.int64).view(np.uint64)
+        cnt = n[sel]
+        sst = np.zeros(len(sel) + 1, np.int64)
+        np.cumsum(cnt, out=sst[1:])
+        subs = _Ints(ints, sst, signed=True, top=True).build()
+        head = _ALP_HDR.pack(e, 0)
+        for j, i in enumerate(sel.tolist()):
+            if subs[j] is not None:
+                out[i] = (T.ALP, head + subs[j])
+    return out
+
+
+_MAX_DICT = 64  # distinct values of a column up to which its string blocks are batched
+
+
+def _strings(values: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
+    """STR_DICT (CONST for one distinct value) of every block of a low-cardinality string
+    column: the distinct values are found once for the column, each block's dictionary (in
+    first-appearance order, as the per-block encoder builds it) from the first position of each
+    value in the block, and the indices of all blocks are one integer column."""
+    a = st[:-1]
+    n = np.diff(st)
+    k = len(n)
+    out: list = [None] * k
+    lst = values.tolist()
+    if len(lst) < 2:
+        return out
+    try:
+        uniq = dict.fromkeys(lst)
+    except TypeError:  # unhashable: the per-block encoder names the problem
+        return out
+    K = len(uniq)
+    ulist = list(uniq)
+    if K > _MAX_DICT or not all(type(x) is str for x in ulist):
+        return out
+    codes = np.frombuffer(bytes(operator.itemgetter(*lst)(dict(zip(ulist, range(K))))), dtype=np.uint8)
+    total = len(lst)
+    pos = np.arange(total, dtype=np.int64)
+    first = np.empty((K, k), np.int64)
+    for c in range(K):
+        first[c] = np.minimum.reduceat(np.where(codes == c, pos, total), a)
+    present = first < st[1:]
+    kb = present.sum(axis=0)
+    order = np.argsort(first, axis=0, kind="stable")  # codes of block b by first appearance
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(K)[:, None], axis=0)
+    seg = np.repeat(np.arange(k), n)
+    idx = rank[codes, seg].astype(np.uint64)
+    utf = [_sutf8(x) for x in ulist]
+    len8 = np.array([len(b) for b, _ in utf], np.int64)
+    raw_size = n + np.add.reduceat(len8[codes], a)
+    subs = _Ints(idx, st, signed=False, top=True).build()
+    sections: dict[tuple, bytes] = {}
+    for i in range(k):
+        kk = int(kb[i])
+        if kk == 1:
+            b, flags = utf[int(codes[a[i]])]
+            out[i] = (T.CONST, bytes((flags,)) + b)
+            continue
+        if kk * 2 > n[i] or subs[i] is None:
+            continue
+        key = tuple(order[:kk, i].tolist())
+        dsec = sections.get(key)
+        if dsec is None:
+            dsec = sections[key] = _section([ulist[c] for c in key])
+        payload = _DICT_HDR.pack(kk, len(dsec)) + dsec + subs[i]
+        if len(payload) < raw_size[i]:
+            out[i] = (T.STR_DICT, payload)
+    return out
+
+
+def encode_blocks(values: np.ndarray, bounds: np.ndarray, *, vtype: int, timestamps: bool = False,
+                  compression: str = "default", tier: str = "hot") -> list[bytes | None]:
+    """Encode ``values[bounds[i]:bounds[i+1]]`` for every i as codec blocks (see the module
+    docstring); None for a block to encode with :func:`rusts.codecs.encode` instead.
+
+    ``values``: float64 (``vtype`` TYPE_FLOAT), int64 (TYPE_INT, also timestamps), uint64
+    (TYPE_UINT) or an object array of str (TYPE_STRING); ``bounds``: non-decreasing int64 offsets starting at 0 and ending at
+    ``len(values)``. Other value types give only None.
+    """
+    if compression not in COMPRESSION_LEVELS or tier not in TIERS:
+        raise CodecError(f"unknown compression {compression!r} or tier {tier!r}")
+    bounds = np.asarray(bounds, dtype=np.int64)
+    nb = len(bounds) - 1
+    out: list[bytes | None] = [None] * nb
+    if nb <= 0 or vtype not in (TYPE_FLOAT, TYPE_INT, TYPE_UINT, TYPE_STRING):
+        return out
+    cnt = np.diff(bounds)
+    big = np.flatnonzero(cnt >= MIN_BLOCK)
+    if not len(big):
+        return out
+    # the blocks handled here, concatenated
+    if len(big) == nb:
+        v = values
+        st = bounds
+    else:
+        take = np.repeat(cnt >= MIN_BLOCK, cnt)
+        v = values[take]
+        st = np.zeros(len(big) + 1, np.int64)
+        np.cumsum(cnt[big], out=st[1:])
+    if vtype == TYPE_FLOAT:
+        got = _floats(np.ascontiguousarray(v, dtype=np.float64), st)
+    elif vtype == TYPE_STRING:
+        got = _strings(np.asarray(v, dtype=object), st)
+    elif timestamps:
+        got = _timestamps(np.ascontiguousarray(v).view(np.uint64), st)
+    else:
+        u = np.ascontiguousarray(v).view(np.uint64)
+        got = [None if s is None else (s[0], s[1:]) for s in
+               _Ints(u, st, signed=vtype == TYPE_INT, top=True).build()]
+    for j, i in enumerate(big.tolist()):
+        g = got[j]
+        if g is not None:
+            out[i] = _frame(g[0], vtype, int(cnt[i]), g[1], compression, tier)
+    return out
