@@ -57,50 +57,60 @@ def _packed_sizes(n: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def pack_many(u: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> list[bytes]:
     """:func:`rusts.codecs._bits.pack` of ``u[starts[i]:ends[i]]`` at ``width`` bits, for every
-    i, the lanes of all blocks packed as one matrix."""
+    i: the lanes of all blocks (and each block's tail, as one more zero-padded lane whose
+    stream is cut to its bytes) packed as one (64, lanes) matrix, then read out block by block
+    in the layout's word order with one gather."""
     k = len(starts)
-    if width == 0:
+    if width == 0 or k == 0:
         return [b""] * k
     n = ends - starts
-    lanes = np.where(n >= _bits.PAD_LANES_FROM, -(-n // 64), n // 64)
-    full = np.minimum(lanes * 64, n)  # values in lanes (the rest is a tail)
-    col0 = np.zeros(k + 1, np.int64)
-    np.cumsum(lanes, out=col0[1:])
-    total = int(col0[-1])
-    out: list[bytes] = []
-    words = None
-    if total:
-        # every block's lane values, zero-padded to 64 * lanes, back to back (block-major);
-        # then each block's (64, lanes) matrix is copied into its columns
-        seg = np.repeat(np.arange(k), full)
-        first = np.zeros(k + 1, np.int64)
-        np.cumsum(full, out=first[1:])
-        flat = np.zeros(64 * total, dtype=np.uint64)
-        src = np.arange(int(first[-1]), dtype=np.int64)
-        src += (starts - first[:-1])[seg]
-        dest = src + (64 * col0[:-1] - starts)[seg]
-        flat[dest] = u[src]
-        v = np.empty((64, total), dtype=np.uint64)
-        for i in np.flatnonzero(lanes).tolist():
-            a, b = int(col0[i]), int(col0[i + 1])
-            v[:, a:b] = flat[64 * a:64 * b].reshape(64, b - a)
-        _, _, straddle, slots = _bits._lane_plan(width)
-        shift = ((np.arange(64, dtype=np.uint64) * np.uint64(width)) & np.uint64(63))[:, None]
-        nst = len(straddle)
-        rows = np.empty((65 + nst, total), dtype=np.uint64)
-        np.left_shift(v, shift, out=rows[:64])
-        if nst:
-            np.right_shift(v[straddle], np.uint64(64) - shift[straddle], out=rows[64:64 + nst])
-        rows[64 + nst] = 0
-        words = np.bitwise_or.reduce(rows[slots], axis=1).astype("<u8", copy=False)
-    for i in range(k):
-        a, b = int(col0[i]), int(col0[i + 1])
-        body = words[:, a:b].tobytes() if b > a else b""
-        t = int(n[i] - full[i])
+    big = n >= _bits.PAD_LANES_FROM
+    lanes = np.where(big, -(-n // 64), n // 64)
+    tail = np.where(big, 0, n % 64)
+    ncol = lanes + (tail > 0)
+    cstart = np.zeros(k + 1, np.int64)
+    np.cumsum(ncol, out=cstart[1:])
+    colblk = np.repeat(np.arange(k), ncol)
+    lane = np.arange(int(cstart[-1]), dtype=np.int64) - cstart[:-1][colblk]
+    lb = lanes[colblk]
+    is_tail = lane >= lb
+    base = starts[colblk] + np.where(is_tail, 64 * lb, lane)
+    step = np.where(is_tail, 1, lb)
+    # row k of a column holds value base + k * step (zero past the block's end)
+    idx = base[None, :] + np.arange(64, dtype=np.int64)[:, None] * step[None, :]
+    nu = len(u)
+    np.copyto(idx, nu, where=idx >= ends[colblk][None, :])
+    uext = np.empty(nu + 1, np.uint64)
+    uext[:nu] = u
+    uext[nu] = 0
+    v = uext[idx]
+    _, _, straddle, slots = _bits._lane_plan(width)
+    shift = ((np.arange(64, dtype=np.uint64) * np.uint64(width)) & np.uint64(63))[:, None]
+    nst = len(straddle)
+    rows = np.empty((65 + nst, v.shape[1]), dtype=np.uint64)
+    np.left_shift(v, shift, out=rows[:64])
+    if nst:
+        np.right_shift(v[straddle], np.uint64(64) - shift[straddle], out=rows[64:64 + nst])
+    rows[64 + nst] = 0
+    words = np.bitwise_or.reduce(rows[slots], axis=1)  # (width, columns)
+    # each block: its lane words row-major (width x lanes), then its tail column's words
+    wcount = width * ncol
+    wst = np.zeros(k + 1, np.int64)
+    np.cumsum(wcount, out=wst[1:])
+    wb = np.repeat(np.arange(k), wcount)
+    p = np.arange(int(wst[-1]), dtype=np.int64) - wst[:-1][wb]
+    lw = lanes[wb]
+    in_lane = p < width * lw
+    safe = np.maximum(lw, 1)
+    r = np.where(in_lane, p // safe, p - width * lw)
+    c = cstart[:-1][wb] + np.where(in_lane, p % safe, lw)
+    stream = words[r, c].astype("<u8", copy=False).tobytes()
+    out = []
+    for a, nl, t in zip((8 * wst[:-1]).tolist(), (8 * width * lanes).tolist(), tail.tolist()):
         if t:
-            s = int(starts[i] + full[i])
-            body += _bits.pack_small(u[s:s + t].tolist(), t, width)
-        out.append(body)
+            out.append(stream[a:a + nl + ((t * width + 7) >> 3)])
+        else:
+            out.append(stream[a:a + nl])
     return out
 
 
@@ -184,9 +194,13 @@ class _Ints:
     def _rice(self, out: list, sel: np.ndarray, z: np.ndarray, seg: np.ndarray, n: np.ndarray,
               rk: np.ndarray) -> None:
         # the chosen blocks' values, concatenated
-        take = np.isin(seg, sel) if len(sel) < len(n) else np.ones(len(z), bool)
-        zz = z[take]
-        sseg = seg[take]
+        if len(sel) < len(n):
+            pick = np.zeros(len(n), bool)
+            pick[sel] = True
+            take = np.repeat(pick, n)
+            zz, sseg = z[take], seg[take]
+        else:
+            zz, sseg = z, seg
         kv = rk[sseg].astype(np.uint64)
         q = (zz >> kv).view(np.int64)
         cnt = n[sel]
@@ -248,18 +262,24 @@ class _Ints:
         """DELTA_ZERORUN bodies of the blocks where it is smaller than ``size``."""
         u, st = self.u, self.starts
         a = st[:-1]
+        eq = u[1:] == u[:-1]
+        if np.count_nonzero(eq) * 8 < len(u) - len(a):  # too few zero deltas in the column
+            return {}
+        zero = np.empty(len(u), bool)
+        zero[0] = False
+        zero[1:] = eq
+        zero[a] = False  # a block's first value has no delta
+        nz_blocks = np.add.reduceat(zero.view(np.int8), a, dtype=np.int64)
+        cand = (kind != 0) & (n >= 2) & (nz_blocks * 8 >= n - 1) & (nz_blocks < n - 1)
+        if not cand.any():
+            return {}
+        sel = np.flatnonzero(cand)
+        take = np.repeat(cand, n)
         d = np.empty(len(u), np.uint64)
         d[0] = 0
         np.subtract(u[1:], u[:-1], out=d[1:])
         first = np.zeros(len(u), bool)
         first[a] = True
-        zero = (d == 0) & ~first
-        nz_blocks = np.add.reduceat(zero.astype(np.int64), a)
-        cand = (kind != 0) & (n >= 2) & (nz_blocks * 8 >= n - 1) & (nz_blocks < n - 1)
-        if not cand.any():
-            return {}
-        sel = np.flatnonzero(cand)
-        take = np.isin(seg, sel)
         dd, zz, ff, sseg = d[take], zero[take], first[take], seg[take]
         # runs over the deltas (the block's first value has none): alternating non-zero / zero
         # runs, a non-zero run first (possibly empty)
@@ -282,12 +302,14 @@ class _Ints:
         run_seg = np.empty(nr, np.int64)
         run_seg[pos] = rseg
         run_seg[pos[lead] - 1] = rseg[lead]
-        rcount = np.bincount(np.searchsorted(sel, run_seg), minlength=len(sel))
+        local = np.full(len(n), -1, np.int64)
+        local[sel] = np.arange(len(sel))
+        rcount = np.bincount(local[run_seg], minlength=len(sel))
         rst = np.zeros(len(sel) + 1, np.int64)
         np.cumsum(rcount, out=rst[1:])
         nzv = dd[~zz]
         nzseg = sseg[~zz]
-        ncount = np.bincount(np.searchsorted(sel, nzseg), minlength=len(sel))
+        ncount = np.bincount(local[nzseg], minlength=len(sel))
         if (ncount == 0).any() or (rcount == 0).any():
             return {}
         nst = np.zeros(len(sel) + 1, np.int64)
@@ -390,6 +412,37 @@ def _floats(f: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
 _MAX_DICT = 64  # distinct values of a column up to which its string blocks are batched
 
 
+def _string_codes(values: np.ndarray) -> tuple[np.ndarray, list] | None:
+    """(uint8 codes, distinct values) of an object column of at most :data:`_MAX_DICT` str,
+    else None. A few distinct values (the usual flags and names) are found on a sample and
+    coded by one comparison pass each; otherwise one dictionary over every value."""
+    try:
+        ulist = list(dict.fromkeys(values[:: max(1, len(values) // 4096)].tolist()))
+    except TypeError:  # unhashable: the per-block encoder names the problem
+        return None
+    if not all(type(x) is str for x in ulist):
+        return None
+    if len(ulist) <= 4:
+        codes = np.zeros(len(values), np.uint8)
+        seen = 0
+        for c, x in enumerate(ulist):
+            m = values == x
+            seen += int(np.count_nonzero(m))
+            if c:
+                codes[m] = c
+        if seen == len(values):
+            return codes, ulist
+    lst = values.tolist()
+    try:
+        ulist = list(dict.fromkeys(lst))
+    except TypeError:
+        return None
+    if len(ulist) > _MAX_DICT or not all(type(x) is str for x in ulist):
+        return None
+    index = dict(zip(ulist, range(len(ulist))))
+    return np.frombuffer(bytes(operator.itemgetter(*lst)(index)), dtype=np.uint8), ulist
+
+
 def _strings(values: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
     """STR_DICT (CONST for one distinct value) of every block of a low-cardinality string
     column: the distinct values are found once for the column, each block's dictionary (in
@@ -399,19 +452,17 @@ def _strings(values: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | Non
     n = np.diff(st)
     k = len(n)
     out: list = [None] * k
-    lst = values.tolist()
-    if len(lst) < 2:
+    total = len(values)
+    if total < 2:
         return out
-    try:
-        uniq = dict.fromkeys(lst)
-    except TypeError:  # unhashable: the per-block encoder names the problem
+    codes = _string_codes(values)
+    if codes is None:
         return out
-    K = len(uniq)
-    ulist = list(uniq)
-    if K > _MAX_DICT or not all(type(x) is str for x in ulist):
-        return out
-    codes = np.frombuffer(bytes(operator.itemgetter(*lst)(dict(zip(ulist, range(K))))), dtype=np.uint8)
-    total = len(lst)
+    codes, ulist = codes
+    K = len(ulist)
+    if K == 1:  # one value in the whole column: every block is CONST
+        b, flags = _sutf8(ulist[0])
+        return [(T.CONST, bytes((flags,)) + b)] * k
     pos = np.arange(total, dtype=np.int64)
     first = np.empty((K, k), np.int64)
     for c in range(K):

@@ -95,12 +95,11 @@ def write_partitions_parts(payload, partition_ns: int) -> dict:
 def write_partitions(payload, partition_ns: int, paths: dict[int, str], options: dict) -> dict:
     """Partition -> SegmentInfo: build the per-series data of a flush payload and write one
     segment per partition at ``paths[partition]``. Runs in the worker process (or a thread)."""
-    from rusts.storage.segment import write_segment
+    from rusts.storage.segment_writer import write_segments
 
-    out = {}
-    for part, series in sorted(write_partitions_parts(payload, partition_ns).items()):
-        out[part] = write_segment(paths[part], series, **options)
-    return out
+    parts = sorted(write_partitions_parts(payload, partition_ns).items())
+    infos = write_segments([(paths[part], series) for part, series in parts], **options)
+    return {part: info for (part, _), info in zip(parts, infos)}
 
 
 # ------------------------------------------------------------------------------- parent side

@@ -17,6 +17,7 @@ from rusts.storage.bloom import BloomFilter
 from rusts.errors import StorageError
 from rusts.model import FieldType
 from rusts.storage.fsutil import fsync_dir as _fsync_dir
+from rusts.storage.segment_batch import PreBlocks, pre_encode
 from rusts.storage.segment_format import (
     BLOCK_CHUNK_START, BLOCK_MAX_TIME, BLOCK_MIN_TIME, BLOCK_ROWS, BLOCK_SUB_START, BLOCK_TS_LENGTH,
     BLOCK_TS_OFFSET, BLOOM, CHUNK_COUNT, CHUNK_FIELD, CHUNK_LENGTH, CHUNK_MASK_LENGTH, CHUNK_MAX,
@@ -132,7 +133,8 @@ class _Writer:
         return codecs.encode(values, timestamps=timestamps, compression=self.compression, tier=self.tier,
                              hint=hint)
 
-    def add_series(self, s: SeriesData, block_rows: int, block_time_ns: int | None = None) -> None:
+    def add_series(self, s: SeriesData, block_rows: int, block_time_ns: int | None = None,
+                   pre: PreBlocks | None = None) -> None:
         ts = np.ascontiguousarray(s.timestamps, dtype=np.int64)
         n = len(ts)
         if n == 0:
@@ -152,18 +154,28 @@ class _Writer:
             if mask is not None and not mask.any():
                 continue
             fid = self.fields.setdefault((name, int(ft)), len(self.fields))
-            cols.append((fid, ft, values, mask, codecs.Hint()))
+            cols.append((fid, ft, values, mask, codecs.Hint(), name))
         cols.sort(key=lambda c: c[0])
         self.sids.append(int(s.series_id))
         self.keys.append(s.key.encode())
         # one codec hint per column of the series: a block tries its column's previous codec first
         ts_hint = codecs.Hint()
-        bounds = _block_bounds(ts, block_rows, block_time_ns)
-        pre_ts, pre = self._batch_encode(ts, bounds, cols)
+        if pre is None:  # one series (streamed writes): its columns batched on their own
+            pre = pre_encode([s], block_rows=block_rows, block_time_ns=block_time_ns,
+                             compression=self.compression, tier=self.tier)[0]
+        if pre is not None:
+            edges = pre.bounds.tolist()
+            bounds = list(zip(edges[:-1], edges[1:]))
+            pre_ts = pre.ts
+            pre_cols = [pre.fields.get(c[5]) for c in cols]
+        else:
+            bounds = _block_bounds(ts, block_rows, block_time_ns)
+            pre_ts = [None] * len(bounds)
+            pre_cols = [None] * len(cols)
         for bi, (a, b) in enumerate(bounds):
             rows = b - a
             block_ts = ts[a:b]
-            data = pre_ts[bi] if pre_ts is not None and pre_ts[bi] is not None else None
+            data = pre_ts[bi]
             if data is None:
                 data = self.encode(block_ts, True, ts_hint)
             self.b_ts_off.append(self.put(data))
@@ -172,7 +184,7 @@ class _Writer:
             self.b_max.append(int(block_ts[-1]))
             self.b_rows.append(rows)
             sub = self._block_subs(block_ts)
-            for ci, (fid, ft, values, mask, hint) in enumerate(cols):
+            for ci, (fid, ft, values, mask, hint, _) in enumerate(cols):
                 v = values[a:b]
                 head = b""
                 m = None
@@ -191,7 +203,7 @@ class _Writer:
                     count = rows
                 if sub is not None:
                     self._chunk_subs(ft, v, m, sub)
-                got = pre[ci]
+                got = pre_cols[ci]
                 data = got[bi] if got is not None else None
                 if data is None:
                     data = self.encode(v, hint=hint)
@@ -212,33 +224,6 @@ class _Writer:
             self.b_sub_start.append(self.n_sub)
             self.points += rows
         self.series_block_start.append(len(self.b_rows))
-
-    def _batch_encode(self, ts: np.ndarray, bounds: list[tuple[int, int]], cols: list):
-        """The blocks of the series' timestamps and numeric columns encoded in one vectorised
-        pass per column (rusts.codecs.encode_blocks, booleans excepted; hot tier only: the cold tier searches every
-        codec per block). Returns (timestamp blocks or None, per column: blocks or None); a None
-        block is left to the per-block encoder."""
-        if self.tier != "hot" or len(bounds) < 2:
-            return None, [None] * len(cols)
-        edges = np.empty(len(bounds) + 1, np.int64)
-        edges[:-1] = [a for a, _ in bounds]
-        edges[-1] = len(ts)
-        pre_ts = codecs.encode_blocks(ts, edges, vtype=int(FieldType.INTEGER), timestamps=True,
-                                      compression=self.compression, tier=self.tier)
-        pre = []
-        for _, ft, values, mask, _ in cols:
-            if ft == FieldType.BOOLEAN:
-                pre.append(None)
-                continue
-            if mask is None:
-                pre.append(codecs.encode_blocks(values, edges, vtype=int(ft), compression=self.compression,
-                                                tier=self.tier))
-                continue
-            present = np.zeros(len(mask) + 1, np.int64)  # the blocks of the present values
-            np.cumsum(mask, out=present[1:])
-            pre.append(codecs.encode_blocks(values[mask], present[edges], vtype=int(ft),
-                                            compression=self.compression, tier=self.tier))
-        return pre_ts, pre
 
     def _block_subs(self, block_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Record the block entries of a block spanning several statistics intervals; returns
@@ -372,13 +357,16 @@ def _block_bounds(ts: np.ndarray, block_rows: int, block_time_ns: int | None) ->
 
 def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, compression: str = "default",
                   tier: str = "hot", block_rows: int = 4096, block_time_ns: int | None = None,
-                  stats_interval_ns: int | None = None) -> SegmentInfo:
+                  stats_interval_ns: int | None = None, pre: list | None = None) -> SegmentInfo:
     """Write ``series`` (sorted by strictly increasing series id) as one segment file, atomically.
 
     Blocks hold at most ``block_rows`` rows and, with ``block_time_ns``, never cross a multiple of
     it (time-aligned blocks: see :func:`_block_bounds`). With ``stats_interval_ns``, a block whose
     rows span several multiples of it also gets per-interval statistics in the footer (sub-block
     statistics), so queries bucketed by that interval need not decode it.
+
+    ``pre``: the series' blocks already encoded (:func:`rusts.storage.segment_batch.pre_encode`
+    over these series, with the same options), as :func:`write_segments` passes them.
 
     Series with no rows are skipped. Raises :class:`StorageError` on invalid input (unsorted ids
     or timestamps, misaligned columns) or I/O failure; nothing is left at ``path`` then.
@@ -394,11 +382,11 @@ def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, comp
             w = _Writer(f, compression, tier, stats_interval_ns)
             w.put(_HEADER.pack(MAGIC, VERSION, 0, zlib.crc32(struct.pack("<8sHH", MAGIC, VERSION, 0))))
             prev = None
-            for s in series:
+            for i, s in enumerate(series):
                 if prev is not None and int(s.series_id) <= prev:
                     raise StorageError("write_segment: series must be sorted by strictly increasing id")
                 prev = int(s.series_id)
-                w.add_series(s, block_rows, block_time_ns)
+                w.add_series(s, block_rows, block_time_ns, None if pre is None else pre[i])
             w.put(b"\0" * ((-w.offset) % 8))
             footer = w.footer(block_rows)
             flags = 0
@@ -425,3 +413,21 @@ def write_segment(path: str | os.PathLike, series: Sequence[SeriesData], *, comp
     return SegmentInfo(path=path, size=size, min_time=min(w.b_min, default=0),
                        max_time=max(w.b_max, default=0), series_count=len(w.sids),
                        point_count=w.points, value_count=w.values)
+
+
+def write_segments(items: Sequence[tuple[str | os.PathLike, Sequence[SeriesData]]], *, compression: str = "default",
+                   tier: str = "hot", block_rows: int = 4096, block_time_ns: int | None = None,
+                   stats_interval_ns: int | None = None) -> list[SegmentInfo]:
+    """:func:`write_segment` for each ``(path, series)``, the blocks of every column encoded
+    across all of them at once first (a flush's partitions: a day of hourly blocks each)."""
+    items = [(p, list(series)) for p, series in items]
+    flat = [s for _, series in items for s in series]
+    pre = pre_encode(flat, block_rows=max(1, block_rows), block_time_ns=block_time_ns,
+                     compression=compression, tier=tier) if tier == "hot" else None
+    out, pos = [], 0
+    for path, series in items:
+        part = None if pre is None else pre[pos:pos + len(series)]
+        pos += len(series)
+        out.append(write_segment(path, series, compression=compression, tier=tier, block_rows=block_rows,
+                                 block_time_ns=block_time_ns, stats_interval_ns=stats_interval_ns, pre=part))
+    return out
