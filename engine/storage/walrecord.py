@@ -53,6 +53,63 @@ def _strings_section(values: list[str]) -> list[bytes]:
     return [lengths.tobytes(), _U64.pack(len(blob)), blob]
 
 
+_FEW = 8  # distinct values per string array coded by comparison passes (flags, names, codes)
+
+
+def _few_codes(values: np.ndarray) -> tuple[np.ndarray, list] | None:
+    """(codes, distinct values) of an object array holding at most :data:`_FEW` distinct str,
+    found on a sample and checked by one comparison pass each; None otherwise."""
+    n = len(values)
+    try:
+        ulist = list(dict.fromkeys(values[:: max(1, n // 1024)].tolist()))
+    except TypeError:
+        return None
+    if len(ulist) > _FEW or not all(type(x) is str for x in ulist):
+        return None
+    codes = np.zeros(n, np.uint8)
+    seen = 0
+    for c, x in enumerate(ulist):
+        m = values == x
+        seen += int(np.count_nonzero(m))
+        if c:
+            codes[m] = c
+    return (codes, ulist) if seen == n else None
+
+
+def _value_strings_section(arrays: list[np.ndarray]) -> list[bytes]:
+    """:func:`_strings_section` of the concatenated object arrays (the same bytes). Arrays of
+    a few distinct values (the usual string fields: flags, names) are coded by comparison
+    passes and their UTF-8 blob is assembled by numpy scatters, one per byte position, instead
+    of one ``str.encode`` per value."""
+    total = sum(len(a) for a in arrays)
+    if total < 1024:
+        return _strings_section(np.concatenate(arrays).tolist() if arrays else [])
+    parts, enc = [], []
+    for a in arrays:
+        got = _few_codes(a)
+        if got is None:
+            return _strings_section(np.concatenate(arrays).tolist())
+        codes, ulist = got
+        parts.append(codes.astype(np.int32) + len(enc))
+        enc.extend(x.encode() for x in ulist)  # raises on lone surrogates, as str.encode does
+    lens = np.fromiter(map(len, enc), np.int64, len(enc))
+    width = int(lens.max(initial=0))
+    if width > 64:
+        return _strings_section(np.concatenate(arrays).tolist())
+    codes = np.concatenate(parts)
+    lengths = lens[codes]
+    ends = np.cumsum(lengths)
+    blob = np.empty(int(ends[-1]), np.uint8)
+    table = np.zeros((len(enc), max(width, 1)), np.uint8)
+    for c, e in enumerate(enc):
+        table[c, :len(e)] = np.frombuffer(e, np.uint8)
+    starts = ends - lengths
+    for j in range(width):  # byte j of every value at least j + 1 bytes long
+        sel = np.flatnonzero(lengths > j) if j else np.flatnonzero(lengths)
+        blob[starts[sel] + j] = table[codes[sel], j]
+    return [lengths.astype(_I32A).tobytes(), _U64.pack(len(blob)), blob.tobytes()]
+
+
 def encode_batch(batch: WriteBatch) -> bytes:
     """Encode the series of ``batch`` (not its errors or line numbers) as one WAL payload.
 
@@ -105,7 +162,7 @@ def encode_batch(batch: WriteBatch) -> bytes:
     for ftype in _SECTIONS:
         out.append(_concat(by_type[ftype], _VALUE_DTYPES[ftype]).tobytes())
     strings = by_type[_STRING]
-    out.extend(_strings_section(np.concatenate(strings).tolist() if strings else []))
+    out.extend(_value_strings_section(strings))
     return b"".join(out)
 
 
@@ -211,7 +268,7 @@ def _encode_frames(frames) -> bytes:
     for ftype in _SECTIONS:
         out.append(_concat(typed[ftype], _VALUE_DTYPES[ftype]).tobytes())
     strings = typed[_STRING]
-    out.extend(_strings_section(np.concatenate(strings).tolist() if strings else []))
+    out.extend(_value_strings_section(strings))
     return b"".join(out)
 
 
