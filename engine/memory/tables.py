@@ -519,12 +519,41 @@ class Sealed:
             mask = None if all(m is None for m in masks) else np.concatenate(
                 [np.ones(len(v), bool) if m is None else m for v, m in zip(vals, masks)])
             cols[name] = (ft, np.concatenate(vals), mask)
+        order = self._append_order(newer)
+        if order is not None:  # every series' newer rows come after its older ones (in-order writes)
+            sid, ts = sid[order], ts[order]
+            cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
+            return Sealed.of_rows(sid, ts, cols)
         order = np.lexsort((ts, sid))  # stable: this block's rows before newer's on ties
         if not np.all(order[1:] > order[:-1]):
             sid, ts = sid[order], ts[order]
             cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
         sid, ts, cols = _dedup_last(sid, ts, cols)
         return Sealed.of_rows(sid, ts, cols)
+
+
+    def _append_order(self, newer: "Sealed") -> np.ndarray | None:
+        """The (series, time) order of this block's rows followed by ``newer``'s when, for every
+        series in both, all of ``newer``'s times are later: each series' rows of this block, then
+        its rows of ``newer`` (no sort, no duplicate to drop); None otherwise."""
+        _, i, j = np.intersect1d(self.usid, newer.usid, assume_unique=True, return_indices=True)
+        if len(i) and not bool((self.ts[self.starts[i + 1] - 1] < newer.ts[newer.starts[j]]).all()):
+            return None
+        n1 = len(self.ts)
+        usid = np.concatenate([self.usid, newer.usid])
+        start = np.concatenate([self.starts[:-1], newer.starts[:-1] + n1])
+        length = np.concatenate([np.diff(self.starts), np.diff(newer.starts)])
+        runs = np.argsort(usid, kind="stable")  # per series: this block's run, then newer's
+        start, length = start[runs], length[runs]
+        ends = np.cumsum(length)
+        total = int(ends[-1]) if len(ends) else 0
+        step = np.ones(total, dtype=np.int64)  # concatenated aranges, as one cumsum
+        nz = length > 0
+        s, e = start[nz], ends[nz]
+        if len(s):
+            step[0] = s[0]
+            step[e[:-1]] = s[1:] - (s[:-1] + length[nz][:-1] - 1)
+        return np.cumsum(step)
 
 
 class SealedSlice:
