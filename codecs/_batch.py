@@ -151,13 +151,24 @@ class _Ints:
         rice_k = np.zeros(k, np.int64)
         rice_size = np.full(k, np.iinfo(np.int64).max)
         if rice_ok.any():
-            for cand in (k0 - 1, k0):
-                c = np.maximum(cand, 0)
-                q = np.add.reduceat((z >> c[seg].astype(np.uint64)).view(np.int64), a)
-                sz = 1 + _packed_sizes(n, c) + (q + n + 7) // 8
-                better = rice_ok & (q <= 64 * n) & (sz < rice_size)
-                rice_size = np.where(better, sz, rice_size)
-                rice_k = np.where(better, c, rice_k)
+            kk = k0[rice_ok]
+            lo_k, hi_k = max(int(kk.min()) - 1, 0), int(kk.max())
+            if hi_k - lo_k <= 3:  # a few parameters for the whole column: scalar shifts
+                for c in range(lo_k, hi_k + 1):
+                    q = np.add.reduceat((z >> np.uint64(c)).view(np.int64), a)
+                    sz = 1 + _packed_sizes(n, c) + (q + n + 7) // 8
+                    better = rice_ok & ((k0 == c) | (k0 - 1 == c) | ((k0 == 0) & (c == 0)))
+                    better &= (q <= 64 * n) & (sz < rice_size)
+                    rice_size = np.where(better, sz, rice_size)
+                    rice_k = np.where(better, c, rice_k)
+            else:
+                for cand in (k0 - 1, k0):
+                    c = np.maximum(cand, 0)
+                    q = np.add.reduceat((z >> c[seg].astype(np.uint64)).view(np.int64), a)
+                    sz = 1 + _packed_sizes(n, c) + (q + n + 7) // 8
+                    better = rice_ok & (q <= 64 * n) & (sz < rice_size)
+                    rice_size = np.where(better, sz, rice_size)
+                    rice_k = np.where(better, c, rice_k)
         use_rice = (rice_size < size) & (kind == 1)
         size = np.where(use_rice, rice_size, size)
         kind = np.where(use_rice, 2, kind)
@@ -193,40 +204,44 @@ class _Ints:
 
     def _rice(self, out: list, sel: np.ndarray, z: np.ndarray, seg: np.ndarray, n: np.ndarray,
               rk: np.ndarray) -> None:
-        # the chosen blocks' values, concatenated
-        if len(sel) < len(n):
+        cnt = n[sel]
+        if len(sel) < len(n):  # the chosen blocks' values, back to back
             pick = np.zeros(len(n), bool)
             pick[sel] = True
-            take = np.repeat(pick, n)
-            zz, sseg = z[take], seg[take]
+            zz = z[np.repeat(pick, n)]
         else:
-            zz, sseg = z, seg
-        kv = rk[sseg].astype(np.uint64)
+            zz = z
+        ks = rk[sel]
+        one_k = bool((ks == ks[0]).all())
+        kv = np.uint64(ks[0]) if one_k else np.repeat(ks.astype(np.uint64), cnt)
         q = (zz >> kv).view(np.int64)
-        cnt = n[sel]
         bst = np.zeros(len(sel) + 1, np.int64)
         np.cumsum(cnt, out=bst[1:])
-        ends = np.cumsum(q + 1)
+        q += 1
+        ends = np.cumsum(q)  # stop bit of each value + 1, over all blocks' streams
         before = np.zeros(len(sel), np.int64)
         before[1:] = ends[bst[1:-1] - 1]
         nbits = ends[bst[1:] - 1] - before
         nbytes = (nbits + 7) // 8
         boff = np.zeros(len(sel) + 1, np.int64)
         np.cumsum(nbytes, out=boff[1:])
-        local = np.repeat(np.arange(len(sel)), cnt)
+        ends -= 1
+        ends += np.repeat(8 * boff[:-1] - before, cnt)  # each stream starts at a byte
         bits = np.ones(int(boff[-1]) * 8, dtype=np.uint8)
-        bits[ends - before[local] - 1 + 8 * boff[:-1][local]] = 0
+        bits[ends] = 0
         unary = np.packbits(bits, bitorder="little").tobytes()
-        rem = zz & ((np.uint64(1) << kv) - np.uint64(1))
-        ks = rk[sel]
+        if one_k:
+            rem = zz & np.uint64((1 << int(ks[0])) - 1)
+        else:
+            rem = zz & ((np.uint64(1) << kv) - np.uint64(1))
         bodies: dict[int, bytes] = {}
         for kk in np.unique(ks).tolist():
             pick = np.flatnonzero(ks == kk)
             for j, body in zip(pick.tolist(), pack_many(rem, bst[pick], bst[pick + 1], kk)):
                 bodies[j] = body
-        for j, i in enumerate(sel.tolist()):
-            out[i] = (bytes((T.ZIGZAG_RICE, rk[i])) + bodies[j]
-                      + unary[int(boff[j]):int(boff[j + 1])])
+        boff_l = boff.tolist()
+        for j, (i, k) in enumerate(zip(sel.tolist(), ks.tolist())):
+            out[i] = bytes((T.ZIGZAG_RICE, k)) + bodies[j] + unary[boff_l[j]:boff_l[j + 1]]
 
     def _radix(self, out: list, radix: dict, lo: np.ndarray, seg: np.ndarray, n: np.ndarray) -> None:
         """FOR_RADIX bodies, the blocks of one (radix, group) computed together."""
@@ -274,42 +289,35 @@ class _Ints:
         if not cand.any():
             return {}
         sel = np.flatnonzero(cand)
-        take = np.repeat(cand, n)
-        d = np.empty(len(u), np.uint64)
-        d[0] = 0
-        np.subtract(u[1:], u[:-1], out=d[1:])
-        first = np.zeros(len(u), bool)
-        first[a] = True
-        dd, zz, ff, sseg = d[take], zero[take], first[take], seg[take]
-        # runs over the deltas (the block's first value has none): alternating non-zero / zero
-        # runs, a non-zero run first (possibly empty)
-        keep = ~ff
-        dd, zz, sseg = dd[keep], zz[keep], sseg[keep]
+        # the deltas of the candidate blocks (a block's first value has none), back to back
+        keep = np.repeat(cand, n) if len(sel) < len(n) else np.ones(len(u), bool)
+        keep[a] = False
+        dd = (u[1:] - u[:-1])[keep[1:]]
+        zz = zero[keep]
         m = len(zz)
-        bstart = np.ones(m, bool)
-        bstart[1:] = sseg[1:] != sseg[:-1]
-        change = bstart.copy()
-        change[1:] |= zz[1:] != zz[:-1]
+        dcount = n[sel] - 1
+        bpos = np.zeros(len(sel) + 1, np.int64)  # block starts in the deltas
+        np.cumsum(dcount, out=bpos[1:])
+        # runs: alternating non-zero / zero runs per block, a non-zero run first (maybe empty)
+        change = np.empty(m, bool)
+        change[0] = True
+        np.not_equal(zz[1:], zz[:-1], out=change[1:])
+        change[bpos[:-1]] = True
         rstart = np.flatnonzero(change)
         rlen = np.diff(np.append(rstart, m))
-        rseg = sseg[rstart]
+        rblk = np.searchsorted(bpos, rstart, side="right") - 1  # local block of each run
         rzero = zz[rstart]
-        lead = bstart[rstart] & rzero  # block starting with a zero run: an empty run first
+        lead = (rstart == bpos[rblk]) & rzero  # block starting with a zero run: an empty run first
         nr = len(rstart) + int(lead.sum())
         runs = np.zeros(nr, np.uint64)
         pos = np.arange(len(rstart)) + np.cumsum(lead)
         runs[pos] = rlen.astype(np.uint64)
-        run_seg = np.empty(nr, np.int64)
-        run_seg[pos] = rseg
-        run_seg[pos[lead] - 1] = rseg[lead]
-        local = np.full(len(n), -1, np.int64)
-        local[sel] = np.arange(len(sel))
-        rcount = np.bincount(local[run_seg], minlength=len(sel))
+        rcount = np.bincount(rblk, minlength=len(sel)) + np.bincount(rblk[lead], minlength=len(sel))
         rst = np.zeros(len(sel) + 1, np.int64)
         np.cumsum(rcount, out=rst[1:])
-        nzv = dd[~zz]
-        nzseg = sseg[~zz]
-        ncount = np.bincount(local[nzseg], minlength=len(sel))
+        nonzero = ~zz
+        nzv = dd[nonzero]
+        ncount = np.add.reduceat(nonzero.view(np.int8), bpos[:-1], dtype=np.int64)
         if (ncount == 0).any() or (rcount == 0).any():
             return {}
         nst = np.zeros(len(sel) + 1, np.int64)
@@ -473,10 +481,13 @@ def _strings(values: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | Non
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(K)[:, None], axis=0)
     seg = np.repeat(np.arange(k), n)
-    idx = rank[codes, seg].astype(np.uint64)
+    if K == 2:  # index = code, or its flip in blocks whose first value is the second one
+        idx = (codes ^ np.repeat(rank[0].astype(np.uint8), n)).astype(np.uint64)
+    else:
+        idx = rank[codes, seg].astype(np.uint64)
     utf = [_sutf8(x) for x in ulist]
     len8 = np.array([len(b) for b, _ in utf], np.int64)
-    raw_size = n + np.add.reduceat(len8[codes], a)
+    raw_low = n * (1 + int(len8.min()))  # STR_RAW takes at least this (exact size if needed)
     subs = _Ints(idx, st, signed=False, top=True).build()
     sections: dict[tuple, bytes] = {}
     for i in range(k):
@@ -492,7 +503,7 @@ def _strings(values: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | Non
         if dsec is None:
             dsec = sections[key] = _section([ulist[c] for c in key])
         payload = _DICT_HDR.pack(kk, len(dsec)) + dsec + subs[i]
-        if len(payload) < raw_size[i]:
+        if len(payload) < raw_low[i] or len(payload) < n[i] + int(len8[codes[a[i]:st[i + 1]]].sum()):
             out[i] = (T.STR_DICT, payload)
     return out
 
