@@ -420,26 +420,42 @@ def _floats(f: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
 _MAX_DICT = 64  # distinct values of a column up to which its string blocks are batched
 
 
+def few_string_codes(values: np.ndarray, limit: int) -> tuple[np.ndarray, list] | None:
+    """(uint8 codes, distinct values) of an object array holding at most ``limit`` (< 256)
+    distinct str, else None. The distinct values are read off a sample, most frequent first,
+    and each is matched by one comparison over the values not matched yet: about one pass over
+    the array for flags and names (a few common values), none per value in Python."""
+    n = len(values)
+    try:
+        counts: dict = {}
+        for x in values[:: max(1, n // 1024)].tolist():
+            counts[x] = counts.get(x, 0) + 1
+    except TypeError:  # unhashable: not strings
+        return None
+    ulist = sorted(counts, key=counts.__getitem__, reverse=True)
+    if len(ulist) > limit or not all(type(x) is str for x in ulist):
+        return None
+    codes = np.zeros(n, np.uint8)
+    rest = None  # positions not matched yet (None: all)
+    for c, x in enumerate(ulist):
+        sub = values if rest is None else values[rest]
+        m = sub == x
+        if rest is None:
+            rest = np.flatnonzero(~m)
+        else:
+            codes[rest[m]] = c
+            rest = rest[~m]
+        if not len(rest):
+            return codes, ulist
+    return None  # values the sample missed
+
+
 def _string_codes(values: np.ndarray) -> tuple[np.ndarray, list] | None:
     """(uint8 codes, distinct values) of an object column of at most :data:`_MAX_DICT` str,
-    else None. A few distinct values (the usual flags and names) are found on a sample and
-    coded by one comparison pass each; otherwise one dictionary over every value."""
-    try:
-        ulist = list(dict.fromkeys(values[:: max(1, len(values) // 4096)].tolist()))
-    except TypeError:  # unhashable: the per-block encoder names the problem
-        return None
-    if not all(type(x) is str for x in ulist):
-        return None
-    if len(ulist) <= 4:
-        codes = np.zeros(len(values), np.uint8)
-        seen = 0
-        for c, x in enumerate(ulist):
-            m = values == x
-            seen += int(np.count_nonzero(m))
-            if c:
-                codes[m] = c
-        if seen == len(values):
-            return codes, ulist
+    else None: :func:`few_string_codes` for a few distinct values, else one dictionary."""
+    got = few_string_codes(values, 4)
+    if got is not None:
+        return got
     lst = values.tolist()
     try:
         ulist = list(dict.fromkeys(lst))

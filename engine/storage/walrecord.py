@@ -23,6 +23,7 @@ from itertools import chain
 
 import numpy as np
 
+from rusts.codecs._batch import few_string_codes
 from rusts.errors import CorruptionError
 from rusts.model import Column, FieldType, SeriesRows, WriteBatch
 
@@ -56,26 +57,6 @@ def _strings_section(values: list[str]) -> list[bytes]:
 _FEW = 8  # distinct values per string array coded by comparison passes (flags, names, codes)
 
 
-def _few_codes(values: np.ndarray) -> tuple[np.ndarray, list] | None:
-    """(codes, distinct values) of an object array holding at most :data:`_FEW` distinct str,
-    found on a sample and checked by one comparison pass each; None otherwise."""
-    n = len(values)
-    try:
-        ulist = list(dict.fromkeys(values[:: max(1, n // 1024)].tolist()))
-    except TypeError:
-        return None
-    if len(ulist) > _FEW or not all(type(x) is str for x in ulist):
-        return None
-    codes = np.zeros(n, np.uint8)
-    seen = 0
-    for c, x in enumerate(ulist):
-        m = values == x
-        seen += int(np.count_nonzero(m))
-        if c:
-            codes[m] = c
-    return (codes, ulist) if seen == n else None
-
-
 def _value_strings_section(arrays: list[np.ndarray]) -> list[bytes]:
     """:func:`_strings_section` of the concatenated object arrays (the same bytes). Arrays of
     a few distinct values (the usual string fields: flags, names) are coded by comparison
@@ -86,7 +67,7 @@ def _value_strings_section(arrays: list[np.ndarray]) -> list[bytes]:
         return _strings_section(np.concatenate(arrays).tolist() if arrays else [])
     parts, enc = [], []
     for a in arrays:
-        got = _few_codes(a)
+        got = few_string_codes(a, _FEW)
         if got is None:
             return _strings_section(np.concatenate(arrays).tolist())
         codes, ulist = got
@@ -105,7 +86,7 @@ def _value_strings_section(arrays: list[np.ndarray]) -> list[bytes]:
         table[c, :len(e)] = np.frombuffer(e, np.uint8)
     starts = ends - lengths
     for j in range(width):  # byte j of every value at least j + 1 bytes long
-        sel = np.flatnonzero(lengths > j) if j else np.flatnonzero(lengths)
+        sel = np.flatnonzero(lengths > j)
         blob[starts[sel] + j] = table[codes[sel], j]
     return [lengths.astype(_I32A).tobytes(), _U64.pack(len(blob)), blob.tobytes()]
 
