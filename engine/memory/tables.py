@@ -501,6 +501,10 @@ class Sealed:
 
     def merged_with(self, newer: "Sealed") -> "Sealed":
         """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
+        if len(self.usid) + len(newer.usid) <= 64:
+            runs = self._append_runs(newer)
+            if runs is not None:  # in-order writes of few series: one copy of each column
+                return self._concat_runs(newer, runs)
         n1, n2 = len(self.ts), len(newer.ts)
         sid = np.concatenate([np.repeat(self.usid, np.diff(self.starts)), np.repeat(newer.usid, np.diff(newer.starts))])
         ts = np.concatenate([self.ts, newer.ts])
@@ -531,6 +535,41 @@ class Sealed:
         sid, ts, cols = _dedup_last(sid, ts, cols)
         return Sealed.of_rows(sid, ts, cols)
 
+
+    def _append_runs(self, newer: "Sealed") -> list[tuple["Sealed", int, int, int]] | None:
+        """(block, series, first row, end row) runs of the merge in (series, time) order when,
+        for every series in both, all of ``newer``'s times are later; None otherwise."""
+        _, i, j = np.intersect1d(self.usid, newer.usid, assume_unique=True, return_indices=True)
+        if len(i) and not bool((self.ts[self.starts[i + 1] - 1] < newer.ts[newer.starts[j]]).all()):
+            return None
+        runs = [(int(sid), 0, blk, k) for blk in (self, newer) for k, sid in enumerate(blk.usid.tolist())]
+        runs = [(sid, order, blk, k) for order, (sid, _, blk, k) in enumerate(runs)]
+        runs.sort(key=lambda r: (r[0], r[1]))
+        return [(blk, sid, int(blk.starts[k]), int(blk.starts[k + 1])) for sid, _, blk, k in runs]
+
+    def _concat_runs(self, newer: "Sealed", runs: list) -> "Sealed":
+        """The merged block from its runs (:meth:`_append_runs`): each column one concatenation
+        of the runs' slices (rows without the field: zeros, masked out)."""
+        sid = np.repeat(np.array([r[1] for r in runs], dtype=self.usid.dtype), [r[3] - r[2] for r in runs])
+        ts = np.concatenate([blk.ts[a:b] for blk, _, a, b in runs])
+        cols = {}
+        for name in dict.fromkeys([*self.cols, *newer.cols]):
+            ft = (self.cols.get(name) or newer.cols[name])[0]
+            vals, masks, any_mask = [], [], False
+            for blk, _, a, b in runs:
+                c = blk.cols.get(name)
+                if c is None:
+                    vals.append(ft.zeros(b - a))
+                    masks.append(np.zeros(b - a, bool))
+                    any_mask = True
+                else:
+                    vals.append(c[1][a:b])
+                    masks.append(None if c[2] is None else c[2][a:b])
+                    any_mask |= c[2] is not None
+            mask = None if not any_mask else np.concatenate(
+                [np.ones(len(v), bool) if m is None else m for v, m in zip(vals, masks)])
+            cols[name] = (ft, np.concatenate(vals), mask)
+        return Sealed.of_rows(sid, ts, cols)
 
     def _append_order(self, newer: "Sealed") -> np.ndarray | None:
         """The (series, time) order of this block's rows followed by ``newer``'s when, for every

@@ -147,21 +147,24 @@ def test_merging_in_order_blocks_without_sorting_gives_the_sorted_merge(monkeypa
     for trial in range(30):
         old = _block(rng, [1, 2, 5, 9], T0, int(rng.integers(1, 200)))
         new = _block(rng, [2, 3, 5] if trial % 3 else [7], T0 + 10**6, int(rng.integers(1, 200)), ("b", "c"))
-        fast = old.merged_with(new)
-        assert old._append_order(new) is not None
+        concat = old.merged_with(new)  # few series: each column one concatenation of runs
+        assert old._append_runs(new) is not None and old._append_order(new) is not None
         with monkeypatch.context() as m:
+            m.setattr(Sealed, "_append_runs", lambda self, newer: None)
+            gathered = old.merged_with(new)  # many series: one gather by the run order
             m.setattr(Sealed, "_append_order", lambda self, newer: None)
             slow = old.merged_with(new)
-        assert fast.usid.tolist() == slow.usid.tolist() and fast.starts.tolist() == slow.starts.tolist()
-        assert fast.ts.tolist() == slow.ts.tolist()
-        assert set(fast.cols) == set(slow.cols)
-        for name, (ft, v, mk) in slow.cols.items():
-            fv, fm = fast.cols[name][1], fast.cols[name][2]
-            m1 = np.ones(len(v), bool) if mk is None else mk
-            m2 = np.ones(len(fv), bool) if fm is None else fm
-            assert m1.tolist() == m2.tolist() and v[m1].tolist() == fv[m2].tolist()
+        for fast in (concat, gathered):
+            assert fast.usid.tolist() == slow.usid.tolist() and fast.starts.tolist() == slow.starts.tolist()
+            assert fast.ts.tolist() == slow.ts.tolist()
+            assert set(fast.cols) == set(slow.cols)
+            for name, (ft, v, mk) in slow.cols.items():
+                fv, fm = fast.cols[name][1], fast.cols[name][2]
+                m1 = np.ones(len(v), bool) if mk is None else mk
+                m2 = np.ones(len(fv), bool) if fm is None else fm
+                assert m1.tolist() == m2.tolist() and v[m1].tolist() == fv[m2].tolist()
     # a newer block overlapping in time (a rewrite): the general merge, last write wins
     a, b = _block(rng, [2], T0, 100), _block(rng, [2], T0, 100)
-    assert a._append_order(b) is None
+    assert a._append_order(b) is None and a._append_runs(b) is None
     merged = a.merged_with(b)
     assert len(merged) == len(np.union1d(a.ts, b.ts))
