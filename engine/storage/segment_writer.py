@@ -30,9 +30,8 @@ from rusts.storage.segment_format import (
 
 # ---------------------------------------------------------------------------------------- writer
 def _stats(ft: FieldType, v: np.ndarray) -> tuple[float, float, float]:
-    if ft == FieldType.FLOAT:
-        with np.errstate(all="ignore"):  # inf + -inf -> nan, as numpy computes it on decode
-            return float(v.sum()), float(v.min()), float(v.max())
+    if ft == FieldType.FLOAT:  # (the caller holds np.errstate: inf + -inf -> nan, as on decode)
+        return float(v.sum()), float(v.min()), float(v.max())
     if ft == FieldType.INTEGER or ft == FieldType.UNSIGNED:
         return float(np.sum(v, dtype=np.float64)), float(np.min(v)), float(np.max(v))
     if ft == FieldType.BOOLEAN:
@@ -172,6 +171,11 @@ class _Writer:
             bounds = _block_bounds(ts, block_rows, block_time_ns)
             pre_ts = [None] * len(bounds)
             pre_cols = [None] * len(cols)
+        with np.errstate(all="ignore"):  # one context per series, not per chunk (it costs µs)
+            self._add_blocks(ts, bounds, pre_ts, pre_cols, cols, ts_hint)
+        self.series_block_start.append(len(self.b_rows))
+
+    def _add_blocks(self, ts, bounds, pre_ts, pre_cols, cols, ts_hint) -> None:
         for bi, (a, b) in enumerate(bounds):
             rows = b - a
             block_ts = ts[a:b]
@@ -223,7 +227,6 @@ class _Writer:
             self.b_chunk_start.append(len(self.c_field))
             self.b_sub_start.append(self.n_sub)
             self.points += rows
-        self.series_block_start.append(len(self.b_rows))
 
     def _block_subs(self, block_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Record the block entries of a block spanning several statistics intervals; returns
