@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
+from rusts.memory import sealmerge
 from rusts.model import Column, FieldType, Frame, SeriesRows, frames_of_series
 from rusts.query.rowset import RowSet, merge
 
@@ -502,9 +503,9 @@ class Sealed:
     def merged_with(self, newer: "Sealed") -> "Sealed":
         """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
         if len(self.usid) + len(newer.usid) <= 64:
-            runs = self._append_runs(newer)
+            runs = sealmerge.append_runs(self, newer)
             if runs is not None:  # in-order writes of few series: one copy of each column
-                return self._concat_runs(newer, runs)
+                return Sealed.of_rows(*sealmerge.concat_runs(self, newer, runs))
         n1, n2 = len(self.ts), len(newer.ts)
         sid = np.concatenate([np.repeat(self.usid, np.diff(self.starts)), np.repeat(newer.usid, np.diff(newer.starts))])
         ts = np.concatenate([self.ts, newer.ts])
@@ -523,7 +524,7 @@ class Sealed:
             mask = None if all(m is None for m in masks) else np.concatenate(
                 [np.ones(len(v), bool) if m is None else m for v, m in zip(vals, masks)])
             cols[name] = (ft, np.concatenate(vals), mask)
-        order = self._append_order(newer)
+        order = sealmerge.append_order(self, newer)
         if order is not None:  # every series' newer rows come after its older ones (in-order writes)
             sid, ts = sid[order], ts[order]
             cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
@@ -534,65 +535,6 @@ class Sealed:
             cols = {k: (t, v[order], None if m is None else m[order]) for k, (t, v, m) in cols.items()}
         sid, ts, cols = _dedup_last(sid, ts, cols)
         return Sealed.of_rows(sid, ts, cols)
-
-
-    def _append_runs(self, newer: "Sealed") -> list[tuple["Sealed", int, int, int]] | None:
-        """(block, series, first row, end row) runs of the merge in (series, time) order when,
-        for every series in both, all of ``newer``'s times are later; None otherwise."""
-        _, i, j = np.intersect1d(self.usid, newer.usid, assume_unique=True, return_indices=True)
-        if len(i) and not bool((self.ts[self.starts[i + 1] - 1] < newer.ts[newer.starts[j]]).all()):
-            return None
-        runs = [(int(sid), 0, blk, k) for blk in (self, newer) for k, sid in enumerate(blk.usid.tolist())]
-        runs = [(sid, order, blk, k) for order, (sid, _, blk, k) in enumerate(runs)]
-        runs.sort(key=lambda r: (r[0], r[1]))
-        return [(blk, sid, int(blk.starts[k]), int(blk.starts[k + 1])) for sid, _, blk, k in runs]
-
-    def _concat_runs(self, newer: "Sealed", runs: list) -> "Sealed":
-        """The merged block from its runs (:meth:`_append_runs`): each column one concatenation
-        of the runs' slices (rows without the field: zeros, masked out)."""
-        sid = np.repeat(np.array([r[1] for r in runs], dtype=self.usid.dtype), [r[3] - r[2] for r in runs])
-        ts = np.concatenate([blk.ts[a:b] for blk, _, a, b in runs])
-        cols = {}
-        for name in dict.fromkeys([*self.cols, *newer.cols]):
-            ft = (self.cols.get(name) or newer.cols[name])[0]
-            vals, masks, any_mask = [], [], False
-            for blk, _, a, b in runs:
-                c = blk.cols.get(name)
-                if c is None:
-                    vals.append(ft.zeros(b - a))
-                    masks.append(np.zeros(b - a, bool))
-                    any_mask = True
-                else:
-                    vals.append(c[1][a:b])
-                    masks.append(None if c[2] is None else c[2][a:b])
-                    any_mask |= c[2] is not None
-            mask = None if not any_mask else np.concatenate(
-                [np.ones(len(v), bool) if m is None else m for v, m in zip(vals, masks)])
-            cols[name] = (ft, np.concatenate(vals), mask)
-        return Sealed.of_rows(sid, ts, cols)
-
-    def _append_order(self, newer: "Sealed") -> np.ndarray | None:
-        """The (series, time) order of this block's rows followed by ``newer``'s when, for every
-        series in both, all of ``newer``'s times are later: each series' rows of this block, then
-        its rows of ``newer`` (no sort, no duplicate to drop); None otherwise."""
-        _, i, j = np.intersect1d(self.usid, newer.usid, assume_unique=True, return_indices=True)
-        if len(i) and not bool((self.ts[self.starts[i + 1] - 1] < newer.ts[newer.starts[j]]).all()):
-            return None
-        n1 = len(self.ts)
-        usid = np.concatenate([self.usid, newer.usid])
-        start = np.concatenate([self.starts[:-1], newer.starts[:-1] + n1])
-        length = np.concatenate([np.diff(self.starts), np.diff(newer.starts)])
-        runs = np.argsort(usid, kind="stable")  # per series: this block's run, then newer's
-        start, length = start[runs], length[runs]
-        ends = np.cumsum(length)
-        total = int(ends[-1]) if len(ends) else 0
-        step = np.ones(total, dtype=np.int64)  # concatenated aranges, as one cumsum
-        nz = length > 0
-        s, e = start[nz], ends[nz]
-        if len(s):
-            step[0] = s[0]
-            step[e[:-1]] = s[1:] - (s[:-1] + length[nz][:-1] - 1)
-        return np.cumsum(step)
 
 
 class SealedSlice:

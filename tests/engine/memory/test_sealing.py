@@ -141,18 +141,18 @@ def _block(rng, sids, t0, n, fields=("a", "b")):
 def test_merging_in_order_blocks_without_sorting_gives_the_sorted_merge(monkeypatch):
     """Blocks whose newer rows come later per series (an import in time order) merge by
     concatenating each series' runs; the result equals the general sort-and-deduplicate merge."""
-    from rusts.memory.tables import Sealed
+    from rusts.memory import sealmerge
 
     rng = np.random.default_rng(4)
     for trial in range(30):
         old = _block(rng, [1, 2, 5, 9], T0, int(rng.integers(1, 200)))
         new = _block(rng, [2, 3, 5] if trial % 3 else [7], T0 + 10**6, int(rng.integers(1, 200)), ("b", "c"))
         concat = old.merged_with(new)  # few series: each column one concatenation of runs
-        assert old._append_runs(new) is not None and old._append_order(new) is not None
+        assert sealmerge.append_runs(old, new) is not None and sealmerge.append_order(old, new) is not None
         with monkeypatch.context() as m:
-            m.setattr(Sealed, "_append_runs", lambda self, newer: None)
+            m.setattr(sealmerge, "append_runs", lambda old, newer: None)
             gathered = old.merged_with(new)  # many series: one gather by the run order
-            m.setattr(Sealed, "_append_order", lambda self, newer: None)
+            m.setattr(sealmerge, "append_order", lambda old, newer: None)
             slow = old.merged_with(new)
         for fast in (concat, gathered):
             assert fast.usid.tolist() == slow.usid.tolist() and fast.starts.tolist() == slow.starts.tolist()
@@ -165,6 +165,6 @@ def test_merging_in_order_blocks_without_sorting_gives_the_sorted_merge(monkeypa
                 assert m1.tolist() == m2.tolist() and v[m1].tolist() == fv[m2].tolist()
     # a newer block overlapping in time (a rewrite): the general merge, last write wins
     a, b = _block(rng, [2], T0, 100), _block(rng, [2], T0, 100)
-    assert a._append_order(b) is None and a._append_runs(b) is None
+    assert sealmerge.append_order(a, b) is None and sealmerge.append_runs(a, b) is None
     merged = a.merged_with(b)
     assert len(merged) == len(np.union1d(a.ts, b.ts))
