@@ -1,5 +1,7 @@
 """Segment encoding CPU on the trips shape (perf/trips.py): hourly time-aligned blocks of ~1,250
-rows, 2 series, 17 fields; with codec hints (the segment writer's default) and without.
+rows, 2 series, 17 fields; batch-encoded (the segment writer's default: rusts.codecs.encode_blocks
+over every block of a column), per block with codec hints (the writer before), and per block
+with the full codec search.
 
     python perf/segment_trips.py [--days 3]
 
@@ -21,6 +23,7 @@ import trips  # noqa: E402
 
 from rusts import codecs  # noqa: E402
 from rusts.model import Column, FieldType  # noqa: E402
+from rusts.storage import segment_writer  # noqa: E402
 from rusts.storage.segment import SeriesData, write_segment  # noqa: E402
 
 
@@ -49,8 +52,11 @@ def main() -> None:
     opts = dict(compression="default", tier="hot", block_rows=4096, block_time_ns=3600 * 10**9)
     out: dict = {"rows": rows}
     real_hint = codecs.Hint
+    real_pre = segment_writer.pre_encode
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("hints", "full_search"):
+        for mode in ("batch", "hints", "full_search"):
+            if mode != "batch":  # no batch: every block through codecs.encode
+                segment_writer.pre_encode = lambda series, **kw: [None] * len(series)
             if mode == "full_search":
                 codecs.Hint = lambda: None  # the writer then asks for the full search per block
             try:
@@ -61,6 +67,7 @@ def main() -> None:
                     best = min(best, time.process_time() - c0)
             finally:
                 codecs.Hint = real_hint
+                segment_writer.pre_encode = real_pre
             out[mode] = {"cpu_us_per_row": round(best / rows * 1e6, 3), "bytes": info.size}
     print(json.dumps(out))
 

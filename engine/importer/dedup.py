@@ -46,6 +46,8 @@ class KeySet:
 
     def _values(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(the column's values, its validity or None, the keys), in one comparable dtype."""
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
         valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
         keys = self.keys
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):

@@ -42,6 +42,8 @@ def _value_text(a: pa.Array, ftype: FieldType) -> pa.Array:
         return pc.binary_join_element_wise(a.cast(pa.string()), "u", "")
     if ftype is FieldType.BOOLEAN:
         return a.cast(pa.string())
+    if pa.types.is_dictionary(a.type):
+        a = a.dictionary_decode()
     return pc.binary_join_element_wise('"', _escape(a, '"', backslash=True), '"', "")
 
 

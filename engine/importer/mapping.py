@@ -212,8 +212,12 @@ def _first_valid(arr: pa.Array):
 
 
 def field_array(arr: pa.Array, ftype: FieldType, name: str) -> pa.Array:
-    """``arr`` as the Arrow type of ``ftype`` (nulls kept)."""
+    """``arr`` as the Arrow type of ``ftype`` (nulls kept); a dictionary of strings stays a
+    dictionary (of ``string``) for a string field: its values are not materialised."""
     if pa.types.is_dictionary(arr.type):
+        vt = arr.type.value_type
+        if ftype is FieldType.STRING and (pa.types.is_string(vt) or pa.types.is_large_string(vt)):
+            return arr if pa.types.is_string(vt) else arr.cast(pa.dictionary(arr.type.index_type, pa.string()))
         arr = arr.dictionary_decode()
     t = arr.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):

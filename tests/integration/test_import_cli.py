@@ -106,6 +106,18 @@ def test_rest_import_stores_every_value(server, sample, wire):
     assert stored_rows(server, f"rest_{wire}") == expected
 
 
+@pytest.mark.parametrize("wire", ["arrow", "lp"])
+def test_rest_import_of_string_dictionaries_stores_every_value(server, sample, wire):
+    """Row groups of at least a batch (300 rows, -b 150): string columns are read as Parquet
+    dictionaries and sent as Arrow dictionary arrays (or printed from them); every value lands."""
+    path, table = sample
+    s = summary(run("parquet", path, "-s", server.url, "-m", f"dict_{wire}", "--tags", "host,dc",
+                    "-b", "150", "--format", wire, "--json", "-q"))
+    expected = expected_rows(table)
+    assert s["points_written"] == len(expected) == 1999 and s["batches"] >= 2000 // 150
+    assert stored_rows(server, f"dict_{wire}") == expected
+
+
 def test_schema_only_and_dry_run_write_nothing(server, sample):
     path, _ = sample
     p = run("parquet", path, "--schema-only", "--tags", "host")
