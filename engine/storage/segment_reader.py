@@ -202,23 +202,35 @@ class SegmentReader(FooterParser):
                 mx[blk] = self._c_max[sel]
         return FieldStats(count, total, mn, mx)
 
+    def _sub_layout(self, sid: int):
+        """What :meth:`sub_stats` shares between the fields of series ``sid`` (False: none)."""
+        i = self._index(sid)
+        if i < 0:
+            return False
+        b0, b1, c0, c1 = self._chunk_range(i)
+        bs = self._bs_start[b0:b1 + 1]
+        e0, e1 = int(bs[0]), int(bs[-1])
+        if e0 == e1:
+            return False
+        bs = bs - e0
+        block = np.repeat(np.arange(b1 - b0), np.diff(bs))
+        return c0, c1, e0, e1, bs, block, self._sub_rows[e0:e1]
+
     def sub_stats(self, sid: int, field: str | None = None) -> SubStats | None:
         """Sub-block statistics of series ``sid`` (and ``field``; None: row counts), or None when
         it has none (every block of the series lies in one statistics interval)."""
         if self.sub_interval_ns is None:
             return None
-        i = self._index(sid)
-        if i < 0:
+        layout = self._sub_layouts.get(sid)
+        if layout is None:
+            layout = self._sub_layout(sid)
+            if len(self._sub_layouts) >= 4096:  # a query asks once per field: keep the last ones
+                self._sub_layouts.clear()
+            self._sub_layouts[sid] = layout
+        if layout is False:
             return None
-        b0, b1, c0, c1 = self._chunk_range(i)
-        bs = self._bs_start[b0:b1 + 1]
-        e0, e1 = int(bs[0]), int(bs[-1])
-        if e0 == e1:
-            return None
+        c0, c1, e0, e1, bs, block, rows = layout
         n = e1 - e0
-        bs = bs - e0
-        block = np.repeat(np.arange(b1 - b0), np.diff(bs))
-        rows = self._sub_rows[e0:e1]
         if field is None:
             cnt = rows.astype(np.int64)
             return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, cnt, np.zeros(n),
