@@ -89,13 +89,14 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
 
     Returns the blocks still to decode and the time ranges ``(lo, hi)`` (sorted, inclusive)
     whose rows in them were answered here (None: none), to be left out of the decoded rows."""
-    sub_stats = getattr(s.reader, "sub_stats", None)
-    if sub_stats is None:
+    many = getattr(s.reader, "sub_stats_many", None)
+    if many is None:
         return pb, None
     fields = list(dict.fromkeys(a.field for a in aggs))
-    first = sub_stats(sid, fields[0])
-    if first is None:
+    by_field = many(sid, fields)
+    if by_field is None:
         return pb, None
+    first = by_field[fields[0]]
     bt = s.blocks
     blk = first.block
     bmin, bmax = bt.min_time[blk], bt.max_time[blk]
@@ -104,13 +105,10 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     inside = (lo >= start) & (hi < end)
     if interval is not None:
         inside &= _bucket(lo, interval) == _bucket(hi, interval)
-    by_field = {fields[0]: first}
     for f in fields:
         if int_dtype(ftypes.get(f)) is None:
             continue
-        st = by_field.get(f)
-        if st is None:
-            st = by_field[f] = sub_stats(sid, f)
+        st = by_field[f]
         inside &= stats_exact(st.count, st.sum, st.min, st.max)  # inexact: decode those rows
     ok = inside | (hi < start) | (lo >= end)
     bs = first.block_start
@@ -127,9 +125,7 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
         return pb, None
     bk = _bucket(lo[e], interval)
     for a, acc in zip(aggs, accs):
-        st = by_field.get(a.field)
-        if st is None:
-            st = by_field[a.field] = sub_stats(sid, a.field)
+        st = by_field[a.field]
         acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e],
                       int_dtype(ftypes.get(a.field)) or np.float64)
     return pb[~usable[pb]], ((lo[cover], hi[cover]) if cover.any() else None)
