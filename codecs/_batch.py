@@ -10,17 +10,17 @@ decodes them with :func:`rusts.codecs.decode`.
 
 The codecs used are a subset, chosen per block by exact size:
 
-* timestamps: DELTA_FOR (CONST when every value is equal);
-* integers: CONST, FOR, FOR_RADIX, ZIGZAG_RICE, DELTA_ZERORUN (its runs and non-zero deltas sub-blocks
-  FOR / ZIGZAG_RICE / CONST) when at least 1/8 of the deltas are zero;
+* timestamps: DELTA_FOR (width 0 for a constant interval);
+* integers: CONST, FOR, FOR_RADIX, ZIGZAG_RICE, DELTA_ZERORUN (its runs and non-zero deltas
+  sub-blocks CONST / FOR / FOR_RADIX / ZIGZAG_RICE) when at least 1/8 of the deltas are zero;
 * floats: CONST, or ALP without exceptions at the column's exponent (its integers as above);
 * strings of a column with at most 64 distinct values: CONST, STR_DICT (indices as above).
 
-A block this subset does not fit (floats needing exceptions or another exponent, a column type
-without a batch path, tiny blocks) is returned as None: the caller encodes it with
+A block this subset does not fit (floats needing exceptions or another exponent, booleans,
+high-cardinality strings, blocks under 64 values) is returned as None: the caller encodes it with
 :func:`rusts.codecs.encode`. Rice codes compete without the per-block planner's decode-speed
-margin: here they replace the delta-zero-run trees with Rice sub-blocks the planner picks on
-such data, at the same decode cost.
+margin: on such data the planner picks DELTA_ZERORUN trees with Rice sub-blocks, which decode
+with the same numpy steps.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ _DFOR_HDR = struct.Struct("<QQB")
 _ZR_HDR = struct.Struct("<QII")
 _RADIX_HDR = struct.Struct("<QQB")
 _U64 = struct.Struct("<Q")
-_M64 = (1 << 64) - 1
 MIN_BLOCK = 64  # smaller blocks go to the per-block encoder (its small-block rules)
 
 
@@ -139,7 +138,7 @@ class _Ints:
         self._span = span
         width = _bits.bit_length(span)
         size = np.where(span == 0, 8, 9 + _packed_sizes(n, width))
-        kind = np.where(span == 0, 0, 1)  # 0 CONST, 1 FOR, 2 RICE, 3 ZERORUN
+        kind = np.where(span == 0, 0, 1)  # 0 CONST, 1 FOR, 2 RICE, 3 ZERORUN, 4 RADIX
         seg = np.repeat(np.arange(k), n)
         z = _bits.zigzag(u)
         zf = np.add.reduceat(z.astype(np.float64), a)
