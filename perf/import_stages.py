@@ -25,7 +25,7 @@ import importlib
 import json
 import os
 import pathlib
-import pickle
+import io
 import sys
 import tempfile
 import time
@@ -39,6 +39,7 @@ from rusts.importer import arrow_ingest  # noqa: E402
 from rusts.importer.mapping import to_write_batch  # noqa: E402
 from rusts.importer.pipeline import Options, units  # noqa: E402
 from rusts.memory.tables import Table, table_partitions  # noqa: E402
+from rusts.storage import flushproc  # noqa: E402
 from rusts.storage.segment_writer import write_segments  # noqa: E402
 from rusts.storage.walrecord import encode_batch  # noqa: E402
 
@@ -98,11 +99,11 @@ def main() -> None:
         _, t_seal = best(lambda: fill(True), a.repeat)
         us["memtable_seal"] = max(0.0, t_seal - us["memtable_insert"])
 
-        def payload():
-            p = table.flush_payload()
-            bufs: list = []
-            data = pickle.dumps(p, protocol=5, buffer_callback=bufs.append)
-            return pickle.loads(data, buffers=[b.raw() for b in bufs])
+        def payload():  # built, sent through the worker pipe's framing, received
+            pipe = io.BytesIO()
+            flushproc._send(pipe, table.flush_payload())
+            pipe.seek(0)
+            return flushproc._recv(pipe)
 
         p, us["flush_payload"] = best(payload, a.repeat)
         parts, us["table_partitions"] = best(lambda: table_partitions(p, DAY), a.repeat)

@@ -28,6 +28,7 @@ encoding its share in parallel (a server keeps one, leaving the other cores to q
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -105,13 +106,42 @@ def write_partitions(payload, partition_ns: int, paths: dict[int, str], options:
 # ------------------------------------------------------------------------------- parent side
 
 
+def strings_from_codes(codes, words: list):
+    """The object array of str that :class:`_Pickler` sent as codes into ``words``."""
+    import numpy as np
+
+    table = np.empty(len(words), dtype=object)
+    table[:] = words
+    return table[codes]
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles string columns of few distinct values (flags, names: most string fields) as
+    their uint8 codes, sent out of band like the numeric arrays, and the distinct strings,
+    instead of one pickled reference per value; the receiver rebuilds an object array whose
+    equal values share one str (which the segment encoder's string coding relies on)."""
+
+    def reducer_override(self, obj):
+        np = sys.modules.get("numpy")
+        if np is not None and type(obj) is np.ndarray and obj.dtype == object and obj.ndim == 1 \
+                and len(obj) >= 4096:
+            from rusts.codecs._batch import few_string_codes
+
+            got = few_string_codes(obj, 255)
+            if got is not None:
+                return strings_from_codes, got
+        return NotImplemented
+
+
 def _send(fh, obj) -> None:
     """One message: ``<Q pickle length><Q buffer count><Q length per buffer>``, the pickle, then
     the numpy buffers out of band (pickle protocol 5): they are written straight from the arrays
     by the pipe's write, which releases the GIL, instead of being copied into the pickle under it
     (a 20 MB flush held the GIL ~10 ms that way)."""
     bufs: list = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    out = io.BytesIO()
+    _Pickler(out, protocol=5, buffer_callback=bufs.append).dump(obj)
+    data = out.getbuffer()
     raws = [b.raw() for b in bufs]
     fh.write(_LEN.pack(len(data)) + _LEN.pack(len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws))
     fh.write(data)

@@ -36,6 +36,36 @@ def test_messages_round_trip_with_out_of_band_buffers():
     rf.close()
 
 
+def test_string_columns_round_trip_as_codes_or_values():
+    """String columns of few distinct values travel as codes and come back equal, their equal
+    values sharing one str; others (many distinct values, non-str, short) come back equal too."""
+    rng = np.random.default_rng(2)
+    flags = np.where(rng.random(10_000) < 0.05, "Y", "N").astype(object)
+    names = np.array([f"host-{i}" for i in rng.integers(0, 200, 10_000)], dtype=object)
+    many = np.array([f"id-{i}" for i in range(10_000)], dtype=object)
+    mixed = np.array(["a", None] * 5_000, dtype=object)
+    short = np.array(["x", "y"], dtype=object)
+    msg = {"cols": [flags, names, many, mixed, short[::-1], flags[::2]]}
+    r, w = os.pipe()
+    rf, wf = os.fdopen(r, "rb"), os.fdopen(w, "wb")
+    got = {}
+    t = threading.Thread(target=lambda: got.update(v=_recv(rf)))
+    t.start()
+    _send(wf, msg)
+    t.join()
+    wf.close()
+    rf.close()
+    out = got["v"]["cols"]
+    for a, b in zip(msg["cols"], out):
+        assert b.dtype == object and b.tolist() == a.tolist()
+    assert len({id(x) for x in out[0]}) == 2  # "Y" and "N", one object each
+    import io
+
+    sent = io.BytesIO()
+    _send(sent, flags)
+    assert len(sent.getvalue()) < 10_000 + 500  # one byte a value (a pickled reference takes two)
+
+
 def test_worker_whose_server_died_exits_without_a_traceback(tmp_path):
     """A SIGKILLed server leaves its flush worker mid-request: the reply hits a closed pipe. The
     worker must end quietly (its stderr is the server's log), not print a BrokenPipeError."""
