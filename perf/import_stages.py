@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
 import pathlib
-import io
 import sys
 import tempfile
 import time
