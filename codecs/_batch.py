@@ -25,6 +25,7 @@ with the same numpy steps.
 
 from __future__ import annotations
 
+import collections
 import operator
 import struct
 import zlib
@@ -426,12 +427,10 @@ def few_string_codes(values: np.ndarray, limit: int) -> tuple[np.ndarray, list] 
     the array for flags and names (a few common values), none per value in Python."""
     n = len(values)
     try:
-        counts: dict = {}
-        for x in values[:: max(1, n // 1024)].tolist():
-            counts[x] = counts.get(x, 0) + 1
+        counts = collections.Counter(values[:: max(1, n // 512)].tolist())
     except TypeError:  # unhashable: not strings
         return None
-    ulist = sorted(counts, key=counts.__getitem__, reverse=True)
+    ulist = [x for x, _ in counts.most_common()]
     if len(ulist) > limit or not all(type(x) is str for x in ulist):
         return None
     codes = np.zeros(n, np.uint8)

@@ -85,8 +85,10 @@ def _value_strings_section(arrays: list[np.ndarray]) -> list[bytes]:
     for c, e in enumerate(enc):
         table[c, :len(e)] = np.frombuffer(e, np.uint8)
     starts = ends - lengths
+    sel = np.flatnonzero(lengths)
     for j in range(width):  # byte j of every value at least j + 1 bytes long
-        sel = np.flatnonzero(lengths > j)
+        if j:
+            sel = sel[lengths[sel] > j]
         blob[starts[sel] + j] = table[codes[sel], j]
     return [lengths.astype(_I32A).tobytes(), _U64.pack(len(blob)), blob.tobytes()]
 
