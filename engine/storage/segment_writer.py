@@ -29,6 +29,11 @@ from rusts.storage.segment_format import (
 )
 
 # ---------------------------------------------------------------------------------------- writer
+# a series written on its own (write_segment without ``pre``: the in-thread flush of a small
+# table, compaction's streamed series) is batch-encoded from this many rows: one batch call per
+# column costs about as much as a few blocks encoded one by one, so series of a few blocks
+# (thousands of small series) are cheaper per block; write_segments batches across series
+_BATCH_MIN_ROWS = 4096
 def _stats(ft: FieldType, v: np.ndarray) -> tuple[float, float, float]:
     if ft == FieldType.FLOAT:  # (the caller holds np.errstate: inf + -inf -> nan, as on decode)
         return float(v.sum()), float(v.min()), float(v.max())
@@ -159,7 +164,7 @@ class _Writer:
         self.keys.append(s.key.encode())
         # one codec hint per column of the series: a block tries its column's previous codec first
         ts_hint = codecs.Hint()
-        if pre is None:  # one series (streamed writes): its columns batched on their own
+        if pre is None and n >= _BATCH_MIN_ROWS:  # one series (streamed writes): its columns batched
             pre = pre_encode([s], block_rows=block_rows, block_time_ns=block_time_ns,
                              compression=self.compression, tier=self.tier)[0]
         if pre is not None:
