@@ -98,7 +98,7 @@ def pre_encode(series: Sequence[SeriesData], *, block_rows: int, block_time_ns: 
     groups: dict[tuple[str, int], _Group] = {}
     for s in series:
         ts = np.ascontiguousarray(s.timestamps, dtype=np.int64)
-        if len(ts) == 0:
+        if len(ts) < codecs.BATCH_MIN_BLOCK:  # no block the batch codecs would take
             out.append(None)
             continue
         edges = block_edges(ts, block_rows, block_time_ns)
