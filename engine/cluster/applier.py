@@ -41,7 +41,7 @@ log = logging.getLogger("rusts.cluster.apply")
 FETCH_BATCH = 256
 FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
 PUBLISH_EVERY = 0.25
-HOLE_CHECK_EVERY = 5.0  # an idle applier checks this often whether the stream dropped unapplied messages
+HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
 
 
@@ -202,12 +202,17 @@ class ShardApplier:
                 continue
             if not msgs:
                 if trio.current_time() - self._bounds_checked > HOLE_CHECK_EVERY:
-                    # idle: did retention drop messages this copy never got? (they are not
-                    # delivered, so no fetch shows the hole) Resubscribing checks it
+                    # idle: did retention drop messages this copy never got (they are not
+                    # delivered, so no fetch shows the hole)? Or does the stream hold messages
+                    # the consumer does not deliver (a consumer left stale by a NATS partition or
+                    # failover)? Resubscribing from applied + 1 settles both
                     self._bounds_checked = trio.current_time()
                     try:
-                        first, _ = await self.bridge.call(self.link.stream_bounds, self.shard)
-                        if first > self.applied + 1:
+                        first, last = await self.bridge.call(self.link.stream_bounds, self.shard)
+                        if first > self.applied + 1 or last > self.applied:
+                            if last > self.applied:
+                                log.info("shard %d: the stream holds %d message(s) after %d that were not "
+                                         "delivered; resubscribing", self.shard, last - self.applied, self.applied)
                             self.subscribed = False
                     except RustsError:
                         pass

@@ -34,6 +34,7 @@ from rusts.errors import OverloadedError, RustsError
 log = logging.getLogger("rusts.cluster.nats")
 
 RETRY_AFTER = 2.0
+PING_INTERVAL = 2  # seconds between client pings to the NATS server
 OP_HEADER = "Rusts-Op"
 
 
@@ -157,6 +158,9 @@ class NatsLink:
         self.nc = await nats.connect(
             servers=list(c.nats.servers), connect_timeout=c.nats.connect_timeout_secs,
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            # a server that stopped answering (a partition) is left after ~2 missed pings,
+            # not after nats-py's default of 2 x 120 s
+            ping_interval=PING_INTERVAL, max_outstanding_pings=2,
             name=f"rusts-{c.cluster_name}-{c.node_id}", **c.nats.connect_options())
         self.js = self.nc.jetstream(timeout=c.nats.publish_timeout_secs)
         self.max_payload = int(self.nc.max_payload)

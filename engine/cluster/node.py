@@ -311,9 +311,12 @@ class ClusterNode:
         deliver(out)
 
     def serves(self, shard: int) -> bool:
-        """Whether this node answers queries for ``shard``: it holds it, and its copy has no hole
-        (the stream never dropped messages it had not applied)."""
-        return shard in self.dbs and self.appliers[shard].serving
+        """Whether this node answers queries for ``shard``: it holds it, its copy has no hole
+        (the stream never dropped messages it had not applied) and caught up with the stream,
+        and this node is not cut off from the NATS majority (its own heartbeat, a replicated
+        KV write, succeeded within ``dead_after_secs``): on the minority side of a partition
+        its copies may miss writes the majority acknowledged, so it answers none of them."""
+        return shard in self.dbs and self.appliers[shard].serving and self.membership.in_majority()
 
     # ------------------------------------------------------------------ writes
     async def write(self, body: bytes, precision: str = "ns"):
@@ -400,11 +403,30 @@ class ClusterNode:
             raise RustsError(out["error"])
         return out
 
+    async def _check_majority(self) -> None:
+        """A node cut off from the NATS majority (its heartbeat, a replicated KV write, has not
+        been stored for ``dead_after_secs``) answers no query: it cannot tell which peers are
+        live nor whether its own copies miss acknowledged writes (the minority side of a
+        partition). It waits that long for a heartbeat to get through, then 503."""
+        m = self.membership
+        if m.in_majority():
+            return
+        deadline = trio.current_time() + self.cfg.dead_after_secs
+        while trio.current_time() < deadline:
+            await trio.sleep(0.1)
+            if m.in_majority():
+                return
+        age = time.time() - m.beat_ok_at
+        raise NoLiveOwner(f"node {self.cfg.node_id} cannot reach the NATS majority (its heartbeat has not been "
+                          f"stored for {'ever' if m.beat_ok_at == 0 else f'{age:.0f}s'}): it answers no query "
+                          "until it can; ask another node")
+
     async def _fan_out(self, op: str, q, shards: list[int], missing: dict[int, str] | None = None) -> list[dict]:
         """Ask one owner per shard; a failing owner's shards go to another owner; when every
         owner of a shard failed, retry them all (a NATS failover) until the retry window ends.
         With ``missing`` (partial results allowed) there is no retry window: a shard whose
         owners are all dead or failed goes into ``missing`` and the others are answered."""
+        await self._check_majority()
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
