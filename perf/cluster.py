@@ -20,9 +20,10 @@ After the ingest, optionally (in this order):
   the same apply work, the data does not grow) through node0 and node2 as fast as they are
   acknowledged for S seconds, node1 restarts; the time from its start until every owner is at
   lag 0, and the messages it had to apply;
-* ``--rebuild``: node2 is SIGKILLed, its data directory deleted, restarted; the time until its
-  copies are rebuilt from peers' snapshots and caught up, the bytes copied, and seconds per GB
-  (extrapolated linearly from this size).
+* ``--rebuild [--rebuild-mb M]``: (after writing M MB of random-string points, so that there is
+  more to copy than the well-compressed TSBS values) node2 is SIGKILLed, its data directory
+  deleted, restarted; the time until its copies are rebuilt from peers' snapshots and caught up,
+  the bytes copied, and seconds per GB (extrapolated linearly from this size).
 """
 
 from __future__ import annotations
@@ -150,9 +151,15 @@ def query_overhead(single: int, node: int, hosts: int, hours: float, n: int) -> 
     out = {}
     conns = {"single": http.client.HTTPConnection("127.0.0.1", single, timeout=120),
              "cluster": http.client.HTTPConnection("127.0.0.1", node, timeout=120)}
+    # the 12 h windows of the double-groupby types do not fit a shorter data set: those windows
+    # then start in its first half hour and cover all of it
+    wide = dict(tsbs_queries.query_types(hosts, max(hours, 12.5)))
     for name, build in tsbs_queries.query_types(hosts, hours):
         rng = random.Random(7)
-        qs = [build(rng) for _ in range(n)]
+        try:
+            qs = [build(rng) for _ in range(n)]
+        except ValueError:
+            qs = [wide[name](rng) for _ in range(n)]
         ms: dict[str, list[float]] = {"single": [], "cluster": []}
         for q in qs[:2]:  # warm both (block caches, DuckDB, connections)
             for k, c in conns.items():
@@ -192,8 +199,29 @@ def catchup(rusts: list, roots: list, ports: list[int], bodies: list[bytes], sec
             "ready_to_lag0_secs": round(secs_to_converge, 2)}
 
 
-def rebuild(rusts: list, roots: list, ports: list[int]) -> dict:
+def blob_bodies(mb: float) -> list[bytes]:
+    """About ``mb`` MB of points whose string field is random hex (compresses to about half):
+    a larger data set for the rebuild figure than the compressible TSBS values give."""
+    import secrets
+
+    lines, bodies, size, i = [], [], 0, 0
+    while size < mb * 1e6:
+        lines.append(f'blob,host=h{i % 50} s="{secrets.token_hex(500)}" {1_700_000_000_000_000_000 + i}')
+        size += len(lines[-1])
+        i += 1
+        if len(lines) == 2000:
+            bodies.append("\n".join(lines).encode())
+            lines = []
+    if lines:
+        bodies.append("\n".join(lines).encode())
+    return bodies
+
+
+def rebuild(rusts: list, roots: list, ports: list[int], mb: float = 0) -> dict:
     """node2's data directory deleted; time until its copies are rebuilt and caught up."""
+    if mb:
+        ingest(ports, blob_bodies(mb))
+        wait_converged(ports)
     victim = rusts[2]
     victim.kill()
     victim.wait()
@@ -206,7 +234,7 @@ def rebuild(rusts: list, roots: list, ports: list[int]) -> dict:
             if o["node"] == "node2" and "rebuilt_from" in o]
     nbytes = sum(r["bytes"] for r in mine)
     copy_secs = sum(r["secs"] for r in mine)
-    return {"shards_rebuilt": len(mine), "bytes_copied": nbytes, "start_to_lag0_secs": round(secs, 2),
+    return {"extra_blob_mb_written": mb, "shards_rebuilt": len(mine), "bytes_copied": nbytes, "start_to_lag0_secs": round(secs, 2),
             "sum_of_copy_secs": round(copy_secs, 2),
             "secs_per_gb_extrapolated": round(secs / nbytes * 1e9, 1) if nbytes else None,
             "copy_secs_per_gb_extrapolated": round(copy_secs / nbytes * 1e9, 1) if nbytes else None}
@@ -222,6 +250,8 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=0, help="run each TSBS query type N times (0: skip)")
     ap.add_argument("--catchup-secs", type=float, default=0, help="node1 down while ingesting this long (0: skip)")
     ap.add_argument("--rebuild", action="store_true", help="wipe node2 and time its rebuild")
+    ap.add_argument("--rebuild-mb", type=float, default=0,
+                    help="first write this many MB of random-string points (a larger copy to time)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
                     "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
     args = ap.parse_args()
@@ -321,7 +351,7 @@ def main() -> int:
             out["catchup"] = catchup(rusts, roots, ports, bodies, args.catchup_secs)
             procs += [r for r in rusts if r not in procs]
         if args.rebuild:
-            out["rebuild"] = rebuild(rusts, roots, ports)
+            out["rebuild"] = rebuild(rusts, roots, ports, args.rebuild_mb)
             procs += [r for r in rusts if r not in procs]
         out["loadavg_end"] = os.getloadavg()
     finally:

@@ -232,14 +232,15 @@ class ShardApplier:
                     decoded.append((seq, (op, data)))
                     continue
                 try:
-                    decoded.append((seq, decode_batch(data)))
+                    decoded.append((seq, (decode_batch(data), data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
                     decoded.append((seq, None))
             if self.schema is not None:
                 try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
-                    await self.schema.seed(self.db, [b for _, b in decoded if isinstance(b, WriteBatch)])
+                    await self.schema.seed(self.db, [b[0] for _, b in decoded
+                                                     if isinstance(b, tuple) and isinstance(b[0], WriteBatch)])
                 except RustsError as e:
                     log.info("shard %d: schema: %s; retrying", self.shard, e)
                     self.subscribed = False  # unacked: delivered again after resubscribing
@@ -258,13 +259,16 @@ class ShardApplier:
     async def _apply(self, decoded: list) -> None:
         """Apply decoded messages in order, make them durable, record the applied sequence."""
         applied_any = False
-        for seq, batch in decoded:
-            if isinstance(batch, tuple):
-                await self._apply_op(seq, *batch)
-            elif batch is not None:
+        for seq, item in decoded:
+            if item is not None and isinstance(item[0], str):  # (op, body)
+                await self._apply_op(seq, *item)
+            elif item is not None:
+                batch, payload = item
                 while True:
                     try:
-                        res = await self.db.write_batch(batch)
+                        # the message is already the WAL encoding of ``batch``: the shard's WAL
+                        # stores it as it is (no second encoding) when the schema keeps every line
+                        res = await self.db.write_batch(batch, wal_payload=payload)
                         break
                     except OverloadedError:  # the shard's memtable is full: wait for the flusher
                         await trio.sleep(0.5)

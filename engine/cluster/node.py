@@ -88,6 +88,7 @@ class ClusterNode:
         self.snapshots = None  # rusts.cluster.rebuild.SnapshotStore (given to peers)
         self.rebuilds: dict[int, dict] = {}  # shard -> the last rebuild of this node's copy
         self._rebuild_failed: dict[int, float] = {}  # shard -> when no peer could give a snapshot
+        self.rebuilding: set[int] = set()  # shards whose copy is being fetched from a peer
 
     # ------------------------------------------------------------------ state
     @property
@@ -177,8 +178,12 @@ class ClusterNode:
                 if not started:  # do not hold up the server's start: the rebuild needs NATS and peers
                     task_status.started()
                     started = True
-                await self.connected.wait()
-                await self._rebuild(s)  # on failure: replay the stream (or keep an incomplete copy)
+                self.rebuilding.add(s)
+                try:
+                    await self.connected.wait()
+                    await self._rebuild(s)  # on failure: replay the stream (or keep an incomplete copy)
+                finally:
+                    self.rebuilding.discard(s)
             sdb = rusts.db.Database(self._shard_config(s))
             async with rusts.db.running(sdb):
                 a = ShardApplier(s, sdb, shard_dir, self.bridge, self.link, self.cfg.node_id, self.schema)
@@ -407,11 +412,13 @@ class ClusterNode:
         """A node cut off from the NATS majority (its heartbeat, a replicated KV write, has not
         been stored for ``dead_after_secs``) answers no query: it cannot tell which peers are
         live nor whether its own copies miss acknowledged writes (the minority side of a
-        partition). It waits that long for a heartbeat to get through, then 503."""
+        partition). After a recent success (a hiccup: a KV leader's re-election) it waits up to
+        ``dead_after_secs`` for a heartbeat to get through; then, or at once, 503."""
         m = self.membership
         if m.in_majority():
             return
-        deadline = trio.current_time() + self.cfg.dead_after_secs
+        dead = self.cfg.dead_after_secs
+        deadline = trio.current_time() + (dead if time.time() - m.beat_ok_at < 2 * dead else 0.0)
         while trio.current_time() < deadline:
             await trio.sleep(0.1)
             if m.in_majority():
@@ -559,7 +566,9 @@ class ClusterNode:
         for s in range(self.cfg.shard_count):
             owners = []
             for o in m.owners(s):
-                if o == self.cfg.node_id and s in self.appliers:
+                if o == self.cfg.node_id and s in self.rebuilding:
+                    applied = None  # (the KV may still hold a wiped copy's old sequence)
+                elif o == self.cfg.node_id and s in self.appliers:
                     applied = self.appliers[s].applied
                 else:
                     applied = m.applied.get((s, o))
@@ -569,12 +578,12 @@ class ClusterNode:
                     a = self.appliers[s]
                     if not a.complete:
                         entry["missed"] = a.missed  # incomplete copy: not served
-                    if s not in self.dbs:
-                        entry["rebuilding"] = True
-                    elif not a.caught_up:
+                    if s in self.dbs and not a.caught_up:
                         entry["catching_up"] = True  # not served until it applied the stream's end
-                    if s in self.rebuilds:
-                        entry["rebuilt_from"] = self.rebuilds[s]
+                if o == self.cfg.node_id and s in self.rebuilding:
+                    entry["rebuilding"] = True
+                if o == self.cfg.node_id and s in self.rebuilds:
+                    entry["rebuilt_from"] = self.rebuilds[s]
                 owners.append(entry)
             shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
         out["shards"] = shards
