@@ -412,13 +412,15 @@ class ClusterNode:
         """A node cut off from the NATS majority (its heartbeat, a replicated KV write, has not
         been stored for ``dead_after_secs``) answers no query: it cannot tell which peers are
         live nor whether its own copies miss acknowledged writes (the minority side of a
-        partition). After a recent success (a hiccup: a KV leader's re-election) it waits up to
-        ``dead_after_secs`` for a heartbeat to get through; then, or at once, 503."""
+        partition). After a recent success (a hiccup: a NATS server's failover, a KV leader's
+        re-election) it waits for a heartbeat to get through as long as a query waits for a
+        failover (up to 10 s); then, or at once when cut off for longer, 503."""
         m = self.membership
         if m.in_majority():
             return
         dead = self.cfg.dead_after_secs
-        deadline = trio.current_time() + (dead if time.time() - m.beat_ok_at < 2 * dead else 0.0)
+        window = min(10.0, float(self.config.query.timeout_secs))
+        deadline = trio.current_time() + (window if time.time() - m.beat_ok_at < 2 * dead else 0.0)
         while trio.current_time() < deadline:
             await trio.sleep(0.1)
             if m.in_majority():
