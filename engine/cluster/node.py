@@ -261,7 +261,7 @@ class ClusterNode:
 
         while True:
             await trio.sleep(PUBLISH_EVERY)
-            for a in self.appliers.values():
+            for a in list(self.appliers.values()):  # shard tasks add appliers meanwhile
                 await a.publish_if_behind()
 
     def _query_subject(self) -> str:
