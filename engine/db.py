@@ -468,17 +468,25 @@ class Database:
                                   retry_after=1.0)
 
     async def write_batch(self, batch: WriteBatch,
-                          original_line: Callable[[int], str] | None = None) -> WriteResult:
-        """Write a parsed, columnar batch (schema-checked here)."""
+                          original_line: Callable[[int], str] | None = None,
+                          wal_payload: bytes | None = None) -> WriteResult:
+        """Write a parsed, columnar batch (schema-checked here). ``wal_payload``: the batch's
+        WAL encoding when the caller has it (a cluster shard applying its stream), kept when
+        the schema check keeps the batch unchanged."""
         from rusts.actors.wal_writer import WalAppend
 
         self._check_open()
+        given = batch
         batch = self.schema.check(batch, original_line)
+        if batch is not given:
+            wal_payload = None
         self.write_stats["requests"] += 1
         self.write_stats["rejected_lines"] += len(batch.errors)
         if batch.point_count:
             sids = self.index.lookup_or_create(_frame_keys(batch.frames))
-            if self._wal is not None:
+            if self._wal is not None and wal_payload is not None:
+                payload = wal_payload
+            elif self._wal is not None:
                 from rusts.storage.walrecord import encode_batch
                 payload = encode_batch(batch) if batch.point_count < 2000 else await run_cpu(encode_batch, batch)
             else:

@@ -2,6 +2,7 @@
 JetStream servers, 16 shards, every process counted) against one rusts-server, same data, same run.
 
     python perf/cluster.py [--hours 2] [--hosts 100] [--mode Quorum] [--strategy BySeries]
+                           [--queries N] [--catchup-secs S] [--rebuild]
 
 Starts everything itself on free loopback ports (nats-server from PATH or /usr/sbin), posts the
 TSBS cpu-only bodies (5,000 lines, 10 values each) from one connection, round robin over the
@@ -10,6 +11,19 @@ one JSON object: values, wall seconds to acknowledge and to converge, CPU second
 system of every process, NATS included) and CPU seconds per million values for each target, the
 idle cluster's own CPU per second (heartbeats, consumers polling; measured for 5 s before the
 ingest) and the per-million figure without it, and the ratio cluster / single node.
+
+After the ingest, optionally (in this order):
+
+* ``--queries N``: the TSBS query types (perf/tsbs_queries.py, JSON API) N times each against the
+  single node and through cluster node0, alternating; medians, ratio and the 2x + 2 ms target;
+* ``--catchup-secs S``: node1 is SIGKILLed, the data set's bodies are posted again (same points:
+  the same apply work, the data does not grow) through node0 and node2 as fast as they are
+  acknowledged for S seconds, node1 restarts; the time from its start until every owner is at
+  lag 0, and the messages it had to apply;
+* ``--rebuild [--rebuild-mb M]``: (after writing M MB of random-string points, so that there is
+  more to copy than the well-compressed TSBS values) node2 is SIGKILLed, its data directory
+  deleted, restarted; the time until its copies are rebuilt from peers' snapshots and caught up,
+  the bytes copied, and seconds per GB (extrapolated linearly from this size).
 """
 
 from __future__ import annotations
@@ -105,6 +119,127 @@ def ingest(ports: list[int], bodies: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
+def converged(ports: list[int]) -> bool:
+    for p in ports:
+        try:
+            st = get(p, "/cluster")
+        except (OSError, ValueError):
+            return False
+        if not isinstance(st, dict) or st.get("max_lag") != 0 or any(
+                o.get("catching_up") or o.get("rebuilding") or o.get("applied_seq") is None
+                for sh in st["shards"] for o in sh["owners"]):
+            return False
+    return True
+
+
+def wait_converged(ports: list[int], timeout: float = 600) -> float:
+    t0 = time.perf_counter()
+    while not converged(ports):
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError("the cluster did not converge")
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+def query_overhead(single: int, node: int, hosts: int, hours: float, n: int) -> dict:
+    """Median latency of each TSBS query type, single node vs through the cluster."""
+    import random
+    import statistics
+
+    import tsbs_queries
+
+    out = {}
+    conns = {"single": http.client.HTTPConnection("127.0.0.1", single, timeout=120),
+             "cluster": http.client.HTTPConnection("127.0.0.1", node, timeout=120)}
+    # the 12 h windows of the double-groupby types do not fit a shorter data set: those windows
+    # then start in its first half hour and cover all of it
+    wide = dict(tsbs_queries.query_types(hosts, max(hours, 12.5)))
+    for name, build in tsbs_queries.query_types(hosts, hours):
+        rng = random.Random(7)
+        try:
+            qs = [build(rng) for _ in range(n)]
+        except ValueError:
+            qs = [wide[name](rng) for _ in range(n)]
+        ms: dict[str, list[float]] = {"single": [], "cluster": []}
+        for q in qs[:2]:  # warm both (block caches, DuckDB, connections)
+            for k, c in conns.items():
+                tsbs_queries._send(c, "json", q)
+        for i, q in enumerate(qs):
+            order = ("single", "cluster") if i % 2 == 0 else ("cluster", "single")
+            for k in order:
+                ms[k].append(tsbs_queries._send(conns[k], "json", q))
+        s_med, c_med = statistics.median(ms["single"]), statistics.median(ms["cluster"])
+        out[name] = {"single_ms": round(s_med, 2), "cluster_ms": round(c_med, 2),
+                     "ratio": round(c_med / s_med, 2), "within_2x_plus_2ms": c_med <= 2 * s_med + 2}
+    return out
+
+
+def catchup(rusts: list, roots: list, ports: list[int], bodies: list[bytes], secs: float) -> dict:
+    """node1 down for ``secs`` of ingest through the others; time for it to catch up."""
+    victim = rusts[1]
+    victim.kill()
+    victim.wait()
+    before = {sh["shard"]: sh["stream_seq"] for sh in get(ports[0], "/cluster")["shards"]}
+    t0 = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - t0 < secs:
+        ingest([ports[0], ports[2]], bodies[sent % len(bodies):sent % len(bodies) + 1])
+        sent += 1
+    down = time.perf_counter() - t0
+    after = {sh["shard"]: sh["stream_seq"] for sh in get(ports[0], "/cluster")["shards"]}
+    st = time.perf_counter()
+    rusts[1] = start_rusts(roots[1], ports[1], roots[1] / "cluster.toml")
+    secs_to_converge = wait_converged(ports)
+    owned = [sh["shard"] for sh in get(ports[1], "/cluster")["shards"]
+             if any(o["node"] == "node1" for o in sh["owners"])]
+    return {"down_secs": round(down, 1), "bodies_sent_while_down": sent,
+            "values_sent_while_down": sent * (bodies[0].count(b"\n") + 1) * 10,
+            "messages_to_apply": sum(after[s] - before[s] for s in owned),
+            "start_to_lag0_secs": round(time.perf_counter() - st, 2),
+            "ready_to_lag0_secs": round(secs_to_converge, 2)}
+
+
+def blob_bodies(mb: float) -> list[bytes]:
+    """About ``mb`` MB of points whose string field is random hex (compresses to about half):
+    a larger data set for the rebuild figure than the compressible TSBS values give."""
+    import secrets
+
+    lines, bodies, size, i = [], [], 0, 0
+    while size < mb * 1e6:
+        lines.append(f'blob,host=h{i % 50} s="{secrets.token_hex(500)}" {1_700_000_000_000_000_000 + i}')
+        size += len(lines[-1])
+        i += 1
+        if len(lines) == 2000:
+            bodies.append("\n".join(lines).encode())
+            lines = []
+    if lines:
+        bodies.append("\n".join(lines).encode())
+    return bodies
+
+
+def rebuild(rusts: list, roots: list, ports: list[int], mb: float = 0) -> dict:
+    """node2's data directory deleted; time until its copies are rebuilt and caught up."""
+    if mb:
+        ingest(ports, blob_bodies(mb))
+        wait_converged(ports)
+    victim = rusts[2]
+    victim.kill()
+    victim.wait()
+    shutil.rmtree(roots[2] / "data")
+    t0 = time.perf_counter()
+    rusts[2] = start_rusts(roots[2], ports[2], roots[2] / "cluster.toml")
+    wait_converged(ports)
+    secs = time.perf_counter() - t0
+    mine = [o["rebuilt_from"] for sh in get(ports[2], "/cluster")["shards"] for o in sh["owners"]
+            if o["node"] == "node2" and "rebuilt_from" in o]
+    nbytes = sum(r["bytes"] for r in mine)
+    copy_secs = sum(r["secs"] for r in mine)
+    return {"extra_blob_mb_written": mb, "shards_rebuilt": len(mine), "bytes_copied": nbytes, "start_to_lag0_secs": round(secs, 2),
+            "sum_of_copy_secs": round(copy_secs, 2),
+            "secs_per_gb_extrapolated": round(secs / nbytes * 1e9, 1) if nbytes else None,
+            "copy_secs_per_gb_extrapolated": round(copy_secs / nbytes * 1e9, 1) if nbytes else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours", type=float, default=2)
@@ -112,6 +247,11 @@ def main() -> int:
     ap.add_argument("--mode", default="Quorum")
     ap.add_argument("--strategy", default="BySeries")
     ap.add_argument("--nats-replicas", type=int, default=3, help="[nats] replicas of the shard streams")
+    ap.add_argument("--queries", type=int, default=0, help="run each TSBS query type N times (0: skip)")
+    ap.add_argument("--catchup-secs", type=float, default=0, help="node1 down while ingesting this long (0: skip)")
+    ap.add_argument("--rebuild", action="store_true", help="wipe node2 and time its rebuild")
+    ap.add_argument("--rebuild-mb", type=float, default=0,
+                    help="first write this many MB of random-string points (a larger copy to time)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
                     "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
     args = ap.parse_args()
@@ -132,8 +272,7 @@ def main() -> int:
         single_cpu = total_cpu([p.pid]) - c0
         out["single"] = {"ack_secs": round(wall, 3), "cpu_secs": round(single_cpu, 3),
                          "cpu_secs_per_million_values": round(single_cpu / n_values * 1e6, 3)}
-        p.terminate()
-        p.wait()
+        single_port = port
         # NATS cluster
         nports, cports = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
         nats = []
@@ -152,7 +291,7 @@ def main() -> int:
         thirds = [[s for s in range(16) if s % 3 == i] for i in range(3)]
         nodes = "".join(f'[[nodes]]\nid = "node{i}"\naddress = "127.0.0.1:{ports[i]}"\nshards = {thirds[i]}\n'
                         f"replica_shards = {thirds[(i - 1) % 3]}\n\n" for i in range(3))
-        rusts = []
+        rusts, roots = [], []
         for i in range(3):
             root = tmp / f"node{i}"
             root.mkdir()
@@ -163,6 +302,7 @@ def main() -> int:
                           + ", ".join(f'"nats://127.0.0.1:{p}"' for p in nports) + "]\n"
                           + f"replicas = {args.nats_replicas}\n")
             rusts.append(start_rusts(root, ports[i], ct))
+            roots.append(root)
         procs += rusts
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -205,6 +345,15 @@ def main() -> int:
                           "idle_cpu_secs_per_sec": round(idle_per_sec, 3),
                           "cpu_secs_per_million_values_minus_idle": round(busy / n_values * 1e6, 3)}
         out["cpu_ratio_cluster_over_single"] = round(cl_cpu / single_cpu, 2) if single_cpu else None
+        if args.queries:
+            out["queries"] = query_overhead(single_port, ports[0], args.hosts, args.hours, args.queries)
+        if args.catchup_secs:
+            out["catchup"] = catchup(rusts, roots, ports, bodies, args.catchup_secs)
+            procs += [r for r in rusts if r not in procs]
+        if args.rebuild:
+            out["rebuild"] = rebuild(rusts, roots, ports, args.rebuild_mb)
+            procs += [r for r in rusts if r not in procs]
+        out["loadavg_end"] = os.getloadavg()
     finally:
         for p in procs:
             if p.poll() is None:

@@ -41,6 +41,7 @@ log = logging.getLogger("rusts.cluster.apply")
 FETCH_BATCH = 256
 FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
 PUBLISH_EVERY = 0.25
+HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
 
 
@@ -114,12 +115,35 @@ class ShardApplier:
         self.eager = False
         self.published = -1
         self._published_at = -1e9
+        # held while a batch is applied and recorded; a snapshot for a peer holds it to flush
+        # exactly the applied prefix (rusts.cluster.rebuild)
+        self.lock = trio.Lock()
+        # the stream's last sequence when this copy first subscribed: until it applied that far
+        # it does not answer queries (a restarted or rebuilt copy would answer stale data)
+        self.target: int | None = None
+        self.caught_up = False
+        # a callable: True when a live peer could give a snapshot (run() then returns so that
+        # the node rebuilds this copy instead of keeping an incomplete one); None: never
+        self.can_rebuild = None
+        self.rebuild_wanted = False
+        self._rebuild_checked = 0.0
+        self._bounds_checked = 0.0
 
     @property
     def complete(self) -> bool:
         """False once the stream dropped messages this shard never applied: its data has a hole,
         so this node does not answer queries for the shard (another owner does; docs/cluster.md)."""
         return self.missed == 0
+
+    @property
+    def serving(self) -> bool:
+        """Complete, and caught up with the stream as it was when this copy subscribed."""
+        return self.missed == 0 and self.caught_up
+
+    def _check_caught_up(self) -> None:
+        if not self.caught_up and self.target is not None and self.applied >= self.target:
+            self.caught_up = True
+            log.info("shard %d: caught up with the stream (sequence %d); serving queries", self.shard, self.applied)
 
     def _note_missed(self, first: int) -> None:
         n = first - 1 - self.applied
@@ -129,23 +153,42 @@ class ShardApplier:
                   self.shard, first, self.applied, n)
         self.applied = first - 1
 
-    async def _subscribe(self) -> None:
-        first = await self.bridge.call(self.link.first_seq, self.shard)
+    async def _subscribe(self) -> bool:
+        """Subscribe from ``applied + 1``; False (not subscribed) when this copy fell behind the
+        stream's retained start and a live peer can give a snapshot: the node rebuilds it."""
+        first, last = await self.bridge.call(self.link.stream_bounds, self.shard)
         if first > self.applied + 1:  # retention dropped what this shard still needed
+            if self.can_rebuild is not None and self.can_rebuild():
+                log.warning("shard %d: the stream starts at %d but this copy applied only up to %d: "
+                            "rebuilding it from a peer's snapshot", self.shard, first, self.applied)
+                self.rebuild_wanted = True
+                return False
             self._note_missed(first)
             await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
+        if self.target is None:
+            self.target = last
         self.subscribed = True
+        self._check_caught_up()
+        return True
 
     async def run(self) -> None:
+        """Apply the stream until cancelled; returns only when this copy should be rebuilt from a
+        peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds)."""
         from rusts.storage.walrecord import decode_batch
 
         backoff = 0.2
         while True:
+            if self.missed and self.can_rebuild is not None and trio.current_time() - self._rebuild_checked > 5.0:
+                self._rebuild_checked = trio.current_time()
+                if self.can_rebuild():  # an incomplete copy, and now a peer could repair it
+                    self.rebuild_wanted = True
+                    return
             step = "subscribe"
             try:
                 if not self.subscribed:
-                    await self._subscribe()
+                    if not await self._subscribe():
+                        return
                     step = "publish applied"
                     await self._publish_applied()
                 step = "fetch"
@@ -158,6 +201,21 @@ class ShardApplier:
                 backoff = min(backoff * 2, 2.0)
                 continue
             if not msgs:
+                if trio.current_time() - self._bounds_checked > HOLE_CHECK_EVERY:
+                    # idle: did retention drop messages this copy never got (they are not
+                    # delivered, so no fetch shows the hole)? Or does the stream hold messages
+                    # the consumer does not deliver (a consumer left stale by a NATS partition or
+                    # failover)? Resubscribing from applied + 1 settles both
+                    self._bounds_checked = trio.current_time()
+                    try:
+                        first, last = await self.bridge.call(self.link.stream_bounds, self.shard)
+                        if first > self.applied + 1 or last > self.applied:
+                            if last > self.applied:
+                                log.info("shard %d: the stream holds %d message(s) after %d that were not "
+                                         "delivered; resubscribing", self.shard, last - self.applied, self.applied)
+                            self.subscribed = False
+                    except RustsError:
+                        pass
                 continue
             new = [seq for seq, _, _ in msgs if seq > self.applied]
             if new and min(new) > self.applied + 1:
@@ -174,46 +232,56 @@ class ShardApplier:
                     decoded.append((seq, (op, data)))
                     continue
                 try:
-                    decoded.append((seq, decode_batch(data)))
+                    decoded.append((seq, (decode_batch(data), data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
                     decoded.append((seq, None))
             if self.schema is not None:
                 try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
-                    await self.schema.seed(self.db, [b for _, b in decoded if isinstance(b, WriteBatch)])
+                    await self.schema.seed(self.db, [b[0] for _, b in decoded
+                                                     if isinstance(b, tuple) and isinstance(b[0], WriteBatch)])
                 except RustsError as e:
                     log.info("shard %d: schema: %s; retrying", self.shard, e)
                     self.subscribed = False  # unacked: delivered again after resubscribing
                     await trio.sleep(backoff)
                     continue
-            applied_any = False
-            for seq, batch in decoded:
-                if isinstance(batch, tuple):
-                    await self._apply_op(seq, *batch)
-                elif batch is not None:
-                    while True:
-                        try:
-                            res = await self.db.write_batch(batch)
-                            break
-                        except OverloadedError:  # the shard's memtable is full: wait for the flusher
-                            await trio.sleep(0.5)
-                    if res.errors:
-                        self.errors += len(res.errors)
-                self.applied = seq
-                applied_any = True
-            if applied_any:
-                await _sync_wal(self.db)
-                if self.missed:
-                    await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
-                else:  # a small write and a rename: cheaper inline than a thread hop
-                    write_applied(self.dir, self.applied)
+            async with self.lock:
+                await self._apply(decoded)
+            self._check_caught_up()
             try:
                 await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
                 if self.eager or trio.current_time() - self._published_at >= PUBLISH_EVERY:
                     await self._publish_applied()
             except RustsError:
                 self.subscribed = False
+
+    async def _apply(self, decoded: list) -> None:
+        """Apply decoded messages in order, make them durable, record the applied sequence."""
+        applied_any = False
+        for seq, item in decoded:
+            if item is not None and isinstance(item[0], str):  # (op, body)
+                await self._apply_op(seq, *item)
+            elif item is not None:
+                batch, payload = item
+                while True:
+                    try:
+                        # the message is already the WAL encoding of ``batch``: the shard's WAL
+                        # stores it as it is (no second encoding) when the schema keeps every line
+                        res = await self.db.write_batch(batch, wal_payload=payload)
+                        break
+                    except OverloadedError:  # the shard's memtable is full: wait for the flusher
+                        await trio.sleep(0.5)
+                if res.errors:
+                    self.errors += len(res.errors)
+            self.applied = seq
+            applied_any = True
+        if applied_any:
+            await _sync_wal(self.db)
+            if self.missed:
+                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
+            else:  # a small write and a rename: cheaper inline than a thread hop
+                write_applied(self.dir, self.applied)
 
     async def publish_if_behind(self) -> None:
         """Publish the applied sequence when the KV has an older one (the throttled tail)."""

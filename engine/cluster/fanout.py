@@ -5,8 +5,9 @@ Owner side (:func:`partial_answer`): for the shards asked, each shard's database
 * for ``Count``/``Sum``/``Mean``/``Min``/``Max``: one engine aggregate per field with the query's
   filters, interval and group-by, asking for the mergeable states (count, sum, min, max) per
   (group, bucket), computed by the engine from block statistics where it can;
-* for ``First``/``Last``/``StdDev``/``Variance``/``Median``/``Percentile``: the raw values with
-  their timestamps (exact answers; the cost grows with the rows: documented);
+* for ``StdDev``/``Variance``/``Median``/``Percentile``: the raw values with their timestamps
+  (exact answers; the cost grows with the rows: documented); for ``First``/``Last`` (alone on a
+  field) only the rows at the earliest / latest time of each (group, bucket) (:func:`_extremes`);
 * for raw queries: the rows, with ``limit + offset`` pushed down.
 
 Coordinator side (:func:`merge_aggregate`, :func:`merge_raw`): the partial states feed the
@@ -170,39 +171,92 @@ async def partial_answer(dbs: dict, qjson, shards: list[int]) -> dict:
                 out["raw"].append({"ts": rs.timestamps, "group": rs.row_group, "tags": rs.group_tags,
                                    "cols": {n: _col_json(rs.fields[n]) for n in rs.field_order}})
             continue
-        for field, funcs in plan.items():
-            if field is not None and field not in fts:
-                continue
-            aggs = tuple(Aggregation(f, field, None, f"p{i}") for i, f in enumerate(funcs))
+        # one engine pass for the states of every field, one for the values of every field
+        # (a pass per field cost a fixed overhead each: 10 fields, 10 passes per shard)
+        fields = [(field, funcs) for field, funcs in plan.items() if field is None or field in fts]
+        if fields:
+            aggs = tuple(Aggregation(f, field, None, f"p{j}_{i}")
+                         for j, (field, funcs) in enumerate(fields) for i, f in enumerate(funcs))
             sub = attrs.evolve(q, aggregations=aggs, order="Asc", limit=None, offset=0)
             rs = await db.query(sub)
-            if not len(rs):
+            gkeys = _gkeys(rs, q.group_by) if len(rs) else []
+            for j, (field, funcs) in enumerate(fields):
+                if not len(rs):
+                    break
+                cnt = rs.fields[f"p{j}_0"].values
+                keep = cnt > 0
+                if not keep.any():
+                    continue
+                entry = {"field": field, "gkeys": gkeys, "group": rs.row_group[keep],
+                         "bucket": (rs.timestamps[keep] if rs.timestamps is not None
+                                    else np.zeros(int(keep.sum()), np.int64)),
+                         "count": cnt[keep]}
+                for i, f in enumerate(funcs[1:], 1):
+                    entry[f.value.lower()] = rs.fields[f"p{j}_{i}"].values[keep].astype(np.float64)
+                out["stats"].append(entry)
+        vfields = [f for f in value_fields if f in fts]
+        if not vfields:
+            continue
+        sub = attrs.evolve(q, aggregations=(), interval=None, group_by=(), fields=tuple(vfields),
+                           order="Asc", limit=None, offset=0)
+        rs = await db.query(sub)
+        if not len(rs):
+            continue
+        gkeys = _gkeys(rs, q.group_by)
+        for field in vfields:
+            c = rs.fields.get(field)
+            if c is None:
                 continue
-            cnt = rs.fields["p0"].values
-            keep = cnt > 0
-            if not keep.any():
-                continue
-            entry = {"field": field, "gkeys": _gkeys(rs, q.group_by), "group": rs.row_group[keep],
-                     "bucket": (rs.timestamps[keep] if rs.timestamps is not None
-                                else np.zeros(int(keep.sum()), np.int64)),
-                     "count": cnt[keep]}
-            for i, f in enumerate(funcs[1:], 1):
-                entry[f.value.lower()] = rs.fields[f"p{i}"].values[keep].astype(np.float64)
-            out["stats"].append(entry)
-        for field in value_fields:
-            if field not in fts:
-                continue
-            sub = attrs.evolve(q, aggregations=(), interval=None, group_by=(), fields=(field,),
-                               order="Asc", limit=None, offset=0)
-            rs = await db.query(sub)
-            if not len(rs):
-                continue
-            c = rs.fields[field]
-            keep = np.ones(len(rs), bool) if c.mask is None else c.mask
-            out["values"].append({"field": field, "gkeys": _gkeys(rs, q.group_by),
+            keep = np.ones(len(rs), bool) if c.mask is None else c.mask.copy()
+            funcs = {a.function for a in q.aggregations if a.field == field}
+            if funcs <= {AggFunc.First, AggFunc.Last}:  # only the candidates are needed
+                keep &= _extremes(rs.timestamps, rs.row_group, gkeys, q.interval,
+                                  AggFunc.First in funcs, AggFunc.Last in funcs, keep)
+            out["values"].append({"field": field, "gkeys": gkeys,
                                   "group": rs.row_group[keep], "ts": rs.timestamps[keep],
                                   "v": _col_json(Column(c.type, c.values[keep]))})
     return out
+
+
+def _extremes(ts: np.ndarray, series: np.ndarray, gkeys: list, interval: int | None,
+              first: bool, last: bool, present: np.ndarray) -> np.ndarray:
+    """Rows (among ``present``: the rows having the field) whose time is the earliest
+    (``first``) or latest (``last``) of their (group, bucket): the only candidates of
+    ``First``/``Last``, so an owner ships those instead of every value. Every row tying the
+    extreme time is kept, so the coordinator chooses among the same rows as one node would
+    (columnar: one sort)."""
+    from rusts.query.aggregate import _bucket
+
+    n = len(ts)
+    sel = np.zeros(n, bool)
+    idx = np.flatnonzero(present)
+    if not len(idx):
+        return sel
+    ids: dict[tuple, int] = {}
+    gid = np.array([ids.setdefault(tuple(k), len(ids)) for k in gkeys] or [0], dtype=np.int64)
+    g = gid[np.asarray(series, dtype=np.int64)[idx]]
+    t = ts[idx]
+    sel[idx] = _extreme_rows(t, g, _bucket(t, interval), first, last)
+    return sel
+
+
+def _extreme_rows(ts: np.ndarray, g: np.ndarray, b: np.ndarray, first: bool, last: bool) -> np.ndarray:
+    n = len(ts)
+    order = np.lexsort((ts, b, g))
+    gs, bs, t_sorted = g[order], b[order], ts[order]
+    new = np.empty(n, bool)
+    new[0] = True
+    new[1:] = (gs[1:] != gs[:-1]) | (bs[1:] != bs[:-1])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n) - 1
+    key = np.empty(n, np.int64)
+    key[order] = np.cumsum(new) - 1
+    sel = np.zeros(n, bool)
+    if first:
+        sel |= ts == t_sorted[starts][key]
+    if last:
+        sel |= ts == t_sorted[ends][key]
+    return sel
 
 
 def merge_aggregate(q: Query, parts: list[dict]):

@@ -32,6 +32,10 @@ class Membership:
         self.shard_map: dict[int, tuple[str, ...]] = self.cfg.shard_map()
         self.applied: dict[tuple[int, str], int] = {}
         self.map_source = "cluster.toml"
+        # when this node's own heartbeat was last stored by JetStream (a replicated KV put needs
+        # a majority of the NATS servers): a node cut off from the majority stops serving its
+        # local copies once this is older than dead_after_secs (rusts.cluster.node.serves)
+        self.beat_ok_at = 0.0
 
     def live(self, node_id: str) -> bool:
         m = self.members.get(node_id)
@@ -62,7 +66,13 @@ class Membership:
         me = self.cfg.this_node
         value = json.dumps({"id": me.id, "address": me.address, "ts": time.time(),
                             "shards": list(me.shards), "replica_shards": list(me.replica_shards)})
+        t = time.time()
         await node.bridge.call(node.link.kv_put, "members", me.id, value.encode())
+        self.beat_ok_at = t
+
+    def in_majority(self) -> bool:
+        """This node's heartbeat reached the NATS majority within ``dead_after_secs``."""
+        return time.time() - self.beat_ok_at < self.cfg.dead_after_secs
 
     async def refresh(self) -> None:
         """Re-read the members' heartbeats (direct gets of the configured node ids)."""

@@ -34,6 +34,7 @@ from rusts.errors import OverloadedError, RustsError
 log = logging.getLogger("rusts.cluster.nats")
 
 RETRY_AFTER = 2.0
+PING_INTERVAL = 2  # seconds between client pings to the NATS server
 OP_HEADER = "Rusts-Op"
 
 
@@ -157,6 +158,9 @@ class NatsLink:
         self.nc = await nats.connect(
             servers=list(c.nats.servers), connect_timeout=c.nats.connect_timeout_secs,
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            # a server that stopped answering (a partition) is left after ~2 missed pings,
+            # not after nats-py's default of 2 x 120 s
+            ping_interval=PING_INTERVAL, max_outstanding_pings=2,
             name=f"rusts-{c.cluster_name}-{c.node_id}", **c.nats.connect_options())
         self.js = self.nc.jetstream(timeout=c.nats.publish_timeout_secs)
         self.max_payload = int(self.nc.max_payload)
@@ -200,7 +204,9 @@ class NatsLink:
         cfg = StreamConfig(name=stream_name(c.cluster_name, shard),
                            subjects=[shard_subject(c.cluster_name, shard)],
                            num_replicas=c.nats.stream_replicas, storage=StorageType.FILE,
-                           duplicate_window=120.0, max_age=c.nats.max_age_secs or None,
+                           # the duplicate window may not exceed max_age (JetStream refuses the stream)
+                           duplicate_window=min(120.0, c.nats.max_age_secs or 120.0),
+                           max_age=c.nats.max_age_secs or None,
                            max_bytes=c.nats.max_bytes)
         try:
             await self.js.add_stream(cfg)
@@ -253,11 +259,11 @@ class NatsLink:
         return {s: q for s, q in await asyncio.gather(*(one(s) for s in range(self.cfg.shard_count)))
                 if q is not None}
 
-    async def first_seq(self, shard: int) -> int:
-        """The first sequence the shard's stream still holds (retention drops older ones)."""
+    async def stream_bounds(self, shard: int) -> tuple[int, int]:
+        """``(first, last)`` sequence the shard's stream holds (first = last + 1 when empty)."""
         self._check()
         si = await self.js.stream_info(stream_name(self.cfg.cluster_name, shard))
-        return int(si.state.first_seq)
+        return int(si.state.first_seq), int(si.state.last_seq)
 
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
         """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.

@@ -84,6 +84,11 @@ class ClusterNode:
         self.outbox = None
         self.connected_once = False
         self.root = Path(config.storage.data_dir) / "cluster"
+        self.connected = trio.Event()  # set once NATS is connected and the shard map known
+        self.snapshots = None  # rusts.cluster.rebuild.SnapshotStore (given to peers)
+        self.rebuilds: dict[int, dict] = {}  # shard -> the last rebuild of this node's copy
+        self._rebuild_failed: dict[int, float] = {}  # shard -> when no peer could give a snapshot
+        self.rebuilding: set[int] = set()  # shards whose copy is being fetched from a peer
 
     # ------------------------------------------------------------------ state
     @property
@@ -101,8 +106,7 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ running
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        import rusts.db
-        from rusts.cluster.applier import ShardApplier
+        from rusts.cluster.rebuild import SnapshotStore
 
         self.bridge.start()
         req_send, req_recv = trio.open_memory_channel(float("inf"))
@@ -110,20 +114,19 @@ class ClusterNode:
         self._req_send = req_send
         try:
             async with AsyncExitStack() as stack:
-                for s in self.cfg.this_node.owned:
-                    sdb = rusts.db.Database(self._shard_config(s))
-                    self.dbs[s] = await stack.enter_async_context(rusts.db.running(sdb))
-                    self.appliers[s] = ShardApplier(s, sdb, Path(sdb.data_dir), self.bridge, self.link,
-                                                    self.cfg.node_id, self.schema)
+                self.root.mkdir(parents=True, exist_ok=True)
+                self.snapshots = await trio.to_thread.run_sync(SnapshotStore, self.root)
                 if self.cfg.replication_mode == "Async":
                     from rusts.cluster.outbox import Outbox
 
                     self.outbox = await trio.to_thread.run_sync(Outbox, self.root / "outbox",
                                                                 self.cfg.outbox_max_bytes)
                     stack.callback(self.outbox.close)
-                _NODES[id(self.main_db)] = self
                 try:
                     async with trio.open_nursery() as nursery:
+                        for s in self.cfg.this_node.owned:  # each shard's database opened (or rebuilding)
+                            await nursery.start(self._shard_main, s)
+                        _NODES[id(self.main_db)] = self
                         nursery.start_soon(self._connect_loop, nursery)
                         nursery.start_soon(self._serve_requests, req_recv, nursery)
                         if self.outbox is not None:
@@ -154,10 +157,103 @@ class ClusterNode:
         log.info("cluster: node %s connected to NATS", self.cfg.node_id)
         await self.membership.heartbeat_once()
         nursery.start_soon(self.membership.run)
-        for a in self.appliers.values():
-            a.eager = self.cfg.replication_mode == "Sync"
-            nursery.start_soon(a.run)
+        self.connected.set()  # the shard tasks start applying (or rebuilding)
         nursery.start_soon(self._publish_applied_loop)
+
+    # ------------------------------------------------------------------ shard copies
+    async def _shard_main(self, s: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Own shard ``s``'s copy: open its database and apply its stream; rebuild it from a
+        live peer's snapshot first when it is empty while the stream has messages, or when it
+        fell behind the stream's retained start (rusts.cluster.rebuild)."""
+        import rusts.db
+        from rusts.cluster.applier import ShardApplier
+        from rusts.cluster.rebuild import clean_leftovers, is_fresh
+
+        shard_dir = self.root / f"shard-{s}"
+        await trio.to_thread.run_sync(clean_leftovers, shard_dir)
+        started = False
+        want = await trio.to_thread.run_sync(is_fresh, shard_dir)
+        while True:
+            if want:
+                if not started:  # do not hold up the server's start: the rebuild needs NATS and peers
+                    task_status.started()
+                    started = True
+                self.rebuilding.add(s)
+                try:
+                    await self.connected.wait()
+                    await self._rebuild(s)  # on failure: replay the stream (or keep an incomplete copy)
+                finally:
+                    self.rebuilding.discard(s)
+            sdb = rusts.db.Database(self._shard_config(s))
+            async with rusts.db.running(sdb):
+                a = ShardApplier(s, sdb, shard_dir, self.bridge, self.link, self.cfg.node_id, self.schema)
+                a.eager = self.cfg.replication_mode == "Sync"
+                a.can_rebuild = lambda s=s: bool(self._donors(s)) and \
+                    trio.current_time() - self._rebuild_failed.get(s, -1e9) > 10.0
+                self.appliers[s] = a
+                self.dbs[s] = sdb
+                if not started:
+                    task_status.started()
+                    started = True
+                try:
+                    await self.connected.wait()
+                    await a.run()  # returns when the copy should be rebuilt
+                finally:
+                    self.dbs.pop(s, None)
+            want = True
+
+    def _donors(self, s: int) -> list[str]:
+        """Live peers owning shard ``s`` (their copies may be asked for a snapshot)."""
+        return [o for o in self.membership.owners(s) if o != self.cfg.node_id and self.membership.live(o)]
+
+    def _peer(self, node_id: str):
+        from rusts.cluster.rebuild import Peer
+
+        address = next(n.address for n in self.cfg.nodes if n.id == node_id)
+        token = None
+        if self.config.auth.enabled:  # node-to-node calls carry a short-lived admin token
+            from rusts.security.tokens import mint
+
+            token = mint(self.config.auth, f"cluster-node:{self.cfg.node_id}", ("admin",), expires_secs=600)["token"]
+        tls_ca = self.config.server.tls_cert  # peers serve HTTPS with the cluster's certificate
+        return Peer(node_id, address, token, tls_ca)
+
+    async def _rebuild(self, s: int) -> bool:
+        """Replace this node's copy of shard ``s`` with a snapshot of a live peer's (verified,
+        installed atomically); False when no peer could give one. Skipped (True) when the
+        stream has nothing yet: replaying it is the rebuild."""
+        from rusts.cluster.rebuild import RebuildError, download_snapshot, install
+
+        shard_dir = self.root / f"shard-{s}"
+        staging = shard_dir.with_name(shard_dir.name + ".rebuild")
+        for attempt in range(3):
+            try:
+                first, last = await self.bridge.call(self.link.stream_bounds, s)
+                await self.membership.refresh()  # who is live right now
+            except RustsError as e:
+                log.info("shard %d: rebuild: %s; retrying", s, e)
+                await trio.sleep(1.0)
+                continue
+            if last == 0:
+                return True
+            for o in self._donors(s):
+                try:
+                    info = await trio.to_thread.run_sync(download_snapshot, self._peer(o), s, staging,
+                                                         abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(install, shard_dir, staging)
+                except (RebuildError, OSError, ValueError, KeyError) as e:
+                    log.warning("shard %d: snapshot from node %s failed: %s", s, o, e)
+                    continue
+                info = {k: info[k] for k in ("node", "seq", "bytes", "secs")} | {"files": len(info["files"])}
+                self.rebuilds[s] = info
+                log.info("shard %d: rebuilt from node %s's snapshot at sequence %d (%d bytes in %.2fs); "
+                         "applying the stream from there", s, o, info["seq"], info["bytes"], info["secs"])
+                return True
+            await trio.sleep(1.0 + attempt)
+        self._rebuild_failed[s] = trio.current_time()
+        log.warning("shard %d: no live peer gave a snapshot; %s", s,
+                    "replaying the stream" if first <= 1 else "the copy stays incomplete (not served)")
+        return False
 
     async def _publish_applied_loop(self) -> None:
         """The tail of the appliers' throttled applied-sequence publishing (rusts.cluster.applier)."""
@@ -165,7 +261,7 @@ class ClusterNode:
 
         while True:
             await trio.sleep(PUBLISH_EVERY)
-            for a in self.appliers.values():
+            for a in list(self.appliers.values()):  # shard tasks add appliers meanwhile
                 await a.publish_if_behind()
 
     def _query_subject(self) -> str:
@@ -220,9 +316,12 @@ class ClusterNode:
         deliver(out)
 
     def serves(self, shard: int) -> bool:
-        """Whether this node answers queries for ``shard``: it holds it, and its copy has no hole
-        (the stream never dropped messages it had not applied)."""
-        return shard in self.dbs and self.appliers[shard].complete
+        """Whether this node answers queries for ``shard``: it holds it, its copy has no hole
+        (the stream never dropped messages it had not applied) and caught up with the stream,
+        and this node is not cut off from the NATS majority (its own heartbeat, a replicated
+        KV write, succeeded within ``dead_after_secs``): on the minority side of a partition
+        its copies may miss writes the majority acknowledged, so it answers none of them."""
+        return shard in self.dbs and self.appliers[shard].serving and self.membership.in_majority()
 
     # ------------------------------------------------------------------ writes
     async def write(self, body: bytes, precision: str = "ns"):
@@ -309,11 +408,34 @@ class ClusterNode:
             raise RustsError(out["error"])
         return out
 
+    async def _check_majority(self) -> None:
+        """A node cut off from the NATS majority (its heartbeat, a replicated KV write, has not
+        been stored for ``dead_after_secs``) answers no query: it cannot tell which peers are
+        live nor whether its own copies miss acknowledged writes (the minority side of a
+        partition). After a recent success (a hiccup: a NATS server's failover, a KV leader's
+        re-election) it waits for a heartbeat to get through as long as a query waits for a
+        failover (up to 10 s); then, or at once when cut off for longer, 503."""
+        m = self.membership
+        if m.in_majority():
+            return
+        dead = self.cfg.dead_after_secs
+        window = min(10.0, float(self.config.query.timeout_secs))
+        deadline = trio.current_time() + (window if time.time() - m.beat_ok_at < 2 * dead else 0.0)
+        while trio.current_time() < deadline:
+            await trio.sleep(0.1)
+            if m.in_majority():
+                return
+        age = time.time() - m.beat_ok_at
+        raise NoLiveOwner(f"node {self.cfg.node_id} cannot reach the NATS majority (its heartbeat has not been "
+                          f"stored for {'ever' if m.beat_ok_at == 0 else f'{age:.0f}s'}): it answers no query "
+                          "until it can; ask another node")
+
     async def _fan_out(self, op: str, q, shards: list[int], missing: dict[int, str] | None = None) -> list[dict]:
         """Ask one owner per shard; a failing owner's shards go to another owner; when every
         owner of a shard failed, retry them all (a NATS failover) until the retry window ends.
         With ``missing`` (partial results allowed) there is no retry window: a shard whose
         owners are all dead or failed goes into ``missing`` and the others are answered."""
+        await self._check_majority()
         parts: list[dict] = []
         failed: set[str] = set()
         todo = shards
@@ -446,14 +568,24 @@ class ClusterNode:
         for s in range(self.cfg.shard_count):
             owners = []
             for o in m.owners(s):
-                if o == self.cfg.node_id and s in self.appliers:
+                if o == self.cfg.node_id and s in self.rebuilding:
+                    applied = None  # (the KV may still hold a wiped copy's old sequence)
+                elif o == self.cfg.node_id and s in self.appliers:
                     applied = self.appliers[s].applied
                 else:
                     applied = m.applied.get((s, o))
                 lag = None if applied is None or s not in last else max(0, last[s] - applied)
                 entry = {"node": o, "applied_seq": applied, "lag": lag}
-                if o == self.cfg.node_id and s in self.appliers and not self.appliers[s].complete:
-                    entry["missed"] = self.appliers[s].missed  # incomplete copy: not served
+                if o == self.cfg.node_id and s in self.appliers:
+                    a = self.appliers[s]
+                    if not a.complete:
+                        entry["missed"] = a.missed  # incomplete copy: not served
+                    if s in self.dbs and not a.caught_up:
+                        entry["catching_up"] = True  # not served until it applied the stream's end
+                if o == self.cfg.node_id and s in self.rebuilding:
+                    entry["rebuilding"] = True
+                if o == self.cfg.node_id and s in self.rebuilds:
+                    entry["rebuilt_from"] = self.rebuilds[s]
                 owners.append(entry)
             shards.append({"shard": s, "stream_seq": last.get(s), "owners": owners})
         out["shards"] = shards

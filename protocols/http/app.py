@@ -166,6 +166,12 @@ def create_app(db, config=None) -> App:
             return error_response(404, "this server is not a cluster node (start it with --cluster FILE)")
         return _json(await frontend_of(db).status())
 
+    @route("/cluster/snapshot/<name>", ("POST", "GET", "DELETE"))
+    async def cluster_snapshot(req: Request, name: str) -> Response:  # a peer's rebuild (rusts.cluster.rebuild)
+        from rusts.cluster.rebuild import snapshot_route
+
+        return await snapshot_route(frontend_of(db), req, name)
+
     @route("/health", ("GET",))
     async def health(req: Request) -> Response:
         return _json(db.health())

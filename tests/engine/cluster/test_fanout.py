@@ -46,6 +46,9 @@ QUERIES = [
     {"aggregation": {"function": "Max", "field": "usage", "interval_nanos": 5 * HOUR}},
     {"aggregation": {"function": "First", "field": "usage"}, "group_by": ["host"]},
     {"aggregation": {"function": "Last", "field": "state", "interval_nanos": 4 * HOUR}},
+    # owners ship only each (group, bucket)'s first / last rows; groups span shards here
+    {"aggregation": {"function": "Last"}, "fields": ["usage", "n", "state"], "group_by": ["dc"]},
+    {"aggregation": {"function": "First", "field": "n", "interval_nanos": 2 * HOUR}, "group_by": ["dc"]},
     {"aggregation": {"function": "Median", "field": "usage"}, "group_by": ["dc"]},
     {"aggregation": {"function": "Percentile", "field": "n", "percentile": 90, "interval_nanos": 6 * HOUR}},
     {"aggregation": {"function": "StdDev", "field": "usage"}, "group_by": ["host"]},

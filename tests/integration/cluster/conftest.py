@@ -75,7 +75,7 @@ class NatsCluster:
 
 def cluster_toml(node_id: str, nodes: list[tuple[str, int, list[int], list[int]]], nats_urls: list[str], *,
                  mode: str = "Quorum", rf: int = 2, shards: int = 16, strategy: str = "BySeries",
-                 replicas: int | None = None, extra: str = "") -> str:
+                 replicas: int | None = None, extra: str = "", nats_extra: str = "") -> str:
     lines = [f'node_id = "{node_id}"', 'cluster_name = "test"', f'replication_mode = "{mode}"',
              f"replication_factor = {rf}", f"shard_count = {shards}", f'sharding_strategy = "{strategy}"',
              extra, ""]
@@ -85,6 +85,8 @@ def cluster_toml(node_id: str, nodes: list[tuple[str, int, list[int], list[int]]
     lines += ["[nats]", "servers = [" + ", ".join(f'"{u}"' for u in nats_urls) + "]"]
     if replicas is not None:
         lines.append(f"replicas = {replicas}")
+    if nats_extra:
+        lines.append(nats_extra)
     return "\n".join(lines) + "\n"
 
 
@@ -109,11 +111,12 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def cluster_node(server_factory, port: int, toml: str):
-    """A rusts Server (not started) configured as a cluster node with ``toml`` on ``port``."""
+def cluster_node(server_factory, port: int, toml: str, **overrides):
+    """A rusts Server (not started) configured as a cluster node with ``toml`` on ``port``
+    (``overrides``: rusts.yml sections, e.g. ``auth``)."""
     import yaml
 
-    s = server_factory()
+    s = server_factory(**overrides)
     s.port = port
     s.url = f"http://127.0.0.1:{port}"
     path = s.root / "cluster.toml"
@@ -140,20 +143,22 @@ def nats_cluster(tmp_path):
 def rusts_cluster(tmp_path, nats_cluster, server_factory):
     """Three rusts nodes (RF 2, 16 shards, BySeries, Quorum) on the 3-server NATS cluster."""
 
-    def make(mode: str = "Quorum", strategy: str = "BySeries", extra: str = ""):
-        layout = three_node_layout(16)
+    def make(mode: str = "Quorum", strategy: str = "BySeries", extra: str = "", nats_extra: str = "",
+             headers: dict | None = None, shards: int = 16, **overrides):
+        layout = three_node_layout(shards)
         ports = [free_port() for _ in range(3)]
         servers = []
         for i in range(3):
             nodes = [(f"node{j}", ports[j], layout[j][0], layout[j][1]) for j in range(3)]
             servers.append(cluster_node(server_factory, ports[i], cluster_toml(
-                f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy, extra=extra)))
+                f"node{i}", nodes, nats_cluster.urls, mode=mode, strategy=strategy, extra=extra,
+                nats_extra=nats_extra, shards=shards), **overrides))
         with ThreadPoolExecutor(3) as ex:  # start the three nodes side by side
             list(ex.map(lambda s: s.start(timeout=60), servers))
 
         def all_connected():
             for s in servers:
-                r = httpx.get(s.url + "/cluster", timeout=5)
+                r = httpx.get(s.url + "/cluster", timeout=5, headers=headers)
                 if r.status_code != 200:
                     return False
                 st = r.json()
@@ -161,7 +166,16 @@ def rusts_cluster(tmp_path, nats_cluster, server_factory):
                     return False
             return True
 
-        wait_until(all_connected, 60, "every node connected and live")
+        try:
+            wait_until(all_connected, 60, "every node connected and live")
+        except AssertionError:
+            for s in servers:
+                try:
+                    print("NODE", s.url, httpx.get(s.url + "/cluster", timeout=5, headers=headers).text[:1500])
+                except httpx.HTTPError as e:
+                    print("NODE", s.url, e)
+                print(s.output()[-3000:])
+            raise
         return servers
 
     return make

@@ -1,0 +1,263 @@
+"""A network partition: Linux network namespaces joined by a veth pair, created by the test.
+
+Namespace A holds two NATS servers and two rusts nodes (the majority), namespace B one NATS
+server and one rusts node. They talk over the A-B veth pair; the test reaches each namespace over
+a veth pair of its own (never cut). The partition sets both ends of the A-B pair down.
+
+One cluster checks both acknowledging modes: a write's acknowledgement is decided by the node
+that accepts it, so node0 runs Quorum and node1 and node2 Sync (the rest of their cluster.toml is
+the same). The reference is a single rusts-server given exactly the writes the cluster
+acknowledged (a write refused with 503 is retried after healing, as a client would)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.cluster.conftest import NATS_BIN, cluster_node, cluster_toml, three_node_layout
+from tests.integration.cluster.test_cluster import QUERIES, batch
+from tests.integration.conftest import BIN, Server
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+class Net:
+    """Namespaces A and B, the A-B link (10.N.1.1 - 10.N.1.2) and the test's links to A (10.N.2.2)
+    and B (10.N.3.2). Everything is removed by :meth:`close`, whatever happened."""
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 1000:03d}{random.randrange(100):02d}"
+        n = random.randrange(100, 250)
+        self.ns = {"A": f"rtA{tag}", "B": f"rtB{tag}"}
+        self.link = (f"rta{tag}", f"rtb{tag}")
+        self.peer_ip = {"A": f"10.{n}.1.1", "B": f"10.{n}.1.2"}
+        self.ctl_ip = {"A": f"10.{n}.2.2", "B": f"10.{n}.3.2"}
+        self._made: list[str] = []
+        try:
+            for side in "AB":
+                ip("netns", "add", self.ns[side])
+                self._made.append(self.ns[side])
+                ip("-n", self.ns[side], "link", "set", "lo", "up")
+            a, b = self.link
+            ip("link", "add", a, "type", "veth", "peer", "name", b)
+            for dev, side in ((a, "A"), (b, "B")):
+                ip("link", "set", dev, "netns", self.ns[side])
+                ip("-n", self.ns[side], "addr", "add", self.peer_ip[side] + "/24", "dev", dev)
+                ip("-n", self.ns[side], "link", "set", dev, "up")
+            for side, sub in (("A", 2), ("B", 3)):
+                host, inner = f"rc{side.lower()}{tag}", f"rc{side.lower()}{tag}p"
+                ip("link", "add", host, "type", "veth", "peer", "name", inner)
+                ip("link", "set", inner, "netns", self.ns[side])
+                ip("addr", "add", f"10.{n}.{sub}.1/24", "dev", host)
+                ip("link", "set", host, "up")
+                ip("-n", self.ns[side], "addr", "add", self.ctl_ip[side] + "/24", "dev", inner)
+                ip("-n", self.ns[side], "link", "set", inner, "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def cut(self, down: bool) -> None:
+        for dev, side in zip(self.link, "AB"):
+            ip("-n", self.ns[side], "link", "set", dev, "down" if down else "up")
+
+    def close(self) -> None:
+        for ns in self._made:  # the veth pairs go with their namespaces
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self._made = []
+
+
+class NsServer(Server):
+    """A rusts-server inside a namespace (listening on all of its addresses)."""
+
+    netns = ""
+
+    def start(self, timeout: float = 60.0) -> "NsServer":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, str(BIN), "-c", str(self.config_path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s: {self.output()}")
+
+
+def wait_until(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except httpx.HTTPError as e:
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def answers(url: str) -> list:
+    out = []
+    for extra in QUERIES:
+        q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, **extra}
+        r = httpx.post(url + "/query", json=q, timeout=30)
+        assert r.status_code == 200, (extra, r.text)
+        out.append(r.json()["results"])
+    return out
+
+
+def converged(nodes) -> bool:
+    for n in nodes:
+        r = httpx.get(n.url + "/cluster", timeout=5)
+        if r.status_code != 200:
+            return False
+        st = r.json()
+        if st["max_lag"] != 0 or any(o["applied_seq"] is None or o.get("catching_up")
+                                     for sh in st["shards"] for o in sh["owners"]):
+            return False
+    return True
+
+
+@pytest.fixture
+def net():
+    n = Net()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_path, server_factory, server):
+    # ---- NATS: n0, n1 in A, n2 in B; pings every second so a cut route is noticed quickly
+    ports, cports = [4222, 4223, 4224], [6222, 6223, 6224]
+    side = ["A", "A", "B"]
+    nats, nodes = [], []
+    try:
+        for i in range(3):
+            d = tmp_path / f"nats{i}"
+            d.mkdir()
+            routes = [f"nats-route://{'127.0.0.1' if side[j] == side[i] else net.peer_ip[side[j]]}:{cports[j]}"
+                      for j in range(3) if j != i]
+            (d / "nats.conf").write_text(
+                f'port: {ports[i]}\nhost: 0.0.0.0\nserver_name: "n{i}"\nmax_payload: 8MB\n'
+                f'ping_interval: "1s"\nping_max: 2\njetstream {{ store_dir: "{d}" }}\n'
+                f'cluster {{ name: "rusts-part", listen: "0.0.0.0:{cports[i]}", '
+                f'advertise: "{net.peer_ip[side[i]]}:{cports[i]}", routes: [{", ".join(routes)}] }}\n')
+            log = open(tmp_path / f"nats{i}.log", "ab")
+            nats.append(subprocess.Popen(["ip", "netns", "exec", net.ns[side[i]], NATS_BIN, "-c", str(d / "nats.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT))
+
+        # ---- rusts: node0 (Quorum) and node1 (Sync) in A, node2 (Sync) in B; 6 shards, RF 2:
+        # every shard has an owner in A, shards 1, 2, 4, 5 also one in B
+        layout = three_node_layout(6)
+        http_port = 8086
+        for i in range(3):
+            urls = [f"nats://{'127.0.0.1' if side[j] == side[i] else net.peer_ip[side[j]]}:{ports[j]}"
+                    for j in range(3)]
+            members = [(f"node{j}", http_port + j, layout[j][0], layout[j][1]) for j in range(3)]
+            toml = cluster_toml(f"node{i}", members, urls, mode="Quorum" if i == 0 else "Sync", rf=2, shards=6,
+                                extra="sync_timeout_secs = 3", nats_extra="publish_timeout_secs = 2")
+            for j in range(3):  # [[nodes]] addresses (node-to-node HTTP): over the A-B link
+                toml = toml.replace(f'address = "127.0.0.1:{http_port + j}"',
+                                    f'address = "{net.peer_ip[side[j]]}:{http_port + j}"')
+            s = cluster_node(server_factory, http_port + i, toml)
+            s.__class__ = NsServer
+            s.netns = net.ns[side[i]]
+            s.url = f"http://{net.ctl_ip[side[i]]}:{http_port + i}"
+            cfg = yaml.safe_load(s.config_path.read_text())
+            cfg["server"]["host"] = "0.0.0.0"
+            cfg["postgres"]["enabled"] = False
+            s.config_path.write_text(yaml.safe_dump(cfg))
+            nodes.append(s)
+        for s in nodes:
+            s.start()
+        q_node, s_node, minority = nodes
+        wait_until(lambda: converged(nodes) and all(
+            all(m["live"] for m in httpx.get(n.url + "/cluster", timeout=5).json()["members"]) for n in nodes),
+            60, "the cluster up")
+
+        def write(url: str, k: int) -> httpx.Response:
+            return httpx.post(url + "/write", content=batch(k), timeout=30)
+
+        def ref(k: int) -> None:
+            assert write(server.url, k).status_code == 204
+
+        for k in (0, 1):
+            assert write(q_node.url, k).status_code == 204
+            ref(k)
+
+        net.cut(True)
+        # the majority keeps acknowledging Quorum writes (a publish caught in the stream leaders'
+        # re-election gets 503 and is retried)
+        for k in (2, 3):
+            deadline = time.monotonic() + 30
+            while (r := write(q_node.url, k)).status_code != 204:
+                assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                time.sleep(0.5)
+            ref(k)
+        # a Sync write through the majority cannot reach node2, an owner of most shards: refused
+        # (the log holds it: the majority's owners apply it, node2 after healing; the client
+        # retries it after healing, which changes nothing: applying is idempotent)
+        r = write(s_node.url, 4)
+        assert r.status_code == 503, r.text
+        ref(4)
+        # the minority cannot acknowledge anything (no NATS majority); the body is batch 2, which
+        # the majority has, so whether its log ever keeps it changes no answer
+        r = write(minority.url, 2)
+        assert r.status_code == 503, r.text
+        # the majority answers completely and exactly
+        want = answers(server.url)
+        try:
+            wait_until(lambda: answers(q_node.url) == want, 30, "complete answers on the majority side")
+        except AssertionError:
+            got = answers(q_node.url)
+            for a, b in zip(got, want):
+                if a != b:
+                    print("GOT", str(a)[:600], "\nWANT", str(b)[:600])
+            for n in nodes:
+                print("NODE", n.url, httpx.get(n.url + "/cluster", timeout=5).text[:3000])
+            raise
+        # the minority: never a complete answer (its copies lack the majority's writes). Once its
+        # heartbeat cannot reach the NATS majority it answers 503 even when partial results are
+        # allowed: it cannot tell which of its copies are current
+        q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, "aggregation": {"function": "Count"}}
+        for body in ({**q, "partial": True}, q, {**q, "tag_filters": [{"key": "host", "op": "Eq", "value": "h1"}]}):
+            r = httpx.post(minority.url + "/query", json=body, timeout=60)
+            assert r.status_code == 503 and "NATS majority" in r.json()["error"], r.text
+        r = httpx.post(minority.url + "/sql", content="SELECT count(*) FROM cpu", timeout=60)
+        assert r.status_code == 503, r.text
+
+        net.cut(False)
+        wait_until(lambda: converged(nodes), 60, "lag 0 everywhere after healing")
+        # the Sync write refused above, retried by the client now that the cluster is whole
+        deadline = time.monotonic() + 30
+        while (r := write(s_node.url, 4)).status_code != 204:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        want = answers(server.url)
+        for n in nodes:
+            assert answers(n.url) == want
+    except BaseException:
+        for n in nodes:  # what each node saw, for the failure report
+            print("NODE", n.url, n.output()[-4000:])
+        raise
+    finally:
+        for p in nats:
+            p.kill()
+            p.wait()
