@@ -33,7 +33,7 @@ def _server_class():
 
 
 def _tok(scope, measurements=None, key=SECRET, alg="HS256", **claims):
-    body = {"sub": "svc", "scope": scope, "iat": NOW, "exp": NOW + 600, **claims}
+    body = {"sub": "svc", "scope": scope, "iat": NOW, "exp": NOW + 6 * 3600, **claims}  # outlives a slow suite
     if measurements is not None:
         body["measurements"] = measurements
     return jwt.encode(body, key, algorithm=alg)
@@ -43,11 +43,11 @@ def _tok(scope, measurements=None, key=SECRET, alg="HS256", **claims):
 VARIANTS = {
     "none": None,
     "garbage": "not-a-token",
-    "alg_none": jwt.encode({"sub": "svc", "scope": "admin", "exp": NOW + 600}, None, algorithm="none"),
+    "alg_none": jwt.encode({"sub": "svc", "scope": "admin", "exp": NOW + 6 * 3600}, None, algorithm="none"),
     "wrong_alg": _tok("admin", key=SECRET * 2, alg="HS512"),
     "bad_signature": _tok("admin", key="another-secret-0123456789abcdef-0123456"),
     "expired": _tok("admin", exp=NOW - 120),
-    "not_yet_valid": _tok("admin", nbf=NOW + 600),
+    "not_yet_valid": _tok("admin", nbf=NOW + 6 * 3600),
     "wrong_scope": _tok("write"),  # a collector's token: writes (and deletes), reads nothing
     "wrong_measurement": _tok("read write", ["other*"]),
     "read_only": _tok("read"),
