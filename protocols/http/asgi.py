@@ -147,6 +147,8 @@ class HotRoutes:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
+        if not scope["path"]:  # a request target of only a query ("?x"): Quart would index path[0]
+            scope = {**scope, "path": "/"}
         poller = self.poller
         if poller is not None:
             poller.begin()
