@@ -114,3 +114,22 @@ def test_a_request_target_of_only_a_query_is_answered() -> None:
                                b"GET ?x HTTP/1.1\r\nHost: x\r\n\r\n", 2.0)
     assert [r[0] for r in rs] == [404, 404], rs
     assert all(check_response(*r) is None for r in rs)
+
+
+def test_a_raw_query_with_limit_zero_over_flushed_data_answers_no_rows() -> None:
+    """Found by the fuzzer: a JSON query with ``"limit": 0`` over a series with flushed segments
+    raised a TypeError in the block choice (HTTP 500); now it answers no rows."""
+    import rusts
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            async with rusts.open(d) as db:
+                await db.write("fz1,t=a v=1 1700000000000000000\nfz1,t=b v=2 1700000001000000000")
+                await db.flush()
+                for extra in ({}, {"order": "Desc"}, {"group_by": ["t"]}, {"offset": 1}):
+                    q = {"measurement": "fz1", "time_range": {"start": 0, "end": 2**63 - 1}, "limit": 0, **extra}
+                    assert len(await db.query(q)) == 0
+                q = {"measurement": "fz1", "time_range": {"start": 0, "end": 2**63 - 1}, "limit": 1, "offset": 1}
+                assert len(await db.query(q)) == 1
+
+    trio.run(run)
