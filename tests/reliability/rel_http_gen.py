@@ -355,6 +355,8 @@ def parse_responses(buf: bytearray, methods: list[str], start: int, eof: bool, w
             n = int(headers["content-length"])
             if wire and n and buf.startswith(b"HTTP/1.1 ", pos) and method == "?":
                 n = 0  # an answer to HEAD (the wire driver cannot see the method)
+            if len(buf) < pos + n and wire and eof and len(buf) == pos and method == "?":
+                n = 0  # the last answer, to HEAD
             if len(buf) < pos + n:
                 if eof:
                     raise Problem(f"response body cut off: {bytes(buf[:200])!r}")
