@@ -137,6 +137,9 @@ class Table:
     # rows between seals on the write path (None: SEAL_ROWS); a bulk load that nothing queries
     # (rusts-import --direct) turns it off: sealing is then done by queries only, if any come
     seal_rows: int | None = None
+    # called (loop thread) when a query is handed unsealed writes: the memtable actor then seals
+    # them off the loop, so the next queries read sorted blocks instead of sorting them again
+    on_tail_read: object = attrs.field(default=None, repr=False)
 
     def insert_frames(self, frames: Sequence[Frame], sids: np.ndarray, seq: int, *, seal: bool = True) -> None:
         """Append a write: ``sids`` has one id per series of ``frames``, in frame order. With
@@ -248,6 +251,8 @@ class Table:
         if len(tail) > DIRECT_TAIL_CHUNKS:
             self.seal()
             tail = ()
+        elif tail and self.on_tail_read is not None:
+            self.on_tail_read(self)
         if measurement is None:
             parts: list = [blk for blocks in self._sealed.values() for blk in blocks]
         else:
@@ -267,6 +272,8 @@ class Table:
         if len(tail) > DIRECT_TAIL_CHUNKS:
             self.seal()
             tail = ()
+        elif tail and self.on_tail_read is not None:
+            self.on_tail_read(self)
         groups = self._sealed.values() if measurement is None else (self._sealed.get(measurement, ()),)
         for blocks in groups:
             for blk in blocks:
@@ -751,11 +758,18 @@ class MemtableState:
     next_id: int = 2
     rotations: int = 0
     seal_rows: int | None = None  # given to each new table (Table.seal_rows)
+    on_tail_read: object = None  # given to each new table (Table.on_tail_read)
 
     def set_seal_rows(self, rows: int | None) -> None:
         """Rows between seals on the write path for the active table and the next ones."""
         self.seal_rows = rows
         self.active.seal_rows = rows
+
+    def set_tail_hook(self, hook) -> None:
+        """``hook(table)`` when a query reads a table's unsealed writes, for the active table and
+        the next ones (the memtable actor seals them off the loop)."""
+        self.on_tail_read = hook
+        self.active.on_tail_read = hook
 
     def rotate(self) -> Table | None:
         """Freeze the active table (if it holds data) and start a new one."""
@@ -765,6 +779,7 @@ class MemtableState:
         t.frozen = True
         self.immutables.append(t)
         self.active = Table(self.next_id, seal_rows=self.seal_rows)
+        self.active.on_tail_read = self.on_tail_read
         self.next_id += 1
         self.rotations += 1
         return t

@@ -79,18 +79,24 @@ def _check_agg_types(q: Query, field_types: dict) -> None:
 
 
 def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: int, interval: int | None,
-                    g: int, aggs, accs, ftypes: dict) -> np.ndarray:
+                    g: int, aggs, accs, ftypes: dict) -> tuple[np.ndarray, tuple | None]:
     """Answer partial blocks from their sub-block statistics (per-interval pre-aggregates of
-    blocks spanning several intervals: cold blocks) where they suffice; returns the blocks still
-    to decode. A block qualifies when each of its intervals lies outside [start, end) or wholly
-    inside it and inside one query bucket."""
-    sub_stats = getattr(s.reader, "sub_stats", None)
-    if sub_stats is None:
-        return pb
+    blocks spanning several intervals: cold blocks) where they suffice. A block is answered
+    whole when each of its intervals lies outside [start, end) or wholly inside it and inside one
+    query bucket; of the other blocks, the intervals that do are answered from their statistics
+    too, and only the rest of the block's rows are read (a 12 h window over day-long cold blocks
+    decodes its two edge hours, not the day).
+
+    Returns the blocks still to decode and the time ranges ``(lo, hi)`` (sorted, inclusive)
+    whose rows in them were answered here (None: none), to be left out of the decoded rows."""
+    many = getattr(s.reader, "sub_stats_many", None)
+    if many is None:
+        return pb, None
     fields = list(dict.fromkeys(a.field for a in aggs))
-    first = sub_stats(sid, fields[0])
-    if first is None:
-        return pb
+    by_field = many(sid, fields)
+    if by_field is None:
+        return pb, None
+    first = by_field[fields[0]]
     bt = s.blocks
     blk = first.block
     bmin, bmax = bt.min_time[blk], bt.max_time[blk]
@@ -99,15 +105,12 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     inside = (lo >= start) & (hi < end)
     if interval is not None:
         inside &= _bucket(lo, interval) == _bucket(hi, interval)
-    ok = inside | (hi < start) | (lo >= end)
-    by_field = {fields[0]: first}
     for f in fields:
         if int_dtype(ftypes.get(f)) is None:
             continue
-        st = by_field.get(f)
-        if st is None:
-            st = by_field[f] = sub_stats(sid, f)
-        ok &= stats_exact(st.count, st.sum, st.min, st.max) | ~inside  # inexact: decode the block
+        st = by_field[f]
+        inside &= stats_exact(st.count, st.sum, st.min, st.max)  # inexact: decode those rows
+    ok = inside | (hi < start) | (lo >= end)
     bs = first.block_start
     has = bs[1:] > bs[:-1]
     usable = np.zeros(len(has), dtype=bool)
@@ -115,18 +118,31 @@ def _from_sub_stats(s: _SegSource, sid: int, pb: np.ndarray, start: int, end: in
     wanted = np.zeros(len(has), dtype=bool)
     wanted[pb] = True
     usable &= wanted
-    if not usable.any():
-        return pb
-    e = usable[blk] & inside
-    if e.any():
-        bk = _bucket(lo[e], interval)
-        for a, acc in zip(aggs, accs):
-            st = by_field.get(a.field)
-            if st is None:
-                st = by_field[a.field] = sub_stats(sid, a.field)
-            acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e],
-                          int_dtype(ftypes.get(a.field)) or np.float64)
-    return pb[~usable[pb]]
+    partly = wanted & ~usable
+    cover = partly[blk] & inside  # intervals answered here of blocks still decoded
+    e = (usable[blk] & inside) | cover
+    if not e.any():
+        return pb, None
+    bk = _bucket(lo[e], interval)
+    for a, acc in zip(aggs, accs):
+        st = by_field[a.field]
+        acc.add_stats(g, bk, st.count[e], st.sum[e], st.min[e], st.max[e],
+                      int_dtype(ftypes.get(a.field)) or np.float64)
+    return pb[~usable[pb]], ((lo[cover], hi[cover]) if cover.any() else None)
+
+
+def _drop_covered(rs: RowSet, cover: tuple | None) -> RowSet:
+    """``rs`` without its rows inside the ranges ``cover`` (sorted, disjoint, inclusive)."""
+    if cover is None or len(rs) == 0:
+        return rs
+    lo, hi = cover
+    ts = rs.timestamps
+    i = np.searchsorted(lo, ts, side="right") - 1
+    keep = (i < 0) | (ts > hi[np.maximum(i, 0)])
+    if keep.all():
+        return rs
+    idx = np.flatnonzero(keep)
+    return RowSet(ts[idx], {n: c.take(idx) for n, c in rs.columns.items()}, rs.sorted_unique)
 
 
 def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field_types: dict) -> ResultSet:
@@ -240,10 +256,12 @@ def execute_aggregate(snap: Snapshot, q: Query, sids: np.ndarray, tags_of, field
                         fs = fstats.get(a.field) or s.reader.field_stats(sid, a.field)
                         acc.add_stats(g, bk, fs.count[fb], fs.sum[fb], fs.min[fb], fs.max[fb],
                                       int_dtype(field_types.get(a.field)) or np.float64)
+                cover = None
                 if len(pb):
-                    pb = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs, field_types)
+                    pb, cover = _from_sub_stats(s, sid, pb, start, end, interval, g, aggs, accs, field_types)
                 if len(pb):
-                    decoded.append(_read_segment(s, sid, read_fields, pb).slice_time(start, end))
+                    decoded.append(_drop_covered(_read_segment(s, sid, read_fields, pb).slice_time(start, end),
+                                                 cover))
             if mem:
                 if interval is None and all(m.sorted_unique for m in mem):
                     decoded.extend(_mem_stats(mem, g, aggs, accs, field_types))

@@ -157,6 +157,7 @@ class FooterParser:
             or bool(np.any(self._c_mask > self._c_len)), "chunk offsets")
         # chunk counts vs rows are checked when a chunk is read (mask popcount, decoded length)
         self.sub_interval_ns = None
+        self._sub_layouts: dict = {}  # series id -> sub-statistics layout (SegmentReader.sub_stats)
         if SUB_META in secs:
             self._parse_sub_stats(secs, raw, f_off)
 

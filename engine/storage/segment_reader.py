@@ -202,45 +202,75 @@ class SegmentReader(FooterParser):
                 mx[blk] = self._c_max[sel]
         return FieldStats(count, total, mn, mx)
 
-    def sub_stats(self, sid: int, field: str | None = None) -> SubStats | None:
-        """Sub-block statistics of series ``sid`` (and ``field``; None: row counts), or None when
-        it has none (every block of the series lies in one statistics interval)."""
-        if self.sub_interval_ns is None:
-            return None
+    def _sub_layout(self, sid: int):
+        """What :meth:`sub_stats` shares between the fields of series ``sid`` (False: none)."""
         i = self._index(sid)
         if i < 0:
-            return None
+            return False
         b0, b1, c0, c1 = self._chunk_range(i)
         bs = self._bs_start[b0:b1 + 1]
         e0, e1 = int(bs[0]), int(bs[-1])
         if e0 == e1:
-            return None
-        n = e1 - e0
+            return False
         bs = bs - e0
         block = np.repeat(np.arange(b1 - b0), np.diff(bs))
-        rows = self._sub_rows[e0:e1]
-        if field is None:
-            cnt = rows.astype(np.int64)
-            return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, cnt, np.zeros(n),
-                            np.full(n, np.nan), np.full(n, np.nan))
-        count, total = np.zeros(n, np.int64), np.zeros(n)
-        mn, mx = np.full(n, np.nan), np.full(n, np.nan)
-        fid = self._series_fid(c0, c1, field) if n else -1
-        if fid >= 0:
-            sel = np.flatnonzero(self._c_field[c0:c1] == fid) + c0
-            sel = sel[self._c_nsub[sel] > 0]
+        return c0, c1, e0, e1, bs, block, self._sub_rows[e0:e1]
+
+    def sub_stats(self, sid: int, field: str | None = None) -> SubStats | None:
+        """Sub-block statistics of series ``sid`` (and ``field``; None: row counts), or None when
+        it has none (every block of the series lies in one statistics interval)."""
+        many = self.sub_stats_many(sid, (field,))
+        return None if many is None else many[field]
+
+    def sub_stats_many(self, sid: int, fields) -> dict | None:
+        """:meth:`sub_stats` of several fields of series ``sid`` at once: ``{field: SubStats}``
+        (one pass over the series' chunks instead of one per field), or None when it has none."""
+        if self.sub_interval_ns is None:
+            return None
+        layout = self._sub_layouts.get(sid)
+        if layout is None:
+            layout = self._sub_layout(sid)
+            if len(self._sub_layouts) >= 4096:  # a query asks once per field: keep the last ones
+                self._sub_layouts.clear()
+            self._sub_layouts[sid] = layout
+        if layout is False:
+            return None
+        c0, c1, e0, e1, bs, block, rows = layout
+        n = e1 - e0
+        times = self._sub_time[e0:e1]
+        named = list(dict.fromkeys(f for f in fields if f is not None))
+        k = len(named)
+        count, total = np.zeros((k, n), np.int64), np.zeros((k, n))
+        mn, mx = np.full((k, n), np.nan), np.full((k, n), np.nan)
+        fids = [self._series_fid(c0, c1, f) for f in named]
+        if any(f >= 0 for f in fids):
+            cf = self._c_field[c0:c1]
+            row_of = np.full(int(max(max(fids), int(cf.max(initial=0)))) + 1, -1, np.int64)
+            for j, f in enumerate(fids):
+                if f >= 0:
+                    row_of[f] = j
+            rowk = row_of[cf]
+            sel = np.flatnonzero(rowk >= 0)
+            sel = sel[self._c_nsub[sel + c0] > 0]
             if len(sel):
+                rk = rowk[sel]
+                sel = sel + c0
                 sub_sum, sub_min, sub_max = self._sub_values()
                 lens = self._c_nsub[sel]
                 blk = np.searchsorted(self._b_chunk_start, sel, side="right") - 1
                 step = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
                 src = np.repeat(self._cs_start[sel], lens) + step
-                dst = np.repeat(self._bs_start[blk] - e0, lens) + step
+                dst = (np.repeat(rk, lens), np.repeat(self._bs_start[blk] - e0, lens) + step)
                 count[dst] = self._sub_count[src]
                 total[dst] = sub_sum[src]
                 mn[dst] = sub_min[src]
                 mx[dst] = sub_max[src]
-        return SubStats(self.sub_interval_ns, bs, block, self._sub_time[e0:e1], rows, count, total, mn, mx)
+        out = {f: SubStats(self.sub_interval_ns, bs, block, times, rows, count[j], total[j], mn[j], mx[j])
+               for j, f in enumerate(named)}
+        if None in fields:
+            out[None] = SubStats(self.sub_interval_ns, bs, block, times, rows, rows.astype(np.int64), np.zeros(n),
+                                 np.full(n, np.nan), np.full(n, np.nan))
+        return out
 
     # ------------------------------------------------------------------ data
     def _bytes(self, off: int, length: int) -> bytes:

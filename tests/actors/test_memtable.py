@@ -144,6 +144,28 @@ async def test_big_inserts_are_sealed_in_the_background_without_a_query():
         await send.aclose()
 
 
+async def test_small_writes_a_query_read_unsealed_are_sealed_for_the_next_queries():
+    from rusts.memory.tables import UnsealedTail
+
+    async with trio.open_nursery() as n:
+        state, send, _ = await start(n)
+        await insert(send, batch(3), 1)
+        await insert(send, batch(2, 10), 2)
+        table = state.active
+        await trio.sleep(0.05)
+        assert table._sealed_upto == 0  # few rows: nothing sealed them on the write path
+        first = state.snapshot([7])
+        assert any(isinstance(p, UnsealedTail) for p in first.parts)  # this query sorts them itself
+        with trio.fail_after(10):
+            while table._sealed_upto < 2:  # ... and the actor seals them off the loop
+                await trio.sleep(0.01)
+        later = state.snapshot([7])
+        assert not any(isinstance(p, UnsealedTail) for p in later.parts)
+        for view in (first, later):
+            assert sorted(np.concatenate([r.timestamps for r in view[7]]).tolist()) == [0, 1, 2, 10, 11]
+        await send.aclose()
+
+
 async def test_series_ids_resolved_by_the_writer_are_not_looked_up_again():
     async with trio.open_nursery() as n:
         state, send, _ = await start(n)  # its resolver answers 7
