@@ -384,6 +384,7 @@ async def run_cases(h: Harness, cases: int, seed: int, *, deadline_secs: float =
                     skip: int = 0, stop=None, stats: Stats | None = None) -> Stats:
     """Run ``cases`` generated cases (seeded) against the harness; returns the statistics."""
     rng = random.Random(f"http-{seed}")
+    conn_rng = random.Random(f"http-conn-{seed}")  # apart: a replay (skip) generates the same cases
     st = stats or Stats()
     errors: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -464,7 +465,7 @@ async def run_cases(h: Harness, cases: int, seed: int, *, deadline_secs: float =
                 client, side, port = h.connect(nursery, errors)
                 st.connections += 1
                 state["conn"] = {"client": client, "side": side, "port": port, "buf": bytearray(), "finals": 0,
-                                 "history": bytearray(), "dead": False, "left": rng.randint(1, 40)}
+                                 "history": bytearray(), "dead": False, "left": conn_rng.randint(1, 40)}
             c = state["conn"]
             c["history"] += case.data
             eof = False
@@ -477,7 +478,9 @@ async def run_cases(h: Harness, cases: int, seed: int, *, deadline_secs: float =
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 eof = True
             if not await _settle(h, c["side"], c["port"], trio.current_time() + deadline_secs):
-                st.fail("hangs", i, c["history"], f"not settled within {deadline_secs}s")
+                st.fail("hangs", i, c["history"], f"not settled within {deadline_secs}s: server reading "
+                        f"{c['side'].waiting}, requests in flight [in receive, body complete] "
+                        f"{h.requests.flight.get(c['port'])}, methods {h.requests.methods.get(c['port'])}")
                 c["dead"] = True
             eof = c["client"].read_nowait(c["buf"]) or eof or c["side"].closed
             if eof:
