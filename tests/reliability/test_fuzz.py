@@ -108,7 +108,7 @@ def _clean(out: dict) -> None:
 def test_fuzzed_http_requests_in_process() -> None:
     out = trio.run(lambda: fuzz_in_process(1200, seed=7))
     _clean(out)
-    assert out["cases"] == 1200 and out["pings"] >= 12
+    assert out["cases"] == 1200 and out["pings"] >= 10
     assert out["statuses"].get(204, 0) > 30 and out["statuses"].get(200, 0) > 30  # the app was reached
 
 
