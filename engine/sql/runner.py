@@ -697,7 +697,13 @@ async def run_sql_http(db, text: str, t0: float | None = None) -> dict:
     out = authorize_sql(db, text, enforce=True)  # the caller's scopes, in the request's task
     if out is None:
         out = await db.sql(text)  # answered by a query worker
-    return await offload(lambda: to_json(out, (time.perf_counter() - t0) * 1000), small=len(out) <= 20_000)
+    from rusts.sql.json_rows import to_json_rendered
+
+    def render():
+        ms = (time.perf_counter() - t0) * 1000
+        return to_json_rendered(out, ms) or to_json(out, ms)
+
+    return await offload(render, small=len(out) <= 20_000)
 
 
 # --------------------------------------------------------------------------- pgwire
