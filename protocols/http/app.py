@@ -12,7 +12,6 @@ import time
 import zlib
 
 import orjson
-import trio
 
 from rusts.errors import AuthError, ProtocolError, RustsError
 from rusts.protocols.http.routing import App, BodyTooLarge, MethodNotAllowed, NotFound, Request, Response
@@ -116,10 +115,10 @@ def create_app(db, config=None) -> App:
         return _json(*await write_arrow(db, body_of(req), req.args))
 
     async def rows_json(rs, t0):
+        from rusts.query.control import offload
         from rusts.query.executor import result_json
-        if len(rs) > 20000:
-            return await trio.to_thread.run_sync(result_json, rs, t0)
-        return result_json(rs, t0)
+
+        return await offload(lambda: result_json(rs, t0), small=len(rs) <= 20000)
 
     @route("/query", ("POST", "GET"))
     async def query(req: Request) -> Response:

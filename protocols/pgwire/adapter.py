@@ -26,7 +26,6 @@ import trio
 from sqlglot import exp
 
 from rusts.errors import AuthError, QueryError, RustsError
-from rusts.messages import cpu_limiter
 from rusts.storage.damage import collect_missing, missing_notice
 
 log = logging.getLogger("rusts.pgserver")
@@ -82,14 +81,14 @@ class DbBackend:
     async def _catalog(self, sql: str, params) -> object:
         from rusts.pgcatalog.catalog import run_catalog_query
         from rusts.protocols.pgwire import result_from_rows
+        from rusts.query.control import offload
 
         from rusts.cluster import frontend_of
 
         fe = frontend_of(self.db)  # cluster mode: the cluster's tables (rusts.cluster.sqlfront)
         tables = self._tables() if fe is None else await fe.pg_tables(self.principal)
-        cols, rows = await trio.to_thread.run_sync(
-            lambda: run_catalog_query(sql, tables, database=self.database, user=self.user, params=params),
-            limiter=cpu_limiter())
+        cols, rows = await offload(
+            lambda: run_catalog_query(sql, tables, database=self.database, user=self.user, params=params))
         return result_from_rows(cols, rows, _command_tag(sql, len(rows)))
 
     # ---------------------------------------------------------------- SqlBackend
