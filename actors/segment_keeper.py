@@ -209,8 +209,10 @@ async def run_segment_keeper(keeper: SegmentKeeper, inbox: trio.MemoryReceiveCha
     """Actor loop: apply each message in turn, shielded (a shutdown never cuts a commit between
     the manifest write and the view swap). Ends when every sender has closed the channel."""
     task_status.started()
-    async for msg in inbox:
-        with trio.CancelScope(shield=True):
+    # shielded while waiting too: cancelled from outside, it still answers the flusher's commit
+    # (shielded itself) until every sender has closed, or that commit waited forever
+    with trio.CancelScope(shield=True):
+        async for msg in inbox:
             try:
                 out = await keeper.apply(msg)
             except Exception as e:

@@ -248,8 +248,11 @@ class PolicyStore:
             self._save()
         return policy
 
-    def update(self, name: str, **changes) -> RetentionPolicy:
-        """Change ``measurement``, ``duration`` and/or ``tier_after`` of an existing policy."""
+    def update(self, name: str, /, **changes) -> RetentionPolicy:
+        """Change ``measurement``, ``duration`` and/or ``tier_after`` of an existing policy
+        (a ``name`` among the changes must be its own: a policy is not renamed)."""
+        if "name" in changes and changes.pop("name") != name:
+            raise _bad(f"retention policy {name!r}: the name cannot be changed (remove the policy and add it anew)")
         unknown = set(changes) - {"measurement", "duration", "tier_after"}
         if unknown:
             raise _bad(f"unknown retention policy key(s): {', '.join(sorted(unknown))}")

@@ -78,9 +78,13 @@ class FieldPredicate:
 def field_predicate_json(preds: Iterable[FieldPredicate | Mapping]) -> str:
     """Serialise AND-ed field predicates for :attr:`Tombstone.field_predicate`."""
     out = []
-    for p in preds:
+    for i, p in enumerate(preds):
         if isinstance(p, Mapping):
+            if set(p) != {"field", "op", "value"}:
+                raise QueryError(f"field predicate [{i}] must have exactly field, op and value")
             p = FieldPredicate(p["field"], p["op"], p["value"])
+        elif not isinstance(p, FieldPredicate):
+            raise QueryError(f"field predicate [{i}] must be an object {{field, op, value}}, not {type(p).__name__}")
         out.append({"field": p.field, "op": p.op, "value": p.value})
     text = json.dumps(out, separators=(",", ":"), sort_keys=True)
     parse_field_predicate(text)  # validate

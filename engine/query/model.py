@@ -206,8 +206,8 @@ def from_json(body: Any) -> Query:
             pct = float(p)
         iv = agg.get("interval_nanos")
         if iv is not None:
-            if isinstance(iv, bool) or not isinstance(iv, int) or iv <= 0:
-                raise QueryError("aggregation.interval_nanos must be a positive integer")
+            if isinstance(iv, bool) or not isinstance(iv, int) or not 0 < iv < 2**63:
+                raise QueryError("aggregation.interval_nanos must be a positive integer below 2^63")
             interval = iv
         if field is None and isinstance(fields_for_agg, list) and fields_for_agg:
             # (beyond) one aggregation applied to each listed field: mean_usage_user, mean_usage_system, ...

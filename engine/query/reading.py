@@ -183,7 +183,7 @@ def read_series(snap: Snapshot, sid: int, start: int, end: int, fields,
         covered = 0
         boundary = None
         for c in cands:
-            if covered >= limit:
+            if covered >= limit and boundary is not None:  # (limit 0: no boundary before the first block)
                 if desc and c[3] < boundary:
                     break
                 if not desc and c[2] > boundary:

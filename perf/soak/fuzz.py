@@ -1,8 +1,14 @@
 """Fuzz soak: many cases per target (tests/reliability/rel_fuzz.py: line protocol parser, JSON
-query decoder, SQL front end, pgwire message reader).
+query decoder, SQL front end, pgwire message reader; tests/reliability/rel_http_fuzz.py: the HTTP
+request path).
 
     python perf/soak/fuzz.py --cases 1000000                     # seeded mutation engine
     python perf/soak/fuzz.py --engine atheris --target sql --cases 1000000   # coverage-guided
+    python perf/soak/fuzz.py --target http --cases 1000000 --wire-cases 20000   # HTTP request path
+
+``--target http`` (not part of ``all``) runs the generated requests in-process through the
+server's serving loop with a real Database on a temporary directory, then ``--wire-cases`` of
+them over loopback sockets against a rusts-server process; see rel_http_fuzz.py for the oracle.
 
 The mutation engine mixes corpus mutations (byte flips, inserted syntax characters and keywords,
 deletions, splices) with random bytes. A case fails when the target raises anything but a
@@ -82,6 +88,20 @@ def run_atheris(target: str, cases: int) -> None:
     atheris.Fuzz()
 
 
+def run_http(a) -> int:
+    import trio
+
+    import rel_http_fuzz
+
+    runs = [trio.run(lambda: rel_http_fuzz.fuzz_in_process(a.cases, a.seed, skip=a.skip, stop=STOP))]
+    print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    if a.wire_cases and not STOP:
+        runs.append(rel_http_fuzz.fuzz_wire(a.wire_cases, a.seed, stop=STOP))
+    ok = all(r["failures"] == 0 for r in runs)
+    print(json.dumps({"runs": runs, "all_ok": ok}, indent=1))
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cases", type=int, default=1_000_000)
@@ -90,8 +110,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip", type=int, default=0,
                     help="replay: run only cases from this index on (the sequence is the same)")
+    ap.add_argument("--wire-cases", type=int, default=20_000, help="--target http: cases over loopback sockets")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
+    if a.target == "http":
+        return run_http(a)
     targets = list(rel_fuzz.TARGETS) if a.target == "all" else [a.target]
     if a.engine == "atheris":
         run_atheris(targets[0], a.cases)  # libFuzzer prints its own report; exits non-zero on a crash

@@ -133,6 +133,19 @@ async def answer(api: App, scope, receive, send, body_timeout: float = math.inf)
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else resp.body})
 
 
+def _host_for_quart(scope):
+    """werkzeug binds Quart's URL map to the Host header and, for one that is not a valid name
+    (".x"), raises outside Quart's error handlers (an empty 500): such a header is dropped, as the
+    hot routes ignore it."""
+    for k, v in scope["headers"]:
+        if k == b"host":
+            try:
+                v.decode("latin-1").lower().encode("idna")
+            except UnicodeError:
+                return {**scope, "headers": [(a, b) for a, b in scope["headers"] if a != b"host"]}
+    return scope
+
+
 class HotRoutes:
     """ASGI middleware: answers the hot paths itself, passes everything else to ``inner``;
     ``poller`` (:class:`rusts.busypoll.BusyPoll` or None) is told about every request."""
@@ -147,6 +160,8 @@ class HotRoutes:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
+        if not scope["path"]:  # a request target of only a query ("?x"): Quart would index path[0]
+            scope = {**scope, "path": "/"}
         poller = self.poller
         if poller is not None:
             poller.begin()
@@ -154,7 +169,7 @@ class HotRoutes:
             if scope["path"] in self.hot:
                 await answer(self.api, scope, receive, send, self.body_timeout)
             else:
-                await self.inner(scope, receive, send)
+                await self.inner(_host_for_quart(scope), receive, send)
         finally:
             if poller is not None:
                 poller.end()

@@ -103,7 +103,8 @@ async def serve_asgi(app, config, *, max_connections: int | None = None, head_ti
             return
         conn = _Connection(stream, tracker, head_timeout)
         try:
-            await _lean_server_class()(asgi, config, context, ConnectionState(state.copy()), conn)
+            conn._tcp = _lean_server_class()(asgi, config, context, ConnectionState(state.copy()), conn)
+            await conn._tcp
         finally:
             conn.release()
 
@@ -307,7 +308,18 @@ class _Tracker:
                     self.busy[peer] = n
                 else:
                     del self.busy[peer]
+                    if conn is not None and _h11_buffered(conn):  # the next head came with this request
+                        conn._seen, conn._head_since = self.started.get(peer, 0), trio.current_time()
+                        conn._idle_scope.cancel()
         return tracked
+
+
+def _h11_buffered(conn) -> bool:
+    """Whether hypercorn's parser holds part of a next request head (bytes that came with the last)."""
+    try:
+        return bool(conn._tcp.protocol.protocol.connection.trailing_data[0])
+    except AttributeError:
+        return False
 
 
 class _Connection:
@@ -442,6 +454,8 @@ class _Connection:
                             self._tracker.idle.pop(self, None)
                     if self._evicted:
                         data = b""  # evicted: the connection ends
+                    elif self._idle_scope.cancelled_caught:
+                        continue  # a request ended with part of the next head buffered: its clock runs
                     break
                 with trio.move_on_at(self._head_since + self._head_timeout) as cs:
                     data = await self._inner.receive_some(max_bytes)
