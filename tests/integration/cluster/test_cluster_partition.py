@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.cluster.conftest import NATS_BIN, cluster_node, cluster_toml, three_node_layout
+from tests.integration.cluster.conftest import NATS_BIN, cluster_node, cluster_toml, three_node_layout, wait_until
 from tests.integration.cluster.test_cluster import QUERIES, batch
 from tests.integration.conftest import BIN, Server
 
@@ -96,20 +96,6 @@ class NsServer(Server):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout}s: {self.output()}")
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except httpx.HTTPError as e:
-            last = e
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def answers(url: str) -> list:

@@ -13,6 +13,7 @@ import types
 
 import httpx
 
+from tests.integration.cluster.conftest import wait_until
 from tests.integration.cluster.test_cluster import QUERIES, batch
 
 SECRET = "cluster-test-secret-0123456789abcdef0123456789"
@@ -27,20 +28,6 @@ def token() -> dict:
 
 
 H = token()
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except httpx.HTTPError as e:
-            last = e
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def write(url: str, body: str, headers=None) -> None:
