@@ -28,15 +28,14 @@ from __future__ import annotations
 import collections
 import operator
 import struct
-import zlib
 
 import numpy as np
 
 from rusts.codecs import _bits
-from rusts.codecs._block import _HDR, _SMALL, _U32, _wrap, COMPRESSION_LEVELS, TIERS
+from rusts.codecs._block import _SMALL, COMPRESSION_LEVELS, TIERS, frame
 from rusts.codecs._ints import _radix_plan
 from rusts.codecs._floats import _ALP_HDR, _POW10, _alp_ok
-from rusts.codecs._format import TYPE_FLOAT, TYPE_INT, TYPE_STRING, TYPE_UINT, Tag as T, Wrap
+from rusts.codecs._format import TYPE_FLOAT, TYPE_INT, TYPE_STRING, TYPE_UINT, Tag as T
 from rusts.codecs._strings import _DICT_HDR, _utf8 as _sutf8, section as _section
 from rusts.errors import CodecError
 
@@ -335,18 +334,6 @@ class _Ints:
         return out
 
 
-def _frame(tag: int, vtype: int, n: int, payload: bytes, compression: str, tier: str) -> bytes:
-    if n <= _SMALL:
-        wrap, body = Wrap.NONE, payload
-    else:
-        wrap, body = _wrap(payload, compression, tier)
-    if wrap == Wrap.NONE:
-        head = _HDR.pack(tag, vtype, n)
-    else:
-        head = _HDR.pack(tag, vtype | (wrap << 4), n) + _U32.pack(len(payload))
-    block = head + body
-    return block + _U32.pack(zlib.crc32(block))
-
 
 def _timestamps(u: np.ndarray, st: np.ndarray) -> list[tuple[int, bytes] | None]:
     a = st[:-1]
@@ -564,5 +551,5 @@ def encode_blocks(values: np.ndarray, bounds: np.ndarray, *, vtype: int, timesta
     for j, i in enumerate(big.tolist()):
         g = got[j]
         if g is not None:
-            out[i] = _frame(g[0], vtype, int(cnt[i]), g[1], compression, tier)
+            out[i] = frame(g[0], vtype, int(cnt[i]), g[1], compression, tier, bare=int(cnt[i]) <= _SMALL)
     return out

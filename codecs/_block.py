@@ -199,10 +199,14 @@ def encode(values: np.ndarray, *, timestamps: bool = False, compression: str = "
     finally:
         if token is not None:
             _ints.EXACT.reset(token)
-    if n <= _SMALL and vtype != TYPE_STRING:  # a few dense bytes: LZ4/Zstd rarely win
-        wrap, body = Wrap.NONE, payload
-    else:
-        wrap, body = _wrap(payload, compression, tier)
+    # a few dense bytes: LZ4/Zstd rarely win
+    return frame(tag, vtype, n, payload, compression, tier, bare=n <= _SMALL and vtype != TYPE_STRING)
+
+
+def frame(tag: int, vtype: int, n: int, payload: bytes, compression: str, tier: str, *, bare: bool) -> bytes:
+    """A block from its encoded payload: header, the payload (compressed unless ``bare`` or
+    compression does not pay), CRC."""
+    wrap, body = (Wrap.NONE, payload) if bare else _wrap(payload, compression, tier)
     if wrap == Wrap.NONE:
         head = _HDR.pack(tag, vtype, n)
     else:
