@@ -67,7 +67,11 @@ class Membership:
         value = json.dumps({"id": me.id, "address": me.address, "ts": time.time(),
                             "shards": list(me.shards), "replica_shards": list(me.replica_shards)})
         t = time.time()
-        await node.bridge.call(node.link.kv_put, "members", me.id, value.encode())
+        # bounded well below dead_after_secs: a put lost with a connection that died (a NATS
+        # server killed) is sent again through the new one instead of waiting out the client's
+        # publish timeout, which alone could make this node's heartbeat look stale
+        await node.bridge.call(node.link.kv_put, "members", me.id, value.encode(),
+                               _timeout=max(0.5, self.cfg.dead_after_secs / 3))
         self.beat_ok_at = t
 
     def in_majority(self) -> bool:
@@ -101,10 +105,27 @@ class Membership:
         self.applied = applied
 
     async def run(self) -> None:
+        """Two loops: the heartbeat is never delayed by a slow re-read of the others' (a direct
+        get waiting for a KV leader's election), and a failed heartbeat is retried at once
+        (after a short pause) rather than a whole ``heartbeat_secs`` later."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._beat_loop)
+            nursery.start_soon(self._refresh_loop)
+
+    async def _beat_loop(self) -> None:
         while True:
             try:
                 await self.heartbeat_once()
+            except RustsError as e:
+                log.debug("membership heartbeat: %s", e)
+                await trio.sleep(min(0.2, self.cfg.heartbeat_secs))
+                continue
+            await trio.sleep(self.cfg.heartbeat_secs)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
                 await self.refresh()
             except RustsError as e:
-                log.debug("membership: %s", e)
+                log.debug("membership refresh: %s", e)
             await trio.sleep(self.cfg.heartbeat_secs)

@@ -165,6 +165,8 @@ def _lean_server_class():
     from hypercorn.typing import ConnectionState
     from hypercorn.utils import parse_socket_addr
 
+    from rusts.protocols.http.strict_h11 import harden
+
     class LeanTCPServer(TCPServer):
         def __init__(self, *args) -> None:
             super().__init__(*args)
@@ -194,6 +196,7 @@ def _lean_server_class():
                     self.protocol = ProtocolWrapper(
                         self.app, self.config, self.context, task_group, ConnectionState(self.state), ssl,
                         client, server, self.protocol_send, alpn_protocol)
+                    harden(self.protocol)
                     await self.protocol.initiate()
                     task_group._nursery.start_soon(self._keep_alive)
                     await self._read_data()

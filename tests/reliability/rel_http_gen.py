@@ -380,9 +380,14 @@ def parse_responses(buf: bytearray, methods: list[str], start: int, eof: bool, w
 
 
 def _hypercorn_error(headers: dict, body: bytes) -> bool:
-    """hypercorn's answer to framing h11 refuses: empty, closes the connection."""
-    return not body and headers.get("content-length") == "0" and headers.get("connection") == "close" \
-        and "content-type" not in headers
+    """The answer to framing h11 refuses (rusts.protocols.http.strict_h11): a JSON error that
+    starts "bad HTTP request: ", and the connection closed."""
+    if headers.get("connection") != "close" or "json" not in headers.get("content-type", ""):
+        return False
+    try:
+        return json.loads(body)["error"].startswith("bad HTTP request: ")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def check_response(status: int, headers: dict, body: bytes) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -253,3 +254,31 @@ def test_an_aggregation_interval_beyond_int64_is_a_clean_error() -> None:
                 assert len(rs) == 1
 
     trio.run(run)
+
+
+def test_a_method_in_mixed_case_is_refused_not_answered_as_another() -> None:
+    """Found by the long fuzz run: methods are case-sensitive (RFC 9110), but hypercorn
+    upper-cased ``HeAD`` for the app, which answered as to HEAD (no body) while h11, which keeps
+    the method as sent, waited for the declared body: a traceback, the connection cut. Now a
+    method not in upper case is answered 501 and the connection closed."""
+    rs, closed = trio.run(_exchange, b"HeAD /stats HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
+                          5.0)
+    assert [r[0] for r in rs] == [501] and closed, rs
+    assert b"case-sensitive" in rs[0][2], rs
+    rs, _ = trio.run(_exchange, b"HEAD /stats HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
+                     5.0, 2)
+    assert [r[0] for r in rs] == [200, 204], rs
+
+
+def test_an_h2c_upgrade_followed_by_bytes_that_are_not_http2_ends_at_once() -> None:
+    """Found by the long fuzz run: a request asking to upgrade to h2c, followed by bytes that are
+    not HTTP/2, left the request waiting in the app's receive until the case's limit (30 s).
+    The upgrade is not offered (HTTP/1.1 answers it, as for an upgrade with a body), so the
+    following bytes are a bad next request: 400 and closed within the head deadline."""
+    raw = (b"CONNECT /api/v2/write HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+           b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    start = time.monotonic()
+    rs, closed = trio.run(_exchange, raw, 10.0)
+    assert closed and time.monotonic() - start < 5.0, rs
+    assert rs and all(r[0] < 500 for r in rs) and all(check_response(*r) in (None, "framing") for r in rs), rs
+    assert b"bad HTTP request: illegal request line" in rs[-1][2], rs

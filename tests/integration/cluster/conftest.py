@@ -97,6 +97,11 @@ def three_node_layout(shards: int = 16) -> list[tuple[list[int], list[int]]]:
     return [(thirds[i], thirds[(i - 1) % 3]) for i in range(3)]
 
 
+class Unavailable(Exception):
+    """A 503 (retry later): while NATS fails over a node may refuse for a few seconds; a wait
+    retries it, a final comparison fails on it."""
+
+
 def wait_until(pred, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     last = None
@@ -105,7 +110,7 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.1):
             last = pred()
             if last:
                 return last
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, Unavailable) as e:
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

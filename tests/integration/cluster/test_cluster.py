@@ -13,6 +13,8 @@ import time
 import httpx
 import pytest
 
+from tests.integration.cluster.conftest import Unavailable, wait_until
+
 BIN_DIR = pathlib.Path(sys.executable).parent
 
 HOUR = 3_600_000_000_000
@@ -30,20 +32,6 @@ QUERIES = [
     {"aggregation": {"function": "Last", "field": "n", "interval_nanos": 3 * HOUR}},
     {"aggregation": {"function": "Median", "field": "usage"}, "group_by": ["dc"]},
 ]
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except httpx.HTTPError as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 SQL = [
@@ -101,6 +89,8 @@ def answers(url: str) -> list:
     for extra in QUERIES:
         q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, **extra}
         r = httpx.post(url + "/query", json=q, timeout=30)
+        if r.status_code == 503:
+            raise Unavailable(extra, r.text)
         assert r.status_code == 200, (extra, r.text)
         out.append(r.json()["results"])
     return out
