@@ -273,7 +273,7 @@ class Database:
         Big tables are encoded in the flush worker process (rusts.storage.flushproc), so the encoding
         does not hold this process's GIL; small ones in a worker thread."""
         from rusts.storage import flushproc
-        from rusts.memory.tables import partitions_of
+        from rusts.memory.sealed import partitions_of
 
         if not flushproc.use_process(sum(len(c.sids) for c in table.chunks), table.points):
             return await run_cpu(lambda: self._write_segments(
