@@ -296,7 +296,10 @@ def test_sync_write_is_readable_on_every_owner_at_once_and_503_when_nats_is_down
     q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, "aggregation": {"function": "Count"}}
     # no waiting: Sync acknowledged only after every owner applied its shards
     for n in nodes:
-        st = httpx.get(n.url + "/cluster").json()
+        # the lag is None while a stream's last sequence is not known (a NATS read over 2 s on a
+        # loaded machine); the first known lag must be 0
+        st = wait_until(lambda: (lambda s: s if s["max_lag"] is not None else None)(
+            httpx.get(n.url + "/cluster", timeout=10).json()), 15, "a known lag")
         assert st["max_lag"] == 0
         assert httpx.post(n.url + "/query", json=q).json()["results"][0]["fields"]["count"] == 200
 
