@@ -256,6 +256,17 @@ async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(
                         (r["tags"]["host"], r["timestamp"]): r["fields"] for r in rs.to_rows()}
         return out
 
+    def assert_same(got_all, want_all):
+        assert got_all.keys() == want_all.keys()
+        for k in want_all:
+            assert got_all[k].keys() == want_all[k].keys(), k
+            for row, fields in want_all[k].items():
+                for name, v in fields.items():
+                    got = got_all[k][row][name]
+                    assert (got is None) == (v is None), (k, row, name)
+                    if v is not None:
+                        assert got == pytest.approx(v, rel=1e-12, abs=1e-9), (k, row, name)
+
     async with rusts.db.open(tmp_path / "data", partition_duration_hours=24, wal_durability="none") as db:
         await db.write("\n".join(lines))
         await db.flush()
@@ -271,18 +282,16 @@ async def test_cold_blocks_answer_bucketed_aggregates_from_sub_block_statistics(
             decoded_tiers.append(src.reader.tier)
             return real(src, sid, fields, blocks)
 
+        cold = await answers(db)  # grouped: the vector path (rusts.query.vector_route)
+        # the executor's statistics path (ungrouped aggregates, cluster partial answers): the
+        # same answers, and blocks decoded only where the statistics do not suffice
+        import rusts.query.vector_route as vector_route
+
+        monkeypatch.setattr(vector_route, "covers", lambda q, ftypes: False)
         for mod in (reading, aggregate):  # every module that decodes segment blocks
             monkeypatch.setattr(mod, "_read_segment", spy)
-        cold = await answers(db)
-        assert cold.keys() == hot.keys()
-        for k in hot:
-            assert cold[k].keys() == hot[k].keys(), k
-            for row, fields in hot[k].items():
-                for name, v in fields.items():
-                    got = cold[k][row][name]
-                    assert (got is None) == (v is None), (k, row, name)
-                    if v is not None:
-                        assert got == pytest.approx(v, rel=1e-12, abs=1e-9), (k, row, name)
+        assert_same(await answers(db), cold)
+        assert_same(cold, hot)
         # the aligned hourly and two-hourly queries decoded no block at all
         decoded_tiers.clear()
         for iv in (HOUR, 2 * HOUR):
