@@ -175,7 +175,7 @@ class ShardApplier:
     async def run(self) -> None:
         """Apply the stream until cancelled; returns only when this copy should be rebuilt from a
         peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds)."""
-        from rusts.storage.walrecord import decode_batch
+        from rusts.cluster.wire import decode
 
         backoff = 0.2
         while True:
@@ -232,7 +232,7 @@ class ShardApplier:
                     decoded.append((seq, (op, data)))
                     continue
                 try:
-                    decoded.append((seq, (decode_batch(data), data)))
+                    decoded.append((seq, (decode(data), data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
