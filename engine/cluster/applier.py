@@ -7,12 +7,13 @@ JetStream pull consumer and applies them with ``db.write_batch`` in stream order
 
 Applied sequence, crash consistency (docs/cluster.md, "Apply"):
 
-1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written);
+1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written;
+   a run of consecutive rows messages is one write and one WAL record: :meth:`ShardApplier._apply`);
 2. make the WAL durable: with ``wal_durability: every_write`` it already is; otherwise one WAL
    fsync for the whole batch (:func:`_sync_wal`);
 3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file and rename,
    not fsynced (losing it only makes the sequence older; fsynced when it records a missed count);
-4. acknowledge ``a..b`` to JetStream (one cumulative ack) and publish ``b`` to the metadata KV
+4. acknowledge ``a..b`` to JetStream (one cumulative ack, sent with the next fetch) and publish ``b`` to the metadata KV
    (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync mode, else at most every
    ``PUBLISH_EVERY`` seconds).
 
@@ -43,6 +44,8 @@ FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch unti
 PUBLISH_EVERY = 0.25
 HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
+RUN_POINTS = 65536  # a run of messages applied as one write stops growing beyond this many points
+RUN_BYTES = 8 << 20  # ... or this many message bytes
 
 
 def read_applied(shard_dir: Path) -> tuple[int, int]:
@@ -128,6 +131,7 @@ class ShardApplier:
         self.rebuild_wanted = False
         self._rebuild_checked = 0.0
         self._bounds_checked = 0.0
+        self._to_ack = None  # the last message applied, acknowledged with the next fetch
 
     @property
     def complete(self) -> bool:
@@ -165,6 +169,7 @@ class ShardApplier:
                 return False
             self._note_missed(first)
             await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
+        self._to_ack = None  # a message of the consumer being replaced
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         if self.target is None:
             self.target = last
@@ -192,7 +197,9 @@ class ShardApplier:
                     step = "publish applied"
                     await self._publish_applied()
                 step = "fetch"
-                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, FETCH_WAIT, _timeout=FETCH_WAIT + 15.0)
+                ack, self._to_ack = self._to_ack, None
+                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, FETCH_WAIT, ack,
+                                              _timeout=FETCH_WAIT + 15.0)
                 backoff = 0.2
             except RustsError as e:
                 log.info("shard %d: %s: %s; retrying", self.shard, step, e)
@@ -249,39 +256,73 @@ class ShardApplier:
             async with self.lock:
                 await self._apply(decoded)
             self._check_caught_up()
+            # acknowledged (cumulatively) with the next fetch: one NATS call less per batch. The
+            # ack floor is not authoritative (applied.json is), so an ack lost in a crash or a
+            # resubscription only means a redelivery, which is skipped
+            self._to_ack = msgs[-1][2]
             try:
-                await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
                 if self.eager or trio.current_time() - self._published_at >= PUBLISH_EVERY:
                     await self._publish_applied()
             except RustsError:
                 self.subscribed = False
 
     async def _apply(self, decoded: list) -> None:
-        """Apply decoded messages in order, make them durable, record the applied sequence."""
+        """Apply decoded messages in stream order, make them durable, record the applied sequence.
+
+        A run of consecutive version-2 rows messages is applied as **one** write (one schema
+        check, one index lookup, one WAL record: the messages' concatenation, one memtable
+        insert): its frames in message order, so the memtable resolves duplicates exactly as if
+        they came one by one (later wins), and the WAL record replays the same frames. A delete
+        or drop, an undecodable or a version-1 message ends a run."""
+        from rusts.cluster import wire
+
         applied_any = False
-        for seq, item in decoded:
+        i, n = 0, len(decoded)
+        while i < n:
+            seq, item = decoded[i]
             if item is not None and isinstance(item[0], str):  # (op, body)
                 await self._apply_op(seq, *item)
+                j = i + 1
             elif item is not None:
                 batch, payload = item
-                while True:
-                    try:
-                        # the message is already the WAL encoding of ``batch``: the shard's WAL
-                        # stores it as it is (no second encoding) when the schema keeps every line
-                        res = await self.db.write_batch(batch, wal_payload=payload)
-                        break
-                    except OverloadedError:  # the shard's memtable is full: wait for the flusher
-                        await trio.sleep(0.5)
-                if res.errors:
-                    self.errors += len(res.errors)
-            self.applied = seq
+                j = i + 1
+                if wire.is_v2(payload):
+                    points, size = batch.point_count, len(payload)
+                    while j < n and points < RUN_POINTS and size < RUN_BYTES:
+                        nxt = decoded[j][1]
+                        if nxt is None or isinstance(nxt[0], str) or not wire.is_v2(nxt[1]):
+                            break
+                        points += nxt[0].point_count
+                        size += len(nxt[1])
+                        j += 1
+                    if j > i + 1:
+                        run = decoded[i:j]
+                        batch = WriteBatch.from_frames([f for _, (b, _) in run for f in b.frames])
+                        payload = wire.concat([p for _, (_, p) in run])
+                await self._write(batch, payload)
+            else:
+                j = i + 1
+            self.applied = decoded[j - 1][0]
             applied_any = True
+            i = j
         if applied_any:
-            await _sync_wal(self.db)
+            await _sync_wal(self.db)  # durable before the applied sequence says so
             if self.missed:
                 await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
             else:  # a small write and a rename: cheaper inline than a thread hop
                 write_applied(self.dir, self.applied)
+
+    async def _write(self, batch: WriteBatch, payload: bytes) -> None:
+        while True:
+            try:
+                # the payload is the batch's encoding: the shard's WAL stores it as it is (no
+                # second encoding) when the schema keeps every line
+                res = await self.db.write_batch(batch, wal_payload=payload)
+                break
+            except OverloadedError:  # the shard's memtable is full: wait for the flusher
+                await trio.sleep(0.5)
+        if res.errors:
+            self.errors += len(res.errors)
 
     async def publish_if_behind(self) -> None:
         """Publish the applied sequence when the KV has an older one (the throttled tail)."""

@@ -99,6 +99,27 @@ def encode(batch: WriteBatch) -> bytes:
     return b"".join(out)
 
 
+def is_v2(data) -> bool:
+    """Whether ``data`` is a version-2 message (version 1 is the WAL record payload)."""
+    return len(data) > 0 and data[0] == VERSION
+
+
+def concat(messages: list) -> bytes:
+    """Version-2 messages (already decoded, so well formed) as one version-2 message holding
+    their frames in order: the headers' frame lists joined, the binary parts appended (each is
+    a multiple of 8 bytes). Decoding it gives the messages' frames, one after the other."""
+    frames_h: list = []
+    bodies = []
+    for m in messages:
+        mv = memoryview(m).cast("B")
+        hlen = _HEAD.unpack(mv[:_HEAD.size])[3]
+        end = _HEAD.size + hlen
+        frames_h.extend(orjson.loads(mv[_HEAD.size:end])["f"])
+        bodies.append(mv[end + _pad(hlen):])
+    header = orjson.dumps({"f": frames_h})
+    return b"".join([_HEAD.pack(VERSION, 0, 0, len(header)), header, _PAD[:_pad(len(header))], *bodies])
+
+
 def decode(buf: bytes | bytearray | memoryview) -> WriteBatch:
     """A rows message of either version as a write batch (line numbers zero, no errors).
 

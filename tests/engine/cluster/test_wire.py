@@ -182,3 +182,10 @@ def test_damaged_messages_decode_or_raise_corruption_only(data):
         assert int(f.starts[-1]) == len(f.timestamps)
         for c in f.columns.values():
             assert len(c.values) == len(f.timestamps)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(batches(), min_size=1, max_size=4))
+def test_concatenated_messages_decode_to_their_frames_in_order(parts):
+    got = wire.decode(wire.concat([wire.encode(b) for b in parts]))
+    assert_same_frames(got, WriteBatch.from_frames([f for b in parts for f in b.frames]))
