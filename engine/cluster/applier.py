@@ -9,16 +9,17 @@ Applied sequence, crash consistency (docs/cluster.md, "Apply"):
 
 1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written;
    a run of consecutive rows messages is one write and one WAL record: :meth:`ShardApplier._apply`);
-2. make the WAL durable: with ``wal_durability: every_write`` it already is; otherwise one WAL
-   fsync for the whole batch (:func:`_sync_wal`);
-3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file and rename,
-   not fsynced (losing it only makes the sequence older; fsynced when it records a missed count);
-4. acknowledge ``a..b`` to JetStream (one cumulative ack, sent with the next fetch) and publish ``b`` to the metadata KV
-   (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync mode, else at most every
-   ``PUBLISH_EVERY`` seconds).
+2. acknowledge them to JetStream (one cumulative ack, sent with the next fetch) and publish ``b``
+   to the metadata KV (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync
+   mode, else at most every ``PUBLISH_EVERY`` seconds);
+3. make the WAL durable (one fsync, :func:`_sync_wal`; nothing with ``wal_durability:
+   every_write``), then write ``applied.json`` (``{"seq": b}``): temporary file and rename, not
+   fsynced (losing it only makes the sequence older; fsynced when it records a missed count).
+   In Sync mode after every batch, before step 2's publish; otherwise every ``SYNC_EVERY``
+   seconds for everything applied by then (:meth:`ShardApplier.make_durable`), and at stop.
 
-So the recorded sequence never runs ahead of durable data: a crash between 1 and 3 leaves a
-sequence that is too low, and restart re-applies those messages, which is harmless because
+So the recorded sequence never runs ahead of durable data: a crash before step 3 leaves a
+sequence that is too low (by at most ``SYNC_EVERY`` seconds of messages), and restart re-applies those messages, which is harmless because
 applying is idempotent (last write wins per series, timestamp and field, and messages are
 applied in stream order; redeliveries at or below the recorded sequence are skipped). The
 local file, not the consumer's ack floor, is authoritative: on start the consumer is recreated
@@ -42,6 +43,9 @@ log = logging.getLogger("rusts.cluster.apply")
 FETCH_BATCH = 256
 FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
 PUBLISH_EVERY = 0.25
+# Quorum and Async: the applied prefix is made durable (one WAL fsync, then applied.json) at most
+# this often, not per batch (Sync mode: per batch, before the sequence is published)
+SYNC_EVERY = 1.0
 HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
 RUN_POINTS = 65536  # a run of messages applied as one write stops growing beyond this many points
@@ -132,6 +136,9 @@ class ShardApplier:
         self._rebuild_checked = 0.0
         self._bounds_checked = 0.0
         self._to_ack = None  # the last message applied, acknowledged with the next fetch
+        # what applied.json says (the durable prefix); a lock orders its writers
+        self.recorded, self._recorded_missed = self.applied, self.missed
+        self._record_lock = trio.Lock()
 
     @property
     def complete(self) -> bool:
@@ -168,7 +175,7 @@ class ShardApplier:
                 self.rebuild_wanted = True
                 return False
             self._note_missed(first)
-            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
+            await self.make_durable()
         self._to_ack = None  # a message of the consumer being replaced
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         if self.target is None:
@@ -177,9 +184,49 @@ class ShardApplier:
         self._check_caught_up()
         return True
 
+    async def make_durable(self) -> None:
+        """fsync the shard's WAL, then record the sequence applied before it in applied.json
+        (with the missed count, fsynced when there is one). Concurrent with applying: every
+        message at or below the sequence read here has its WAL record written already."""
+        async with self._record_lock:
+            seq, missed = self.applied, self.missed
+            if seq == self.recorded and missed == self._recorded_missed:
+                return
+            await _sync_wal(self.db)  # durable before the applied sequence says so
+            if missed:
+                await trio.to_thread.run_sync(write_applied, self.dir, seq, missed, True)
+            else:  # a small write and a rename: cheaper inline than a thread hop
+                write_applied(self.dir, seq)
+            self.recorded, self._recorded_missed = seq, missed
+
+    async def _durable_loop(self) -> None:
+        while True:
+            await trio.sleep(SYNC_EVERY)
+            if self.applied != self.recorded or self.missed != self._recorded_missed:
+                try:
+                    await self.make_durable()
+                except RustsError as e:  # a failed WAL: writes fail too; retried next period
+                    log.error("shard %d: recording the applied sequence: %s", self.shard, e)
+
     async def run(self) -> None:
         """Apply the stream until cancelled; returns only when this copy should be rebuilt from a
-        peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds)."""
+        peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds).
+        Meanwhile (not in Sync mode) the applied prefix is made durable every ``SYNC_EVERY``
+        seconds, and once more when this returns or is cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._durable_loop)
+                await self._run()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                try:
+                    await self.make_durable()
+                except RustsError as e:
+                    log.warning("shard %d: recording the applied sequence at stop: %s", self.shard, e)
+
+    async def _run(self) -> None:
         from rusts.cluster.wire import decode
 
         backoff = 0.2
@@ -305,12 +352,10 @@ class ShardApplier:
             self.applied = decoded[j - 1][0]
             applied_any = True
             i = j
-        if applied_any:
-            await _sync_wal(self.db)  # durable before the applied sequence says so
-            if self.missed:
-                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
-            else:  # a small write and a rename: cheaper inline than a thread hop
-                write_applied(self.dir, self.applied)
+        if applied_any and (self.eager or self.missed):
+            # Sync mode: durable and recorded before the sequence is published (writers wait for
+            # it); otherwise every SYNC_EVERY seconds (run)
+            await self.make_durable()
 
     async def _write(self, batch: WriteBatch, payload: bytes) -> None:
         while True:

@@ -1,6 +1,7 @@
 """A shard applier applying a fetched batch of messages: runs of messages become one write, the
-result equals applying them one by one (later wins), the applied sequence is recorded, and the
-shard database replays the same data from its WAL after a restart."""
+result equals applying them one by one (later wins), the applied sequence is recorded once the
+WAL is durable (per batch in Sync mode, periodically otherwise), and the shard database replays
+the same data from its WAL after a restart."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ async def test_a_fetched_batch_applies_as_fewer_writes_with_the_same_result(tmp_
         app = ShardApplier(3, db, shard_dir, None, None, "node1")
         await app._apply(decoded)
         assert app.applied == 16
+        # Quorum/Async: not recorded until the WAL is fsynced (every SYNC_EVERY seconds)
+        assert read_applied(shard_dir) == (0, 0)
+        await app.make_durable()
         assert read_applied(shard_dir) == (16, 0)
         # [11, 12] one write, 13 alone (version 1), 14 alone (15 undecodable ends the run), 16
         assert db.write_stats["requests"] == 4
@@ -69,8 +73,33 @@ async def test_a_long_run_is_cut_into_several_writes(tmp_path, monkeypatch):
     decoded = [(s + 1, (parse(b), wire.encode(parse(b)))) for s, b in enumerate(bodies)]
     async with rusts.open(tmp_path / "shard") as db:
         app = ShardApplier(0, db, tmp_path / "shard", None, None, "node1")
+        app.eager = True  # Sync mode: durable and recorded after every batch
         await app._apply(decoded)
+        assert read_applied(tmp_path / "shard") == (12, 0)
         assert db.write_stats["requests"] == 3  # 5 + 5 + 2 points
         assert await _answers(db) == want
     async with rusts.open(tmp_path / "shard") as db:
+        assert await _answers(db) == want
+
+
+async def test_messages_applied_after_the_recorded_sequence_are_applied_again_after_a_restart(tmp_path):
+    """A stop before the periodic record: applied.json is behind, the stream redelivers from it,
+    and applying those messages a second time changes nothing."""
+    async with rusts.open(tmp_path / "ref") as ref:
+        for b in BODIES:
+            await ref.write(b)
+        want = await _answers(ref)
+    msgs = [(seq, wire.encode(parse(b))) for seq, b in enumerate(BODIES, start=1)]
+    shard_dir = tmp_path / "shard"
+    async with rusts.open(shard_dir) as db:
+        app = ShardApplier(0, db, shard_dir, None, None, "node1")
+        await app._apply([(s, (wire.decode(p), p)) for s, p in msgs[:2]])
+        await app.make_durable()
+        await app._apply([(s, (wire.decode(p), p)) for s, p in msgs[2:]])
+    async with rusts.open(shard_dir) as db:  # restarted: the file says 2, the data holds all 5
+        app = ShardApplier(0, db, shard_dir, None, None, "node1")
+        assert app.applied == 2
+        await app._apply([(s, (wire.decode(p), p)) for s, p in msgs if s > app.applied])
+        await app.make_durable()
+        assert read_applied(shard_dir) == (5, 0)
         assert await _answers(db) == want
