@@ -101,8 +101,12 @@ class ClusterNode:
 
     def _shard_config(self, shard: int):
         st = self.config.storage
+        # ``periodic``: the shard's applier fsyncs the WAL itself when it records its applied
+        # sequence (rusts.cluster.applier.ShardApplier.make_durable), so the WAL writer's own
+        # timer would only add fsyncs that record nothing
+        durability = "os_default" if st.wal_durability == "periodic" else st.wal_durability
         return attrs.evolve(self.config, storage=attrs.evolve(
-            st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None))
+            st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None, wal_durability=durability))
 
     # ------------------------------------------------------------------ running
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
