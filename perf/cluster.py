@@ -10,7 +10,9 @@ cluster's nodes, waits until every owner applied every shard (``/cluster`` max_l
 one JSON object: values, wall seconds to acknowledge and to converge, CPU seconds (user +
 system of every process, NATS included) and CPU seconds per million values for each target, the
 idle cluster's own CPU per second (heartbeats, consumers polling; measured for 5 s before the
-ingest) and the per-million figure without it, and the ratio cluster / single node.
+ingest) and the per-million figure without it, the appliers' work (``apply``: fetches that
+returned messages, messages, rows writes, summed over the nodes), the load average at start and
+end, and the ratio cluster / single node.
 
 After the ingest, optionally (in this order):
 
@@ -261,7 +263,7 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     out: dict = {"values": n_values, "bodies": len(bodies), "mode": args.mode, "strategy": args.strategy,
                  "nats_replicas": args.nats_replicas,
-                 "machine": f"{os.cpu_count()} cpus"}
+                 "machine": f"{os.cpu_count()} cpus", "loadavg_start": os.getloadavg()}
     try:
         # single node
         port = free_port()
@@ -324,6 +326,7 @@ def main() -> int:
                                        "-o", str(pdir / f"node{i}.txt")], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL) for i, p in enumerate(rusts)]
             time.sleep(1.0)
+        apply0 = [get(p, "/cluster").get("apply") for p in ports]  # None: a server without these stats
         by_proc0 = {p.pid: total_cpu([p.pid]) for p in procs if p.poll() is None}
         c0 = total_cpu(pids)
         t0 = time.perf_counter()
@@ -344,6 +347,10 @@ def main() -> int:
                           "cpu_secs_per_million_values": round(cl_cpu / n_values * 1e6, 3),
                           "idle_cpu_secs_per_sec": round(idle_per_sec, 3),
                           "cpu_secs_per_million_values_minus_idle": round(busy / n_values * 1e6, 3)}
+        # the appliers' work (all nodes): fetches that returned messages, messages, rows writes
+        apply1 = [get(p, "/cluster").get("apply") for p in ports]
+        if None not in apply0 + apply1:
+            out["cluster"]["apply"] = {k: sum(b[k] - a[k] for a, b in zip(apply0, apply1)) for k in apply1[0]}
         out["cpu_ratio_cluster_over_single"] = round(cl_cpu / single_cpu, 2) if single_cpu else None
         if args.queries:
             out["queries"] = query_overhead(single_port, ports[0], args.hosts, args.hours, args.queries)

@@ -115,6 +115,7 @@ class ShardApplier:
         self.node_id = node_id
         self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
+        self.stats = {"fetches": 0, "messages": 0, "writes": 0}  # fetches that returned messages
         self.subscribed = False
         # the applied sequence in the KV (a replicated write in NATS): at most every
         # PUBLISH_EVERY seconds (the node publishes the tail), at once when ``eager`` (Sync mode
@@ -271,6 +272,8 @@ class ShardApplier:
                     except RustsError:
                         pass
                 continue
+            self.stats["fetches"] += 1
+            self.stats["messages"] += len(msgs)
             new = [seq for seq, _, _ in msgs if seq > self.applied]
             if new and min(new) > self.applied + 1:
                 # a hole: retention dropped messages, or a redelivery out of order; resubscribing
@@ -347,6 +350,7 @@ class ShardApplier:
                         batch = WriteBatch.from_frames([f for _, (b, _) in run for f in b.frames])
                         payload = wire.concat([p for _, (_, p) in run])
                 await self._write(batch, payload)
+                self.stats["writes"] += 1
             else:
                 j = i + 1
             self.applied = decoded[j - 1][0]

@@ -554,7 +554,10 @@ class ClusterNode:
                                                            "bytes": self.outbox.bytes,
                                                            "published_seq": self.outbox.published},
                "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
-               "schema_fields": len(self.schema.known)}
+               "schema_fields": len(self.schema.known),
+               # this node's appliers: fetches that returned messages, messages, rows writes
+               "apply": {k: sum(a.stats[k] for a in self.appliers.values())
+                         for k in ("fetches", "messages", "writes")}}
         out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
                            self.nats_connected or m.live(n.id),
                            "heartbeat_age_secs": (round(now - float(m.members[n.id]["ts"]), 3)
