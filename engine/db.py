@@ -55,6 +55,18 @@ class WriteResult:
     errors: tuple[LineError, ...] = ()
 
 
+def _vector_json(snap, q: Query, sids, tags: dict, field_types: dict) -> ResultSet:
+    """A JSON aggregate on the vector path (:mod:`rusts.query.vector_route`), in the executor's
+    shape; an empty answer is the executor's (its empty shapes are the API's)."""
+    from rusts.query.vector_route import in_executor_shape
+    from rusts.sql.vector import aggregate
+
+    rs = aggregate(snap, q, sids, tags.__getitem__, field_types)
+    if len(rs) == 0:
+        return execute(snap, q, sids, tags.__getitem__, field_types)
+    return in_executor_shape(rs, q)
+
+
 def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
     """Whether a query touches so little data (at most 8 series, 4 segment blocks each way,
     20,000 memtable rows) that running it on the event loop costs less than a thread hop."""
@@ -273,7 +285,7 @@ class Database:
         Big tables are encoded in the flush worker process (rusts.storage.flushproc), so the encoding
         does not hold this process's GIL; small ones in a worker thread."""
         from rusts.storage import flushproc
-        from rusts.memory.tables import partitions_of
+        from rusts.memory.sealed import partitions_of
 
         if not flushproc.use_process(sum(len(c.sids) for c in table.chunks), table.points):
             return await run_cpu(lambda: self._write_segments(
@@ -635,6 +647,7 @@ class Database:
             snap = self.snapshot(sids, q.start, q.end)
             tags = self.tags_map(sids)
             from rusts.query.executor import _check_agg_types
+            from rusts.query import vector_route
             from rusts.sql.vector import fits_one_series, one_series, seen_buckets
 
             small = _is_small(snap, sids, q)
@@ -644,6 +657,9 @@ class Database:
                     and all(a.field is None or a.field in field_types for a in q.aggregations) and small:
                 _check_agg_types(q, field_types)  # the executor's errors, word for word
                 rs = seen_buckets(q, one_series(snap, q, int(sids[0]), field_types))
+            elif vector_route.covers(q, field_types):
+                _check_agg_types(q, field_types)
+                rs = await offload(lambda: _vector_json(snap, q, sids, tags, field_types), small=small)
             else:
                 # a few blocks of a few series run inline: cheaper than the hop to a thread
                 rs = await offload(lambda: execute(snap, q, sids, tags.__getitem__, field_types), small=small)

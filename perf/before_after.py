@@ -54,7 +54,13 @@ def free_port() -> int:
 def ingest(venv: pathlib.Path) -> dict:
     r = run_json([str(venv / "python"), str(HERE / "ingest.py"), "--targets", "rusts", "--connections", "1,4",
                   "--hours", "6"])
-    return {f"ingest_values_per_sec_{x['connections']}conn": x["values_per_sec"] for x in r["runs"]}
+    out = {}
+    for x in r["runs"]:
+        c = x["connections"]
+        out[f"ingest_values_per_sec_{c}conn"] = x["values_per_sec"]
+        out[f"ingest_values_per_sec_with_flush_{c}conn"] = x["values_per_sec_with_flush"]
+        out[f"ingest_server_cpu_s_per_million_{c}conn"] = x["server_cpu_s_per_million"]
+    return out
 
 
 def trips(venv: pathlib.Path) -> dict:

@@ -38,7 +38,8 @@ import trips  # noqa: E402
 from rusts.importer import arrow_ingest  # noqa: E402
 from rusts.importer.mapping import to_write_batch  # noqa: E402
 from rusts.importer.pipeline import Options, units  # noqa: E402
-from rusts.memory.tables import Table, table_partitions  # noqa: E402
+from rusts.memory.sealed import table_partitions  # noqa: E402
+from rusts.memory.tables import Table  # noqa: E402
 from rusts.storage import flushproc  # noqa: E402
 from rusts.storage.segment_writer import write_segments  # noqa: E402
 from rusts.storage.walrecord import encode_batch  # noqa: E402

@@ -7,6 +7,10 @@ apart, ending now: the rows are fresh, in the memtable), then runs every templat
 :mod:`rusts.simulator.queries` N times (sites and devices filled in turn) and prints JSON: the
 median ms per template. Run it with another build's Python to compare builds (``Database.sql``, or
 ``rusts.sql.runner.execute_sql`` where a build has no query workers).
+
+``--over-http``: the same over HTTP instead, against a ``rusts-server`` of the build that runs
+this (beside its Python) on a free port, from one keep-alive ``http.client`` connection, so that
+the difference to the in-process figure is what the HTTP layer adds per statement.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--over-http", action="store_true", help="time the statements over HTTP")
     a = ap.parse_args()
+    if a.over_http:
+        return over_http(a)
     import rusts.db
     from rusts.config import load_config
     from rusts.simulator.fleet import Fleet
@@ -67,6 +74,66 @@ def main() -> int:
             return out
 
     print(json.dumps({"python": sys.executable, "devices": a.devices, "n": a.n, "median_ms": trio.run(run)}, indent=1))
+    return 0
+
+
+def over_http(a) -> int:
+    import http.client
+    import pathlib
+    import shutil
+    import socket
+    import subprocess
+
+    from rusts.simulator.fleet import Fleet
+    from rusts.simulator.queries import TEMPLATES
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="simq-http-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (work / "rusts.yml").write_text(f"server:\n  host: 127.0.0.1\n  port: {port}\nstorage:\n"
+                                    f"  data_dir: {work / 'data'}\nlogging:\n  level: warn\n")
+    proc = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "rusts-server"), "-c", str(work / "rusts.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                c.request("GET", "/ready")
+                ready = c.getresponse()
+                ready.read()
+                if ready.status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        fleet = Fleet(a.devices)
+        now = time.time_ns()
+        for r in range(4):
+            body, _ = fleet.report(0, a.devices, np.full(a.devices, now - (3 - r) * 15 * 10**9, np.int64))
+            c.request("POST", "/write", body=body)
+            c.getresponse().read()
+        site = fleet.sites()[0]
+        out = {}
+        for klass, templates in TEMPLATES.items():
+            for i, t in enumerate(templates):
+                xs = []
+                for k in range(a.n + 10):
+                    s = t.replace("{site}", site).replace("{device}", "dev-%05d" % (k % 50))
+                    t0 = time.perf_counter()
+                    c.request("POST", "/sql", body=s.encode())
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        raise SystemExit(f"HTTP {r.status} for {s}")
+                    if k >= 10:
+                        xs.append((time.perf_counter() - t0) * 1e3)
+                out[f"{klass}_{i}"] = round(statistics.median(xs), 3)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"python": sys.executable, "devices": a.devices, "n": a.n, "over_http": True,
+                      "median_ms": out}, indent=1))
     return 0
 
 

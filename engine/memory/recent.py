@@ -413,7 +413,7 @@ def memtable_rowsets(recent: RecentData, live_tables: Sequence, measurement: str
     oldest first, the snapshot's memtable shape), sliced from the tables' sealed blocks
     (:meth:`rusts.memory.tables.Table.seal`): references to a few sorted pieces per series, no
     pass over the rows (``recent`` and ``ftypes`` are kept for the callers' signature)."""
-    from rusts.memory.tables import MemView
+    from rusts.memory.views import MemView
 
     parts = [p for t in live_tables if t.points for p in t.query_parts(measurement)]
     return MemView(parts, sids)

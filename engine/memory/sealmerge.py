@@ -1,10 +1,10 @@
-"""Merging two sealed memtable blocks whose rows are already in order (rusts.memory.tables).
+"""Merging two sealed memtable blocks whose rows are already in order (rusts.memory.sealed).
 
 A table seals its writes into sorted blocks and merges neighbours of similar size, so a row is
 merged a few times while the table fills. When every series' rows in the newer block are later
 than its rows in the older one (writes in time order: an import, a live feed), the merge is
 each series' older run followed by its newer run: no sort, no duplicate to drop. ``old`` is the
-older :class:`~rusts.memory.tables.Sealed` block, ``newer`` the newer one.
+older :class:`~rusts.memory.sealed.Sealed` block, ``newer`` the newer one.
 """
 
 from __future__ import annotations

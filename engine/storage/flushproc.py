@@ -88,7 +88,7 @@ def use_process(series_chunks: int, points: int = 0) -> bool:
 
 def write_partitions_parts(payload, partition_ns: int) -> dict:
     """Partition -> SeriesData of a flush payload (the in-thread form's first step)."""
-    from rusts.memory.tables import table_partitions
+    from rusts.memory.sealed import table_partitions
 
     return table_partitions(payload, partition_ns)
 

@@ -9,6 +9,8 @@
   ``receive`` until the body deadline. InfluxDB clients speak HTTP/1.1 (or HTTP/2 over TLS with
   ALPN, still served): the header is ignored, as hypercorn already does for an upgrade request
   with a body. HTTP/2 by prior knowledge (``PRI * HTTP/2.0``) is still served.
+* **No WebSocket upgrade.** No route speaks WebSocket; hypercorn's WebSocket stream refused a bad
+  handshake with an empty 400. The request is answered as the plain HTTP request it also is.
 * **Framing errors say what is wrong.** hypercorn answers a request h11 cannot parse with an
   empty 400 / 431 / 501 / 505; here the same status carries ``{"error": "bad HTTP request: ..."}``
   with h11's reason, as every other bad input does.
@@ -52,6 +54,14 @@ class _Protocol(H11Protocol):
     async def _check_protocol(self, event: h11.Request) -> None:
         if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
             raise H2ProtocolAssumedError(b"PRI * HTTP/2.0\r\n\r\n" + self.connection.trailing_data[0])
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        # no WebSocket route exists: an upgrade request is answered as the plain request it also
+        # is (hypercorn would switch to its WebSocket stream, whose refusals are empty 400s)
+        if any(n.lower() == b"upgrade" and b"websocket" in v.lower() for n, v in request.headers):
+            request = h11.Request(method=request.method, target=request.target, http_version=request.http_version,
+                                  headers=[(n, v) for n, v in request.headers if n.lower() != b"upgrade"])
+        await super()._create_stream(request)
 
     async def _send_error_response(self, status_code: int) -> None:
         why = getattr(self.connection, "last_error", "") or _REASONS.get(status_code, "malformed request")

@@ -145,7 +145,7 @@ async def test_big_inserts_are_sealed_in_the_background_without_a_query():
 
 
 async def test_small_writes_a_query_read_unsealed_are_sealed_for_the_next_queries():
-    from rusts.memory.tables import UnsealedTail
+    from rusts.memory.views import UnsealedTail
 
     async with trio.open_nursery() as n:
         state, send, _ = await start(n)

@@ -282,3 +282,14 @@ def test_an_h2c_upgrade_followed_by_bytes_that_are_not_http2_ends_at_once() -> N
     assert closed and time.monotonic() - start < 5.0, rs
     assert rs and all(r[0] < 500 for r in rs) and all(check_response(*r) in (None, "framing") for r in rs), rs
     assert b"bad HTTP request: illegal request line" in rs[-1][2], rs
+
+
+def test_a_websocket_upgrade_is_answered_as_a_plain_request() -> None:
+    """Found by the long fuzz run: no route speaks WebSocket, yet hypercorn switched a GET with
+    ``Upgrade: websocket`` to its WebSocket stream, which refused the bad handshake with an empty
+    400. The request is now answered as the plain HTTP request it also is."""
+    raw = (b"GET /cluster HTTP/1.1\r\nConnection: upgrade\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
+           b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    rs, _ = trio.run(_exchange, raw, 5.0, 2)
+    assert [r[0] for r in rs] == [404, 204], rs
+    assert b"not a cluster node" in rs[0][2] and check_response(*rs[0]) is None

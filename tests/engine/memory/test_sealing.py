@@ -123,7 +123,7 @@ def test_table_bytes_count_the_sealed_copy_and_query_views():
 
 
 def _block(rng, sids, t0, n, fields=("a", "b")):
-    from rusts.memory.tables import Sealed
+    from rusts.memory.sealed import Sealed
     from rusts.model import FieldType
 
     sid = np.sort(rng.choice(np.asarray(sids, np.uint64), n))

@@ -12,7 +12,8 @@ import pytest
 
 import rusts
 from rusts.storage import flushproc
-from rusts.memory.tables import Table, partitions_of, table_partitions
+from rusts.memory.sealed import partitions_of, table_partitions
+from rusts.memory.tables import Table
 from rusts.model import Column, FieldType, SeriesRows, WriteBatch, frames_of_series
 from rusts.protocols.line_protocol import parse
 from rusts.query.rowset import merge
