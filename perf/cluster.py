@@ -3,6 +3,7 @@ JetStream servers, 16 shards, every process counted) against one rusts-server, s
 
     python perf/cluster.py [--hours 2] [--hosts 100] [--mode Quorum] [--strategy BySeries]
                            [--queries N] [--catchup-secs S] [--rebuild]
+    python perf/cluster.py --apply-bench [--hours 12]   # in process: the appliers' write path only
 
 Starts everything itself on free loopback ports (nats-server from PATH or /usr/sbin), posts the
 TSBS cpu-only bodies (5,000 lines, 10 values each) from one connection, round robin over the
@@ -242,6 +243,44 @@ def rebuild(rusts: list, roots: list, ports: list[int], mb: float = 0) -> dict:
             "copy_secs_per_gb_extrapolated": round(copy_secs / nbytes * 1e9, 1) if nbytes else None}
 
 
+def apply_bench(hosts: int, hours: float, rounds: int = 3) -> dict:
+    """In process, no NATS: the TSBS bodies split into 16 shards' messages, applied to one shard
+    database 256 messages at a time (a catching-up applier's fetches), once with every message
+    its own write and once with runs of messages as one write, alternating; CPU seconds each."""
+    import trio
+
+    import rusts
+    from rusts.cluster import applier, wire
+    from rusts.cluster.sharding import Sharder
+    from rusts.protocols.line_protocol import parse
+
+    sharder = Sharder("BySeries", 16, 86400 * 10**9)
+    msgs = [wire.encode(p) for b in tsbs.batches(tsbs.generate(hosts, hours), 5000)
+            for p in sharder.split(parse(b)).values()]
+    out: dict = {"messages": len(msgs), "one_write_per_message_cpu_secs": [], "runs_as_one_write_cpu_secs": []}
+
+    async def once(run_points: int, d: pathlib.Path) -> float:
+        applier.RUN_POINTS = run_points
+        shutil.rmtree(d, ignore_errors=True)
+        async with rusts.open(d) as db:
+            app = applier.ShardApplier(0, db, d, None, None, "bench")
+            t = time.process_time()
+            for i in range(0, len(msgs), 256):
+                await app._apply([(i + k + 1, (wire.decode(m), m)) for k, m in enumerate(msgs[i:i + 256])])
+                await app.make_durable()
+            return round(time.process_time() - t, 3)
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="rusts-apply-bench-"))
+    try:
+        for _ in range(rounds):
+            out["one_write_per_message_cpu_secs"].append(trio.run(once, 1, tmp / "db"))
+            out["runs_as_one_write_cpu_secs"].append(trio.run(once, 65536, tmp / "db"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["loadavg_end"] = os.getloadavg()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours", type=float, default=2)
@@ -254,9 +293,15 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true", help="wipe node2 and time its rebuild")
     ap.add_argument("--rebuild-mb", type=float, default=0,
                     help="first write this many MB of random-string points (a larger copy to time)")
+    ap.add_argument("--apply-bench", action="store_true",
+                    help="only the in-process apply benchmark (no servers): one write per message "
+                         "against runs of messages as one write")
     ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
                     "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
     args = ap.parse_args()
+    if args.apply_bench:
+        print(json.dumps(apply_bench(args.hosts, args.hours)))
+        return 0
     bodies = tsbs.batches(tsbs.generate(args.hosts, args.hours), 5000)
     n_values = sum(b.count(b"\n") + (not b.endswith(b"\n")) for b in bodies) * 10
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="rusts-cluster-perf-"))
