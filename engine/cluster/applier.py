@@ -224,8 +224,9 @@ class ShardApplier:
                 scope.shield = True
                 try:
                     await self.make_durable()
-                except RustsError as e:
-                    log.warning("shard %d: recording the applied sequence at stop: %s", self.shard, e)
+                except (RustsError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                    # the database is stopping too: the sequence stays older (re-applied at start)
+                    log.info("shard %d: recording the applied sequence at stop: %r", self.shard, e)
 
     async def _run(self) -> None:
         from rusts.cluster.wire import decode
