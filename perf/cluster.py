@@ -3,6 +3,7 @@ JetStream servers, 16 shards, every process counted) against one rusts-server, s
 
     python perf/cluster.py [--hours 2] [--hosts 100] [--mode Quorum] [--strategy BySeries]
                            [--queries N] [--catchup-secs S] [--rebuild]
+    python perf/cluster.py --apply-bench [--hours 12]   # in process: the appliers' write path only
 
 Starts everything itself on free loopback ports (nats-server from PATH or /usr/sbin), posts the
 TSBS cpu-only bodies (5,000 lines, 10 values each) from one connection, round robin over the
@@ -10,7 +11,9 @@ cluster's nodes, waits until every owner applied every shard (``/cluster`` max_l
 one JSON object: values, wall seconds to acknowledge and to converge, CPU seconds (user +
 system of every process, NATS included) and CPU seconds per million values for each target, the
 idle cluster's own CPU per second (heartbeats, consumers polling; measured for 5 s before the
-ingest) and the per-million figure without it, and the ratio cluster / single node.
+ingest) and the per-million figure without it, the appliers' work (``apply``: fetches that
+returned messages, messages, rows writes, summed over the nodes), the load average at start and
+end, and the ratio cluster / single node.
 
 After the ingest, optionally (in this order):
 
@@ -240,6 +243,44 @@ def rebuild(rusts: list, roots: list, ports: list[int], mb: float = 0) -> dict:
             "copy_secs_per_gb_extrapolated": round(copy_secs / nbytes * 1e9, 1) if nbytes else None}
 
 
+def apply_bench(hosts: int, hours: float, rounds: int = 3) -> dict:
+    """In process, no NATS: the TSBS bodies split into 16 shards' messages, applied to one shard
+    database 256 messages at a time (a catching-up applier's fetches), once with every message
+    its own write and once with runs of messages as one write, alternating; CPU seconds each."""
+    import trio
+
+    import rusts
+    from rusts.cluster import applier, wire
+    from rusts.cluster.sharding import Sharder
+    from rusts.protocols.line_protocol import parse
+
+    sharder = Sharder("BySeries", 16, 86400 * 10**9)
+    msgs = [wire.encode(p) for b in tsbs.batches(tsbs.generate(hosts, hours), 5000)
+            for p in sharder.split(parse(b)).values()]
+    out: dict = {"messages": len(msgs), "one_write_per_message_cpu_secs": [], "runs_as_one_write_cpu_secs": []}
+
+    async def once(run_points: int, d: pathlib.Path) -> float:
+        applier.RUN_POINTS = run_points
+        shutil.rmtree(d, ignore_errors=True)
+        async with rusts.open(d) as db:
+            app = applier.ShardApplier(0, db, d, None, None, "bench")
+            t = time.process_time()
+            for i in range(0, len(msgs), 256):
+                await app._apply([(i + k + 1, (wire.decode(m), m)) for k, m in enumerate(msgs[i:i + 256])])
+                await app.make_durable()
+            return round(time.process_time() - t, 3)
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="rusts-apply-bench-"))
+    try:
+        for _ in range(rounds):
+            out["one_write_per_message_cpu_secs"].append(trio.run(once, 1, tmp / "db"))
+            out["runs_as_one_write_cpu_secs"].append(trio.run(once, 65536, tmp / "db"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["loadavg_end"] = os.getloadavg()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours", type=float, default=2)
@@ -252,16 +293,22 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true", help="wipe node2 and time its rebuild")
     ap.add_argument("--rebuild-mb", type=float, default=0,
                     help="first write this many MB of random-string points (a larger copy to time)")
+    ap.add_argument("--apply-bench", action="store_true",
+                    help="only the in-process apply benchmark (no servers): one write per message "
+                         "against runs of messages as one write")
     ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
                     "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
     args = ap.parse_args()
+    if args.apply_bench:
+        print(json.dumps(apply_bench(args.hosts, args.hours)))
+        return 0
     bodies = tsbs.batches(tsbs.generate(args.hosts, args.hours), 5000)
     n_values = sum(b.count(b"\n") + (not b.endswith(b"\n")) for b in bodies) * 10
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="rusts-cluster-perf-"))
     procs: list[subprocess.Popen] = []
     out: dict = {"values": n_values, "bodies": len(bodies), "mode": args.mode, "strategy": args.strategy,
                  "nats_replicas": args.nats_replicas,
-                 "machine": f"{os.cpu_count()} cpus"}
+                 "machine": f"{os.cpu_count()} cpus", "loadavg_start": os.getloadavg()}
     try:
         # single node
         port = free_port()
@@ -324,6 +371,7 @@ def main() -> int:
                                        "-o", str(pdir / f"node{i}.txt")], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL) for i, p in enumerate(rusts)]
             time.sleep(1.0)
+        apply0 = [get(p, "/cluster").get("apply") for p in ports]  # None: a server without these stats
         by_proc0 = {p.pid: total_cpu([p.pid]) for p in procs if p.poll() is None}
         c0 = total_cpu(pids)
         t0 = time.perf_counter()
@@ -344,6 +392,10 @@ def main() -> int:
                           "cpu_secs_per_million_values": round(cl_cpu / n_values * 1e6, 3),
                           "idle_cpu_secs_per_sec": round(idle_per_sec, 3),
                           "cpu_secs_per_million_values_minus_idle": round(busy / n_values * 1e6, 3)}
+        # the appliers' work (all nodes): fetches that returned messages, messages, rows writes
+        apply1 = [get(p, "/cluster").get("apply") for p in ports]
+        if None not in apply0 + apply1:
+            out["cluster"]["apply"] = {k: sum(b[k] - a[k] for a, b in zip(apply0, apply1)) for k in apply1[0]}
         out["cpu_ratio_cluster_over_single"] = round(cl_cpu / single_cpu, 2) if single_cpu else None
         if args.queries:
             out["queries"] = query_overhead(single_port, ports[0], args.hosts, args.hours, args.queries)

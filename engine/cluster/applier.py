@@ -7,17 +7,19 @@ JetStream pull consumer and applies them with ``db.write_batch`` in stream order
 
 Applied sequence, crash consistency (docs/cluster.md, "Apply"):
 
-1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written);
-2. make the WAL durable: with ``wal_durability: every_write`` it already is; otherwise one WAL
-   fsync for the whole batch (:func:`_sync_wal`);
-3. write ``applied.json`` (``{"seq": b}``) next to the shard's data: temporary file and rename,
-   not fsynced (losing it only makes the sequence older; fsynced when it records a missed count);
-4. acknowledge ``a..b`` to JetStream (one cumulative ack) and publish ``b`` to the metadata KV
-   (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync mode, else at most every
-   ``PUBLISH_EVERY`` seconds).
+1. apply messages ``a..b`` with ``write_batch`` (each returns once its WAL record is written;
+   a run of consecutive rows messages is one write and one WAL record: :meth:`ShardApplier._apply`);
+2. acknowledge them to JetStream (one cumulative ack, sent with the next fetch) and publish ``b``
+   to the metadata KV (Sync-mode writers and ``/cluster`` lag read it there; at once in Sync
+   mode, else at most every ``PUBLISH_EVERY`` seconds);
+3. make the WAL durable (one fsync, :func:`_sync_wal`; nothing with ``wal_durability:
+   every_write``), then write ``applied.json`` (``{"seq": b}``): temporary file and rename, not
+   fsynced (losing it only makes the sequence older; fsynced when it records a missed count).
+   In Sync mode after every batch, before step 2's publish; otherwise every ``SYNC_EVERY``
+   seconds for everything applied by then (:meth:`ShardApplier.make_durable`), and at stop.
 
-So the recorded sequence never runs ahead of durable data: a crash between 1 and 3 leaves a
-sequence that is too low, and restart re-applies those messages, which is harmless because
+So the recorded sequence never runs ahead of durable data: a crash before step 3 leaves a
+sequence that is too low (by at most ``SYNC_EVERY`` seconds of messages), and restart re-applies those messages, which is harmless because
 applying is idempotent (last write wins per series, timestamp and field, and messages are
 applied in stream order; redeliveries at or below the recorded sequence are skipped). The
 local file, not the consumer's ack floor, is authoritative: on start the consumer is recreated
@@ -41,8 +43,13 @@ log = logging.getLogger("rusts.cluster.apply")
 FETCH_BATCH = 256
 FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
 PUBLISH_EVERY = 0.25
+# Quorum and Async: the applied prefix is made durable (one WAL fsync, then applied.json) at most
+# this often, not per batch (Sync mode: per batch, before the sequence is published)
+SYNC_EVERY = 1.0
 HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
+RUN_POINTS = 65536  # a run of messages applied as one write stops growing beyond this many points
+RUN_BYTES = 8 << 20  # ... or this many message bytes
 
 
 def read_applied(shard_dir: Path) -> tuple[int, int]:
@@ -108,6 +115,7 @@ class ShardApplier:
         self.node_id = node_id
         self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
+        self.stats = {"fetches": 0, "messages": 0, "writes": 0}  # fetches that returned messages
         self.subscribed = False
         # the applied sequence in the KV (a replicated write in NATS): at most every
         # PUBLISH_EVERY seconds (the node publishes the tail), at once when ``eager`` (Sync mode
@@ -128,6 +136,10 @@ class ShardApplier:
         self.rebuild_wanted = False
         self._rebuild_checked = 0.0
         self._bounds_checked = 0.0
+        self._to_ack = None  # the last message applied, acknowledged with the next fetch
+        # what applied.json says (the durable prefix); a lock orders its writers
+        self.recorded, self._recorded_missed = self.applied, self.missed
+        self._record_lock = trio.Lock()
 
     @property
     def complete(self) -> bool:
@@ -164,7 +176,8 @@ class ShardApplier:
                 self.rebuild_wanted = True
                 return False
             self._note_missed(first)
-            await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
+            await self.make_durable()
+        self._to_ack = None  # a message of the consumer being replaced
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
         if self.target is None:
             self.target = last
@@ -172,10 +185,51 @@ class ShardApplier:
         self._check_caught_up()
         return True
 
+    async def make_durable(self) -> None:
+        """fsync the shard's WAL, then record the sequence applied before it in applied.json
+        (with the missed count, fsynced when there is one). Concurrent with applying: every
+        message at or below the sequence read here has its WAL record written already."""
+        async with self._record_lock:
+            seq, missed = self.applied, self.missed
+            if seq == self.recorded and missed == self._recorded_missed:
+                return
+            await _sync_wal(self.db)  # durable before the applied sequence says so
+            if missed:
+                await trio.to_thread.run_sync(write_applied, self.dir, seq, missed, True)
+            else:  # a small write and a rename: cheaper inline than a thread hop
+                write_applied(self.dir, seq)
+            self.recorded, self._recorded_missed = seq, missed
+
+    async def _durable_loop(self) -> None:
+        while True:
+            await trio.sleep(SYNC_EVERY)
+            if self.applied != self.recorded or self.missed != self._recorded_missed:
+                try:
+                    await self.make_durable()
+                except RustsError as e:  # a failed WAL: writes fail too; retried next period
+                    log.error("shard %d: recording the applied sequence: %s", self.shard, e)
+
     async def run(self) -> None:
         """Apply the stream until cancelled; returns only when this copy should be rebuilt from a
-        peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds)."""
-        from rusts.storage.walrecord import decode_batch
+        peer's snapshot (``rebuild_wanted``: it misses messages the stream no longer holds).
+        Meanwhile (not in Sync mode) the applied prefix is made durable every ``SYNC_EVERY``
+        seconds, and once more when this returns or is cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._durable_loop)
+                await self._run()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                try:
+                    await self.make_durable()
+                except (RustsError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                    # the database is stopping too: the sequence stays older (re-applied at start)
+                    log.info("shard %d: recording the applied sequence at stop: %r", self.shard, e)
+
+    async def _run(self) -> None:
+        from rusts.cluster.wire import decode
 
         backoff = 0.2
         while True:
@@ -192,7 +246,9 @@ class ShardApplier:
                     step = "publish applied"
                     await self._publish_applied()
                 step = "fetch"
-                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, FETCH_WAIT, _timeout=FETCH_WAIT + 15.0)
+                ack, self._to_ack = self._to_ack, None
+                msgs = await self.bridge.call(self.link.fetch, self.shard, FETCH_BATCH, FETCH_WAIT, ack,
+                                              _timeout=FETCH_WAIT + 15.0)
                 backoff = 0.2
             except RustsError as e:
                 log.info("shard %d: %s: %s; retrying", self.shard, step, e)
@@ -217,6 +273,8 @@ class ShardApplier:
                     except RustsError:
                         pass
                 continue
+            self.stats["fetches"] += 1
+            self.stats["messages"] += len(msgs)
             new = [seq for seq, _, _ in msgs if seq > self.applied]
             if new and min(new) > self.applied + 1:
                 # a hole: retention dropped messages, or a redelivery out of order; resubscribing
@@ -232,7 +290,7 @@ class ShardApplier:
                     decoded.append((seq, (op, data)))
                     continue
                 try:
-                    decoded.append((seq, (decode_batch(data), data)))
+                    decoded.append((seq, (decode(data), data)))
                 except CorruptionError as e:
                     self.errors += 1
                     log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
@@ -249,39 +307,72 @@ class ShardApplier:
             async with self.lock:
                 await self._apply(decoded)
             self._check_caught_up()
+            # acknowledged (cumulatively) with the next fetch: one NATS call less per batch. The
+            # ack floor is not authoritative (applied.json is), so an ack lost in a crash or a
+            # resubscription only means a redelivery, which is skipped
+            self._to_ack = msgs[-1][2]
             try:
-                await self.bridge.call(self.link.ack, [m for _, _, m in msgs])
                 if self.eager or trio.current_time() - self._published_at >= PUBLISH_EVERY:
                     await self._publish_applied()
             except RustsError:
                 self.subscribed = False
 
     async def _apply(self, decoded: list) -> None:
-        """Apply decoded messages in order, make them durable, record the applied sequence."""
+        """Apply decoded messages in stream order, make them durable, record the applied sequence.
+
+        A run of consecutive version-2 rows messages is applied as **one** write (one schema
+        check, one index lookup, one WAL record: the messages' concatenation, one memtable
+        insert): its frames in message order, so the memtable resolves duplicates exactly as if
+        they came one by one (later wins), and the WAL record replays the same frames. A delete
+        or drop, an undecodable or a version-1 message ends a run."""
+        from rusts.cluster import wire
+
         applied_any = False
-        for seq, item in decoded:
+        i, n = 0, len(decoded)
+        while i < n:
+            seq, item = decoded[i]
             if item is not None and isinstance(item[0], str):  # (op, body)
                 await self._apply_op(seq, *item)
+                j = i + 1
             elif item is not None:
                 batch, payload = item
-                while True:
-                    try:
-                        # the message is already the WAL encoding of ``batch``: the shard's WAL
-                        # stores it as it is (no second encoding) when the schema keeps every line
-                        res = await self.db.write_batch(batch, wal_payload=payload)
-                        break
-                    except OverloadedError:  # the shard's memtable is full: wait for the flusher
-                        await trio.sleep(0.5)
-                if res.errors:
-                    self.errors += len(res.errors)
-            self.applied = seq
+                j = i + 1
+                if wire.is_v2(payload):
+                    points, size = batch.point_count, len(payload)
+                    while j < n and points < RUN_POINTS and size < RUN_BYTES:
+                        nxt = decoded[j][1]
+                        if nxt is None or isinstance(nxt[0], str) or not wire.is_v2(nxt[1]):
+                            break
+                        points += nxt[0].point_count
+                        size += len(nxt[1])
+                        j += 1
+                    if j > i + 1:
+                        run = decoded[i:j]
+                        batch = WriteBatch.from_frames([f for _, (b, _) in run for f in b.frames])
+                        payload = wire.concat([p for _, (_, p) in run])
+                await self._write(batch, payload)
+                self.stats["writes"] += 1
+            else:
+                j = i + 1
+            self.applied = decoded[j - 1][0]
             applied_any = True
-        if applied_any:
-            await _sync_wal(self.db)
-            if self.missed:
-                await trio.to_thread.run_sync(write_applied, self.dir, self.applied, self.missed, True)
-            else:  # a small write and a rename: cheaper inline than a thread hop
-                write_applied(self.dir, self.applied)
+            i = j
+        if applied_any and (self.eager or self.missed):
+            # Sync mode: durable and recorded before the sequence is published (writers wait for
+            # it); otherwise every SYNC_EVERY seconds (run)
+            await self.make_durable()
+
+    async def _write(self, batch: WriteBatch, payload: bytes) -> None:
+        while True:
+            try:
+                # the payload is the batch's encoding: the shard's WAL stores it as it is (no
+                # second encoding) when the schema keeps every line
+                res = await self.db.write_batch(batch, wal_payload=payload)
+                break
+            except OverloadedError:  # the shard's memtable is full: wait for the flusher
+                await trio.sleep(0.5)
+        if res.errors:
+            self.errors += len(res.errors)
 
     async def publish_if_behind(self) -> None:
         """Publish the applied sequence when the KV has an older one (the throttled tail)."""

@@ -303,10 +303,14 @@ class NatsLink:
         await self.js.add_consumer(stream, config=cc)
         self.subs[shard] = await self.js.pull_subscribe_bind(durable=name, stream=stream)
 
-    async def fetch(self, shard: int, batch: int, timeout: float) -> list[tuple[int, bytes, Any]]:
-        """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout."""
+    async def fetch(self, shard: int, batch: int, timeout: float, ack=None) -> list[tuple[int, bytes, Any]]:
+        """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout.
+        ``ack``: a message of the previous fetch to acknowledge first (cumulatively, as
+        :meth:`ack`): one call from trio instead of two."""
         import nats.errors
 
+        if ack is not None:
+            await ack.ack()
         sub = self.subs.get(shard)
         if sub is None or not self.connected:
             await asyncio.sleep(timeout)

@@ -101,8 +101,12 @@ class ClusterNode:
 
     def _shard_config(self, shard: int):
         st = self.config.storage
+        # ``periodic``: the shard's applier fsyncs the WAL itself when it records its applied
+        # sequence (rusts.cluster.applier.ShardApplier.make_durable), so the WAL writer's own
+        # timer would only add fsyncs that record nothing
+        durability = "os_default" if st.wal_durability == "periodic" else st.wal_durability
         return attrs.evolve(self.config, storage=attrs.evolve(
-            st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None))
+            st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None, wal_durability=durability))
 
     # ------------------------------------------------------------------ running
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -550,7 +554,10 @@ class ClusterNode:
                                                            "bytes": self.outbox.bytes,
                                                            "published_seq": self.outbox.published},
                "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
-               "schema_fields": len(self.schema.known)}
+               "schema_fields": len(self.schema.known),
+               # this node's appliers: fetches that returned messages, messages, rows writes
+               "apply": {k: sum(a.stats[k] for a in self.appliers.values())
+                         for k in ("fetches", "messages", "writes")}}
         out["members"] = [{"id": n.id, "address": n.address, "live": n.id == self.cfg.node_id and
                            self.nats_connected or m.live(n.id),
                            "heartbeat_age_secs": (round(now - float(m.members[n.id]["ts"]), 3)

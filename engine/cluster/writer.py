@@ -1,7 +1,8 @@
 """The cluster write path: parse, split by shard (columnar), publish each shard's part, acknowledge.
 
-Any node accepts a write. Each shard's rows are encoded with the WAL record encoding
-(:func:`rusts.storage.walrecord.encode_batch`) and published to the shard's JetStream subject with
+Any node accepts a write. Each shard's rows are encoded as one message
+(:func:`rusts.cluster.wire.encode`, frame-major: the owners decode it straight into the write
+path's frames, and their shard WALs store it as it is) and published to the shard's JetStream subject with
 a message id (``Nats-Msg-Id``: node, request uuid, shard, chunk), so a retried publish inside
 JetStream's two-minute duplicate window is stored once. A part larger than the server's
 ``max_payload`` is cut into row chunks.
@@ -53,10 +54,11 @@ def _halves(batch: WriteBatch) -> list[WriteBatch]:
 
 
 def encode_chunks(batch: WriteBatch, limit: int) -> list[bytes]:
-    """``batch`` encoded as WAL record payloads of at most ``limit`` bytes each (row chunks)."""
-    from rusts.storage.walrecord import encode_batch
+    """``batch`` encoded as shard messages (:func:`rusts.cluster.wire.encode`) of at most
+    ``limit`` bytes each (row chunks)."""
+    from rusts.cluster.wire import encode
 
-    payload = encode_batch(batch)
+    payload = encode(batch)
     if len(payload) <= limit or batch.point_count <= 1:
         return [payload]
     return [p for half in _halves(batch) for p in encode_chunks(half, limit)]

@@ -325,6 +325,10 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> WriteBatch:
     Raises:
         CorruptionError: the payload is truncated, has trailing bytes or invalid fields.
     """
+    if len(buf) and memoryview(buf).cast("B")[0] == 2:  # a cluster shard's message, stored as it is
+        from rusts.cluster.wire import decode  # (docs/cluster.md, "Message encoding")
+
+        return decode(buf)
     r = _Reader(buf)
     version, flags, n_strings, n_series, n_cols, n_tags = _HEAD.unpack(r.take(_HEAD.size))
     if version != VERSION:
