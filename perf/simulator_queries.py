@@ -26,6 +26,20 @@ import numpy as np
 import trio
 
 
+WARMUP = 10  # statements of each template run first and not counted
+
+
+def plan(site: str, n: int):
+    """``(template name, statements)`` for each simulator template: ``WARMUP + n`` statements,
+    sites and devices filled in turn."""
+    from rusts.simulator.queries import TEMPLATES
+
+    for klass, templates in TEMPLATES.items():
+        for i, t in enumerate(templates):
+            yield f"{klass}_{i}", [t.replace("{site}", site).replace("{device}", "dev-%05d" % (k % 50))
+                                   for k in range(WARMUP + n)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--devices", type=int, default=1000)
@@ -37,7 +51,6 @@ def main() -> int:
     import rusts.db
     from rusts.config import load_config
     from rusts.simulator.fleet import Fleet
-    from rusts.simulator.queries import TEMPLATES
 
     work = tempfile.mkdtemp(prefix="simq-")
     with open(work + "/rusts.yml", "w") as fh:  # the defaults of the build that runs this
@@ -59,18 +72,14 @@ def main() -> int:
 
                 def ask(s):
                     return execute_sql(db, s)
-            site = fleet.sites()[0]
             out = {}
-            for klass, templates in TEMPLATES.items():
-                for i, t in enumerate(templates):
-                    xs = []
-                    for k in range(a.n + 10):
-                        s = t.replace("{site}", site).replace("{device}", "dev-%05d" % (k % 50))
-                        t0 = time.perf_counter()
-                        await ask(s)
-                        if k >= 10:
-                            xs.append((time.perf_counter() - t0) * 1e3)
-                    out[f"{klass}_{i}"] = round(statistics.median(xs), 3)
+            for name, statements in plan(fleet.sites()[0], a.n):
+                xs = []
+                for s in statements:
+                    t0 = time.perf_counter()
+                    await ask(s)
+                    xs.append((time.perf_counter() - t0) * 1e3)
+                out[name] = round(statistics.median(xs[WARMUP:]), 3)
             return out
 
     print(json.dumps({"python": sys.executable, "devices": a.devices, "n": a.n, "median_ms": trio.run(run)}, indent=1))
@@ -85,7 +94,6 @@ def over_http(a) -> int:
     import subprocess
 
     from rusts.simulator.fleet import Fleet
-    from rusts.simulator.queries import TEMPLATES
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="simq-http-"))
     with socket.socket() as s:
@@ -112,22 +120,18 @@ def over_http(a) -> int:
             body, _ = fleet.report(0, a.devices, np.full(a.devices, now - (3 - r) * 15 * 10**9, np.int64))
             c.request("POST", "/write", body=body)
             c.getresponse().read()
-        site = fleet.sites()[0]
         out = {}
-        for klass, templates in TEMPLATES.items():
-            for i, t in enumerate(templates):
-                xs = []
-                for k in range(a.n + 10):
-                    s = t.replace("{site}", site).replace("{device}", "dev-%05d" % (k % 50))
-                    t0 = time.perf_counter()
-                    c.request("POST", "/sql", body=s.encode())
-                    r = c.getresponse()
-                    r.read()
-                    if r.status != 200:
-                        raise SystemExit(f"HTTP {r.status} for {s}")
-                    if k >= 10:
-                        xs.append((time.perf_counter() - t0) * 1e3)
-                out[f"{klass}_{i}"] = round(statistics.median(xs), 3)
+        for name, statements in plan(fleet.sites()[0], a.n):
+            xs = []
+            for s in statements:
+                t0 = time.perf_counter()
+                c.request("POST", "/sql", body=s.encode())
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise SystemExit(f"HTTP {r.status} for {s}")
+                xs.append((time.perf_counter() - t0) * 1e3)
+            out[name] = round(statistics.median(xs[WARMUP:]), 3)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -14,25 +14,13 @@ from rusts.errors import CorruptionError
 from rusts.model import Column, FieldType, SeriesRows, WriteBatch, series_key
 from rusts.protocols.line_protocol import parse
 from rusts.storage.walrecord import decode_batch, encode_batch
+from tests.engine.storage.test_walrecord import i64, text, values_of
 
-i64 = st.integers(-(2**63), 2**63 - 1)
-u64 = st.integers(0, 2**64 - 1)
-text = st.text(max_size=8)
 name = st.text(min_size=1, max_size=6)
 
 
 def _column(draw, ftype: FieldType, n: int, masked: bool) -> Column:
-    if ftype is FieldType.FLOAT:
-        vals = np.array(draw(st.lists(st.floats(allow_nan=True), min_size=n, max_size=n)), dtype=np.float64)
-    elif ftype is FieldType.INTEGER:
-        vals = np.array(draw(st.lists(i64, min_size=n, max_size=n)), dtype=np.int64)
-    elif ftype is FieldType.UNSIGNED:
-        vals = np.array(draw(st.lists(u64, min_size=n, max_size=n)), dtype=np.uint64)
-    elif ftype is FieldType.BOOLEAN:
-        vals = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
-    else:
-        vals = np.empty(n, dtype=object)
-        vals[:] = draw(st.lists(text, min_size=n, max_size=n))
+    vals = values_of(draw, ftype, n)
     mask = None
     if masked:
         mask = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)

@@ -17,9 +17,8 @@ u64 = st.integers(0, 2**64 - 1)
 text = st.text(max_size=12)
 
 
-@st.composite
-def columns(draw, n: int) -> Column:
-    ftype = draw(st.sampled_from(list(FieldType)))
+def values_of(draw, ftype: FieldType, n: int) -> np.ndarray:
+    """``n`` drawn values of ``ftype`` (any float, any int64/uint64, strings) as its array."""
     if ftype is FieldType.FLOAT:
         vals = np.array(draw(st.lists(st.floats(allow_nan=True), min_size=n, max_size=n)),
                         dtype=np.float64)
@@ -32,6 +31,13 @@ def columns(draw, n: int) -> Column:
     else:
         vals = np.empty(n, dtype=object)
         vals[:] = draw(st.lists(text, min_size=n, max_size=n))
+    return vals
+
+
+@st.composite
+def columns(draw, n: int) -> Column:
+    ftype = draw(st.sampled_from(list(FieldType)))
+    vals = values_of(draw, ftype, n)
     mask = None
     if n and draw(st.booleans()):
         mask = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
