@@ -90,30 +90,18 @@ def over_http(a) -> int:
     import http.client
     import pathlib
     import shutil
-    import socket
-    import subprocess
+    import types
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import ingest  # the rusts-server beside this Python, on a free port, default storage settings
 
     from rusts.simulator.fleet import Fleet
 
-    work = pathlib.Path(tempfile.mkdtemp(prefix="simq-http-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (work / "rusts.yml").write_text(f"server:\n  host: 127.0.0.1\n  port: {port}\nstorage:\n"
-                                    f"  data_dir: {work / 'data'}\nlogging:\n  level: warn\n")
-    proc = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "rusts-server"), "-c", str(work / "rusts.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work = tempfile.mkdtemp(prefix="simq-http-")
+    server = ingest.Rusts(work, types.SimpleNamespace(wal_mode="periodic"))
     try:
-        for _ in range(600):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                c.request("GET", "/ready")
-                ready = c.getresponse()
-                ready.read()
-                if ready.status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
+        server.start()  # returns once /ready answers
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         fleet = Fleet(a.devices)
         now = time.time_ns()
         for r in range(4):
@@ -133,8 +121,7 @@ def over_http(a) -> int:
                 xs.append((time.perf_counter() - t0) * 1e3)
             out[name] = round(statistics.median(xs[WARMUP:]), 3)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"python": sys.executable, "devices": a.devices, "n": a.n, "over_http": True,
                       "median_ms": out}, indent=1))

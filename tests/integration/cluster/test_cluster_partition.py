@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.integration.cluster.conftest import NATS_BIN, cluster_node, cluster_toml, three_node_layout, wait_until
-from tests.integration.cluster.test_cluster import QUERIES, batch
+from tests.integration.cluster.test_cluster import answers, batch
 from tests.integration.conftest import BIN, Server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -96,16 +96,6 @@ class NsServer(Server):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout}s: {self.output()}")
-
-
-def answers(url: str) -> list:
-    out = []
-    for extra in QUERIES:
-        q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62}, **extra}
-        r = httpx.post(url + "/query", json=q, timeout=30)
-        assert r.status_code == 200, (extra, r.text)
-        out.append(r.json()["results"])
-    return out
 
 
 def converged(nodes) -> bool:
