@@ -55,18 +55,6 @@ class WriteResult:
     errors: tuple[LineError, ...] = ()
 
 
-def _vector_json(snap, q: Query, sids, tags: dict, field_types: dict) -> ResultSet:
-    """A JSON aggregate on the vector path (:mod:`rusts.query.vector_route`), in the executor's
-    shape; an empty answer is the executor's (its empty shapes are the API's)."""
-    from rusts.query.vector_route import in_executor_shape
-    from rusts.sql.vector import aggregate
-
-    rs = aggregate(snap, q, sids, tags.__getitem__, field_types)
-    if len(rs) == 0:
-        return execute(snap, q, sids, tags.__getitem__, field_types)
-    return in_executor_shape(rs, q)
-
-
 def _is_small(snap: Snapshot, sids: np.ndarray, q: Query) -> bool:
     """Whether a query touches so little data (at most 8 series, 4 segment blocks each way,
     20,000 memtable rows) that running it on the event loop costs less than a thread hop."""
@@ -659,7 +647,8 @@ class Database:
                 rs = seen_buckets(q, one_series(snap, q, int(sids[0]), field_types))
             elif vector_route.covers(q, field_types):
                 _check_agg_types(q, field_types)
-                rs = await offload(lambda: _vector_json(snap, q, sids, tags, field_types), small=small)
+                rs = await offload(lambda: vector_route.json_answer(snap, q, sids, tags.__getitem__, field_types),
+                                   small=small)
             else:
                 # a few blocks of a few series run inline: cheaper than the hop to a thread
                 rs = await offload(lambda: execute(snap, q, sids, tags.__getitem__, field_types), small=small)

@@ -39,6 +39,18 @@ def covers(q: Query, field_types: dict) -> bool:
                for a in q.aggregations)
 
 
+def json_answer(snap, q: Query, sids, tags_of, field_types: dict) -> ResultSet:
+    """The vector path's answer to ``q`` (:func:`covers` it) in the executor's shape; an empty
+    answer is the executor's (its empty shapes are the API's)."""
+    from rusts.query.executor import execute
+    from rusts.sql.vector import aggregate
+
+    rs = aggregate(snap, q, sids, tags_of, field_types)
+    if len(rs) == 0:
+        return execute(snap, q, sids, tags_of, field_types)
+    return in_executor_shape(rs, q)
+
+
 def in_executor_shape(rs: ResultSet, q: Query) -> ResultSet:
     """The vector path's answer ``rs`` to ``q`` ordered and labelled as the executor's (and only
     its buckets where an aggregate saw a value: SQL keeps every bucket that has rows)."""
