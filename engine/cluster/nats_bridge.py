@@ -367,6 +367,28 @@ class NatsLink:
             return None
         return e.value
 
+    async def kv_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """``(value, revision)`` of ``key``; ``(None, 0)`` when absent."""
+        import nats.js.errors
+
+        self._check()
+        try:
+            e = await getattr(self, bucket).get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None, 0
+        return e.value, int(e.revision)
+
+    async def kv_update(self, bucket: str, key: str, value: bytes, last: int) -> bool:
+        """Set ``key`` if its revision is still ``last`` (optimistic concurrency); False if not."""
+        import nats.js.errors
+
+        self._check()
+        try:
+            await getattr(self, bucket).update(key, value, last=last)
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+
     async def kv_get_many(self, bucket: str, keys: list[str], timeout: float = 2.0) -> dict[str, bytes]:
         """The values of ``keys`` (concurrent direct gets; missing or timed-out keys are left
         out). Listing a bucket's keys would make the server create a consumer each time."""

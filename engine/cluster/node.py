@@ -36,6 +36,7 @@ class _Starting:
         raise OverloadedError("the cluster node is starting; retry shortly", retry_after=1.0)
 
     write = query = sql = sql_output = catalog = pg_tables = delete = drop_measurement = status = _refuse
+    retention_policies = _refuse
 
 
 def frontend_of(db) -> "ClusterNode | _Starting | None":
@@ -66,6 +67,7 @@ class ClusterNode:
     def __init__(self, cfg, config, db) -> None:
         from rusts.cluster.membership import Membership
         from rusts.cluster.nats_bridge import NatsBridge, NatsLink
+        from rusts.cluster.retention import ClusterRetention
         from rusts.cluster.schema import ClusterSchema
         from rusts.cluster.sharding import Sharder
         from rusts.cluster.writer import ClusterWriter
@@ -79,6 +81,7 @@ class ClusterNode:
         self.membership = Membership(self)
         self.writer = ClusterWriter(self)
         self.schema = ClusterSchema(self.bridge, self.link)
+        self.rp = ClusterRetention(self)  # the cluster's retention policies (rusts.cluster.retention)
         self.dbs: dict[int, object] = {}
         self.appliers: dict = {}
         self.outbox = None
@@ -105,7 +108,9 @@ class ClusterNode:
         # sequence (rusts.cluster.applier.ShardApplier.make_durable), so the WAL writer's own
         # timer would only add fsyncs that record nothing
         durability = "os_default" if st.wal_durability == "periodic" else st.wal_durability
-        return attrs.evolve(self.config, storage=attrs.evolve(
+        # no retention policies of its own: a shard database enforces the cluster's
+        # (rusts.cluster.retention), attached when it opens
+        return attrs.evolve(self.config, retention_policies=(), storage=attrs.evolve(
             st, data_dir=str(self.root / f"shard-{shard}"), wal_dir=None, wal_durability=durability))
 
     # ------------------------------------------------------------------ running
@@ -151,6 +156,7 @@ class ClusterNode:
             try:
                 await self.bridge.call(self.link.connect)
                 await self.membership.bootstrap_shard_map()
+                await self.rp.bootstrap()
                 await self.bridge.call(self.link.serve_requests, self._query_subject(), self._on_request)
                 break
             except RustsError as e:
@@ -161,6 +167,7 @@ class ClusterNode:
         log.info("cluster: node %s connected to NATS", self.cfg.node_id)
         await self.membership.heartbeat_once()
         nursery.start_soon(self.membership.run)
+        nursery.start_soon(self.rp.run)
         self.connected.set()  # the shard tasks start applying (or rebuilding)
         nursery.start_soon(self._publish_applied_loop)
 
@@ -190,6 +197,7 @@ class ClusterNode:
                     self.rebuilding.discard(s)
             sdb = rusts.db.Database(self._shard_config(s))
             async with rusts.db.running(sdb):
+                self.rp.attach(sdb)
                 a = ShardApplier(s, sdb, shard_dir, self.bridge, self.link, self.cfg.node_id, self.schema)
                 a.eager = self.cfg.replication_mode == "Sync"
                 a.can_rebuild = lambda s=s: bool(self._donors(s)) and \
@@ -541,6 +549,13 @@ class ClusterNode:
 
         return await cluster_drop(self, measurement)
 
+    async def retention_policies(self, op: str = "list", *args) -> list[dict]:
+        """``/retention_policies`` in cluster mode: ``list``, ``add`` (a RetentionPolicy),
+        ``update`` (name, changes) or ``remove`` (name) the cluster's policies."""
+        if op == "list":
+            return await self.rp.list_json()
+        return await self.rp.change(op, *args)
+
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:
         m = self.membership
@@ -555,6 +570,9 @@ class ClusterNode:
                                                            "published_seq": self.outbox.published},
                "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
                "schema_fields": len(self.schema.known),
+               "retention": {"revision": self.rp.policies.revision, "policies": len(self.rp.policies.list()),
+                             "partitions_dropped": sum(db.lifecycle.retention_stats["partitions_dropped"]
+                                                       for db in list(self.dbs.values()))},
                # this node's appliers: fetches that returned messages, messages, rows writes
                "apply": {k: sum(a.stats[k] for a in self.appliers.values())
                          for k in ("fetches", "messages", "writes")}}

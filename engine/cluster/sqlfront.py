@@ -63,9 +63,10 @@ async def sql_output(node, text: str, params=None):
     stripped = text.strip().rstrip(";")
     with collect_missing() as found:
         if is_dml(text):
-            if stripped.lower().split()[:2] == ["show", "retention"]:
-                raise UnsupportedError("retention policies are not cluster-wide yet (docs/cluster.md)",
-                                       sqlstate="0A000")
+            if stripped.lower().split()[:2] == ["show", "retention"]:  # the cluster's (rusts.cluster.retention)
+                await node.rp.refresh()
+                pols = SimpleNamespace(lifecycle=SimpleNamespace(policies=node.rp.policies))
+                return await run_dml(pols, text, params), []
             cat = await node.catalog(partial=False)  # a delete must know every shard's names
             return await run_dml(_ClusterDb(node, cat), text, params), list(found)
         cat = await _catalog(node)

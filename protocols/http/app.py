@@ -227,6 +227,8 @@ def create_app(db, config=None) -> App:
 
     @route("/retention_policies", ("GET",))
     async def list_policies(req: Request) -> Response:
+        if frontend_of(db) is not None:  # cluster mode: the cluster's policies (rusts.cluster.retention)
+            return _json({"retention_policies": await frontend_of(db).retention_policies("list")})
         return policies()
 
     @route("/retention_policies", ("POST",))
@@ -235,6 +237,8 @@ def create_app(db, config=None) -> App:
 
         obj = json_body(req, "retention policy")
         p = make_policy(obj.get("name"), obj.get("measurement", "*"), obj.get("duration"), obj.get("tier_after"))
+        if frontend_of(db) is not None:
+            return _json({"retention_policies": await frontend_of(db).retention_policies("add", p)}, 201)
         db.lifecycle.policies.add(p)
         db.lifecycle.poke_sweeper()
         return policies(201)
@@ -242,12 +246,16 @@ def create_app(db, config=None) -> App:
     @route("/retention_policies/<name>", ("PUT", "PATCH"))
     async def update_policy(req: Request, name: str) -> Response:
         obj = json_body(req, "retention policy")
+        if frontend_of(db) is not None:
+            return _json({"retention_policies": await frontend_of(db).retention_policies("update", name, obj)})
         db.lifecycle.policies.update(name, **obj)
         db.lifecycle.poke_sweeper()
         return policies()
 
     @route("/retention_policies/<name>", ("DELETE",))
     async def remove_policy(req: Request, name: str) -> Response:
+        if frontend_of(db) is not None:
+            return _json({"retention_policies": await frontend_of(db).retention_policies("remove", name)})
         db.lifecycle.policies.remove(name)
         return policies()
 

@@ -135,6 +135,7 @@ def test_writes_and_queries_through_any_node_equal_a_single_node(rusts_cluster, 
 
     check_schema_agreement(nodes, server)
     check_show_pgwire_and_deletes(nodes, server)
+    check_retention_policies(nodes, server)
     check_partial_results(nodes, server)
 
 
@@ -218,6 +219,62 @@ def check_schema_agreement(nodes, server) -> None:
         want = httpx.post(server.url + "/query", json=q).json()["results"]
         for n in nodes:
             assert httpx.post(n.url + "/query", json=q).json()["results"] == want
+
+
+def check_retention_policies(nodes, server) -> None:
+    """A retention policy set, changed and removed through different nodes is the cluster's: every
+    node lists it as the single node does (HTTP and SHOW), and every owner expires the old data
+    (each node answers its own shards itself, so every copy is asked by some node)."""
+    now = time.time_ns()
+    minute = 60 * 10**9
+    body = "\n".join(f"disk,host=h{h} used={h * 10 + k}i {now - age * minute - h}"
+                     for h in range(12) for k, age in enumerate((300, 90, 10)))
+    for u in (server.url, nodes[2].url):
+        write(u, body)
+    wait_converged(nodes, 60, "the disk points applied")
+
+    def policies(url):
+        r = httpx.get(url + "/retention_policies", timeout=30)
+        assert r.status_code == 200, r.text
+        show = httpx.post(url + "/sql", content="SHOW RETENTION POLICIES", timeout=30)
+        assert show.status_code == 200, show.text
+        return r.json(), show.json()["results"]
+
+    def disk(url):
+        q = {"measurement": "disk", "time_range": {"start": 0, "end": now + minute}}
+        r = httpx.post(url + "/query", json=q, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["results"]
+
+    def same_everywhere(what: str, rows: int) -> None:
+        want = policies(server.url), disk(server.url)
+        assert len(want[1]) == rows, what
+        for n in nodes:  # each node reads the policies within heartbeat_secs of the change
+            wait_until(lambda: (policies(n.url), disk(n.url)) == want, 10, f"{what} on {n.url}")
+
+    assert len(disk(server.url)) == 36
+    changes = [("POST", "/retention_policies", {"name": "disk_2h", "measurement": "disk", "duration": "2h"}, 24),
+               ("PUT", "/retention_policies/disk_2h", {"duration": "1h"}, 12),
+               ("POST", "/retention_policies", {"name": "net", "measurement": "net", "duration": "30d"}, 12)]
+    for k, (method, path, obj, rows) in enumerate(changes):
+        got = [httpx.request(method, u + path, json=obj, timeout=30) for u in (server.url, nodes[k % 3].url)]
+        assert got[0].status_code in (200, 201) and \
+            (got[1].status_code, got[1].json()) == (got[0].status_code, got[0].json()), (method, path)
+        same_everywhere(f"{method} {path}", rows)
+    # a bad change gets the single node's error through any node
+    bad = [httpx.post(u + "/retention_policies", json={"name": "net", "duration": "1d"}, timeout=30)
+           for u in (server.url, nodes[1].url)]
+    assert bad[0].status_code == 400 and "already exists" in bad[0].json()["error"]
+    assert (bad[1].status_code, bad[1].json()) == (bad[0].status_code, bad[0].json())
+    st = [httpx.get(n.url + "/cluster", timeout=10).json()["retention"] for n in nodes]
+    assert len({s["revision"] for s in st}) == 1 and all(s["policies"] == 2 for s in st)
+    for name in ("disk_2h", "net"):
+        for u in (server.url, nodes[2].url):
+            r = httpx.delete(u + f"/retention_policies/{name}", timeout=30)
+            assert r.status_code == 200, r.text
+    for n in nodes:
+        wait_until(lambda: policies(n.url) == policies(server.url), 10, f"no policies on {n.url}")
+    assert policies(server.url)[0] == {"retention_policies": []}
 
 
 def check_partial_results(nodes, server) -> None:
