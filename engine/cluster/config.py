@@ -117,6 +117,9 @@ class ClusterConfig:
     dead_after_secs: float = 3.0
     partial_results: bool = False
     """Queries answer without the shards that have no live owner (flagged) instead of 503."""
+    hedge_after_secs: float = 0.5
+    """A shard request to another node unanswered after this long is also sent to another live
+    owner of its shards, and the first answer is taken (0: no hedging)."""
 
     @property
     def this_node(self) -> NodeConfig:
@@ -197,7 +200,7 @@ def _shard_list(v: Any, key: str, shard_count: int) -> tuple[int, ...]:
 
 _TOP = {"node_id", "cluster_name", "replication_mode", "replication_factor", "shard_count",
         "sharding_strategy", "nodes", "nats", "outbox_max_bytes", "sync_timeout_secs",
-        "heartbeat_secs", "dead_after_secs", "partial_results"}
+        "heartbeat_secs", "dead_after_secs", "partial_results", "hedge_after_secs"}
 _NODE = {"id", "address", "shards", "replica_shards", "tags"}
 _NATS = {"servers", "replicas", "connect_timeout_secs", "publish_timeout_secs", "user", "password", "token",
          "nkeys_seed", "credentials", "tls_ca", "tls_cert", "tls_key", "max_age_secs", "max_bytes"}
@@ -316,13 +319,16 @@ def cluster_from_dict(data: Any) -> ClusterConfig:
     partial = data.get("partial_results", False)
     if not isinstance(partial, bool):
         raise _err("partial_results", f"expected true or false, got {partial!r}")
+    hedge = data.get("hedge_after_secs", 0.5)
+    if isinstance(hedge, bool) or not isinstance(hedge, (int, float)) or hedge < 0:
+        raise _err("hedge_after_secs", f"expected seconds >= 0 (0: no hedging), got {hedge!r}")
     return ClusterConfig(
         node_id=node_id, nodes=tuple(nodes), cluster_name=cluster_name, replication_mode=mode,
         replication_factor=rf, shard_count=shard_count, sharding_strategy=strategy,
         time_bucket_ns=bucket, nats=nats,
         outbox_max_bytes=_int(data.get("outbox_max_bytes", 64 << 20), "outbox_max_bytes", minimum=1),
         sync_timeout_secs=_number(data.get("sync_timeout_secs", 10.0), "sync_timeout_secs"),
-        heartbeat_secs=hb, dead_after_secs=dead, partial_results=partial)
+        heartbeat_secs=hb, dead_after_secs=dead, partial_results=partial, hedge_after_secs=float(hedge))
 
 
 def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:

@@ -82,6 +82,10 @@ class ClusterNode:
         self.writer = ClusterWriter(self)
         self.schema = ClusterSchema(self.bridge, self.link)
         self.rp = ClusterRetention(self)  # the cluster's retention policies (rusts.cluster.retention)
+        from rusts.cluster.hedge import Suspects
+
+        self.suspects = Suspects(cfg.dead_after_secs)  # owners that lost to a hedge (rusts.cluster.hedge)
+        self.hedge_stats = {"hedged": 0, "hedge_won": 0}
         self.dbs: dict[int, object] = {}
         self.appliers: dict = {}
         self.outbox = None
@@ -378,7 +382,7 @@ class ClusterNode:
             if me in live:
                 pick = me
             elif live or (cands and missing is None):
-                pool = live or cands
+                pool = self.suspects.prefer(live) if live else cands
                 pick = pool[s % len(pool)]
             else:
                 why = f"shard {s} has no live owner (owners: {', '.join(owners) or 'none'})"
@@ -446,7 +450,11 @@ class ClusterNode:
         """Ask one owner per shard; a failing owner's shards go to another owner; when every
         owner of a shard failed, retry them all (a NATS failover) until the retry window ends.
         With ``missing`` (partial results allowed) there is no retry window: a shard whose
-        owners are all dead or failed goes into ``missing`` and the others are answered."""
+        owners are all dead or failed goes into ``missing`` and the others are answered. A
+        request to another node unanswered after ``hedge_after_secs`` is hedged
+        (rusts.cluster.hedge)."""
+        from rusts.cluster.hedge import hedged
+
         await self._check_majority()
         parts: list[dict] = []
         failed: set[str] = set()
@@ -461,12 +469,12 @@ class ClusterNode:
                 failed = set()
                 await trio.sleep(0.25)
                 continue
-            results: dict[str, dict] = {}
+            results: dict[str, list[dict]] = {}
             errors: dict[str, RustsError] = {}
 
             async def one(node_id: str, ss: list[int]) -> None:
                 try:
-                    results[node_id] = await self._partial(node_id, op, q, ss)
+                    results[node_id] = await hedged(self, node_id, op, q, ss, failed)
                 except QueryError:
                     raise
                 except RustsError as e:  # unreachable or failing owner: try another one
@@ -475,7 +483,7 @@ class ClusterNode:
             async with trio.open_nursery() as n:
                 for node_id, ss in plan.items():
                     n.start_soon(one, node_id, ss)
-            parts.extend(results.values())
+            parts.extend(p for got in results.values() for p in got)
             if not errors or not plan:
                 return parts
             for node_id, e in errors.items():
@@ -569,6 +577,7 @@ class ClusterNode:
                                                            "bytes": self.outbox.bytes,
                                                            "published_seq": self.outbox.published},
                "writes": dict(self.writer.stats, schema_conflicts=self.schema.conflicts),
+               "reads": dict(self.hedge_stats),  # shard requests hedged, and answered by the hedge
                "schema_fields": len(self.schema.known),
                "retention": {"revision": self.rp.policies.revision, "policies": len(self.rp.policies.list()),
                              "partitions_dropped": sum(db.lifecycle.retention_stats["partitions_dropped"]

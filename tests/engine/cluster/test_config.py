@@ -61,6 +61,11 @@ def test_strategy_table_form_carries_the_time_bucket():
     assert cfg.time_bucket_ns == 86_400 * 10**9
 
 
+def test_hedge_delay_defaults_to_half_a_second_and_zero_turns_it_off():
+    assert cluster_from_dict(_base()).hedge_after_secs == 0.5
+    assert cluster_from_dict(_base(hedge_after_secs=0)).hedge_after_secs == 0.0
+
+
 def test_nats_replicas_default_to_three_with_three_servers():
     cfg = cluster_from_dict(_base(nats={"servers": ["nats://h1:4222", "nats://h2:4222", "nats://h3:4222"]}))
     assert cfg.nats.stream_replicas == 3
@@ -79,6 +84,7 @@ def test_nats_replicas_default_to_three_with_three_servers():
     ({"nats": {"servers": []}}, "nats.servers", "non-empty list"),
     ({"nats": {"servers": ["nats://a:1"], "replicas": 3}}, "nats.replicas", "exceeds the number"),
     ({"partial_results": "yes"}, "partial_results", "expected true or false"),
+    ({"hedge_after_secs": -0.1}, "hedge_after_secs", "expected seconds >= 0"),
     ({"nats": {"user": "rusts"}}, "nats.password", "user and password go together"),
     ({"nats": {"user": "u", "password": "p", "token": "t"}}, "nats.token", "choose one way"),
     ({"nats": {"nkeys_seed": "/nonexistent/seed.nk"}}, "nats.nkeys_seed", "no such file"),

@@ -378,8 +378,15 @@ def test_a_stopped_node_catches_up_and_a_wiped_node_rebuilds_from_the_stream(rus
     # heartbeat is stale, queries go to the other owners and are complete; after SIGCONT it
     # catches up: nothing lost, nothing doubled
     frozen = nodes[1]
+    want = answers(server.url)
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
+        # at once, while node1 still looks live: node0's requests to node1 are hedged to node2
+        # after hedge_after_secs, so the answers are complete within the request timeout (30 s,
+        # the client's timeout here) instead of waiting it out
+        assert answers(nodes[0].url) == want
+        reads = httpx.get(nodes[0].url + "/cluster", timeout=10).json()["reads"]
+        assert reads["hedged"] >= 1 and reads["hedge_won"] >= 1, reads
         for k in range(3, 6):
             write(nodes[(k % 2) * 2].url, batch(k))
             write(server.url, batch(k))
