@@ -73,6 +73,30 @@ class NatsCluster:
                 self.procs[k] = None
 
 
+def nats_servers_of(pid: int, nats: NatsCluster) -> set[int]:
+    """Which of ``nats``'s servers process ``pid`` holds an established client connection to
+    (its sockets' inodes looked up in /proc/net/tcp)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[3] == "01" and cols[9] in inodes:  # ESTABLISHED, this process's socket
+                port = int(cols[2].split(":")[1], 16)
+                if port in nats.ports:
+                    out.add(nats.ports.index(port))
+    return out
+
+
 def cluster_toml(node_id: str, nodes: list[tuple[str, int, list[int], list[int]]], nats_urls: list[str], *,
                  mode: str = "Quorum", rf: int = 2, shards: int = 16, strategy: str = "BySeries",
                  replicas: int | None = None, extra: str = "", nats_extra: str = "") -> str:

@@ -347,6 +347,38 @@ def test_sigkill_of_a_node_and_of_a_nats_server_during_ingest_then_restart_conve
         assert answers(n.url) == want
 
 
+def test_sigstop_of_a_nats_server_during_ingest_then_sigcont_converges(rusts_cluster, nats_cluster, server):
+    """A frozen NATS server neither answers nor closes its connections: the nodes connected to it
+    must notice (client pings) and move to another server, the streams it led elect new leaders.
+    Quorum writes through every node keep being acknowledged (a 503 while that happens is
+    retried by the client), and after SIGCONT the cluster converges to the single node's answers."""
+    from tests.integration.cluster.conftest import nats_servers_of
+
+    nodes = rusts_cluster()
+    frozen = next(iter(nats_servers_of(nodes[0].proc.pid, nats_cluster)))  # node0's own server
+    refused = 0
+    for k in range(9):
+        if k == 2:
+            nats_cluster.procs[frozen].send_signal(signal.SIGSTOP)
+        if k == 7:
+            nats_cluster.procs[frozen].send_signal(signal.SIGCONT)
+        try:
+            refused += write_retrying(nodes[k % 3].url, batch(k), timeout=90)
+        finally:
+            if k < 7 and sys.exc_info()[0] is not None:
+                nats_cluster.procs[frozen].send_signal(signal.SIGCONT)
+        write(server.url, batch(k))
+        if k == 6:  # still frozen: node0 has left it for a live server, and queries are complete
+            assert frozen not in nats_servers_of(nodes[0].proc.pid, nats_cluster)
+            want = answers(server.url)
+            wait_until(lambda: answers(nodes[0].url) == want, 30, "complete answers while NATS is frozen")
+    wait_converged(nodes, 90, "lag 0 after SIGCONT")
+    want = answers(server.url)
+    for n in nodes:
+        wait_until(lambda: answers(n.url) == want, 30, f"answers of {n.url} equal the single node's")
+    print("writes refused (503) and retried:", refused)  # (shown with -s: the outage's length)
+
+
 def test_sync_write_is_readable_on_every_owner_at_once_and_503_when_nats_is_down(rusts_cluster, nats_cluster):
     nodes = rusts_cluster(mode="Sync")
     write(nodes[0].url, batch(0, 200))
