@@ -31,7 +31,7 @@ import numpy as np
 
 from rusts.memory.sealed import FlushParts, Sealed, array_nbytes, flush_payload, payload_of, seal_payload
 from rusts.memory.views import MemView, UnsealedTail
-from rusts.model import Column, FieldType, Frame, SeriesRows, frames_of_series
+from rusts.model import Column, Frame, SeriesRows, frames_of_series
 from rusts.query.rowset import RowSet, merge
 
 
