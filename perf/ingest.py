@@ -188,7 +188,7 @@ class Rusts(Target):
                "storage": {"data_dir": os.path.join(self.workdir, "data"),
                            "wal_durability": self.args.wal_mode},
                "logging": {"level": "warn"}}
-        if self.args.memtable_mb:
+        if getattr(self.args, "memtable_mb", 0):
             cfg["storage"]["memtable"] = {"max_size_mb": self.args.memtable_mb}
         path = os.path.join(self.workdir, "rusts.yml")
         with open(path, "w") as f:
