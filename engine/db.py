@@ -273,14 +273,15 @@ class Database:
         Big tables are encoded in the flush worker process (rusts.storage.flushproc), so the encoding
         does not hold this process's GIL; small ones in a worker thread."""
         from rusts.storage import flushproc
-        from rusts.memory.sealed import partitions_of
+        from rusts.memory.sealed import flush_payload, partitions_of
 
-        if not flushproc.use_process(sum(len(c.sids) for c in table.chunks), table.points):
+        parts = table.flush_parts()  # (loop thread: queries may seal the table meanwhile)
+        if not flushproc.use_process(table.series_chunks, table.points):
             return await run_cpu(lambda: self._write_segments(
-                flushproc.write_partitions_parts(table.flush_payload(), self.partition_ns)))
+                flushproc.write_partitions_parts(flush_payload(parts), self.partition_ns)))
 
         def work():  # in a worker thread: gather, name the files, encode in the process
-            payload = table.flush_payload()
+            payload = flush_payload(parts)
             names = {p: self.manifest.new_segment_path(p)
                      for p in partitions_of(payload, self.partition_ns)}
             infos = flushproc.run_in_process(payload, self.partition_ns,

@@ -188,6 +188,8 @@ class Rusts(Target):
                "storage": {"data_dir": os.path.join(self.workdir, "data"),
                            "wal_durability": self.args.wal_mode},
                "logging": {"level": "warn"}}
+        if getattr(self.args, "memtable_mb", 0):
+            cfg["storage"]["memtable"] = {"max_size_mb": self.args.memtable_mb}
         path = os.path.join(self.workdir, "rusts.yml")
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f)
@@ -320,6 +322,8 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--wal-mode", default="periodic")
+    ap.add_argument("--memtable-mb", type=int, default=0,
+                    help="rusts: storage.memtable.max_size_mb (0: the default)")
     ap.add_argument("--keep", action="store_true", help="keep data directories")
     a = ap.parse_args()
     lines = tsbs.cached(a.hosts, a.hours)

@@ -1,6 +1,6 @@
 """SQL query benchmark on the trips workload: 44 queries over HTTP, each checked against DuckDB.
 
-    python perf/query.py [--rows 1250000] [--n 5] [--inproc] [--keep DIR]
+    python perf/query.py [--rows 1250000] [--n 5] [--inproc] [--fresh] [--keep DIR]
 
 Generates the trips data (perf/trips.py, seeded), loads it into a fresh ``rusts-server`` (started
 here on a free loopback port) with ``POST /write`` in 5,000-line bodies and ``POST /flush``, then
@@ -10,7 +10,8 @@ built from the generated arrays, timed the same way. Every answer is compared wi
 Prints one JSON object: per query ms, DuckDB ms, ratio and check; average, max, and the ratio of
 averages. ``--inproc`` calls :func:`rusts.sql.runner.execute_sql` in-process instead (no HTTP), to
 separate transport from execution; with ``--route fast|vector|general`` it forces one executor
-(the measurements behind docs/sql.md's choice). ``--keep DIR`` keeps (and reuses) the loaded data directory.
+(the measurements behind docs/sql.md's choice). ``--fresh`` skips the flush and the wait for
+compaction: the suite runs at once after the last write (FRESH). ``--keep DIR`` keeps (and reuses) the loaded data directory.
 """
 
 from __future__ import annotations
@@ -250,12 +251,14 @@ def start_server(data_dir: str, port: int, log_path: str) -> subprocess.Popen:
     raise RuntimeError("rusts-server not ready after 120 s")
 
 
-def load_http(client, lines: list[bytes], batch: int = 5000) -> float:
+def load_http(client, lines: list[bytes], batch: int = 5000, flush: bool = True) -> float:
     t = time.perf_counter()
     for i in range(0, len(lines), batch):
         r = client.post("/write", content=b"\n".join(lines[i:i + batch]))
         if r.status_code != 204:
             raise RuntimeError(f"write failed: {r.status_code} {r.text[:300]}")
+    if not flush:
+        return time.perf_counter() - t
     r = client.post("/flush")
     if r.status_code >= 300:
         raise RuntimeError(f"flush failed: {r.status_code} {r.text[:300]}")
@@ -285,17 +288,22 @@ def run_http(args, data, con) -> dict:
     port = free_port()
     proc = start_server(data_dir, port, os.path.join(work, "server.log"))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
-    out = {"mode": "http"}
+    out = {"mode": "http", "phase": "fresh" if args.fresh else "settled"}
     try:
-        if not os.path.exists(marker):
-            lines = trips.cached_lines(args.rows)
-            out["load_seconds"] = round(load_http(client, lines), 2)
-            open(marker, "w").close()
-        # measure the steady state: the flushed data compacted (as perf/tsbs_queries.py does)
-        sys.path.insert(0, str(pathlib.Path(__file__).parent))
-        import ingest
+        if args.fresh:  # queried at once after the load: the rows are in the memtable
+            if os.path.exists(marker):
+                raise SystemExit("--fresh loads a new data directory: not with a --keep that is loaded")
+            out["load_seconds"] = round(load_http(client, trips.cached_lines(args.rows), flush=False), 2)
+        else:
+            if not os.path.exists(marker):
+                lines = trips.cached_lines(args.rows)
+                out["load_seconds"] = round(load_http(client, lines), 2)
+                open(marker, "w").close()
+            # measure the steady state: the flushed data compacted (as perf/tsbs_queries.py does)
+            sys.path.insert(0, str(pathlib.Path(__file__).parent))
+            import ingest
 
-        ingest.settle_compaction(port)
+            ingest.settle_compaction(port)
 
         def q(sql):
             r = client.post("/sql", content=sql.encode())
@@ -390,6 +398,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_250_000)
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--inproc", action="store_true")
+    ap.add_argument("--fresh", action="store_true",
+                    help="over HTTP: query at once after the load, without POST /flush (FRESH)")
     ap.add_argument("--keep", default=None, help="data directory to keep and reuse")
     ap.add_argument("--route", default="auto", choices=["auto", "fast", "vector", "general"],
                     help="with --inproc: force one executor (see rusts.sql.runner.execute_sql)")

@@ -3,8 +3,8 @@
 Monitoring dashboards and alert rules ask about the last minutes of thousands of small series
 ("average CPU per site over the last 5 minutes"). Read series by series from segments and
 memtable row sets, such a query costs Python work per series and per write (a fleet writes one
-row per series per report). Here the same rows are read the way they were written: the memtable's
-chunks (one per write, many series each) are concatenated per table into a few big arrays, and a
+row per series per report). Here the same rows are read as a few big arrays per table: its
+sealed blocks (all its series, sorted; shared, not copied) and its few unsealed writes, and a
 query filters all of them at once with numpy (time range, series ids), resolves duplicate
 timestamps (last write wins, per field) and hands one columnar result to the aggregation.
 
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
+from rusts.memory.views import UnsealedTail
 from rusts.model import FieldType
 
 MIN_TIME = -(2**63)
@@ -31,22 +32,43 @@ MIN_TIME = -(2**63)
 
 @attrs.define
 class _Piece:
-    """Rows of one measurement from a run of chunks of one table, in arrival order."""
+    """Rows of one measurement: a table's sealed block (sorted by series and time), or a run of
+    its unsealed writes (in arrival order)."""
 
     sid: np.ndarray  # uint64 per row
     ts: np.ndarray  # int64 per row
     cols: dict  # field -> (FieldType, values, mask or None)
     min_time: int
     max_time: int
-    rank: np.ndarray  # int64 per row: write order within the table (chunk number, row in chunk)
-    by_sid: tuple | None = None  # (row order by series, distinct series, their first position); lazy
+    rank: np.ndarray | None  # int64 per row: write order within the table; None: rank_base + row
+    by_sid: tuple | None = None  # (row order by series or None: sorted, distinct series, their first position); lazy
+    rank_base: int = 0
+
+    @classmethod
+    def of_block(cls, blk, rank_base: int) -> "_Piece":
+        """A sealed block's rows (shared, not copied) with a series id per row."""
+        sid = np.repeat(blk.usid, np.diff(blk.starts))
+        return cls(sid, blk.ts, blk.cols, int(blk.ts.min()), int(blk.ts.max()), None,
+                   (None, blk.usid, blk.starts), rank_base)
 
     @property
     def nbytes(self) -> int:
+        """Memory of the piece's own arrays (a block's piece: its series id per row)."""
+        if self.rank is None:
+            return self.sid.nbytes
         n = self.sid.nbytes + self.ts.nbytes + self.rank.nbytes
         for _, v, m in self.cols.values():
             n += v.nbytes + (0 if m is None else m.nbytes)
         return n
+
+    def ranks(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """Write order of the rows (``keep``: a boolean mask or ascending row numbers)."""
+        if self.rank is not None:
+            return self.rank if keep is None else self.rank[keep]
+        if keep is None:
+            return self.rank_base + np.arange(len(self.ts), dtype=np.int64)
+        rows = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return self.rank_base + rows.astype(np.int64, copy=False)
 
     def rows_of(self, sids: np.ndarray) -> np.ndarray:
         """Row numbers (ascending) of the series ``sids`` (sorted uint64): a binary search per
@@ -64,6 +86,8 @@ class _Piece:
         pos = pos[ok]
         if not len(pos):
             return np.zeros(0, np.int64)
+        if order is None:  # sorted by series: each series' rows are one run
+            return np.concatenate([np.arange(starts[k], starts[k + 1]) for k in pos.tolist()])
         if len(pos) == 1:
             return order[starts[pos[0]]:starts[pos[0] + 1]]
         return np.sort(np.concatenate([order[starts[k]:starts[k + 1]] for k in pos.tolist()]))
@@ -71,17 +95,21 @@ class _Piece:
 
 @attrs.define
 class _TableView:
-    consumed: int = 0  # chunks already turned into pieces
-    pieces: dict = attrs.field(factory=dict)  # measurement -> list[_Piece]
+    """The pieces of one table queries read: one per sealed block (kept while the block is),
+    and those of its unsealed writes (rebuilt when they change)."""
+
+    blocks: dict = attrs.field(factory=dict)  # id(block) -> (block, _Piece)
+    tail: tuple = ()  # the unsealed writes the tail pieces were built of
+    tail_pieces: dict = attrs.field(factory=dict)  # measurement -> list[_Piece]
     nbytes: int = 0  # memory of the pieces (counted in their table's bytes)
 
 
-_ROW_BITS = 24
+_ROW_BITS = 32  # a rank is (block or write number) << _ROW_BITS + row
 
 
 def _pieces_of_chunks(chunks, first_no: int = 0) -> dict[str, list[_Piece]]:
     """Concatenate chunks per (measurement, field layout); one piece per group. ``first_no`` is
-    the table's number of the first chunk (rows are ranked by chunk number, then row)."""
+    the number of the first chunk (rows are ranked by chunk number, then row)."""
     groups: dict[tuple, list] = {}
     for no, ch in enumerate(chunks, first_no):
         f = ch.frame
@@ -199,29 +227,42 @@ class RecentData:
         return start > self.floor or self.floor == MIN_TIME
 
     def _pieces(self, table, measurement: str) -> list[_Piece]:
+        """Loop thread: the pieces of ``table``'s rows of ``measurement``, oldest first: one per
+        sealed block (its arrays shared, a series id per row added), then the unsealed writes
+        concatenated per field layout (a few: :meth:`Table.query_parts` seals many first)."""
         view = self._views.get(id(table))
         if view is None:
             view = self._views[id(table)] = _TableView()
-        chunks = table.chunks
-        if view.consumed < len(chunks):
-            new = _pieces_of_chunks(chunks[view.consumed:len(chunks)], view.consumed)
-            view.consumed = len(chunks)
-            for m, ps in new.items():
-                lst = view.pieces.setdefault(m, [])
-                for p in ps:
-                    lst.append(p)
-                    # Binary-counter merging keeps O(log rows) pieces and copies each row
-                    # O(log rows) times (re-merging one ever-growing tail piece copied it
-                    # again every few writes, and rebuilt its series index each time).
-                    while len(lst) > 1 and len(lst[-2].ts) <= 2 * len(lst[-1].ts):
-                        lst[-2:] = [_merge_pieces(lst[-2:])]
-            nb = sum(p.nbytes for ps in view.pieces.values() for p in ps)
-            delta, view.nbytes = nb - view.nbytes, nb
+        parts = table.query_parts(measurement)
+        out, tail = [], ()
+        for no, part in enumerate(parts):
+            if isinstance(part, UnsealedTail):
+                tail = part.chunks
+                continue
+            got = view.blocks.get(id(part))
+            if got is None or got[0] is not part:
+                got = view.blocks[id(part)] = (part, _Piece.of_block(part, no << _ROW_BITS))
+            piece = got[1]
+            if piece.rank_base != no << _ROW_BITS:  # (a block's place among the table's blocks)
+                piece = attrs.evolve(piece, rank_base=no << _ROW_BITS)
+            out.append(piece)
+        blocks = table.sealed_blocks()
+        live = {id(b) for b in blocks}
+        for k in [k for k in view.blocks if k not in live]:  # merged away since
+            del view.blocks[k]
+        if len(tail) != len(view.tail) or any(a is not b for a, b in zip(tail, view.tail)):
+            view.tail = tail  # (ranked after every block of the table)
+            view.tail_pieces = _pieces_of_chunks(tail, len(blocks)) if tail else {}
+        out.extend(view.tail_pieces.get(measurement, ()))
+        nb = sum(p.nbytes for _, p in view.blocks.values()) + \
+            sum(p.nbytes for ps in view.tail_pieces.values() for p in ps)
+        delta, view.nbytes = nb - view.nbytes, nb
+        if delta:
             table.view_bytes += delta  # a live table: counted by the memtable limits
             if id(table) in self._sizes:  # a kept table: by query.recent_cache_mb
                 self.bytes += delta
                 self._sizes[id(table)] += delta
-        return view.pieces.get(measurement, [])
+        return out
 
     def pieces(self, live_tables: Sequence, measurement: str, start: int, end: int) -> list:
         """Loop thread: ``(table number, piece)`` (oldest table first) for every in-memory table
@@ -254,35 +295,6 @@ class RecentData:
 
     def forget(self, table) -> None:
         self._views.pop(id(table), None)  # (a live table's views: not counted in self.bytes)
-
-
-def _merge_pieces(ps: list[_Piece]) -> _Piece:
-    names: dict[str, FieldType] = {}
-    for p in ps:
-        for n, (ft, _, _) in p.cols.items():
-            names.setdefault(n, ft)
-    sid = np.concatenate([p.sid for p in ps])
-    ts = np.concatenate([p.ts for p in ps])
-    cols = {}
-    for n, ft in names.items():
-        vals, masks, any_mask = [], [], False
-        for p in ps:
-            c = p.cols.get(n)
-            if c is None or c[0] != ft:
-                vals.append(np.zeros(len(p.ts), dtype=ft.dtype) if ft != FieldType.STRING
-                            else np.full(len(p.ts), "", dtype=object))
-                masks.append(np.zeros(len(p.ts), bool))
-                any_mask = True
-            else:
-                vals.append(c[1])
-                masks.append(c[2])
-                any_mask |= c[2] is not None
-        v = np.concatenate(vals)
-        mask = np.concatenate([np.ones(len(x), bool) if m is None else m for x, m in zip(vals, masks)]) \
-            if any_mask else None
-        cols[n] = (ft, v, mask)
-    return _Piece(sid, ts, cols, min(p.min_time for p in ps), max(p.max_time for p in ps),
-                  np.concatenate([p.rank for p in ps]))
 
 
 FEW_SERIES = 16
@@ -357,7 +369,7 @@ def scan(pieces: Sequence, sids: np.ndarray | None, start: int, end: int, fields
             allk = keep.all()
         got_sid.append(p.sid if allk else p.sid[keep])
         got_ts.append(p.ts if allk else p.ts[keep])
-        got_rank.append((np.int64(tno) << 48) + (p.rank if allk else p.rank[keep]))
+        got_rank.append((np.int64(tno) << 48) + p.ranks(None if allk else keep))
         n = len(got_ts[-1])
         for f in fields:
             vals, valid = got_cols[f]

@@ -19,18 +19,60 @@ from rusts.model import Column, FieldType
 from rusts.query.rowset import RowSet
 
 
-def payload_of(chunks: Sequence) -> dict:
+def array_nbytes(a: np.ndarray) -> int:
+    """Memory of an array; for strings (object arrays) the references plus an estimate of the
+    string objects from a sample of 64."""
+    if a.dtype != object:
+        return a.nbytes
+    n = len(a)
+    return 16 * n + sum(len(s) for s in a[:64]) * max(1, n // 64)
+
+
+@attrs.frozen(eq=False)
+class FlushParts:
+    """What a table's flush writes, captured in the loop thread (``Table.flush_parts``):
+    measurement -> its sealed blocks (oldest first), the unsealed writes (``Chunk``s), and the
+    series keys of the sealed rows. Immutable; :func:`flush_payload` turns it into a payload."""
+
+    blocks: dict
+    chunks: tuple
+    keys: dict
+
+
+def flush_payload(parts: FlushParts) -> dict:
+    """A flush payload (:func:`payload_of`'s shape) of a table's blocks and unsealed writes:
+    each measurement's blocks merged into one (in-order writes merge without a sort,
+    :meth:`Sealed.merged_with`), as a group of chunk number 0; the writes follow from 1 on.
+    Pure, for a worker thread."""
+    groups = []
+    for m, lst in parts.blocks.items():
+        if not lst:
+            continue
+        blk = lst[-1]
+        for older in reversed(lst[:-1]):
+            blk = older.merged_with(blk)
+        groups.append(([m], None, np.repeat(blk.usid, np.diff(blk.starts)), blk.ts, blk.cols, 0))
+    keys = parts.keys
+    if parts.chunks:
+        tail = payload_of(parts.chunks, first_no=1)
+        groups.extend(tail["groups"])
+        keys = {**keys, **tail["keys"]}
+    return {"groups": groups, "keys": keys}
+
+
+def payload_of(chunks: Sequence, first_no: int = 0) -> dict:
     """Chunks (``Chunk``: a write's frame and series ids) as a few big arrays, cheap to pickle,
     for :func:`table_partitions` and :func:`seal_payload`.
 
     ``{"groups": [(measurement names, row measurement codes or None, row series ids,
     timestamps, {field: (type, values, mask)}, row chunk numbers)], "keys": {sid: series
     key}}``: the chunks of one field layout are concatenated into one group, in arrival
-    order; the chunk number of each row orders rows of different groups.
+    order; the chunk number of each row (from ``first_no`` on; a group may give one number for
+    all its rows) orders rows of different groups.
     """
     by_sig: dict[tuple, list] = {}
     chunk_no: dict[int, int] = {}
-    for i, ch in enumerate(chunks):
+    for i, ch in enumerate(chunks, first_no):
         chunk_no[id(ch)] = i
         by_sig.setdefault(ch.frame.layout(), []).append(ch)
     groups = []
@@ -136,11 +178,11 @@ class Sealed:
     ts: np.ndarray
     cols: dict  # field -> (FieldType, values, mask or None)
     present: dict
-    own_bytes: int = attrs.field(default=0, eq=False)  # memory it adds to its writes' (count_bytes)
+    own_bytes: int = attrs.field(default=0, eq=False)  # memory it holds (count_bytes)
 
-    def count_bytes(self, shared) -> None:
-        """Record :meth:`own_nbytes` (once, when the block is made: before anyone reads it)."""
-        object.__setattr__(self, "own_bytes", self.own_nbytes(shared))
+    def count_bytes(self) -> None:
+        """Record :meth:`nbytes` (once, when the block is made: before anyone reads it)."""
+        object.__setattr__(self, "own_bytes", self.nbytes())
 
     @classmethod
     def of_rows(cls, sid: np.ndarray, ts: np.ndarray, cols: dict) -> "Sealed":
@@ -206,14 +248,11 @@ class Sealed:
         for k in self.hits(sids).tolist():
             out.setdefault(int(usid[k]), []).append(self.rowset(k))
 
-    def own_nbytes(self, shared) -> int:
-        """Memory held by this block's arrays but those whose id is in ``shared`` (strings
-        counted as references: the string objects are the writes')."""
-        n = 0
-        for a in (self.usid, self.starts, self.ts, *(x for _, v, m in self.cols.values() for x in (v, m))):
-            if a is not None and id(a) not in shared and id(a.base) not in shared:
-                n += a.nbytes
-        return n
+    def nbytes(self) -> int:
+        """Memory held by this block's arrays (:func:`array_nbytes`)."""
+        return sum(array_nbytes(a) for a in (self.usid, self.starts, self.ts,
+                                              *(x for _, v, m in self.cols.values() for x in (v, m)))
+                   if a is not None)
 
     def merged_with(self, newer: "Sealed") -> "Sealed":
         """One block of this block's rows and ``newer``'s (whose values win on equal times)."""
@@ -306,6 +345,25 @@ def table_partitions(payload: dict, partition_ns: int) -> dict[int, list]:
     return parts
 
 
+def _is_sorted(keys: tuple) -> bool:
+    """Whether rows are already in ``np.lexsort(keys)`` order (the last key most significant):
+    a pass per key over the rows not decided by the more significant ones."""
+    n = len(keys[0])
+    if n < 2:
+        return True
+    undecided = None
+    for k in reversed(keys):
+        a, b = k[:-1], k[1:]
+        down = b < a if undecided is None else (b < a) & undecided
+        if down.any():
+            return False
+        up = b > a
+        undecided = ~up if undecided is None else undecided & ~up
+        if not undecided.any():
+            return True
+    return True
+
+
 def _sorted_rows(payload: dict, partition_ns: int | None = None):
     """Per measurement of a flush payload: ``(measurement, sid, ts, cols)`` sorted by (series,
     time), one row per (series, time), each field's last present value (later writes win).
@@ -355,10 +413,12 @@ def _sorted_rows(payload: dict, partition_ns: int | None = None):
             cols[name] = (ft, values, mask)
         keys = (ts, sid) if partition_ns is None else (ts, sid, ts // partition_ns)
         if len(pieces) > 1:  # arrival order across groups: by chunk number (stable within one)
-            order = np.lexsort((np.concatenate([p[3] for p in pieces]), *keys))
+            keys = (np.concatenate([np.broadcast_to(p[3], len(p[1])) for p in pieces]), *keys)
+        if _is_sorted(keys):  # (one sealed block of one partition: no sort)
+            order = None
         else:
             order = np.lexsort(keys)
-        if not (len(order) < 2 or np.all(order[1:] > order[:-1])):
+        if order is not None and not (len(order) < 2 or np.all(order[1:] > order[:-1])):
             sid, ts = sid[order], ts[order]
             cols = {n: (t, v[order], None if k is None else k[order]) for n, (t, v, k) in cols.items()}
         sid, ts, cols = _dedup_last(sid, ts, cols)

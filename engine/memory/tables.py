@@ -13,10 +13,12 @@ O(log rows) pieces per series, so a query after a load of many small writes merg
 per series, not one per write. Pieces are immutable, so a snapshot is a tuple of references taken
 in the event loop and merged later in a worker thread.
 
-Flushing does not go through the per-series views either: :func:`rusts.memory.sealed.table_partitions` sorts all the
-rows of a table by (series, time) with numpy, resolves duplicate timestamps (last write wins per
-field) and cuts the result into per-partition :class:`~rusts.storage.segment.SeriesData`. It is a pure
-function of :meth:`Table.flush_payload`, so it can run in a worker thread or another process.
+Sealing drops the writes it sealed, so a table holds each row once: in a sealed block, or in a
+write not sealed yet. A flush reads the same blocks (:meth:`Table.flush_parts`, captured in the
+loop): :func:`rusts.memory.sealed.flush_payload` merges each measurement's blocks (in-order writes
+merge without a sort) and :func:`rusts.memory.sealed.table_partitions` cuts them by partition,
+with the unsealed writes sorted in; pure functions, so they run in a worker thread or another
+process.
 """
 
 from __future__ import annotations
@@ -27,42 +29,31 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from rusts.memory.sealed import Sealed, payload_of, seal_payload
+from rusts.memory.sealed import FlushParts, Sealed, array_nbytes, flush_payload, payload_of, seal_payload
 from rusts.memory.views import MemView, UnsealedTail
-from rusts.model import Column, FieldType, Frame, SeriesRows, frames_of_series
+from rusts.model import Column, Frame, SeriesRows, frames_of_series
 from rusts.query.rowset import RowSet, merge
 
 
 def _frame_nbytes(f: Frame) -> int:
     n = f.timestamps.nbytes + 64 * len(f.keys)
     for c in f.columns.values():
-        if c.type == FieldType.STRING:
-            v = c.values
-            n += 16 * len(v) + sum(len(s) for s in v[:64]) * max(1, len(v) // 64)
-        else:
-            n += c.values.nbytes
+        n += array_nbytes(c.values)
         if c.mask is not None:
             n += c.mask.nbytes
     return n
 
 
-def _frame_arrays(f: Frame):
-    yield f.timestamps
-    for c in f.columns.values():
-        yield c.values
-        if c.mask is not None:
-            yield c.mask
-
-
 class Chunk:
     """One write's rows in one table: a :class:`Frame` plus the id of each of its series."""
 
-    __slots__ = ("frame", "sids", "seq")
+    __slots__ = ("frame", "sids", "seq", "nbytes")
 
-    def __init__(self, frame: Frame, sids: np.ndarray, seq: int) -> None:
+    def __init__(self, frame: Frame, sids: np.ndarray, seq: int, nbytes: int = 0) -> None:
         self.frame = frame
         self.sids = sids
         self.seq = seq
+        self.nbytes = nbytes  # estimated memory of the frame (Table.raw_bytes)
 
     def rowsets(self) -> list[tuple[int, RowSet]]:
         """(series id, row set) per series: the executor's per-series form of this chunk."""
@@ -109,12 +100,16 @@ class Chunk:
 
 @attrs.define(eq=False)
 class Table:
-    """One memtable (active or frozen): the chunks of its writes, in arrival order."""
+    """One memtable (active or frozen): its writes sealed into sorted blocks per measurement,
+    then the writes not sealed yet (:attr:`chunks`, in arrival order). Sealing drops the
+    writes it sealed: the blocks are the table's only copy of those rows (queries and the
+    flush read them)."""
 
     id: int
-    chunks: list[Chunk] = attrs.field(factory=list)
+    chunks: list[Chunk] = attrs.field(factory=list)  # the writes not sealed yet, oldest first
     points: int = 0
-    raw_bytes: int = 0  # the writes' arrays (chunks)
+    raw_bytes: int = 0  # the unsealed writes' arrays (chunks)
+    series_chunks: int = 0  # series x writes inserted (the flush's choice of a worker process)
     values: int = 0
     created: float = attrs.field(factory=time.monotonic)
     first_seq: int = 0
@@ -122,17 +117,18 @@ class Table:
     min_time: int = 2**63 - 1
     max_time: int = -(2**63)
     frozen: bool = False
-    # chunks[:_sealed_upto] as sealed blocks per measurement, oldest first (seal())
+    # the first _sealed_upto writes, as sealed blocks per measurement, oldest first (seal())
     _sealed: dict[str, list["Sealed"]] = attrs.field(factory=dict)
-    _sealed_upto: int = 0
+    _sealed_upto: int = 0  # writes sealed (and dropped from chunks) so far
+    _keys: dict = attrs.field(factory=dict)  # series id -> series key of the sealed rows
     _sealed_points: int = 0
     _sealed_bytes: int = 0
     view_bytes: int = 0  # columnar views of this table built for queries (rusts.memory.recent)
 
     @property
     def bytes(self) -> int:
-        """Memory the table holds: its writes, their sealed copy (:meth:`seal`) and the columnar
-        views queries built of it (:mod:`rusts.memory.recent`), which the memtable limits
+        """Memory the table holds: its unsealed writes, its sealed blocks (:meth:`seal`) and the
+        columnar views queries built of it (:mod:`rusts.memory.recent`), which the memtable limits
         (``storage.memtable.max_size_mb``, ``hard_limit_mb``) bound."""
         return self.raw_bytes + self._sealed_bytes + self.view_bytes
 
@@ -156,10 +152,12 @@ class Table:
             if n == 0:
                 pos += ns
                 continue
-            self.chunks.append(Chunk(f, sids[pos:pos + ns], seq))
+            nb = _frame_nbytes(f)
+            self.chunks.append(Chunk(f, sids[pos:pos + ns], seq, nb))
             pos += ns
             self.points += n
-            self.raw_bytes += _frame_nbytes(f)
+            self.series_chunks += ns
+            self.raw_bytes += nb
             for c in f.columns.values():
                 self.values += n if c.mask is None else int(np.count_nonzero(c.mask))
             ts = f.timestamps
@@ -206,38 +204,43 @@ class Table:
 
     def seal_job(self):
         """The next :meth:`seal` split in two: ``(token, compute)``, or None when all is sealed.
-        ``compute()`` is pure over immutable inputs (the new chunks and the current blocks), so
-        it may run in a worker thread; :meth:`install_sealed` then publishes its result in the
+        ``compute()`` is pure over immutable inputs (the unsealed writes and the current blocks),
+        so it may run in a worker thread; :meth:`install_sealed` then publishes its result in the
         loop thread, unless the table was sealed meanwhile (by a query)."""
-        start, upto = self._sealed_upto, len(self.chunks)
-        if start >= upto:
+        new = tuple(self.chunks)
+        if not new:
             return None
-        new = self.chunks[start:upto]
         base = {m: tuple(lst) for m, lst in self._sealed.items()}
-        flush_payload = self.flush_payload
 
-        def compute() -> dict[str, list["Sealed"]]:
+        def compute() -> tuple[dict[str, list["Sealed"]], dict]:
             out = {m: list(lst) for m, lst in base.items()}
-            # arrays a block shares with the writes (one sorted write) are not a second copy
-            shared = {id(a) for ch in new for a in _frame_arrays(ch.frame)}
-            for m, blk in seal_payload(flush_payload(new)).items():
+            payload = payload_of(new)
+            for m, blk in seal_payload(payload).items():
                 lst = out.setdefault(m, [])
-                blk.count_bytes(shared)
+                blk.count_bytes()
                 lst.append(blk)
                 while len(lst) >= 2 and len(lst[-2]) <= 2 * len(lst[-1]):
                     merged = lst[-2].merged_with(lst[-1])
-                    merged.count_bytes(())
+                    merged.count_bytes()
                     lst[-2:] = [merged]
-            return out
+            return out, payload["keys"]
 
-        return (start, upto, self.points), compute
+        return (self._sealed_upto, len(new), self.points), compute
 
-    def install_sealed(self, token, sealed: dict[str, list["Sealed"]]) -> bool:
-        """Publish a :meth:`seal_job` result (loop thread); False if it is stale."""
-        start, upto, points = token
+    def install_sealed(self, token, result: tuple[dict[str, list["Sealed"]], dict]) -> bool:
+        """Publish a :meth:`seal_job` result (loop thread) and drop the writes it sealed; False
+        if it is stale (the table was sealed meanwhile)."""
+        start, n, points = token
         if self._sealed_upto != start:
             return False
-        self._sealed, self._sealed_upto, self._sealed_points = sealed, upto, points
+        sealed, keys = result
+        self.raw_bytes -= sum(c.nbytes for c in self.chunks[:n])
+        self.chunks = self.chunks[n:]  # a new list: snapshots holding the old tail keep it
+        if self.frozen:  # a flush may be reading the keys in a worker thread: a new dict
+            self._keys = {**self._keys, **keys}
+        else:
+            self._keys.update(keys)
+        self._sealed, self._sealed_upto, self._sealed_points = sealed, start + n, points
         self._sealed_bytes = sum(blk.own_bytes for lst in sealed.values() for blk in lst)
         return True
 
@@ -249,7 +252,7 @@ class Table:
         (a 10 MiB write: 20 to 130 ms) while the memtable actor seals it in a worker thread
         anyway. Many small ones are sealed first (a query never sorts more than
         :data:`DIRECT_TAIL_CHUNKS` writes)."""
-        tail = self.chunks[self._sealed_upto:]
+        tail = self.chunks
         if len(tail) > DIRECT_TAIL_CHUNKS:
             self.seal()
             tail = ()
@@ -263,6 +266,10 @@ class Table:
             parts.append(UnsealedTail(tuple(tail), measurement))
         return parts
 
+    def sealed_blocks(self) -> list["Sealed"]:
+        """Every sealed block (all measurements), as they stand (nothing sealed here)."""
+        return [blk for lst in self._sealed.values() for blk in lst]
+
     def pieces_of(self, sids: np.ndarray, out: dict[int, list[RowSet]], measurement: str | None = None) -> None:
         """Append the row sets of each series of ``sids`` (uint64) to ``out[sid]``, oldest first:
         slices of the sealed blocks (of ``measurement`` only, when given), then the writes not
@@ -270,7 +277,7 @@ class Table:
         the event loop (a 10 MiB write: 20 to 100 ms) while the memtable actor seals it in a
         worker thread anyway; many small ones are sealed first, so a query never merges more
         than :data:`DIRECT_TAIL_CHUNKS` extra pieces per series."""
-        tail = self.chunks[self._sealed_upto:]
+        tail = self.chunks
         if len(tail) > DIRECT_TAIL_CHUNKS:
             self.seal()
             tail = ()
@@ -300,20 +307,26 @@ class Table:
 
     def series_ids(self) -> np.ndarray:
         """The distinct series ids in this table (sorted)."""
-        if not self.chunks:
+        ids = [c.sids for c in self.chunks] + [blk.usid for lst in self._sealed.values() for blk in lst]
+        if not ids:
             return np.zeros(0, dtype=np.uint64)
-        return np.unique(np.concatenate([c.sids for c in self.chunks]))
+        return np.unique(np.concatenate(ids))
 
     # ------------------------------------------------------------------ flush
-    def flush_payload(self, chunks: Sequence[Chunk] | None = None) -> dict:
-        """The table (or ``chunks`` of it) as a flush payload: :func:`rusts.memory.sealed.payload_of`."""
-        return payload_of(self.chunks if chunks is None else chunks)
+    def flush_parts(self) -> FlushParts:
+        """Loop thread: what a flush writes, captured (immutable) for a worker thread or process:
+        the sealed blocks, the unsealed writes and the series keys of the sealed rows."""
+        return FlushParts({m: tuple(lst) for m, lst in self._sealed.items()}, tuple(self.chunks), self._keys)
+
+    def flush_payload(self) -> dict:
+        """The whole table as a flush payload (:func:`rusts.memory.sealed.flush_payload`)."""
+        return flush_payload(self.flush_parts())
 
 
 SEAL_ROWS = 32_768
-DIRECT_TAIL_CHUNKS = 8  # unsealed writes a query reads as they are (Table.pieces_of)
-"""A table seals its unsealed writes (:meth:`Table._view`) once they hold this many rows: a few
+"""A table seals its unsealed writes (:meth:`Table.seal`) once they hold this many rows: a few
 milliseconds of numpy on the write path, amortized, instead of a first query paying for all."""
+DIRECT_TAIL_CHUNKS = 8  # unsealed writes a query reads as they are (Table.pieces_of)
 
 _WHOLE_TIME = 2**62  # a "partition" holding every timestamp of the year 2116 and before
 

@@ -262,6 +262,9 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
             gid = group_keys[key] = len(group_tags)
             group_tags.append({k: v for k, v in zip(q.group_by, key) if v is not None})
         series.append(_Series(gid, n, ts if need_ts else None, keep, vals, {f: _and(valid[f], keep) for f in need}))
+    if len(series) > 1 and all(a.function in _BATCHED for a in aggs):
+        part_g, part_b, partials = _batched_partials(aggs, series, iv)
+        return _combine(q, aggs, partials, part_g, part_b, [], series, group_tags, ftypes, distinct=False)
     # ---- per-series partials over sorted buckets
     part_g, part_b = [], []
     partials: list[dict] = [dict() for _ in aggs]
@@ -285,6 +288,63 @@ def aggregate(snap, q: Query, sids: np.ndarray, tags_of, ftypes: dict[str, Field
         part_b.append(ub)
         spans.append((starts, ends))
     return _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftypes)
+
+
+_BATCHED = (AggFunc.Count, AggFunc.Sum, AggFunc.Mean, AggFunc.Min, AggFunc.Max, AggFunc.StdDev,
+            AggFunc.Variance)
+"""Aggregates whose partials :func:`_batched_partials` computes for all series at once."""
+
+
+def _batched_partials(aggs, series: list[_Series], iv: int | None):
+    """The partials of every series' time buckets in one pass: the series' rows concatenated
+    (series after series, each in time order), runs of one (series, bucket) found at once and
+    each aggregate reduced once over them (``ufunc.reduceat``), instead of a dozen numpy calls
+    per series and aggregate (100 series x 10 fields: 2,000 calls). The runs are the per-series
+    path's, in the same order, so the values are the same. Returns ``(part_g, part_b,
+    partials)`` for :func:`_combine` (keys not distinct: several series may share a group)."""
+    series = [s for s in series if s.n]
+    if not series:
+        return [], [], [dict() for _ in aggs]
+    ns = np.fromiter((s.n for s in series), np.int64, len(series))
+    total = int(ns.sum())
+    offs = np.cumsum(ns) - ns
+    brk = np.zeros(total, bool)
+    brk[offs] = True  # a series' first row starts a run
+    if iv is not None:
+        ts = np.concatenate([s.ts for s in series])
+        b = ts - ts % iv
+        brk[1:] |= b[1:] != b[:-1]
+    else:
+        ts = None
+    starts = np.flatnonzero(brk)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1:] = total
+    keys = b[starts] if iv is not None else np.zeros(len(starts), np.int64)
+    gids = np.fromiter((s.gid for s in series), np.int64, len(series))[np.searchsorted(offs, starts, "right") - 1]
+    keep = None
+    if any(s.keep is not None for s in series):
+        keep = np.concatenate([np.ones(s.n, bool) if s.keep is None else s.keep for s in series])
+    vals, valid = {}, {}
+    for f in dict.fromkeys(a.field for a in aggs if a.field is not None):
+        vals[f] = np.concatenate([s.vals[f] for s in series])
+        ms = [s.valid[f] for s in series]
+        valid[f] = None if all(m is None for m in ms) else np.concatenate(
+            [np.ones(s.n, bool) if m is None else m for s, m in zip(series, ms)])
+    big = _Series(0, total, ts, keep, vals, valid)
+    rows = _red(np.add, keep.astype(np.int64), starts) if keep is not None else ends - starts
+    partials: list[dict] = [dict() for _ in aggs]
+    for a, acc in zip(aggs, partials):
+        _partial(a, big, 0, starts, ends, rows, acc)
+    nz = rows > 0
+    if not nz.all():  # buckets whose rows were all filtered out do not exist
+        for acc in partials:
+            part = acc["parts"][-1]
+            for k, v in list(part.items()):
+                if isinstance(v, np.ndarray):
+                    part[k] = v[nz]
+        gids, keys = gids[nz], keys[nz]
+    return [gids], [keys], partials
 
 
 def _buckets(ts: np.ndarray | None, iv: int | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -419,8 +479,14 @@ def _partial(a, s: _Series, si: int, starts, ends, rows, acc: dict) -> None:
         lst.append({"n": cnt, "series": si})
 
 
-def _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftypes) -> ResultSet:
+def _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftypes,
+             distinct: bool | None = None) -> ResultSet:
+    """The answer from the partials: one per (group, bucket) key after combining those of equal
+    keys. ``distinct``: the keys of ``part_g``/``part_b`` are already distinct and sorted (by
+    default, when there is one part: one series)."""
     iv = q.interval
+    if distinct is None:
+        distinct = len(part_g) == 1
     if len(part_g) == 1:
         g, b = part_g[0], part_b[0]
     elif part_g:
@@ -434,7 +500,7 @@ def _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftype
         return ResultSet(q.measurement, None if iv is None else np.zeros(0, np.int64), np.zeros(0, np.int64),
                          group_tags or [{}], {a.output_name: Column(FieldType.FLOAT, np.zeros(0)) for a in aggs},
                          [a.output_name for a in aggs], True)
-    if len(part_g) == 1:  # one series: its buckets are already distinct and sorted
+    if distinct:  # one series: its buckets are already distinct and sorted
         nk = len(b)
         kinv = np.arange(nk)
         key_g, key_b = g, b
@@ -449,7 +515,7 @@ def _combine(q, aggs, partials, part_g, part_b, spans, series, group_tags, ftype
     cols = {}
     for a, acc in zip(aggs, partials):
         parts = acc.get("parts", [])
-        if len(part_g) == 1 and a.function in _ONE_PARTIAL:
+        if distinct and a.function in _ONE_PARTIAL:
             cols[a.output_name] = _one_partial(a, parts[0], ftypes)
         else:
             cols[a.output_name] = _finish_agg(a, parts, kinv, nk, spans, series, ftypes)

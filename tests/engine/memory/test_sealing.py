@@ -73,13 +73,14 @@ def test_a_query_reads_a_few_unsealed_writes_as_they_are_and_seals_many():
     t.seal()
     _write(t, 2, 5000, T0 + 50)  # one big write, overlapping the sealed rows: it wins where it overlaps
     snap = st.snapshot(np.array([1], dtype=np.uint64))
-    assert t._sealed_upto == 1  # read as it is, not sealed by the query
+    assert t._sealed_upto == 1 and len(t.chunks) == 1  # read as it is, not sealed by the query
     rs = merge(snap[1])
     assert len(rs) == 5050 and rs.columns["a"].values[:52].tolist() == list(range(50)) + [0, 1]
     for seq in range(3, 3 + DIRECT_TAIL_CHUNKS):
         _write(t, seq, 3, T0 + 10_000 + 10 * seq)
     snap = st.snapshot(np.array([1], dtype=np.uint64))
-    assert t._sealed_upto == len(t.chunks)  # many small writes: sealed first
+    assert t._sealed_upto == 2 + DIRECT_TAIL_CHUNKS and not t.chunks  # many small writes: sealed first
+    assert t.raw_bytes == 0  # ... and dropped: the sealed blocks are the only copy
     assert len(merge(snap[1])) == 5050 + 3 * DIRECT_TAIL_CHUNKS
 
 
@@ -89,37 +90,40 @@ def _lp(rng: random.Random, seq: int, hosts: int = 50, steps: int = 10) -> bytes
                      for s in range(steps) for h in range(hosts)).encode()
 
 
-def test_table_bytes_count_the_sealed_copy_and_query_views():
+def test_a_table_holds_its_rows_once_and_counts_the_memory_it_holds():
     """``storage.memtable`` limits compare against ``Table.bytes``: it must follow the memory the
-    table really holds (the writes, their sealed sorted copy, the columnar views queries build),
-    measured here with tracemalloc (numpy reports its buffers to it)."""
+    table really holds (its sealed blocks, its unsealed writes, the columnar views queries
+    build), measured here with tracemalloc (numpy reports its buffers to it). Sealing drops the
+    writes it sealed, so the table holds about one copy of its rows, not the writes plus a
+    sorted copy plus the query views."""
     import gc
     import tracemalloc
 
     from rusts.memory.recent import RecentData
+    from rusts.memory.tables import _frame_nbytes
 
     rng = random.Random(5)
-    bodies = [parse(_lp(rng, seq)) for seq in range(120)]  # 60,000 rows, parsed beforehand
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         t = Table(1)
-        for seq, b in enumerate(bodies, 1):
+        one_copy = 0
+        for seq in range(1, 121):  # 60,000 rows in 120 writes: sealed as they arrive
+            b = parse(_lp(rng, seq))
             sids = np.array([int(k.split("=")[1][1:]) + 1 for f in b.frames for k in f.keys], np.uint64)
+            one_copy += sum(_frame_nbytes(f) for f in b.frames)
             t.insert_frames(b.frames, sids, seq)
-        t.seal()
+            del b
         recent = RecentData(1 << 30)
         recent.pieces([t], "cpu", T0, T0 + 10**18)  # a many-series query's columnar views
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    del bodies
-    # the writes' arrays were allocated before tracing: add what the table counts for them
-    real = held + t.raw_bytes
-    assert 0.8 * real <= t.bytes <= 1.3 * real, (t.bytes, real, t.raw_bytes)
-    assert t.bytes > 2.5 * t.raw_bytes  # the sealed copy and the views are counted
+    assert 0.8 * held <= t.bytes <= 1.3 * held, (t.bytes, held)
+    assert t.raw_bytes == 0 and not t.chunks  # every write sealed, and dropped
+    assert held < 1.5 * one_copy, (held, one_copy)
 
 
 def _block(rng, sids, t0, n, fields=("a", "b")):
