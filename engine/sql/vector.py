@@ -308,20 +308,22 @@ def _batched_partials(aggs, series: list[_Series], iv: int | None):
     ns = np.fromiter((s.n for s in series), np.int64, len(series))
     total = int(ns.sum())
     offs = np.cumsum(ns) - ns
-    brk = np.zeros(total, bool)
-    brk[offs] = True  # a series' first row starts a run
-    if iv is not None:
+    gid_of = np.fromiter((s.gid for s in series), np.int64, len(series))
+    if iv is None:  # one run per series
+        ts, starts, ends = None, offs, offs + ns
+        keys, gids = np.zeros(len(starts), np.int64), gid_of
+    else:
+        brk = np.zeros(total, bool)
+        brk[offs] = True  # a series' first row starts a run
         ts = np.concatenate([s.ts for s in series])
         b = ts - ts % iv
         brk[1:] |= b[1:] != b[:-1]
-    else:
-        ts = None
-    starts = np.flatnonzero(brk)
-    ends = np.empty_like(starts)
-    ends[:-1] = starts[1:]
-    ends[-1:] = total
-    keys = b[starts] if iv is not None else np.zeros(len(starts), np.int64)
-    gids = np.fromiter((s.gid for s in series), np.int64, len(series))[np.searchsorted(offs, starts, "right") - 1]
+        starts = np.flatnonzero(brk)
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        ends[-1:] = total
+        keys = b[starts]
+        gids = gid_of[np.searchsorted(offs, starts, "right") - 1]
     keep = None
     if any(s.keep is not None for s in series):
         keep = np.concatenate([np.ones(s.n, bool) if s.keep is None else s.keep for s in series])
