@@ -104,21 +104,26 @@ def _settle_tiering(c: http.client.HTTPConnection, deadline: float, cold_wait: f
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live children (the servers' workers)."""
-    total = 0.0
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for p in pids:
+    """User + system CPU time of a process and its live descendants (the servers' workers),
+    whichever of its threads started them (``/proc/<pid>/task/<pid>/children`` lists only the
+    main thread's: a flush worker started from a worker thread was missed)."""
+    stats: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
         try:
-            with open(f"/proc/{p}/stat") as f:
+            with open(f"/proc/{d}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except OSError:
-            pass
+            continue
+        stats[int(d)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo.extend(q for q, (parent, _) in stats.items() if parent == p)
     return total
 
 
