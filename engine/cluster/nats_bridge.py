@@ -36,7 +36,6 @@ log = logging.getLogger("rusts.cluster.nats")
 RETRY_AFTER = 2.0
 PING_INTERVAL = 2  # seconds between client pings to the NATS server
 OP_HEADER = "Rusts-Op"
-CONSUMER_INACTIVE = 60.0  # seconds without pulls after which NATS removes a consumer (one left behind)
 
 
 def stream_name(cluster: str, shard: int) -> str:
@@ -145,7 +144,6 @@ class NatsLink:
         self.members = None
         self.meta = None
         self.subs: dict[int, Any] = {}
-        self._tasks: set = set()  # background deletions of replaced consumers
         self._ensured: set[int] = set()
         self.max_payload = 1 << 20
 
@@ -272,21 +270,13 @@ class NatsLink:
 
         Each subscription gets a consumer of its own name (``apply_<node>_<random>``), created
         with exactly this configuration; this node's earlier consumers on the stream are
-        deleted afterwards, in the background (one lost with its NATS server cannot be deleted
-        until that server is back: the new one must not wait for it; an old one left behind goes
-        away after ``CONSUMER_INACTIVE`` without pulls). (Reusing one durable name is not safe:
-        the client binds to an existing consumer of that name without applying the new start
-        sequence, and in a JetStream cluster a just-deleted consumer can still be found for a
-        moment.)
-
-        The consumer has one replica, in memory: its state (the ack floor) is not what this node
-        resumes from (``applied.json`` is, and a new consumer is created at every subscription),
-        so replicating each ack three times bought nothing; a consumer lost with its server is
-        replaced like any other (the pull reports it, or the applier's bounds check sees the
-        stream hold messages not delivered)."""
+        deleted first. (Reusing one durable name is not safe: the client binds to an existing
+        consumer of that name without applying the new start sequence, and in a JetStream
+        cluster a just-deleted consumer can still be found for a moment.)"""
         import uuid
 
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        import nats.js.errors
 
         c = self.cfg
         stream = stream_name(c.cluster_name, shard)
@@ -297,10 +287,15 @@ class NatsLink:
                 await old.unsubscribe()
             except Exception:
                 pass
+        for ci in await self.js.consumers_info(stream):
+            if ci.name.startswith(prefix) or ci.name == f"apply_{c.node_id}":
+                try:
+                    await self.js.delete_consumer(stream, ci.name)
+                except nats.js.errors.NotFoundError:
+                    pass
         name = prefix + uuid.uuid4().hex[:12]
         common = dict(name=name, durable_name=name, filter_subject=shard_subject(c.cluster_name, shard),
-                      ack_policy=AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1,
-                      num_replicas=1, mem_storage=True, inactive_threshold=CONSUMER_INACTIVE)
+                      ack_policy=AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1)
         if start_seq <= 1:
             cc = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, **common)
         else:
@@ -309,28 +304,6 @@ class NatsLink:
         from rusts.cluster.pull import ShardPull
 
         self.subs[shard] = await ShardPull(self.nc, stream, name).start()  # one long-lived pull
-        task = asyncio.ensure_future(self._delete_consumers(stream, prefix, keep=name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _delete_consumers(self, stream: str, prefix: str, keep: str) -> None:
-        """Delete this node's consumers on ``stream`` other than ``keep`` (best effort)."""
-        import nats.js.errors
-
-        try:
-            infos = await asyncio.wait_for(self.js.consumers_info(stream), 10.0)
-        except Exception as e:
-            log.info("%s: cannot list the old consumers (%s); inactive_threshold removes them", stream, e)
-            return
-        for ci in infos:
-            if ci.name != keep and (ci.name.startswith(prefix) or ci.name == prefix.rstrip("_")):
-                try:
-                    await asyncio.wait_for(self.js.delete_consumer(stream, ci.name), 5.0)
-                except nats.js.errors.NotFoundError:
-                    pass
-                except Exception as e:
-                    log.info("%s: cannot delete the old consumer %s (%s); inactive_threshold removes it",
-                             stream, ci.name, e)
 
     async def fetch(self, shard: int, batch: int, timeout: float, ack=None) -> list[tuple[int, bytes, Any]]:
         """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout.
