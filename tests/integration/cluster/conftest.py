@@ -159,13 +159,18 @@ def cluster_node(server_factory, port: int, toml: str, **overrides):
     return s
 
 
-@pytest.fixture
-def nats_cluster(tmp_path):
-    nc = NatsCluster(tmp_path / "nats", 3)
+def running_nats(tmp_path, n: int):
+    """A fixture body: ``n`` NATS servers clustered under ``tmp_path``, stopped afterwards."""
+    nc = NatsCluster(tmp_path / "nats", n)
     nc.root.mkdir()
     nc.start()
     yield nc
     nc.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    yield from running_nats(tmp_path, 3)
 
 
 @pytest.fixture

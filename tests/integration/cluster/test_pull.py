@@ -10,16 +10,12 @@ import pytest
 
 from rusts.cluster import pull as pull_mod
 from rusts.cluster.nats_bridge import NatsUnavailable
-from tests.integration.cluster.conftest import NatsCluster
+from tests.integration.cluster.conftest import running_nats
 
 
 @pytest.fixture
 def one_nats(tmp_path):
-    nc = NatsCluster(tmp_path / "nats", 1)
-    nc.root.mkdir()
-    nc.start()
-    yield nc
-    nc.stop()
+    yield from running_nats(tmp_path, 1)
 
 
 def test_messages_arrive_in_order_with_few_requests_and_a_lost_consumer_is_reported(one_nats, monkeypatch):
