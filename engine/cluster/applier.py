@@ -41,7 +41,7 @@ from rusts.model import WriteBatch
 log = logging.getLogger("rusts.cluster.apply")
 
 FETCH_BATCH = 256
-FETCH_WAIT = 1.0  # how long a fetch waits for a first message (rusts.cluster.pull: it takes what arrived)
+FETCH_WAIT = 1.0  # a pull request's expiry (nats-py waits for a full batch until then once one message came)
 PUBLISH_EVERY = 0.25
 # Quorum and Async: the applied prefix is made durable (one WAL fsync, then applied.json) at most
 # this often, not per batch (Sync mode: per batch, before the sequence is published)

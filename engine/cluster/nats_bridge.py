@@ -301,21 +301,24 @@ class NatsLink:
         else:
             cc = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq, **common)
         await self.js.add_consumer(stream, config=cc)
-        from rusts.cluster.pull import ShardPull
-
-        self.subs[shard] = await ShardPull(self.nc, stream, name).start()  # one long-lived pull
+        self.subs[shard] = await self.js.pull_subscribe_bind(durable=name, stream=stream)
 
     async def fetch(self, shard: int, batch: int, timeout: float, ack=None) -> list[tuple[int, bytes, Any]]:
         """Up to ``batch`` messages of ``shard``: ``(stream seq, payload, msg)``; [] on timeout.
         ``ack``: a message of the previous fetch to acknowledge first (cumulatively, as
         :meth:`ack`): one call from trio instead of two."""
+        import nats.errors
+
         if ack is not None:
             await ack.ack()
         sub = self.subs.get(shard)
         if sub is None or not self.connected:
             await asyncio.sleep(timeout)
             return []
-        msgs = await sub.take(batch, timeout)  # what arrived (rusts.cluster.pull)
+        try:
+            msgs = await sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing new within the timeout
+            return []
         return [(int(m.metadata.sequence.stream), m.data, m) for m in msgs]
 
     @staticmethod
