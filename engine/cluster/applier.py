@@ -269,6 +269,14 @@ class ShardApplier:
                             if last > self.applied:
                                 log.info("shard %d: the stream holds %d message(s) after %d that were not "
                                          "delivered; resubscribing", self.shard, last - self.applied, self.applied)
+                                # a copy known to be behind answers no query until it has caught up
+                                # (another owner answers, or the query waits): after a partition heals
+                                # its consumer may deliver nothing for a while
+                                if self.caught_up:
+                                    log.info("shard %d: not serving queries until sequence %d is applied",
+                                             self.shard, last)
+                                self.caught_up = False
+                                self.target = max(self.target or 0, last)
                             self.subscribed = False
                     except RustsError:
                         pass
