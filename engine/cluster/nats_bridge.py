@@ -359,19 +359,16 @@ class NatsLink:
         return dict(await asyncio.gather(*(one(k, v) for k, v in items)))
 
     async def kv_get(self, bucket: str, key: str) -> bytes | None:
-        import nats.js.errors
-
-        try:
-            e = await getattr(self, bucket).get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return e.value
+        return (await self._entry(bucket, key))[0]
 
     async def kv_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
         """``(value, revision)`` of ``key``; ``(None, 0)`` when absent."""
+        self._check()
+        return await self._entry(bucket, key)
+
+    async def _entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
         import nats.js.errors
 
-        self._check()
         try:
             e = await getattr(self, bucket).get(key)
         except nats.js.errors.KeyNotFoundError:
