@@ -37,6 +37,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -298,7 +299,12 @@ def main() -> int:
                          "against runs of messages as one write")
     ap.add_argument("--profile", metavar="DIR", help="py-spy (in PATH or next to python) records each "
                     "rusts node during the cluster ingest into DIR/node<i>.txt (collapsed stacks)")
+    ap.add_argument("--hold", type=float, default=0, metavar="SECS",
+                    help="after the ingest, print the ports to stderr and keep everything running SECS "
+                         "seconds (to profile or query by hand)")
     args = ap.parse_args()
+    # SIGTERM (and SIGINT, which a background job ignores) end the run through its cleanup
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.apply_bench:
         print(json.dumps(apply_bench(args.hosts, args.hours)))
         return 0
@@ -397,6 +403,9 @@ def main() -> int:
         if None not in apply0 + apply1:
             out["cluster"]["apply"] = {k: sum(b[k] - a[k] for a, b in zip(apply0, apply1)) for k in apply1[0]}
         out["cpu_ratio_cluster_over_single"] = round(cl_cpu / single_cpu, 2) if single_cpu else None
+        if args.hold:
+            print(json.dumps({"single": single_port, "cluster": ports, "nats": nports}), file=sys.stderr, flush=True)
+            time.sleep(args.hold)
         if args.queries:
             out["queries"] = query_overhead(single_port, ports[0], args.hosts, args.hours, args.queries)
         if args.catchup_secs:

@@ -21,17 +21,20 @@ Raw rows are ordered by time, ties by series (sorted tag values); a single node 
 its internal series id, which no user can see or rely on.
 
 Wire format (NATS request/reply, orjson): ``{"query": <JSON query>, "shards": [...]}`` ->
-``{"field_types": {...}, "stats": [...], "values": [...], "raw": [...]}`` or ``{"error", "status"}``.
+``{"field_types": {...}, "stats": [...], "values": [...], "raw": [...], "gkeys_table": [...]}``
+(each entry's ``gkeys`` an index into the table: :func:`pack_gkeys`) or ``{"error", "status"}``.
 """
 
 from __future__ import annotations
 
 import attrs
 import numpy as np
+import trio
 
 from rusts.errors import QueryError
 from rusts.model import Column, FieldType
 from rusts.query.model import AggFunc, Aggregation, Query, from_json
+from rusts.query.reading import select_series
 
 _STATS_FUNCS = (AggFunc.Count, AggFunc.Sum, AggFunc.Mean, AggFunc.Min, AggFunc.Max)
 
@@ -147,75 +150,138 @@ def merge_catalog(parts: list[dict]):
 
 async def partial_answer(dbs: dict, qjson, shards: list[int]) -> dict:
     """This owner's partial answer over ``shards`` (each in ``dbs``) of a query: a
-    :class:`Query`, its wire form (:func:`query_to_wire`) or a JSON API body."""
+    :class:`Query`, its wire form (:func:`query_to_wire`) or a JSON API body. The shards are
+    asked concurrently (each its own database: the thread hops of one overlap another's work)
+    and their parts joined in shard order."""
     if isinstance(qjson, Query):
         q = qjson
     elif isinstance(qjson, dict) and "aggregations" in qjson and "start" in qjson:
         q = query_from_wire(qjson)
     else:
         q = from_json(qjson)
+    parts: dict[int, dict] = {}
+
+    async def one(s: int) -> None:
+        parts[s] = await _shard_part(dbs[s], q)
+
+    async with trio.open_nursery() as n:
+        for s in shards:
+            n.start_soon(one, s)
+    out: dict = {"field_types": {}, "stats": [], "values": [], "raw": []}
+    for s in shards:
+        for k, v in parts[s].items():
+            if k == "field_types":
+                out[k].update(v)
+            else:
+                out[k].extend(v)
+    return out
+
+
+async def _shard_part(db, q: Query) -> dict:
+    """One shard database's part of :func:`partial_answer`."""
     out: dict = {"field_types": {}, "stats": [], "values": [], "raw": []}
     value_fields = sorted({a.field for a in q.aggregations
                            if a.function not in _STATS_FUNCS and a.field is not None})
     plan = _stats_plan(q) if q.is_aggregate else {}
-    for s in shards:
-        db = dbs[s]
-        if not db.index.measurements() or q.measurement not in db.index.measurements():
-            continue
-        fts = db.schema.fields(q.measurement)
-        out["field_types"].update({k: int(v) for k, v in fts.items()})
-        if not q.is_aggregate:
-            want = None if q.limit is None else q.limit + q.offset
-            rs = await db.query(attrs.evolve(q, limit=want, offset=0))
-            if len(rs):
-                out["raw"].append({"ts": rs.timestamps, "group": rs.row_group, "tags": rs.group_tags,
-                                   "cols": {n: _col_json(rs.fields[n]) for n in rs.field_order}})
-            continue
-        # one engine pass for the states of every field, one for the values of every field
-        # (a pass per field cost a fixed overhead each: 10 fields, 10 passes per shard)
-        fields = [(field, funcs) for field, funcs in plan.items() if field is None or field in fts]
-        if fields:
-            aggs = tuple(Aggregation(f, field, None, f"p{j}_{i}")
-                         for j, (field, funcs) in enumerate(fields) for i, f in enumerate(funcs))
-            sub = attrs.evolve(q, aggregations=aggs, order="Asc", limit=None, offset=0)
-            rs = await db.query(sub)
-            gkeys = _gkeys(rs, q.group_by) if len(rs) else []
-            for j, (field, funcs) in enumerate(fields):
-                if not len(rs):
-                    break
-                cnt = rs.fields[f"p{j}_0"].values
-                keep = cnt > 0
-                if not keep.any():
-                    continue
-                entry = {"field": field, "gkeys": gkeys, "group": rs.row_group[keep],
-                         "bucket": (rs.timestamps[keep] if rs.timestamps is not None
-                                    else np.zeros(int(keep.sum()), np.int64)),
-                         "count": cnt[keep]}
-                for i, f in enumerate(funcs[1:], 1):
-                    entry[f.value.lower()] = rs.fields[f"p{j}_{i}"].values[keep].astype(np.float64)
-                out["stats"].append(entry)
-        vfields = [f for f in value_fields if f in fts]
-        if not vfields:
-            continue
-        sub = attrs.evolve(q, aggregations=(), interval=None, group_by=(), fields=tuple(vfields),
-                           order="Asc", limit=None, offset=0)
+    if not db.index.measurements() or q.measurement not in db.index.measurements():
+        return out
+    fts = db.schema.fields(q.measurement)
+    out["field_types"].update({k: int(v) for k, v in fts.items()})
+    if q.tag_filters and not len(select_series(db.index, q)):
+        return out  # (a query for one host: most shards do not hold it)
+    if not q.is_aggregate:
+        want = None if q.limit is None else q.limit + q.offset
+        rs = await db.query(attrs.evolve(q, limit=want, offset=0))
+        if len(rs):
+            out["raw"].append({"ts": rs.timestamps, "group": rs.row_group, "tags": rs.group_tags,
+                               "cols": {n: _col_json(rs.fields[n]) for n in rs.field_order}})
+        return out
+    # one engine pass for the states of every field, one for the values of every field
+    # (a pass per field cost a fixed overhead each: 10 fields, 10 passes per shard)
+    fields = [(field, funcs) for field, funcs in plan.items() if field is None or field in fts]
+    if fields:
+        aggs = tuple(Aggregation(f, field, None, f"p{j}_{i}")
+                     for j, (field, funcs) in enumerate(fields) for i, f in enumerate(funcs))
+        sub = attrs.evolve(q, aggregations=aggs, order="Asc", limit=None, offset=0)
         rs = await db.query(sub)
+        gkeys = _gkeys(rs, q.group_by) if len(rs) else []
+        for j, (field, funcs) in enumerate(fields):
+            if not len(rs):
+                break
+            cnt = rs.fields[f"p{j}_0"].values
+            keep = cnt > 0
+            if not keep.any():
+                continue
+            entry = {"field": field, "gkeys": gkeys, "group": rs.row_group[keep],
+                     "bucket": (rs.timestamps[keep] if rs.timestamps is not None
+                                else np.zeros(int(keep.sum()), np.int64)),
+                     "count": cnt[keep]}
+            for i, f in enumerate(funcs[1:], 1):
+                entry[f.value.lower()] = rs.fields[f"p{j}_{i}"].values[keep].astype(np.float64)
+            out["stats"].append(entry)
+    vfields = [f for f in value_fields if f in fts]
+    if vfields and q.interval is None:
+        # First/Last alone on a field, over the whole range: the engine picks each group's
+        # row (from the outermost blocks only) and says its time; the coordinator picks
+        # among the owners' rows
+        edge = {f: fs for f in vfields if (fs := _edge_funcs(q, f))}
+        if edge:
+            out["values"].extend(await _edge_values(db, q, edge))
+            vfields = [f for f in vfields if f not in edge]
+    if not vfields:
+        return out
+    sub = attrs.evolve(q, aggregations=(), interval=None, group_by=(), fields=tuple(vfields),
+                       order="Asc", limit=None, offset=0)
+    rs = await db.query(sub)
+    if not len(rs):
+        return out
+    gkeys = _gkeys(rs, q.group_by)
+    for field in vfields:
+        c = rs.fields.get(field)
+        if c is None:
+            continue
+        keep = np.ones(len(rs), bool) if c.mask is None else c.mask.copy()
+        funcs = {a.function for a in q.aggregations if a.field == field}
+        if funcs <= {AggFunc.First, AggFunc.Last}:  # only the candidates are needed
+            keep &= _extremes(rs.timestamps, rs.row_group, gkeys, q.interval,
+                              AggFunc.First in funcs, AggFunc.Last in funcs, keep)
+        out["values"].append({"field": field, "gkeys": gkeys,
+                              "group": rs.row_group[keep], "ts": rs.timestamps[keep],
+                              "v": _col_json(Column(c.type, c.values[keep]))})
+    return out
+
+
+def _edge_funcs(q: Query, field: str) -> list[AggFunc]:
+    """First and/or Last when they are the only functions asked of ``field``, else []."""
+    funcs = {a.function for a in q.aggregations if a.field == field}
+    return sorted(funcs, key=lambda f: f.value) if funcs <= {AggFunc.First, AggFunc.Last} else []
+
+
+async def _edge_values(db, q: Query, fields: dict[str, list[AggFunc]]) -> list[dict]:
+    """For each of ``fields`` (field -> its functions, First/Last only; no interval): each
+    group's first/last row of this shard, with its time, as ``values`` entries. One engine pass
+    per function, so that the engine's outermost-blocks path serves it (it needs every aggregate
+    to be the same one)."""
+    entries = []
+    for func in (AggFunc.First, AggFunc.Last):
+        want = [f for f, fs in fields.items() if func in fs]
+        if not want:
+            continue
+        aggs = tuple(Aggregation(func, f, None, f"e{i}", with_time=True) for i, f in enumerate(want))
+        rs = await db.query(attrs.evolve(q, aggregations=aggs, order="Asc", limit=None, offset=0))
         if not len(rs):
             continue
         gkeys = _gkeys(rs, q.group_by)
-        for field in vfields:
-            c = rs.fields.get(field)
-            if c is None:
+        for i, f in enumerate(want):
+            c, t = rs.fields.get(f"e{i}"), rs.fields.get(f"e{i}@time")
+            if c is None or t is None:
                 continue
-            keep = np.ones(len(rs), bool) if c.mask is None else c.mask.copy()
-            funcs = {a.function for a in q.aggregations if a.field == field}
-            if funcs <= {AggFunc.First, AggFunc.Last}:  # only the candidates are needed
-                keep &= _extremes(rs.timestamps, rs.row_group, gkeys, q.interval,
-                                  AggFunc.First in funcs, AggFunc.Last in funcs, keep)
-            out["values"].append({"field": field, "gkeys": gkeys,
-                                  "group": rs.row_group[keep], "ts": rs.timestamps[keep],
-                                  "v": _col_json(Column(c.type, c.values[keep]))})
-    return out
+            keep = np.ones(len(rs), bool) if c.mask is None else c.mask
+            if not keep.any():
+                continue
+            entries.append({"field": f, "gkeys": gkeys, "group": rs.row_group[keep], "ts": t.values[keep],
+                            "v": _col_json(Column(c.type, c.values[keep]))})
+    return entries
 
 
 def _extremes(ts: np.ndarray, series: np.ndarray, gkeys: list, interval: int | None,
@@ -259,6 +325,35 @@ def _extreme_rows(ts: np.ndarray, g: np.ndarray, b: np.ndarray, first: bool, las
     return sel
 
 
+def pack_gkeys(part: dict) -> dict:
+    """``part`` for the wire with each distinct group-key list sent once (``"gkeys"`` becomes an
+    index into ``part["gkeys_table"]``): the entries of one engine pass share their list, and
+    a shard's ten fields would otherwise send, decode and convert it ten times."""
+    table: list = []
+    ids: dict[int, int] = {}
+    for k in ("stats", "values"):
+        es = []
+        for e in part[k]:
+            gk = e["gkeys"]
+            i = ids.get(id(gk))
+            if i is None:
+                i = ids[id(gk)] = len(table)
+                table.append(gk)
+            es.append({**e, "gkeys": i})
+        part = {**part, k: es}
+    return {**part, "gkeys_table": table}
+
+
+def unpack_gkeys(part: dict) -> dict:
+    """The inverse of :func:`pack_gkeys` (entries sharing a list share one object again)."""
+    table = part.pop("gkeys_table", None)
+    if table is not None:
+        for k in ("stats", "values"):
+            for e in part[k]:
+                e["gkeys"] = table[e["gkeys"]]
+    return part
+
+
 def merge_aggregate(q: Query, parts: list[dict]):
     """The final aggregate :class:`~rusts.query.executor.ResultSet` of ``q`` from owners' parts."""
     from rusts.query.executor import _Acc, _bucket, _check_agg_types, _finish
@@ -269,16 +364,24 @@ def merge_aggregate(q: Query, parts: list[dict]):
     _check_agg_types(q, field_types)
     # every group key seen, sorted like the executor sorts them
     keys = set()
+    done: set[int] = set()
     for p in parts:
         for e in p["stats"] + p["values"]:
-            keys.update(tuple(k) for k in e["gkeys"])
+            if id(e["gkeys"]) not in done:
+                done.add(id(e["gkeys"]))
+                keys.update(tuple(k) for k in e["gkeys"])
     uniq = sorted(keys) if q.group_by else [()]
     gmap = {k: i for i, k in enumerate(uniq)}
     group_tags = [dict(zip(q.group_by, k)) for k in uniq]
 
+    seen: dict[int, tuple] = {}  # id(gkeys list) -> (that list, its groups' indexes)
+
     def gidx(e) -> np.ndarray:
-        local = np.array([gmap[tuple(k)] for k in e["gkeys"]] or [0], dtype=np.int64)
-        return local[np.asarray(e["group"], dtype=np.int64)]
+        gk = e["gkeys"]
+        hit = seen.get(id(gk))
+        if hit is None or hit[0] is not gk:  # entries of one engine pass share their list
+            hit = seen[id(gk)] = (gk, np.array([gmap[tuple(k)] for k in gk] or [0], dtype=np.int64))
+        return hit[1][np.asarray(e["group"], dtype=np.int64)]
 
     accs = [_Acc() for _ in q.aggregations]
     for p in parts:

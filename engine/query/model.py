@@ -72,6 +72,9 @@ class Aggregation:
     field: str | None = None
     percentile: float | None = None
     name: str | None = None
+    # First/Last only, internal (cluster owners): the answer also carries, in a column named
+    # ``output_name + "@time"``, the timestamp of the row each value was taken from
+    with_time: bool = False
 
     @property
     def output_name(self) -> str:

@@ -94,3 +94,31 @@ def test_unknown_field_is_a_clear_error():
     snap, _ = data()
     with pytest.raises(QueryError, match="nope"):
         run(snap, {"fields": ["nope"]})
+
+
+@pytest.mark.parametrize("func", ["First", "Last"])
+@pytest.mark.parametrize("interval", [None, 50])
+@pytest.mark.parametrize("group_by", [["host"], []])
+def test_first_last_with_time_give_the_time_of_the_row_they_chose(func, interval, group_by):
+    """Cluster owners ask First/Last ``with_time``: the value and when it was written, so the
+    coordinator can choose among owners (rusts.cluster.fanout)."""
+    import attrs
+
+    snap, truth = data()
+    q = from_json({"measurement": "m", "time_range": {"start": 0, "end": 10**6}, "group_by": group_by,
+                   "aggregation": {"function": func, "field": "v",
+                                   **({"interval_nanos": interval} if interval else {})}})
+    q = attrs.evolve(q, aggregations=tuple(attrs.evolve(a, with_time=True) for a in q.aggregations))
+    rs = execute(snap, q, np.array([1, 2, 3], dtype=np.uint64), TAGS.__getitem__, FT)
+    name = q.aggregations[0].output_name
+    times, vals = rs.fields[name + "@time"].values, rs.fields[name].values
+    assert len(rs) > 0
+    for i in range(len(rs)):
+        # one host per series: groups a, b, c are series 1, 2, 3; without group_by, all three
+        sids = {int(rs.row_group[i]) + 1} if group_by else {1, 2, 3}
+        lo = 0 if interval is None else int(rs.timestamps[i])
+        hi = 10**6 if interval is None else lo + interval
+        ts = sorted(t for s, t in truth if s in sids and lo <= t < hi)
+        want_t = ts[0] if func == "First" else ts[-1]
+        assert times[i] == want_t
+        assert vals[i] in [truth[(s, want_t)]["v"] for s in sids if (s, want_t) in truth]

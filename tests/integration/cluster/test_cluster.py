@@ -406,26 +406,31 @@ def test_a_stopped_node_catches_up_and_a_wiped_node_rebuilds_from_the_stream(rus
         write(server.url, batch(k))
     wait_converged(nodes, 60, "every owner applied every shard")
 
-    # SIGSTOP of node1 during ingest (Quorum): writes through the others keep succeeding; once its
-    # heartbeat is stale, queries go to the other owners and are complete; after SIGCONT it
-    # catches up: nothing lost, nothing doubled
-    frozen = nodes[1]
+    # SIGSTOP during ingest (Quorum) of the node that node0 asks for the shards it lacks (node0
+    # sends them to as few nodes as it can: /cluster counts its requests per node): writes
+    # through the others keep succeeding; once its heartbeat is stale, queries go to the other
+    # owners and are complete; after SIGCONT it catches up: nothing lost, nothing doubled
     want = answers(server.url)
+    assert answers(nodes[0].url) == want
+    asked = httpx.get(nodes[0].url + "/cluster", timeout=10).json()["reads"]["asked"]
+    frozen_id = max(asked, key=asked.get)
+    frozen = nodes[int(frozen_id.removeprefix("node"))]
+    others = [n for n in nodes if n is not frozen]
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
-        # at once, while node1 still looks live: node0's requests to node1 are hedged to node2
-        # after hedge_after_secs, so the answers are complete within the request timeout (30 s,
-        # the client's timeout here) instead of waiting it out
+        # at once, while it still looks live: node0's requests to it are hedged to the other
+        # owner after hedge_after_secs, so the answers are complete within the request timeout
+        # (30 s, the client's timeout here) instead of waiting it out
         assert answers(nodes[0].url) == want
         reads = httpx.get(nodes[0].url + "/cluster", timeout=10).json()["reads"]
         assert reads["hedged"] >= 1 and reads["hedge_won"] >= 1, reads
         for k in range(3, 6):
-            write(nodes[(k % 2) * 2].url, batch(k))
+            write(others[k % 2].url, batch(k))
             write(server.url, batch(k))
         want = answers(server.url)
-        time.sleep(3.5)  # dead_after_secs (3) without a heartbeat: node1 is no longer asked
+        time.sleep(3.5)  # dead_after_secs (3) without a heartbeat: it is no longer asked
         assert not next(m for m in httpx.get(nodes[0].url + "/cluster").json()["members"]
-                        if m["id"] == "node1")["live"]
+                        if m["id"] == frozen_id)["live"]
         assert answers(nodes[0].url) == want
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
