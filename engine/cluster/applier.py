@@ -46,6 +46,10 @@ PUBLISH_EVERY = 0.25
 # Quorum and Async: the applied prefix is made durable (one WAL fsync, then applied.json) at most
 # this often, not per batch (Sync mode: per batch, before the sequence is published)
 SYNC_EVERY = 1.0
+# resubscribing after NATS trouble, at most this many messages are read from the stream's leader
+# (one request each) rather than through the consumer: what a replica may have diverged on is
+# what was published during the trouble
+LEADER_CATCH_UP = 4096
 HOLE_CHECK_EVERY = 2.0  # an idle applier checks this often that the stream holds nothing it missed
 APPLIED_FILE = "applied.json"
 RUN_POINTS = 65536  # a run of messages applied as one write stops growing beyond this many points
@@ -102,6 +106,18 @@ async def _sync_wal(db) -> None:
     await reply.wait()
 
 
+
+def contiguous_run(msgs: list, applied: int) -> tuple[list, bool]:
+    """The fetched ``(seq, data, msg)`` that follow ``applied`` without a gap, in sequence order
+    (redeliveries of what is applied, and repeats, left out), and whether any later message was
+    left out because one before it is missing: applying across a gap would record a sequence
+    whose predecessors this copy never got."""
+    new = sorted({m[0]: m for m in msgs if m[0] > applied}.values(), key=lambda m: m[0])
+    n = 0
+    while n < len(new) and new[n][0] == applied + 1 + n:
+        n += 1
+    return new[:n], n < len(new)
+
 class ShardApplier:
     """Applies one shard's stream into its database; ``applied`` is the recorded sequence."""
 
@@ -115,7 +131,8 @@ class ShardApplier:
         self.node_id = node_id
         self.applied, self.missed = read_applied(shard_dir)
         self.errors = 0
-        self.stats = {"fetches": 0, "messages": 0, "writes": 0}  # fetches that returned messages
+        # fetches that returned messages, messages fetched, writes; messages read from the leader
+        self.stats = {"fetches": 0, "messages": 0, "writes": 0, "leader_reads": 0}
         self.subscribed = False
         # the applied sequence in the KV (a replicated write in NATS): at most every
         # PUBLISH_EVERY seconds (the node publishes the tail), at once when ``eager`` (Sync mode
@@ -136,6 +153,7 @@ class ShardApplier:
         self.rebuild_wanted = False
         self._rebuild_checked = 0.0
         self._bounds_checked = 0.0
+        self._subscribed_once = False  # a later subscription follows NATS trouble
         self._to_ack = None  # the last message applied, acknowledged with the next fetch
         # what applied.json says (the durable prefix); a lock orders its writers
         self.recorded, self._recorded_missed = self.applied, self.missed
@@ -178,7 +196,10 @@ class ShardApplier:
             self._note_missed(first)
             await self.make_durable()
         self._to_ack = None  # a message of the consumer being replaced
+        if self._subscribed_once and 0 < last - self.applied <= LEADER_CATCH_UP:
+            await self._catch_up_from_leader(last)
         await self.bridge.call(self.link.subscribe_shard, self.shard, self.applied + 1)
+        self._subscribed_once = True
         if self.target is None:
             self.target = last
         self.subscribed = True
@@ -229,8 +250,6 @@ class ShardApplier:
                     log.info("shard %d: recording the applied sequence at stop: %r", self.shard, e)
 
     async def _run(self) -> None:
-        from rusts.cluster.wire import decode
-
         backoff = 0.2
         while True:
             if self.missed and self.can_rebuild is not None and trio.current_time() - self._rebuild_checked > 5.0:
@@ -283,47 +302,77 @@ class ShardApplier:
                 continue
             self.stats["fetches"] += 1
             self.stats["messages"] += len(msgs)
-            new = [seq for seq, _, _ in msgs if seq > self.applied]
-            if new and min(new) > self.applied + 1:
-                # a hole: retention dropped messages, or a redelivery out of order; resubscribing
-                # from applied + 1 tells which (the stream's first sequence is checked there)
+            run, gap = contiguous_run(msgs, self.applied)
+            if gap:
+                # a hole: retention dropped messages, or the consumer delivered some of them to
+                # an earlier pull whose answer was lost (a partition) and goes on with later ones.
+                # Only the run that follows ``applied`` without a gap is applied; resubscribing
+                # from applied + 1 delivers the rest (or tells that the stream dropped it)
+                log.info("shard %d: delivered sequences %s after %d leave a gap; applying %d, then "
+                         "resubscribing", self.shard, [m[0] for m in msgs][:8], self.applied, len(run))
                 self.subscribed = False
+                self._to_ack = None
+                # known to be behind: no query is answered from this copy until it has them
+                self.caught_up = False
+                self.target = max(self.target or 0, max(m[0] for m in msgs))
+                if not run:
+                    continue
+            try:
+                await self._apply_run(run)
+            except RustsError as e:
+                log.info("shard %d: schema: %s; retrying", self.shard, e)
+                self.subscribed = False  # unacked: delivered again after resubscribing
+                await trio.sleep(backoff)
                 continue
-            decoded = []
-            for seq, data, m in msgs:
-                if seq <= self.applied:  # a redelivery of something already applied
-                    continue
-                op = self.link.op_of(m)
-                if op is not None:  # a delete or drop, in log order with the writes
-                    decoded.append((seq, (op, data)))
-                    continue
-                try:
-                    decoded.append((seq, (decode(data), data)))
-                except CorruptionError as e:
-                    self.errors += 1
-                    log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
-                    decoded.append((seq, None))
-            if self.schema is not None:
-                try:  # fields new to this shard get the cluster's type first (rusts.cluster.schema)
-                    await self.schema.seed(self.db, [b[0] for _, b in decoded
-                                                     if isinstance(b, tuple) and isinstance(b[0], WriteBatch)])
-                except RustsError as e:
-                    log.info("shard %d: schema: %s; retrying", self.shard, e)
-                    self.subscribed = False  # unacked: delivered again after resubscribing
-                    await trio.sleep(backoff)
-                    continue
-            async with self.lock:
-                await self._apply(decoded)
-            self._check_caught_up()
             # acknowledged (cumulatively) with the next fetch: one NATS call less per batch. The
             # ack floor is not authoritative (applied.json is), so an ack lost in a crash or a
             # resubscription only means a redelivery, which is skipped
-            self._to_ack = msgs[-1][2]
+            if not gap:
+                self._to_ack = msgs[-1][2]
             try:
                 if self.eager or trio.current_time() - self._published_at >= PUBLISH_EVERY:
                     await self._publish_applied()
             except RustsError:
                 self.subscribed = False
+
+    async def _apply_run(self, run: list) -> None:
+        """Decode and apply ``(seq, data, msg)`` following ``applied`` without a gap. Raises
+        :class:`RustsError` when the cluster's field types cannot be read (nothing applied)."""
+        from rusts.cluster.wire import decode
+
+        decoded = []
+        for seq, data, m in run:
+            op = self.link.op_of(m)
+            if op is not None:  # a delete or drop, in log order with the writes
+                decoded.append((seq, (op, data)))
+                continue
+            try:
+                decoded.append((seq, (decode(data), data)))
+            except CorruptionError as e:
+                self.errors += 1
+                log.error("shard %d: message %d undecodable, skipped: %s", self.shard, seq, e)
+                decoded.append((seq, None))
+        if self.schema is not None:  # fields new to this shard get the cluster's type first
+            await self.schema.seed(self.db, [b[0] for _, b in decoded
+                                             if isinstance(b, tuple) and isinstance(b[0], WriteBatch)])
+        async with self.lock:
+            await self._apply(decoded)
+        self._check_caught_up()
+
+    async def _catch_up_from_leader(self, last: int) -> None:
+        """Apply ``applied + 1 .. last`` as the stream's leader holds them (STREAM.MSG.GET is
+        answered by the leader), not as a consumer delivers them. After NATS trouble this node's
+        consumer may read the stream from a replica that diverged: NATS 2.9 lets a stream leader
+        cut off in a minority keep messages it stored but never replicated (docs/cluster.md,
+        "Network partitions"), at sequences the majority gave to other messages."""
+        while self.applied < last:
+            end = min(last, self.applied + FETCH_BATCH)
+            msgs = await self.bridge.call(self.link.leader_msgs, self.shard, self.applied + 1, end)
+            run, _ = contiguous_run(msgs, self.applied)
+            if not run:
+                return  # not found (dropped by retention meanwhile): the consumer path tells
+            self.stats["leader_reads"] += len(run)
+            await self._apply_run(run)
 
     async def _apply(self, decoded: list) -> None:
         """Apply decoded messages in stream order, make them durable, record the applied sequence.

@@ -265,6 +265,27 @@ class NatsLink:
         si = await self.js.stream_info(stream_name(self.cfg.cluster_name, shard))
         return int(si.state.first_seq), int(si.state.last_seq)
 
+    async def leader_msgs(self, shard: int, start: int, end: int) -> list[tuple[int, bytes, Any]]:
+        """Messages ``start .. end`` of ``shard``'s stream as its leader holds them (the JetStream
+        API's STREAM.MSG.GET, answered by the leader; not DIRECT.GET, which any replica answers):
+        ``(seq, payload, msg)`` in order, stopping before the first sequence not found. Asked 32
+        at a time."""
+        import nats.js.errors
+
+        self._check()
+        stream = stream_name(self.cfg.cluster_name, shard)
+        out: list[tuple[int, bytes, Any]] = []
+        for lo in range(start, end + 1, 32):
+            seqs = range(lo, min(end, lo + 31) + 1)
+            got = await asyncio.gather(*(self.js.get_msg(stream, q) for q in seqs), return_exceptions=True)
+            for q, m in zip(seqs, got):
+                if isinstance(m, nats.js.errors.NotFoundError):
+                    return out
+                if isinstance(m, BaseException):
+                    raise m
+                out.append((q, m.data or b"", m))
+        return out
+
     async def subscribe_shard(self, shard: int, start_seq: int) -> None:
         """(Re)create this node's durable pull consumer on ``shard``, delivering from ``start_seq``.
 

@@ -5,6 +5,8 @@ the same data from its WAL after a restart."""
 
 from __future__ import annotations
 
+import trio
+
 import rusts
 from rusts.cluster import wire
 from rusts.cluster.applier import ShardApplier, read_applied
@@ -103,3 +105,76 @@ async def test_messages_applied_after_the_recorded_sequence_are_applied_again_af
         await app.make_durable()
         assert read_applied(shard_dir) == (5, 0)
         assert await _answers(db) == want
+
+
+def test_contiguous_run_stops_at_the_first_missing_sequence():
+    from rusts.cluster.applier import contiguous_run
+
+    m = [(s, b"", None) for s in (5, 6, 8, 9)]
+    assert contiguous_run(m, 4) == (m[:2], True)
+    assert contiguous_run(m[:2], 4) == (m[:2], False)
+    assert contiguous_run(m, 3) == ([], True)  # 4 missing: nothing can be applied
+    redelivered = [(3, b"", None), (4, b"", None), (5, b"", None), (4, b"", None)]
+    run, gap = contiguous_run(redelivered, 3)  # redeliveries of what is applied, and repeats
+    assert [s for s, _, _ in run] == [4, 5] and not gap
+
+
+class _Bridge:
+    async def call(self, fn, *args, _timeout=None):
+        return await fn(*args)
+
+
+class _Link:
+    """A stream of messages 1..5 whose consumer first delivers 1, 2, 4, 5 (3 went to an
+    earlier pull whose answer was lost); resubscribed, it delivers from where it is told."""
+
+    def __init__(self, payloads: dict[int, bytes]) -> None:
+        self.payloads = payloads
+        self.subscribed_from: list[int] = []
+        self.leader_reads: list[tuple[int, int]] = []
+        self.deliveries = [[1, 2, 4, 5]]
+
+    async def stream_bounds(self, shard):
+        return 1, max(self.payloads)
+
+    async def subscribe_shard(self, shard, start):
+        self.subscribed_from.append(start)
+        self.deliveries = [[s for s in sorted(self.payloads) if s >= start]] if len(self.subscribed_from) > 1 \
+            else self.deliveries
+
+    async def fetch(self, shard, batch, wait, ack):
+        if not self.deliveries:
+            await trio.sleep(0.01)
+            return []
+        return [(s, self.payloads[s], None) for s in self.deliveries.pop(0)]
+
+    async def leader_msgs(self, shard, start, end):
+        self.leader_reads.append((start, end))
+        return [(s, self.payloads[s], None) for s in range(start, end + 1)]
+
+    async def kv_put(self, *args):
+        pass
+
+    @staticmethod
+    def op_of(msg):
+        return None
+
+
+async def test_a_batch_delivered_with_a_gap_is_applied_only_up_to_the_gap(tmp_path):
+    """Applying 4 and 5 without 3 would record sequence 5 (lag 0) on a copy missing message 3's
+    rows: it stops at the gap; resubscribing (after trouble), it reads 3..5 from the stream's
+    leader, then has the consumer deliver from 6."""
+    bodies = {s: f"cpu,host=h{s} v={s} {s}".encode() for s in range(1, 6)}
+    link = _Link({s: wire.encode(parse(b)) for s, b in bodies.items()})
+    async with rusts.open(tmp_path / "shard") as db:
+        app = ShardApplier(0, db, tmp_path / "shard", _Bridge(), link, "node1")
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as n:
+                n.start_soon(app._run)
+                while app.applied < 5:
+                    await trio.sleep(0.01)
+                n.cancel_scope.cancel()
+        assert link.subscribed_from == [1, 6] and link.leader_reads == [(3, 5)]
+        assert app.stats["leader_reads"] == 3
+        rows = result_json(await db.query(from_json(Q[0])), 0)["results"]
+        assert sorted(r["tags"]["host"] for r in rows) == [f"h{s}" for s in range(1, 6)]

@@ -119,54 +119,61 @@ def net():
         n.close()
 
 
-def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_path, server_factory, server):
-    # ---- NATS: n0, n1 in A, n2 in B; pings every second so a cut route is noticed quickly
+def start_cluster(net: Net, tmp_path, server_factory, nats_side: list[str], rusts_side: list[str],
+                  modes: list[str], nats: list, nodes: list) -> None:
+    """NATS server i in namespace ``nats_side[i]``, rusts node i in ``rusts_side[i]`` with
+    ``replication_mode = modes[i]``; 6 shards, RF 2 (``three_node_layout``). Processes are
+    appended to ``nats`` and ``nodes`` as they start (the caller stops them, whatever happens).
+    NATS pings every second, so a cut route is noticed quickly."""
     ports, cports = [4222, 4223, 4224], [6222, 6223, 6224]
-    side = ["A", "A", "B"]
+    for i in range(3):
+        d = tmp_path / f"nats{i}"
+        d.mkdir()
+        routes = [f"nats-route://{'127.0.0.1' if nats_side[j] == nats_side[i] else net.peer_ip[nats_side[j]]}"
+                  f":{cports[j]}" for j in range(3) if j != i]
+        (d / "nats.conf").write_text(
+            f'port: {ports[i]}\nhost: 0.0.0.0\nserver_name: "n{i}"\nmax_payload: 8MB\n'
+            f'ping_interval: "1s"\nping_max: 2\njetstream {{ store_dir: "{d}" }}\n'
+            f'cluster {{ name: "rusts-part", listen: "0.0.0.0:{cports[i]}", '
+            f'advertise: "{net.peer_ip[nats_side[i]]}:{cports[i]}", routes: [{", ".join(routes)}] }}\n')
+        log = open(tmp_path / f"nats{i}.log", "ab")
+        nats.append(subprocess.Popen(["ip", "netns", "exec", net.ns[nats_side[i]], NATS_BIN, "-c",
+                                      str(d / "nats.conf")], stdout=log, stderr=subprocess.STDOUT))
+    layout = three_node_layout(6)
+    http_port = 8086
+    for i in range(3):
+        urls = [f"nats://{'127.0.0.1' if nats_side[j] == rusts_side[i] else net.peer_ip[nats_side[j]]}:{ports[j]}"
+                for j in range(3)]
+        members = [(f"node{j}", http_port + j, layout[j][0], layout[j][1]) for j in range(3)]
+        toml = cluster_toml(f"node{i}", members, urls, mode=modes[i], rf=2, shards=6,
+                            extra="sync_timeout_secs = 3", nats_extra="publish_timeout_secs = 2")
+        for j in range(3):  # [[nodes]] addresses (node-to-node HTTP): over the A-B link
+            toml = toml.replace(f'address = "127.0.0.1:{http_port + j}"',
+                                f'address = "{net.peer_ip[rusts_side[j]]}:{http_port + j}"')
+        s = cluster_node(server_factory, http_port + i, toml)
+        s.__class__ = NsServer
+        s.netns = net.ns[rusts_side[i]]
+        s.url = f"http://{net.ctl_ip[rusts_side[i]]}:{http_port + i}"
+        cfg = yaml.safe_load(s.config_path.read_text())
+        cfg["server"]["host"] = "0.0.0.0"
+        cfg["postgres"]["enabled"] = False
+        s.config_path.write_text(yaml.safe_dump(cfg))
+        nodes.append(s)
+    for s in nodes:
+        s.start()
+    wait_until(lambda: converged(nodes) and all(
+        all(m["live"] for m in httpx.get(n.url + "/cluster", timeout=5).json()["members"]) for n in nodes),
+        60, "the cluster up")
+
+
+def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_path, server_factory, server):
+    # NATS n0, n1 in A, n2 in B; rusts node0 (Quorum) and node1 (Sync) in A, node2 (Sync) in B:
+    # every shard has an owner in A, shards 1, 2, 4, 5 also one in B
     nats, nodes = [], []
     try:
-        for i in range(3):
-            d = tmp_path / f"nats{i}"
-            d.mkdir()
-            routes = [f"nats-route://{'127.0.0.1' if side[j] == side[i] else net.peer_ip[side[j]]}:{cports[j]}"
-                      for j in range(3) if j != i]
-            (d / "nats.conf").write_text(
-                f'port: {ports[i]}\nhost: 0.0.0.0\nserver_name: "n{i}"\nmax_payload: 8MB\n'
-                f'ping_interval: "1s"\nping_max: 2\njetstream {{ store_dir: "{d}" }}\n'
-                f'cluster {{ name: "rusts-part", listen: "0.0.0.0:{cports[i]}", '
-                f'advertise: "{net.peer_ip[side[i]]}:{cports[i]}", routes: [{", ".join(routes)}] }}\n')
-            log = open(tmp_path / f"nats{i}.log", "ab")
-            nats.append(subprocess.Popen(["ip", "netns", "exec", net.ns[side[i]], NATS_BIN, "-c", str(d / "nats.conf")],
-                                         stdout=log, stderr=subprocess.STDOUT))
-
-        # ---- rusts: node0 (Quorum) and node1 (Sync) in A, node2 (Sync) in B; 6 shards, RF 2:
-        # every shard has an owner in A, shards 1, 2, 4, 5 also one in B
-        layout = three_node_layout(6)
-        http_port = 8086
-        for i in range(3):
-            urls = [f"nats://{'127.0.0.1' if side[j] == side[i] else net.peer_ip[side[j]]}:{ports[j]}"
-                    for j in range(3)]
-            members = [(f"node{j}", http_port + j, layout[j][0], layout[j][1]) for j in range(3)]
-            toml = cluster_toml(f"node{i}", members, urls, mode="Quorum" if i == 0 else "Sync", rf=2, shards=6,
-                                extra="sync_timeout_secs = 3", nats_extra="publish_timeout_secs = 2")
-            for j in range(3):  # [[nodes]] addresses (node-to-node HTTP): over the A-B link
-                toml = toml.replace(f'address = "127.0.0.1:{http_port + j}"',
-                                    f'address = "{net.peer_ip[side[j]]}:{http_port + j}"')
-            s = cluster_node(server_factory, http_port + i, toml)
-            s.__class__ = NsServer
-            s.netns = net.ns[side[i]]
-            s.url = f"http://{net.ctl_ip[side[i]]}:{http_port + i}"
-            cfg = yaml.safe_load(s.config_path.read_text())
-            cfg["server"]["host"] = "0.0.0.0"
-            cfg["postgres"]["enabled"] = False
-            s.config_path.write_text(yaml.safe_dump(cfg))
-            nodes.append(s)
-        for s in nodes:
-            s.start()
+        start_cluster(net, tmp_path, server_factory, ["A", "A", "B"], ["A", "A", "B"],
+                      ["Quorum", "Sync", "Sync"], nats, nodes)
         q_node, s_node, minority = nodes
-        wait_until(lambda: converged(nodes) and all(
-            all(m["live"] for m in httpx.get(n.url + "/cluster", timeout=5).json()["members"]) for n in nodes),
-            60, "the cluster up")
 
         def write(url: str, k: int) -> httpx.Response:
             return httpx.post(url + "/write", content=batch(k), timeout=30)
@@ -232,6 +239,105 @@ def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_p
             wait_until(lambda: answers(n.url) == want, 60, f"answers of {n.url} after healing")
     except BaseException:
         for n in nodes:  # what each node saw, for the failure report
+            print("NODE", n.url, n.output()[-4000:])
+        raise
+    finally:
+        for p in nats:
+            p.kill()
+            p.wait()
+
+
+def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through_it(
+        net, tmp_path, server_factory, server):
+    """The rusts majority on the NATS minority side: NATS n0, n1 in A with rusts node2 alone
+    (Quorum); NATS n2 in B with rusts node0 (Async) and node1 (Quorum). Node2 owns shards 1, 2,
+    4, 5; shards 0 and 3 are owned by node0 and node1 only. Being two rusts nodes does not make
+    B the majority: JetStream's Raft decides, so B refuses Quorum writes and every query, while
+    node0 (Async) keeps accepting writes into its durable outbox and publishes them after the
+    heal. Node2 accepts writes, and answers queries only partially, when allowed to, naming
+    the shards it cannot reach."""
+    nats, nodes = [], []
+    try:
+        start_cluster(net, tmp_path, server_factory, ["A", "A", "B"], ["B", "B", "A"],
+                      ["Async", "Quorum", "Quorum"], nats, nodes)
+        async_node, b_node, a_node = nodes
+
+        def write(url: str, k: int) -> httpx.Response:
+            return httpx.post(url + "/write", content=batch(k), timeout=30)
+
+        def ref(k: int) -> None:
+            assert write(server.url, k).status_code == 204
+
+        def count(url: str, **extra) -> httpx.Response:
+            q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62},
+                 "aggregation": {"function": "Count"}, **extra}
+            return httpx.post(url + "/query", json=q, timeout=60)
+
+        for k in (0, 1):
+            assert write(b_node.url, k).status_code == 204
+            ref(k)
+        wait_until(lambda: converged(nodes), 60, "the first writes applied")
+        net.cut(True)
+        # A has the NATS majority: node2's Quorum writes are acknowledged (retried through the
+        # stream leaders' re-election)
+        for k in (2, 3):
+            deadline = time.monotonic() + 30
+            while (r := write(a_node.url, k)).status_code != 204:
+                assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                time.sleep(0.5)
+            ref(k)
+        # B: no NATS majority, so no Quorum acknowledgement, however many rusts nodes it has
+        r = write(b_node.url, 4)
+        assert r.status_code == 503, r.text
+        # ... but an Async write is accepted: it is in node0's outbox (fsynced) until NATS is back
+        r = write(async_node.url, 5)
+        assert r.status_code == 204, r.text
+        ref(5)
+        assert httpx.get(async_node.url + "/cluster", timeout=10).json()["outbox"]["messages"] >= 1
+        # B answers no query: its heartbeats cannot reach the NATS majority
+        wait_until(lambda: count(b_node.url).status_code == 503, 30, "B refusing queries")
+        for n in (async_node, b_node):
+            r = count(n.url, partial=True)
+            assert r.status_code == 503 and "NATS majority" in r.json()["error"], r.text
+        # A: node2 cannot reach an owner of shards 0 and 3. Once node0 and node1 look dead, a
+        # query is refused naming such a shard, or answered partially when allowed, saying so
+        wait_until(lambda: not any(m["live"] for m in httpx.get(a_node.url + "/cluster", timeout=5).json()["members"]
+                                   if m["id"] in ("node0", "node1")), 30, "node0 and node1 dead for node2")
+        r = count(a_node.url)
+        assert r.status_code == 503 and "has no live owner" in r.json()["error"], r.text
+        r = count(a_node.url, partial=True)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["partial"] is True and body["missing_shards"] == [0, 3], body
+        full = httpx.post(server.url + "/query", json={"measurement": "cpu", "time_range": {"start": 0, "end": 2**62},
+                                                         "aggregation": {"function": "Count"}}).json()
+        assert 0 < body["results"][0]["fields"]["count"] < full["results"][0]["fields"]["count"]
+
+        net.cut(False)
+
+        def healed() -> bool:
+            st = httpx.get(async_node.url + "/cluster", timeout=5)
+            return st.status_code == 200 and st.json()["outbox"]["messages"] == 0 and converged(nodes)
+
+        wait_until(healed, 90, "the outbox published and lag 0 everywhere after healing")
+        deadline = time.monotonic() + 30  # the Quorum write refused in B, retried by its client
+        while (r := write(b_node.url, 4)).status_code != 204:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        ref(4)
+        want = answers(server.url)
+        for n in nodes:  # every acknowledged write, the Async one included, on every node
+            try:
+                wait_until(lambda: answers(n.url) == want, 60, f"answers of {n.url} after healing")
+            except AssertionError:
+                for a, b in zip(answers(n.url), want):
+                    if a != b:
+                        print("GOT", str(a)[:800], "\nWANT", str(b)[:800])
+                for m in nodes:
+                    print("CLUSTER", m.url, httpx.get(m.url + "/cluster", timeout=5).text[:4000])
+                raise
+    except BaseException:
+        for n in nodes:
             print("NODE", n.url, n.output()[-4000:])
         raise
     finally:
