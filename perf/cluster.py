@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def cpu_secs(pid: int) -> float:
-    """user + system CPU seconds of ``pid`` and its reaped children (flush worker processes)."""
+    """user + system CPU seconds of ``pid`` alone, with its reaped children's."""
     try:
         f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     except OSError:
@@ -68,15 +68,26 @@ def cpu_secs(pid: int) -> float:
     return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        return []
-
-
 def total_cpu(pids: list[int]) -> float:
-    return sum(cpu_secs(p) + sum(cpu_secs(c) for c in children(p)) for p in pids)
+    """CPU seconds of ``pids`` and all their live descendants, whichever thread started them
+    (``/proc/<pid>/task/<pid>/children`` lists only the main thread's: a flush worker started
+    from a worker thread was missed), with every reaped child's."""
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(d)] = (int(f[1]), (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK)
+    total, todo = 0.0, list(pids)
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo.extend(q for q, (parent, _) in stats.items() if parent == p)
+    return total
 
 
 def get(port: int, path: str) -> dict:
