@@ -46,6 +46,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import tsbs  # noqa: E402
+from ingest import cpu_seconds as cpu_seconds_of_tree  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent / "rusts-server"
@@ -69,25 +70,8 @@ def cpu_secs(pid: int) -> float:
 
 
 def total_cpu(pids: list[int]) -> float:
-    """CPU seconds of ``pids`` and all their live descendants, whichever thread started them
-    (``/proc/<pid>/task/<pid>/children`` lists only the main thread's: a flush worker started
-    from a worker thread was missed), with every reaped child's."""
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(d)] = (int(f[1]), (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK)
-    total, todo = 0.0, list(pids)
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo.extend(q for q, (parent, _) in stats.items() if parent == p)
-    return total
+    """CPU seconds of ``pids`` and all their descendants, live or reaped (perf/ingest.py)."""
+    return sum(cpu_seconds_of_tree(p, reaped=True) for p in pids)
 
 
 def get(port: int, path: str) -> dict:

@@ -103,12 +103,14 @@ def _settle_tiering(c: http.client.HTTPConnection, deadline: float, cold_wait: f
         time.sleep(0.5)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
     """User + system CPU time of a process and its live descendants (the servers' workers),
     whichever of its threads started them (``/proc/<pid>/task/<pid>/children`` lists only the
-    main thread's: a flush worker started from a worker thread was missed)."""
+    main thread's: a flush worker started from a worker thread was missed); with ``reaped``,
+    also the time of every child they reaped."""
     stats: dict[int, tuple[int, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
+    last = 15 if reaped else 13  # utime, stime (, cutime, cstime)
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -117,7 +119,7 @@ def cpu_seconds(pid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        stats[int(d)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        stats[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:last]) / tick)
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()

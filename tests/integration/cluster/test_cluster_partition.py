@@ -11,6 +11,7 @@ acknowledged (a write refused with 503 is retried after healing, as a client wou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -98,6 +99,40 @@ class NsServer(Server):
         raise RuntimeError(f"server not ready after {timeout}s: {self.output()}")
 
 
+@contextlib.contextmanager
+def reporting(nats: list, nodes: list):
+    """On failure, print what each rusts node logged; always stop the NATS servers."""
+    try:
+        yield
+    except BaseException:
+        for n in nodes:
+            print("NODE", n.url, n.output()[-4000:])
+        raise
+    finally:
+        for p in nats:
+            p.kill()
+            p.wait()
+
+
+def write(url: str, k: int) -> httpx.Response:
+    return httpx.post(url + "/write", content=batch(k), timeout=30)
+
+
+def write_ref(server, k: int) -> None:
+    """Batch ``k`` into the single-node reference: the cluster acknowledged it."""
+    assert write(server.url, k).status_code == 204
+
+
+def write_acknowledged(url: str, server, k: int, secs: float = 30) -> None:
+    """Batch ``k`` through ``url``, retried while refused with 503 (a stream leader's election,
+    a partition just healed), as a client would; then into the reference ``server``."""
+    deadline = time.monotonic() + secs
+    while (r := write(url, k)).status_code != 204:
+        assert r.status_code == 503 and time.monotonic() < deadline, r.text
+        time.sleep(0.5)
+    write_ref(server, k)
+
+
 def converged(nodes) -> bool:
     for n in nodes:
         r = httpx.get(n.url + "/cluster", timeout=5)
@@ -170,36 +205,25 @@ def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_p
     # NATS n0, n1 in A, n2 in B; rusts node0 (Quorum) and node1 (Sync) in A, node2 (Sync) in B:
     # every shard has an owner in A, shards 1, 2, 4, 5 also one in B
     nats, nodes = [], []
-    try:
+    with reporting(nats, nodes):
         start_cluster(net, tmp_path, server_factory, ["A", "A", "B"], ["A", "A", "B"],
                       ["Quorum", "Sync", "Sync"], nats, nodes)
         q_node, s_node, minority = nodes
 
-        def write(url: str, k: int) -> httpx.Response:
-            return httpx.post(url + "/write", content=batch(k), timeout=30)
-
-        def ref(k: int) -> None:
-            assert write(server.url, k).status_code == 204
-
         for k in (0, 1):
-            assert write(q_node.url, k).status_code == 204
-            ref(k)
+            write_acknowledged(q_node.url, server, k)
 
         net.cut(True)
         # the majority keeps acknowledging Quorum writes (a publish caught in the stream leaders'
         # re-election gets 503 and is retried)
         for k in (2, 3):
-            deadline = time.monotonic() + 30
-            while (r := write(q_node.url, k)).status_code != 204:
-                assert r.status_code == 503 and time.monotonic() < deadline, r.text
-                time.sleep(0.5)
-            ref(k)
+            write_acknowledged(q_node.url, server, k)
         # a Sync write through the majority cannot reach node2, an owner of most shards: refused
         # (the log holds it: the majority's owners apply it, node2 after healing; the client
         # retries it after healing, which changes nothing: applying is idempotent)
         r = write(s_node.url, 4)
         assert r.status_code == 503, r.text
-        ref(4)
+        write_ref(server, 4)
         # the minority cannot acknowledge anything (no NATS majority); the body is batch 2, which
         # the majority has, so whether its log ever keeps it changes no answer
         r = write(minority.url, 2)
@@ -229,22 +253,11 @@ def test_partition_minority_never_answers_wrong_and_the_cluster_heals(net, tmp_p
         net.cut(False)
         wait_until(lambda: converged(nodes), 60, "lag 0 everywhere after healing")
         # the Sync write refused above, retried by the client now that the cluster is whole
-        deadline = time.monotonic() + 30
-        while (r := write(s_node.url, 4)).status_code != 204:
-            assert r.status_code == 503 and time.monotonic() < deadline, r.text
-            time.sleep(0.5)
+        write_acknowledged(s_node.url, server, 4)
         want = answers(server.url)
         for n in nodes:  # a node whose heartbeat is not stored yet (the members bucket's Raft group
             # catching up after the heal) still refuses queries with 503 for a few seconds
             wait_until(lambda: answers(n.url) == want, 60, f"answers of {n.url} after healing")
-    except BaseException:
-        for n in nodes:  # what each node saw, for the failure report
-            print("NODE", n.url, n.output()[-4000:])
-        raise
-    finally:
-        for p in nats:
-            p.kill()
-            p.wait()
 
 
 def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through_it(
@@ -257,16 +270,10 @@ def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through
     heal. Node2 accepts writes, and answers queries only partially, when allowed to, naming
     the shards it cannot reach."""
     nats, nodes = [], []
-    try:
+    with reporting(nats, nodes):
         start_cluster(net, tmp_path, server_factory, ["A", "A", "B"], ["B", "B", "A"],
                       ["Async", "Quorum", "Quorum"], nats, nodes)
         async_node, b_node, a_node = nodes
-
-        def write(url: str, k: int) -> httpx.Response:
-            return httpx.post(url + "/write", content=batch(k), timeout=30)
-
-        def ref(k: int) -> None:
-            assert write(server.url, k).status_code == 204
 
         def count(url: str, **extra) -> httpx.Response:
             q = {"measurement": "cpu", "time_range": {"start": 0, "end": 2**62},
@@ -274,25 +281,20 @@ def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through
             return httpx.post(url + "/query", json=q, timeout=60)
 
         for k in (0, 1):
-            assert write(b_node.url, k).status_code == 204
-            ref(k)
+            write_acknowledged(b_node.url, server, k)
         wait_until(lambda: converged(nodes), 60, "the first writes applied")
         net.cut(True)
         # A has the NATS majority: node2's Quorum writes are acknowledged (retried through the
         # stream leaders' re-election)
         for k in (2, 3):
-            deadline = time.monotonic() + 30
-            while (r := write(a_node.url, k)).status_code != 204:
-                assert r.status_code == 503 and time.monotonic() < deadline, r.text
-                time.sleep(0.5)
-            ref(k)
+            write_acknowledged(a_node.url, server, k)
         # B: no NATS majority, so no Quorum acknowledgement, however many rusts nodes it has
         r = write(b_node.url, 4)
         assert r.status_code == 503, r.text
         # ... but an Async write is accepted: it is in node0's outbox (fsynced) until NATS is back
         r = write(async_node.url, 5)
         assert r.status_code == 204, r.text
-        ref(5)
+        write_ref(server, 5)
         assert httpx.get(async_node.url + "/cluster", timeout=10).json()["outbox"]["messages"] >= 1
         # B answers no query: its heartbeats cannot reach the NATS majority
         wait_until(lambda: count(b_node.url).status_code == 503, 30, "B refusing queries")
@@ -320,11 +322,7 @@ def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through
             return st.status_code == 200 and st.json()["outbox"]["messages"] == 0 and converged(nodes)
 
         wait_until(healed, 90, "the outbox published and lag 0 everywhere after healing")
-        deadline = time.monotonic() + 30  # the Quorum write refused in B, retried by its client
-        while (r := write(b_node.url, 4)).status_code != 204:
-            assert r.status_code == 503 and time.monotonic() < deadline, r.text
-            time.sleep(0.5)
-        ref(4)
+        write_acknowledged(b_node.url, server, 4)  # the Quorum write refused in B, retried by its client
         want = answers(server.url)
         for n in nodes:  # every acknowledged write, the Async one included, on every node
             try:
@@ -336,11 +334,3 @@ def test_partition_splitting_rusts_and_nats_differently_and_async_writes_through
                 for m in nodes:
                     print("CLUSTER", m.url, httpx.get(m.url + "/cluster", timeout=5).text[:4000])
                 raise
-    except BaseException:
-        for n in nodes:
-            print("NODE", n.url, n.output()[-4000:])
-        raise
-    finally:
-        for p in nats:
-            p.kill()
-            p.wait()
