@@ -106,7 +106,6 @@ async def _sync_wal(db) -> None:
     await reply.wait()
 
 
-
 def contiguous_run(msgs: list, applied: int) -> tuple[list, bool]:
     """The fetched ``(seq, data, msg)`` that follow ``applied`` without a gap, in sequence order
     (redeliveries of what is applied, and repeats, left out), and whether any later message was
@@ -117,6 +116,7 @@ def contiguous_run(msgs: list, applied: int) -> tuple[list, bool]:
     while n < len(new) and new[n][0] == applied + 1 + n:
         n += 1
     return new[:n], n < len(new)
+
 
 class ShardApplier:
     """Applies one shard's stream into its database; ``applied`` is the recorded sequence."""
@@ -174,6 +174,14 @@ class ShardApplier:
         if not self.caught_up and self.target is not None and self.applied >= self.target:
             self.caught_up = True
             log.info("shard %d: caught up with the stream (sequence %d); serving queries", self.shard, self.applied)
+
+    def _mark_behind(self, seq: int) -> None:
+        """This copy is known to lack messages up to ``seq``: it answers no query until it has
+        applied them (another owner answers, or the query waits)."""
+        if self.caught_up:
+            log.info("shard %d: not serving queries until sequence %d is applied", self.shard, seq)
+        self.caught_up = False
+        self.target = max(self.target or 0, seq)
 
     def _note_missed(self, first: int) -> None:
         n = first - 1 - self.applied
@@ -288,14 +296,8 @@ class ShardApplier:
                             if last > self.applied:
                                 log.info("shard %d: the stream holds %d message(s) after %d that were not "
                                          "delivered; resubscribing", self.shard, last - self.applied, self.applied)
-                                # a copy known to be behind answers no query until it has caught up
-                                # (another owner answers, or the query waits): after a partition heals
-                                # its consumer may deliver nothing for a while
-                                if self.caught_up:
-                                    log.info("shard %d: not serving queries until sequence %d is applied",
-                                             self.shard, last)
-                                self.caught_up = False
-                                self.target = max(self.target or 0, last)
+                                # after a partition heals its consumer may deliver nothing for a while
+                                self._mark_behind(last)
                             self.subscribed = False
                     except RustsError:
                         pass
@@ -312,9 +314,7 @@ class ShardApplier:
                          "resubscribing", self.shard, [m[0] for m in msgs][:8], self.applied, len(run))
                 self.subscribed = False
                 self._to_ack = None
-                # known to be behind: no query is answered from this copy until it has them
-                self.caught_up = False
-                self.target = max(self.target or 0, max(m[0] for m in msgs))
+                self._mark_behind(max(m[0] for m in msgs))
                 if not run:
                     continue
             try:
@@ -364,7 +364,7 @@ class ShardApplier:
         answered by the leader), not as a consumer delivers them. After NATS trouble this node's
         consumer may read the stream from a replica that diverged: NATS 2.9 lets a stream leader
         cut off in a minority keep messages it stored but never replicated (docs/cluster.md,
-        "Network partitions"), at sequences the majority gave to other messages."""
+        "Catching up from the leader"), at sequences the majority gave to other messages."""
         while self.applied < last:
             end = min(last, self.applied + FETCH_BATCH)
             msgs = await self.bridge.call(self.link.leader_msgs, self.shard, self.applied + 1, end)

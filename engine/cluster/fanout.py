@@ -363,25 +363,16 @@ def merge_aggregate(q: Query, parts: list[dict]):
         field_types.update({k: FieldType(v) for k, v in p["field_types"].items()})
     _check_agg_types(q, field_types)
     # every group key seen, sorted like the executor sorts them
-    keys = set()
-    done: set[int] = set()
-    for p in parts:
-        for e in p["stats"] + p["values"]:
-            if id(e["gkeys"]) not in done:
-                done.add(id(e["gkeys"]))
-                keys.update(tuple(k) for k in e["gkeys"])
+    # the entries of one engine pass share their group-key list: each list converted once
+    lists = {id(e["gkeys"]): e["gkeys"] for p in parts for e in p["stats"] + p["values"]}
+    keys = {tuple(k) for gk in lists.values() for k in gk}
     uniq = sorted(keys) if q.group_by else [()]
     gmap = {k: i for i, k in enumerate(uniq)}
     group_tags = [dict(zip(q.group_by, k)) for k in uniq]
-
-    seen: dict[int, tuple] = {}  # id(gkeys list) -> (that list, its groups' indexes)
+    local = {i: np.array([gmap[tuple(k)] for k in gk] or [0], dtype=np.int64) for i, gk in lists.items()}
 
     def gidx(e) -> np.ndarray:
-        gk = e["gkeys"]
-        hit = seen.get(id(gk))
-        if hit is None or hit[0] is not gk:  # entries of one engine pass share their list
-            hit = seen[id(gk)] = (gk, np.array([gmap[tuple(k)] for k in gk] or [0], dtype=np.int64))
-        return hit[1][np.asarray(e["group"], dtype=np.int64)]
+        return local[id(e["gkeys"])][np.asarray(e["group"], dtype=np.int64)]
 
     accs = [_Acc() for _ in q.aggregations]
     for p in parts:
